@@ -1,0 +1,162 @@
+"""Admission: every node of a plan against the policy, before anything starts. Pure.
+
+A node gets its effective sandbox only if everything it asks is granted; otherwise every
+refusal of the run is collected and reported together (CONTRACT 1).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+from .errors import InputRefused, Problem
+from .planning import Plan, PlannedNode
+from .policy import Policy
+from .sandbox import Sandbox
+from .units import format_size
+from .yamlsafe import Loc
+
+# Names that change how a program loads code or where it connects: never passed to a
+# node, whatever the policy says (compared case-insensitively).
+DENIED_ENV = frozenset(
+    {
+        "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "NODE_OPTIONS",
+        "NODE_PATH", "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "PATH", "HTTP_PROXY",
+        "HTTPS_PROXY", "FTP_PROXY", "ALL_PROXY", "NO_PROXY",
+    }
+)  # fmt: skip
+
+# Requests that this version cannot yet honour safely are refused, never ignored.
+_NOT_YET = {
+    "mounts": "mounts are not supported by this version of sandbox-orch",
+    "inputs": "artifact inputs are not supported by this version of sandbox-orch",
+    "secrets": "secrets are not supported by this version of sandbox-orch",
+}
+
+Refuse = Callable[[Loc, str], None]
+
+
+def admit(plan: Plan, policy: Policy) -> dict[str, Sandbox]:
+    problems: list[Problem] = []
+    sandboxes: dict[str, Sandbox] = {}
+    for node in plan.nodes.values():
+
+        def refuse(loc: Loc, message: str, node: PlannedNode = node) -> None:
+            problems.append(plan.document.problem(loc, f"node {node.name!r}: {message}"))
+
+        sandbox = admit_node(node, policy, refuse)
+        if sandbox is not None:
+            sandboxes[node.name] = sandbox
+    if problems:
+        raise InputRefused(problems)
+    return sandboxes
+
+
+def admit_node(node: PlannedNode, policy: Policy, refuse: Refuse) -> Sandbox | None:
+    before = _Counter(refuse)
+    _check_runtime(node, policy, before)
+    _check_unsupported(node, before)
+    _check_network(node, policy, before)
+    _check_env(node, policy, before)
+    _check_workdir(node, before)
+    limits = _check_limits(node, policy, before)
+    if before.count or limits is None:
+        return None
+    cpus, memory, pids, timeout = limits
+    return Sandbox(
+        image=node.runtime.image,
+        user=policy.user,
+        oci_runtime=policy.oci_runtime,
+        cpus=cpus,
+        memory=memory,
+        memory_ceiling=policy.limits.memory,
+        pids=pids,
+        timeout=timeout,
+        output_limit=policy.limits.output,
+        tmpfs=dict(policy.tmpfs),
+        env=dict(node.env),
+        workdir=node.request.workdir,
+    )
+
+
+class _Counter:
+    """Wraps `refuse` to know whether this node was refused anything."""
+
+    def __init__(self, refuse: Refuse) -> None:
+        self._refuse = refuse
+        self.count = 0
+
+    def __call__(self, loc: Loc, message: str) -> None:
+        self.count += 1
+        self._refuse(loc, message)
+
+
+def _check_runtime(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    runtime = node.runtime
+    if runtime.preset and runtime.name not in policy.runtimes:
+        refuse((*node.loc, "runtime"), f"runtime {runtime.name!r} is not granted by the policy")
+    if not runtime.preset and not any(fnmatch.fnmatchcase(runtime.image, p) for p in policy.images):
+        message = f"image {runtime.image!r} of runtime {runtime.name!r} is not granted"
+        refuse(("runtimes", runtime.name, "image"), message)
+
+
+def _check_unsupported(node: PlannedNode, refuse: Refuse) -> None:
+    request = node.request
+    for key, message in _NOT_YET.items():
+        if getattr(request, key):
+            refuse((*node.loc, key), message)
+    if request.outputs.artifacts:
+        refuse((*node.loc, "outputs", "artifacts"), "artifacts are not supported by this version")
+    if node.when is not None:
+        refuse((*node.loc, "when"), "conditions are not supported by this version")
+
+
+def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    for index, target in enumerate(node.request.network.egress):
+        loc = (*node.loc, "network", "egress", index)
+        if target not in policy.egress:
+            refuse(loc, f"egress to {target!r} is not granted by the policy")
+        else:
+            refuse(loc, "egress is not supported by this version of sandbox-orch")
+
+
+def _check_env(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    denied = DENIED_ENV | {name.upper() for name in policy.env_deny}
+    for name, value in node.env.items():
+        loc = (*node.loc, "env", name)
+        if not name or "=" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            refuse(loc, f"environment name {name!r} is not allowed")
+        elif name.upper() in denied or name.upper().startswith("LD_"):
+            refuse(loc, f"environment variable {name} is on the deny list")
+        elif "\x00" in value:
+            refuse(loc, "environment values cannot contain NUL")
+
+
+def _check_workdir(node: PlannedNode, refuse: Refuse) -> None:
+    workdir = node.request.workdir
+    if workdir and (workdir == "/proc" or workdir.startswith("/proc/")):
+        refuse((*node.loc, "workdir"), "a working directory under /proc is not allowed")
+
+
+def _check_limits(
+    node: PlannedNode, policy: Policy, refuse: Refuse
+) -> tuple[float, int, int, float] | None:
+    ceiling, default = policy.limits, policy.defaults
+    asked = node.resources
+    cpus = asked.cpus or default.cpus
+    memory = asked.memory or default.memory
+    pids = asked.pids or default.pids
+    timeout = node.timeout or default.timeout
+    checks = [
+        ("cpus", cpus, ceiling.cpus, str),
+        ("memory", memory, ceiling.memory, format_size),
+        ("pids", pids, ceiling.pids, str),
+        ("timeout", timeout, ceiling.timeout, lambda s: f"{s:g}s"),
+    ]
+    over = False
+    for key, value, most, show in checks:
+        if value > most:
+            loc = (*node.loc, "timeout") if key == "timeout" else (*node.loc, "resources", key)
+            refuse(loc, f"{key} {show(value)} is above the policy ceiling {show(most)}")
+            over = True
+    return None if over else (cpus, memory, pids, timeout)

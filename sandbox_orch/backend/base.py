@@ -1,0 +1,104 @@
+"""The container backend interface.
+
+The scheduler and the node runner speak only this interface, as an HTTP client speaks to
+a transport: Docker is one implementation (docker.py), an in-memory fake for scheduler
+tests is another (memory.py), and a Kubernetes backend would be a third.
+
+Security-relevant settings are not options here: `ContainerSpec` has no field for
+privileged mode, added capabilities, host namespaces, devices or seccomp, so no caller can
+ask for them (CONTRACT 1).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Stream = Literal["stdout", "stderr"]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    argv: tuple[str, ...]
+    user: str
+    labels: dict[str, str]
+    cpus: float
+    memory: int
+    pids: int
+    tmpfs: dict[str, int]
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    oci_runtime: str = "runc"
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    exit_code: int
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Something a run created on the engine, found by label (for gc and sweeps)."""
+
+    kind: Literal["container", "network", "volume"]
+    id: str
+    labels: dict[str, str]
+
+
+class OutputSink(Protocol):
+    """Receives a container's output while it runs. Called from the backend's reader."""
+
+    def write(self, stream: Stream, data: bytes) -> None: ...
+
+
+class BackendError(Exception):
+    """The engine failed (not the command): the node is `errored`."""
+
+
+class ImageMissing(BackendError):
+    pass
+
+
+class Backend(ABC):
+    @abstractmethod
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; return its id."""
+
+    @abstractmethod
+    async def start(self, container_id: str, sink: OutputSink) -> None:
+        """Start it; its output is streamed into `sink` from now until it exits."""
+
+    @abstractmethod
+    async def wait(self, container_id: str) -> ExitStatus:
+        """Return once it has exited and all its output has reached the sink."""
+
+    @abstractmethod
+    async def kill(self, container_id: str) -> None:
+        """SIGKILL it; a container that already stopped is not an error."""
+
+    @abstractmethod
+    async def remove(self, container_id: str) -> None:
+        """Remove it and its anonymous volumes; one already gone is not an error."""
+
+    @abstractmethod
+    async def image_id(self, image: str) -> str:
+        """The local image's id; raise ImageMissing if it is not there."""
+
+    @abstractmethod
+    async def oci_runtimes(self) -> set[str]:
+        """OCI runtimes the engine offers (runc, runsc, ...)."""
+
+    @abstractmethod
+    async def labelled(self, label: str, value: str | None = None) -> list[Resource]:
+        """Containers, networks and volumes carrying `label` (with `value`, if given)."""
+
+    @abstractmethod
+    async def remove_resource(self, resource: Resource) -> None:
+        """Remove one labelled resource, killing a container first; gone is not an error."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,200 @@
+"""The Docker implementation of the backend, on the docker SDK's low-level API client.
+
+The SDK is blocking, so each call runs on this backend's own thread pool (the default
+executor has too few threads for many long `wait` calls); each container's output is read
+by a dedicated thread that streams it into the node's bounded sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig, Ulimit
+
+from ..sandbox import CAP_DROP, NOFILE
+from .base import (
+    Backend,
+    BackendError,
+    ContainerSpec,
+    ExitStatus,
+    ImageMissing,
+    OutputSink,
+    Resource,
+)
+
+T = TypeVar("T")
+
+# The engine keeps a small capped log beside our own stream: enough for `docker logs`
+# while debugging, never enough to fill the host disk.
+LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"})
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+def connect(max_pool_size: int = 64, timeout: int = 120) -> docker.DockerClient:
+    """A client for the engine in the environment (DOCKER_HOST or the default socket)."""
+    return docker.from_env(max_pool_size=max_pool_size, timeout=timeout)
+
+
+def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, Any]:
+    """The create_container arguments for a spec: the hardening lives here, nowhere else.
+
+    Benchmarks build the raw-SDK baseline from this same function, so both sides run
+    containers with identical settings.
+    """
+    host_config = api.create_host_config(
+        cap_drop=list(CAP_DROP),
+        security_opt=["no-new-privileges"],  # the engine's default seccomp profile applies
+        read_only=True,
+        tmpfs={path: f"rw,noexec,nosuid,nodev,size={size}" for path, size in spec.tmpfs.items()},
+        network_mode="none",
+        ipc_mode="private",
+        privileged=False,
+        pids_limit=spec.pids,
+        mem_limit=spec.memory,
+        memswap_limit=spec.memory,  # memory = swap: no swapping past the limit
+        nano_cpus=int(spec.cpus * 1e9),
+        ulimits=[
+            Ulimit(name="nofile", soft=NOFILE, hard=NOFILE),
+            Ulimit(name="core", soft=0, hard=0),
+        ],
+        init=True,
+        log_config=LOG_CONFIG,
+        restart_policy={"Name": "no"},
+        runtime=spec.oci_runtime,
+    )
+    return {
+        "image": spec.image,
+        "command": list(spec.argv),
+        "user": spec.user,
+        "environment": dict(spec.env),
+        "working_dir": spec.workdir,
+        "labels": dict(spec.labels),
+        "name": spec.name,
+        "host_config": host_config,
+        "network_disabled": True,
+        "stdin_open": False,
+        "tty": False,
+    }
+
+
+class DockerBackend(Backend):
+    def __init__(self, client: docker.DockerClient, threads: int = 64) -> None:
+        self._api: docker.APIClient = client.api
+        self.client = client
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
+        self._readers: dict[str, threading.Thread] = {}
+        self._reader_errors: dict[str, BaseException] = {}
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except docker.errors.ImageNotFound as error:
+            raise ImageMissing(str(error.explanation or error)) from None
+        except _ENGINE_ERRORS as error:
+            raise BackendError(_describe(error)) from None
+
+    async def create(self, spec: ContainerSpec) -> str:
+        created = await self._call(self._api.create_container, **container_kwargs(spec, self._api))
+        return str(created["Id"])
+
+    async def start(self, container_id: str, sink: OutputSink) -> None:
+        # Attach before start, so not one byte of output is missed.
+        frames = await self._call(
+            self._api.attach, container_id, stdout=True, stderr=True, stream=True, demux=True
+        )
+        reader = threading.Thread(
+            target=self._read, args=(container_id, frames, sink), daemon=True, name="output"
+        )
+        reader.start()
+        self._readers[container_id] = reader
+        await self._call(self._api.start, container_id)
+
+    def _read(self, container_id: str, frames: Any, sink: OutputSink) -> None:
+        try:
+            for stdout, stderr in frames:
+                if stdout:
+                    sink.write("stdout", stdout)
+                if stderr:
+                    sink.write("stderr", stderr)
+        except BaseException as error:  # reported by wait(), never lost
+            self._reader_errors[container_id] = error
+
+    async def wait(self, container_id: str) -> ExitStatus:
+        result = await self._call(self._api.wait, container_id)
+        reader = self._readers.pop(container_id, None)
+        if reader is not None:
+            # The streams close when the container's last process exits.
+            await asyncio.get_running_loop().run_in_executor(self._pool, reader.join)
+        error = self._reader_errors.pop(container_id, None)
+        if error is not None:
+            raise BackendError(f"reading output failed: {_describe(error)}")
+        state = (await self._call(self._api.inspect_container, container_id))["State"]
+        return ExitStatus(exit_code=int(result["StatusCode"]), oom_killed=bool(state["OOMKilled"]))
+
+    async def kill(self, container_id: str) -> None:
+        # Already stopped or gone: the goal, stopped, holds. A real engine fault will show
+        # again in remove(), which does not forgive it.
+        with contextlib.suppress(BackendError):
+            await self._call(self._api.kill, container_id)
+
+    async def remove(self, container_id: str) -> None:
+        self._readers.pop(container_id, None)
+        try:
+            await self._call(self._api.remove_container, container_id, force=True, v=True)
+        except BackendError as error:
+            if "No such container" not in str(error) and "is already in progress" not in str(error):
+                raise
+
+    async def image_id(self, image: str) -> str:
+        try:
+            return str((await self._call(self._api.inspect_image, image))["Id"])
+        except BackendError as error:
+            if "No such image" in str(error):
+                raise ImageMissing(f"image {image} is not built") from None
+            raise
+
+    async def oci_runtimes(self) -> set[str]:
+        info = await self._call(self._api.info)
+        return set(info.get("Runtimes", {}))
+
+    async def labelled(self, label: str, value: str | None = None) -> list[Resource]:
+        selector = {"label": f"{label}={value}" if value is not None else label}
+        containers = await self._call(self._api.containers, all=True, filters=selector)
+        networks = await self._call(self._api.networks, filters=selector)
+        volumes = (await self._call(self._api.volumes, filters=selector)).get("Volumes") or []
+        return (
+            [Resource("container", c["Id"], c.get("Labels") or {}) for c in containers]
+            + [Resource("network", n["Id"], n.get("Labels") or {}) for n in networks]
+            + [Resource("volume", v["Name"], v.get("Labels") or {}) for v in volumes]
+        )
+
+    async def remove_resource(self, resource: Resource) -> None:
+        try:
+            if resource.kind == "container":
+                await self._call(self._api.remove_container, resource.id, force=True, v=True)
+            elif resource.kind == "network":
+                await self._call(self._api.remove_network, resource.id)
+            else:
+                await self._call(self._api.remove_volume, resource.id, force=True)
+        except BackendError as error:
+            if "No such" not in str(error) and "not found" not in str(error):
+                raise
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, docker.errors.APIError) and error.explanation:
+        return str(error.explanation)
+    return str(error) or type(error).__name__

@@ -1,0 +1,247 @@
+"""The command line (CONTRACT 2). Thin: parse options, call the core, map errors to exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import ExitCode, SandboxOrchError
+from .orchestrator import RunOptions, prepare, run_plan
+from .policy import choose_policy_path
+from .scheduler import DEFAULT_MAX_PARALLEL
+from .status import RunStatus
+from .store import new_run_id
+from .view import JsonView, PlainView
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RUN_EXIT = {
+    RunStatus.SUCCEEDED: ExitCode.OK,
+    RunStatus.FAILED: ExitCode.FAILED,
+    RunStatus.ERRORED: ExitCode.INFRASTRUCTURE,
+    RunStatus.CANCELLED: ExitCode.INTERRUPTED,
+}
+
+
+def exits_with_contract_codes(command: F) -> F:
+    """Every SandboxOrchError ends the command with its message and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SandboxOrchError as error:
+            click.echo(f"sandbox-orch: {error}" if "\n" not in str(error) else str(error), err=True)
+            sys.exit(int(error.exit_code))
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="sandbox-orch")
+def main() -> None:
+    """Run untrusted commands and AI coding agents in disposable, hardened containers."""
+
+
+workflow_argument = click.argument(
+    "workflow", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+policy_option = click.option(
+    "--policy",
+    "policy",
+    default=None,
+    help="Policy file (else $SANDBOX_ORCH_POLICY, else default).",
+)
+
+
+@main.command()
+@workflow_argument
+@policy_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@exits_with_contract_codes
+def validate(workflow: Path, policy: str | None, as_json: bool) -> None:
+    """Parse, check the graph and admit every node against the policy; start nothing."""
+    prepared = prepare(workflow, choose_policy_path(policy))
+    summary = {
+        "valid": True,
+        "workflow": prepared.plan.workflow.name,
+        "policy": prepared.policy.name,
+        "nodes": list(prepared.plan.nodes),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"{workflow}: valid ({len(prepared.plan.nodes)} nodes, policy {prepared.policy.name})"
+        )
+
+
+@main.command()
+@workflow_argument
+@policy_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@exits_with_contract_codes
+def plan(workflow: Path, policy: str | None, fmt: str) -> None:
+    """Show what `run` would do: order, and each node's effective sandbox."""
+    prepared = prepare(workflow, choose_policy_path(policy))
+    levels = prepared.plan.levels
+    if fmt == "json":
+        nodes = {
+            name: {
+                "needs": [e.source for e in node.needs],
+                "when": node.when,
+                "argv": list(node.argv),
+                "sandbox": prepared.sandboxes[name].describe(),
+            }
+            for name, node in prepared.plan.nodes.items()
+        }
+        click.echo(json.dumps({"levels": levels, "nodes": nodes}, indent=2))
+        return
+    for depth, level in enumerate(levels):
+        click.echo(f"level {depth}:")
+        for name in level:
+            sandbox = prepared.sandboxes[name].describe()
+            limits = sandbox["limits"]
+            click.echo(
+                f"  {name}: {sandbox['image']} as {sandbox['user']} via {sandbox['oci_runtime']},"
+                f" network {sandbox['network']}, cpus {limits['cpus']}, memory {limits['memory']},"
+                f" pids {limits['pids']}, timeout {limits['timeout_s']:g}s"
+            )
+
+
+@main.command()
+@workflow_argument
+@policy_option
+@click.option("--max-parallel", type=click.IntRange(1, 256), default=DEFAULT_MAX_PARALLEL)
+@click.option("--keep-going", is_flag=True, help="Do not stop starting nodes after a failure.")
+@click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
+@click.option("--ci", is_flag=True, help="Plain lines, no live redraw.")
+@exits_with_contract_codes
+def run(
+    workflow: Path,
+    policy: str | None,
+    max_parallel: int,
+    keep_going: bool,
+    results_file: Path | None,
+    as_json: bool,
+    ci: bool,
+) -> None:
+    """Run a workflow: every node in its own disposable, hardened container."""
+    prepared = prepare(workflow, choose_policy_path(policy))
+    options = RunOptions(
+        max_parallel=max_parallel, keep_going=keep_going, results_file=results_file
+    )
+    view = JsonView() if as_json else PlainView()
+    status = asyncio.run(_run(prepared, options, view))
+    sys.exit(int(RUN_EXIT[status]))
+
+
+async def _run(prepared: Any, options: RunOptions, view: Callable[..., None]) -> RunStatus:
+    from .engine import docker_backend
+
+    interrupt = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt.set)
+    backend = docker_backend()
+    try:
+        report = await run_plan(
+            prepared.plan,
+            prepared.policy,
+            prepared.sandboxes,
+            backend,
+            new_run_id(),
+            view,
+            interrupt,
+            options,
+        )
+    finally:
+        await backend.close()
+    for failure in report.cleanup_failures:
+        click.echo(f"sandbox-orch: could not remove {failure}", err=True)
+    return report.status
+
+
+@main.group()
+def images() -> None:
+    """Build the sandbox images."""
+
+
+@images.command("build")
+@click.argument("names", nargs=-1)
+@exits_with_contract_codes
+def images_build(names: tuple[str, ...]) -> None:
+    """Build images (all, or NAMES and what they need), in dependency order."""
+    from .engine import docker_backend
+    from .errors import InfrastructureError, InputRefused, Problem
+    from .images import build_images, build_order
+
+    try:
+        build_order(list(names) or None)
+    except ValueError as error:
+        raise InputRefused([Problem("images", None, "", str(error))]) from None
+    backend = docker_backend()
+    try:
+        for outcome in build_images(backend.client, list(names) or None, log=click.echo):
+            state = "built" if outcome.built else "up to date"
+            click.echo(f"{outcome.ref}: {state} ({outcome.image_id[:19]})")
+    except RuntimeError as error:
+        raise InfrastructureError(str(error)) from None
+
+
+@main.command()
+@exits_with_contract_codes
+def gc() -> None:
+    """Remove containers, networks and volumes of runs that are no longer alive."""
+    from .engine import docker_backend
+    from .gc import collect_garbage
+
+    async def collect() -> None:
+        backend = docker_backend()
+        try:
+            report = await collect_garbage(backend)
+        finally:
+            await backend.close()
+        for resource in report.removed:
+            run_id = resource.labels.get("sandbox-orch.run", "?")
+            click.echo(f"removed {resource.kind} {resource.id[:12]} (run {run_id})")
+        click.echo(f"{len(report.removed)} removed, {len(report.kept)} kept (owned by live runs)")
+
+    asyncio.run(collect())
+
+
+@main.command()
+@exits_with_contract_codes
+def doctor() -> None:
+    """Engine, OCI runtimes, images."""
+    from .engine import docker_backend
+    from .images import available_images, image_ref
+
+    async def check() -> None:
+        backend = docker_backend()
+        try:
+            version = backend.client.version().get("Version", "?")
+            click.echo(f"engine: Docker {version}")
+            runtimes = await backend.oci_runtimes()
+            for name in ("runc", "runsc"):
+                click.echo(f"runtime {name}: {'available' if name in runtimes else 'missing'}")
+            for name in available_images():
+                try:
+                    image_id = await backend.image_id(image_ref(name))
+                    click.echo(f"image {image_ref(name)}: built ({image_id[:19]})")
+                except Exception:
+                    click.echo(f"image {image_ref(name)}: not built")
+        finally:
+            await backend.close()
+
+    asyncio.run(check())

@@ -1,0 +1,158 @@
+"""One attempt of one node on a backend: create, start, wait (bounded), kill, remove.
+
+The runner keeps a ledger of every container it created and has not yet removed. The
+ledger is written *before* anything else can interrupt the attempt (a create is awaited
+to completion even when the task is cancelled), so an interrupted run knows exactly what
+it started, and `close()` removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .backend import Backend, BackendError, ContainerSpec
+from .capture import NodeOutput
+from .planning import PlannedNode
+from .sandbox import Sandbox
+from .status import NodeStatus
+
+RUN_LABEL = "sandbox-orch.run"
+NODE_LABEL = "sandbox-orch.node"
+OWNER_LABEL = "sandbox-orch.owner"
+ATTEMPT_LABEL = "sandbox-orch.attempt"
+KILL_GRACE = 10.0  # seconds to wait for a killed container to be reported stopped
+
+
+@dataclass
+class Attempt:
+    number: int
+    status: NodeStatus
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    exit_code: int | None = None
+    oom_killed: bool = False
+    reason: str | None = None
+    output: NodeOutput | None = None
+    memory: int | None = None
+
+    @property
+    def retry_reason(self) -> str:
+        """The category `retries.on` names: oom, or the status."""
+        return "oom" if self.oom_killed else self.status.value
+
+
+class NodeRunner:
+    def __init__(self, backend: Backend, run_id: str, owner: str) -> None:
+        self.backend = backend
+        self.run_id = run_id
+        self.owner = owner
+        self.ledger: set[str] = set()
+        self._creating: set[asyncio.Future[str]] = set()
+
+    def spec(self, node: PlannedNode, sandbox: Sandbox, attempt: int) -> ContainerSpec:
+        return ContainerSpec(
+            name=f"sandbox-orch-{self.run_id}-{node.name}-{attempt}",
+            image=sandbox.image,
+            argv=node.argv,
+            user=sandbox.user,
+            labels={
+                RUN_LABEL: self.run_id,
+                NODE_LABEL: node.name,
+                OWNER_LABEL: self.owner,
+                ATTEMPT_LABEL: str(attempt),
+            },
+            cpus=sandbox.cpus,
+            memory=sandbox.memory,
+            pids=sandbox.pids,
+            tmpfs=sandbox.tmpfs,
+            # A writable HOME: the root file system is read-only.
+            env={"HOME": "/tmp", **sandbox.env},
+            workdir=sandbox.workdir,
+            oci_runtime=sandbox.oci_runtime,
+        )
+
+    async def attempt(self, node: PlannedNode, sandbox: Sandbox, number: int) -> Attempt:
+        output = NodeOutput(sandbox.output_limit)
+        started_at, clock = datetime.now(UTC), time.monotonic()
+        container_id: str | None = None
+        try:
+            container_id = await self._create(self.spec(node, sandbox, number))
+            await self.backend.start(container_id, output)
+            status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
+        except BackendError as error:
+            status, exit_code, oom, reason = NodeStatus.ERRORED, None, False, str(error)
+        finally:
+            if container_id is not None:
+                await asyncio.shield(self._dispose(container_id))
+        return Attempt(
+            number=number,
+            status=status,
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            duration_s=round(time.monotonic() - clock, 3),
+            exit_code=exit_code,
+            oom_killed=oom,
+            reason=reason,
+            output=output,
+            memory=sandbox.memory,
+        )
+
+    async def _create(self, spec: ContainerSpec) -> str:
+        """Create, recording the id in the ledger the moment the engine answers.
+
+        If this task is cancelled while the engine is creating, the create still runs to
+        completion in its own task and lands in the ledger; close() waits for it.
+        """
+        task = asyncio.ensure_future(self.backend.create(spec))
+        self._creating.add(task)
+        task.add_done_callback(self._created)
+        return await asyncio.shield(task)
+
+    def _created(self, task: asyncio.Future[str]) -> None:
+        self._creating.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self.ledger.add(task.result())
+
+    async def _wait(
+        self, container_id: str, timeout: float
+    ) -> tuple[NodeStatus, int | None, bool, str | None]:
+        try:
+            exit_status = await asyncio.wait_for(self.backend.wait(container_id), timeout)
+        except TimeoutError:
+            await self.backend.kill(container_id)
+            killed = await asyncio.wait_for(self.backend.wait(container_id), KILL_GRACE)
+            return NodeStatus.TIMED_OUT, killed.exit_code, False, f"killed after {timeout:g}s"
+        if exit_status.oom_killed:
+            return NodeStatus.FAILED, exit_status.exit_code, True, "killed: out of memory"
+        if exit_status.exit_code != 0:
+            reason = f"exited with code {exit_status.exit_code}"
+            return NodeStatus.FAILED, exit_status.exit_code, False, reason
+        return NodeStatus.SUCCEEDED, 0, False, None
+
+    async def _dispose(self, container_id: str) -> None:
+        """Kill (if still running) and remove; the ledger forgets it only once removed."""
+        await self.backend.kill(container_id)
+        await self.backend.remove(container_id)
+        self.ledger.discard(container_id)
+
+    async def close(self) -> list[str]:
+        """Remove whatever is left: the ledger, then anything else labelled with this run
+        (a backstop for resources created by a path the ledger does not see). Returns
+        what could not be removed."""
+        failures: list[str] = []
+        await asyncio.gather(*self._creating, return_exceptions=True)
+        for container_id in list(self.ledger):
+            try:
+                await self._dispose(container_id)
+            except BackendError as error:
+                failures.append(f"container {container_id[:12]}: {error}")
+        try:
+            for resource in await self.backend.labelled(RUN_LABEL, self.run_id):
+                await self.backend.remove_resource(resource)
+        except BackendError as error:
+            failures.append(str(error))
+        return failures

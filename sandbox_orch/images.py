@@ -1,0 +1,368 @@
+"""Build the sandbox-orch container images (images/<name>/Dockerfile) with the Docker SDK.
+
+Images are rebuilt only when their inputs change: each image carries a label with a
+hash of its build context, its sandbox-orch parent's image id and the package version.
+The root parent (sandbox-orch/bootstrap:bookworm) is made offline with mmdebstrap,
+because no image registry may be reachable.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import docker
+import docker.errors
+from docker.models.images import Image
+
+from sandbox_orch import __version__
+
+IMAGES_DIR: Path = Path(__file__).resolve().parent.parent / "images"
+REPOSITORY_PREFIX = "sandbox-orch/"
+BOOTSTRAP_REF = "sandbox-orch/bootstrap:bookworm"
+
+IMAGE_LABEL = "sandbox-orch.image"
+VERSION_LABEL = "sandbox-orch.version"
+HASH_LABEL = "sandbox-orch.context-sha256"
+TITLE_LABEL = "org.opencontainers.image.title"
+
+MMDEBSTRAP_CMD = [
+    "mmdebstrap",
+    "--variant=minbase",
+    "--include=ca-certificates",
+    "bookworm",
+    "-",
+]
+# The registry fallback for the bootstrap, used only when mmdebstrap is unavailable/fails.
+FALLBACK_REPOSITORY, FALLBACK_TAG = "debian", "bookworm-slim"
+
+# `FROM [--platform=...] image [AS stage]`; only the image reference is captured.
+_FROM_RE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE | re.MULTILINE)
+_LOG_TAIL_LINES = 25
+_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """What build_images did for one image; built=False means it was up to date."""
+
+    name: str
+    ref: str
+    image_id: str
+    built: bool
+
+
+def image_ref(name: str) -> str:
+    """The tag an image is built under (``latest`` implicit)."""
+    return f"{REPOSITORY_PREFIX}{name}"
+
+
+def available_images(images_dir: Path = IMAGES_DIR) -> list[str]:
+    """Names of the image directories that hold a Dockerfile, sorted."""
+    if not images_dir.is_dir():
+        return []
+    return sorted(p.parent.name for p in images_dir.glob("*/Dockerfile") if p.is_file())
+
+
+def parent_refs(dockerfile: Path) -> list[str]:
+    """The sandbox-orch images a Dockerfile builds FROM, as written (tag may be absent)."""
+    refs = _FROM_RE.findall(dockerfile.read_text(encoding="utf-8"))
+    return [ref for ref in refs if ref.startswith(REPOSITORY_PREFIX)]
+
+
+def _ref_name(ref: str) -> str:
+    """'sandbox-orch/base:latest' -> 'base'."""
+    return ref.removeprefix(REPOSITORY_PREFIX).split("@", 1)[0].split(":", 1)[0]
+
+
+def _dependencies(name: str, images_dir: Path, available: set[str]) -> list[str]:
+    """In-tree images this one builds FROM; others (the bootstrap) are not built here."""
+    names = (_ref_name(ref) for ref in parent_refs(images_dir / name / "Dockerfile"))
+    return [dep for dep in names if dep in available and dep != name]
+
+
+def build_order(names: list[str] | None, images_dir: Path = IMAGES_DIR) -> list[str]:
+    """The requested images (all if None) plus their in-tree parents, parents first."""
+    available = available_images(images_dir)
+    requested = available if names is None else list(names)
+    unknown = sorted(set(requested) - set(available))
+    if unknown:
+        raise ValueError(
+            f"unknown image(s): {', '.join(unknown)}; "
+            f"available: {', '.join(available) or '(none)'} in {images_dir}"
+        )
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+            raise ValueError(f"image dependency cycle: {cycle}")
+        visiting.append(name)
+        for dep in _dependencies(name, images_dir, set(available)):
+            visit(dep)
+        visiting.pop()
+        order.append(name)
+
+    for name in requested:
+        visit(name)
+    return order
+
+
+def context_hash(context_dir: Path, parent_ids: dict[str, str], version: str = __version__) -> str:
+    """Deterministic sha256 of everything that decides an image's content.
+
+    Covers every file in the context (relative path, executable bit, bytes), the ids
+    of the sandbox-orch parents (a rebuilt parent must rebuild its children) and the
+    package version. Fields are length-prefixed so no two inputs hash alike.
+    """
+    digest = hashlib.sha256()
+
+    def field(data: bytes) -> None:
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+
+    field(b"sandbox-orch-image-v1")
+    field(version.encode())
+    for ref, image_id in sorted(parent_ids.items()):
+        field(ref.encode())
+        field(image_id.encode())
+    files = sorted(
+        (p for p in context_dir.rglob("*") if p.is_file()),
+        key=lambda p: p.relative_to(context_dir).as_posix(),
+    )
+    for path in files:
+        field(path.relative_to(context_dir).as_posix().encode())
+        # Only the executable bit: umask differences between checkouts must not rebuild.
+        field(b"x" if path.stat().st_mode & 0o111 else b"-")
+        field(path.read_bytes())
+    return digest.hexdigest()
+
+
+def image_labels(name: str, digest: str) -> dict[str, str]:
+    """Labels for an image. Never `sandbox-orch.run`: gc removes what carries that."""
+    return {
+        IMAGE_LABEL: name,
+        VERSION_LABEL: __version__,
+        TITLE_LABEL: image_ref(name),
+        HASH_LABEL: digest,
+    }
+
+
+def build_images(
+    client: docker.DockerClient,
+    names: list[str] | None = None,
+    *,
+    images_dir: Path = IMAGES_DIR,
+    log: Callable[[str], None] = print,
+) -> list[BuildOutcome]:
+    """Build the requested images (all if None) and their parents, skipping up-to-date ones."""
+    outcomes: list[BuildOutcome] = []
+    replaced: list[str] = []
+    for name in build_order(names, images_dir):
+        outcome, old_id = _build_one(client, name, images_dir / name, log)
+        outcomes.append(outcome)
+        if old_id is not None:
+            replaced.append(old_id)
+    # Children are replaced after their parents; removing the newest first frees the
+    # old parents of their old children, so the whole stale chain can go.
+    for image_id in reversed(replaced):
+        _remove_replaced(client, image_id, log)
+    return outcomes
+
+
+def _build_one(
+    client: docker.DockerClient, name: str, context: Path, log: Callable[[str], None]
+) -> tuple[BuildOutcome, str | None]:
+    """Build one image unless up to date; also returns the id of the image it replaced."""
+    ref = image_ref(name)
+    # Parents come earlier in build_order, so they exist (or are the bootstrap) by now.
+    parent_ids = {
+        parent: _ensure_parent(client, parent, log)
+        for parent in parent_refs(context / "Dockerfile")
+    }
+    digest = context_hash(context, parent_ids)
+    existing = _find_image(client, ref)
+    if existing is not None and existing.labels.get(HASH_LABEL) == digest:
+        log(f"{ref}: up to date ({existing.short_id})")
+        return BuildOutcome(name=name, ref=ref, image_id=existing.id, built=False), None
+
+    log(f"{ref}: building from {context}")
+    image_id = _run_build(client, context, ref, image_labels(name, digest), log)
+    log(f"{ref}: built {image_id[:19]}")
+    old_id = existing.id if existing is not None and existing.id != image_id else None
+    return BuildOutcome(name=name, ref=ref, image_id=image_id, built=True), old_id
+
+
+def _find_image(client: docker.DockerClient, ref: str) -> Image | None:
+    try:
+        return client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _ensure_parent(client: docker.DockerClient, ref: str, log: Callable[[str], None]) -> str:
+    """Image id of a sandbox-orch parent, creating the bootstrap if it is the one missing."""
+    image = _find_image(client, ref)
+    if image is not None:
+        return image.id
+    if ref == BOOTSTRAP_REF:
+        return ensure_bootstrap(client, log)
+    raise RuntimeError(f"parent image {ref} is missing and is not built from {IMAGES_DIR}")
+
+
+def _run_build(
+    client: docker.DockerClient,
+    context: Path,
+    ref: str,
+    labels: dict[str, str],
+    log: Callable[[str], None],
+) -> str:
+    """Run one classic-builder build, streaming its output; returns the new image id."""
+    tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
+    image_id = None
+    try:
+        # pull=False: parents are local (there may be no registry); forcerm: no
+        # intermediate containers left behind even when a step fails.
+        chunks = client.api.build(
+            path=str(context),
+            tag=ref,
+            labels=labels,
+            pull=False,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in chunks:
+            for line in chunk.get("stream", "").splitlines():
+                if line.strip():
+                    tail.append(line.strip())
+                    log(line.strip())
+            if "error" in chunk or "errorDetail" in chunk:
+                error = chunk.get("error") or chunk["errorDetail"].get("message", "")
+                raise _build_failed(ref, error.strip(), tail)
+            image_id = chunk.get("aux", {}).get("ID", image_id)
+    except docker.errors.APIError as exc:
+        raise _build_failed(ref, str(exc), tail) from exc
+    return image_id or client.images.get(ref).id
+
+
+def _build_failed(ref: str, error: str, tail: collections.deque[str]) -> RuntimeError:
+    return RuntimeError(f"building {ref} failed: {error}\nlast build output:\n" + "\n".join(tail))
+
+
+def _remove_replaced(
+    client: docker.DockerClient, image_id: str, log: Callable[[str], None]
+) -> None:
+    """Best effort: drop the image a rebuild replaced so rebuilds do not pile up.
+
+    Only while it is dangling (someone may have tagged it to keep it); the engine also
+    refuses while containers or child images still use it, which is fine.
+    """
+    try:
+        if client.images.get(image_id).tags:
+            return
+        client.images.remove(image_id)
+        log(f"removed replaced image {image_id[:19]}")
+    except docker.errors.APIError:
+        pass
+
+
+def ensure_bootstrap(client: docker.DockerClient, log: Callable[[str], None] = print) -> str:
+    """Id of sandbox-orch/bootstrap:bookworm, making it offline (mmdebstrap) if missing."""
+    existing = _find_image(client, BOOTSTRAP_REF)
+    if existing is not None:
+        return existing.id
+    failures = []
+    if shutil.which(MMDEBSTRAP_CMD[0]):
+        try:
+            return _bootstrap_with_mmdebstrap(client, log)
+        except (RuntimeError, OSError, docker.errors.APIError) as exc:
+            failures.append(f"mmdebstrap failed: {exc}")
+            log(failures[-1])
+    else:
+        failures.append("mmdebstrap is not installed")
+    try:
+        return _bootstrap_by_pull(client, log)
+    except docker.errors.APIError as exc:
+        failures.append(f"pulling {FALLBACK_REPOSITORY}:{FALLBACK_TAG} failed: {exc}")
+    raise RuntimeError(
+        f"cannot create {BOOTSTRAP_REF}: {'; '.join(failures)}. "
+        "Install mmdebstrap (apt-get install mmdebstrap) or make an image registry reachable."
+    )
+
+
+def _bootstrap_with_mmdebstrap(client: docker.DockerClient, log: Callable[[str], None]) -> str:
+    repository, tag = BOOTSTRAP_REF.rsplit(":", 1)
+    log(f"{BOOTSTRAP_REF}: creating with {' '.join(MMDEBSTRAP_CMD)} (about half a minute)")
+    # `docker import` keeps no config; these make the result self-describing.
+    changes = [f"LABEL {IMAGE_LABEL}=bootstrap {VERSION_LABEL}={__version__}"]
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(MMDEBSTRAP_CMD, stdout=subprocess.PIPE, stderr=stderr)
+        assert proc.stdout is not None
+        try:
+            # Streamed in chunks: the ~170 MB tarball never sits in memory.
+            result = client.api.import_image_from_stream(
+                _chunks(proc.stdout), repository=repository, tag=tag, changes=changes
+            )
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        returncode = proc.wait()
+        stderr.seek(0)
+        stderr_tail = stderr.read().decode(errors="replace").strip().splitlines()[-10:]
+    error = _stream_error(result)
+    if returncode != 0 or error:
+        # A truncated tarball may still have been imported: never leave it tagged.
+        _remove_ref(client, BOOTSTRAP_REF)
+        raise RuntimeError(
+            f"mmdebstrap exit {returncode}, import error {error!r}: " + " | ".join(stderr_tail)
+        )
+    image = client.images.get(BOOTSTRAP_REF)
+    log(f"{BOOTSTRAP_REF}: created {image.short_id}")
+    return image.id
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while chunk := stream.read(_CHUNK_BYTES):
+        yield chunk
+
+
+def _stream_error(result: object) -> str:
+    """The error, if any, in the engine's JSON progress stream (HTTP 200 even on failure)."""
+    for line in str(result or "").splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("error"):
+            return str(message["error"])
+    return ""
+
+
+def _remove_ref(client: docker.DockerClient, ref: str) -> None:
+    with contextlib.suppress(docker.errors.APIError):
+        client.images.remove(ref, force=True)
+
+
+def _bootstrap_by_pull(client: docker.DockerClient, log: Callable[[str], None]) -> str:
+    repository, tag = BOOTSTRAP_REF.rsplit(":", 1)
+    log(f"{BOOTSTRAP_REF}: pulling {FALLBACK_REPOSITORY}:{FALLBACK_TAG}")
+    image = client.images.pull(FALLBACK_REPOSITORY, FALLBACK_TAG)
+    image.tag(repository, tag)
+    return client.images.get(BOOTSTRAP_REF).id

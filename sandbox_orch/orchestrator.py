@@ -1,0 +1,133 @@
+"""A whole run: preflight, schedule, always clean up, then results. The imperative shell
+around the pure plan and admission, and the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .backend import Backend, BackendError, ImageMissing
+from .errors import InfrastructureError
+from .events import Emit, RunFinished, RunStarted
+from .execution import NodeRunner
+from .planning import Plan
+from .policy import Policy
+from .results import RunFacts, build_results
+from .sandbox import Sandbox
+from .scheduler import DEFAULT_MAX_PARALLEL, Scheduler
+from .status import RunStatus
+from .store import save_results
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    keep_going: bool = False
+    results_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    status: RunStatus
+    results: dict[str, Any]
+    results_path: Path
+    cleanup_failures: list[str]
+
+
+def owner_token() -> str:
+    """Who owns a run's resources: host, pid and the process's start time (pids recycle)."""
+    started = int(psutil.Process().create_time())
+    return f"{socket.gethostname()}:{os.getpid()}:{started}"
+
+
+async def preflight(
+    backend: Backend, policy: Policy, sandboxes: dict[str, Sandbox]
+) -> dict[str, str]:
+    """Everything the run needs from the engine exists, before anything is created."""
+    try:
+        runtimes = await backend.oci_runtimes()
+        if policy.oci_runtime not in runtimes:
+            raise InfrastructureError(
+                f"the policy {policy.name!r} asks for the OCI runtime {policy.oci_runtime!r}, "
+                f"which the engine does not offer (it has: {', '.join(sorted(runtimes))}); "
+                "sandbox-orch never falls back to a weaker runtime"
+            )
+        image_ids = {}
+        for image in sorted({s.image for s in sandboxes.values()}):
+            image_ids[image] = await backend.image_id(image)
+    except ImageMissing as error:
+        raise InfrastructureError(f"{error}: run `sandbox-orch images build`") from None
+    except BackendError as error:
+        raise InfrastructureError(f"engine error: {error}") from None
+    return image_ids
+
+
+async def run_plan(
+    plan: Plan,
+    policy: Policy,
+    sandboxes: dict[str, Sandbox],
+    backend: Backend,
+    run_id: str,
+    emit: Emit,
+    interrupt: asyncio.Event,
+    options: RunOptions = RunOptions(),
+) -> RunReport:
+    image_ids = await preflight(backend, policy, sandboxes)
+    runner = NodeRunner(backend, run_id, owner_token())
+    scheduler = Scheduler(
+        plan,
+        sandboxes,
+        runner.attempt,
+        emit,
+        max_parallel=options.max_parallel,
+        fail_fast=False if options.keep_going else None,
+    )
+    started_at = datetime.now(UTC)
+    emit(RunStarted(run_id, plan.workflow.name, list(plan.nodes), started_at))
+    try:
+        records = await scheduler.run(interrupt)
+    finally:
+        # Shielded: a second Ctrl-C must not leave the run's containers behind.
+        failures = await asyncio.shield(runner.close())
+    finished_at = datetime.now(UTC)
+    status = scheduler.run_status()
+    if failures and status == RunStatus.SUCCEEDED:
+        status = RunStatus.ERRORED
+    facts = RunFacts(run_id, status, started_at, finished_at, image_ids)
+    results = build_results(facts, plan, policy, sandboxes, records)
+    if failures:
+        results["cleanup_failures"] = failures
+    path = save_results(run_id, results, options.results_file)
+    totals = {k: v for k, v in results["totals"].items() if isinstance(v, int)}
+    took = results["duration_s"]
+    emit(RunFinished(run_id, status.value, finished_at, took, totals, str(path)))
+    return RunReport(run_id, status, results, path, failures)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    plan: Plan
+    policy: Policy
+    sandboxes: dict[str, Sandbox]
+
+
+def prepare(workflow_path: Path, policy_path: Path) -> Prepared:
+    """Load, plan and admit: everything `run` checks before touching the engine. Pure
+    apart from reading the two files; raises InputRefused (exit 2) on any problem."""
+    from .admission import admit
+    from .loading import load_workflow
+    from .planning import make_plan
+    from .policy import load_policy
+
+    policy = load_policy(policy_path)
+    document, workflow = load_workflow(workflow_path)
+    plan = make_plan(document, workflow)
+    return Prepared(plan, policy, admit(plan, policy))

@@ -1,0 +1,255 @@
+"""From a validated workflow to a plan: flat nodes, resolved edges, an order. Pure.
+
+Sequence groups become chains here, defaults are merged into every node, and every
+reference is checked, so the scheduler only ever sees a well-formed acyclic graph.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .errors import InputRefused, Problem
+from .runtimes import DEFAULT_RUNTIME, PRESETS, Runtime, argv_for, runtimes_of
+from .workflow import NODE_NAME, Group, Need, NodeFields, Resources, Retries, Workflow
+from .yamlsafe import Document, Loc
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    allow_failure: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    """One node as the workflow requests it, defaults merged in (the policy decides later)."""
+
+    name: str
+    loc: Loc
+    request: NodeFields
+    runtime: Runtime
+    argv: tuple[str, ...]
+    needs: tuple[Edge, ...]
+    when: str | None
+    continue_on_failure: bool
+    timeout: float | None
+    resources: Resources
+    retries: Retries | None
+    env: dict[str, str]
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    workflow: Workflow
+    document: Document
+    nodes: dict[str, PlannedNode]  # in a topological order
+    levels: list[list[str]] = field(default_factory=list)
+
+    @property
+    def edges(self) -> list[Edge]:
+        return [edge for node in self.nodes.values() for edge in node.needs]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A node before its needs are resolved: where it is and what it asks."""
+
+    name: str
+    loc: Loc
+    fields: NodeFields
+    needs: list[str | Need]
+    needs_loc: Loc
+    when: str | None
+    continue_on_failure: bool
+    group: str | None
+
+
+def make_plan(document: Document, workflow: Workflow) -> Plan:
+    problems: list[Problem] = []
+    entries, group_tails = _expand(document, workflow, problems)
+    runtimes = runtimes_of(workflow)
+    _check_custom_runtimes(document, workflow, problems)
+    planned = {}
+    for entry in entries.values():
+        needs = _resolve_needs(document, entry, entries, group_tails, problems)
+        node = _plan_node(document, workflow, entry, needs, runtimes, problems)
+        if node:
+            planned[entry.name] = node
+    if problems:
+        raise InputRefused(problems)
+    order, levels = _order(document, planned)
+    return Plan(workflow, document, {name: planned[name] for name in order}, levels)
+
+
+def _expand(
+    document: Document, workflow: Workflow, problems: list[Problem]
+) -> tuple[dict[str, _Entry], dict[str, str]]:
+    entries: dict[str, _Entry] = {}
+    group_tails: dict[str, str] = {}  # group name -> its last member
+    seen: set[str] = set()
+
+    def claim(name: str, loc: Loc) -> bool:
+        if not NODE_NAME.match(name):
+            problems.append(
+                document.problem(loc, f"invalid name {name!r}: use [a-z0-9][a-z0-9_-]*, at most 63")
+            )
+            return False
+        if name in seen:
+            problems.append(document.problem(loc, f"duplicate node name {name!r}"))
+            return False
+        seen.add(name)
+        return True
+
+    for key, item in workflow.nodes.items():
+        loc = ("nodes", key)
+        if not claim(str(key), loc):
+            continue
+        if isinstance(item, Group):
+            for entry in _expand_group(key, item, loc, document, claim):
+                entries[entry.name] = entry
+            group_tails[key] = item.sequence[-1].name
+        else:
+            entries[key] = _Entry(
+                key,
+                loc,
+                item,
+                list(item.needs),
+                (*loc, "needs"),
+                item.when,
+                item.continue_on_failure,
+                None,
+            )
+    return entries, group_tails
+
+
+def _expand_group(
+    group_name: str, group: Group, loc: Loc, document: Document, claim: object
+) -> Iterator[_Entry]:
+    previous: str | None = None
+    for index, member in enumerate(group.sequence):
+        member_loc = (*loc, "sequence", index)
+        if not claim(member.name, (*member_loc, "name")):  # type: ignore[operator]
+            continue
+        chain: list[str | Need] = [previous] if previous else list(group.needs)
+        when = _both(group.when, member.when)
+        yield _Entry(
+            member.name,
+            member_loc,
+            member,
+            chain + list(member.needs),
+            (*member_loc, "needs") if member.needs or previous else (*loc, "needs"),
+            when,
+            group.continue_on_failure or member.continue_on_failure,
+            group_name,
+        )
+        previous = member.name
+
+
+def _both(first: str | None, second: str | None) -> str | None:
+    if first and second:
+        return f"({first}) && ({second})"
+    return first or second
+
+
+def _resolve_needs(
+    document: Document,
+    entry: _Entry,
+    entries: dict[str, _Entry],
+    group_tails: dict[str, str],
+    problems: list[Problem],
+) -> tuple[Edge, ...]:
+    edges: dict[str, Edge] = {}
+    for index, need in enumerate(entry.needs):
+        name, allow = (need.node, need.allow_failure) if isinstance(need, Need) else (need, False)
+        source = group_tails.get(name, name)
+        loc = (*entry.needs_loc, index)
+        if source not in entries:
+            problems.append(document.problem(loc, f"unknown node {name!r}"))
+        elif source == entry.name or entries[source].group == entry.name:
+            problems.append(document.problem(loc, f"node {entry.name!r} cannot need itself"))
+        else:
+            edges[source] = Edge(
+                source, entry.name, allow or edges.get(source, Edge("", "")).allow_failure
+            )
+    return tuple(edges.values())
+
+
+def _plan_node(
+    document: Document,
+    workflow: Workflow,
+    entry: _Entry,
+    needs: tuple[Edge, ...],
+    runtimes: dict[str, Runtime],
+    problems: list[Problem],
+) -> PlannedNode | None:
+    request, defaults = entry.fields, workflow.defaults
+    runtime_name = request.runtime or defaults.runtime or DEFAULT_RUNTIME
+    runtime = runtimes.get(runtime_name)
+    if runtime is None:
+        known = ", ".join(sorted(runtimes))
+        problems.append(
+            document.problem(
+                (*entry.loc, "runtime"), f"unknown runtime {runtime_name!r} (known: {known})"
+            )
+        )
+        return None
+    if request.prompt is not None and not runtime.agent:
+        problems.append(
+            document.problem((*entry.loc, "prompt"), f"runtime {runtime_name!r} takes no prompt")
+        )
+    if request.command is None and request.prompt is None and not runtime.entrypoint:
+        problems.append(document.problem(entry.loc, "a node needs a command"))
+    return PlannedNode(
+        name=entry.name,
+        loc=entry.loc,
+        request=request,
+        runtime=runtime,
+        argv=tuple(argv_for(runtime, request.command)),
+        needs=needs,
+        when=entry.when,
+        continue_on_failure=entry.continue_on_failure,
+        timeout=request.timeout or defaults.timeout,
+        resources=Resources(
+            cpus=request.resources.cpus or defaults.resources.cpus,
+            memory=request.resources.memory or defaults.resources.memory,
+            pids=request.resources.pids or defaults.resources.pids,
+        ),
+        retries=request.retries or defaults.retries,
+        env={**defaults.env, **request.env},
+        group=entry.group,
+    )
+
+
+def _check_custom_runtimes(document: Document, workflow: Workflow, problems: list[Problem]) -> None:
+    for name in workflow.runtimes:
+        if name in PRESETS:
+            problems.append(
+                document.problem(
+                    ("runtimes", name), f"{name!r} is a preset and cannot be redefined"
+                )
+            )
+
+
+def _order(document: Document, nodes: dict[str, PlannedNode]) -> tuple[list[str], list[list[str]]]:
+    sorter = graphlib.TopologicalSorter(
+        {n: [e.source for e in node.needs] for n, node in nodes.items()}
+    )
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as error:
+        cycle: list[str] = list(reversed(error.args[1]))
+        first = nodes[cycle[0]]
+        message = "dependency cycle: " + " -> ".join(cycle)
+        raise InputRefused([document.problem((*first.loc, "needs"), message)]) from None
+    order: list[str] = []
+    levels: list[list[str]] = []
+    while sorter.is_active():
+        level = sorted(sorter.get_ready())
+        levels.append(level)
+        order.extend(level)
+        sorter.done(*level)
+    return order, levels

@@ -1,0 +1,228 @@
+"""The operator's policy (CONTRACT 4): what nodes may be granted. Never chosen by a workflow.
+
+Read with the same strict YAML reader as workflows and validated with a strict cerberus
+schema: an unknown key is an error, so a typo cannot silently widen or drop a grant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cerberus
+
+from .errors import InputRefused
+from .units import parse_duration, parse_size
+from .yamlsafe import Document, load_file
+
+POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
+DEFAULT_POLICY = POLICIES_DIR / "default.yaml"
+POLICY_ENV = "SANDBOX_ORCH_POLICY"
+
+
+def _check_size(field_name: str, value: Any, error: Any) -> None:
+    try:
+        parse_size(value)
+    except (ValueError, AttributeError) as problem:
+        error(field_name, str(problem))
+
+
+def _check_duration(field_name: str, value: Any, error: Any) -> None:
+    try:
+        parse_duration(value)
+    except (ValueError, AttributeError) as problem:
+        error(field_name, str(problem))
+
+
+_SIZE = {"type": ["string", "integer"], "check_with": _check_size}
+_DURATION = {"type": ["string", "integer", "float"], "check_with": _check_duration}
+_STRINGS = {"type": "list", "schema": {"type": "string", "empty": False}}
+_HOST_PORT = {"type": "list", "schema": {"type": "string", "regex": r"^[^\s:/]+:\d{1,5}$"}}
+
+SCHEMA: dict[str, Any] = {
+    "version": {"type": "integer", "allowed": [1], "required": True},
+    "name": {"type": "string", "empty": False, "required": True},
+    "runtimes": _STRINGS,
+    "images": _STRINGS,
+    "isolation": {
+        "type": "dict",
+        "schema": {
+            "oci_runtime": {"type": "string", "allowed": ["runc", "runsc"]},
+            # Never root: the uid and gid must both be non-zero.
+            "user": {"type": "string", "regex": r"^[1-9]\d*:[1-9]\d*$"},
+            "tmpfs": {
+                "type": "dict",
+                "keysrules": {"type": "string", "regex": r"^/.+"},
+                "valuesrules": _SIZE,
+            },
+        },
+    },
+    "network": {"type": "dict", "schema": {"egress": _HOST_PORT}},
+    "mounts": {
+        "type": "list",
+        "schema": {
+            "type": "dict",
+            "schema": {
+                "source": {"type": "string", "empty": False, "required": True},
+                "modes": {"type": "list", "allowed": ["ro", "rw"], "required": True},
+            },
+        },
+    },
+    "env": {"type": "dict", "schema": {"deny": _STRINGS}},
+    "secrets": {
+        "type": "dict",
+        "keysrules": {"type": "string", "regex": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+        "valuesrules": {
+            "type": "dict",
+            "schema": {
+                "from_env": {"type": "string", "empty": False, "excludes": "from_file"},
+                "from_file": {"type": "string", "empty": False, "excludes": "from_env"},
+                "runtimes": _STRINGS,
+                "egress": _HOST_PORT,
+            },
+        },
+    },
+    "limits": {
+        "type": "dict",
+        "schema": {
+            "cpus": {"type": ["integer", "float"], "min": 0.01},
+            "memory": _SIZE,
+            "pids": {"type": "integer", "min": 1},
+            "timeout": _DURATION,
+            "output": _SIZE,
+            "artifacts": _SIZE,
+        },
+    },
+    "defaults": {
+        "type": "dict",
+        "schema": {
+            "cpus": {"type": ["integer", "float"], "min": 0.01},
+            "memory": _SIZE,
+            "pids": {"type": "integer", "min": 1},
+            "timeout": _DURATION,
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpus: float
+    memory: int
+    pids: int
+    timeout: float
+    output: int = 16 * 1024**2
+    artifacts: int = 1024**3
+
+
+# What a policy gets where it says nothing: conservative, equal to policies/default.yaml.
+BUILTIN_LIMITS = Limits(cpus=2, memory=2 * 1024**3, pids=512, timeout=1800)
+BUILTIN_DEFAULTS = Limits(cpus=1, memory=512 * 1024**2, pids=256, timeout=600)
+
+
+@dataclass(frozen=True)
+class SecretGrant:
+    name: str
+    from_env: str | None
+    from_file: str | None
+    runtimes: tuple[str, ...]
+    egress: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MountGrant:
+    source: Path  # resolved against the workflow's directory at admission
+    modes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    path: str
+    sha256: str
+    document: Document = field(repr=False)
+    runtimes: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    oci_runtime: str = "runc"
+    user: str = "10001:10001"
+    tmpfs: dict[str, int] = field(default_factory=lambda: {"/tmp": 64 * 1024**2})
+    egress: tuple[str, ...] = ()
+    mounts: tuple[MountGrant, ...] = ()
+    env_deny: tuple[str, ...] = ()
+    secrets: dict[str, SecretGrant] = field(default_factory=dict)
+    limits: Limits = BUILTIN_LIMITS
+    defaults: Limits = BUILTIN_DEFAULTS
+
+
+def choose_policy_path(option: str | None) -> Path:
+    """--policy, else $SANDBOX_ORCH_POLICY, else the shipped default (CONTRACT 1)."""
+    return Path(option or os.environ.get(POLICY_ENV) or DEFAULT_POLICY)
+
+
+def load_policy(path: Path) -> Policy:
+    document = load_file(path)
+    validator = cerberus.Validator(SCHEMA)  # unknown keys refused: allow_unknown is False
+    if not isinstance(document.data, dict) or not validator.validate(document.data):
+        errors = validator.errors if isinstance(document.data, dict) else {"": ["not a mapping"]}
+        raise InputRefused([document.problem(loc, msg) for loc, msg in _flatten(errors)])
+    return _policy(document, path.read_bytes())
+
+
+def _flatten(errors: Any, loc: tuple = ()) -> list[tuple[tuple, str]]:
+    """Cerberus nests errors as {field: [message | {child: [...]}]}; list them flat."""
+    out: list[tuple[tuple, str]] = []
+    for key, items in errors.items():
+        here = (*loc, key) if key != "" else loc
+        for item in items:
+            if isinstance(item, dict):
+                out.extend(_flatten(item, here))
+            else:
+                out.append((here, "unknown key" if item == "unknown field" else item))
+    return out
+
+
+def _policy(document: Document, raw: bytes) -> Policy:
+    data = document.data
+    isolation = data.get("isolation", {})
+    return Policy(
+        name=data["name"],
+        path=document.path,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        document=document,
+        runtimes=tuple(data.get("runtimes", ())),
+        images=tuple(data.get("images", ())),
+        oci_runtime=isolation.get("oci_runtime", "runc"),
+        user=isolation.get("user", "10001:10001"),
+        tmpfs={k: parse_size(v) for k, v in isolation.get("tmpfs", {"/tmp": "64m"}).items()},
+        egress=tuple(data.get("network", {}).get("egress", ())),
+        mounts=tuple(
+            MountGrant(Path(m["source"]), tuple(m["modes"])) for m in data.get("mounts", ())
+        ),
+        env_deny=tuple(data.get("env", {}).get("deny", ())),
+        secrets={
+            name: SecretGrant(
+                name,
+                grant.get("from_env"),
+                grant.get("from_file"),
+                tuple(grant.get("runtimes", ())),
+                tuple(grant.get("egress", ())),
+            )
+            for name, grant in data.get("secrets", {}).items()
+        },
+        limits=_limits(data.get("limits", {}), BUILTIN_LIMITS),
+        defaults=_limits(data.get("defaults", {}), BUILTIN_DEFAULTS),
+    )
+
+
+def _limits(data: dict[str, Any], fallback: Limits) -> Limits:
+    return Limits(
+        cpus=float(data.get("cpus", fallback.cpus)),
+        memory=parse_size(data.get("memory", fallback.memory)),
+        pids=int(data.get("pids", fallback.pids)),
+        timeout=parse_duration(data.get("timeout", fallback.timeout)),
+        output=parse_size(data.get("output", fallback.output)),
+        artifacts=parse_size(data.get("artifacts", fallback.artifacts)),
+    )

@@ -1,0 +1,51 @@
+"""The effective sandbox of one node: what admission granted, in full."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .units import format_size
+
+# What every container gets, whatever the policy says (CONTRACT 1). Kept here, in one
+# place, so results and the backend cannot disagree about what "hardened" means.
+CAP_DROP = ("ALL",)
+NOFILE = 1024
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    image: str
+    user: str
+    oci_runtime: str
+    cpus: float
+    memory: int
+    memory_ceiling: int  # retries after an OOM may grow memory up to here, never beyond
+    pids: int
+    timeout: float
+    output_limit: int
+    tmpfs: dict[str, int]
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    network: str = "none"
+
+    def with_memory(self, memory: int) -> Sandbox:
+        return replace(self, memory=min(memory, self.memory_ceiling))
+
+    def describe(self) -> dict[str, Any]:
+        """The `sandbox` block of a node's results (CONTRACT 6)."""
+        return {
+            "oci_runtime": self.oci_runtime,
+            "user": self.user,
+            "network": self.network,
+            "read_only_rootfs": True,
+            "cap_drop": list(CAP_DROP),
+            "image": self.image,
+            "tmpfs": {path: format_size(size) for path, size in self.tmpfs.items()},
+            "limits": {
+                "cpus": self.cpus,
+                "memory": format_size(self.memory),
+                "pids": self.pids,
+                "timeout_s": self.timeout,
+            },
+        }

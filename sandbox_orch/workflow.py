@@ -1,0 +1,208 @@
+"""The workflow file, version 1 (CONTRACT 3), as strict pydantic models.
+
+Unknown keys are errors everywhere, so `privileged: true` is refused as an unknown key.
+These models only say what a workflow *requests*; the policy decides (admission.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from .units import parse_duration, parse_size
+
+NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MAX_NODES = 1000
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+RetryReason = Literal["failed", "timed_out", "oom", "errored"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Resources(Strict):
+    cpus: float | None = Field(default=None, gt=0)
+    memory: Size | None = None
+    pids: int | None = Field(default=None, gt=0)
+
+
+class ParseSpec(Strict):
+    format: Literal["none", "json", "regex", "claude", "codex"] = "none"
+    pattern: str | None = None
+    all: bool = False
+    schema_: dict[str, Any] | str | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _pattern_fits_format(self) -> ParseSpec:
+        if self.format == "regex":
+            if not self.pattern:
+                raise ValueError("format regex needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise ValueError(f"pattern is not a valid regular expression: {error}") from None
+        elif self.pattern is not None or self.all:
+            raise ValueError("pattern and all are only for format regex")
+        return self
+
+
+class Artifact(Strict):
+    name: str
+    path: str
+
+    @field_validator("name")
+    @classmethod
+    def _relative_name(cls, name: str) -> str:
+        # The name becomes a directory on the host: never absolute, never climbing out.
+        if not name or name.startswith("/") or ".." in name.split("/") or "\\" in name:
+            raise ValueError("an artifact name must be relative and must not contain '..'")
+        return name
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, path: str) -> str:
+        return _absolute_container_path(path)
+
+
+class Outputs(Strict):
+    parse: ParseSpec = ParseSpec()
+    artifacts: list[Artifact] = []
+
+
+class Input(Strict):
+    from_: str = Field(alias="from", pattern=r"^[a-z0-9][a-z0-9_-]*/[^/].*$")
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, path: str) -> str:
+        return _absolute_container_path(path)
+
+
+class Need(Strict):
+    node: str
+    allow_failure: bool = False
+
+
+class Retries(Strict):
+    limit: int = Field(ge=0, le=10)
+    backoff: Duration = 0.0
+    on: list[RetryReason] = ["failed", "timed_out", "oom", "errored"]
+    memory_factor: float = Field(default=1.0, ge=1.0, le=16.0)
+
+    @field_validator("backoff", mode="before")
+    @classmethod
+    def _zero_backoff(cls, value: Any) -> Any:
+        return 0.0 if value in (0, "0", "0s") else value
+
+
+class Network(Strict):
+    egress: list[str] = []
+
+
+class Mount(Strict):
+    source: str
+    target: str
+    mode: Literal["ro", "rw"] = "ro"
+
+    @field_validator("target")
+    @classmethod
+    def _absolute_target(cls, target: str) -> str:
+        return _absolute_container_path(target)
+
+
+class NodeFields(Strict):
+    """What a node may request; shared by plain nodes and members of a sequence."""
+
+    runtime: str | None = None
+    command: str | list[str] | None = None
+    prompt: str | None = None
+    needs: list[str | Need] = []
+    when: str | None = None
+    outputs: Outputs = Outputs()
+    inputs: list[Input] = []
+    continue_on_failure: bool = False
+    retries: Retries | None = None
+    timeout: Duration | None = None
+    resources: Resources = Resources()
+    env: dict[str, str] = {}
+    secrets: list[str] = []
+    network: Network = Network()
+    mounts: list[Mount] = []
+    workdir: str | None = None
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute_workdir(cls, workdir: str | None) -> str | None:
+        return None if workdir is None else _absolute_container_path(workdir)
+
+
+class Node(NodeFields):
+    pass
+
+
+class SequenceMember(NodeFields):
+    name: str
+
+
+class Group(Strict):
+    """`sequence:` shorthand for a chain; its needs/when/continue_on_failure apply to members."""
+
+    sequence: list[SequenceMember] = Field(min_length=1)
+    needs: list[str | Need] = []
+    when: str | None = None
+    continue_on_failure: bool = False
+
+
+def _node_or_group(value: Any) -> str:
+    return "group" if isinstance(value, dict) and "sequence" in value else "node"
+
+
+NodeEntry = Annotated[
+    Annotated[Node, Tag("node")] | Annotated[Group, Tag("group")],
+    Discriminator(_node_or_group),
+]
+
+
+class Defaults(Strict):
+    runtime: str | None = None
+    timeout: Duration | None = None
+    resources: Resources = Resources()
+    retries: Retries | None = None
+    env: dict[str, str] = {}
+
+
+class CustomRuntime(Strict):
+    image: str = Field(min_length=1)
+    entrypoint: list[str] | None = None
+    parse: ParseSpec | None = None
+
+
+class Workflow(Strict):
+    version: Literal[1]
+    name: str = Field(min_length=1, max_length=128)
+    fail_fast: bool = True
+    timeout: Duration | None = None
+    defaults: Defaults = Defaults()
+    runtimes: dict[str, CustomRuntime] = {}
+    nodes: dict[str, NodeEntry] = Field(min_length=1, max_length=MAX_NODES)
+
+
+def _absolute_container_path(path: str) -> str:
+    if not path.startswith("/") or "\x00" in path:
+        raise ValueError("must be an absolute path inside the container")
+    return path

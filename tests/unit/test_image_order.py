@@ -1,0 +1,156 @@
+"""Pure tests (no engine) for image dependency order, context hashing and bootstrap errors."""
+
+from pathlib import Path
+
+import docker.errors
+import pytest
+
+from sandbox_orch import images
+from sandbox_orch.images import (
+    available_images,
+    build_order,
+    context_hash,
+    ensure_bootstrap,
+    image_labels,
+    image_ref,
+    parent_refs,
+)
+
+
+def make_images(root: Path, dockerfiles: dict[str, str]) -> Path:
+    for name, text in dockerfiles.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "Dockerfile").write_text(text)
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    # Names chosen so alphabetical order differs from dependency order.
+    return make_images(
+        tmp_path,
+        {
+            "zbase": "FROM sandbox-orch/bootstrap:bookworm\nRUN true\n",
+            "alpha": "FROM sandbox-orch/mid\n",
+            "mid": (
+                "# comment FROM sandbox-orch/alpha\n"
+                "FROM --platform=linux/amd64 sandbox-orch/zbase:latest AS b\n"
+            ),
+            "solo": "FROM debian:bookworm\n",
+        },
+    )
+
+
+def test_available_images_lists_only_dirs_with_a_dockerfile(tree):
+    (tree / "empty").mkdir()
+    (tree / "notes.txt").write_text("x")
+    assert available_images(tree) == ["alpha", "mid", "solo", "zbase"]
+    assert available_images(tree / "missing") == []
+
+
+def test_parent_refs_reads_sandbox_orch_from_lines_only(tree):
+    assert parent_refs(tree / "mid" / "Dockerfile") == ["sandbox-orch/zbase:latest"]
+    assert parent_refs(tree / "solo" / "Dockerfile") == []
+
+
+def test_build_order_puts_parents_first(tree):
+    assert build_order(["alpha"], tree) == ["zbase", "mid", "alpha"]
+    assert build_order(["mid"], tree) == ["zbase", "mid"]
+    assert build_order(["solo"], tree) == ["solo"]
+
+
+def test_build_order_all_has_each_image_once_after_its_parents(tree):
+    order = build_order(None, tree)
+    assert sorted(order) == ["alpha", "mid", "solo", "zbase"]
+    assert order.index("zbase") < order.index("mid") < order.index("alpha")
+
+
+def test_build_order_deduplicates_requested_names(tree):
+    assert build_order(["alpha", "mid", "alpha"], tree) == ["zbase", "mid", "alpha"]
+
+
+def test_build_order_rejects_unknown_names_and_lists_available(tree):
+    with pytest.raises(ValueError) as err:
+        build_order(["mid", "nope"], tree)
+    message = str(err.value)
+    assert "nope" in message
+    for name in ("alpha", "mid", "solo", "zbase"):
+        assert name in message
+
+
+def test_build_order_detects_cycles(tmp_path):
+    make_images(tmp_path, {"a": "FROM sandbox-orch/b\n", "b": "FROM sandbox-orch/a\n"})
+    with pytest.raises(ValueError, match="cycle"):
+        build_order(["a"], tmp_path)
+
+
+def test_repo_images_build_base_first():
+    assert build_order(["shell"]) == ["base", "shell"]
+    order = build_order(None)
+    assert order[0] == "base"
+    assert set(order) == {"base", "shell", "python", "node"}
+
+
+def test_context_hash_is_deterministic_and_covers_inputs(tmp_path):
+    ctx = tmp_path / "ctx"
+    (ctx / "sub").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text("FROM sandbox-orch/base\n")
+    (ctx / "sub" / "file.txt").write_text("one")
+    parents = {"sandbox-orch/base": "sha256:aaa"}
+    first = context_hash(ctx, parents, "1.0")
+    assert context_hash(ctx, parents, "1.0") == first
+
+    assert context_hash(ctx, {"sandbox-orch/base": "sha256:bbb"}, "1.0") != first
+    assert context_hash(ctx, parents, "1.1") != first
+    (ctx / "sub" / "file.txt").write_text("two")
+    changed = context_hash(ctx, parents, "1.0")
+    assert changed != first
+    (ctx / "extra").write_text("")
+    assert context_hash(ctx, parents, "1.0") != changed
+
+
+def test_context_hash_distinguishes_paths_from_contents(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "xy").write_text("z")
+    (b / "x").write_text("yz")
+    assert context_hash(a, {}, "1") != context_hash(b, {}, "1")
+
+
+def test_labels_never_claim_the_run_label():
+    labels = image_labels("shell", "abc")
+    assert labels["sandbox-orch.image"] == "shell"
+    assert labels["org.opencontainers.image.title"] == image_ref("shell") == "sandbox-orch/shell"
+    assert labels["sandbox-orch.context-sha256"] == "abc"
+    assert "sandbox-orch.run" not in labels
+
+
+class _NoImages:
+    """Stands in for client.images on an engine with no images and no registry."""
+
+    def __init__(self):
+        self.pulled = []
+
+    def get(self, ref):
+        raise docker.errors.ImageNotFound(f"no such image: {ref}")
+
+    def pull(self, repository, tag):
+        self.pulled.append(f"{repository}:{tag}")
+        raise docker.errors.APIError("registry unreachable")
+
+
+class _FakeClient:
+    def __init__(self):
+        self.images = _NoImages()
+
+
+def test_bootstrap_without_mmdebstrap_or_registry_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(images.shutil, "which", lambda _cmd: None)
+    client = _FakeClient()
+    with pytest.raises(RuntimeError) as err:
+        ensure_bootstrap(client, log=lambda _line: None)
+    message = str(err.value)
+    assert "apt-get install mmdebstrap" in message
+    assert "registry" in message
+    assert client.images.pulled == ["debian:bookworm-slim"]
