@@ -107,8 +107,6 @@ def _check_unsupported(node: PlannedNode, refuse: Refuse) -> None:
             refuse((*node.loc, key), message)
     if request.outputs.artifacts:
         refuse((*node.loc, "outputs", "artifacts"), "artifacts are not supported by this version")
-    if node.when is not None:
-        refuse((*node.loc, "when"), "conditions are not supported by this version")
 
 
 def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:

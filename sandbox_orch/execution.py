@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from .backend import Backend, BackendError, ContainerSpec
 from .capture import NodeOutput
+from .parsing import ParseError, parse_output
 from .planning import PlannedNode
 from .sandbox import Sandbox
 from .status import NodeStatus
@@ -38,6 +40,7 @@ class Attempt:
     reason: str | None = None
     output: NodeOutput | None = None
     memory: int | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def retry_reason(self) -> str:
@@ -88,6 +91,13 @@ class NodeRunner:
         finally:
             if container_id is not None:
                 await asyncio.shield(self._dispose(container_id))
+        outputs: dict[str, Any] = {}
+        if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+            try:
+                outputs = parse_output(node.parse, output.stdout.getvalue(), output.stdout.complete)
+            except ParseError as error:
+                if status == NodeStatus.SUCCEEDED:  # output that fails its parser fails the node
+                    status, reason = NodeStatus.FAILED, str(error)
         return Attempt(
             number=number,
             status=status,
@@ -99,6 +109,7 @@ class NodeRunner:
             reason=reason,
             output=output,
             memory=sandbox.memory,
+            outputs=outputs,
         )
 
     async def _create(self, spec: ContainerSpec) -> str:
@@ -134,8 +145,7 @@ class NodeRunner:
         return NodeStatus.SUCCEEDED, 0, False, None
 
     async def _dispose(self, container_id: str) -> None:
-        """Kill (if still running) and remove; the ledger forgets it only once removed."""
-        await self.backend.kill(container_id)
+        """Remove (a forced remove kills it first); the ledger forgets it only once removed."""
         await self.backend.remove(container_id)
         self.ledger.discard(container_id)
 
@@ -151,7 +161,8 @@ class NodeRunner:
             except BackendError as error:
                 failures.append(f"container {container_id[:12]}: {error}")
         try:
-            for resource in await self.backend.labelled(RUN_LABEL, self.run_id):
+            kinds = ("container",)  # runs create no networks or volumes yet
+            for resource in await self.backend.labelled(RUN_LABEL, self.run_id, kinds):
                 await self.backend.remove_resource(resource)
         except BackendError as error:
             failures.append(str(error))

@@ -6,13 +6,24 @@ reference is checked, so the scheduler only ever sees a well-formed acyclic grap
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .conditions import Condition, ConditionError, compile_condition
 from .errors import InputRefused, Problem
 from .runtimes import DEFAULT_RUNTIME, PRESETS, Runtime, argv_for, runtimes_of
-from .workflow import NODE_NAME, Group, Need, NodeFields, Resources, Retries, Workflow
+from .workflow import (
+    NODE_NAME,
+    Group,
+    Need,
+    NodeFields,
+    ParseSpec,
+    Resources,
+    Retries,
+    Workflow,
+)
 from .yamlsafe import Document, Loc
 
 
@@ -39,7 +50,10 @@ class PlannedNode:
     resources: Resources
     retries: Retries | None
     env: dict[str, str]
+    parse: ParseSpec = field(default_factory=ParseSpec)
     group: str | None = None
+    condition: Condition | None = None
+    visible: frozenset[str] = frozenset()  # needs and their ancestors: what `when` may see
 
 
 @dataclass(frozen=True)
@@ -82,7 +96,30 @@ def make_plan(document: Document, workflow: Workflow) -> Plan:
     if problems:
         raise InputRefused(problems)
     order, levels = _order(document, planned)
-    return Plan(workflow, document, {name: planned[name] for name in order}, levels)
+    ordered = _with_conditions(document, {name: planned[name] for name in order})
+    return Plan(workflow, document, ordered, levels)
+
+
+def _with_conditions(document: Document, nodes: dict[str, PlannedNode]) -> dict[str, PlannedNode]:
+    """Compile every `when` against what the node may see: its needs and their ancestors."""
+    if all(node.when is None for node in nodes.values()):
+        return nodes  # ancestor sets cost O(n^2) on long chains: only build them if needed
+    problems: list[Problem] = []
+    ancestors: dict[str, frozenset[str]] = {}
+    for name, node in nodes.items():  # topological: a need's ancestors are known first
+        sources = [edge.source for edge in node.needs]
+        ancestors[name] = frozenset(sources).union(*(ancestors[s] for s in sources))
+        if node.when is None:
+            continue
+        try:
+            condition = compile_condition(node.when, set(ancestors[name]))
+        except ConditionError as error:
+            problems.append(document.problem((*node.loc, "when"), str(error)))
+            continue
+        nodes[name] = dataclasses.replace(node, condition=condition, visible=ancestors[name])
+    if problems:
+        raise InputRefused(problems)
+    return nodes
 
 
 def _expand(
@@ -220,6 +257,10 @@ def _plan_node(
         ),
         retries=request.retries or defaults.retries,
         env={**defaults.env, **request.env},
+        # The node's own parser if it names one, else its runtime's default.
+        parse=request.outputs.parse
+        if "parse" in request.outputs.model_fields_set
+        else runtime.parse,
         group=entry.group,
     )
 

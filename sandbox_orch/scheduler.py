@@ -1,9 +1,13 @@
 """The scheduler: runs a plan's nodes as their needs finish, never more than N at once.
 
 It knows nothing of containers: it is given a coroutine that runs one attempt of a node.
-An interrupt (SIGINT/SIGTERM, or the workflow's deadline) is an event it waits on beside
-its running nodes; on it, the running node tasks are cancelled (each removes its own
-container on the way out) and everything unfinished becomes `cancelled`.
+A node is judged once all its needs are finished: it starts, or it is skipped (with a
+reason naming the need or the condition), or its condition fails to evaluate (`errored`).
+
+Stopping is designed in, not patched on: an interrupt (SIGINT/SIGTERM) or the
+workflow's deadline is an event the scheduler waits on beside its running nodes. On
+either, the running node tasks are cancelled, each removing its own container on the
+way out, and every node that had not finished gets a final state.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+from .conditions import ConditionError, NeedsState, evaluate
 from .events import Emit, NodeFinished, NodeStarted
 from .execution import Attempt
 from .planning import Plan, PlannedNode
@@ -35,10 +41,25 @@ class NodeRecord:
     attempts: list[Attempt] = field(default_factory=list)
     reason: str | None = None
     skip_reason: str | None = None
+    condition_result: bool | None = None
+    condition_error: bool = False  # errored by its own `when`, not by the engine
 
     @property
     def last(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
+
+    def view(self) -> dict[str, Any]:
+        """What a condition sees of this node (CONTRACT 5)."""
+        last = self.last
+        first = self.attempts[0] if self.attempts else None
+        duration = (last.finished_at - first.started_at).total_seconds() if first and last else None
+        return {
+            "status": self.status.value,
+            "exit_code": last.exit_code if last else None,
+            "outputs": last.outputs if last else {},
+            "duration": duration,
+            "attempts": len(self.attempts),
+        }
 
 
 class Scheduler:
@@ -51,6 +72,7 @@ class Scheduler:
         *,
         max_parallel: int = DEFAULT_MAX_PARALLEL,
         fail_fast: bool | None = None,
+        timeout: float | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -60,8 +82,10 @@ class Scheduler:
         self._emit = emit
         self.max_parallel = max_parallel
         self.fail_fast = plan.workflow.fail_fast if fail_fast is None else fail_fast
+        self.timeout = plan.workflow.timeout if timeout is None else timeout
         self.records = {name: NodeRecord(name) for name in plan.nodes}
         self.interrupted = False
+        self.expired = False
         self._halted_by: str | None = None  # the failure that stopped new starts
 
     async def run(self, interrupt: asyncio.Event) -> dict[str, NodeRecord]:
@@ -71,14 +95,24 @@ class Scheduler:
         waiting: deque[str] = deque()
         running: dict[asyncio.Task[None], str] = {}
         stop = asyncio.ensure_future(interrupt.wait())
+        expired = asyncio.Event()
+        timer = (
+            asyncio.get_running_loop().call_later(self.timeout, expired.set)
+            if self.timeout
+            else None
+        )
+        deadline = asyncio.ensure_future(expired.wait())
         try:
             while True:
                 self._fill(sorter, waiting, running)
                 if not running:
                     break
-                done, _ = await asyncio.wait([*running, stop], return_when=asyncio.FIRST_COMPLETED)
-                if stop in done:
-                    self.interrupted = True
+                done, _ = await asyncio.wait(
+                    [*running, stop, deadline], return_when=asyncio.FIRST_COMPLETED
+                )
+                if stop in done or deadline in done:
+                    self.interrupted = stop in done
+                    self.expired = not self.interrupted
                     await self._cancel(running)
                     break
                 for task in done:
@@ -87,7 +121,10 @@ class Scheduler:
                     sorter.done(name)
         finally:
             stop.cancel()
-        self._cancel_unfinished()
+            deadline.cancel()
+            if timer is not None:
+                timer.cancel()
+        self._finish_unfinished()
         return self.records
 
     def _fill(
@@ -97,31 +134,58 @@ class Scheduler:
         running: dict[asyncio.Task[None], str],
     ) -> None:
         """Judge every node whose needs are finished; start as many as the cap allows."""
-        while True:
-            ready = sorter.get_ready()
-            if not ready:
-                break
-            for name in ready:
-                reason = self._skip_reason(name)
-                if reason is None:
+        progress = True
+        while progress:  # a node finished here (skipped) may make others ready
+            progress = False
+            for name in sorter.get_ready():
+                progress = True
+                if self._judge(name):
                     waiting.append(name)
                 else:
-                    self._skip(name, reason)
                     sorter.done(name)
-        # fail_fast may have triggered after these were queued: they must not start.
-        if self._halted_by is not None and waiting:
-            for name in waiting:
+            # fail_fast may have halted the run since these were queued.
+            halted = [n for n in waiting if self._halted_by and not self._handles_failure(n)]
+            for name in halted:
+                progress = True
+                waiting.remove(name)
                 self._skip(name, self._halt_reason())
                 sorter.done(name)
-            waiting.clear()
-            self._fill(sorter, waiting, running)
-            return
         while waiting and len(running) < self.max_parallel:
             name = waiting.popleft()
             running[asyncio.create_task(self._run_node(name), name=name)] = name
 
-    def _skip_reason(self, name: str) -> str | None:
-        for edge in self.plan.nodes[name].needs:
+    def _judge(self, name: str) -> bool:
+        """Start it (True), or give it its final state here (False)."""
+        node = self.plan.nodes[name]
+        condition = node.condition
+        blocking = self._blocking_need(node)
+        implicit_success = condition is None or not condition.status_aware
+        if implicit_success and blocking is not None:
+            # No status function: every need must have succeeded (or be allowed to
+            # fail), i.e. `success() && (when)`; the need is the clearer reason.
+            return self._skip(name, blocking)
+        if self._halted_by is not None and not self._handles_failure(name):
+            return self._skip(name, self._halt_reason())
+        if condition is None:
+            return True
+        record = self.records[name]
+        state = NeedsState(
+            success=blocking is None,
+            failure=any(self.records[e.source].status.unsuccessful for e in node.needs),
+            cancelled=self.interrupted,
+        )
+        context = {ancestor: self.records[ancestor].view() for ancestor in node.visible}
+        try:
+            record.condition_result = evaluate(condition, context, state)
+        except ConditionError as error:
+            record.condition_error = True
+            return self._finish(name, NodeStatus.ERRORED, f"condition error: {error}")
+        if not record.condition_result:
+            return self._skip(name, f"condition is false: {node.when}")
+        return True
+
+    def _blocking_need(self, node: PlannedNode) -> str | None:
+        for edge in node.needs:
             need = self.records[edge.source]
             if need.status == NodeStatus.SUCCEEDED:
                 continue
@@ -129,21 +193,29 @@ class Scheduler:
             if need.status.unsuccessful and tolerated:
                 continue
             return f"need {edge.source!r} {_as_reason(need.status)}"
-        if self._halted_by is not None:
-            return self._halt_reason()
         return None
+
+    def _handles_failure(self, name: str) -> bool:
+        condition = self.plan.nodes[name].condition
+        return condition is not None and condition.handles_failure
 
     def _halt_reason(self) -> str:
         return f"not started: fail_fast after {self._halted_by!r} failed"
 
-    def _skip(self, name: str, reason: str) -> None:
+    def _skip(self, name: str, reason: str) -> bool:
+        self.records[name].skip_reason = reason
+        return self._finish(name, NodeStatus.SKIPPED, reason)
+
+    def _finish(self, name: str, status: NodeStatus, reason: str) -> bool:
         record = self.records[name]
-        record.status, record.skip_reason, record.reason = NodeStatus.SKIPPED, reason, reason
-        self._emit(NodeFinished(name, record.status, None, reason, 0, None, _now()))
+        record.status, record.reason = status, reason
+        self._emit(NodeFinished(name, status, None, reason, len(record.attempts), None, _now()))
+        self._settle(name)
+        return False
 
     def _settle(self, name: str) -> None:
-        record = self.records[name]
-        failed = record.status.unsuccessful
+        """A node's failure halts the run under fail_fast, unless it may fail."""
+        failed = self.records[name].status.unsuccessful
         if failed and self.fail_fast and not self.plan.nodes[name].continue_on_failure:
             self._halted_by = self._halted_by or name
 
@@ -154,8 +226,7 @@ class Scheduler:
         try:
             await self._attempts(node, sandbox, record)
         except asyncio.CancelledError:
-            record.status, record.reason = NodeStatus.CANCELLED, "run interrupted"
-            raise
+            raise  # _cancel() gives the final state, knowing why
         except Exception as error:  # a bug here must not end the run uncleaned
             log.exception("node %s", name)
             record.status, record.reason = NodeStatus.ERRORED, f"internal error: {error}"
@@ -194,19 +265,22 @@ class Scheduler:
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        if self.interrupted:
+            status, reason = NodeStatus.CANCELLED, "run interrupted"
+        else:
+            status, reason = NodeStatus.TIMED_OUT, f"workflow timeout after {self.timeout:g}s"
         for name in running.values():
-            record = self.records[name]
-            record.status, record.reason = NodeStatus.CANCELLED, "run interrupted"
-            self._emit(NodeFinished(name, record.status, None, record.reason, 0, None, _now()))
+            self._finish(name, status, reason)
         running.clear()
 
-    def _cancel_unfinished(self) -> None:
+    def _finish_unfinished(self) -> None:
         for record in self.records.values():
-            if not record.status.finished:
-                record.status, record.reason = NodeStatus.CANCELLED, "run interrupted"
-                self._emit(
-                    NodeFinished(record.name, record.status, None, record.reason, 0, None, _now())
-                )
+            if record.status.finished:
+                continue
+            if self.interrupted:
+                self._finish(record.name, NodeStatus.CANCELLED, "run interrupted")
+            else:
+                self._skip(record.name, f"not started: workflow timeout after {self.timeout:g}s")
 
     def run_status(self) -> RunStatus:
         if self.interrupted:
@@ -214,9 +288,9 @@ class Scheduler:
         required = [
             r for r in self.records.values() if not self.plan.nodes[r.name].continue_on_failure
         ]
-        if any(r.status == NodeStatus.ERRORED for r in required):
+        if any(r.status == NodeStatus.ERRORED and not r.condition_error for r in required):
             return RunStatus.ERRORED
-        if any(r.status.unsuccessful for r in required):
+        if any(r.status.unsuccessful for r in required) or self.expired:
             return RunStatus.FAILED
         return RunStatus.SUCCEEDED
 

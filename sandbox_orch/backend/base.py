@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 Stream = Literal["stdout", "stderr"]
+ResourceKind = Literal["container", "network", "volume"]
+ALL_KINDS: tuple[ResourceKind, ...] = ("container", "network", "volume")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class ExitStatus:
 class Resource:
     """Something a run created on the engine, found by label (for gc and sweeps)."""
 
-    kind: Literal["container", "network", "volume"]
+    kind: ResourceKind
     id: str
     labels: dict[str, str]
 
@@ -93,8 +95,10 @@ class Backend(ABC):
         """OCI runtimes the engine offers (runc, runsc, ...)."""
 
     @abstractmethod
-    async def labelled(self, label: str, value: str | None = None) -> list[Resource]:
-        """Containers, networks and volumes carrying `label` (with `value`, if given)."""
+    async def labelled(
+        self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS
+    ) -> list[Resource]:
+        """Resources of `kinds` carrying `label` (with `value`, if given)."""
 
     @abstractmethod
     async def remove_resource(self, resource: Resource) -> None:

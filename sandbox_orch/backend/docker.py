@@ -21,6 +21,7 @@ from docker.types import LogConfig, Ulimit
 
 from ..sandbox import CAP_DROP, NOFILE
 from .base import (
+    ALL_KINDS,
     Backend,
     BackendError,
     ContainerSpec,
@@ -28,6 +29,7 @@ from .base import (
     ImageMissing,
     OutputSink,
     Resource,
+    ResourceKind,
 )
 
 T = TypeVar("T")
@@ -107,16 +109,17 @@ class DockerBackend(Backend):
         return str(created["Id"])
 
     async def start(self, container_id: str, sink: OutputSink) -> None:
+        await self._call(self._attach_and_start, container_id, sink)
+
+    def _attach_and_start(self, container_id: str, sink: OutputSink) -> None:
         # Attach before start, so not one byte of output is missed.
-        frames = await self._call(
-            self._api.attach, container_id, stdout=True, stderr=True, stream=True, demux=True
-        )
+        frames = self._api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
         reader = threading.Thread(
             target=self._read, args=(container_id, frames, sink), daemon=True, name="output"
         )
         reader.start()
         self._readers[container_id] = reader
-        await self._call(self._api.start, container_id)
+        self._api.start(container_id)
 
     def _read(self, container_id: str, frames: Any, sink: OutputSink) -> None:
         try:
@@ -129,15 +132,17 @@ class DockerBackend(Backend):
             self._reader_errors[container_id] = error
 
     async def wait(self, container_id: str) -> ExitStatus:
-        result = await self._call(self._api.wait, container_id)
+        return await self._call(self._wait, container_id)
+
+    def _wait(self, container_id: str) -> ExitStatus:
+        result = self._api.wait(container_id)
         reader = self._readers.pop(container_id, None)
         if reader is not None:
-            # The streams close when the container's last process exits.
-            await asyncio.get_running_loop().run_in_executor(self._pool, reader.join)
+            reader.join()  # the streams close when the container's last process exits
         error = self._reader_errors.pop(container_id, None)
         if error is not None:
             raise BackendError(f"reading output failed: {_describe(error)}")
-        state = (await self._call(self._api.inspect_container, container_id))["State"]
+        state = self._api.inspect_container(container_id)["State"]
         return ExitStatus(exit_code=int(result["StatusCode"]), oom_killed=bool(state["OOMKilled"]))
 
     async def kill(self, container_id: str) -> None:
@@ -166,16 +171,21 @@ class DockerBackend(Backend):
         info = await self._call(self._api.info)
         return set(info.get("Runtimes", {}))
 
-    async def labelled(self, label: str, value: str | None = None) -> list[Resource]:
+    async def labelled(
+        self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS
+    ) -> list[Resource]:
         selector = {"label": f"{label}={value}" if value is not None else label}
-        containers = await self._call(self._api.containers, all=True, filters=selector)
-        networks = await self._call(self._api.networks, filters=selector)
-        volumes = (await self._call(self._api.volumes, filters=selector)).get("Volumes") or []
-        return (
-            [Resource("container", c["Id"], c.get("Labels") or {}) for c in containers]
-            + [Resource("network", n["Id"], n.get("Labels") or {}) for n in networks]
-            + [Resource("volume", v["Name"], v.get("Labels") or {}) for v in volumes]
-        )
+        found: list[Resource] = []
+        if "container" in kinds:
+            containers = await self._call(self._api.containers, all=True, filters=selector)
+            found += [Resource("container", c["Id"], c.get("Labels") or {}) for c in containers]
+        if "network" in kinds:
+            networks = await self._call(self._api.networks, filters=selector)
+            found += [Resource("network", n["Id"], n.get("Labels") or {}) for n in networks]
+        if "volume" in kinds:
+            volumes = (await self._call(self._api.volumes, filters=selector)).get("Volumes") or []
+            found += [Resource("volume", v["Name"], v.get("Labels") or {}) for v in volumes]
+        return found
 
     async def remove_resource(self, resource: Resource) -> None:
         try:

@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each sets up whatever is
+# missing first (engine, virtual environment, images), and does nothing twice.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit lint bench engine images venv clean
+
+demo: images
+	$(BIN)/sandbox-orch run configs/examples/hello.yaml
+
+test: images
+	$(BIN)/ruff check sandbox_orch tests bench
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check sandbox_orch tests bench
+	$(BIN)/ruff format --check sandbox_orch tests bench
+
+bench: images
+	$(BIN)/python bench/node_overhead.py
+
+engine:
+	scripts/engine-up
+
+images: engine $(STAMP)
+	$(BIN)/sandbox-orch images build
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	-$(BIN)/sandbox-orch gc
+	rm -rf .sandbox-orch

@@ -1,0 +1,143 @@
+"""Small helpers shared by the benchmarks: statistics, memory, engine call timing and a
+label-based sweep. Nothing here imports sandbox_orch, so any benchmark can use it."""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+# The APIClient methods a node's life touches (run, preflight and cleanup sweep).
+ENGINE_CALLS = (
+    "create_container",
+    "attach",
+    "start",
+    "wait",
+    "inspect_container",
+    "kill",
+    "remove_container",
+    "inspect_image",
+    "info",
+    "containers",
+    "networks",
+    "volumes",
+)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def p90(values: Sequence[float]) -> float:
+    """Nearest-rank 90th percentile: the smallest value at or above 90% of the samples."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class Buckets:
+    """Named durations accumulated per iteration, from any thread.
+
+    `start()` opens an iteration; `add(name, seconds)` adds to it; `finish()` closes it.
+    The per-iteration totals (and call counts) stay available for medians afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: dict[str, float] | None = None
+        self._counts: dict[str, int] | None = None
+        self.iterations: list[dict[str, float]] = []
+        self.counts: list[dict[str, int]] = []
+
+    def start(self) -> None:
+        with self._lock:
+            self._current, self._counts = defaultdict(float), defaultdict(int)
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            if self._current is not None and self._counts is not None:
+                self._current[name] += seconds
+                self._counts[name] += 1
+
+    def finish(self, keep: bool = True) -> dict[str, float]:
+        with self._lock:
+            current, counts = dict(self._current or {}), dict(self._counts or {})
+            self._current = self._counts = None
+        if keep:
+            self.iterations.append(current)
+            self.counts.append(counts)
+        return current
+
+    def names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for iteration in self.iterations:
+            seen.update(dict.fromkeys(iteration))
+        return list(seen)
+
+    def medians(self) -> dict[str, float]:
+        """Median seconds per name (an iteration without the name counts as 0)."""
+        return {n: median([i.get(n, 0.0) for i in self.iterations]) for n in self.names()}
+
+    def median_counts(self) -> dict[str, float]:
+        return {n: median([c.get(n, 0) for c in self.counts]) for n in self.names()}
+
+
+def time_api_calls(api: Any, buckets: Buckets, names: Iterable[str] = ENGINE_CALLS) -> None:
+    """Wrap `api`'s methods (on this instance only) so each call's wall time, success or
+    not, lands in `buckets`. A wrapper costs about a microsecond.
+
+    Only outermost calls are recorded: the SDK's `attach` calls `inspect_container`
+    itself (to learn whether the container has a TTY), and that time is part of attach.
+    """
+    depth = threading.local()
+    for name in names:
+        original = getattr(api, name)
+        setattr(api, name, _timed(name, original, buckets, depth))
+
+
+def _timed(
+    name: str, fn: Callable[..., Any], buckets: Buckets, depth: threading.local
+) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        level = getattr(depth, "level", 0)
+        depth.level = level + 1
+        began = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            depth.level = level
+            if level == 0:
+                buckets.add(name, time.perf_counter() - began)
+
+    return timed
+
+
+def containers_labelled(api: Any, label: str, value: str) -> list[dict[str, Any]]:
+    return api.containers(all=True, filters={"label": f"{label}={value}"})
+
+
+def sweep_containers(api: Any, label: str, value: str) -> int:
+    """Force-remove every container carrying label=value; return how many there were."""
+    found = containers_labelled(api, label, value)
+    for container in found:
+        try:
+            api.remove_container(container["Id"], force=True, v=True)
+        except Exception as error:  # gone meanwhile is fine; anything else is re-checked
+            if "No such container" not in str(error):
+                raise
+    return len(found)

@@ -1,0 +1,133 @@
+"""An in-memory backend for scheduler tests and benchmarks (like httpx's MockTransport).
+
+Each container "runs" a script: a function from the spec to an outcome. Nothing touches
+an engine; it records what was created, started, killed and removed so tests can check
+the scheduler's promises (order, parallelism, cleanup) without containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .base import (
+    ALL_KINDS,
+    Backend,
+    ContainerSpec,
+    ExitStatus,
+    ImageMissing,
+    OutputSink,
+    Resource,
+    ResourceKind,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int = 0
+    stdout: bytes = b""
+    stderr: bytes = b""
+    oom_killed: bool = False
+    hang: bool = False  # never exits until killed (for timeouts and interrupts)
+
+
+Script = Callable[[ContainerSpec], Outcome | Awaitable[Outcome]]
+
+
+@dataclass
+class _Container:
+    spec: ContainerSpec
+    started: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    status: ExitStatus | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class MemoryBackend(Backend):
+    def __init__(self, script: Script | None = None, images: set[str] | None = None) -> None:
+        self.script: Script = script or (lambda spec: Outcome())
+        self.images = images
+        self.containers: dict[str, _Container] = {}
+        self.removed: list[str] = []
+        self.log: list[tuple[str, str]] = []  # (event, node name), in order
+        self.running = 0
+        self.peak_running = 0
+        self._ids = itertools.count(1)
+
+    async def create(self, spec: ContainerSpec) -> str:
+        container_id = f"mem-{next(self._ids)}"
+        self.containers[container_id] = _Container(spec)
+        return container_id
+
+    async def start(self, container_id: str, sink: OutputSink) -> None:
+        container = self.containers[container_id]
+        container.started = True
+        self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
+        self.log.append(("start", container.spec.labels.get("sandbox-orch.node", "")))
+        container.task = asyncio.create_task(self._run(container, sink))
+
+    async def _run(self, container: _Container, sink: OutputSink) -> None:
+        outcome = self.script(container.spec)
+        if not isinstance(outcome, Outcome):
+            outcome = await outcome
+        if outcome.stdout:
+            sink.write("stdout", outcome.stdout)
+        if outcome.stderr:
+            sink.write("stderr", outcome.stderr)
+        if outcome.hang:
+            await asyncio.Event().wait()  # until killed (cancelled)
+        self._exit(container, ExitStatus(outcome.exit_code, outcome.oom_killed))
+
+    def _exit(self, container: _Container, status: ExitStatus) -> None:
+        if container.status is None:
+            container.status = status
+            self.running -= 1
+            self.log.append(("exit", container.spec.labels.get("sandbox-orch.node", "")))
+            container.done.set()
+
+    async def wait(self, container_id: str) -> ExitStatus:
+        container = self.containers[container_id]
+        await container.done.wait()
+        assert container.status is not None
+        return container.status
+
+    async def kill(self, container_id: str) -> None:
+        container = self.containers.get(container_id)
+        if container is None or container.status is not None:
+            return
+        if container.task is not None:
+            container.task.cancel()
+        if container.started:
+            self._exit(container, ExitStatus(137))
+        else:
+            container.status = ExitStatus(137)
+            container.done.set()
+
+    async def remove(self, container_id: str) -> None:
+        if container_id in self.containers:
+            await self.kill(container_id)
+            del self.containers[container_id]
+            self.removed.append(container_id)
+
+    async def image_id(self, image: str) -> str:
+        if self.images is not None and image not in self.images:
+            raise ImageMissing(f"image {image} is not built")
+        return f"sha256:{abs(hash(image)):064x}"[:71]
+
+    async def oci_runtimes(self) -> set[str]:
+        return {"runc", "runsc"}
+
+    async def labelled(
+        self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS
+    ) -> list[Resource]:
+        return [
+            Resource("container", cid, c.spec.labels)
+            for cid, c in self.containers.items()
+            if label in c.spec.labels and (value is None or c.spec.labels[label] == value)
+        ]
+
+    async def remove_resource(self, resource: Resource) -> None:
+        await self.remove(resource.id)

@@ -1,0 +1,117 @@
+"""Shared fixtures. Engine tests use the real Docker engine and the real images; they
+fail (never skip) when no engine answers, so a green run always means they ran."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_LABEL = "sandbox-orch.run"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"no Docker engine answers ({error}); run `make engine` first")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def built_images(docker_client):
+    """The project's images, built if missing or stale (a no-op when up to date)."""
+    from sandbox_orch.images import build_images
+
+    return {o.name: o for o in build_images(docker_client, log=lambda _line: None)}
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    results: dict[str, Any] | None
+
+    def node(self, name: str) -> dict[str, Any]:
+        assert self.results is not None, self.stderr
+        return self.results["nodes"][name]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A scratch directory holding the run store ($SANDBOX_ORCH_HOME)."""
+    home = tmp_path / "store"
+    monkeypatch.setenv("SANDBOX_ORCH_HOME", str(home))
+    return tmp_path
+
+
+def write_workflow(directory: Path, text: str, name: str = "workflow.yaml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run the real command line in a child process (as a user would)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox_orch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+
+
+def run_workflow(directory: Path, text: str, *args: str, **kwargs: Any) -> CliResult:
+    """Write a workflow, `sandbox-orch run` it, return exit code, output and results."""
+    path = write_workflow(directory, text)
+    results_path = directory / "results.json"
+    proc = cli("run", str(path), "--ci", "--results", str(results_path), *args, **kwargs)
+    results = json.loads(results_path.read_text()) if results_path.exists() else None
+    return CliResult(proc.returncode, proc.stdout, proc.stderr, results)
+
+
+def labelled_leftovers(client, run_id: str | None = None) -> list[str]:
+    """Everything on the engine labelled as a run's (of one run, or of any)."""
+    selector = {"label": f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL}
+    found = [f"container {c.id[:12]}" for c in client.containers.list(all=True, filters=selector)]
+    found += [f"network {n.id[:12]}" for n in client.networks.list(filters=selector)]
+    found += [f"volume {v.name}" for v in client.volumes.list(filters=selector)]
+    return found
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """Start the command line without waiting (for interrupt tests)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sandbox_orch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def interrupt(
+    proc: subprocess.Popen, signum: int = signal.SIGINT, timeout: float = 60
+) -> tuple[int, str, str]:
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err

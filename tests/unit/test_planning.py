@@ -1,0 +1,188 @@
+"""Planning: sequences become chains, needs resolve, cycles and unknown names are refused."""
+
+import pytest
+
+from sandbox_orch.errors import InputRefused
+
+from .helpers import plan_of
+
+
+def refusals(text: str) -> list[str]:
+    with pytest.raises(InputRefused) as caught:
+        plan_of(text)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_levels_follow_needs():
+    plan = plan_of(
+        """
+        version: 1
+        name: x
+        nodes:
+          c: {needs: [a, b], command: [x]}
+          a: {command: [x]}
+          b: {needs: [a], command: [x]}
+          d: {command: [x]}
+        """
+    )
+    assert plan.levels == [["a", "d"], ["b"], ["c"]]
+    assert list(plan.nodes)[-1] == "c"
+
+
+def test_sequence_becomes_a_chain_with_group_settings_on_each_member():
+    plan = plan_of(
+        """
+        version: 1
+        name: x
+        nodes:
+          setup: {command: [x]}
+          checks:
+            needs: [setup]
+            continue_on_failure: true
+            sequence:
+              - {name: lint, command: [x]}
+              - {name: typecheck, command: [x]}
+              - {name: unit, command: [x], needs: [{node: setup, allow_failure: true}]}
+          after: {needs: [checks], command: [x]}
+        """
+    )
+    edges = {(e.source, e.target, e.allow_failure) for e in plan.edges}
+    assert edges == {
+        ("setup", "lint", False),
+        ("lint", "typecheck", False),
+        ("typecheck", "unit", False),
+        ("setup", "unit", True),
+        ("unit", "after", False),  # the group's name means its last member
+    }
+    assert all(plan.nodes[m].continue_on_failure for m in ("lint", "typecheck", "unit"))
+    assert plan.nodes["lint"].group == "checks"
+    assert not plan.nodes["after"].continue_on_failure
+
+
+def test_group_when_is_combined_with_member_when():
+    plan = plan_of(
+        """
+        version: 1
+        name: x
+        nodes:
+          g:
+            when: "always()"
+            sequence:
+              - {name: a, command: [x]}
+              - {name: b, command: [x], when: "nodes.a.exit_code == 0"}
+        """
+    )
+    assert plan.nodes["a"].when == "always()"
+    assert plan.nodes["b"].when == "(always()) && (nodes.a.exit_code == 0)"
+
+
+def test_defaults_are_merged_into_every_node():
+    plan = plan_of(
+        """
+        version: 1
+        name: x
+        defaults:
+          runtime: python
+          timeout: 30s
+          resources: {memory: 128m, pids: 32}
+          env: {A: "1", B: "2"}
+        nodes:
+          n: {command: [x], resources: {pids: 8}, env: {B: "3"}}
+        """
+    )
+    node = plan.nodes["n"]
+    assert node.runtime.name == "python" and node.timeout == 30
+    assert (node.resources.memory, node.resources.pids) == (128 * 1024**2, 8)
+    assert node.env == {"A": "1", "B": "3"}
+
+
+def test_a_cycle_is_refused_naming_it():
+    (line,) = refusals(
+        """
+        version: 1
+        name: x
+        nodes:
+          a: {needs: [c], command: [x]}
+          b: {needs: [a], command: [x]}
+          c: {needs: [b], command: [x]}
+        """
+    )
+    assert "dependency cycle:" in line
+    cycle = line.split("dependency cycle: ")[1].split(" -> ")
+    assert cycle[0] == cycle[-1] and set(cycle) == {"a", "b", "c"} and len(cycle) == 4
+    assert line.startswith("wf.yaml:")
+
+
+def test_unknown_and_self_needs_are_refused_with_lines():
+    lines = refusals(
+        "version: 1\nname: x\nnodes:\n  a:\n    needs: [ghost, a]\n    command: [x]\n"
+    )
+    assert lines == [
+        "wf.yaml:5: nodes.a.needs[0]: unknown node 'ghost'",
+        "wf.yaml:5: nodes.a.needs[1]: node 'a' cannot need itself",
+    ]
+
+
+@pytest.mark.parametrize("name", ["Upper", "-dash", "a" * 64, "sp ace", "dot.ted"])
+def test_invalid_node_names_are_refused(name):
+    (line,) = refusals(f"version: 1\nname: x\nnodes:\n  '{name}': {{command: [x]}}\n")
+    assert "invalid name" in line
+
+
+def test_sequence_member_cannot_reuse_a_node_name():
+    (line,) = refusals(
+        """
+        version: 1
+        name: x
+        nodes:
+          a: {command: [x]}
+          g:
+            sequence:
+              - {name: a, command: [x]}
+        """
+    )
+    assert "duplicate node name 'a'" in line
+
+
+def test_unknown_runtime_and_missing_command_are_refused():
+    lines = refusals(
+        """
+        version: 1
+        name: x
+        nodes:
+          a: {runtime: cobol, command: [x]}
+          b: {runtime: shell}
+        """
+    )
+    assert any("unknown runtime 'cobol'" in line for line in lines)
+    assert any("nodes.b: a node needs a command" in line for line in lines)
+
+
+def test_custom_runtime_cannot_shadow_a_preset():
+    lines = refusals(
+        """
+        version: 1
+        name: x
+        runtimes:
+          shell: {image: evil/shell}
+        nodes:
+          a: {command: [x]}
+        """
+    )
+    assert any("'shell' is a preset" in line for line in lines)
+
+
+def test_custom_runtime_entrypoint_takes_list_command_as_arguments():
+    plan = plan_of(
+        """
+        version: 1
+        name: x
+        runtimes:
+          lint: {image: sandbox-orch/python, entrypoint: [python, -m, pyflakes]}
+        nodes:
+          a: {runtime: lint, command: [src]}
+          b: {runtime: lint}
+        """
+    )
+    assert plan.nodes["a"].argv == ("python", "-m", "pyflakes", "src")
+    assert plan.nodes["b"].argv == ("python", "-m", "pyflakes")

@@ -1,0 +1,256 @@
+"""The scheduler on the in-memory backend: order, skips, fail_fast, parallelism, retries,
+timeouts and interrupts, plus properties over random DAGs (hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sandbox_orch.backend.memory import MemoryBackend, Outcome
+from sandbox_orch.execution import NODE_LABEL, NodeRunner
+from sandbox_orch.scheduler import Scheduler
+from sandbox_orch.status import NodeStatus, RunStatus
+
+from .helpers import admitted
+
+
+def run(text: str, outcomes=None, *, max_parallel=4, fail_fast=None, interrupt_when=None):
+    """Run a workflow on the memory backend; `outcomes` maps node name -> Outcome."""
+    plan, sandboxes = admitted(text)
+    outcomes = outcomes or {}
+    backend = MemoryBackend(lambda spec: outcomes.get(spec.labels[NODE_LABEL], Outcome()))
+    runner = NodeRunner(backend, "test-run", "owner")
+    events = []
+    scheduler = Scheduler(
+        plan, sandboxes, runner.attempt, events.append, max_parallel=max_parallel, fail_fast=fail_fast
+    )
+
+    async def go():
+        stop = asyncio.Event()
+        if interrupt_when is not None:
+            backend_start = backend.start
+
+            async def start_then_maybe_interrupt(container_id, sink):
+                await backend_start(container_id, sink)
+                if interrupt_when(backend):
+                    stop.set()
+
+            backend.start = start_then_maybe_interrupt
+        records = await scheduler.run(stop)
+        await runner.close()
+        return records
+
+    records = asyncio.run(go())
+    return scheduler, records, backend, events
+
+
+def status(records):
+    return {name: r.status.value for name, r in records.items()}
+
+
+CHAIN = """
+version: 1
+name: x
+nodes:
+  a: {command: [x]}
+  b: {needs: [a], command: [x]}
+  c: {needs: [b], command: [x]}
+  side: {command: [x]}
+"""
+
+
+def test_all_succeed_in_dependency_order():
+    scheduler, records, backend, _ = run(CHAIN)
+    assert status(records) == dict.fromkeys(["a", "b", "c", "side"], "succeeded")
+    starts = [n for e, n in backend.log if e == "start"]
+    exits = [n for e, n in backend.log if e == "exit"]
+    assert backend.log.index(("exit", "a")) < backend.log.index(("start", "b"))
+    assert backend.log.index(("exit", "b")) < backend.log.index(("start", "c"))
+    assert sorted(starts) == sorted(exits) == ["a", "b", "c", "side"]
+    assert scheduler.run_status() == RunStatus.SUCCEEDED
+    assert backend.containers == {}  # every container removed
+
+
+def test_failure_skips_dependents_with_reason_and_fails_the_run():
+    scheduler, records, _, _ = run(CHAIN, {"a": Outcome(exit_code=2)}, fail_fast=False)
+    assert status(records) == {"a": "failed", "b": "skipped", "c": "skipped", "side": "succeeded"}
+    assert records["b"].skip_reason == "need 'a' failed"
+    assert records["c"].skip_reason == "need 'b' was skipped"
+    assert records["a"].last.exit_code == 2
+    assert scheduler.run_status() == RunStatus.FAILED
+
+
+def test_fail_fast_starts_nothing_new_after_a_failure():
+    text = """
+    version: 1
+    name: x
+    nodes:
+      bad: {command: [x]}
+      later: {needs: [bad2], command: [x]}
+      bad2: {needs: [bad], command: [x], continue_on_failure: true}
+      independent: {needs: [slow], command: [x]}
+      slow: {command: [x]}
+    """
+    _, records, _, _ = run(text, {"bad": Outcome(exit_code=1)}, max_parallel=1)
+    assert records["bad"].status == NodeStatus.FAILED
+    # with one slot, 'slow' had not started when 'bad' failed: fail_fast skips it
+    assert records["slow"].status == NodeStatus.SKIPPED
+    assert records["slow"].skip_reason == "not started: fail_fast after 'bad' failed"
+
+
+def test_keep_going_runs_independent_work():
+    text = "version: 1\nname: x\nnodes:\n  bad: {command: [x]}\n  other: {command: [x]}\n"
+    _, records, _, _ = run(text, {"bad": Outcome(exit_code=1)}, max_parallel=1, fail_fast=False)
+    assert records["other"].status == NodeStatus.SUCCEEDED
+
+
+def test_continue_on_failure_and_allow_failure_let_dependents_run():
+    text = """
+    version: 1
+    name: x
+    nodes:
+      flaky: {command: [x], continue_on_failure: true}
+      strict: {command: [x]}
+      after_flaky: {needs: [flaky], command: [x]}
+      after_strict: {needs: [{node: strict, allow_failure: true}], command: [x]}
+    """
+    outcomes = {"flaky": Outcome(exit_code=1), "strict": Outcome(exit_code=1)}
+    scheduler, records, _, _ = run(text, outcomes, fail_fast=False)
+    assert records["after_flaky"].status == NodeStatus.SUCCEEDED
+    assert records["after_strict"].status == NodeStatus.SUCCEEDED
+    assert scheduler.run_status() == RunStatus.FAILED  # 'strict' itself was required
+
+
+def test_parallelism_cap_is_respected():
+    nodes = "".join(f"  n{i}: {{command: [x]}}\n" for i in range(12))
+    _, records, backend, _ = run(f"version: 1\nname: x\nnodes:\n{nodes}", max_parallel=3)
+    assert backend.peak_running == 3
+    assert all(r.status == NodeStatus.SUCCEEDED for r in records.values())
+
+
+def test_timeout_kills_and_reports_timed_out():
+    text = "version: 1\nname: x\nnodes:\n  hang: {command: [x], timeout: 50ms}\n  after: {needs: [hang], command: [x]}\n"
+    scheduler, records, backend, _ = run(text, {"hang": Outcome(hang=True)})
+    assert records["hang"].status == NodeStatus.TIMED_OUT
+    assert records["hang"].reason == "killed after 0.05s"
+    assert records["after"].skip_reason == "need 'hang' timed out"
+    assert backend.containers == {}
+    assert scheduler.run_status() == RunStatus.FAILED
+
+
+def test_oom_is_failed_with_flag_and_retry_grows_memory_up_to_the_ceiling():
+    text = """
+    version: 1
+    name: x
+    nodes:
+      hog:
+        command: [x]
+        resources: {memory: 768m}
+        retries: {limit: 3, on: [oom], memory_factor: 2}
+    """
+    plan, sandboxes = admitted(text)
+    memories = []
+
+    def script(spec):
+        memories.append(spec.memory)
+        return Outcome(exit_code=137, oom_killed=True)
+
+    backend = MemoryBackend(script)
+    runner = NodeRunner(backend, "r", "o")
+    scheduler = Scheduler(plan, sandboxes, runner.attempt, lambda e: None)
+    records = asyncio.run(scheduler.run(asyncio.Event()))
+    mib = 1024**2
+    assert memories == [768 * mib, 1536 * mib, 2048 * mib, 2048 * mib]  # capped at 2g
+    hog = records["hog"]
+    assert hog.status == NodeStatus.FAILED and hog.last.oom_killed and len(hog.attempts) == 4
+    assert [a.retry_reason for a in hog.attempts] == ["oom"] * 4
+
+
+def test_retries_only_for_listed_reasons():
+    text = """
+    version: 1
+    name: x
+    nodes:
+      a: {command: [x], retries: {limit: 2, on: [timed_out]}}
+    """
+    _, records, _, events = run(text, {"a": Outcome(exit_code=1)})
+    assert len(records["a"].attempts) == 1
+
+
+def test_interrupt_cancels_running_and_pending_and_removes_containers():
+    text = """
+    version: 1
+    name: x
+    nodes:
+      hang: {command: [x]}
+      next: {needs: [hang], command: [x]}
+    """
+    scheduler, records, backend, events = run(
+        text, {"hang": Outcome(hang=True)}, interrupt_when=lambda b: True
+    )
+    assert status(records) == {"hang": "cancelled", "next": "cancelled"}
+    assert scheduler.run_status() == RunStatus.CANCELLED
+    assert backend.containers == {} and len(backend.removed) == 1
+    finished = [e.node for e in events if type(e).__name__ == "NodeFinished"]
+    assert sorted(finished) == ["hang", "next"]
+
+
+# --- properties over random DAGs -------------------------------------------------------
+
+
+@st.composite
+def dags(draw):
+    size = draw(st.integers(1, 14))
+    names = [f"n{i}" for i in range(size)]
+    needs = {
+        name: draw(st.lists(st.sampled_from(names[:i]), unique=True, max_size=3)) if i else []
+        for i, name in enumerate(names)
+    }
+    failing = draw(st.sets(st.sampled_from(names), max_size=size))
+    tolerant = draw(st.sets(st.sampled_from(names), max_size=size))
+    lines = ["version: 1", "name: random", "nodes:"]
+    for name in names:
+        extra = ", continue_on_failure: true" if name in tolerant else ""
+        lines.append(f"  {name}: {{command: [x], needs: {needs[name]}{extra}}}")
+    return "\n".join(lines) + "\n", needs, failing
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dag=dags(), max_parallel=st.integers(1, 4), fail_fast=st.booleans())
+def test_scheduler_properties(dag, max_parallel, fail_fast):
+    text, needs, failing = dag
+    outcomes = {name: Outcome(exit_code=1) for name in failing}
+    _, records, backend, events = run(text, outcomes, max_parallel=max_parallel, fail_fast=fail_fast)
+
+    # each node reaches exactly one terminal state, reported exactly once
+    terminal = [e for e in events if type(e).__name__ == "NodeFinished" and not e.retrying]
+    assert sorted(e.node for e in terminal) == sorted(records)
+    assert all(r.status.finished for r in records.values())
+
+    # no node starts before its needs finish
+    position = {entry: i for i, entry in enumerate(backend.log)}
+    for name, deps in needs.items():
+        if ("start", name) in position:
+            for dep in deps:
+                assert position[("exit", dep)] < position[("start", name)]
+
+    # the parallelism cap is never exceeded; nothing is left behind
+    assert backend.peak_running <= max_parallel
+    assert backend.containers == {}
+
+    # under fail_fast nothing new starts after a (non-tolerated) failure
+    if fail_fast:
+        first_failure = min(
+            (position[("exit", n)] for n in failing if ("exit", n) in position
+             and "continue_on_failure" not in _line_of(text, n)),
+            default=None,
+        )  # fmt: skip
+        if first_failure is not None:
+            later_starts = [e for e in backend.log[first_failure:] if e[0] == "start"]
+            assert later_starts == []
+
+
+def _line_of(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if line.strip().startswith(f"{name}:"))
