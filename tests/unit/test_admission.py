@@ -44,14 +44,19 @@ def test_every_ceiling_breach_is_reported_together():
         """
     )
     assert len(lines) == 5
-    assert any("nodes.a.resources.cpus: node 'a': cpus 8.0 is above the policy ceiling 2.0" in line for line in lines)
+    assert any(
+        "nodes.a.resources.cpus: node 'a': cpus 8.0 is above the policy ceiling 2.0" in line
+        for line in lines
+    )
     assert any("nodes.b.resources.memory: node 'b': memory 4g is above" in line for line in lines)
     assert any("timeout 7200s is above the policy ceiling 1800s" in line for line in lines)
 
 
 def test_runtime_not_granted_is_refused():
     policy = dataclasses.replace(default_policy(), runtimes=("shell",))
-    (line,) = refusals("version: 1\nname: x\nnodes:\n  a: {runtime: python, command: [x]}\n", policy)
+    (line,) = refusals(
+        "version: 1\nname: x\nnodes:\n  a: {runtime: python, command: [x]}\n", policy
+    )
     assert "nodes.a.runtime: node 'a': runtime 'python' is not granted" in line
 
 
@@ -66,7 +71,9 @@ def test_custom_runtime_image_must_be_granted():
           a: {runtime: evil, command: [x]}
         """
     )
-    assert any("image 'docker.io/library/alpine' of runtime 'evil' is not granted" in x for x in lines)
+    assert any(
+        "image 'docker.io/library/alpine' of runtime 'evil' is not granted" in x for x in lines
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,7 +82,9 @@ def test_custom_runtime_image_must_be_granted():
      "PATH", "http_proxy", "HTTPS_PROXY", "PERL5OPT"],
 )  # fmt: skip
 def test_denied_environment_names_are_refused(name):
-    (line,) = refusals(f"version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    env: {{{name}: v}}\n")
+    (line,) = refusals(
+        f"version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    env: {{{name}: v}}\n"
+    )
     assert f"environment variable {name} is on the deny list" in line
 
 

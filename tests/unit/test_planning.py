@@ -114,9 +114,7 @@ def test_a_cycle_is_refused_naming_it():
 
 
 def test_unknown_and_self_needs_are_refused_with_lines():
-    lines = refusals(
-        "version: 1\nname: x\nnodes:\n  a:\n    needs: [ghost, a]\n    command: [x]\n"
-    )
+    lines = refusals("version: 1\nname: x\nnodes:\n  a:\n    needs: [ghost, a]\n    command: [x]\n")
     assert lines == [
         "wf.yaml:5: nodes.a.needs[0]: unknown node 'ghost'",
         "wf.yaml:5: nodes.a.needs[1]: node 'a' cannot need itself",

@@ -24,7 +24,12 @@ def run(text: str, outcomes=None, *, max_parallel=4, fail_fast=None, interrupt_w
     runner = NodeRunner(backend, "test-run", "owner")
     events = []
     scheduler = Scheduler(
-        plan, sandboxes, runner.attempt, events.append, max_parallel=max_parallel, fail_fast=fail_fast
+        plan,
+        sandboxes,
+        runner.attempt,
+        events.append,
+        max_parallel=max_parallel,
+        fail_fast=fail_fast,
     )
 
     async def go():
@@ -175,7 +180,7 @@ def test_retries_only_for_listed_reasons():
     nodes:
       a: {command: [x], retries: {limit: 2, on: [timed_out]}}
     """
-    _, records, _, events = run(text, {"a": Outcome(exit_code=1)})
+    _, records, _, _ = run(text, {"a": Outcome(exit_code=1)})
     assert len(records["a"].attempts) == 1
 
 
@@ -222,7 +227,9 @@ def dags(draw):
 def test_scheduler_properties(dag, max_parallel, fail_fast):
     text, needs, failing = dag
     outcomes = {name: Outcome(exit_code=1) for name in failing}
-    _, records, backend, events = run(text, outcomes, max_parallel=max_parallel, fail_fast=fail_fast)
+    _, records, backend, events = run(
+        text, outcomes, max_parallel=max_parallel, fail_fast=fail_fast
+    )
 
     # each node reaches exactly one terminal state, reported exactly once
     terminal = [e for e in events if type(e).__name__ == "NodeFinished" and not e.retrying]

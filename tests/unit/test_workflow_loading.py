@@ -65,7 +65,9 @@ def test_every_problem_is_reported_each_on_its_line(tmp_path):
         "  b:\n    command: [x]\n    resources: {memory: lots}\n",
     )
     assert [line.split(": ", 2)[0].rsplit(":", 1)[1] for line in found] == ["5", "6", "9"]
-    assert "nodes.a.command: Input should be a valid string; Input should be a valid list" in found[0]
+    assert (
+        "nodes.a.command: Input should be a valid string; Input should be a valid list" in found[0]
+    )
     assert "nodes.a.timeout: '3x' is not a duration" in found[1]
     assert "nodes.b.resources.memory: 'lots' is not a size" in found[2]
 

@@ -22,7 +22,14 @@ def test_plain_mapping_keeps_line_of_every_key():
 
 def test_yaml_1_1_booleans_and_octals_are_not_applied():
     doc = load_text("on: [failed]\nyes: no\nmode: 017\nhex: 0x10\nflag: true\nnull_: ~\n", "w")
-    assert doc.data == {"on": ["failed"], "yes": "no", "mode": 17, "hex": 16, "flag": True, "null_": None}
+    assert doc.data == {
+        "on": ["failed"],
+        "yes": "no",
+        "mode": 17,
+        "hex": 16,
+        "flag": True,
+        "null_": None,
+    }
 
 
 def test_dates_stay_strings():

@@ -1,0 +1,162 @@
+"""CEL conditions: what is refused at validate time, and how they judge nodes at run time."""
+
+import pytest
+
+from sandbox_orch.backend.memory import Outcome
+from sandbox_orch.conditions import ConditionError, NeedsState, compile_condition, evaluate
+from sandbox_orch.errors import InputRefused
+from sandbox_orch.status import NodeStatus, RunStatus
+
+from .helpers import plan_of
+from .test_scheduler import run
+
+OK = NeedsState(success=True, failure=False, cancelled=False)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("1 +", "syntax error"),
+        ("launch()", "unknown or disallowed function 'launch'"),
+        ('nodes.a.outputs.s.matches("(a+)+$")', "disallowed method 'matches'"),
+        ('matches("x", "y")', "disallowed function 'matches'"),
+        ("env.HOME == ''", "unknown name 'env'"),
+        ("nodes.stranger.status == 'x'", "not a need or an ancestor"),
+        ('nodes["str" + "anger"].status == "x"', "literal node name"),
+        ("x" * 5000, "limited to 4096 characters"),
+    ],
+)
+def test_compile_refuses(source, message):
+    with pytest.raises(ConditionError, match=message):
+        compile_condition(source, {"a"})
+
+
+def test_status_functions_are_detected():
+    assert not compile_condition("nodes.a.exit_code == 0", {"a"}).status_aware
+    handler = compile_condition("failure() || always()", set())
+    assert handler.status_aware and handler.handles_failure
+    assert not compile_condition("success() && cancelled()", set()).handles_failure
+
+
+def test_evaluation_reads_nodes_including_dashed_names():
+    condition = compile_condition(
+        'nodes["lint-py"].outputs.count > 3 && nodes.a.exit_code == 0', {"lint-py", "a"}
+    )
+    view = {"lint-py": {"outputs": {"count": 4}}, "a": {"exit_code": 0}}
+    assert evaluate(condition, view, OK) is True
+
+
+def test_null_exit_code_of_a_node_that_never_ran():
+    condition = compile_condition("nodes.a.exit_code == null", {"a"})
+    assert evaluate(condition, {"a": {"exit_code": None}}, OK) is True
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("nodes.a.outputs.missing > 1", "no such member"),
+        ("nodes.a.outputs", "must be true or false"),
+        ("nodes.a.exit_code / 0 == 1", "divide by zero"),
+        ("nodes.a.outputs.n > 'text'", "no matching overload"),
+    ],
+)
+def test_evaluation_errors_are_condition_errors(source, message):
+    condition = compile_condition(source, {"a"})
+    with pytest.raises(ConditionError, match=message):
+        evaluate(condition, {"a": {"outputs": {"n": 1}, "exit_code": 1}}, OK)
+
+
+def test_plan_refuses_conditions_with_file_and_line():
+    with pytest.raises(InputRefused) as caught:
+        plan_of(
+            "version: 1\nname: x\nnodes:\n  a: {command: [x]}\n  b: {command: [x]}\n"
+            "  c:\n    needs: [a]\n    command: [x]\n    when: nodes.b.status == 'ok'\n"
+        )
+    (problem,) = caught.value.problems
+    assert str(problem) == (
+        "wf.yaml:9: nodes.c.when: refers to node 'b', which is not a need or an ancestor"
+    )
+
+
+def test_when_may_see_ancestors_not_only_direct_needs():
+    plan = plan_of(
+        "version: 1\nname: x\nnodes:\n  a: {command: [x]}\n  b: {needs: [a], command: [x]}\n"
+        "  c: {needs: [b], command: [x], when: nodes.a.exit_code == 0}\n"
+    )
+    assert plan.nodes["c"].visible == {"a", "b"}
+
+
+BRANCHES = """
+version: 1
+name: branches
+nodes:
+  build:
+    command: [x]
+    outputs: {parse: {format: json}}
+  deploy:
+    needs: [build]
+    command: [x]
+    when: nodes.build.outputs.coverage > 80
+  lowcov:
+    needs: [build]
+    command: [x]
+    when: nodes.build.outputs.coverage <= 80
+  on_fail:
+    needs: [build]
+    command: [x]
+    when: failure()
+  report:
+    needs: [deploy, lowcov, on_fail]
+    command: [x]
+    when: always()
+"""
+
+
+def test_branch_on_parsed_output_runs_one_side_and_records_condition_results():
+    _, records, _, _ = run(BRANCHES, {"build": Outcome(stdout=b'log line\n{"coverage": 91}\n')})
+    states = {n: r.status for n, r in records.items()}
+    assert states == {
+        "build": NodeStatus.SUCCEEDED,
+        "deploy": NodeStatus.SUCCEEDED,
+        "lowcov": NodeStatus.SKIPPED,
+        "on_fail": NodeStatus.SKIPPED,
+        "report": NodeStatus.SUCCEEDED,
+    }
+    assert records["build"].last.outputs == {"coverage": 91}
+    assert records["deploy"].condition_result is True
+    assert records["lowcov"].condition_result is False
+    assert records["lowcov"].skip_reason == "condition is false: nodes.build.outputs.coverage <= 80"
+    assert records["on_fail"].condition_result is False
+
+
+def test_failure_branch_runs_and_always_runs_even_under_fail_fast():
+    scheduler, records, _, _ = run(BRANCHES, {"build": Outcome(exit_code=1, stdout=b"{}")})
+    states = {n: r.status for n, r in records.items()}
+    assert states["build"] == NodeStatus.FAILED
+    assert states["deploy"] == NodeStatus.SKIPPED
+    assert records["deploy"].skip_reason == "need 'build' failed"  # implicit success()
+    assert states["on_fail"] == NodeStatus.SUCCEEDED
+    assert states["report"] == NodeStatus.SUCCEEDED
+    assert scheduler.run_status() == RunStatus.FAILED
+
+
+def test_unparseable_output_fails_the_node_with_the_reason():
+    _, records, _, _ = run(BRANCHES, {"build": Outcome(stdout=b"no json here\n")})
+    assert records["build"].status == NodeStatus.FAILED
+    assert records["build"].reason == "json parser: stdout is not JSON and has no JSON line"
+
+
+def test_runtime_evaluation_error_makes_the_node_errored_and_the_run_goes_on():
+    text = """
+    version: 1
+    name: x
+    nodes:
+      a: {command: [x], outputs: {parse: {format: json}}}
+      b: {needs: [a], command: [x], when: nodes.a.outputs.nope == 1}
+      c: {needs: [a], command: [x]}
+    """
+    scheduler, records, _, _ = run(text, {"a": Outcome(stdout=b"{}")}, fail_fast=False)
+    assert records["b"].status == NodeStatus.ERRORED
+    assert records["b"].reason.startswith("condition error: no such member")
+    assert records["c"].status == NodeStatus.SUCCEEDED
+    assert scheduler.run_status() == RunStatus.FAILED  # the workflow's fault, not the engine's
