@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from .policy import choose_policy_path
 from .scheduler import DEFAULT_MAX_PARALLEL
 from .status import RunStatus
 from .store import new_run_id
-from .view import JsonView, PlainView
+from .view import JsonView, LiveView, PlainView
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,34 +89,16 @@ def validate(workflow: Path, policy: str | None, as_json: bool) -> None:
 @main.command()
 @workflow_argument
 @policy_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "mermaid", "dot"]), default="text"
+)
 @exits_with_contract_codes
 def plan(workflow: Path, policy: str | None, fmt: str) -> None:
-    """Show what `run` would do: order, and each node's effective sandbox."""
+    """Show what `run` would do: order, conditions, each node's effective sandbox."""
+    from .plan_render import RENDERERS
+
     prepared = prepare(workflow, choose_policy_path(policy))
-    levels = prepared.plan.levels
-    if fmt == "json":
-        nodes = {
-            name: {
-                "needs": [e.source for e in node.needs],
-                "when": node.when,
-                "argv": list(node.argv),
-                "sandbox": prepared.sandboxes[name].describe(),
-            }
-            for name, node in prepared.plan.nodes.items()
-        }
-        click.echo(json.dumps({"levels": levels, "nodes": nodes}, indent=2))
-        return
-    for depth, level in enumerate(levels):
-        click.echo(f"level {depth}:")
-        for name in level:
-            sandbox = prepared.sandboxes[name].describe()
-            limits = sandbox["limits"]
-            click.echo(
-                f"  {name}: {sandbox['image']} as {sandbox['user']} via {sandbox['oci_runtime']},"
-                f" network {sandbox['network']}, cpus {limits['cpus']}, memory {limits['memory']},"
-                f" pids {limits['pids']}, timeout {limits['timeout_s']:g}s"
-            )
+    click.echo(RENDERERS[fmt](prepared.plan, prepared.sandboxes))
 
 
 @main.command()
@@ -141,9 +124,17 @@ def run(
     options = RunOptions(
         max_parallel=max_parallel, keep_going=keep_going, results_file=results_file
     )
-    view = JsonView() if as_json else PlainView()
+    view = _choose_view(prepared.plan, as_json, ci)
     status = asyncio.run(_run(prepared, options, view))
     sys.exit(int(RUN_EXIT[status]))
+
+
+def _choose_view(plan: Any, as_json: bool, ci: bool) -> Callable[..., None]:
+    if as_json:
+        return JsonView()
+    if ci or not sys.stdout.isatty() or os.environ.get("CI") == "true":
+        return PlainView()
+    return LiveView(plan)
 
 
 async def _run(prepared: Any, options: RunOptions, view: Callable[..., None]) -> RunStatus:

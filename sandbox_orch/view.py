@@ -1,14 +1,20 @@
-"""Showing a run: plain lines (CI, pipes) or one JSON object per event (`--json`)."""
+"""Showing a run: a live table (terminals), plain lines (CI, pipes), or JSON events."""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
 from .events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
+from .planning import Plan
 
 
 class PlainView:
@@ -69,3 +75,92 @@ def _line(event: Event) -> str | None:
             where = f"\nresults: {event.results_path}" if event.results_path else ""
             return f"run {run_id} {status} in {took:.2f}s ({counts}){where}"
     return None
+
+
+class LiveView:
+    """A live table for terminals: each node's state, the need it waits on, attempt,
+    duration and exit code; then a final summary. Redraws in place (rich)."""
+
+    def __init__(self, plan: Plan, console: Console | None = None) -> None:
+        self.plan = plan
+        self.console = console or Console()
+        self.rows: dict[str, _Row] = {name: _Row() for name in plan.nodes}
+        self.header = ""
+        self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+        self.live.update(_Renderable(self), refresh=False)
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case RunStarted(run_id=run_id, workflow=workflow):
+                self.header = f"run {run_id}: {workflow}"
+                self.live.start()
+            case NodeStarted(node=node, attempt=attempt, at=at):
+                row = self.rows[node]
+                row.state, row.attempt, row.started = "running", attempt, row.started or at
+            case NodeFinished() as done:
+                row = self.rows[done.node]
+                row.state = "retrying" if done.retrying else done.status
+                row.exit_code, row.reason, row.finished = done.exit_code, done.reason, done.at
+            case RunFinished() as finished:
+                self.live.stop()
+                line = _line(finished)
+                if line:
+                    self.console.print(line, markup=False, highlight=False)
+
+    def table(self) -> Table:
+        table = Table(title=self.header, title_justify="left", expand=False)
+        for column in ("node", "state", "waiting on", "attempt", "duration", "exit", "reason"):
+            table.add_column(column)
+        now = datetime.now(UTC)
+        for name, row in self.rows.items():
+            waiting = self._waiting_on(name) if row.state == "pending" else ""
+            end = row.finished if row.state not in ("running", "retrying") else now
+            took = f"{(end - row.started).total_seconds():.1f}s" if row.started and end else ""
+            table.add_row(
+                name,
+                Text(row.state, style=_STYLE.get(row.state, "")),
+                waiting,
+                str(row.attempt or ""),
+                took,
+                "" if row.exit_code is None else str(row.exit_code),
+                Text(row.reason or "", overflow="ellipsis", no_wrap=True),
+            )
+        return table
+
+    def _waiting_on(self, name: str) -> str:
+        for edge in self.plan.nodes[name].needs:
+            if self.rows[edge.source].state in ("pending", "running", "retrying"):
+                return edge.source
+        return ""
+
+
+@dataclass
+class _Row:
+    state: str = "pending"
+    attempt: int = 0
+    started: datetime | None = None
+    finished: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+class _Renderable:
+    """Re-rendered on every refresh, so running durations tick."""
+
+    def __init__(self, view: LiveView) -> None:
+        self.view = view
+
+    def __rich__(self) -> Table:
+        return self.view.table()
+
+
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "errored": "magenta",
+    "skipped": "dim",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "retrying": "yellow",
+}
