@@ -71,6 +71,7 @@ class NodeRunner:
             cpus=sandbox.cpus,
             memory=sandbox.memory,
             pids=sandbox.pids,
+            pids_mechanism=sandbox.pids_mechanism,  # type: ignore[arg-type]
             tmpfs=sandbox.tmpfs,
             # A writable HOME: the root file system is read-only.
             env={"HOME": "/tmp", **sandbox.env},

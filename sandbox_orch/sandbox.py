@@ -13,6 +13,12 @@ CAP_DROP = ("ALL",)
 NOFILE = 1024
 
 
+_PIDS_MECHANISMS = {
+    "cgroup": "cgroup pids.max",
+    "rlimit_nproc": "RLIMIT_NPROC in gVisor's kernel (a pids cgroup breaks runsc on this engine)",
+}
+
+
 @dataclass(frozen=True)
 class Sandbox:
     image: str
@@ -28,6 +34,15 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     network: str = "none"
+
+    @property
+    def pids_mechanism(self) -> str:
+        """How the pids limit is enforced. Under gVisor the host's pids cgroup also counts
+        the sandbox's own threads and kills it (ENGINE.md), so the limit is enforced as
+        RLIMIT_NPROC by gVisor's kernel, which counts only this sandbox's processes.
+        Under runc, RLIMIT_NPROC would count every container of uid 10001 on the host:
+        there the cgroup is the right tool."""
+        return "rlimit_nproc" if self.oci_runtime == "runsc" else "cgroup"
 
     def with_memory(self, memory: int) -> Sandbox:
         return replace(self, memory=min(memory, self.memory_ceiling))
@@ -48,4 +63,5 @@ class Sandbox:
                 "pids": self.pids,
                 "timeout_s": self.timeout,
             },
+            "pids_enforced_by": _PIDS_MECHANISMS[self.pids_mechanism],
         }

@@ -31,6 +31,8 @@ class ContainerSpec:
     memory: int
     pids: int
     tmpfs: dict[str, int]
+    # cgroup: the pids cgroup; rlimit_nproc: RLIMIT_NPROC (for gVisor, see Sandbox)
+    pids_mechanism: Literal["cgroup", "rlimit_nproc"] = "cgroup"
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     oci_runtime: str = "runc"

@@ -59,14 +59,11 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         network_mode="none",
         ipc_mode="private",
         privileged=False,
-        pids_limit=spec.pids,
+        pids_limit=spec.pids if spec.pids_mechanism == "cgroup" else None,
         mem_limit=spec.memory,
         memswap_limit=spec.memory,  # memory = swap: no swapping past the limit
         nano_cpus=int(spec.cpus * 1e9),
-        ulimits=[
-            Ulimit(name="nofile", soft=NOFILE, hard=NOFILE),
-            Ulimit(name="core", soft=0, hard=0),
-        ],
+        ulimits=_ulimits(spec),
         init=True,
         log_config=LOG_CONFIG,
         restart_policy={"Name": "no"},
@@ -85,6 +82,13 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         "stdin_open": False,
         "tty": False,
     }
+
+
+def _ulimits(spec: ContainerSpec) -> list[Ulimit]:
+    limits = [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE), Ulimit(name="core", soft=0, hard=0)]
+    if spec.pids_mechanism == "rlimit_nproc":
+        limits.append(Ulimit(name="nproc", soft=spec.pids, hard=spec.pids))
+    return limits
 
 
 class DockerBackend(Backend):

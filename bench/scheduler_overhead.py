@@ -1,0 +1,343 @@
+"""Scheduler overhead per node on large DAGs, with no engine at all.
+
+    .venv/bin/python bench/scheduler_overhead.py [--sizes 1000 10000] [--repeats R]
+                                                 [--warmup W] [--strict] [--profile]
+
+Three shapes of DAG, each at two sizes (1,000 and 10,000 nodes by default):
+
+wide    no edges: every node is ready at once
+chain   each node needs the previous one
+random  each node needs up to 3 random earlier nodes (seeded, so every run is the same)
+
+Only `Scheduler.run` is timed (time.perf_counter, inside the event loop); building the
+plan and admitting it are not. Two attempt functions are measured, one after the other:
+
+scheduler  an attempt that returns a finished, succeeded `Attempt` at once: no container,
+           no backend. What is left is the scheduler itself (graphlib, tasks, asyncio.wait,
+           judging, events). The targets apply to this mode.
+runner     `NodeRunner.attempt` on a `MemoryBackend`: the full runner path (spec, ledger,
+           create, start, wait, remove, output parsing) without an engine. For information.
+
+Every shape runs with max_parallel 4 (the default); the wide shape also runs with 64.
+Workflow files are limited to 1,000 nodes, so the plan is built without the file: the
+header is validated as usual, every node with `Node.model_validate`, and the nodes are
+put in with `model_copy`; then `make_plan` and `admit` run as usual on a `Document` with
+no line numbers. At sizes a file allows, the benchmark checks that this gives the same
+graph as loading the equivalent YAML text.
+
+Targets (judged on the median of the repeats, scheduler mode): at most 50 us per node,
+and the time at 10,000 nodes at most 12 times the time at 1,000 (linear growth).
+
+Exit status: 0, or 1 when --strict is given and a target is missed, or 2 when the
+benchmark itself broke (a node did not succeed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import itertools
+import json
+import os
+import platform
+import random
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` and `sandbox_orch` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import median, ms, peak_rss_mb, profile_text, verdict
+from sandbox_orch.admission import admit
+from sandbox_orch.backend.memory import MemoryBackend
+from sandbox_orch.execution import Attempt, NodeRunner
+from sandbox_orch.loading import validate_document
+from sandbox_orch.planning import Plan, PlannedNode, make_plan
+from sandbox_orch.policy import DEFAULT_POLICY, load_policy
+from sandbox_orch.sandbox import Sandbox
+from sandbox_orch.scheduler import DEFAULT_MAX_PARALLEL, AttemptFn, Scheduler
+from sandbox_orch.status import NodeStatus
+from sandbox_orch.workflow import MAX_NODES, Node, Workflow
+from sandbox_orch.yamlsafe import Document, load_text
+
+SHAPES = ("wide", "chain", "random")
+WIDE_PARALLEL = 64  # the wide shape is also run with this cap
+MAX_NEEDS = 3
+SEED = 20240601
+TARGET_US_PER_NODE = 50.0
+TARGET_RATIO = 12.0  # for the default 10x step in size; scaled for other --sizes
+MODES = ("scheduler", "runner")
+_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+# -- the DAGs ---------------------------------------------------------------------------
+def node_name(index: int) -> str:
+    return f"n{index:05d}"
+
+
+def workflow_data(size: int, shape: str, seed: int = SEED) -> dict[str, Any]:
+    """Plain workflow data (what a YAML file would hold) for one DAG."""
+    rng = random.Random(seed)
+    nodes: dict[str, dict[str, Any]] = {}
+    for i in range(size):
+        if shape == "wide" or i == 0:
+            needs: list[str] = []
+        elif shape == "chain":
+            needs = [node_name(i - 1)]
+        else:  # random: up to MAX_NEEDS distinct earlier nodes
+            picked = rng.sample(range(i), rng.randint(0, min(MAX_NEEDS, i)))
+            needs = [node_name(j) for j in sorted(picked)]
+        nodes[node_name(i)] = {"runtime": "shell", "command": ["true"], "needs": needs}
+    return {"version": 1, "name": f"bench-scheduler-{shape}-{size}", "nodes": nodes}
+
+
+def plan_of(data: dict[str, Any]) -> Plan:
+    """make_plan without the file's 1,000-node limit (everything else validated as usual)."""
+    first = dict(itertools.islice(data["nodes"].items(), 1))
+    header = Workflow.model_validate({**data, "nodes": first})
+    nodes = {name: Node.model_validate(fields) for name, fields in data["nodes"].items()}
+    workflow = header.model_copy(update={"nodes": nodes})
+    return make_plan(Document("generated.yaml", data, lines={}), workflow)
+
+
+def yaml_text(data: dict[str, Any]) -> str:
+    lines = ["version: 1", f"name: {data['name']}", "nodes:"]
+    for name, fields in data["nodes"].items():
+        lines += [f"  {name}:", "    runtime: shell", '    command: ["true"]']
+        lines.append(f"    needs: [{', '.join(fields['needs'])}]")
+    return "\n".join(lines) + "\n"
+
+
+def check_against_file(data: dict[str, Any], plan: Plan) -> None:
+    """The bypass must plan exactly what loading the same workflow from YAML plans."""
+    document = load_text(yaml_text(data), "generated.yaml")
+    from_file = make_plan(document, validate_document(document, Workflow))
+    graph = {n: [(e.source, e.allow_failure) for e in p.needs] for n, p in plan.nodes.items()}
+    expected = {n: [(e.source, e.allow_failure) for e in p.needs] for n, p in from_file.nodes.items()}
+    if graph != expected or list(plan.nodes) != list(from_file.nodes):
+        raise RuntimeError(f"the plan built without the file differs for {data['name']}")
+
+
+# -- the attempt functions ----------------------------------------------------------------
+async def instant_attempt(node: PlannedNode, sandbox: Sandbox, number: int) -> Attempt:
+    """A finished, succeeded attempt, at once: no container, no backend."""
+    return Attempt(number, NodeStatus.SUCCEEDED, _EPOCH, _EPOCH, 0.0, exit_code=0)
+
+
+def attempt_fn(mode: str) -> AttemptFn:
+    if mode == "scheduler":
+        return instant_attempt
+    return NodeRunner(MemoryBackend(), "bench-scheduler", "bench-owner").attempt
+
+
+# -- measuring ----------------------------------------------------------------------------
+class Case:
+    def __init__(self, shape: str, max_parallel: int) -> None:
+        self.shape = shape
+        self.max_parallel = max_parallel
+        self.seconds: dict[tuple[int, str], list[float]] = {}  # (size, mode) -> repeats
+
+    @property
+    def label(self) -> str:
+        return f"{self.shape}/{self.max_parallel}"
+
+
+async def _timed_run(scheduler: Scheduler) -> float:
+    interrupt = asyncio.Event()
+    began = time.perf_counter()
+    records = await scheduler.run(interrupt)
+    took = time.perf_counter() - began
+    bad = [r.name for r in records.values() if r.status != NodeStatus.SUCCEEDED]
+    if bad or len(records) != len(scheduler.plan.nodes):
+        raise RuntimeError(f"{len(bad)} node(s) did not succeed, e.g. {bad[:3]}")
+    return took
+
+
+def run_once(
+    runner: asyncio.Runner,
+    plan: Plan,
+    sandboxes: dict[str, Sandbox],
+    mode: str,
+    max_parallel: int,
+) -> float:
+    scheduler = Scheduler(plan, sandboxes, attempt_fn(mode), _no_emit, max_parallel=max_parallel)
+    gc.collect()  # garbage of the previous repeat is not this one's cost
+    return runner.run(_timed_run(scheduler))
+
+
+def _no_emit(_event: object) -> None:
+    pass
+
+
+def measure(args: argparse.Namespace) -> tuple[list[Case], dict[str, float]]:
+    policy = load_policy(DEFAULT_POLICY)
+    cases = [Case(shape, DEFAULT_MAX_PARALLEL) for shape in SHAPES]
+    cases.insert(1, Case("wide", WIDE_PARALLEL))
+    build_s: dict[str, float] = {}
+    with asyncio.Runner() as runner:
+        for size in args.sizes:
+            for shape in SHAPES:
+                began = time.perf_counter()
+                data = workflow_data(size, shape)
+                plan = plan_of(data)
+                sandboxes = admit(plan, policy)
+                build_s[f"{shape}/{size}"] = time.perf_counter() - began
+                if size <= MAX_NODES:
+                    check_against_file(data, plan)
+                for case in (c for c in cases if c.shape == shape):
+                    for mode in MODES:
+                        for _ in range(args.warmup):
+                            run_once(runner, plan, sandboxes, mode, case.max_parallel)
+                        case.seconds[(size, mode)] = [
+                            run_once(runner, plan, sandboxes, mode, case.max_parallel)
+                            for _ in range(args.repeats)
+                        ]
+                del plan, sandboxes, data
+    return cases, build_s
+
+
+def profile(args: argparse.Namespace, cases: list[Case]) -> str:
+    """cProfile of one scheduler-mode run per case at the largest size (not in the figures)."""
+    policy = load_policy(DEFAULT_POLICY)
+    size = max(args.sizes)
+    out = []
+    with asyncio.Runner() as runner:
+        for case in cases:
+            plan = plan_of(workflow_data(size, case.shape))
+            sandboxes = admit(plan, policy)
+            scheduler = Scheduler(
+                plan, sandboxes, instant_attempt, _no_emit, max_parallel=case.max_parallel
+            )
+            gc.collect()
+            profiler = cProfile.Profile()
+            profiler.enable()
+            runner.run(_timed_run(scheduler))
+            profiler.disable()
+            out.append(f"--- profile: {case.label}, {size} nodes, scheduler mode ---")
+            out.append(profile_text(profiler, limit=args.profile_lines))
+    return "\n".join(out)
+
+
+# -- figures ------------------------------------------------------------------------------
+def ratio_target(small: int, large: int) -> float:
+    """TARGET_RATIO for 1,000 -> 10,000; the same 20% allowance over linear otherwise."""
+    return round(TARGET_RATIO * (large / small) / 10, 2)
+
+
+def us_per_node(seconds: float, size: int) -> float:
+    return round(seconds / size * 1e6, 2)
+
+
+def summarise(cases: list[Case], build_s: dict[str, float], args: argparse.Namespace) -> dict:
+    small, large = min(args.sizes), max(args.sizes)
+    out_cases = []
+    for case in cases:
+        row: dict[str, Any] = {"shape": case.shape, "max_parallel": case.max_parallel}
+        for size in args.sizes:
+            for mode in MODES:
+                repeats = case.seconds[(size, mode)]
+                row[f"{mode}_{size}"] = {
+                    "median_ms": ms(median(repeats)),
+                    "best_ms": ms(min(repeats)),
+                    "median_us_per_node": us_per_node(median(repeats), size),
+                    "best_us_per_node": us_per_node(min(repeats), size),
+                }
+        for mode in MODES:
+            ratio = median(case.seconds[(large, mode)]) / median(case.seconds[(small, mode)])
+            row[f"{mode}_ratio"] = round(ratio, 2)
+        worst_us = max(row[f"scheduler_{size}"]["median_us_per_node"] for size in args.sizes)
+        row["passed_us_per_node"] = worst_us <= TARGET_US_PER_NODE
+        row["passed_ratio"] = row["scheduler_ratio"] <= ratio_target(small, large)
+        out_cases.append(row)
+    return {
+        "bench": "scheduler_overhead",
+        "sizes": list(args.sizes),
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "seed": SEED,
+        "cases": out_cases,
+        "plan_build_s": {k: round(v, 3) for k, v in build_s.items()},
+        "target_us_per_node": TARGET_US_PER_NODE,
+        "target_ratio": ratio_target(small, large),
+        "passed": all(c["passed_us_per_node"] and c["passed_ratio"] for c in out_cases),
+        "peak_rss_mb": peak_rss_mb(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def report(figures: dict) -> None:
+    f = figures
+    small, large = min(f["sizes"]), max(f["sizes"])
+    print(
+        f"scheduler overhead: Scheduler.run, no engine; median (best) of {f['repeats']} repeats"
+        f" after {f['warmup']} warm-up, us per node"
+    )
+    print("  scheduler = an attempt that returns at once; runner = NodeRunner + MemoryBackend")
+    head = f"  {'shape/max_parallel':20s}"
+    for size in f["sizes"]:
+        head += f" {'scheduler ' + format(size, ','):>20s} {'runner ' + format(size, ','):>18s}"
+    head += f" {'ratio sched':>12s} {'ratio runner':>13s}  <={f['target_us_per_node']:g}us"
+    head += f"  ratio<={f['target_ratio']:g}"
+    print(head)
+    for c in f["cases"]:
+        line = f"  {c['shape'] + '/' + str(c['max_parallel']):20s}"
+        for size in f["sizes"]:
+            s, r = c[f"scheduler_{size}"], c[f"runner_{size}"]
+            sched = f"{s['median_us_per_node']:.1f} ({s['best_us_per_node']:.1f})"
+            run = f"{r['median_us_per_node']:.1f} ({r['best_us_per_node']:.1f})"
+            line += f" {sched:>20s} {run:>18s}"
+        line += f" {c['scheduler_ratio']:12.2f} {c['runner_ratio']:13.2f}"
+        line += f"  {verdict(c['passed_us_per_node']):>6s}  {verdict(c['passed_ratio']):>9s}"
+        print(line)
+    print(
+        f"  ratio = median time at {large:,} nodes / median time at {small:,} nodes"
+        " (linear growth gives the size ratio)"
+    )
+    print(f"  overall: {verdict(f['passed'])}; peak RSS of this process: {f['peak_rss_mb']} MB")
+    print(json.dumps(figures, sort_keys=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes", type=int, nargs=2, default=[1000, 10000], metavar=("SMALL", "LARGE"),
+        help="the two DAG sizes (default 1000 10000); the ratio target scales with LARGE/SMALL",
+    )  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=5, help="measured runs per case (5)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (1)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--profile", action="store_true", help="also cProfile one run per case at LARGE"
+    )
+    parser.add_argument("--profile-lines", type=int, default=25, help="functions shown (25)")
+    args = parser.parse_args(argv)
+    args.sizes = sorted(args.sizes)
+    if args.sizes[0] < 1 or args.sizes[0] == args.sizes[1] or args.repeats < 1:
+        parser.error("--sizes must be two different sizes >= 1, and --repeats at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be at least 0")
+
+    cases, build_s = measure(args)
+    figures = summarise(cases, build_s, args)
+    report(figures)
+    if args.profile:
+        print(profile(args, cases))
+    if args.strict and not figures["passed"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:  # the benchmark itself broke: not a missed target
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(2)
