@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
+from pathlib import Path
 
 from .errors import InputRefused, Problem
+from .mounts import BindMount, forbidden_target, grant_for, never_mountable, resolve
 from .planning import Plan, PlannedNode
 from .policy import Policy
 from .sandbox import Sandbox
@@ -28,9 +30,7 @@ DENIED_ENV = frozenset(
 
 # Requests that this version cannot yet honour safely are refused, never ignored.
 _NOT_YET = {
-    "mounts": "mounts are not supported by this version of sandbox-orch",
     "inputs": "artifact inputs are not supported by this version of sandbox-orch",
-    "secrets": "secrets are not supported by this version of sandbox-orch",
 }
 
 Refuse = Callable[[Loc, str], None]
@@ -39,12 +39,13 @@ Refuse = Callable[[Loc, str], None]
 def admit(plan: Plan, policy: Policy) -> dict[str, Sandbox]:
     problems: list[Problem] = []
     sandboxes: dict[str, Sandbox] = {}
+    base_dir = Path(plan.document.path).resolve().parent  # mount sources are relative to it
     for node in plan.nodes.values():
 
         def refuse(loc: Loc, message: str, node: PlannedNode = node) -> None:
             problems.append(plan.document.problem(loc, f"node {node.name!r}: {message}"))
 
-        sandbox = admit_node(node, policy, refuse)
+        sandbox = admit_node(node, policy, refuse, base_dir)
         if sandbox is not None:
             sandboxes[node.name] = sandbox
     if problems:
@@ -52,13 +53,15 @@ def admit(plan: Plan, policy: Policy) -> dict[str, Sandbox]:
     return sandboxes
 
 
-def admit_node(node: PlannedNode, policy: Policy, refuse: Refuse) -> Sandbox | None:
+def admit_node(node: PlannedNode, policy: Policy, refuse: Refuse, base_dir: Path) -> Sandbox | None:
     before = _Counter(refuse)
     _check_runtime(node, policy, before)
     _check_unsupported(node, before)
     _check_network(node, policy, before)
+    _check_secrets(node, policy, before)
     _check_env(node, policy, before)
     _check_workdir(node, before)
+    mounts = _check_mounts(node, policy, base_dir, before)
     limits = _check_limits(node, policy, before)
     if before.count or limits is None:
         return None
@@ -76,6 +79,7 @@ def admit_node(node: PlannedNode, policy: Policy, refuse: Refuse) -> Sandbox | N
         tmpfs=dict(policy.tmpfs),
         env=dict(node.env),
         workdir=node.request.workdir,
+        mounts=mounts,
     )
 
 
@@ -116,6 +120,44 @@ def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
             refuse(loc, f"egress to {target!r} is not granted by the policy")
         else:
             refuse(loc, "egress is not supported by this version of sandbox-orch")
+
+
+def _check_secrets(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    egress = set(node.request.network.egress)
+    for index, name in enumerate(node.request.secrets):
+        loc = (*node.loc, "secrets", index)
+        grant = policy.secrets.get(name)
+        if grant is None:
+            refuse(loc, f"secret {name} is not granted by the policy")
+        elif node.runtime.name not in grant.runtimes:
+            refuse(loc, f"secret {name} is not granted to runtime {node.runtime.name!r}")
+        elif wider := sorted(egress - set(grant.egress)):
+            # The secret could leave through a host it was never meant for.
+            refuse(loc, f"secret {name} cannot go to a node with egress to {', '.join(wider)}")
+        else:
+            refuse(loc, "secrets are not delivered by this version of sandbox-orch")
+
+
+def _check_mounts(
+    node: PlannedNode, policy: Policy, base_dir: Path, refuse: Refuse
+) -> tuple[BindMount, ...]:
+    mounts = []
+    for index, mount in enumerate(node.request.mounts):
+        loc = (*node.loc, "mounts", index)
+        path = resolve(mount.source, base_dir)
+        why = (
+            never_mountable(path, mount.mode)
+            or (None if path.exists() else "does not exist")
+            or grant_for(path, mount.mode, policy.mounts, base_dir)
+        )
+        bad_target = forbidden_target(mount.target)
+        if why:
+            refuse((*loc, "source"), f"mount {mount.source!r} ({path}): {why}")
+        if bad_target:
+            refuse((*loc, "target"), f"mount target {mount.target!r}: {bad_target}")
+        if not why and not bad_target:
+            mounts.append(BindMount(str(path), mount.target, read_only=mount.mode == "ro"))
+    return tuple(mounts)
 
 
 def _check_env(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:

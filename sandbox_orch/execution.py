@@ -77,6 +77,7 @@ class NodeRunner:
             env={"HOME": "/tmp", **sandbox.env},
             workdir=sandbox.workdir,
             oci_runtime=sandbox.oci_runtime,
+            mounts=sandbox.mounts,
         )
 
     async def attempt(self, node: PlannedNode, sandbox: Sandbox, number: int) -> Attempt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .mounts import BindMount
 from .units import format_size
 
 # What every container gets, whatever the policy says (CONTRACT 1). Kept here, in one
@@ -34,6 +35,7 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     network: str = "none"
+    mounts: tuple[BindMount, ...] = ()
 
     @property
     def pids_mechanism(self) -> str:
@@ -64,4 +66,8 @@ class Sandbox:
                 "timeout_s": self.timeout,
             },
             "pids_enforced_by": _PIDS_MECHANISMS[self.pids_mechanism],
+            "mounts": [
+                {"source": m.source, "target": m.target, "mode": "ro" if m.read_only else "rw"}
+                for m in self.mounts
+            ],
         }

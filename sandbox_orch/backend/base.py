@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from ..mounts import BindMount
+
 Stream = Literal["stdout", "stderr"]
 ResourceKind = Literal["container", "network", "volume"]
 ALL_KINDS: tuple[ResourceKind, ...] = ("container", "network", "volume")
@@ -36,6 +38,7 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     oci_runtime: str = "runc"
+    mounts: tuple[BindMount, ...] = ()
 
 
 @dataclass(frozen=True)

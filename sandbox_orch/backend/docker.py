@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import LogConfig, Ulimit
+from docker.types import LogConfig, Mount, Ulimit
 
 from ..sandbox import CAP_DROP, NOFILE
 from .base import (
@@ -68,6 +68,10 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         log_config=LOG_CONFIG,
         restart_policy={"Name": "no"},
         runtime=spec.oci_runtime,
+        mounts=[
+            Mount(m.target, m.source, type="bind", read_only=m.read_only, propagation="rprivate")
+            for m in spec.mounts
+        ],
     )
     return {
         "image": spec.image,

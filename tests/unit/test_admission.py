@@ -1,11 +1,13 @@
 """Admission against the policy: defaults filled, ceilings enforced, refusals collected."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from sandbox_orch.admission import admit
 from sandbox_orch.errors import InputRefused
+from sandbox_orch.policy import POLICIES_DIR, MountGrant, SecretGrant
 
 from .helpers import admitted, default_policy, plan_of
 
@@ -117,17 +119,124 @@ def test_egress_not_granted_is_refused():
     assert "egress to 'example.com:443' is not granted" in line
 
 
-def test_requests_this_version_cannot_honour_are_refused_not_ignored():
+def test_secret_delivery_is_refused_until_supported_not_ignored():
+    policy = dataclasses.replace(
+        default_policy(),
+        secrets={"TOKEN": SecretGrant("TOKEN", "TOKEN", None, ("shell",), ())},
+    )
+    (line,) = refusals(
+        "version: 1\nname: x\nnodes:\n  a: {command: [x], secrets: [TOKEN]}\n", policy
+    )
+    assert "secrets are not delivered by this version" in line
+
+
+def test_secret_rules():
+    grant = SecretGrant("KEY", "KEY", None, ("claude", "python"), ("api.example.com:443",))
+    policy = dataclasses.replace(
+        default_policy(),
+        secrets={"KEY": grant},
+        egress=("api.example.com:443", "evil.example.com:443"),
+    )
     lines = refusals(
         """
         version: 1
         name: x
         nodes:
-          a:
+          ungranted: {command: [x], secrets: [OTHER]}
+          wrong-runtime: {command: [x], secrets: [KEY]}
+          too-wide:
+            runtime: python
             command: [x]
-            secrets: [TOKEN]
-            mounts: [{source: ., target: /w}]
-        """
+            secrets: [KEY]
+            network: {egress: ["api.example.com:443", "evil.example.com:443"]}
+        """,
+        policy,
     )
-    assert any("secrets are not supported" in line for line in lines)
-    assert any("mounts are not supported" in line for line in lines)
+    assert any(
+        "ungranted.secrets[0]: node 'ungranted': secret OTHER is not granted by the policy" in x
+        for x in lines
+    )
+    assert any("secret KEY is not granted to runtime 'shell'" in x for x in lines)
+    assert any(
+        "secret KEY cannot go to a node with egress to evil.example.com:443" in x for x in lines
+    )
+
+
+# --- mounts: resolved before they are judged -------------------------------------------
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A workflow directory with a file, a symlink to /etc and a nested project."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("print(1)\n")
+    (tmp_path / "etc-link").symlink_to("/etc")
+    (tmp_path / "sock-link").symlink_to("/var/run/docker.sock")
+    return tmp_path
+
+
+def mount_refusals(workspace, source, target="/w", mode="ro", policy=None):
+    text = (
+        "version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n"
+        f"    mounts: [{{source: '{source}', target: '{target}', mode: {mode}}}]\n"
+    )
+    path = workspace / "wf.yaml"
+    plan = plan_of(text, path=str(path))
+    try:
+        sandboxes = admit(plan, policy or default_policy())
+    except InputRefused as refused:
+        return [str(p) for p in refused.problems], None
+    return [], sandboxes["a"]
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("//var/run/docker.sock", "/run is never mountable"),
+        ("/var/run/../run/docker.sock", "/run is never mountable"),
+        ("/run/containerd/containerd.sock", "/run is never mountable"),
+        ("etc-link", "(/etc): /etc is never mountable"),
+        ("etc-link/passwd", "/etc is never mountable"),
+        ("sock-link", "/run is never mountable"),
+        ("../../../../../../..", "the root file system is never mountable"),
+        ("/", "the root file system is never mountable"),
+        ("/proc/self", "never mountable"),
+        ("/sys", "/sys is never mountable"),
+        ("/dev", "/dev is never mountable"),
+        ("/boot", "/boot is never mountable"),
+        ("/var/lib/docker", "/var/lib/docker is never mountable"),
+        ("/var", "it contains /var/lib/docker"),
+        ("~", "never mountable"),
+        ("~/.ssh", ".ssh is never mountable"),
+        (str(POLICIES_DIR), "policies is never mountable"),
+    ],
+)
+def test_never_mountable_whatever_the_policy(workspace, source, why):
+    generous = dataclasses.replace(default_policy(), mounts=(MountGrant(Path("/"), ("ro", "rw")),))
+    lines, _ = mount_refusals(workspace, source, policy=generous)
+    assert len(lines) == 1 and why in lines[0], lines
+
+
+def test_workspace_mount_is_granted_read_only_with_the_resolved_path(workspace):
+    lines, sandbox = mount_refusals(workspace, "./src/../src")
+    assert lines == []
+    (mount,) = sandbox.mounts
+    assert (mount.source, mount.target, mount.read_only) == (str(workspace / "src"), "/w", True)
+    assert sandbox.describe()["mounts"] == [
+        {"source": str(workspace / "src"), "target": "/w", "mode": "ro"}
+    ]
+
+
+def test_mode_not_granted_and_outside_roots_are_refused(workspace):
+    (line,) = mount_refusals(workspace, ".", mode="rw")[0]
+    assert "granted only as ro, not rw" in line and "mounts[0].source" in line
+    (line,) = mount_refusals(workspace, "..")[0]
+    assert "not under any mount root the policy grants" in line
+    (line,) = mount_refusals(workspace, "missing")[0]
+    assert "does not exist" in line
+
+
+@pytest.mark.parametrize("target", ["/", "/proc/x", "/sys", "/dev/shm", "/etc", "/usr/bin"])
+def test_mount_targets_over_system_paths_are_refused(workspace, target):
+    (line,) = mount_refusals(workspace, ".", target=target)[0]
+    assert "mounts[0].target" in line and "cannot mount over" in line
