@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from .backend import ImageMissing
 from .errors import ExitCode, SandboxOrchError
 from .orchestrator import RunOptions, prepare, run_plan
 from .policy import choose_policy_path
@@ -214,7 +215,8 @@ def gc() -> None:
 @main.command()
 @exits_with_contract_codes
 def doctor() -> None:
-    """Engine, OCI runtimes, images."""
+    """Engine, OCI runtimes, images, and the isolation each shipped policy would get."""
+    from .doctor import policy_isolations
     from .engine import docker_backend
     from .images import available_images, image_ref
 
@@ -230,9 +232,11 @@ def doctor() -> None:
                 try:
                     image_id = await backend.image_id(image_ref(name))
                     click.echo(f"image {image_ref(name)}: built ({image_id[:19]})")
-                except Exception:
-                    click.echo(f"image {image_ref(name)}: not built")
+                except ImageMissing:
+                    click.echo(f"image {image_ref(name)}: not built (sandbox-orch images build)")
         finally:
             await backend.close()
+        for isolation in policy_isolations(runtimes):
+            click.echo(f"policy {isolation.policy} ({isolation.path}): {isolation.summary}")
 
     asyncio.run(check())

@@ -46,9 +46,15 @@ class _Container:
 
 
 class MemoryBackend(Backend):
-    def __init__(self, script: Script | None = None, images: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        script: Script | None = None,
+        images: set[str] | None = None,
+        runtimes: frozenset[str] = frozenset({"runc", "runsc"}),
+    ) -> None:
         self.script: Script = script or (lambda spec: Outcome())
         self.images = images
+        self.runtimes = runtimes
         self.containers: dict[str, _Container] = {}
         self.removed: list[str] = []
         self.log: list[tuple[str, str]] = []  # (event, node name), in order
@@ -118,7 +124,7 @@ class MemoryBackend(Backend):
         return f"sha256:{abs(hash(image)):064x}"[:71]
 
     async def oci_runtimes(self) -> set[str]:
-        return {"runc", "runsc"}
+        return set(self.runtimes)
 
     async def labelled(
         self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS

@@ -1,0 +1,46 @@
+"""`sandbox-orch doctor`: what this machine offers, and what each policy would get here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .policy import POLICIES_DIR, Policy, load_policy
+from .units import format_size
+
+
+@dataclass(frozen=True)
+class Isolation:
+    policy: str
+    path: str
+    runnable: bool
+    summary: str
+
+
+def shipped_policies() -> list[Path]:
+    return sorted(POLICIES_DIR.glob("*.yaml"))
+
+
+def isolation_of(policy: Policy, runtimes: set[str]) -> Isolation:
+    """The isolation a node would get under `policy` on an engine offering `runtimes`. Pure."""
+    runtime = policy.oci_runtime
+    if runtime not in runtimes:
+        return Isolation(
+            policy.name, policy.path, False,
+            f"refused: needs OCI runtime {runtime}, which the engine lacks (no fallback)",
+        )  # fmt: skip
+    kind = "gVisor user-space kernel (runsc)" if runtime == "runsc" else "Linux namespaces (runc)"
+    pids = "RLIMIT_NPROC inside gVisor" if runtime == "runsc" else "the pids cgroup"
+    limits, egress = policy.limits, ", ".join(policy.egress) or "none"
+    return Isolation(
+        policy.name,
+        policy.path,
+        True,
+        f"{kind}; user {policy.user}; network none, egress: {egress}; "
+        f"ceilings cpus {limits.cpus:g}, memory {format_size(limits.memory)}, "
+        f"pids {limits.pids} (enforced by {pids}), timeout {limits.timeout:g}s",
+    )
+
+
+def policy_isolations(runtimes: set[str]) -> list[Isolation]:
+    return [isolation_of(load_policy(path), runtimes) for path in shipped_policies()]
