@@ -2,7 +2,8 @@
 
 A node may print gigabytes; the orchestrator keeps at most `limit` bytes per stream, so a
 flood cannot grow its memory. The head is kept because it often says what went wrong
-first, the tail because it says how things ended.
+first, the tail because it says how things ended. The tail is a ring: memory is exactly
+its size, and each byte written is copied once.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ TAIL_CHARS = 4096  # how much of each stream goes into results as *_tail
 class BoundedBuffer:
     def __init__(self, limit: int) -> None:
         self._head_limit = limit // 2
-        self._tail_limit = limit - self._head_limit
         self._head = bytearray()
-        self._tail = bytearray()
+        self._ring = bytearray(limit - self._head_limit)
+        self._ring_end = 0  # where the next tail byte goes
+        self._ring_used = 0
         self.total = 0
 
     def write(self, data: bytes) -> None:
@@ -26,19 +28,29 @@ class BoundedBuffer:
         if room > 0:
             self._head += data[:room]
             data = data[room:]
-        if not data:
+        size = len(self._ring)
+        if not data or not size:
             return
-        if len(data) >= self._tail_limit:
-            self._tail = bytearray(data[-self._tail_limit :])
-            return
-        self._tail += data
-        # Trim lazily (at twice the limit) so each byte is moved a bounded number of times.
-        if len(self._tail) > 2 * self._tail_limit:
-            del self._tail[: len(self._tail) - self._tail_limit]
+        if len(data) >= size:
+            data = data[-size:]
+        first = min(len(data), size - self._ring_end)
+        self._ring[self._ring_end : self._ring_end + first] = data[:first]
+        self._ring[: len(data) - first] = data[first:]
+        self._ring_end = (self._ring_end + len(data)) % size
+        self._ring_used = min(size, self._ring_used + len(data))
+
+    def _tail_bytes(self, count: int | None = None) -> bytes:
+        count = self._ring_used if count is None else min(count, self._ring_used)
+        if not count:
+            return b""
+        start = (self._ring_end - count) % len(self._ring)
+        if start + count <= len(self._ring):
+            return bytes(self._ring[start : start + count])
+        return bytes(self._ring[start:]) + bytes(self._ring[: self._ring_end])
 
     @property
     def dropped(self) -> int:
-        return self.total - len(self._head) - min(len(self._tail), self._tail_limit)
+        return self.total - len(self._head) - self._ring_used
 
     @property
     def complete(self) -> bool:
@@ -46,16 +58,21 @@ class BoundedBuffer:
 
     def getvalue(self) -> bytes:
         """Everything kept; if anything was dropped, a marker says how much and where."""
-        tail = bytes(self._tail[-self._tail_limit :]) if self._tail_limit else b""
+        marker = b""
         if self.dropped:
             marker = f"\n[sandbox-orch: {self.dropped} bytes of output dropped]\n".encode()
-            return bytes(self._head) + marker + tail
-        return bytes(self._head) + tail
+        return bytes(self._head) + marker + self._tail_bytes()
 
     def tail(self, chars: int = TAIL_CHARS) -> str:
-        """The last `chars` characters as text, marked if output was dropped before them."""
-        text = self.getvalue()[-chars * 4 :].decode("utf-8", "replace")[-chars:]
-        return text
+        """The last `chars` characters as text (never copying more than it needs)."""
+        want = chars * 4  # UTF-8: at most 4 bytes a character
+        kept = self._tail_bytes(want)
+        if len(kept) < want and not self.dropped:
+            kept = bytes(self._head[-(want - len(kept)) :]) + kept
+        elif len(kept) < want:
+            marker = f"\n[sandbox-orch: {self.dropped} bytes of output dropped]\n".encode()
+            kept = bytes(self._head[-(want - len(kept)) :]) + marker + kept
+        return kept.decode("utf-8", "replace")[-chars:]
 
 
 class NodeOutput:

@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from .backend import ImageMissing
-from .errors import ExitCode, SandboxOrchError
+from .errors import ExitCode, InputRefused, SandboxOrchError
 from .orchestrator import RunOptions, prepare, run_plan
 from .policy import choose_policy_path
 from .scheduler import DEFAULT_MAX_PARALLEL
@@ -42,7 +42,9 @@ def exits_with_contract_codes(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SandboxOrchError as error:
-            click.echo(f"sandbox-orch: {error}" if "\n" not in str(error) else str(error), err=True)
+            # A refusal is one `FILE:LINE: field: message` line per problem, nothing more.
+            refused = isinstance(error, InputRefused)
+            click.echo(str(error) if refused else f"sandbox-orch: {error}", err=True)
             sys.exit(int(error.exit_code))
 
     return wrapper  # type: ignore[return-value]

@@ -38,14 +38,36 @@ class Attempt:
     exit_code: int | None = None
     oom_killed: bool = False
     reason: str | None = None
-    output: NodeOutput | None = None
     memory: int | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
+    # Only tails and counts outlive the attempt: a run of many chatty nodes must not
+    # hold every node's captured output until the end.
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    output_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def retry_reason(self) -> str:
         """The category `retries.on` names: oom, or the status."""
         return "oom" if self.oom_killed else self.status.value
+
+
+class AttemptCancelled(asyncio.CancelledError):
+    """A cancellation that carries the attempt it interrupted."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__()
+        self.attempt = attempt
+
+
+def _byte_counts(output: NodeOutput) -> dict[str, int]:
+    out, err = output.stdout, output.stderr
+    return {
+        "stdout": out.total,
+        "stderr": err.total,
+        "stdout_dropped": out.dropped,
+        "stderr_dropped": err.dropped,
+    }
 
 
 class NodeRunner:
@@ -84,35 +106,49 @@ class NodeRunner:
         output = NodeOutput(sandbox.output_limit)
         started_at, clock = datetime.now(UTC), time.monotonic()
         container_id: str | None = None
+
+        def finished(
+            status: NodeStatus, exit_code: int | None, oom: bool, reason: str | None
+        ) -> Attempt:
+            return Attempt(
+                number=number,
+                status=status,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                duration_s=round(time.monotonic() - clock, 3),
+                exit_code=exit_code,
+                oom_killed=oom,
+                reason=reason,
+                memory=sandbox.memory,
+                stdout_tail=output.stdout.tail(),
+                stderr_tail=output.stderr.tail(),
+                output_bytes=_byte_counts(output),
+            )
+
         try:
             container_id = await self._create(self.spec(node, sandbox, number))
             await self.backend.start(container_id, output)
             status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
         except BackendError as error:
             status, exit_code, oom, reason = NodeStatus.ERRORED, None, False, str(error)
+        except asyncio.CancelledError:
+            # Stopped from outside: what it did so far still belongs in the results.
+            raise AttemptCancelled(
+                finished(NodeStatus.CANCELLED, None, False, "cancelled")
+            ) from None
         finally:
             if container_id is not None:
                 await asyncio.shield(self._dispose(container_id))
-        outputs: dict[str, Any] = {}
-        if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+        attempt = finished(status, exit_code, oom, reason)
+        if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED) and node.parse.format != "none":
             try:
-                outputs = parse_output(node.parse, output.stdout.getvalue(), output.stdout.complete)
+                attempt.outputs = parse_output(
+                    node.parse, output.stdout.getvalue(), output.stdout.complete
+                )
             except ParseError as error:
                 if status == NodeStatus.SUCCEEDED:  # output that fails its parser fails the node
-                    status, reason = NodeStatus.FAILED, str(error)
-        return Attempt(
-            number=number,
-            status=status,
-            started_at=started_at,
-            finished_at=datetime.now(UTC),
-            duration_s=round(time.monotonic() - clock, 3),
-            exit_code=exit_code,
-            oom_killed=oom,
-            reason=reason,
-            output=output,
-            memory=sandbox.memory,
-            outputs=outputs,
-        )
+                    attempt.status, attempt.reason = NodeStatus.FAILED, str(error)
+        return attempt
 
     async def _create(self, spec: ContainerSpec) -> str:
         """Create, recording the id in the ledger the moment the engine answers.

@@ -102,9 +102,9 @@ def _node(
         "image": sandbox.image,
         "image_id": image_ids.get(sandbox.image),
         "outputs": last.outputs if last else {},
-        "stdout_tail": last.output.stdout.tail() if last and last.output else "",
-        "stderr_tail": last.output.stderr.tail() if last and last.output else "",
-        "output_bytes": _output_bytes(record),
+        "stdout_tail": last.stdout_tail if last else "",
+        "stderr_tail": last.stderr_tail if last else "",
+        "output_bytes": last.output_bytes if last else None,
         "oom_killed": bool(last and last.oom_killed),
         "usage": None,
         "artifacts": [],
@@ -123,19 +123,6 @@ def _node(
             for a in record.attempts
         ],
         "sandbox": sandbox.describe(),
-    }
-
-
-def _output_bytes(record: NodeRecord) -> dict[str, int] | None:
-    last = record.last
-    if last is None or last.output is None:
-        return None
-    out, err = last.output.stdout, last.output.stderr
-    return {
-        "stdout": out.total,
-        "stderr": err.total,
-        "stdout_dropped": out.dropped,
-        "stderr_dropped": err.dropped,
     }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from .conditions import ConditionError, NeedsState, evaluate
 from .events import Emit, NodeFinished, NodeStarted
-from .execution import Attempt
+from .execution import Attempt, AttemptCancelled
 from .planning import Plan, PlannedNode
 from .sandbox import Sandbox
 from .status import NodeStatus, RunStatus
@@ -237,7 +237,11 @@ class Scheduler:
         limit = retries.limit if retries else 0
         for number in range(1, limit + 2):
             self._emit(NodeStarted(node.name, number, _now()))
-            attempt = await self._attempt(node, sandbox, number)
+            try:
+                attempt = await self._attempt(node, sandbox, number)
+            except AttemptCancelled as cancelled:
+                record.attempts.append(cancelled.attempt)
+                raise
             record.attempts.append(attempt)
             retry = (
                 retries is not None
@@ -270,6 +274,9 @@ class Scheduler:
         else:
             status, reason = NodeStatus.TIMED_OUT, f"workflow timeout after {self.timeout:g}s"
         for name in running.values():
+            last = self.records[name].last
+            if last is not None and last.status == NodeStatus.CANCELLED:
+                last.status, last.reason = status, reason
             self._finish(name, status, reason)
         running.clear()
 

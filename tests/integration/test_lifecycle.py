@@ -122,13 +122,6 @@ def flood_workflow(nodes: int, size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="execution.py Attempt.output keeps each attempt's whole NodeOutput (capture.py "
-    "BoundedBuffer: up to 1.5x the output limit per stream) and scheduler.py NodeRecord.attempts "
-    "keeps every Attempt until results are built, so memory grows with the number of chatty "
-    "nodes in a run: 8 sequential nodes x 50 MB peak at ~330 MiB (one node: ~145 MiB)",
-)
 def test_chatty_nodes_in_sequence_do_not_accumulate_memory(workdir, built_images, docker_client):
     nodes, size = 8, 50_000_000
     path = write_workflow(workdir, flood_workflow(nodes, size))
@@ -234,12 +227,6 @@ def test_interrupt_cancels_and_leaves_nothing(workdir, built_images, docker_clie
     assert events[-1]["event"] == "run_finished" and events[-1]["status"] == "cancelled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduler.py _run_node/_attempts: an attempt cancelled by an interrupt is never "
-    "appended to record.attempts, so results show a node that ran (and printed) as if it "
-    "never started: attempts 0, started_at null, stdout_tail ''",
-)
 def test_interrupted_node_keeps_what_it_did(workdir, built_images, docker_client):
     path = write_workflow(
         workdir,
@@ -378,12 +365,6 @@ def test_refused_workflow_exits_2_one_line_per_problem(workdir, docker_client, c
     assert created_containers(docker_client, since, {name, f"{name}-b"}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py:44 prefixes a single-line error with 'sandbox-orch: ', so a refusal with "
-    "one problem prints 'sandbox-orch: FILE:LINE: field: message' while two problems print "
-    "bare 'FILE:LINE: ...' lines: tools matching ^FILE:LINE: misread the single case",
-)
 def test_single_refusal_line_starts_with_the_file(workdir):
     path = write_workflow(
         workdir,

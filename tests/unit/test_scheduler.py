@@ -196,6 +196,8 @@ def test_interrupt_cancels_running_and_pending_and_removes_containers():
         text, {"hang": Outcome(hang=True)}, interrupt_when=lambda b: True
     )
     assert status(records) == {"hang": "cancelled", "next": "cancelled"}
+    (attempt,) = records["hang"].attempts  # the interrupted attempt is kept
+    assert attempt.status == NodeStatus.CANCELLED
     assert scheduler.run_status() == RunStatus.CANCELLED
     assert backend.containers == {} and len(backend.removed) == 1
     finished = [e.node for e in events if type(e).__name__ == "NodeFinished"]
