@@ -40,6 +40,7 @@ class Attempt:
     reason: str | None = None
     memory: int | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
     # Only tails and counts outlive the attempt: a run of many chatty nodes must not
     # hold every node's captured output until the end.
     stdout_tail: str = ""
@@ -58,6 +59,20 @@ class AttemptCancelled(asyncio.CancelledError):
     def __init__(self, attempt: Attempt) -> None:
         super().__init__()
         self.attempt = attempt
+
+
+def _parse_into(attempt: Attempt, node: PlannedNode, output: NodeOutput) -> None:
+    """Outputs (and usage) from stdout; output that fails its parser fails the node, and
+    so does an agent that reports an error while exiting 0."""
+    try:
+        parsed = parse_output(node.parse, output.stdout.getvalue(), output.stdout.complete)
+    except ParseError as error:
+        if attempt.status == NodeStatus.SUCCEEDED:
+            attempt.status, attempt.reason = NodeStatus.FAILED, str(error)
+        return
+    attempt.outputs, attempt.usage = parsed.outputs, parsed.usage
+    if attempt.status == NodeStatus.SUCCEEDED and parsed.outputs.get("is_error") is True:
+        attempt.status, attempt.reason = NodeStatus.FAILED, "the agent reported an error"
 
 
 def _byte_counts(output: NodeOutput) -> dict[str, int]:
@@ -141,13 +156,7 @@ class NodeRunner:
                 await asyncio.shield(self._dispose(container_id))
         attempt = finished(status, exit_code, oom, reason)
         if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED) and node.parse.format != "none":
-            try:
-                attempt.outputs = parse_output(
-                    node.parse, output.stdout.getvalue(), output.stdout.complete
-                )
-            except ParseError as error:
-                if status == NodeStatus.SUCCEEDED:  # output that fails its parser fails the node
-                    attempt.status, attempt.reason = NodeStatus.FAILED, str(error)
+            _parse_into(attempt, node, output)
         return attempt
 
     async def _create(self, spec: ContainerSpec) -> str:

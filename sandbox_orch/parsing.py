@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from .workflow import ParseSpec
@@ -13,16 +14,88 @@ class ParseError(Exception):
     """The output does not parse as its parser expects: the node fails with this reason."""
 
 
-def parse_output(spec: ParseSpec, stdout: bytes, complete: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Parsed:
+    outputs: dict[str, Any]
+    usage: dict[str, Any] | None = None  # agent runtimes: tokens and cost
+
+
+def parse_output(spec: ParseSpec, stdout: bytes, complete: bool = True) -> Parsed:
     if spec.format == "none":
-        return {}
+        return Parsed({})
     text = stdout.decode("utf-8", "replace")
     if spec.format == "json":
-        return _json(text, complete)
+        return Parsed(_json(text, complete))
     if spec.format == "regex":
         assert spec.pattern is not None  # the model requires it
-        return _regex(re.compile(spec.pattern), text, spec.all)
-    raise ParseError(f"the {spec.format} parser is not available in this version")
+        return Parsed(_regex(re.compile(spec.pattern), text, spec.all))
+    if spec.format == "claude":
+        return _claude(_json_lines(text))
+    return _codex(_json_lines(text))
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    events = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                events.append(value)
+    return events
+
+
+def _claude(events: list[dict[str, Any]]) -> Parsed:
+    """Claude Code stream-json: the final `result` event carries the answer and usage."""
+    result = next((e for e in reversed(events) if e.get("type") == "result"), None)
+    if result is None:
+        raise ParseError("claude parser: no result event in the stream")
+    usage = result.get("usage") or {}
+    tokens_in = sum(
+        int(usage.get(key) or 0)
+        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+    return Parsed(
+        {
+            "result": result.get("result", ""),
+            "is_error": bool(result.get("is_error", False)),
+            "num_turns": int(result.get("num_turns") or 0),
+        },
+        {
+            "input_tokens": tokens_in,
+            "output_tokens": int(usage.get("output_tokens") or 0),
+            "cost_usd": float(result.get("total_cost_usd") or 0.0),
+        },
+    )
+
+
+def _codex(events: list[dict[str, Any]]) -> Parsed:
+    """Codex exec --json: agent messages, and usage on each turn.completed."""
+    messages = [
+        e["item"].get("text", "")
+        for e in events
+        if e.get("type") == "item.completed"
+        and (e.get("item") or {}).get("type") == "agent_message"
+    ]
+    turns = [e for e in events if e.get("type") in ("turn.completed", "turn.failed")]
+    errors = [e for e in events if e.get("type") in ("turn.failed", "error")]
+    if not turns and not errors:
+        raise ParseError("codex parser: no turn.completed event in the stream")
+    usage = [e.get("usage") or {} for e in turns]
+    return Parsed(
+        {
+            "result": messages[-1] if messages else "",
+            "is_error": bool(errors),
+            "num_turns": len(turns),
+        },
+        {
+            "input_tokens": sum(int(u.get("input_tokens") or 0) for u in usage),
+            "output_tokens": sum(int(u.get("output_tokens") or 0) for u in usage),
+            "cost_usd": None,  # Codex reports tokens, not cost
+        },
+    )
 
 
 def _json(text: str, complete: bool) -> dict[str, Any]:

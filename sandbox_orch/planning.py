@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .conditions import Condition, ConditionError, compile_condition
 from .errors import InputRefused, Problem
-from .runtimes import DEFAULT_RUNTIME, PRESETS, Runtime, argv_for, runtimes_of
+from .runtimes import DEFAULT_RUNTIME, PRESETS, Runtime, agent_argv, argv_for, runtimes_of
 from .workflow import (
     NODE_NAME,
     Group,
@@ -240,12 +240,19 @@ def _plan_node(
         )
     if request.command is None and request.prompt is None and not runtime.entrypoint:
         problems.append(document.problem(entry.loc, "a node needs a command"))
+    if runtime.agent and request.prompt is not None and isinstance(request.command, str):
+        message = "with a prompt, command is a list of extra CLI arguments"
+        problems.append(document.problem((*entry.loc, "command"), message))
+    if runtime.agent and request.prompt is not None:
+        argv = agent_argv(runtime, request.prompt, list(request.command or []))
+    else:
+        argv = argv_for(runtime, request.command)
     return PlannedNode(
         name=entry.name,
         loc=entry.loc,
         request=request,
         runtime=runtime,
-        argv=tuple(argv_for(runtime, request.command)),
+        argv=tuple(argv),
         needs=needs,
         when=entry.when,
         continue_on_failure=entry.continue_on_failure,

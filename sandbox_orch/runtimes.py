@@ -15,12 +15,34 @@ class Runtime:
     parse: ParseSpec = field(default_factory=ParseSpec)
     agent: bool = False  # runs a coding agent: takes `prompt`
     preset: bool = True
+    # What an agent needs when a node asks nothing: its API key and its API host.
+    secrets: tuple[str, ...] = ()
+    egress: tuple[str, ...] = ()
+    base_url_env: str | None = None  # the variable that points the CLI at a gateway
 
 
 PRESETS: dict[str, Runtime] = {
     "shell": Runtime("shell", "sandbox-orch/shell"),
     "python": Runtime("python", "sandbox-orch/python"),
     "node": Runtime("node", "sandbox-orch/node"),
+    "claude": Runtime(
+        "claude",
+        "sandbox-orch/claude",
+        parse=ParseSpec(format="claude"),
+        agent=True,
+        secrets=("ANTHROPIC_API_KEY",),
+        egress=("api.anthropic.com:443",),
+        base_url_env="ANTHROPIC_BASE_URL",
+    ),
+    "codex": Runtime(
+        "codex",
+        "sandbox-orch/codex",
+        parse=ParseSpec(format="codex"),
+        agent=True,
+        secrets=("OPENAI_API_KEY",),
+        egress=("api.openai.com:443",),
+        base_url_env="OPENAI_BASE_URL",
+    ),
 }
 
 DEFAULT_RUNTIME = "shell"
@@ -40,6 +62,19 @@ def runtimes_of(workflow: Workflow) -> dict[str, Runtime]:
             preset=False,
         )
     return table
+
+
+def agent_argv(runtime: Runtime, prompt: str, extra: list[str]) -> list[str]:
+    """The real CLI, headless, with machine-readable output (CONTRACT 3).
+
+    Claude may edit files (acceptEdits) but runs no shell tools unless the workflow adds
+    flags; the container is the boundary either way. The codex wrapper writes Codex's
+    provider configuration from OPENAI_BASE_URL inside the sandbox, then runs codex.
+    """
+    if runtime.name == "claude":
+        head = ["claude", "-p", prompt, "--output-format", "stream-json", "--verbose"]
+        return [*head, "--permission-mode", "acceptEdits", *extra]
+    return ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check", *extra, prompt]
 
 
 def argv_for(runtime: Runtime, command: str | list[str] | None) -> list[str]:

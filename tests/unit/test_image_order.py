@@ -7,6 +7,7 @@ import pytest
 
 from sandbox_orch import images
 from sandbox_orch.images import (
+    IMAGES_DIR,
     available_images,
     build_order,
     context_hash,
@@ -88,7 +89,13 @@ def test_repo_images_build_base_first():
     assert build_order(["shell"]) == ["base", "shell"]
     order = build_order(None)
     assert order[0] == "base"
-    assert set(order) == {"base", "shell", "python", "node"}
+    assert set(order) == set(available_images())
+    assert {"base", "shell", "python", "node"} <= set(order)
+    for name in order:  # every parent comes before its children
+        for ref in parent_refs(IMAGES_DIR / name / "Dockerfile"):
+            parent = ref.removeprefix("sandbox-orch/").split(":")[0]
+            if parent in order:
+                assert order.index(parent) < order.index(name), (parent, name)
 
 
 def test_context_hash_is_deterministic_and_covers_inputs(tmp_path):
