@@ -7,7 +7,8 @@ refusal of the run is collected and reported together (CONTRACT 1).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .errors import InputRefused, Problem
@@ -15,6 +16,7 @@ from .mounts import BindMount, forbidden_target, grant_for, never_mountable, res
 from .planning import Plan, PlannedNode
 from .policy import Policy
 from .sandbox import Sandbox
+from .secrets import source_problem
 from .units import format_size
 from .yamlsafe import Loc
 
@@ -36,7 +38,12 @@ _NOT_YET = {
 Refuse = Callable[[Loc, str], None]
 
 
-def admit(plan: Plan, policy: Policy) -> dict[str, Sandbox]:
+def admit(
+    plan: Plan, policy: Policy, environ: Mapping[str, str] | None = None
+) -> dict[str, Sandbox]:
+    """Each node's effective sandbox, or InputRefused with every refusal. `environ` is
+    where secrets' sources are checked (the orchestrator's environment by default)."""
+    environ = os.environ if environ is None else environ
     problems: list[Problem] = []
     sandboxes: dict[str, Sandbox] = {}
     base_dir = Path(plan.document.path).resolve().parent  # mount sources are relative to it
@@ -45,7 +52,7 @@ def admit(plan: Plan, policy: Policy) -> dict[str, Sandbox]:
         def refuse(loc: Loc, message: str, node: PlannedNode = node) -> None:
             problems.append(plan.document.problem(loc, f"node {node.name!r}: {message}"))
 
-        sandbox = admit_node(node, policy, refuse, base_dir)
+        sandbox = admit_node(node, policy, refuse, base_dir, environ)
         if sandbox is not None:
             sandboxes[node.name] = sandbox
     if problems:
@@ -53,12 +60,14 @@ def admit(plan: Plan, policy: Policy) -> dict[str, Sandbox]:
     return sandboxes
 
 
-def admit_node(node: PlannedNode, policy: Policy, refuse: Refuse, base_dir: Path) -> Sandbox | None:
+def admit_node(
+    node: PlannedNode, policy: Policy, refuse: Refuse, base_dir: Path, environ: Mapping[str, str]
+) -> Sandbox | None:
     before = _Counter(refuse)
     _check_runtime(node, policy, before)
     _check_unsupported(node, before)
     _check_network(node, policy, before)
-    _check_secrets(node, policy, before)
+    _check_secrets(node, policy, before, environ)
     _check_env(node, policy, before)
     _check_workdir(node, before)
     mounts = _check_mounts(node, policy, base_dir, before)
@@ -80,6 +89,8 @@ def admit_node(node: PlannedNode, policy: Policy, refuse: Refuse, base_dir: Path
         env=dict(node.env),
         workdir=node.request.workdir,
         mounts=mounts,
+        egress=node.egress,
+        secrets=node.secrets,
     )
 
 
@@ -114,18 +125,18 @@ def _check_unsupported(node: PlannedNode, refuse: Refuse) -> None:
 
 
 def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
-    for index, target in enumerate(node.request.network.egress):
-        loc = (*node.loc, "network", "egress", index)
+    for index, target in enumerate(node.egress):
         if target not in policy.egress:
+            loc = _loc(node, "network", ("network", "egress", index))
             refuse(loc, f"egress to {target!r} is not granted by the policy")
-        else:
-            refuse(loc, "egress is not supported by this version of sandbox-orch")
 
 
-def _check_secrets(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
-    egress = set(node.request.network.egress)
-    for index, name in enumerate(node.request.secrets):
-        loc = (*node.loc, "secrets", index)
+def _check_secrets(
+    node: PlannedNode, policy: Policy, refuse: Refuse, environ: Mapping[str, str]
+) -> None:
+    egress = set(node.egress)
+    for index, name in enumerate(node.secrets):
+        loc = _loc(node, "secrets", ("secrets", index))
         grant = policy.secrets.get(name)
         if grant is None:
             refuse(loc, f"secret {name} is not granted by the policy")
@@ -134,8 +145,13 @@ def _check_secrets(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
         elif wider := sorted(egress - set(grant.egress)):
             # The secret could leave through a host it was never meant for.
             refuse(loc, f"secret {name} cannot go to a node with egress to {', '.join(wider)}")
-        else:
-            refuse(loc, "secrets are not delivered by this version of sandbox-orch")
+        elif problem := source_problem(grant, environ):
+            refuse(loc, problem)
+
+
+def _loc(node: PlannedNode, key: str, written: Loc) -> Loc:
+    """Where a request is in the file: as written, or (a runtime default) the runtime."""
+    return (*node.loc, *written) if key in node.request.model_fields_set else (*node.loc, "runtime")
 
 
 def _check_mounts(

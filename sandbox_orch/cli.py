@@ -242,3 +242,62 @@ def doctor() -> None:
             click.echo(f"policy {isolation.policy} ({isolation.path}): {isolation.summary}")
 
     asyncio.run(check())
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """Review policy files."""
+
+
+@policy_group.command("review")
+@click.argument("policy_file", metavar="POLICY", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--workflow",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also show each node's effective privileges under this policy.",
+)
+@click.option(
+    "--against",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="OLD_POLICY",
+    help="Also show what changing from OLD_POLICY to POLICY widens or narrows.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "sarif"]), default="table")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["critical", "high", "medium", "low", "info"], case_sensitive=False),
+    help="Exit 1 when a finding is at or above this severity.",
+)
+@exits_with_contract_codes
+def policy_review(
+    policy_file: Path, workflow: Path | None, against: Path | None, fmt: str, fail_on: str | None
+) -> None:
+    """Security review of a policy: findings with id, severity, file:line, why and fix."""
+    from . import review as reviewing
+    from .policy import load_policy
+
+    policy = load_policy(policy_file)
+    privileges = None
+    if workflow is not None:
+        prepared = prepare(workflow, policy_file)
+        privileges = reviewing.privileges(prepared.plan, prepared.sandboxes)
+    report = reviewing.build_report(
+        policy,
+        privileges=privileges,
+        workflow=str(workflow) if workflow is not None else None,
+        against=load_policy(against) if against is not None else None,
+        fail_on=fail_on.lower() if fail_on else None,
+    )
+    if fmt == "json":
+        click.echo(json.dumps(reviewing.to_json(report), indent=2))
+    elif fmt == "sarif":
+        click.echo(json.dumps(reviewing.to_sarif(report), indent=2))
+    else:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        if not console.is_terminal and not os.environ.get("COLUMNS"):
+            console = Console(highlight=False, width=120)
+        for renderable in reviewing.to_table(report):
+            console.print(renderable)
+    sys.exit(int(ExitCode.FAILED if report.failed else ExitCode.OK))

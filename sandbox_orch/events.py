@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class NodeFinished:
     duration_s: float | None
     at: datetime
     retrying: bool = False  # this attempt ended, another follows
+    usage: dict[str, Any] | None = None  # agent runtimes: tokens and cost
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class RunFinished:
     duration_s: float
     totals: dict[str, int] = field(default_factory=dict)
     results_path: str | None = None
+    usage: dict[str, Any] | None = None  # summed over agent nodes
 
 
 Event = RunStarted | NodeStarted | NodeFinished | RunFinished

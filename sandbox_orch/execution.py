@@ -9,6 +9,7 @@ it started, and `close()` removes it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,9 +17,12 @@ from typing import Any
 
 from .backend import Backend, BackendError, ContainerSpec
 from .capture import NodeOutput
+from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
+from .mounts import BindMount
 from .parsing import ParseError, parse_output
 from .planning import PlannedNode
 from .sandbox import Sandbox
+from .secrets import SecretStore, SecretUnavailable
 from .status import NodeStatus
 
 RUN_LABEL = "sandbox-orch.run"
@@ -86,10 +90,19 @@ def _byte_counts(output: NodeOutput) -> dict[str, int]:
 
 
 class NodeRunner:
-    def __init__(self, backend: Backend, run_id: str, owner: str) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        run_id: str,
+        owner: str,
+        egress: EgressProxy | None = None,
+        secrets: SecretStore | None = None,
+    ) -> None:
         self.backend = backend
         self.run_id = run_id
         self.owner = owner
+        self.egress = egress
+        self.secrets = secrets
         self.ledger: set[str] = set()
         self._creating: set[asyncio.Future[str]] = set()
 
@@ -141,10 +154,13 @@ class NodeRunner:
             )
 
         try:
-            container_id = await self._create(self.spec(node, sandbox, number))
+            spec = await self._with_egress_and_secrets(
+                self.spec(node, sandbox, number), node, sandbox
+            )
+            container_id = await self._create(spec)
             await self.backend.start(container_id, output)
             status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
-        except BackendError as error:
+        except (BackendError, SecretUnavailable) as error:
             status, exit_code, oom, reason = NodeStatus.ERRORED, None, False, str(error)
         except asyncio.CancelledError:
             # Stopped from outside: what it did so far still belongs in the results.
@@ -158,6 +174,26 @@ class NodeRunner:
         if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED) and node.parse.format != "none":
             _parse_into(attempt, node, output)
         return attempt
+
+    async def _with_egress_and_secrets(
+        self, spec: ContainerSpec, node: PlannedNode, sandbox: Sandbox
+    ) -> ContainerSpec:
+        """The node's way out (its own proxy socket) and its secrets, read now."""
+        env, mounts, argv = dict(spec.env), spec.mounts, spec.argv
+        if sandbox.egress:
+            assert self.egress is not None, "a run with egress has an egress proxy"
+            directory = await self.egress.open(node.name, list(sandbox.egress))
+            mounts = (*mounts, BindMount(str(directory), CONTAINER_DIR, read_only=True))
+            argv = ("sandbox-orch-egress", *argv)
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+                env[name] = PROXY_URL
+            env["NO_PROXY"] = env["no_proxy"] = ""
+        for name in sandbox.secrets:
+            assert self.secrets is not None, "a run with secrets has a secret store"
+            env[name] = self.secrets.value(name)
+        return dataclasses.replace(
+            spec, env=env, mounts=mounts, argv=argv, engine_log=not sandbox.secrets
+        )
 
     async def _create(self, spec: ContainerSpec) -> str:
         """Create, recording the id in the ledger the moment the engine answers.

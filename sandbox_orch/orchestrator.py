@@ -14,14 +14,16 @@ from typing import Any
 import psutil
 
 from .backend import Backend, BackendError, ImageMissing
+from .egress import EgressProxy
 from .errors import InfrastructureError
-from .events import Emit, RunFinished, RunStarted
+from .events import Emit, Event, RunFinished, RunStarted
 from .execution import NodeRunner
 from .planning import Plan
 from .policy import Policy
 from .results import RunFacts, build_results
 from .sandbox import Sandbox
 from .scheduler import DEFAULT_MAX_PARALLEL, Scheduler
+from .secrets import Redactor, SecretStore
 from .status import RunStatus
 from .store import save_results
 
@@ -83,7 +85,11 @@ async def run_plan(
     options: RunOptions = RunOptions(),
 ) -> RunReport:
     image_ids = await preflight(backend, policy, sandboxes)
-    runner = NodeRunner(backend, run_id, owner_token())
+    redactor = Redactor()
+    emit = _redacting(emit, redactor)
+    egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
+    secrets = SecretStore(policy.secrets, redactor)
+    runner = NodeRunner(backend, run_id, owner_token(), egress, secrets)
     scheduler = Scheduler(
         plan,
         sandboxes,
@@ -99,19 +105,34 @@ async def run_plan(
     finally:
         # Shielded: a second Ctrl-C must not leave the run's containers behind.
         failures = await asyncio.shield(runner.close())
+        if egress is not None:
+            await egress.close()
     finished_at = datetime.now(UTC)
     status = scheduler.run_status()
     if failures and status == RunStatus.SUCCEEDED:
         status = RunStatus.ERRORED
     facts = RunFacts(run_id, status, started_at, finished_at, image_ids)
-    results = build_results(facts, plan, policy, sandboxes, records)
+    violations = {name: egress.violations(name) for name in plan.nodes} if egress else {}
+    results = redactor.document(build_results(facts, plan, policy, sandboxes, records, violations))
     if failures:
         results["cleanup_failures"] = failures
     path = save_results(run_id, results, options.results_file)
     totals = {k: v for k, v in results["totals"].items() if isinstance(v, int)}
     took = results["duration_s"]
-    emit(RunFinished(run_id, status.value, finished_at, took, totals, str(path)))
+    usage = results["totals"]["usage"]
+    emit(RunFinished(run_id, status.value, finished_at, took, totals, str(path), usage))
     return RunReport(run_id, status, results, path, failures)
+
+
+def _redacting(emit: Emit, redactor: Redactor) -> Emit:
+    """Events reach views (terminal, JSON lines, CI logs) with secrets redacted."""
+
+    def redacted(event: Event) -> None:
+        if redactor:
+            event = redactor.event(event)
+        emit(event)
+
+    return redacted
 
 
 @dataclass(frozen=True)

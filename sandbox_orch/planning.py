@@ -10,6 +10,7 @@ import dataclasses
 import graphlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .conditions import Condition, ConditionError, compile_condition
 from .errors import InputRefused, Problem
@@ -51,6 +52,8 @@ class PlannedNode:
     retries: Retries | None
     env: dict[str, str]
     parse: ParseSpec = field(default_factory=ParseSpec)
+    egress: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
     group: str | None = None
     condition: Condition | None = None
     visible: frozenset[str] = frozenset()  # needs and their ancestors: what `when` may see
@@ -264,12 +267,31 @@ def _plan_node(
         ),
         retries=request.retries or defaults.retries,
         env={**defaults.env, **request.env},
+        egress=_egress_of(runtime, request, {**defaults.env, **request.env}),
+        secrets=tuple(request.secrets)
+        if "secrets" in request.model_fields_set
+        else runtime.secrets,
         # The node's own parser if it names one, else its runtime's default.
         parse=request.outputs.parse
         if "parse" in request.outputs.model_fields_set
         else runtime.parse,
         group=entry.group,
     )
+
+
+def _egress_of(runtime: Runtime, request: NodeFields, env: dict[str, str]) -> tuple[str, ...]:
+    """What the node asks to reach: what it says, else (agents) its API host, or the host
+    of the gateway its base-URL variable names."""
+    if "network" in request.model_fields_set:
+        return tuple(request.network.egress)
+    base_url = env.get(runtime.base_url_env or "")
+    if base_url:
+        parts = urlsplit(base_url)
+        if parts.hostname:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            return (f"{host}:{port}",)
+    return runtime.egress
 
 
 def _check_custom_runtimes(document: Document, workflow: Workflow, problems: list[Problem]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +34,14 @@ def build_results(
     policy: Policy,
     sandboxes: dict[str, Sandbox],
     records: dict[str, NodeRecord],
+    violations: dict[str, list[dict[str, str]]] | None = None,
 ) -> dict[str, Any]:
     nodes = {
         name: _node(plan, name, sandboxes[name], records[name], facts.image_ids)
         for name in plan.nodes
     }
+    for name, found in (violations or {}).items():
+        nodes[name]["violations"] = found
     counts = Counter(record.status.value for record in records.values())
     return {
         "schema": SCHEMA,
@@ -62,7 +66,7 @@ def build_results(
         "nodes": nodes,
         "totals": {
             **{status.value: counts.get(status.value, 0) for status in _COUNTED},
-            "usage": {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0},
+            "usage": total_usage(node["usage"] for node in nodes.values()),
         },
     }
 
@@ -106,7 +110,7 @@ def _node(
         "stderr_tail": last.stderr_tail if last else "",
         "output_bytes": last.output_bytes if last else None,
         "oom_killed": bool(last and last.oom_killed),
-        "usage": None,
+        "usage": last.usage if last else None,
         "artifacts": [],
         "violations": [],
         "attempt_details": [
@@ -124,6 +128,16 @@ def _node(
         ],
         "sandbox": sandbox.describe(),
     }
+
+
+def total_usage(usages: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    """Tokens and cost summed over nodes; a cost nobody reported counts as 0."""
+    total: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    for usage in usages:
+        for key in total:
+            total[key] += (usage or {}).get(key) or 0
+    total["cost_usd"] = round(total["cost_usd"], 6)
+    return total
 
 
 def _iso(moment: datetime) -> str:

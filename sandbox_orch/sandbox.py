@@ -36,6 +36,8 @@ class Sandbox:
     workdir: str | None = None
     network: str = "none"
     mounts: tuple[BindMount, ...] = ()
+    egress: tuple[str, ...] = ()  # host:port pairs, through the run's egress proxy
+    secrets: tuple[str, ...] = ()  # names only: values are read when the node starts
 
     @property
     def pids_mechanism(self) -> str:
@@ -54,7 +56,10 @@ class Sandbox:
         return {
             "oci_runtime": self.oci_runtime,
             "user": self.user,
-            "network": self.network,
+            # The container's network stays `none`; egress goes through the proxy socket.
+            "network": "none" if not self.egress else "none+egress-proxy",
+            "egress": list(self.egress),
+            "secrets": list(self.secrets),
             "read_only_rootfs": True,
             "cap_drop": list(CAP_DROP),
             "image": self.image,

@@ -253,7 +253,7 @@ class Scheduler:
             self._emit(
                 NodeFinished(
                     node.name, attempt.status, attempt.exit_code, attempt.reason, number,
-                    attempt.duration_s, _now(), retrying=retry,
+                    attempt.duration_s, _now(), retrying=retry, usage=attempt.usage,
                 )
             )  # fmt: skip
             if not retry:

@@ -58,6 +58,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def tokens_text(usage: dict[str, Any]) -> str:
+    cost = usage.get("cost_usd")
+    money = f", ${cost:.4f}" if cost else ""
+    return f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens{money}"
+
+
 def _line(event: Event) -> str | None:
     match event:
         case RunStarted(run_id=run_id, workflow=workflow, nodes=nodes):
@@ -69,11 +75,18 @@ def _line(event: Event) -> str | None:
             code = f" exit {done.exit_code}" if done.exit_code is not None else ""
             why = f": {done.reason}" if done.reason and done.status != "succeeded" else ""
             again = ", retrying" if done.retrying else ""
-            return f"  {done.status:<9} {done.node}{code}{took}{why}{again}"
+            tokens = f" [{tokens_text(done.usage)}]" if done.usage else ""
+            return f"  {done.status:<9} {done.node}{code}{took}{tokens}{why}{again}"
         case RunFinished(run_id=run_id, status=status, duration_s=took, totals=totals):
             counts = ", ".join(f"{n} {s}" for s, n in totals.items() if n)
+            usage = event.usage or {}
+            spent = (
+                f", {tokens_text(usage)}"
+                if usage.get("input_tokens") or usage.get("output_tokens")
+                else ""
+            )
             where = f"\nresults: {event.results_path}" if event.results_path else ""
-            return f"run {run_id} {status} in {took:.2f}s ({counts}){where}"
+            return f"run {run_id} {status} in {took:.2f}s ({counts}{spent}){where}"
     return None
 
 
@@ -101,6 +114,7 @@ class LiveView:
                 row = self.rows[done.node]
                 row.state = "retrying" if done.retrying else done.status
                 row.exit_code, row.reason, row.finished = done.exit_code, done.reason, done.at
+                row.usage = done.usage or row.usage
             case RunFinished() as finished:
                 self.live.stop()
                 line = _line(finished)
@@ -109,7 +123,16 @@ class LiveView:
 
     def table(self) -> Table:
         table = Table(title=self.header, title_justify="left", expand=False)
-        for column in ("node", "state", "waiting on", "attempt", "duration", "exit", "reason"):
+        for column in (
+            "node",
+            "state",
+            "waiting on",
+            "attempt",
+            "duration",
+            "exit",
+            "tokens",
+            "reason",
+        ):
             table.add_column(column)
         now = datetime.now(UTC)
         for name, row in self.rows.items():
@@ -123,6 +146,7 @@ class LiveView:
                 str(row.attempt or ""),
                 took,
                 "" if row.exit_code is None else str(row.exit_code),
+                tokens_text(row.usage) if row.usage else "",
                 Text(row.reason or "", overflow="ellipsis", no_wrap=True),
             )
         return table
@@ -142,6 +166,7 @@ class _Row:
     finished: datetime | None = None
     exit_code: int | None = None
     reason: str | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _Renderable:

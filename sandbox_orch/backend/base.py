@@ -39,6 +39,8 @@ class ContainerSpec:
     workdir: str | None = None
     oci_runtime: str = "runc"
     mounts: tuple[BindMount, ...] = ()
+    # False for nodes holding secrets: the engine keeps no log file of their output.
+    engine_log: bool = True
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ T = TypeVar("T")
 # The engine keeps a small capped log beside our own stream: enough for `docker logs`
 # while debugging, never enough to fill the host disk.
 LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"})
+NO_LOG = LogConfig(type="none")
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
@@ -65,7 +66,7 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         nano_cpus=int(spec.cpus * 1e9),
         ulimits=_ulimits(spec),
         init=True,
-        log_config=LOG_CONFIG,
+        log_config=LOG_CONFIG if spec.engine_log else NO_LOG,
         restart_policy={"Name": "no"},
         runtime=spec.oci_runtime,
         mounts=[

@@ -7,7 +7,7 @@ import pytest
 
 from sandbox_orch.admission import admit
 from sandbox_orch.errors import InputRefused
-from sandbox_orch.policy import POLICIES_DIR, MountGrant, SecretGrant
+from sandbox_orch.policy import POLICIES_DIR, MountGrant, SecretGrant, load_policy
 
 from .helpers import admitted, default_policy, plan_of
 
@@ -119,15 +119,42 @@ def test_egress_not_granted_is_refused():
     assert "egress to 'example.com:443' is not granted" in line
 
 
-def test_secret_delivery_is_refused_until_supported_not_ignored():
+def test_secret_whose_source_is_missing_is_refused_naming_the_variable():
     policy = dataclasses.replace(
         default_policy(),
-        secrets={"TOKEN": SecretGrant("TOKEN", "TOKEN", None, ("shell",), ())},
+        secrets={"TOKEN": SecretGrant("TOKEN", "HOST_TOKEN", None, ("shell",), ())},
     )
-    (line,) = refusals(
-        "version: 1\nname: x\nnodes:\n  a: {command: [x], secrets: [TOKEN]}\n", policy
+    plan = plan_of("version: 1\nname: x\nnodes:\n  a: {command: [x], secrets: [TOKEN]}\n")
+    with pytest.raises(InputRefused) as caught:
+        admit(plan, policy, environ={})
+    (problem,) = caught.value.problems
+    assert str(problem).endswith("secret TOKEN: environment variable HOST_TOKEN is not set")
+    sandbox = admit(plan, policy, environ={"HOST_TOKEN": "value-1234"})["a"]
+    assert sandbox.secrets == ("TOKEN",) and sandbox.describe()["secrets"] == ["TOKEN"]
+    assert "value-1234" not in str(sandbox.describe())
+
+
+def test_agent_preset_requests_its_own_api_host_and_key():
+    agents = load_policy(POLICIES_DIR / "agents.yaml")
+    plan = plan_of("version: 1\nname: x\nnodes:\n  r: {runtime: claude, prompt: review}\n")
+    with pytest.raises(InputRefused) as caught:
+        admit(plan, agents, environ={})
+    (line,) = [str(p) for p in caught.value.problems]
+    assert (
+        "r.runtime: node 'r': secret ANTHROPIC_API_KEY: environment variable ANTHROPIC_API_KEY is not set"
+        in line
     )
-    assert "secrets are not delivered by this version" in line
+    box = admit(plan, agents, environ={"ANTHROPIC_API_KEY": "k-123456"})["r"]
+    assert box.egress == ("api.anthropic.com:443",) and box.secrets == ("ANTHROPIC_API_KEY",)
+    assert plan.nodes["r"].argv[:3] == ("claude", "-p", "review")
+
+
+def test_a_gateway_base_url_becomes_the_requested_egress():
+    plan = plan_of(
+        "version: 1\nname: x\nnodes:\n  r:\n    runtime: claude\n    prompt: hi\n"
+        "    env: {ANTHROPIC_BASE_URL: 'http://10.1.2.3:8080'}\n"
+    )
+    assert plan.nodes["r"].egress == ("10.1.2.3:8080",)
 
 
 def test_secret_rules():
