@@ -42,6 +42,7 @@ class RunReport:
     results: dict[str, Any]
     results_path: Path
     cleanup_failures: list[str]
+    patch: Path | None = None  # `single`: the node's changes to its workspace
 
 
 def owner_token() -> str:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from .planning import Plan
@@ -50,7 +48,7 @@ def build_results(
         "workflow": {
             "name": plan.workflow.name,
             "path": plan.document.path,
-            "sha256": _sha256_file(plan.document.path),
+            "sha256": plan.document.sha256,
         },
         "policy": {"name": policy.name, "path": policy.path, "sha256": policy.sha256},
         "started_at": _iso(facts.started_at),
@@ -142,7 +140,3 @@ def total_usage(usages: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _sha256_file(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -8,6 +8,7 @@ keeps the line it came from, so later stages can say `FILE:LINE: field: message`
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class Document:
     path: str
     data: Any
     lines: dict[Loc, int] = field(repr=False)
+    sha256: str = ""  # of the bytes read: what ran, even if the file changes meanwhile
 
     def line_of(self, loc: Iterable[str | int]) -> int | None:
         """The line of `loc`, or of its nearest ancestor that exists in the file."""
@@ -157,7 +159,8 @@ def load_text(text: str, path: str) -> Document:
         raise InputRefused([Problem(path, None, "", f"invalid YAML: {error}")]) from None
     finally:
         loader.dispose()
-    return Document(path=path, data=data, lines=lines)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return Document(path=path, data=data, lines=lines, sha256=digest)
 
 
 def load_file(path: Path) -> Document:
