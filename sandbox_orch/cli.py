@@ -16,9 +16,9 @@ import click
 
 from . import __version__
 from .backend import ImageMissing
-from .errors import ExitCode, InputRefused, SandboxOrchError
+from .errors import ExitCode, InputRefused, Problem, SandboxOrchError
 from .orchestrator import RunOptions, prepare, run_plan
-from .policy import choose_policy_path
+from .policy import choose_policy_path, load_policy
 from .scheduler import DEFAULT_MAX_PARALLEL
 from .status import RunStatus
 from .store import new_run_id
@@ -128,8 +128,15 @@ def run(
         max_parallel=max_parallel, keep_going=keep_going, results_file=results_file
     )
     view = _choose_view(prepared.plan, as_json, ci)
-    status = asyncio.run(_run(prepared, options, view))
-    sys.exit(int(RUN_EXIT[status]))
+    report = asyncio.run(
+        _with_backend(
+            lambda backend, interrupt: run_plan(
+                prepared.plan, prepared.policy, prepared.sandboxes, backend, new_run_id(),
+                view, interrupt, options,
+            )
+        )
+    )  # fmt: skip
+    sys.exit(int(RUN_EXIT[report.status]))
 
 
 def _choose_view(plan: Any, as_json: bool, ci: bool) -> Callable[..., None]:
@@ -140,7 +147,9 @@ def _choose_view(plan: Any, as_json: bool, ci: bool) -> Callable[..., None]:
     return LiveView(plan)
 
 
-async def _run(prepared: Any, options: RunOptions, view: Callable[..., None]) -> RunStatus:
+async def _with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
+    """Run `work(backend, interrupt)`: SIGINT/SIGTERM set the interrupt (the run then
+    removes what it started and reports `cancelled`); the backend is always closed."""
     from .engine import docker_backend
 
     interrupt = asyncio.Event()
@@ -149,21 +158,139 @@ async def _run(prepared: Any, options: RunOptions, view: Callable[..., None]) ->
         loop.add_signal_handler(signum, interrupt.set)
     backend = docker_backend()
     try:
-        report = await run_plan(
-            prepared.plan,
-            prepared.policy,
-            prepared.sandboxes,
-            backend,
-            new_run_id(),
-            view,
-            interrupt,
-            options,
-        )
+        report = await work(backend, interrupt)
     finally:
         await backend.close()
     for failure in report.cleanup_failures:
         click.echo(f"sandbox-orch: could not remove {failure}", err=True)
-    return report.status
+    return report
+
+
+@main.command()
+@click.argument("runtime")
+@click.option(
+    "--workspace",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Copied into the sandbox at /workspace.",
+)
+@click.option("--prompt", default=None, help="The task, for agent runtimes (claude, codex).")
+@policy_option
+@click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE")
+@click.option("--egress", multiple=True, metavar="HOST:PORT")
+@click.option("--secret", "secret_names", multiple=True, metavar="NAME")
+@click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
+@click.option("--ci", is_flag=True, help="Plain lines, no live redraw.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@exits_with_contract_codes
+def single(
+    runtime: str,
+    workspace: Path,
+    prompt: str | None,
+    policy: str | None,
+    env_pairs: tuple[str, ...],
+    egress: tuple[str, ...],
+    secret_names: tuple[str, ...],
+    results_file: Path | None,
+    as_json: bool,
+    ci: bool,
+    args: tuple[str, ...],
+) -> None:
+    """One node of RUNTIME with a copy of the workspace; changes come back as a patch.
+
+    After `--`, ARGS is the command (shell, python, node) or extra CLI arguments (agents).
+    """
+    from .single import SingleRequest, run_single, single_plan
+
+    request = SingleRequest(
+        runtime=runtime,
+        workspace=workspace.resolve(),
+        prompt=prompt,
+        args=args,
+        env=_env_pairs(env_pairs),
+        egress=egress,
+        secrets=secret_names,
+    )
+    loaded = load_policy(choose_policy_path(policy))
+    view = _choose_view(single_plan(request), as_json, ci)
+    report = asyncio.run(
+        _with_backend(
+            lambda backend, interrupt: run_single(
+                request, loaded, backend, new_run_id(), view, interrupt, results_file
+            )
+        )
+    )
+    if report.patch is not None and not as_json:
+        size = report.patch.stat().st_size
+        click.echo(f"changes: {report.patch} ({size} bytes; apply with: git apply {report.patch})")
+    sys.exit(int(RUN_EXIT[report.status]))
+
+
+def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InputRefused([Problem("--env", None, "", f"{pair!r} is not NAME=VALUE")])
+        env[name] = value
+    return env
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.argument(
+    "workflow", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@exits_with_contract_codes
+def runtimes(as_json: bool, workflow: Path | None) -> None:
+    """Presets (and a workflow's custom runtimes), their images and whether they are built."""
+    from .runtimes import PRESETS, runtimes_of
+
+    table = PRESETS
+    if workflow is not None:
+        from .loading import load_workflow
+
+        table = runtimes_of(load_workflow(workflow)[1])
+    built = asyncio.run(_images_built([r.image for r in table.values()]))
+    rows = [
+        {
+            "name": r.name,
+            "kind": "agent" if r.agent else ("preset" if r.preset else "custom"),
+            "image": r.image,
+            "built": built[r.image],
+            "entrypoint": list(r.entrypoint),
+            "parse": r.parse.format,
+            "secrets": list(r.secrets),
+            "egress": list(r.egress),
+        }
+        for r in table.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "built" if row["built"] else "not built (sandbox-orch images build)"
+        needs = f"; requests {', '.join(row['secrets'] + row['egress'])}" if row["secrets"] else ""
+        click.echo(f"{row['name']:<8} {row['kind']:<6} {row['image']:<22} {state}{needs}")
+
+
+async def _images_built(images: list[str]) -> dict[str, bool]:
+    from .engine import docker_backend
+
+    backend = docker_backend()
+    found = {}
+    try:
+        for image in images:
+            try:
+                await backend.image_id(image)
+                found[image] = True
+            except ImageMissing:
+                found[image] = False
+    finally:
+        await backend.close()
+    return found
 
 
 @main.group()
