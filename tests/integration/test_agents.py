@@ -1,0 +1,237 @@
+"""The real Claude Code and Codex CLIs in their sandboxes, under runc and gVisor, against
+a mock model API that runs in its own container (testcontainers) and that the agents
+can reach only through the run's egress proxy."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+from ..conftest import REPO, cli, labelled_leftovers, write_workflow
+
+pytestmark = pytest.mark.engine
+MOCK_DIR = REPO / "tests" / "mockapi"
+ANSWER = "MOCK: all good"
+
+
+@pytest.fixture(scope="module")
+def mock_api(built_images):
+    """The mock model API on the default bridge; yields its base URL (http://IP:8080)."""
+    container = (
+        DockerContainer("sandbox-orch/python")
+        .with_volume_mapping(str(MOCK_DIR), "/mock", "ro")
+        .with_env("MOCK_ANSWER", ANSWER)
+        .with_command("python /mock/server.py 8080")
+        .waiting_for(LogMessageWaitStrategy("mock model API on").with_startup_timeout(30))
+    )
+    with container:
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()  # the address is known only once it runs
+        address = wrapped.attrs["NetworkSettings"]["IPAddress"]
+        yield f"http://{address}:8080"
+
+
+def mock_requests(base_url: str) -> list[dict]:
+    with urllib.request.urlopen(f"{base_url}/_requests", timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(params=["runc", "runsc"])
+def agent_policy(request, tmp_path, mock_api):
+    """policies/agents.yaml with the mock's address as the API host, under each runtime;
+    shell is granted too, for the nodes that probe the environment."""
+    host = mock_api.removeprefix("http://")
+    text = (REPO / "policies" / "agents.yaml").read_text()
+    text = text.replace("api.anthropic.com:443", host).replace("api.openai.com:443", host)
+    text = text.replace("oci_runtime: runsc", f"oci_runtime: {request.param}")
+    text = text.replace("runtimes: [claude, codex]", "runtimes: [claude, codex, shell]")
+    path = tmp_path / f"agents-{request.param}.yaml"
+    path.write_text(text)
+    return path, request.param
+
+
+@pytest.fixture
+def keys():
+    return {
+        "ANTHROPIC_API_KEY": f"sk-ant-e2e-{secrets.token_hex(12)}",
+        "OPENAI_API_KEY": f"sk-openai-e2e-{secrets.token_hex(12)}",
+    }
+
+
+def run(workdir: Path, text: str, policy: Path, env: dict[str, str]):
+    path = write_workflow(workdir, text)
+    results = workdir / "results.json"
+    proc = cli(
+        "run", str(path), "--policy", str(policy), "--ci", "--results", str(results), env=env
+    )
+    return proc, json.loads(results.read_text()) if results.exists() else None
+
+
+def assert_nowhere(value: str, *places: str) -> None:
+    for place in places:
+        assert value not in place
+
+
+def store_text(workdir: Path) -> str:
+    return "".join(
+        p.read_text(errors="replace") for p in (workdir / "store").rglob("*") if p.is_file()
+    )
+
+
+def test_claude_reviews_and_its_answer_gates_the_next_node(
+    agent_policy, mock_api, workdir, keys, docker_client
+):
+    policy, runtime = agent_policy
+    before = len(mock_requests(mock_api))
+    # The review node runs the real CLI headless, then tries another host through the
+    # same proxy (it must be refused and recorded); envdump shows another node's view.
+    proc, results = run(
+        workdir,
+        f"""
+        version: 1
+        name: agent-review
+        nodes:
+          review:
+            runtime: claude
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+            command: >-
+              claude -p "Review the diff and list risks" --output-format stream-json --verbose
+              && node -e "require('http').get({{host: '127.0.0.1', port: 3128,
+              path: 'http://example.com/'}}, r => {{ console.error('other host:', r.statusCode); }})"
+          approve:
+            needs: [review]
+            when: nodes.review.outputs.result.contains("all good") && !nodes.review.outputs.is_error
+            command: ["echo", "approved"]
+          envdump:
+            needs: [review]
+            command: "env; cat /proc/1/environ | tr '\\\\0' '\\\\n'"
+        """,
+        policy,
+        keys,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    review, approve = results["nodes"]["review"], results["nodes"]["approve"]
+    assert review["sandbox"]["oci_runtime"] == runtime
+    assert review["outputs"] == {"result": ANSWER, "is_error": False, "num_turns": 1}
+    assert review["usage"]["input_tokens"] == 11 and review["usage"]["output_tokens"] == 7
+    assert results["totals"]["usage"]["output_tokens"] == 7
+    assert approve["status"] == "succeeded" and approve["condition_result"] is True
+    assert "other host: 403" in review["stderr_tail"]
+    assert review["violations"] == [
+        {"kind": "egress", "detail": "example.com:80 is not granted to node 'review'"}
+    ]
+    # the key reached the mock, through the proxy ...
+    received = mock_requests(mock_api)[before:]
+    assert any(r["headers"].get("x-api-key") == keys["ANTHROPIC_API_KEY"] for r in received)
+    assert all(r["path"].startswith("/v1/messages") for r in received)
+    # ... and appears nowhere else
+    key = keys["ANTHROPIC_API_KEY"]
+    assert_nowhere(key, json.dumps(results), proc.stdout, proc.stderr, store_text(workdir))
+    assert "ANTHROPIC_API_KEY" not in results["nodes"]["envdump"]["stdout_tail"]
+    assert labelled_leftovers(docker_client, results["run_id"]) == []
+
+
+def test_codex_job_output_and_usage_are_in_the_summary(agent_policy, mock_api, workdir, keys):
+    policy, runtime = agent_policy
+    proc, results = run(
+        workdir,
+        f"""
+        version: 1
+        name: codex-job
+        nodes:
+          job:
+            runtime: codex
+            prompt: "Summarise the repository"
+            env: {{OPENAI_BASE_URL: "{mock_api}/v1"}}
+        """,
+        policy,
+        keys,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    job = results["nodes"]["job"]
+    assert job["sandbox"]["oci_runtime"] == runtime
+    assert job["outputs"] == {"result": ANSWER, "is_error": False, "num_turns": 1}
+    assert job["usage"] == {"input_tokens": 23, "output_tokens": 5, "cost_usd": None}
+    assert "23 in / 5 out tokens" in proc.stdout  # the summary shows tokens
+    assert any(
+        r["headers"].get("authorization") == f"Bearer {keys['OPENAI_API_KEY']}"
+        for r in mock_requests(mock_api)
+    )
+    assert_nowhere(keys["OPENAI_API_KEY"], json.dumps(results), proc.stdout, proc.stderr)
+
+
+def test_single_claude_returns_a_patch_and_leaves_the_workspace_alone(
+    agent_policy, mock_api, tmp_path, workdir, keys
+):
+    policy, _ = agent_policy
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    (workspace / "app.py").write_text("print('hello')\n")
+    before = {p.name: p.read_bytes() for p in workspace.iterdir()}
+    proc = cli(
+        "single", "claude", "--workspace", str(workspace), "--policy", str(policy), "--ci",
+        "--prompt", "WRITE_FILE:/workspace/NOTES.md add notes",
+        "--env", f"ANTHROPIC_BASE_URL={mock_api}",
+        env=keys,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert {p.name: p.read_bytes() for p in workspace.iterdir()} == before  # untouched
+    patch_path = Path(proc.stdout.split("changes: ")[1].split(" (")[0])
+    patch = patch_path.read_text()
+    assert "+++ b/NOTES.md" in patch and "+written by the mock model" in patch
+    subprocess.run(["git", "init", "-q", str(workspace)], check=True)
+    applied = subprocess.run(["git", "apply", str(patch_path)], cwd=workspace, capture_output=True)
+    assert applied.returncode == 0, applied.stderr
+    assert (workspace / "NOTES.md").read_text() == "written by the mock model\n"
+
+
+def test_an_unreachable_api_fails_the_node_with_the_cli_error(agent_policy, workdir, keys):
+    policy, _ = agent_policy
+    host = "127.0.0.1:9"  # granted as an IP literal, nothing listens: the proxy says 502
+    text = policy.read_text().replace('egress: ["', f'egress: ["{host}", "', 1)
+    text = text.replace("runtimes: [claude], egress: [", f'runtimes: [claude], egress: ["{host}", ')
+    policy.write_text(text)
+    proc, results = run(
+        workdir,
+        f"""
+        version: 1
+        name: unreachable
+        fail_fast: false
+        nodes:
+          review:
+            runtime: claude
+            prompt: "hello"
+            env: {{ANTHROPIC_BASE_URL: "http://{host}", CLAUDE_CODE_MAX_RETRIES: "0"}}
+            timeout: 2m
+          after:
+            command: ["echo", "still runs"]
+        """,
+        policy,
+        keys,
+    )
+    assert proc.returncode == 1, proc.stderr
+    review = results["nodes"]["review"]
+    assert review["status"] == "failed"
+    assert review["stderr_tail"] or review["stdout_tail"]
+    assert results["nodes"]["after"]["status"] == "succeeded"
+
+
+def test_agent_without_its_key_is_refused_before_anything_starts(workdir, docker_client):
+    policy = REPO / "policies" / "agents.yaml"  # as shipped: the real API hosts
+    before = len(docker_client.containers.list(all=True))
+    proc, results = run(
+        workdir,
+        "version: 1\nname: x\nnodes:\n  r: {runtime: claude, prompt: hi}\n",
+        policy,
+        {"ANTHROPIC_API_KEY": ""},
+    )
+    assert proc.returncode == 2 and results is None
+    assert "environment variable ANTHROPIC_API_KEY is not set" in proc.stderr
+    assert len(docker_client.containers.list(all=True)) == before
