@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,3 +117,21 @@ def interrupt(
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def unique(prefix: str) -> str:
+    """A node name no other test (or engineer) uses, so engine events can be told apart."""
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def created_containers(docker_client, since: float, nodes: set[str]) -> list[dict[str, str]]:
+    """Labels of every container the engine created since `since` for these node names:
+    catches containers that were created and already removed, which a listing cannot."""
+    events = docker_client.events(
+        since=since,
+        until=time.time(),
+        filters={"type": "container", "event": "create", "label": "sandbox-orch.node"},
+        decode=True,
+    )
+    found = [event["Actor"]["Attributes"] for event in events]
+    return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]

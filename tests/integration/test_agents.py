@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +15,14 @@ import pytest
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from ..conftest import REPO, cli, labelled_leftovers, write_workflow
+from ..conftest import (
+    REPO,
+    cli,
+    created_containers,
+    labelled_leftovers,
+    unique,
+    write_workflow,
+)
 
 pytestmark = pytest.mark.engine
 MOCK_DIR = REPO / "tests" / "mockapi"
@@ -225,13 +233,13 @@ def test_an_unreachable_api_fails_the_node_with_the_cli_error(agent_policy, work
 
 def test_agent_without_its_key_is_refused_before_anything_starts(workdir, docker_client):
     policy = REPO / "policies" / "agents.yaml"  # as shipped: the real API hosts
-    before = len(docker_client.containers.list(all=True))
+    node, since = unique("review"), time.time()
     proc, results = run(
         workdir,
-        "version: 1\nname: x\nnodes:\n  r: {runtime: claude, prompt: hi}\n",
+        f"version: 1\nname: x\nnodes:\n  {node}: {{runtime: claude, prompt: hi}}\n",
         policy,
         {"ANTHROPIC_API_KEY": ""},
     )
     assert proc.returncode == 2 and results is None
     assert "environment variable ANTHROPIC_API_KEY is not set" in proc.stderr
-    assert len(docker_client.containers.list(all=True)) == before
+    assert created_containers(docker_client, since, {node}) == []

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import signal
 import time
 from datetime import datetime
@@ -24,10 +23,12 @@ from sandbox_orch.policy import DEFAULT_POLICY, load_policy
 from sandbox_orch.store import new_run_id
 from tests.conftest import (
     cli,
+    created_containers,
     interrupt,
     labelled_leftovers,
     run_workflow,
     start_cli,
+    unique,
     write_workflow,
 )
 from tests.integration.test_hardening import read_events_until, wait_for_running_container
@@ -36,24 +37,6 @@ pytestmark = pytest.mark.engine
 
 MIB = 1024 * 1024
 ISO = "%Y-%m-%dT%H:%M:%S.%f%z"
-
-
-def unique(prefix: str) -> str:
-    """A node name no other test (or engineer) uses, so engine events can be told apart."""
-    return f"{prefix}-{secrets.token_hex(3)}"
-
-
-def created_containers(docker_client, since: float, nodes: set[str]) -> list[dict[str, str]]:
-    """Labels of every container the engine created since `since` for these node names:
-    catches containers that were created and already removed, which a listing cannot."""
-    events = docker_client.events(
-        since=since,
-        until=time.time(),
-        filters={"type": "container", "event": "create", "label": "sandbox-orch.node"},
-        decode=True,
-    )
-    found = [event["Actor"]["Attributes"] for event in events]
-    return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]
 
 
 def parse_time(text: str) -> datetime:

@@ -33,50 +33,133 @@ def anthropic_stream(body: dict) -> bytes:
     answered_tool = '"tool_result"' in text
     model = body.get("model", "claude-mock")
     usage = {"input_tokens": 11, "output_tokens": 0}
-    events = [sse("message_start", {"type": "message_start", "message": {
-        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-        "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}})]
+    events = [
+        sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_mock",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": usage,
+                },
+            },
+        )
+    ]
     if wants_write and not answered_tool:
         path = wants_write.group(1)
         args = json.dumps({"file_path": path, "content": "written by the mock model\n"})
         events += [
-            sse("content_block_start", {"type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": "toolu_mock", "name": "Write", "input": {}}}),
-            sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": args}}),
+            sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": "toolu_mock",
+                        "name": "Write",
+                        "input": {},
+                    },
+                },
+            ),
+            sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": args},
+                },
+            ),
             sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            sse("message_delta", {"type": "message_delta",
-                "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 13}}),
+            sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                    "usage": {"output_tokens": 13},
+                },
+            ),
         ]
     else:
         events += [
-            sse("content_block_start", {"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}}),
-            sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": ANSWER}}),
+            sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
+            sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": ANSWER},
+                },
+            ),
             sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            sse("message_delta", {"type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 7}}),
+            sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 7},
+                },
+            ),
         ]
     events.append(sse("message_stop", {"type": "message_stop"}))
     return b"".join(events)
 
 
 def openai_stream(body: dict) -> bytes:
-    item = {"id": "msg_mock", "type": "message", "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]}
-    response = {"id": "resp_mock", "object": "response", "created_at": 0, "status": "in_progress",
-                "model": body.get("model", "gpt-mock"), "output": []}
-    usage = {"input_tokens": 23, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5,
-             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 28}
+    item = {
+        "id": "msg_mock",
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": ANSWER, "annotations": []}],
+    }
+    response = {
+        "id": "resp_mock",
+        "object": "response",
+        "created_at": 0,
+        "status": "in_progress",
+        "model": body.get("model", "gpt-mock"),
+        "output": [],
+    }
+    usage = {
+        "input_tokens": 23,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 5,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 28,
+    }
     done = {**response, "status": "completed", "output": [item], "usage": usage}
-    return b"".join([
-        sse("response.created", {"type": "response.created", "response": response}),
-        sse("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
-            "item": {**item, "status": "in_progress", "content": []}}),
-        sse("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": item}),
-        sse("response.completed", {"type": "response.completed", "response": done}),
-    ])
+    return b"".join(
+        [
+            sse("response.created", {"type": "response.created", "response": response}),
+            sse(
+                "response.output_item.added",
+                {
+                    "type": "response.output_item.added",
+                    "output_index": 0,
+                    "item": {**item, "status": "in_progress", "content": []},
+                },
+            ),
+            sse(
+                "response.output_item.done",
+                {"type": "response.output_item.done", "output_index": 0, "item": item},
+            ),
+            sse("response.completed", {"type": "response.completed", "response": done}),
+        ]
+    )
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -91,8 +174,13 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = {}
         with LOCK:
-            REQUESTS.append({"method": self.command, "path": self.path,
-                             "headers": {k.lower(): v for k, v in self.headers.items()}})
+            REQUESTS.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                }
+            )
         return parsed
 
     def _send(self, status: int, payload: bytes, content_type: str) -> None:

@@ -73,7 +73,10 @@ def test_connect_to_a_granted_target_splices_bytes_both_ways():
         port = server.sockets[0].getsockname()[1]
         proxy = EgressProxy("t")
         directory = await proxy.open("n", [f"127.0.0.1:{port}"])
-        answer = await ask(directory, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\nhello".encode())
+        answer = await ask(
+            directory,
+            f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\nhello".encode(),
+        )
         await proxy.close()
         return answer
 
@@ -115,7 +118,10 @@ def test_a_granted_name_resolving_to_a_non_public_address_is_refused(addresses):
     async def scenario():
         proxy = EgressProxy("t", resolver=resolve)
         directory = await proxy.open("n", ["api.granted.test:443"])
-        answer = await ask(directory, b"CONNECT api.granted.test:443 HTTP/1.1\r\nHost: api.granted.test:443\r\n\r\n")
+        answer = await ask(
+            directory,
+            b"CONNECT api.granted.test:443 HTTP/1.1\r\nHost: api.granted.test:443\r\n\r\n",
+        )
         await proxy.close()
         return answer, proxy.violations("n")
 
