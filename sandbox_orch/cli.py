@@ -356,7 +356,11 @@ def doctor() -> None:
             click.echo(f"engine: Docker {version}")
             runtimes = await backend.oci_runtimes()
             for name in ("runc", "runsc"):
-                click.echo(f"runtime {name}: {'available' if name in runtimes else 'missing'}")
+                state = "missing"
+                if name in runtimes:
+                    args = " ".join(runtimes[name])
+                    state = f"available{f' ({args})' if args else ''}"
+                click.echo(f"runtime {name}: {state}")
             for name in available_images():
                 try:
                     image_id = await backend.image_id(image_ref(name))

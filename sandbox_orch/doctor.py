@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .orchestrator import runtime_problem
 from .policy import POLICIES_DIR, Policy, load_policy
 from .units import format_size
 
@@ -21,14 +22,12 @@ def shipped_policies() -> list[Path]:
     return sorted(POLICIES_DIR.glob("*.yaml"))
 
 
-def isolation_of(policy: Policy, runtimes: set[str]) -> Isolation:
+def isolation_of(policy: Policy, runtimes: dict[str, list[str]]) -> Isolation:
     """The isolation a node would get under `policy` on an engine offering `runtimes`. Pure."""
     runtime = policy.oci_runtime
-    if runtime not in runtimes:
-        return Isolation(
-            policy.name, policy.path, False,
-            f"refused: needs OCI runtime {runtime}, which the engine lacks (no fallback)",
-        )  # fmt: skip
+    problem = runtime_problem(runtime, runtimes) if runtime != "runc" else None
+    if problem:
+        return Isolation(policy.name, policy.path, False, f"refused: {problem}")
     kind = "gVisor user-space kernel (runsc)" if runtime == "runsc" else "Linux namespaces (runc)"
     pids = "RLIMIT_NPROC inside gVisor" if runtime == "runsc" else "the pids cgroup"
     limits, egress = policy.limits, ", ".join(policy.egress) or "none"
@@ -42,5 +41,5 @@ def isolation_of(policy: Policy, runtimes: set[str]) -> Isolation:
     )
 
 
-def policy_isolations(runtimes: set[str]) -> list[Isolation]:
+def policy_isolations(runtimes: dict[str, list[str]]) -> list[Isolation]:
     return [isolation_of(load_policy(path), runtimes) for path in shipped_policies()]

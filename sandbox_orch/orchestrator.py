@@ -51,6 +51,26 @@ def owner_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{started}"
 
 
+# gVisor must apply the engine's seccomp profile (CONTRACT 1: seccomp is never off).
+REQUIRED_RUNTIME_ARGS = {"runsc": ("--oci-seccomp",)}
+
+
+def runtime_problem(name: str, runtimes: dict[str, list[str]]) -> str | None:
+    """Why the engine's `name` runtime cannot be used, or None. Never a fallback."""
+    if name not in runtimes:
+        return (
+            f"asks for the OCI runtime {name!r}, which the engine does not offer (it has: "
+            f"{', '.join(sorted(runtimes))}); sandbox-orch never falls back to a weaker runtime"
+        )
+    missing = [a for a in REQUIRED_RUNTIME_ARGS.get(name, ()) if a not in runtimes[name]]
+    if missing:
+        return (
+            f"the engine's {name} runtime lacks {' '.join(missing)}, so its seccomp profile "
+            "would not apply; register it as scripts/engine-up does and reload the engine"
+        )
+    return None
+
+
 async def preflight(
     backend: Backend, policy: Policy, sandboxes: dict[str, Sandbox]
 ) -> dict[str, str]:
@@ -58,13 +78,10 @@ async def preflight(
     try:
         # runc is the engine's own default runtime; asking the engine (`info` makes it run
         # `runc --version`, ~7 ms) is only worth it for the stronger ones.
-        runtimes = {"runc"} if policy.oci_runtime == "runc" else await backend.oci_runtimes()
-        if policy.oci_runtime not in runtimes:
-            raise InfrastructureError(
-                f"the policy {policy.name!r} asks for the OCI runtime {policy.oci_runtime!r}, "
-                f"which the engine does not offer (it has: {', '.join(sorted(runtimes))}); "
-                "sandbox-orch never falls back to a weaker runtime"
-            )
+        if policy.oci_runtime != "runc":
+            problem = runtime_problem(policy.oci_runtime, await backend.oci_runtimes())
+            if problem:
+                raise InfrastructureError(f"the policy {policy.name!r}: {problem}")
         image_ids = {}
         for image in sorted({s.image for s in sandboxes.values()}):
             image_ids[image] = await backend.image_id(image)

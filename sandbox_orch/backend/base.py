@@ -98,8 +98,8 @@ class Backend(ABC):
         """The local image's id; raise ImageMissing if it is not there."""
 
     @abstractmethod
-    async def oci_runtimes(self) -> set[str]:
-        """OCI runtimes the engine offers (runc, runsc, ...)."""
+    async def oci_runtimes(self) -> dict[str, list[str]]:
+        """OCI runtimes the engine offers (runc, runsc, ...), each with its arguments."""
 
     @abstractmethod
     async def labelled(

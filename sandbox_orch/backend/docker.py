@@ -176,9 +176,12 @@ class DockerBackend(Backend):
                 raise ImageMissing(f"image {image} is not built") from None
             raise
 
-    async def oci_runtimes(self) -> set[str]:
+    async def oci_runtimes(self) -> dict[str, list[str]]:
         info = await self._call(self._api.info)
-        return set(info.get("Runtimes", {}))
+        runtimes = info.get("Runtimes") or {}
+        return {
+            name: list((spec or {}).get("runtimeArgs") or []) for name, spec in runtimes.items()
+        }
 
     async def labelled(
         self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS

@@ -33,6 +33,7 @@ class Outcome:
     hang: bool = False  # never exits until killed (for timeouts and interrupts)
 
 
+HARDENED_RUNTIMES = {"runc": [], "runsc": ["--network=none", "--host-uds=open", "--oci-seccomp"]}
 Script = Callable[[ContainerSpec], Outcome | Awaitable[Outcome]]
 
 
@@ -50,11 +51,11 @@ class MemoryBackend(Backend):
         self,
         script: Script | None = None,
         images: set[str] | None = None,
-        runtimes: frozenset[str] = frozenset({"runc", "runsc"}),
+        runtimes: dict[str, list[str]] | None = None,
     ) -> None:
         self.script: Script = script or (lambda spec: Outcome())
         self.images = images
-        self.runtimes = runtimes
+        self.runtimes = runtimes if runtimes is not None else dict(HARDENED_RUNTIMES)
         self.containers: dict[str, _Container] = {}
         self.removed: list[str] = []
         self.log: list[tuple[str, str]] = []  # (event, node name), in order
@@ -123,8 +124,8 @@ class MemoryBackend(Backend):
             raise ImageMissing(f"image {image} is not built")
         return f"sha256:{abs(hash(image)):064x}"[:71]
 
-    async def oci_runtimes(self) -> set[str]:
-        return set(self.runtimes)
+    async def oci_runtimes(self) -> dict[str, list[str]]:
+        return dict(self.runtimes)
 
     async def labelled(
         self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS

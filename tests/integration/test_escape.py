@@ -519,23 +519,6 @@ def on_runtimes(**weaknesses: str) -> pytest.MarkDecorator:
 
 
 # Known weaknesses: attacks that succeed on one runtime (the report has the details).
-RUNSC_NO_OCI_SECCOMP = (
-    "runsc is registered without --oci-seccomp, so gVisor does not load the engine's "
-    "seccomp profile inside the sandbox (/proc/self/status Seccomp: 0); verified that "
-    "the same bundle under `runsc --oci-seccomp` reports Seccomp: 2 and refuses unshare"
-)
-RUNSC_USERNS = (
-    "runsc: unshare(CLONE_NEWUSER) succeeds (`unshare -Ur id -u` prints 0): without "
-    "--oci-seccomp nothing refuses user namespaces; contained by gVisor's own kernel"
-)
-RUNSC_USERNS_RAW = (
-    "runsc: inside a new user namespace the node holds CAP_NET_RAW and opens an "
-    "AF_INET/SOCK_RAW/ICMP socket (loopback only under network none)"
-)
-RUNSC_MOUNT_NS = (
-    "runsc: unshare(CLONE_NEWNS) succeeds for uid 10001 with no capabilities (Linux "
-    "requires CAP_SYS_ADMIN); mounting in it is still refused (EPERM)"
-)
 RUNC_PTRACE = (
     "runc: PID 1 (docker-init) runs as uid 10001 like the node and is dumpable, and the "
     "default seccomp profile allows ptrace: PTRACE_SEIZE/PTRACE_ATTACH of PID 1 and "
@@ -585,7 +568,6 @@ def test_capabilities_and_no_new_privs_seen_by_python(escape_run):
     assert found["prctl_no_new_privs"] == 1  # asked of the kernel, under both runtimes
 
 
-@on_runtimes(runsc=RUNSC_NO_OCI_SECCOMP)
 def test_seccomp_filter_is_applied(escape_run):
     found = escape_run.verdict("caps")
     assert found["Seccomp"] == "2", found
@@ -621,7 +603,6 @@ def test_mount_is_refused(escape_run):
             assert answer == "EPERM", (attack, answer)
 
 
-@on_runtimes(runsc=RUNSC_USERNS)
 def test_user_namespace_is_refused(escape_run):
     found = escape_run.verdict("unshare")
     assert found["user_cmd"] != "allowed", found
@@ -641,13 +622,11 @@ def test_other_namespaces_are_refused(escape_run):
     assert found["userns_write_passwd"] in ("no-userns", "EACCES", "EROFS"), found
 
 
-@on_runtimes(runsc=RUNSC_MOUNT_NS)
 def test_mount_namespace_is_refused(escape_run):
     found = escape_run.verdict("unshare")
     assert found["mount_syscall"] == "EPERM", found
 
 
-@on_runtimes(runsc=RUNSC_USERNS_RAW)
 def test_user_namespace_gives_no_raw_socket(escape_run):
     found = escape_run.verdict("unshare")
     assert found["userns_raw_socket"] in ("no-userns", "EPERM"), found
