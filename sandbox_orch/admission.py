@@ -31,10 +31,6 @@ DENIED_ENV = frozenset(
 )  # fmt: skip
 
 # Requests that this version cannot yet honour safely are refused, never ignored.
-_NOT_YET = {
-    "inputs": "artifact inputs are not supported by this version of sandbox-orch",
-}
-
 Refuse = Callable[[Loc, str], None]
 
 
@@ -65,7 +61,7 @@ def admit_node(
 ) -> Sandbox | None:
     before = _Counter(refuse)
     _check_runtime(node, policy, before)
-    _check_unsupported(node, before)
+    _check_artifact_paths(node, before)
     _check_network(node, policy, before)
     _check_secrets(node, policy, before, environ)
     _check_env(node, policy, before)
@@ -85,6 +81,7 @@ def admit_node(
         pids=pids,
         timeout=timeout,
         output_limit=policy.limits.output,
+        artifact_limit=policy.limits.artifacts,
         tmpfs=dict(policy.tmpfs),
         env=dict(node.env),
         workdir=node.request.workdir,
@@ -115,13 +112,13 @@ def _check_runtime(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
         refuse(("runtimes", runtime.name, "image"), message)
 
 
-def _check_unsupported(node: PlannedNode, refuse: Refuse) -> None:
-    request = node.request
-    for key, message in _NOT_YET.items():
-        if getattr(request, key):
-            refuse((*node.loc, key), message)
-    if request.outputs.artifacts:
-        refuse((*node.loc, "outputs", "artifacts"), "artifacts are not supported by this version")
+def _check_artifact_paths(node: PlannedNode, refuse: Refuse) -> None:
+    """Artifact volumes are mounts too: never over system paths."""
+    places = [(("outputs", "artifacts", i, "path"), a.path) for i, a in enumerate(node.artifacts)]
+    places += [(("inputs", i, "path"), a.path) for i, a in enumerate(node.inputs)]
+    for loc, path in places:
+        if why := forbidden_target(path):
+            refuse((*node.loc, *loc), f"artifact path {path!r}: {why}")
 
 
 def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .backend import Backend, BackendError, ContainerSpec
+from .artifacts import ArtifactVolumes
+from .backend import Backend, BackendError, ContainerSpec, ResourceKind
 from .capture import NodeOutput
 from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
 from .mounts import BindMount
@@ -50,11 +51,20 @@ class Attempt:
     stdout_tail: str = ""
     stderr_tail: str = ""
     output_bytes: dict[str, int] = field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    violations: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def retry_reason(self) -> str:
         """The category `retries.on` names: oom, or the status."""
         return "oom" if self.oom_killed else self.status.value
+
+
+class _Discard:
+    """An output sink for holders, which print nothing worth keeping."""
+
+    def write(self, stream: str, data: bytes) -> None:
+        pass
 
 
 class AttemptCancelled(asyncio.CancelledError):
@@ -97,12 +107,14 @@ class NodeRunner:
         owner: str,
         egress: EgressProxy | None = None,
         secrets: SecretStore | None = None,
+        artifacts: ArtifactVolumes | None = None,
     ) -> None:
         self.backend = backend
         self.run_id = run_id
         self.owner = owner
         self.egress = egress
         self.secrets = secrets
+        self.artifacts = artifacts
         self.ledger: set[str] = set()
         self._creating: set[asyncio.Future[str]] = set()
 
@@ -154,12 +166,13 @@ class NodeRunner:
             )
 
         try:
-            spec = await self._with_egress_and_secrets(
-                self.spec(node, sandbox, number), node, sandbox
-            )
+            spec = self.spec(node, sandbox, number)
+            spec = await self._with_egress_and_secrets(spec, node, sandbox)
+            spec = await self._with_artifacts(spec, node, sandbox, number)
             container_id = await self._create(spec)
             await self.backend.start(container_id, output)
             status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
+            collected = await self._collect(node, sandbox)
         except (BackendError, SecretUnavailable) as error:
             status, exit_code, oom, reason = NodeStatus.ERRORED, None, False, str(error)
         except asyncio.CancelledError:
@@ -171,6 +184,10 @@ class NodeRunner:
             if container_id is not None:
                 await asyncio.shield(self._dispose(container_id))
         attempt = finished(status, exit_code, oom, reason)
+        if status != NodeStatus.ERRORED:
+            attempt.artifacts, attempt.violations, full = collected
+            if full and attempt.status == NodeStatus.SUCCEEDED:
+                attempt.status, attempt.reason = NodeStatus.FAILED, "; ".join(full)
         if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED) and node.parse.format != "none":
             _parse_into(attempt, node, output)
         return attempt
@@ -194,6 +211,28 @@ class NodeRunner:
         return dataclasses.replace(
             spec, env=env, mounts=mounts, argv=argv, engine_log=not sandbox.secrets
         )
+
+    async def _with_artifacts(
+        self, spec: ContainerSpec, node: PlannedNode, sandbox: Sandbox, attempt: int
+    ) -> ContainerSpec:
+        """Its own fresh artifact volumes (read-write), its inputs (read-only)."""
+        if self.artifacts is None or not (node.artifacts or node.inputs):
+            return spec
+        own = await self.artifacts.for_producer(node, sandbox, attempt, self._start_holder)
+        return dataclasses.replace(spec, volumes=own + self.artifacts.for_consumer(node))
+
+    async def _start_holder(self, spec: ContainerSpec) -> str:
+        """Start a holder; it stays (in the ledger) until the run closes."""
+        holder = await self._create(spec)
+        await self.backend.start(holder, _Discard())
+        return holder
+
+    async def _collect(
+        self, node: PlannedNode, sandbox: Sandbox
+    ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
+        if self.artifacts is None or not node.artifacts:
+            return [], [], []
+        return await self.artifacts.collect(node, sandbox.artifact_limit)
 
     async def _create(self, spec: ContainerSpec) -> str:
         """Create, recording the id in the ledger the moment the engine answers.
@@ -244,7 +283,10 @@ class NodeRunner:
             except BackendError as error:
                 failures.append(f"container {container_id[:12]}: {error}")
         try:
-            kinds = ("container",)  # runs create no networks or volumes yet
+            # containers first: a volume cannot go while a (holder) container uses it
+            kinds: tuple[ResourceKind, ...] = ("container",)
+            if self.artifacts is not None:
+                kinds = ("container", "volume")
             for resource in await self.backend.labelled(RUN_LABEL, self.run_id, kinds):
                 await self.backend.remove_resource(resource)
         except BackendError as error:

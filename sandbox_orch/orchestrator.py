@@ -13,11 +13,12 @@ from typing import Any
 
 import psutil
 
+from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
 from .egress import EgressProxy
 from .errors import InfrastructureError
 from .events import Emit, Event, RunFinished, RunStarted
-from .execution import NodeRunner
+from .execution import OWNER_LABEL, RUN_LABEL, NodeRunner
 from .planning import Plan
 from .policy import Policy
 from .results import RunFacts, build_results
@@ -25,7 +26,7 @@ from .sandbox import Sandbox
 from .scheduler import DEFAULT_MAX_PARALLEL, Scheduler
 from .secrets import Redactor, SecretStore
 from .status import RunStatus
-from .store import save_results
+from .store import run_dir, save_results
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def runtime_problem(name: str, runtimes: dict[str, list[str]]) -> str | None:
 
 
 async def preflight(
-    backend: Backend, policy: Policy, sandboxes: dict[str, Sandbox]
+    backend: Backend, policy: Policy, sandboxes: dict[str, Sandbox], holders: bool = False
 ) -> dict[str, str]:
     """Everything the run needs from the engine exists, before anything is created."""
     try:
@@ -83,7 +84,8 @@ async def preflight(
             if problem:
                 raise InfrastructureError(f"the policy {policy.name!r}: {problem}")
         image_ids = {}
-        for image in sorted({s.image for s in sandboxes.values()}):
+        images = {s.image for s in sandboxes.values()}
+        for image in sorted(images | ({HOLDER_IMAGE} if holders else set())):
             image_ids[image] = await backend.image_id(image)
     except ImageMissing as error:
         raise InfrastructureError(f"{error}: run `sandbox-orch images build`") from None
@@ -102,12 +104,18 @@ async def run_plan(
     interrupt: asyncio.Event,
     options: RunOptions = RunOptions(),
 ) -> RunReport:
-    image_ids = await preflight(backend, policy, sandboxes)
+    with_artifacts = any(node.artifacts for node in plan.nodes.values())
+    image_ids = await preflight(backend, policy, sandboxes, holders=with_artifacts)
     redactor = Redactor()
     emit = _redacting(emit, redactor)
     egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
     secrets = SecretStore(policy.secrets, redactor)
-    runner = NodeRunner(backend, run_id, owner_token(), egress, secrets)
+    owner = owner_token()
+    artifacts = None
+    if with_artifacts:
+        labels = {RUN_LABEL: run_id, OWNER_LABEL: owner}
+        artifacts = ArtifactVolumes(backend, labels, run_dir(run_id) / "artifacts")
+    runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts)
     scheduler = Scheduler(
         plan,
         sandboxes,

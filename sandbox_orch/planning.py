@@ -36,6 +36,19 @@ class Edge:
 
 
 @dataclass(frozen=True)
+class ArtifactOut:
+    name: str
+    path: str  # where the producer writes it (its own volume)
+
+
+@dataclass(frozen=True)
+class ArtifactIn:
+    producer: str
+    name: str
+    path: str  # where the consumer sees it, read-only
+
+
+@dataclass(frozen=True)
 class PlannedNode:
     """One node as the workflow requests it, defaults merged in (the policy decides later)."""
 
@@ -54,6 +67,8 @@ class PlannedNode:
     parse: ParseSpec = field(default_factory=ParseSpec)
     egress: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
+    artifacts: tuple[ArtifactOut, ...] = ()
+    inputs: tuple[ArtifactIn, ...] = ()
     group: str | None = None
     condition: Condition | None = None
     visible: frozenset[str] = frozenset()  # needs and their ancestors: what `when` may see
@@ -100,7 +115,38 @@ def make_plan(document: Document, workflow: Workflow) -> Plan:
         raise InputRefused(problems)
     order, levels = _order(document, planned)
     ordered = _with_conditions(document, {name: planned[name] for name in order})
+    _check_artifacts(document, ordered)
     return Plan(workflow, document, ordered, levels)
+
+
+def _check_artifacts(document: Document, nodes: dict[str, PlannedNode]) -> None:
+    """Inputs come from an ancestor's declared artifact, so a producer has always
+    finished (and stopped writing) before any consumer mounts its volume."""
+    problems: list[Problem] = []
+    ancestors: dict[str, set[str]] = {}
+    for name, node in nodes.items():  # topological order
+        ancestors[name] = {e.source for e in node.needs}.union(
+            *(ancestors[e.source] for e in node.needs)
+        )
+        seen: set[str] = set()
+        for index, artifact in enumerate(node.artifacts):
+            loc = (*node.loc, "outputs", "artifacts", index)
+            if artifact.name in seen:
+                problems.append(document.problem(loc, f"duplicate artifact {artifact.name!r}"))
+            seen.add(artifact.name)
+        for index, wanted in enumerate(node.inputs):
+            loc = (*node.loc, "inputs", index, "from")
+            producer = nodes.get(wanted.producer)
+            if producer is None:
+                problems.append(document.problem(loc, f"unknown node {wanted.producer!r}"))
+            elif wanted.producer not in ancestors[name]:
+                message = f"{wanted.producer!r} is not a need or an ancestor of {name!r}"
+                problems.append(document.problem(loc, message))
+            elif wanted.name not in {a.name for a in producer.artifacts}:
+                message = f"node {wanted.producer!r} has no artifact {wanted.name!r}"
+                problems.append(document.problem(loc, message))
+    if problems:
+        raise InputRefused(problems)
 
 
 def _with_conditions(document: Document, nodes: dict[str, PlannedNode]) -> dict[str, PlannedNode]:
@@ -268,6 +314,8 @@ def _plan_node(
         retries=request.retries or defaults.retries,
         env={**defaults.env, **request.env},
         egress=_egress_of(runtime, request, {**defaults.env, **request.env}),
+        artifacts=tuple(ArtifactOut(a.name, a.path) for a in request.outputs.artifacts),
+        inputs=tuple(ArtifactIn(*i.from_.split("/", 1), path=i.path) for i in request.inputs),
         secrets=tuple(request.secrets)
         if "secrets" in request.model_fields_set
         else runtime.secrets,

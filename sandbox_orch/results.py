@@ -39,7 +39,7 @@ def build_results(
         for name in plan.nodes
     }
     for name, found in (violations or {}).items():
-        nodes[name]["violations"] = found
+        nodes[name]["violations"] = found + nodes[name]["violations"]
     counts = Counter(record.status.value for record in records.values())
     return {
         "schema": SCHEMA,
@@ -109,8 +109,8 @@ def _node(
         "output_bytes": last.output_bytes if last else None,
         "oom_killed": bool(last and last.oom_killed),
         "usage": last.usage if last else None,
-        "artifacts": [],
-        "violations": [],
+        "artifacts": last.artifacts if last else [],
+        "violations": list(last.violations) if last else [],
         "attempt_details": [
             {
                 "attempt": a.number,

@@ -32,6 +32,7 @@ class Sandbox:
     timeout: float
     output_limit: int
     tmpfs: dict[str, int]
+    artifact_limit: int = 1024**3  # each artifact volume's size
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     network: str = "none"

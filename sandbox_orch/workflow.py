@@ -23,6 +23,7 @@ from pydantic import (
 from .units import parse_duration, parse_size
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 MAX_NODES = 1000
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -70,6 +71,8 @@ class Artifact(Strict):
         # The name becomes a directory on the host: never absolute, never climbing out.
         if not name or name.startswith("/") or ".." in name.split("/") or "\\" in name:
             raise ValueError("an artifact name must be relative and must not contain '..'")
+        if not ARTIFACT_NAME.match(name):
+            raise ValueError("an artifact name is letters, digits, '.', '_' or '-' (at most 63)")
         return name
 
     @field_validator("path")

@@ -8,7 +8,9 @@ from .base import (
     ImageMissing,
     OutputSink,
     Resource,
+    ResourceKind,
     Stream,
+    VolumeMount,
 )
 
 __all__ = [
@@ -19,5 +21,7 @@ __all__ = [
     "ImageMissing",
     "OutputSink",
     "Resource",
+    "ResourceKind",
     "Stream",
+    "VolumeMount",
 ]

@@ -12,14 +12,23 @@ ask for them (CONTRACT 1).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import BinaryIO, Literal, Protocol, TypeVar
 
 from ..mounts import BindMount
 
+T = TypeVar("T")
 Stream = Literal["stdout", "stderr"]
 ResourceKind = Literal["container", "network", "volume"]
 ALL_KINDS: tuple[ResourceKind, ...] = ("container", "network", "volume")
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    volume: str  # a volume this run created
+    target: str
+    read_only: bool
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class ContainerSpec:
     workdir: str | None = None
     oci_runtime: str = "runc"
     mounts: tuple[BindMount, ...] = ()
+    volumes: tuple[VolumeMount, ...] = ()
     # False for nodes holding secrets: the engine keeps no log file of their output.
     engine_log: bool = True
 
@@ -110,6 +120,16 @@ class Backend(ABC):
     @abstractmethod
     async def remove_resource(self, resource: Resource) -> None:
         """Remove one labelled resource, killing a container first; gone is not an error."""
+
+    @abstractmethod
+    async def create_volume(self, name: str, labels: dict[str, str], size: int, owner: str) -> str:
+        """A size-capped, memory-backed volume (it cannot fill the host disk), writable by
+        `owner` ("uid:gid"); returns its name."""
+
+    @abstractmethod
+    async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
+        """Read `path` of a container as a tar stream: `consume(stream)` runs in a worker
+        thread and its result is returned. The stream is never buffered whole."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

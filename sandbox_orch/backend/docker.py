@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import docker
 import docker.errors
@@ -72,6 +73,11 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         mounts=[
             Mount(m.target, m.source, type="bind", read_only=m.read_only, propagation="rprivate")
             for m in spec.mounts
+        ]
+        + [
+            # no_copy: nothing from the image is copied into a run's volume
+            Mount(v.target, v.volume, type="volume", read_only=v.read_only, no_copy=True)
+            for v in spec.volumes
         ],
     )
     return {
@@ -211,9 +217,50 @@ class DockerBackend(Backend):
             if "No such" not in str(error) and "not found" not in str(error):
                 raise
 
+    async def create_volume(self, name: str, labels: dict[str, str], size: int, owner: str) -> str:
+        uid, gid = owner.split(":")
+        options = {
+            "type": "tmpfs",
+            "device": "tmpfs",
+            "o": f"size={size},uid={uid},gid={gid},mode=0700",
+        }
+        created = await self._call(
+            self._api.create_volume, name, driver="local", driver_opts=options, labels=labels
+        )
+        return str(created["Name"])
+
+    async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
+        def run() -> T:
+            chunks, _ = self._api.get_archive(container_id, path, chunk_size=1 << 20)
+            return consume(_ChunkReader(chunks))
+
+        return await self._call(run)
+
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks (the engine's archive stream)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
 
 
 def _describe(error: BaseException) -> str:

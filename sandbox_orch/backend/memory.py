@@ -8,9 +8,12 @@ the scheduler's promises (order, parallelism, cleanup) without containers.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import tarfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO, TypeVar
 
 from .base import (
     ALL_KINDS,
@@ -33,6 +36,7 @@ class Outcome:
     hang: bool = False  # never exits until killed (for timeouts and interrupts)
 
 
+T = TypeVar("T")
 HARDENED_RUNTIMES = {"runc": [], "runsc": ["--network=none", "--host-uds=open", "--oci-seccomp"]}
 Script = Callable[[ContainerSpec], Outcome | Awaitable[Outcome]]
 
@@ -58,6 +62,7 @@ class MemoryBackend(Backend):
         self.runtimes = runtimes if runtimes is not None else dict(HARDENED_RUNTIMES)
         self.containers: dict[str, _Container] = {}
         self.removed: list[str] = []
+        self.volumes: dict[str, dict[str, str]] = {}
         self.log: list[tuple[str, str]] = []  # (event, node name), in order
         self.running = 0
         self.peak_running = 0
@@ -130,11 +135,34 @@ class MemoryBackend(Backend):
     async def labelled(
         self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS
     ) -> list[Resource]:
-        return [
+        def wanted(labels: dict[str, str]) -> bool:
+            return label in labels and (value is None or labels[label] == value)
+
+        found = [
             Resource("container", cid, c.spec.labels)
             for cid, c in self.containers.items()
-            if label in c.spec.labels and (value is None or c.spec.labels[label] == value)
+            if "container" in kinds and wanted(c.spec.labels)
         ]
+        found += [
+            Resource("volume", name, labels)
+            for name, labels in self.volumes.items()
+            if "volume" in kinds and wanted(labels)
+        ]
+        return found
 
     async def remove_resource(self, resource: Resource) -> None:
-        await self.remove(resource.id)
+        if resource.kind == "volume":
+            self.volumes.pop(resource.id, None)
+        else:
+            await self.remove(resource.id)
+
+    async def create_volume(self, name: str, labels: dict[str, str], size: int, owner: str) -> str:
+        self.volumes[name] = labels
+        return name
+
+    async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
+        """An empty archive: in memory, nodes write no files."""
+        empty = io.BytesIO()
+        tarfile.open(fileobj=empty, mode="w").close()
+        empty.seek(0)
+        return consume(empty)
