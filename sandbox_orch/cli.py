@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -110,6 +111,12 @@ def plan(workflow: Path, policy: str | None, fmt: str) -> None:
 @click.option("--max-parallel", type=click.IntRange(1, 256), default=DEFAULT_MAX_PARALLEL)
 @click.option("--keep-going", is_flag=True, help="Do not stop starting nodes after a failure.")
 @click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--junit",
+    "junit_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a JUnit XML report: one testcase per node.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
 @click.option("--ci", is_flag=True, help="Plain lines, no live redraw.")
 @exits_with_contract_codes
@@ -119,6 +126,7 @@ def run(
     max_parallel: int,
     keep_going: bool,
     results_file: Path | None,
+    junit_file: Path | None,
     as_json: bool,
     ci: bool,
 ) -> None:
@@ -136,7 +144,25 @@ def run(
             )
         )
     )  # fmt: skip
+    _ci_reports(report, junit_file, as_json)
     sys.exit(int(RUN_EXIT[report.status]))
+
+
+def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:
+    """JUnit if asked; on GitHub Actions, log groups, annotations and a step summary."""
+    from .reports import github_annotations, github_step_summary, in_github_actions, junit_xml
+    from .store import write_text
+
+    if junit_file is not None:
+        write_text(junit_file, junit_xml(report.results, results_path=report.results_path))
+    if in_github_actions():
+        # Under --json, stdout stays pure JSON lines; the runner reads both streams.
+        for line in github_annotations(report.results):
+            click.echo(line, err=as_json)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            with open(summary, "a", encoding="utf-8") as handle:
+                handle.write(github_step_summary(report.results))
 
 
 def _choose_view(plan: Any, as_json: bool, ci: bool) -> Callable[..., None]:
@@ -291,6 +317,58 @@ async def _images_built(images: list[str]) -> dict[str, bool]:
     finally:
         await backend.close()
     return found
+
+
+@main.group()
+def runs() -> None:
+    """Run history (the SQLite run store)."""
+
+
+@runs.command("list")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@exits_with_contract_codes
+def runs_list(limit: int, as_json: bool) -> None:
+    """Newest first: id, workflow, status, start, duration, tokens."""
+    from .runstore import RunStore, runs_table
+
+    with RunStore.open() as store:
+        rows = store.list_runs(limit)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+    else:
+        click.echo(runs_table(rows))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="The results document.")
+@exits_with_contract_codes
+def runs_show(run_id: str, as_json: bool) -> None:
+    """A run's results (a unique prefix of its id is enough)."""
+    from .runstore import RunStore
+
+    with RunStore.open() as store:
+        found = store.resolve(run_id)
+        if found is None:
+            candidates = store.matches(run_id)
+            why = f"ambiguous: {', '.join(candidates)}" if candidates else "no such run"
+            raise InputRefused([Problem("runs", None, "RUN_ID", f"{run_id!r}: {why}")])
+        results = store.results(found)
+        row = store.run(found)
+    if results is None:
+        assert row is not None
+        raise InputRefused(
+            [Problem("runs", None, "RUN_ID", f"{found} has not finished ({row.status})")]
+        )
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    workflow, status, took = results["workflow"]["name"], results["status"], results["duration_s"]
+    click.echo(f"run {found}: {workflow} {status} in {took}s")
+    for name, node in results["nodes"].items():
+        why = f"  {node['reason']}" if node.get("reason") else ""
+        click.echo(f"  {name:<24} {node['status']:<10} exit {node['exit_code']}{why}")
 
 
 @main.group()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,3 +49,22 @@ class RunFinished:
 
 Event = RunStarted | NodeStarted | NodeFinished | RunFinished
 Emit = Callable[[Event], None]
+
+
+_KINDS = {
+    RunStarted: "run_started",
+    NodeStarted: "node_started",
+    NodeFinished: "node_finished",
+    RunFinished: "run_finished",
+}
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    body = {k: _plain(v) for k, v in asdict(event).items()}
+    return {"event": _KINDS[type(event)], **body}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value

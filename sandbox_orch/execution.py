@@ -75,11 +75,12 @@ class AttemptCancelled(asyncio.CancelledError):
         self.attempt = attempt
 
 
-def _parse_into(attempt: Attempt, node: PlannedNode, output: NodeOutput) -> None:
+def _parse_into(attempt: Attempt, node: PlannedNode, output: NodeOutput, limit: int) -> None:
     """Outputs (and usage) from stdout; output that fails its parser fails the node, and
     so does an agent that reports an error while exiting 0."""
     try:
-        parsed = parse_output(node.parse, output.stdout.getvalue(), output.stdout.complete)
+        stdout = output.stdout
+        parsed = parse_output(node.parse, stdout.getvalue(), stdout.complete, limit)
     except ParseError as error:
         if attempt.status == NodeStatus.SUCCEEDED:
             attempt.status, attempt.reason = NodeStatus.FAILED, str(error)
@@ -189,7 +190,7 @@ class NodeRunner:
             if full and attempt.status == NodeStatus.SUCCEEDED:
                 attempt.status, attempt.reason = NodeStatus.FAILED, "; ".join(full)
         if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED) and node.parse.format != "none":
-            _parse_into(attempt, node, output)
+            _parse_into(attempt, node, output, sandbox.output_limit)
         return attempt
 
     async def _with_egress_and_secrets(

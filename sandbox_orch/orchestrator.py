@@ -4,6 +4,8 @@ around the pure plan and admission, and the scheduler."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -17,16 +19,19 @@ from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
 from .egress import EgressProxy
 from .errors import InfrastructureError
-from .events import Emit, Event, RunFinished, RunStarted
+from .events import Emit, Event, RunFinished, RunStarted, event_json
 from .execution import OWNER_LABEL, RUN_LABEL, NodeRunner
 from .planning import Plan
 from .policy import Policy
 from .results import RunFacts, build_results
+from .runstore import RunStore, RunStoreError
 from .sandbox import Sandbox
 from .scheduler import DEFAULT_MAX_PARALLEL, Scheduler
 from .secrets import Redactor, SecretStore
 from .status import RunStatus
 from .store import run_dir, save_results
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,9 @@ async def run_plan(
     with_artifacts = any(node.artifacts for node in plan.nodes.values())
     image_ids = await preflight(backend, policy, sandboxes, holders=with_artifacts)
     redactor = Redactor()
-    emit = _redacting(emit, redactor)
+    started_at = datetime.now(UTC)
+    store = _open_store(run_id, plan, policy, started_at)
+    emit = _redacting(_stored(emit, store, run_id), redactor)
     egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
     secrets = SecretStore(policy.secrets, redactor)
     owner = owner_token()
@@ -124,7 +131,6 @@ async def run_plan(
         max_parallel=options.max_parallel,
         fail_fast=False if options.keep_going else None,
     )
-    started_at = datetime.now(UTC)
     emit(RunStarted(run_id, plan.workflow.name, list(plan.nodes), started_at))
     try:
         records = await scheduler.run(interrupt)
@@ -143,11 +149,44 @@ async def run_plan(
     if failures:
         results["cleanup_failures"] = failures
     path = save_results(run_id, results, options.results_file)
+    if store is not None:
+        with contextlib.suppress(RunStoreError):  # the results file stays the record
+            store.finish_run(results)
+        store.close()
     totals = {k: v for k, v in results["totals"].items() if isinstance(v, int)}
     took = results["duration_s"]
     usage = results["totals"]["usage"]
     emit(RunFinished(run_id, status.value, finished_at, took, totals, str(path), usage))
     return RunReport(run_id, status, results, path, failures)
+
+
+def _open_store(run_id: str, plan: Plan, policy: Policy, started_at: datetime) -> RunStore | None:
+    """The run history (SQLite); the run is visible there from its start. A store that
+    cannot be written is reported and skipped: the results file is the portable record."""
+    workflow = {
+        "name": plan.workflow.name,
+        "path": plan.document.path,
+        "sha256": plan.document.sha256,
+    }
+    try:
+        store = RunStore.open()
+        store.start_run(run_id, workflow, {"name": policy.name}, started_at)
+    except RunStoreError as error:
+        log.warning("run store unavailable: %s", error)
+        return None
+    return store
+
+
+def _stored(emit: Emit, store: RunStore | None, run_id: str) -> Emit:
+    if store is None:
+        return emit
+
+    def stored(event: Event) -> None:
+        with contextlib.suppress(RunStoreError):
+            store.add_event(run_id, event_json(event))
+        emit(event)
+
+    return stored
 
 
 def _redacting(emit: Emit, redactor: Redactor) -> Emit:

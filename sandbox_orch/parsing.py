@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .schemas import violation
 from .workflow import ParseSpec
 
 
@@ -20,18 +21,33 @@ class Parsed:
     usage: dict[str, Any] | None = None  # agent runtimes: tokens and cost
 
 
-def parse_output(spec: ParseSpec, stdout: bytes, complete: bool = True) -> Parsed:
+def parse_output(
+    spec: ParseSpec, stdout: bytes, complete: bool = True, limit: int | None = None
+) -> Parsed:
     if spec.format == "none":
         return Parsed({})
     text = stdout.decode("utf-8", "replace")
-    if spec.format == "json":
-        return Parsed(_json(text, complete))
-    if spec.format == "regex":
-        assert spec.pattern is not None  # the model requires it
-        return Parsed(_regex(re.compile(spec.pattern), text, spec.all))
+    if spec.format in ("json", "regex"):
+        if spec.format == "json":
+            outputs = _json(text, complete)
+        else:
+            assert spec.pattern is not None  # the model requires it
+            outputs = _regex(re.compile(spec.pattern), text, spec.all)
+        _check(spec, outputs, limit)
+        return Parsed(outputs)
     if spec.format == "claude":
         return _claude(_json_lines(text))
     return _codex(_json_lines(text))
+
+
+def _check(spec: ParseSpec, outputs: dict[str, Any], limit: int | None) -> None:
+    """Outputs conform to their schema (resolved at planning) and fit the policy's cap."""
+    if isinstance(spec.schema_, dict):
+        problem = violation(spec.schema_, outputs)
+        if problem:
+            raise ParseError(problem)
+    if limit is not None and len(json.dumps(outputs)) > limit:
+        raise ParseError(f"outputs are larger than the policy's output limit ({limit} bytes)")
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:

@@ -10,11 +10,13 @@ import dataclasses
 import graphlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .conditions import Condition, ConditionError, compile_condition
 from .errors import InputRefused, Problem
 from .runtimes import DEFAULT_RUNTIME, PRESETS, Runtime, agent_argv, argv_for, runtimes_of
+from .schemas import SchemaProblem, load_schema
 from .workflow import (
     NODE_NAME,
     Group,
@@ -116,7 +118,28 @@ def make_plan(document: Document, workflow: Workflow) -> Plan:
     order, levels = _order(document, planned)
     ordered = _with_conditions(document, {name: planned[name] for name in order})
     _check_artifacts(document, ordered)
+    _load_schemas(document, ordered)
     return Plan(workflow, document, ordered, levels)
+
+
+def _load_schemas(document: Document, nodes: dict[str, PlannedNode]) -> None:
+    """Output schemas are read and checked now, so a bad one is exit 2, not a failed run."""
+    problems: list[Problem] = []
+    workflow_dir = Path(document.path).resolve().parent
+    for name, node in nodes.items():
+        if node.parse.schema_ is None:
+            continue
+        try:
+            schema = load_schema(node.parse.schema_, workflow_dir)
+        except SchemaProblem as problem:
+            problems.append(
+                document.problem((*node.loc, "outputs", "parse", "schema"), str(problem))
+            )
+            continue
+        parse = node.parse.model_copy(update={"schema_": schema})
+        nodes[name] = dataclasses.replace(node, parse=parse)
+    if problems:
+        raise InputRefused(problems)
 
 
 def _check_artifacts(document: Document, nodes: dict[str, PlannedNode]) -> None:

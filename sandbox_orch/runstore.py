@@ -50,7 +50,7 @@ Public API (everything else is private)::
         def add_event(self, run_id: str, event: dict) -> int
             # Appends view.event_json(event) (pass the redacted event, as the orchestrator
             # emits it). Returns its seq: 1 for the run's first event, then +1 each.
-            # RunStoreError if the run was never started (or finished).
+            # RunStoreError if no row exists for run_id (neither start_run nor finish_run).
         def finish_run(self, results: dict) -> None
             # results: the full, already redacted results document. Upserts the run row
             # (status, times, totals["usage"]) and replaces the run's nodes and attempts
@@ -79,6 +79,27 @@ Public API (everything else is private)::
         # ("0.60s", "2m03s", "1h02m", "-" while running), TOKENS ("12,345" or "-").
         # Control characters in cells become "?" (a workflow name cannot drive the
         # terminal). No rows: "no runs recorded". No trailing newline.
+
+Every method raises RunStoreError (never a bare sqlite3 error) when SQLite fails, e.g.
+"database is locked" after waiting timeout_s, or a full disk.
+
+Wiring (what the orchestrator and the CLI are expected to do)::
+
+    store = RunStore.open()                           # once per process
+    store.start_run(run_id, {"name": ..., "path": ..., "sha256": ...},
+                    {"name": policy.name}, started_at)  # before the first event
+    store.add_event(run_id, view.event_json(event))   # for each (redacted) event
+    store.finish_run(results)                         # the redacted document saved to disk
+    store.close()
+
+    # sandbox-orch runs list:          print(runs_table(store.list_runs()))
+    # sandbox-orch runs show ID [--json]:
+    run_id = store.resolve(ID)
+    if run_id is None:                                # exit 2, with:
+        found = store.matches(ID)                     # [] -> "no run ID"; else "ambiguous:
+                                                      #  ID matches a, b, ..."
+    document = store.results(run_id)                  # None -> store.run(run_id).status
+                                                      #  ("running": not finished / crashed)
 
 Concurrency: each process (and each thread) opens its own RunStore; a RunStore refuses
 to be used from another thread (sqlite3) or after a fork (RunStoreError). The journal is

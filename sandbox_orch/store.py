@@ -27,10 +27,14 @@ def run_dir(run_id: str) -> Path:
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees half a results file."""
+    write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically: a reader never sees half a results (or report) file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
 

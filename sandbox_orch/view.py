@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
+from .events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted, event_json
 from .planning import Plan
 
 
@@ -37,25 +37,6 @@ class JsonView:
 
     def __call__(self, event: Event) -> None:
         print(json.dumps(event_json(event)), file=self.out, flush=True)
-
-
-_KINDS = {
-    RunStarted: "run_started",
-    NodeStarted: "node_started",
-    NodeFinished: "node_finished",
-    RunFinished: "run_finished",
-}
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    body = {k: _plain(v) for k, v in asdict(event).items()}
-    return {"event": _KINDS[type(event)], **body}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return value
 
 
 def tokens_text(usage: dict[str, Any]) -> str:

@@ -58,6 +58,8 @@ class ParseSpec(Strict):
                 raise ValueError(f"pattern is not a valid regular expression: {error}") from None
         elif self.pattern is not None or self.all:
             raise ValueError("pattern and all are only for format regex")
+        if self.schema_ is not None and self.format not in ("json", "regex"):
+            raise ValueError("a schema is only for format json or regex")
         return self
 
 
