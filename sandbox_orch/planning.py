@@ -116,8 +116,13 @@ def make_plan(document: Document, workflow: Workflow) -> Plan:
     if problems:
         raise InputRefused(problems)
     order, levels = _order(document, planned)
-    ordered = _with_conditions(document, {name: planned[name] for name in order})
-    _check_artifacts(document, ordered)
+    ordered = {name: planned[name] for name in order}
+    # Ancestor sets cost O(n^2) on long chains: build them only if something reads them.
+    if any(node.when is not None or node.inputs for node in ordered.values()):
+        ancestors = _ancestors(ordered)
+        ordered = _with_conditions(document, ordered, ancestors)
+        _check_inputs(document, ordered, ancestors)
+    _check_artifact_names(document, ordered)
     _load_schemas(document, ordered)
     return Plan(workflow, document, ordered, levels)
 
@@ -142,21 +147,26 @@ def _load_schemas(document: Document, nodes: dict[str, PlannedNode]) -> None:
         raise InputRefused(problems)
 
 
-def _check_artifacts(document: Document, nodes: dict[str, PlannedNode]) -> None:
+def _check_artifact_names(document: Document, nodes: dict[str, PlannedNode]) -> None:
+    problems = [
+        document.problem(
+            (*node.loc, "outputs", "artifacts", index), f"duplicate artifact {a.name!r}"
+        )
+        for node in nodes.values()
+        for index, a in enumerate(node.artifacts)
+        if a.name in {b.name for b in node.artifacts[:index]}
+    ]
+    if problems:
+        raise InputRefused(problems)
+
+
+def _check_inputs(
+    document: Document, nodes: dict[str, PlannedNode], ancestors: dict[str, frozenset[str]]
+) -> None:
     """Inputs come from an ancestor's declared artifact, so a producer has always
     finished (and stopped writing) before any consumer mounts its volume."""
     problems: list[Problem] = []
-    ancestors: dict[str, set[str]] = {}
-    for name, node in nodes.items():  # topological order
-        ancestors[name] = {e.source for e in node.needs}.union(
-            *(ancestors[e.source] for e in node.needs)
-        )
-        seen: set[str] = set()
-        for index, artifact in enumerate(node.artifacts):
-            loc = (*node.loc, "outputs", "artifacts", index)
-            if artifact.name in seen:
-                problems.append(document.problem(loc, f"duplicate artifact {artifact.name!r}"))
-            seen.add(artifact.name)
+    for name, node in nodes.items():
         for index, wanted in enumerate(node.inputs):
             loc = (*node.loc, "inputs", index, "from")
             producer = nodes.get(wanted.producer)
@@ -172,15 +182,21 @@ def _check_artifacts(document: Document, nodes: dict[str, PlannedNode]) -> None:
         raise InputRefused(problems)
 
 
-def _with_conditions(document: Document, nodes: dict[str, PlannedNode]) -> dict[str, PlannedNode]:
-    """Compile every `when` against what the node may see: its needs and their ancestors."""
-    if all(node.when is None for node in nodes.values()):
-        return nodes  # ancestor sets cost O(n^2) on long chains: only build them if needed
-    problems: list[Problem] = []
+def _ancestors(nodes: dict[str, PlannedNode]) -> dict[str, frozenset[str]]:
+    """Each node's needs and their ancestors (`nodes` in topological order)."""
     ancestors: dict[str, frozenset[str]] = {}
-    for name, node in nodes.items():  # topological: a need's ancestors are known first
+    for name, node in nodes.items():
         sources = [edge.source for edge in node.needs]
         ancestors[name] = frozenset(sources).union(*(ancestors[s] for s in sources))
+    return ancestors
+
+
+def _with_conditions(
+    document: Document, nodes: dict[str, PlannedNode], ancestors: dict[str, frozenset[str]]
+) -> dict[str, PlannedNode]:
+    """Compile every `when` against what the node may see: its needs and their ancestors."""
+    problems: list[Problem] = []
+    for name, node in nodes.items():
         if node.when is None:
             continue
         try:
