@@ -111,22 +111,13 @@ async def run_plan(
 ) -> RunReport:
     with_artifacts = any(node.artifacts for node in plan.nodes.values())
     image_ids = await preflight(backend, policy, sandboxes, holders=with_artifacts)
-    redactor = Redactor()
     started_at = datetime.now(UTC)
-    store = _open_store(run_id, plan, policy, started_at)
-    emit = _redacting(_stored(emit, store, run_id), redactor)
-    egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
-    secrets = SecretStore(policy.secrets, redactor)
-    owner = owner_token()
-    artifacts = None
-    if with_artifacts:
-        labels = {RUN_LABEL: run_id, OWNER_LABEL: owner}
-        artifacts = ArtifactVolumes(backend, labels, run_dir(run_id) / "artifacts")
-    runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts)
+    run = _RunResources.open(plan, policy, sandboxes, backend, run_id, started_at, with_artifacts)
+    emit = _redacting(_stored(emit, run.store, run_id), run.redactor)
     scheduler = Scheduler(
         plan,
         sandboxes,
-        runner.attempt,
+        run.runner.attempt,
         emit,
         max_parallel=options.max_parallel,
         fail_fast=False if options.keep_going else None,
@@ -136,28 +127,76 @@ async def run_plan(
         records = await scheduler.run(interrupt)
     finally:
         # Shielded: a second Ctrl-C must not leave the run's containers behind.
-        failures = await asyncio.shield(runner.close())
-        if egress is not None:
-            await egress.close()
-    finished_at = datetime.now(UTC)
+        failures = await asyncio.shield(run.close_sandboxes())
     status = scheduler.run_status()
     if failures and status == RunStatus.SUCCEEDED:
         status = RunStatus.ERRORED
-    facts = RunFacts(run_id, status, started_at, finished_at, image_ids)
-    violations = {name: egress.violations(name) for name in plan.nodes} if egress else {}
-    results = redactor.document(build_results(facts, plan, policy, sandboxes, records, violations))
+    facts = RunFacts(run_id, status, started_at, datetime.now(UTC), image_ids)
+    results = build_results(facts, plan, policy, sandboxes, records, run.violations())
+    results = run.redactor.document(results)
     if failures:
         results["cleanup_failures"] = failures
     path = save_results(run_id, results, options.results_file)
-    if store is not None:
-        with contextlib.suppress(RunStoreError):  # the results file stays the record
-            store.finish_run(results)
-        store.close()
+    run.record(results)
     totals = {k: v for k, v in results["totals"].items() if isinstance(v, int)}
-    took = results["duration_s"]
     usage = results["totals"]["usage"]
-    emit(RunFinished(run_id, status.value, finished_at, took, totals, str(path), usage))
+    emit(RunFinished(run_id, status.value, facts.finished_at, results["duration_s"], totals,
+                     str(path), usage))  # fmt: skip
     return RunReport(run_id, status, results, path, failures)
+
+
+@dataclass
+class _RunResources:
+    """What a run holds besides its scheduler: the node runner (and its ledger), the
+    egress proxy, the secrets and their redactor, the run store. Opened together,
+    closed together."""
+
+    runner: NodeRunner
+    redactor: Redactor
+    egress: EgressProxy | None
+    store: RunStore | None
+
+    @classmethod
+    def open(
+        cls,
+        plan: Plan,
+        policy: Policy,
+        sandboxes: dict[str, Sandbox],
+        backend: Backend,
+        run_id: str,
+        started_at: datetime,
+        with_artifacts: bool,
+    ) -> _RunResources:
+        redactor = Redactor()
+        owner = owner_token()
+        artifacts = None
+        if with_artifacts:
+            labels = {RUN_LABEL: run_id, OWNER_LABEL: owner}
+            artifacts = ArtifactVolumes(backend, labels, run_dir(run_id) / "artifacts")
+        egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
+        secrets = SecretStore(policy.secrets, redactor)
+        runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts)
+        return cls(runner, redactor, egress, _open_store(run_id, plan, policy, started_at))
+
+    async def close_sandboxes(self) -> list[str]:
+        """Remove everything the run created on the engine; stop the egress proxy."""
+        try:
+            return await self.runner.close()
+        finally:
+            if self.egress is not None:
+                await self.egress.close()
+
+    def violations(self) -> dict[str, list[dict[str, str]]]:
+        if self.egress is None:
+            return {}
+        return {node: self.egress.violations(node) for node in self.egress.nodes}
+
+    def record(self, results: dict[str, Any]) -> None:
+        if self.store is None:
+            return
+        with contextlib.suppress(RunStoreError):  # the results file stays the record
+            self.store.finish_run(results)
+        self.store.close()
 
 
 def _open_store(run_id: str, plan: Plan, policy: Policy, started_at: datetime) -> RunStore | None:

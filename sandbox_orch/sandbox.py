@@ -72,6 +72,11 @@ class Sandbox:
                 "timeout_s": self.timeout,
             },
             "pids_enforced_by": _PIDS_MECHANISMS[self.pids_mechanism],
+            "seccomp": (
+                "sandbox-orch gVisor profile (namespaces, mounts, keyrings, ptrace refused)"
+                if self.oci_runtime == "runsc"
+                else "engine default profile"
+            ),
             "mounts": [
                 {"source": m.source, "target": m.target, "mode": "ro" if m.read_only else "rw"}
                 for m in self.mounts

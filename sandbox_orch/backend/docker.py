@@ -21,6 +21,7 @@ import requests.exceptions
 from docker.types import LogConfig, Mount, Ulimit
 
 from ..sandbox import CAP_DROP, NOFILE
+from ..seccomp import RUNSC_SECURITY_OPT
 from .base import (
     ALL_KINDS,
     Backend,
@@ -55,7 +56,7 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
     """
     host_config = api.create_host_config(
         cap_drop=list(CAP_DROP),
-        security_opt=["no-new-privileges"],  # the engine's default seccomp profile applies
+        security_opt=_security_options(spec),
         read_only=True,
         tmpfs={path: f"rw,noexec,nosuid,nodev,size={size}" for path, size in spec.tmpfs.items()},
         network_mode="none",
@@ -93,6 +94,14 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         "stdin_open": False,
         "tty": False,
     }
+
+
+def _security_options(spec: ContainerSpec) -> list[str]:
+    """no-new-privileges always; the engine's default seccomp profile under runc, ours
+    under gVisor (see seccomp.py for why the default cannot be used there)."""
+    if spec.oci_runtime == "runsc":
+        return ["no-new-privileges", RUNSC_SECURITY_OPT]
+    return ["no-new-privileges"]
 
 
 def _ulimits(spec: ContainerSpec) -> list[Ulimit]:
