@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -183,6 +184,8 @@ class ArtifactVolumes:
         for artifact in node.artifacts:
             held = self.current[(node.name, artifact.name)]
             target = self.host_root / node.name / artifact.name
+            # A retry's copy replaces the last attempt's (ours: no links inside to follow).
+            shutil.rmtree(target, ignore_errors=True)
             source = f"{HOLDER_ROOT}/{artifact.name}"
             found = await self.backend.export(
                 held.holder, source, lambda s, t=target: extract(s, t)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from .text import one_line
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -24,9 +26,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        # A message may quote the refused input: keep it on one line (see text.py).
         where = f"{self.file}:{self.line}" if self.line else self.file
-        field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
+        field = f" {one_line(self.field)}:" if self.field else ""
+        return f"{one_line(where)}:{field} {one_line(self.message)}"
 
 
 class SandboxOrchError(Exception):

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from .events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted, event_json
 from .planning import Plan
+from .text import one_line
 
 
 class PlainView:
@@ -46,9 +47,11 @@ def tokens_text(usage: dict[str, Any]) -> str:
 
 
 def _line(event: Event) -> str | None:
+    """One line per event. Text that is not ours (a workflow's name, a reason that may
+    quote a node's output) goes through one_line, so the only line breaks are ours."""
     match event:
         case RunStarted(run_id=run_id, workflow=workflow, nodes=nodes):
-            return f"run {run_id}: {workflow} ({len(nodes)} nodes)"
+            return f"run {run_id}: {one_line(workflow)} ({len(nodes)} nodes)"
         case NodeStarted(node=node, attempt=attempt):
             return f"  start   {node}" + (f" (attempt {attempt})" if attempt > 1 else "")
         case NodeFinished() as done:
@@ -57,7 +60,7 @@ def _line(event: Event) -> str | None:
             why = f": {done.reason}" if done.reason and done.status != "succeeded" else ""
             again = ", retrying" if done.retrying else ""
             tokens = f" [{tokens_text(done.usage)}]" if done.usage else ""
-            return f"  {done.status:<9} {done.node}{code}{took}{tokens}{why}{again}"
+            return f"  {done.status:<9} {done.node}{code}{took}{tokens}{one_line(why)}{again}"
         case RunFinished(run_id=run_id, status=status, duration_s=took, totals=totals):
             counts = ", ".join(f"{n} {s}" for s, n in totals.items() if n)
             usage = event.usage or {}

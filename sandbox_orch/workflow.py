@@ -199,7 +199,7 @@ class CustomRuntime(Strict):
 
 class Workflow(Strict):
     version: Literal[1]
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     fail_fast: bool = True
     timeout: Duration | None = None
     defaults: Defaults = Defaults()

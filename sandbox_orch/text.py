@@ -1,0 +1,18 @@
+"""Showing untrusted text on one line.
+
+Workflow names, reasons, condition sources and refused values can come from a workflow
+or from a node's output. Printed as they are, a newline in them would start a line of
+their choosing, which a CI runner may obey (GitHub Actions runs `::command::` lines from
+any output). Every control character is shown escaped instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters (newlines included) shown as escapes."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)

@@ -1,0 +1,635 @@
+"""Artifacts on the real engine: producer to consumer (read-only), the host copy under
+$SANDBOX_ORCH_HOME/runs/<run>/artifacts/<node>/<name>/, and what a hostile producer can
+put in its output directory (symlinks, swapped links, FIFOs, hard links, too many bytes),
+plus bounded output and the refusals `validate` makes before anything starts.
+
+Every run is checked to leave nothing labelled with its id: containers (nodes and
+artifact holders), networks and volumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sandbox_orch.policy import DEFAULT_POLICY, load_policy
+from tests.conftest import (
+    CliResult,
+    cli,
+    created_containers,
+    labelled_leftovers,
+    run_workflow,
+    start_cli,
+    unique,
+    write_workflow,
+)
+
+pytestmark = pytest.mark.engine
+
+MIB = 1024 * 1024
+TAIL_CHARS = 4096
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def q(text: str) -> str:
+    """A YAML scalar holding `text` exactly (a JSON string is a YAML flow scalar)."""
+    return json.dumps(text)
+
+
+def store_home() -> Path:
+    return Path(os.environ["SANDBOX_ORCH_HOME"])
+
+
+def artifact_dir(run_id: str, node: str, name: str) -> Path:
+    return store_home() / "runs" / run_id / "artifacts" / node / name
+
+
+def host_tree(root: Path) -> dict[str, os.stat_result]:
+    """Every entry below `root` (never following links): relative path -> lstat."""
+    found = {}
+    for directory, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            path = Path(directory) / name
+            found[str(path.relative_to(root))] = path.lstat()
+    return found
+
+
+def regular_files(root: Path) -> dict[str, bytes]:
+    """The host copy's files, after checking it holds nothing but files and directories."""
+    tree = host_tree(root)
+    odd = {p: stat.filemode(s.st_mode) for p, s in tree.items() if not _plain(s)}
+    assert odd == {}, f"the host copy holds something other than files and directories: {odd}"
+    return {p: (root / p).read_bytes() for p, s in tree.items() if stat.S_ISREG(s.st_mode)}
+
+
+def _plain(entry: os.stat_result) -> bool:
+    return stat.S_ISREG(entry.st_mode) or stat.S_ISDIR(entry.st_mode)
+
+
+def artifact_digest(files: dict[str, bytes]) -> str:
+    """artifacts.Extracted.sha256, recomputed: over sorted (relative path, file sha256)."""
+    pairs = sorted((path, hashlib.sha256(data).hexdigest()) for path, data in files.items())
+    listing = "".join(f"{path}\0{digest}\n" for path, digest in pairs)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def no_leftovers(docker_client, result: CliResult) -> str:
+    assert result.results is not None, result.stdout + result.stderr
+    run_id = result.results["run_id"]
+    assert labelled_leftovers(docker_client, run_id) == []
+    return run_id
+
+
+def volume_events(docker_client, since: float, prefix: str, event: str) -> list[str]:
+    """Names of volumes starting with `prefix` that had `event` since `since` (volume
+    events carry no labels; ours are named sandbox-orch-<run>-<node>-<attempt>-<name>)."""
+    found = docker_client.events(
+        since=since,
+        until=time.time(),
+        filters={"type": "volume", "event": event},
+        decode=True,
+    )
+    # (the engine may report one volume's create more than once: once per mount)
+    return sorted({e["Actor"]["ID"] for e in found if e["Actor"]["ID"].startswith(prefix)})
+
+
+def wait_with_usage(proc, deadline_s: float = 120) -> Any:
+    """Reap the CLI and return its resource usage (ru_maxrss: its peak RSS in KiB)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the CLI did not finish in time")
+        time.sleep(0.1)  # polling the real condition (the child exited), bounded above
+
+
+def etc_passwd_markers() -> list[bytes]:
+    """Text that would show the host's or the image's /etc/passwd was copied."""
+    markers = [b"root:x:0:0:", b"sandbox:x:10001"]
+    host = Path("/etc/passwd").read_bytes()
+    return [*markers, host[:64]] if host else markers
+
+
+def assert_nothing_from_etc(files: dict[str, bytes]) -> None:
+    for path, data in files.items():
+        for marker in etc_passwd_markers():
+            assert marker not in data, f"{path} holds /etc/passwd content"
+        assert Path(path).name not in {"passwd", "shadow", "group", "hostname", "os-release"}
+
+
+# --- producer -> consumer, host copy -------------------------------------------------------
+
+PRODUCED = {
+    "hello.txt": b"hello\n",
+    "with space.txt": b"spaced out\n",
+    "sub/blob.bin": bytes(range(256)) * 4001,
+    "sub/deeper/empty": b"",
+}
+
+PRODUCER = (
+    "import os\n"
+    "files = {'hello.txt': b'hello\\n', 'with space.txt': b'spaced out\\n',\n"
+    "         'sub/blob.bin': bytes(range(256)) * 4001, 'sub/deeper/empty': b''}\n"
+    "for rel, data in files.items():\n"
+    "    path = os.path.join('/out/d', rel)\n"
+    "    os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+    "    with open(path, 'wb') as f:\n"
+    "        f.write(data)\n"
+    "print('produced', len(files))\n"
+)
+
+CONSUMER = (
+    "cd /in/d && find . -type f -print0 | sort -z | xargs -0 sha256sum; "
+    "if echo x > /in/d/new; then echo WROTE-NEW; else echo refused-new; fi; "
+    "if echo x >> /in/d/hello.txt; then echo WROTE-OLD; else echo refused-old; fi; "
+    "if rm -f /in/d/hello.txt; then echo REMOVED; else echo refused-rm; fi; "
+    "cat /in/d/hello.txt"
+)
+
+
+def test_producer_files_reach_consumer_read_only_and_host_copy(
+    workdir, built_images, docker_client
+):
+    result = run_workflow(
+        workdir,
+        f"""
+        version: 1
+        name: handoff
+        nodes:
+          producer:
+            runtime: python
+            command: ["python", "-c", {q(PRODUCER)}]
+            outputs:
+              artifacts: [{{name: d, path: /out/d}}]
+          consumer:
+            needs: [producer]
+            command: {q(CONSUMER)}
+            inputs: [{{from: producer/d, path: /in/d}}]
+        """,
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    run_id = no_leftovers(docker_client, result)
+
+    # The consumer saw exactly the producer's bytes, and could change none of them.
+    consumer = result.node("consumer")
+    sums = re.findall(r"^([0-9a-f]{64})  \./(.+)$", consumer["stdout_tail"], re.MULTILINE)
+    seen = {path: digest for digest, path in sums}
+    assert seen == {p: hashlib.sha256(d).hexdigest() for p, d in PRODUCED.items()}
+    out = consumer["stdout_tail"]
+    assert "refused-new" in out and "refused-old" in out and "refused-rm" in out
+    assert "WROTE" not in out and "REMOVED" not in out
+    assert out.endswith("hello\n")  # still there, unchanged
+    assert "Read-only file system" in consumer["stderr_tail"]
+    assert consumer["artifacts"] == [] and consumer["violations"] == []
+
+    # The host copy: exactly the regular files, the right bytes, where documented.
+    producer = result.node("producer")
+    assert producer["violations"] == []
+    target = artifact_dir(run_id, "producer", "d")
+    files = regular_files(target)
+    assert files == PRODUCED
+    assert (target / "sub" / "deeper").is_dir()
+    (record,) = producer["artifacts"]
+    assert record["name"] == "d"
+    assert Path(record["path"]).resolve() == target.resolve()
+    assert record["bytes"] == sum(len(d) for d in PRODUCED.values())
+    assert record["files"] == len(PRODUCED)
+    assert record["sha256"] == artifact_digest(files)
+
+
+# --- symlinks ------------------------------------------------------------------------------
+
+
+def test_symlinks_are_refused_and_never_followed(workdir, built_images, docker_client):
+    canary = workdir / "canary"
+    canary.mkdir()
+    command = (
+        "mkdir -p /out/d/sub && echo real > /out/d/real.txt && "
+        "ln -s /etc/passwd /out/d/pw && "
+        "ln -s / /out/d/root && "
+        "ln -s /etc /out/d/etcdir && "
+        "ln -s ../../../../../../../etc/passwd /out/d/sub/climb && "
+        f"ln -s {canary}/planted /out/d/planted && "
+        f"ln -s {canary} /out/d/canarydir && "
+        "ls -la /out/d"
+    )
+    result = run_workflow(
+        workdir,
+        f"""
+        version: 1
+        name: links
+        nodes:
+          links:
+            command: {q(command)}
+            outputs:
+              artifacts: [{{name: d, path: /out/d}}]
+        """,
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    run_id = no_leftovers(docker_client, result)
+    node = result.node("links")
+    assert node["status"] == "succeeded"
+
+    refused = {v["detail"].split(":", 1)[0] for v in node["violations"]}
+    assert refused == {"d/pw", "d/root", "d/etcdir", "d/sub/climb", "d/planted", "d/canarydir"}
+    assert {v["kind"] for v in node["violations"]} == {"artifact"}
+    assert all("symlink" in v["detail"] for v in node["violations"]), node["violations"]
+
+    # The copy holds the one regular file, and no link; nothing was written through one.
+    target = artifact_dir(run_id, "links", "d")
+    files = regular_files(target)
+    assert files == {"real.txt": b"real\n"}
+    assert_nothing_from_etc(files)
+    assert list(canary.iterdir()) == []
+    run_tree = host_tree(store_home() / "runs" / run_id)
+    assert not [p for p, s in run_tree.items() if stat.S_ISLNK(s.st_mode)]
+    (record,) = node["artifacts"]
+    assert (record["files"], record["bytes"]) == (1, 5)
+    assert record["sha256"] == artifact_digest(files)
+
+
+SWAPPER = (
+    "mkdir -p /out/d && ln -s /etc /out/d/anchor; "
+    "(while true; do ln -sfn /etc /out/d/x; rm -f /out/d/x; echo data > /out/d/x; "
+    "ln -sfn /etc/passwd /out/d/x; done) & "
+    "(while true; do rm -rf /out/d/sub; ln -sfn / /out/d/sub; rm -f /out/d/sub; "
+    "mkdir -p /out/d/sub; echo inner > /out/d/sub/f; done) & "
+    "i=0; while true; do i=$((i+1)); echo real $i > /out/d/real-$((i % 20)); done"
+)
+
+
+def test_symlinks_swapped_in_a_loop_never_reach_the_host(workdir, built_images, docker_client):
+    started = time.monotonic()
+    result = run_workflow(
+        workdir,
+        f"""
+        version: 1
+        name: swapper
+        fail_fast: false
+        nodes:
+          swapper:
+            timeout: 3s
+            command: {q(SWAPPER)}
+            outputs:
+              artifacts: [{{name: d, path: /out/d}}]
+          bystander:
+            command: "sleep 1; echo still here"
+        """,
+    )
+    took = time.monotonic() - started
+    assert result.exit_code == 1, result.stdout + result.stderr  # the swapper timed out
+    assert took < 60, f"the run took {took:.0f}s"
+    run_id = no_leftovers(docker_client, result)
+    assert result.node("bystander")["status"] == "succeeded"
+    node = result.node("swapper")
+    assert node["status"] == "timed_out"
+
+    # Whatever state the loops were killed in, only regular files came out.
+    target = artifact_dir(run_id, "swapper", "d")
+    files = regular_files(target)
+    assert_nothing_from_etc(files)
+    assert files, "the loop wrote real files the whole time"
+    for path, data in files.items():  # (a file killed between truncate and write is empty)
+        if path.startswith("real-"):
+            assert re.fullmatch(rb"(real \d+\n)?", data), (path, data)
+        else:
+            assert path in ("x", "sub/f") and data in (b"", b"data\n", b"inner\n"), (path, data)
+    run_tree = host_tree(store_home() / "runs" / run_id)
+    assert not [p for p, s in run_tree.items() if stat.S_ISLNK(s.st_mode)]
+    refused = {v["detail"].split(":", 1)[0] for v in node["violations"]}
+    assert "d/anchor" in refused
+    assert refused <= {"d/anchor", "d/x", "d/sub"}, refused
+    assert {v["kind"] for v in node["violations"]} == {"artifact"}
+    (record,) = node["artifacts"]
+    assert record["files"] == len(files)
+    assert record["bytes"] == sum(len(d) for d in files.values())
+    assert record["sha256"] == artifact_digest(files)
+
+
+# --- size ceiling --------------------------------------------------------------------------
+
+
+def test_artifact_over_the_policy_ceiling_fails_inside_and_spares_the_host(
+    workdir, built_images, docker_client
+):
+    policy = yaml.safe_load(DEFAULT_POLICY.read_text())
+    policy["limits"]["artifacts"] = "8m"
+    policy_path = workdir / "small-artifacts.yaml"
+    policy_path.write_text(yaml.safe_dump(policy))
+    assert load_policy(policy_path).limits.artifacts == 8 * MIB
+
+    result = run_workflow(
+        workdir,
+        """
+        version: 1
+        name: too-big
+        nodes:
+          hog:
+            command: "head -c 20000000 /dev/zero > /out/d/blob || echo write-failed $?; exit 0"
+            outputs:
+              artifacts: [{name: d, path: /out/d}]
+        """,
+        "--policy",
+        str(policy_path),
+    )
+    assert result.exit_code == 1, result.stdout + result.stderr
+    run_id = no_leftovers(docker_client, result)
+    node = result.node("hog")
+    assert node["status"] == "failed" and node["exit_code"] == 0
+    # The write failed inside the container, with ENOSPC.
+    assert "write-failed" in node["stdout_tail"]
+    assert "No space left on device" in node["stderr_tail"]
+    assert "artifacts limit" in node["reason"] and "8m" in node["reason"]
+    # The host got at most the cap.
+    files = regular_files(artifact_dir(run_id, "hog", "d"))
+    assert sum(len(d) for d in files.values()) <= 8 * MIB
+    (record,) = node["artifacts"]
+    assert record["bytes"] <= 8 * MIB
+    assert record["sha256"] == artifact_digest(files)
+
+
+# --- FIFOs and hard links --------------------------------------------------------------
+
+
+def test_fifo_and_hard_link_are_refused_and_the_copy_does_not_block(
+    workdir, built_images, docker_client
+):
+    command = (
+        "mkdir -p /out/d/sub && echo kept > /out/d/a.txt && "
+        "mkfifo /out/d/fifo /out/d/sub/pipe && "
+        "ln /out/d/a.txt /out/d/hard && "
+        "(echo into-the-pipe > /out/d/fifo &) ; sleep 0.2; ls -la /out/d"
+    )
+    started = time.monotonic()
+    result = run_workflow(
+        workdir,
+        f"""
+        version: 1
+        name: fifo
+        nodes:
+          fifo:
+            command: {q(command)}
+            outputs:
+              artifacts: [{{name: d, path: /out/d}}]
+        """,
+        timeout=90,
+    )
+    took = time.monotonic() - started
+    assert took < 60, f"the run took {took:.0f}s"
+    assert result.exit_code == 0, result.stdout + result.stderr
+    run_id = no_leftovers(docker_client, result)
+    node = result.node("fifo")
+    details = {v["detail"].split(":", 1)[0]: v["detail"] for v in node["violations"]}
+    assert {v["kind"] for v in node["violations"]} == {"artifact"}
+    assert "FIFO" in details.pop("d/fifo") and "FIFO" in details.pop("d/sub/pipe")
+    # Of two names for one inode, the archive carries one as a file, the other as a link.
+    ((linked, why),) = details.items()
+    assert linked in ("d/a.txt", "d/hard") and "hard link" in why
+    files = regular_files(artifact_dir(run_id, "fifo", "d"))
+    assert list(files.values()) == [b"kept\n"]
+    assert set(files) | {linked.removeprefix("d/")} == {"a.txt", "hard"}
+
+
+# --- output floods -------------------------------------------------------------------------
+
+
+def test_binary_and_giant_line_output_stay_bounded(workdir, built_images, docker_client):
+    limit = load_policy(DEFAULT_POLICY).limits.output  # kept per stream
+    binary_total = 256 * 80_000  # every byte value, about 20 MB
+    line_total = 500_000_000
+    binary = f"import sys; sys.stdout.buffer.write(bytes(range(256)) * {binary_total // 256})"
+    path = write_workflow(
+        workdir,
+        f"""
+        version: 1
+        name: floods
+        defaults: {{timeout: 2m}}
+        nodes:
+          binary:
+            runtime: python
+            command: ["python", "-c", {q(binary)}]
+          line:
+            command: "head -c {line_total} /dev/zero | tr '\\\\0' a"
+        """,
+    )
+    results_path = workdir / "results.json"
+    proc = start_cli("run", str(path), "--ci", "--results", str(results_path))
+    usage = wait_with_usage(proc)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 0, out + err
+    assert len(out) < 10_000 and len(err) < 10_000  # the view never echoes the flood
+    results = json.loads(results_path.read_text())
+    assert labelled_leftovers(docker_client, results["run_id"]) == []
+
+    binary_node, line_node = results["nodes"]["binary"], results["nodes"]["line"]
+    assert binary_node["output_bytes"] == {
+        "stdout": binary_total,
+        "stderr": 0,
+        "stdout_dropped": binary_total - limit,
+        "stderr_dropped": 0,
+    }
+    assert line_node["output_bytes"] == {
+        "stdout": line_total,
+        "stderr": 0,
+        "stdout_dropped": line_total - limit,
+        "stderr_dropped": 0,
+    }
+    tail = binary_node["stdout_tail"]
+    assert isinstance(tail, str) and 0 < len(tail) <= TAIL_CHARS
+    assert "\ufffd" in tail and "ABCDEFGHIJKLMNOPQRSTUVWXYZ" in tail  # text, order kept
+    tail = line_node["stdout_tail"]
+    assert 0 < len(tail) <= TAIL_CHARS and set(tail) == {"a"}
+
+    peak_rss = usage.ru_maxrss * 1024  # Linux reports KiB
+    print(f"peak RSS of the orchestrator: {peak_rss / MIB:.0f} MiB")
+    assert peak_rss < 250 * MIB, f"the orchestrator peaked at {peak_rss / MIB:.0f} MiB"
+
+
+# --- refused before anything starts ----------------------------------------------------------
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of `path`'s written text holding `needle` (once)."""
+    lines = [i for i, line in enumerate(text.splitlines(), 1) if needle in line]
+    assert len(lines) == 1, (needle, lines)
+    return lines[0]
+
+
+def refused_before_start(docker_client, workdir: Path, text: str, nodes: set[str]) -> list[str]:
+    """`validate` and `run` both exit 2, create nothing; the refusal lines."""
+    path = write_workflow(workdir, text)
+    since = time.time()
+    checked = cli("validate", str(path))
+    ran = cli("run", str(path), "--ci")
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert created_containers(docker_client, since, nodes) == []
+    assert not (store_home() / "runs").exists()
+    assert ran.stderr == checked.stderr
+    return checked.stderr.splitlines()
+
+
+def test_inputs_from_non_ancestors_and_unknown_artifacts_are_refused(
+    workdir, built_images, docker_client
+):
+    producer, stranger, consumer = unique("producer"), unique("stranger"), unique("consumer")
+    text = f"""\
+version: 1
+name: bad-inputs
+nodes:
+  {producer}:
+    command: "true"
+    outputs:
+      artifacts: [{{name: dist, path: /out/dist}}]
+  {stranger}:
+    command: "true"
+    inputs: [{{from: {producer}/dist, path: /in/dist}}]
+  {consumer}:
+    needs: [{producer}]
+    command: "true"
+    inputs:
+      - {{from: {producer}/nope, path: /in/nope}}
+      - {{from: ghost/dist, path: /in/ghost}}
+      - {{from: {producer}/../dist, path: /in/up}}
+"""
+    lines = refused_before_start(docker_client, workdir, text, {producer, stranger, consumer})
+    path = workdir / "workflow.yaml"
+    expected = {
+        f"nodes.{stranger}.inputs[0].from": ("/in/dist", "is not a need or an ancestor"),
+        f"nodes.{consumer}.inputs[0].from": ("/in/nope", "has no artifact 'nope'"),
+        f"nodes.{consumer}.inputs[1].from": ("/in/ghost", "unknown node 'ghost'"),
+        f"nodes.{consumer}.inputs[2].from": ("/in/up", "has no artifact '../dist'"),
+    }
+    found = {}
+    for line in lines:
+        match = re.match(rf"{re.escape(str(path))}:(\d+): (\S+): (.*)$", line)
+        assert match, line
+        found[match[2]] = (int(match[1]), match[3])
+    assert set(found) == set(expected), lines
+    for field, (needle, message) in expected.items():
+        number, text_found = found[field]
+        assert number == line_of(text, needle), (field, number)
+        assert message in text_found, (field, text_found)
+
+
+def test_artifact_names_absolute_or_climbing_are_refused(workdir, built_images, docker_client):
+    node = unique("producer")
+    text = f"""\
+version: 1
+name: bad-names
+nodes:
+  {node}:
+    command: "true"
+    outputs:
+      artifacts:
+        - {{name: ok, path: /out/ok}}
+        - {{name: /abs, path: /out/abs}}
+        - {{name: ../up, path: /out/up}}
+        - {{name: a/../b, path: /out/mid}}
+"""
+    lines = refused_before_start(docker_client, workdir, text, {node})
+    path = workdir / "workflow.yaml"
+    assert len(lines) == 3, lines
+    needles = ["/out/abs", "/out/up", "/out/mid"]
+    for index, (line, needle) in enumerate(zip(lines, needles, strict=True), 1):
+        assert line.startswith(f"{path}:{line_of(text, needle)}: "), line
+        assert f"nodes.{node}.outputs.artifacts[{index}].name: " in line, line
+        assert "must be relative and must not contain '..'" in line, line
+
+
+def test_artifact_paths_over_proc_are_refused(workdir, built_images, docker_client):
+    producer, consumer = unique("producer"), unique("consumer")
+    text = f"""\
+version: 1
+name: over-proc
+nodes:
+  {producer}:
+    command: "true"
+    outputs:
+      artifacts: [{{name: dist, path: /out/dist}}, {{name: p, path: /proc/sys}}]
+  {consumer}:
+    needs: [{producer}]
+    command: "true"
+    inputs: [{{from: {producer}/dist, path: /proc/self}}]
+"""
+    lines = refused_before_start(docker_client, workdir, text, {producer, consumer})
+    path = workdir / "workflow.yaml"
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{path}:{line_of(text, '/proc/sys')}: "), lines
+    assert f"nodes.{producer}.outputs.artifacts[1].path" in lines[0] and "/proc" in lines[0]
+    assert lines[1].startswith(f"{path}:{line_of(text, '/proc/self')}: "), lines
+    assert f"nodes.{consumer}.inputs[0].path" in lines[1] and "/proc" in lines[1]
+
+
+# --- retries -------------------------------------------------------------------------------
+
+RETRIED = (
+    'if [ -z "$(ls -A /out/d)" ]; then echo fresh; else echo stale; ls -A /out/d; fi; '
+    "echo attempt-$(date +%s%N) > /out/d/f; cat /out/d/f; exit 1"
+)
+
+
+def retried_producer(workdir: Path, node: str) -> CliResult:
+    return run_workflow(
+        workdir,
+        f"""
+        version: 1
+        name: retried
+        nodes:
+          {node}:
+            retries: {{limit: 1, on: [failed]}}
+            command: {q(RETRIED)}
+            outputs:
+              artifacts: [{{name: d, path: /out/d}}]
+        """,
+    )
+
+
+def test_retried_producer_gets_fresh_volumes_and_leaves_none(workdir, built_images, docker_client):
+    node = unique("producer")
+    since = time.time()
+    result = retried_producer(workdir, node)
+    assert result.exit_code == 1, result.stdout + result.stderr
+    run_id = no_leftovers(docker_client, result)
+    done = result.node(node)
+    assert done["status"] == "failed" and done["attempts"] == 2
+    assert done["stdout_tail"].startswith("fresh\n")  # attempt 2 found its volume empty
+
+    prefix = f"sandbox-orch-{run_id}-{node}-"
+    created = volume_events(docker_client, since, prefix, "create")
+    assert created == [f"{prefix}1-d", f"{prefix}2-d"]
+    assert volume_events(docker_client, since, prefix, "destroy") == created
+    assert docker_client.volumes.list(filters={"name": prefix}) == []
+    # Per attempt: the node's container and the holder of its fresh volume.
+    containers = created_containers(docker_client, since, {node})
+    holders = [c for c in containers if c.get("sandbox-orch.role") == "artifact-holder"]
+    attempts = sorted(c["sandbox-orch.attempt"] for c in containers if c not in holders)
+    assert len(holders) == 2 and attempts == ["1", "2"], containers
+
+
+def test_retried_producer_host_copy_is_the_last_attempts(workdir, built_images, docker_client):
+    node = unique("producer")
+    result = retried_producer(workdir, node)
+    run_id = no_leftovers(docker_client, result)
+    done = result.node(node)
+    last_written = done["stdout_tail"].splitlines()[-1].encode() + b"\n"
+    files = regular_files(artifact_dir(run_id, node, "d"))
+    assert done["violations"] == []
+    assert files == {"f": last_written}
+    (record,) = done["artifacts"]
+    assert (record["files"], record["bytes"]) == (1, len(last_written))
+    assert record["sha256"] == artifact_digest(files)
