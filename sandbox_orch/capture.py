@@ -17,9 +17,11 @@ class BoundedBuffer:
     def __init__(self, limit: int) -> None:
         self._head_limit = limit // 2
         self._head = bytearray()
-        self._ring = bytearray(limit - self._head_limit)
-        self._ring_end = 0  # where the next tail byte goes
-        self._ring_used = 0
+        # The ring grows to its size as output arrives (most nodes print little), then
+        # wraps: `_ring_end` is where the next byte goes, which is also the oldest byte.
+        self._ring_size = limit - self._head_limit
+        self._ring = bytearray()
+        self._ring_end = 0
         self.total = 0
 
     def write(self, data: bytes) -> None:
@@ -28,16 +30,26 @@ class BoundedBuffer:
         if room > 0:
             self._head += data[:room]
             data = data[room:]
-        size = len(self._ring)
-        if not data or not size:
+        if not data or not self._ring_size:
             return
-        if len(data) >= size:
-            data = data[-size:]
-        first = min(len(data), size - self._ring_end)
-        self._ring[self._ring_end : self._ring_end + first] = data[:first]
-        self._ring[: len(data) - first] = data[first:]
-        self._ring_end = (self._ring_end + len(data)) % size
-        self._ring_used = min(size, self._ring_used + len(data))
+        if len(data) >= self._ring_size:
+            self._ring = bytearray(data[-self._ring_size :])
+            self._ring_end = 0
+            return
+        growth = min(len(data), self._ring_size - len(self._ring))
+        if growth:
+            self._ring += data[:growth]
+            data = data[growth:]
+            self._ring_end = len(self._ring) % self._ring_size
+        if data:  # full: overwrite the oldest bytes
+            first = min(len(data), self._ring_size - self._ring_end)
+            self._ring[self._ring_end : self._ring_end + first] = data[:first]
+            self._ring[: len(data) - first] = data[first:]
+            self._ring_end = (self._ring_end + len(data)) % self._ring_size
+
+    @property
+    def _ring_used(self) -> int:
+        return len(self._ring)
 
     def _tail_bytes(self, count: int | None = None) -> bytes:
         count = self._ring_used if count is None else min(count, self._ring_used)
@@ -46,7 +58,7 @@ class BoundedBuffer:
         start = (self._ring_end - count) % len(self._ring)
         if start + count <= len(self._ring):
             return bytes(self._ring[start : start + count])
-        return bytes(self._ring[start:]) + bytes(self._ring[: self._ring_end])
+        return bytes(self._ring[start:]) + bytes(self._ring[: (start + count) % len(self._ring)])
 
     @property
     def dropped(self) -> int:

@@ -38,6 +38,7 @@ class Condition:
     status_aware: bool  # calls a status function; else it means success() && (source)
     handles_failure: bool  # calls failure() or always(): may start after a fail_fast halt
     references: frozenset[str]
+    whole_nodes: bool = False  # uses `nodes` as a whole (size(nodes), nodes.all(...))
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
     except celpy.CELParseError as error:
         raise ConditionError(f"syntax error: {_first_line(error)}") from None
     called = _check_tree(tree, visible)
-    references = frozenset(_node_references(tree))
+    named = list(_node_references(tree))
+    references = frozenset(named)
+    whole_nodes = _count_nodes_idents(tree) > len(named)
     for name in sorted(references - visible):
         raise ConditionError(f"refers to node {name!r}, which is not a need or an ancestor")
     functions = {name: _unset for name in STATUS_FUNCTIONS}
@@ -68,6 +71,7 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
         status_aware=bool(called & STATUS_FUNCTIONS),
         handles_failure=bool(called & {"failure", "always"}),
         references=references,
+        whole_nodes=whole_nodes,
     )
 
 
@@ -138,6 +142,12 @@ def _node_references(tree: lark.Tree) -> Iterator[str]:
             yield str(node.children[1])
         else:
             yield _literal_string(node.children[1])
+
+
+def _count_nodes_idents(tree: lark.Tree) -> int:
+    return sum(
+        1 for n in tree.iter_subtrees() if n.data == "ident" and str(n.children[0]) == "nodes"
+    )
 
 
 def _is_nodes(member: Any) -> bool:
