@@ -1,18 +1,23 @@
-"""Small helpers shared by the benchmarks: statistics, memory, engine call timing, run-time
-wrapping of coroutine methods, profiles and a label-based sweep. Nothing here imports
-sandbox_orch, so any benchmark can use it."""
+"""Small helpers shared by the benchmarks: statistics, memory (peak, current, sampled, and a
+child process's peak), engine call timing, run-time wrapping of coroutine methods, profiles
+and label-based sweeps of containers and volumes. Nothing here imports sandbox_orch, so any
+benchmark can use it."""
 
 from __future__ import annotations
 
 import cProfile
 import functools
+import inspect
 import io
 import math
+import os
 import pstats
 import resource
 import statistics
+import subprocess
 import threading
 import time
+import types
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -106,9 +111,16 @@ class Buckets:
         return {n: median([c.get(n, 0) for c in self.counts]) for n in self.names()}
 
 
-def time_api_calls(api: Any, buckets: Buckets, names: Iterable[str] = ENGINE_CALLS) -> None:
+def time_api_calls(
+    api: Any,
+    buckets: Buckets,
+    names: Iterable[str] = ENGINE_CALLS,
+    key: Callable[[str, tuple[Any, ...], dict[str, Any]], str] | None = None,
+) -> None:
     """Wrap `api`'s methods (on this instance only) so each call's wall time, success or
-    not, lands in `buckets`. A wrapper costs about a microsecond.
+    not, lands in `buckets`, under the method's name or under `key(name, args, kwargs)`
+    (e.g. to tell apart the containers a call is about). A wrapper costs about a
+    microsecond.
 
     Only outermost calls are recorded: the SDK's `attach` calls `inspect_container`
     itself (to learn whether the container has a TTY), and that time is part of attach.
@@ -116,11 +128,15 @@ def time_api_calls(api: Any, buckets: Buckets, names: Iterable[str] = ENGINE_CAL
     depth = threading.local()
     for name in names:
         original = getattr(api, name)
-        setattr(api, name, _timed(name, original, buckets, depth))
+        setattr(api, name, _timed(name, original, buckets, depth, key))
 
 
 def _timed(
-    name: str, fn: Callable[..., Any], buckets: Buckets, depth: threading.local
+    name: str,
+    fn: Callable[..., Any],
+    buckets: Buckets,
+    depth: threading.local,
+    key: Callable[[str, tuple[Any, ...], dict[str, Any]], str] | None = None,
 ) -> Callable[..., Any]:
     def timed(*args: Any, **kwargs: Any) -> Any:
         level = getattr(depth, "level", 0)
@@ -131,7 +147,8 @@ def _timed(
         finally:
             depth.level = level
             if level == 0:
-                buckets.add(name, time.perf_counter() - began)
+                label = name if key is None else key(name, args, kwargs)
+                buckets.add(label, time.perf_counter() - began)
 
     return timed
 
@@ -153,8 +170,8 @@ def sweep_containers(api: Any, label: str, value: str) -> int:
 
 
 class Patches:
-    """Coroutine methods wrapped at run time and put back by `undo()`: the benchmarks
-    observe sandbox_orch without editing it. A wrapper costs about a microsecond."""
+    """Callables wrapped at run time and put back by `undo()`: the benchmarks observe
+    sandbox_orch without editing it. A wrapper costs about a microsecond."""
 
     def __init__(self) -> None:
         self._undo: list[Callable[[], None]] = []
@@ -165,22 +182,36 @@ class Patches:
         attr: str,
         record: Callable[[tuple[Any, ...], dict[str, Any], float, float, Any], None],
     ) -> None:
-        """Replace the coroutine function `owner.attr` (a class or an instance) so that,
-        once each call ends, `record(args, kwargs, began, ended, result)` is called with
-        perf_counter times (result is None when the call raised; the error propagates)."""
+        """Replace `owner.attr` (a method or coroutine method of a class or an instance,
+        or a module global) so that, once each call ends, `record(args, kwargs, began,
+        ended, result)` is called with perf_counter times (result is None when the call
+        raised; the error propagates)."""
         original = getattr(owner, attr)
         # On an instance whose class provides the method, undo drops our attribute.
-        shadows_class = not isinstance(owner, type) and attr not in vars(owner)
+        shadows_class = not isinstance(owner, type | types.ModuleType) and attr not in vars(owner)
+        wrapper: Callable[..., Any]
+        if inspect.iscoroutinefunction(original):
 
-        @functools.wraps(original)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            began, result = time.perf_counter(), None
-            try:
-                result = await original(*args, **kwargs)
-                return result
-            finally:
-                record(args, kwargs, began, time.perf_counter(), result)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                began, result = time.perf_counter(), None
+                try:
+                    result = await original(*args, **kwargs)
+                    return result
+                finally:
+                    record(args, kwargs, began, time.perf_counter(), result)
 
+        else:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                began, result = time.perf_counter(), None
+                try:
+                    result = original(*args, **kwargs)
+                    return result
+                finally:
+                    record(args, kwargs, began, time.perf_counter(), result)
+
+        if not isinstance(original, type):  # a class keeps its own name and docs
+            functools.update_wrapper(wrapper, original)
         setattr(owner, attr, wrapper)
         if shadows_class:
             self._undo.append(lambda: delattr(owner, attr))
@@ -197,3 +228,81 @@ def profile_text(profiler: cProfile.Profile, sort: str = "tottime", limit: int =
     stream = io.StringIO()
     pstats.Stats(profiler, stream=stream).sort_stats(sort).print_stats(limit)
     return stream.getvalue()
+
+
+def volumes_labelled(api: Any, label: str, value: str) -> list[dict[str, Any]]:
+    return api.volumes(filters={"label": f"{label}={value}"}).get("Volumes") or []
+
+
+def sweep_volumes(api: Any, label: str, value: str) -> int:
+    """Remove every volume carrying label=value (sweep containers first: a volume in use
+    cannot go); return how many there were."""
+    found = volumes_labelled(api, label, value)
+    for volume in found:
+        try:
+            api.remove_volume(volume["Name"], force=True)
+        except Exception as error:  # gone meanwhile is fine; anything else is re-checked
+            if "no such volume" not in str(error).lower():
+                raise
+    return len(found)
+
+
+def rss_mb() -> float:
+    """This process's resident set size now (from /proc/self/statm, Linux)."""
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * resource.getpagesize() / 1024**2
+
+
+class RssSampler:
+    """A daemon thread that samples this process's RSS every `interval` seconds and keeps
+    the peak. Sampling can miss a short spike; `os.wait4`'s ru_maxrss (see `run_child`)
+    cannot, so use both."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.peak = rss_mb()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss_mb())
+            self.samples += 1
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+def run_child(
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> tuple[str, int, float]:
+    """Run a child process to its end: (its stdout, its exit code, its peak RSS in MB).
+
+    The peak is the child's own ru_maxrss from `os.wait4` (the kernel's high-water mark of
+    its resident set over its whole life, not a sample). stderr passes through.
+    `on_start(pid)` is called while the child runs (e.g. to learn its start time).
+    """
+    child = subprocess.Popen(list(argv), stdout=subprocess.PIPE, env=env, text=True)
+    assert child.stdout is not None
+    try:
+        if on_start is not None:
+            on_start(child.pid)
+        out = child.stdout.read()
+    except BaseException:
+        child.kill()
+        raise
+    finally:
+        child.stdout.close()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return out, child.returncode, round(usage.ru_maxrss / 1024, 1)

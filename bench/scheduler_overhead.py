@@ -1,7 +1,7 @@
 """Scheduler overhead per node on large DAGs, with no engine at all.
 
     .venv/bin/python bench/scheduler_overhead.py [--sizes 1000 10000] [--repeats R]
-                                                 [--warmup W] [--strict] [--profile]
+        [--warmup W] [--runner-repeats R] [--when-sizes N ...] [--strict] [--profile]
 
 Three shapes of DAG, each at two sizes (1,000 and 10,000 nodes by default):
 
@@ -9,14 +9,17 @@ wide    no edges: every node is ready at once
 chain   each node needs the previous one
 random  each node needs up to 3 random earlier nodes (seeded, so every run is the same)
 
-Only `Scheduler.run` is timed (time.perf_counter, inside the event loop); building the
-plan and admitting it are not. Two attempt functions are measured, one after the other:
+Only `Scheduler.run` is timed (time.perf_counter, inside the event loop; a fresh
+Scheduler and a gc.collect() before each run); building the plan and admitting it are
+not. The runs are interleaved: each repeat runs every case at both sizes, so load from
+other work on the machine hits both sizes alike. Two attempt functions are measured:
 
 scheduler  an attempt that returns a finished, succeeded `Attempt` at once: no container,
            no backend. What is left is the scheduler itself (graphlib, tasks, asyncio.wait,
            judging, events). The targets apply to this mode.
 runner     `NodeRunner.attempt` on a `MemoryBackend`: the full runner path (spec, ledger,
-           create, start, wait, remove, output parsing) without an engine. For information.
+           create, start, wait, remove, output capture) without an engine. For information;
+           it is slower, so it runs --runner-repeats times (1 by default), without warm-up.
 
 Every shape runs with max_parallel 4 (the default); the wide shape also runs with 64.
 Workflow files are limited to 1,000 nodes, so the plan is built without the file: the
@@ -189,29 +192,34 @@ def _no_emit(_event: object) -> None:
 def measure(
     args: argparse.Namespace,
 ) -> tuple[list[Case], dict[str, float], dict[int, list[float]]]:
+    """Every plan is built first; then the runs are interleaved (each repeat runs every
+    case at every size), so load from other work on the machine hits both sizes alike."""
     policy = load_policy(DEFAULT_POLICY)
     cases = [Case(shape, DEFAULT_MAX_PARALLEL) for shape in SHAPES]
     cases.insert(1, Case("wide", WIDE_PARALLEL))
     build_s: dict[str, float] = {}
+    plans: dict[tuple[str, int], tuple[Plan, dict[str, Sandbox]]] = {}
+    for size in args.sizes:
+        for shape in SHAPES:
+            began = time.perf_counter()
+            data = workflow_data(size, shape)
+            plan = plan_of(data)
+            plans[(shape, size)] = (plan, admit(plan, policy))
+            build_s[f"{shape}/{size}"] = time.perf_counter() - began
+            if size <= MAX_NODES:
+                check_against_file(data, plan)
+    # The runner mode is for information, and slower: its own repeats, no warm-up.
+    rounds = [("scheduler", False)] * args.warmup + [("scheduler", True)] * args.repeats
+    rounds += [("runner", True)] * args.runner_repeats
     with asyncio.Runner() as runner:
-        for size in args.sizes:
-            for shape in SHAPES:
-                began = time.perf_counter()
-                data = workflow_data(size, shape)
-                plan = plan_of(data)
-                sandboxes = admit(plan, policy)
-                build_s[f"{shape}/{size}"] = time.perf_counter() - began
-                if size <= MAX_NODES:
-                    check_against_file(data, plan)
-                for case in (c for c in cases if c.shape == shape):
-                    for mode in MODES:
-                        for _ in range(args.warmup):
-                            run_once(runner, plan, sandboxes, mode, case.max_parallel)
-                        case.seconds[(size, mode)] = [
-                            run_once(runner, plan, sandboxes, mode, case.max_parallel)
-                            for _ in range(args.repeats)
-                        ]
-                del plan, sandboxes, data
+        for mode, keep in rounds:
+            for case in cases:
+                for size in args.sizes:
+                    plan, sandboxes = plans[(case.shape, size)]
+                    took = run_once(runner, plan, sandboxes, mode, case.max_parallel)
+                    if keep:
+                        case.seconds.setdefault((size, mode), []).append(took)
+        plans.clear()
         when_chain: dict[int, list[float]] = {}
         for size in args.when_sizes:
             data = workflow_data(size, "chain", when=WHEN)
@@ -258,6 +266,21 @@ def us_per_node(seconds: float, size: int) -> float:
     return round(seconds / size * 1e6, 2)
 
 
+def _figures(repeats: list[float], size: int) -> dict[str, float] | None:
+    if not repeats:
+        return None
+    return {
+        "best_ms": ms(min(repeats)),
+        "median_ms": ms(median(repeats)),
+        "best_us_per_node": us_per_node(min(repeats), size),
+        "median_us_per_node": us_per_node(median(repeats), size),
+    }
+
+
+def _ratio(large: list[float], small: list[float], pick: Any) -> float | None:
+    return round(pick(large) / pick(small), 2) if large and small else None
+
+
 def summarise(
     cases: list[Case],
     build_s: dict[str, float],
@@ -268,35 +291,31 @@ def summarise(
     out_cases = []
     for case in cases:
         row: dict[str, Any] = {"shape": case.shape, "max_parallel": case.max_parallel}
-        for size in args.sizes:
-            for mode in MODES:
-                repeats = case.seconds[(size, mode)]
-                row[f"{mode}_{size}"] = {
-                    "median_ms": ms(median(repeats)),
-                    "best_ms": ms(min(repeats)),
-                    "median_us_per_node": us_per_node(median(repeats), size),
-                    "best_us_per_node": us_per_node(min(repeats), size),
-                }
         for mode in MODES:
-            large_s, small_s = case.seconds[(large, mode)], case.seconds[(small, mode)]
-            row[f"{mode}_ratio"] = round(min(large_s) / min(small_s), 2)
-            row[f"{mode}_ratio_of_medians"] = round(median(large_s) / median(small_s), 2)
+            for size in args.sizes:
+                row[f"{mode}_{size}"] = _figures(case.seconds.get((size, mode), []), size)
+            large_s = case.seconds.get((large, mode), [])
+            small_s = case.seconds.get((small, mode), [])
+            row[f"{mode}_ratio"] = _ratio(large_s, small_s, min)
+            row[f"{mode}_ratio_of_medians"] = _ratio(large_s, small_s, median)
         worst_us = max(row[f"scheduler_{size}"]["best_us_per_node"] for size in args.sizes)
         row["passed_us_per_node"] = worst_us <= TARGET_US_PER_NODE
         row["passed_ratio"] = row["scheduler_ratio"] <= ratio_target(small, large)
         out_cases.append(row)
+    when = sorted(when_chain)
     return {
         "bench": "scheduler_overhead",
         "sizes": list(args.sizes),
         "repeats": args.repeats,
+        "runner_repeats": args.runner_repeats,
         "warmup": args.warmup,
         "seed": SEED,
         "cases": out_cases,
         "when_chain": {
             "when": WHEN,
-            "best_us_per_node": {n: us_per_node(min(t), n) for n, t in when_chain.items()},
-            "ratio": round(min(when_chain[max(when_chain)]) / min(when_chain[min(when_chain)]), 2)
-            if len(when_chain) > 1
+            "best_us_per_node": {n: us_per_node(min(when_chain[n]), n) for n in when},
+            "ratio": _ratio(when_chain[when[-1]], when_chain[when[0]], min)
+            if len(when) > 1
             else None,
         },
         "plan_build_s": {k: round(v, 3) for k, v in build_s.items()},
@@ -309,38 +328,49 @@ def summarise(
     }
 
 
+def _cell(figures: dict[str, float] | None) -> str:
+    if figures is None:
+        return "-"
+    return f"{figures['best_us_per_node']:.1f} / {figures['median_us_per_node']:.1f}"
+
+
 def report(figures: dict) -> None:
     f = figures
     small, large = min(f["sizes"]), max(f["sizes"])
     print(
-        f"scheduler overhead: Scheduler.run, no engine; median (best) of {f['repeats']} repeats"
-        f" after {f['warmup']} warm-up, us per node"
+        f"scheduler overhead: Scheduler.run with no engine, us per node, best / median of"
+        f" {f['repeats']} runs after {f['warmup']} warm-up (runner: of {f['runner_repeats']})"
     )
-    print("  scheduler = an attempt that returns at once; runner = NodeRunner + MemoryBackend")
-    head = f"  {'shape/max_parallel':20s}"
-    for size in f["sizes"]:
-        head += f" {'scheduler ' + format(size, ','):>20s} {'runner ' + format(size, ','):>18s}"
-    head += f" {'ratio sched':>12s} {'ratio runner':>13s}  <={f['target_us_per_node']:g}us"
-    head += f"  ratio<={f['target_ratio']:g}"
-    print(head)
-    for c in f["cases"]:
-        line = f"  {c['shape'] + '/' + str(c['max_parallel']):20s}"
-        for size in f["sizes"]:
-            s, r = c[f"scheduler_{size}"], c[f"runner_{size}"]
-            sched = f"{s['median_us_per_node']:.1f} ({s['best_us_per_node']:.1f})"
-            run = f"{r['median_us_per_node']:.1f} ({r['best_us_per_node']:.1f})"
-            line += f" {sched:>20s} {run:>18s}"
-        line += f" {c['scheduler_ratio']:12.2f} {c['runner_ratio']:13.2f}"
-        line += f"  {verdict(c['passed_us_per_node']):>6s}  {verdict(c['passed_ratio']):>9s}"
-        print(line)
+    print(
+        "  scheduler = an attempt that returns at once (the targets);"
+        " runner = NodeRunner + MemoryBackend (information)"
+    )
+    for mode in MODES:
+        head = f"  {mode + ' mode':18s}"
+        head += "".join(f" {format(size, ',') + ' nodes':>19s}" for size in f["sizes"])
+        head += f" {'ratio':>7s} {'of medians':>10s}"
+        if mode == "scheduler":
+            head += f"  {'<=' + format(f['target_us_per_node'], 'g') + ' us':>8s}"
+            head += f"  {'ratio<=' + format(f['target_ratio'], 'g'):>9s}"
+        print(head)
+        for c in f["cases"]:
+            line = f"    {c['shape'] + '/' + str(c['max_parallel']):16s}"
+            line += "".join(f" {_cell(c[f'{mode}_{size}']):>19s}" for size in f["sizes"])
+            ratio, of_medians = c[f"{mode}_ratio"], c[f"{mode}_ratio_of_medians"]
+            line += f" {'-' if ratio is None else format(ratio, '.2f'):>7s}"
+            line += f" {'-' if of_medians is None else format(of_medians, '.2f'):>10s}"
+            if mode == "scheduler":
+                line += f"  {verdict(c['passed_us_per_node']):>8s}"
+                line += f"  {verdict(c['passed_ratio']):>9s}"
+            print(line)
     print(
         f"  ratio = best time at {large:,} nodes / best time at {small:,} nodes"
-        " (linear growth gives the size ratio)"
+        f" (linear growth gives {large / small:g})"
     )
     w = f["when_chain"]
     if w["best_us_per_node"]:
         sizes = ", ".join(f"{n:,} nodes {us:.0f} us" for n, us in w["best_us_per_node"].items())
-        print(f"  information: chain with `when: {w['when']}` on every node (scheduler mode,"
+        print(f"  information: a chain with `when: {w['when']}` on every node (scheduler mode,"
               f" best, per node): {sizes}; time ratio {w['ratio']}")  # fmt: skip
     print(f"  overall: {verdict(f['passed'])}; peak RSS of this process: {f['peak_rss_mb']} MB")
     print(json.dumps(figures, sort_keys=False))
@@ -358,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         " none to skip it",
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="measured runs per case (5)")
+    parser.add_argument(
+        "--runner-repeats", type=int, default=1,
+        help="measured runs per case in runner mode, no warm-up (1); 0 skips that mode",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (1)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
@@ -368,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     args.sizes = sorted(args.sizes)
     if args.sizes[0] < 1 or args.sizes[0] == args.sizes[1] or args.repeats < 1:
         parser.error("--sizes must be two different sizes >= 1, and --repeats at least 1")
-    if args.warmup < 0 or any(n < 1 for n in args.when_sizes):
-        parser.error("--warmup must be at least 0 and --when-sizes at least 1")
+    if args.warmup < 0 or args.runner_repeats < 0 or any(n < 1 for n in args.when_sizes):
+        parser.error("--warmup and --runner-repeats must be at least 0, --when-sizes >= 1")
     args.when_sizes = sorted(set(args.when_sizes))
 
     cases, build_s, when_chain = measure(args)
