@@ -28,20 +28,14 @@ TEST_LABEL = {"sandbox-orch.test": "images"}
 
 
 @pytest.fixture(scope="module")
-def client():
-    try:
-        engine = docker.from_env()
-        engine.ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine reachable: {exc}")
-    yield engine
-    engine.close()
+def client(docker_client):
+    """The engine (conftest's: a missing engine fails these tests, never skips them)."""
+    return docker_client
 
 
 @pytest.fixture(scope="module")
-def built(client):
-    """All images, built if missing or stale (a no-op when already up to date)."""
-    return {outcome.name: outcome for outcome in build_images(client, log=lambda _line: None)}
+def built(built_images):
+    return built_images
 
 
 def run(client, image, command, user=None):
