@@ -8,15 +8,18 @@ volumes read-only from before the producer starts until the run ends. Consumers 
 volume read-only, and only once its producer has finished: planning allows inputs only
 from ancestors.
 
-After the producer stops, its volumes are read through the engine's archive API and
-written under `.sandbox-orch/runs/<run>/artifacts/<node>/<name>/` by `extract`, which
-writes regular files and directories only: symlinks, hard links, devices, FIFOs and
+After the producer stops, whether a volume hit its cap is asked of its file system, and
+the node's status is settled; then, in the background while later nodes run, its
+volumes are read through the engine's archive API and written under
+`.sandbox-orch/runs/<run>/artifacts/<node>/<name>/` by `extract`, which writes
+regular files and directories only: symlinks, hard links, devices, FIFOs and
 sockets are refused and recorded as violations, never followed and never opened (a FIFO
 cannot block the copy: its entry in the archive is only a header).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from .backend import Backend, ContainerSpec, VolumeMount
+from .backend import Backend, BackendError, ContainerSpec, VolumeMount
 from .planning import PlannedNode
 from .sandbox import Sandbox
 from .units import format_size
@@ -148,6 +151,7 @@ class ArtifactVolumes:
         self.labels = labels
         self.host_root = host_root
         self.current: dict[tuple[str, str], HeldVolume] = {}  # (node, name) -> last attempt's
+        self._copies: dict[str, asyncio.Future[None]] = {}  # node -> its latest copy
 
     async def for_producer(
         self, node: PlannedNode, sandbox: Sandbox, attempt: int, register: Any
@@ -176,34 +180,66 @@ class ArtifactVolumes:
             if (i.producer, i.name) in self.current  # a producer that never ran has none
         )
 
-    async def collect(
-        self, node: PlannedNode, limit: int
-    ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
-        """Copy the node's artifacts to the host: (artifacts, violations, full ones)."""
-        records, violations, full = [], [], []
+    async def full(self, node: PlannedNode, limit: int) -> list[str]:
+        """Which of the node's artifacts reached the cap. Asked of the volume's file system
+        (`stat -f` in the holder): cheap, so the node's status is known at once, while
+        the copy to the host can run in the background."""
+        reasons = []
         for artifact in node.artifacts:
             held = self.current[(node.name, artifact.name)]
-            target = self.host_root / node.name / artifact.name
+            path = f"{HOLDER_ROOT}/{artifact.name}"
+            code, out = await self.backend.run_in(held.holder, ["stat", "-f", "-c", "%b %a", path])
+            fields = out.split()
+            if code != 0 or len(fields) != 2:
+                continue  # the copy still counts bytes; the node's own write failed anyway
+            blocks, available = int(fields[0]), int(fields[1])
+            if available * 100 <= blocks:  # tmpfs keeps a little for itself
+                cap = format_size(limit)
+                reasons.append(
+                    f"artifact {artifact.name!r} reached the policy's artifacts limit ({cap})"
+                )
+        return reasons
+
+    def copy_in_background(self, node: PlannedNode, attempt: Any) -> None:
+        """Copy the node's artifacts to the host while later nodes start (they mount the
+        volumes themselves). Copies of one node run in order, so a retry's copy always
+        replaces the previous attempt's. `finish()` waits for all of them."""
+        held = [self.current[(node.name, a.name)] for a in node.artifacts]
+        previous = self._copies.get(node.name)
+        self._copies[node.name] = asyncio.ensure_future(self._copy(held, attempt, previous))
+
+    async def finish(self) -> None:
+        await asyncio.gather(*self._copies.values(), return_exceptions=True)
+
+    async def _copy(
+        self, held: list[HeldVolume], attempt: Any, previous: asyncio.Future[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        records, violations = [], []
+        for volume in held:
+            target = self.host_root / volume.node / volume.name
             # A retry's copy replaces the last attempt's (ours: no links inside to follow).
             shutil.rmtree(target, ignore_errors=True)
-            source = f"{HOLDER_ROOT}/{artifact.name}"
-            found = await self.backend.export(
-                held.holder, source, lambda s, t=target: extract(s, t)
-            )
+            source = f"{HOLDER_ROOT}/{volume.name}"
+            try:
+                found = await self.backend.export(
+                    volume.holder, source, lambda s, t=target: extract(s, t)
+                )
+            except BackendError as error:
+                violations.append(
+                    {"kind": "artifact", "detail": f"{volume.name}: copy failed: {error}"}
+                )
+                continue
             records.append(
-                {"name": artifact.name, "path": str(target), "bytes": found.bytes,
+                {"name": volume.name, "path": str(target), "bytes": found.bytes,
                  "files": found.files, "sha256": found.sha256}
             )  # fmt: skip
             violations += [
-                {"kind": "artifact", "detail": f"{artifact.name}/{why}"} for why in found.refused
+                {"kind": "artifact", "detail": f"{volume.name}/{why}"} for why in found.refused
             ]
-            # tmpfs keeps a little for itself: near the cap means the cap was hit.
-            if found.bytes >= limit - max(limit // 100, 64 * 1024):
-                cap = format_size(limit)
-                full.append(
-                    f"artifact {artifact.name!r} reached the policy's artifacts limit ({cap})"
-                )
-        return records, violations, full
+        attempt.artifacts = records
+        attempt.violations = [*attempt.violations, *violations]
 
     def _holder_spec(
         self, prefix: str, labels: dict[str, str], sandbox: Sandbox, volumes: dict[Any, str]

@@ -60,13 +60,6 @@ class Attempt:
         return "oom" if self.oom_killed else self.status.value
 
 
-class _Discard:
-    """An output sink for holders, which print nothing worth keeping."""
-
-    def write(self, stream: str, data: bytes) -> None:
-        pass
-
-
 class AttemptCancelled(asyncio.CancelledError):
     """A cancellation that carries the attempt it interrupted."""
 
@@ -173,7 +166,7 @@ class NodeRunner:
             container_id = await self._create(spec)
             await self.backend.start(container_id, output)
             status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
-            collected = await self._collect(node, sandbox)
+            full = await self._artifacts_full(node, sandbox)
         except (BackendError, SecretUnavailable) as error:
             status, exit_code, oom, reason = NodeStatus.ERRORED, None, False, str(error)
         except asyncio.CancelledError:
@@ -185,10 +178,10 @@ class NodeRunner:
             if container_id is not None:
                 await asyncio.shield(self._dispose(container_id))
         attempt = finished(status, exit_code, oom, reason)
-        if status != NodeStatus.ERRORED:
-            attempt.artifacts, attempt.violations, full = collected
+        if status != NodeStatus.ERRORED and self.artifacts is not None and node.artifacts:
             if full and attempt.status == NodeStatus.SUCCEEDED:
                 attempt.status, attempt.reason = NodeStatus.FAILED, "; ".join(full)
+            self.artifacts.copy_in_background(node, attempt)
         if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED) and node.parse.format != "none":
             _parse_into(attempt, node, output, sandbox.output_limit)
         return attempt
@@ -225,15 +218,13 @@ class NodeRunner:
     async def _start_holder(self, spec: ContainerSpec) -> str:
         """Start a holder; it stays (in the ledger) until the run closes."""
         holder = await self._create(spec)
-        await self.backend.start(holder, _Discard())
+        await self.backend.start(holder, None)  # it prints nothing: no output stream
         return holder
 
-    async def _collect(
-        self, node: PlannedNode, sandbox: Sandbox
-    ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
+    async def _artifacts_full(self, node: PlannedNode, sandbox: Sandbox) -> list[str]:
         if self.artifacts is None or not node.artifacts:
-            return [], [], []
-        return await self.artifacts.collect(node, sandbox.artifact_limit)
+            return []
+        return await self.artifacts.full(node, sandbox.artifact_limit)
 
     async def _create(self, spec: ContainerSpec) -> str:
         """Create, recording the id in the ledger the moment the engine answers.
@@ -278,11 +269,17 @@ class NodeRunner:
         what could not be removed."""
         failures: list[str] = []
         await asyncio.gather(*self._creating, return_exceptions=True)
-        for container_id in list(self.ledger):
-            try:
-                await self._dispose(container_id)
-            except BackendError as error:
-                failures.append(f"container {container_id[:12]}: {error}")
+        if self.artifacts is not None:
+            await self.artifacts.finish()  # copies read the holders: before removing them
+        ledger = list(self.ledger)
+        # Removed concurrently: each is one engine call, and a run may leave several
+        # (holders, nodes interrupted together).
+        outcomes = await asyncio.gather(*(self._dispose(c) for c in ledger), return_exceptions=True)
+        for container_id, outcome in zip(ledger, outcomes, strict=True):
+            if isinstance(outcome, BackendError):
+                failures.append(f"container {container_id[:12]}: {outcome}")
+            elif isinstance(outcome, BaseException):
+                raise outcome
         try:
             # containers first: a volume cannot go while a (holder) container uses it
             kinds: tuple[ResourceKind, ...] = ("container",)

@@ -1351,7 +1351,7 @@ def to_table(report: Report) -> list[RenderableType]:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 1, 0))
         table.add_column("severity", no_wrap=True)
         table.add_column("id", no_wrap=True)
-        table.add_column("where", overflow="fold")
+        table.add_column("where", no_wrap=True)  # file:line stays whole: it is grepped
         table.add_column("finding", ratio=1)
         seen: set[tuple[str, str, str]] = set()
         for f in report.findings:
@@ -1382,8 +1382,9 @@ def to_table(report: Report) -> list[RenderableType]:
         )
         if report.changes:
             table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-            for name in ("change", "area", "what", "where"):
+            for name in ("change", "area", "what"):
                 table.add_column(name, overflow="fold")
+            table.add_column("where", no_wrap=True)
             for c in report.changes:
                 table.add_row(
                     Text(c.direction, style=_STYLE[c.direction]),

@@ -88,8 +88,9 @@ class Backend(ABC):
         """Create (not start) a container; return its id."""
 
     @abstractmethod
-    async def start(self, container_id: str, sink: OutputSink) -> None:
-        """Start it; its output is streamed into `sink` from now until it exits."""
+    async def start(self, container_id: str, sink: OutputSink | None) -> None:
+        """Start it; its output is streamed into `sink` from now until it exits (with no
+        sink, output is not read at all)."""
 
     @abstractmethod
     async def wait(self, container_id: str) -> ExitStatus:
@@ -125,6 +126,10 @@ class Backend(ABC):
     async def create_volume(self, name: str, labels: dict[str, str], size: int, owner: str) -> str:
         """A size-capped, memory-backed volume (it cannot fill the host disk), writable by
         `owner` ("uid:gid"); returns its name."""
+
+    @abstractmethod
+    async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
+        """Run a command of ours in a running container: (exit code, stdout)."""
 
     @abstractmethod
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:

@@ -132,8 +132,11 @@ class DockerBackend(Backend):
         created = await self._call(self._api.create_container, **container_kwargs(spec, self._api))
         return str(created["Id"])
 
-    async def start(self, container_id: str, sink: OutputSink) -> None:
-        await self._call(self._attach_and_start, container_id, sink)
+    async def start(self, container_id: str, sink: OutputSink | None) -> None:
+        if sink is None:
+            await self._call(self._api.start, container_id)
+        else:
+            await self._call(self._attach_and_start, container_id, sink)
 
     def _attach_and_start(self, container_id: str, sink: OutputSink) -> None:
         # Attach before start, so not one byte of output is missed.
@@ -237,6 +240,14 @@ class DockerBackend(Backend):
             self._api.create_volume, name, driver="local", driver_opts=options, labels=labels
         )
         return str(created["Name"])
+
+    async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
+        def run() -> tuple[int, bytes]:
+            exec_id = self._api.exec_create(container_id, argv, stdout=True, stderr=False)["Id"]
+            output = self._api.exec_start(exec_id)
+            return int(self._api.exec_inspect(exec_id)["ExitCode"]), bytes(output)
+
+        return await self._call(run)
 
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
         def run() -> T:

@@ -73,7 +73,7 @@ class MemoryBackend(Backend):
         self.containers[container_id] = _Container(spec)
         return container_id
 
-    async def start(self, container_id: str, sink: OutputSink) -> None:
+    async def start(self, container_id: str, sink: OutputSink | None) -> None:
         container = self.containers[container_id]
         container.started = True
         self.running += 1
@@ -81,13 +81,13 @@ class MemoryBackend(Backend):
         self.log.append(("start", container.spec.labels.get("sandbox-orch.node", "")))
         container.task = asyncio.create_task(self._run(container, sink))
 
-    async def _run(self, container: _Container, sink: OutputSink) -> None:
+    async def _run(self, container: _Container, sink: OutputSink | None) -> None:
         outcome = self.script(container.spec)
         if not isinstance(outcome, Outcome):
             outcome = await outcome
-        if outcome.stdout:
+        if sink is not None and outcome.stdout:
             sink.write("stdout", outcome.stdout)
-        if outcome.stderr:
+        if sink is not None and outcome.stderr:
             sink.write("stderr", outcome.stderr)
         if outcome.hang:
             await asyncio.Event().wait()  # until killed (cancelled)
@@ -159,6 +159,10 @@ class MemoryBackend(Backend):
     async def create_volume(self, name: str, labels: dict[str, str], size: int, owner: str) -> str:
         self.volumes[name] = labels
         return name
+
+    async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
+        """Answers `stat -f` as an empty file system would (nodes write nothing here)."""
+        return 0, b"1000 1000\n"
 
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
         """An empty archive: in memory, nodes write no files."""
