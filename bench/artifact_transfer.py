@@ -77,6 +77,7 @@ from bench.common import (
     ms,
     peak_rss_mb,
     profile_text,
+    run_main,
     sweep_containers,
     sweep_volumes,
     time_api_calls,
@@ -651,10 +652,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception:  # the benchmark itself broke: not a missed target
-        import traceback
-
-        traceback.print_exc()
-        sys.exit(2)
+    run_main(main)

@@ -15,6 +15,7 @@ import pstats
 import resource
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import types
@@ -306,3 +307,15 @@ def run_child(
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return out, child.returncode, round(usage.ru_maxrss / 1024, 1)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with main's code (0, or 1 for a missed target under --strict); 2 when the
+    benchmark itself broke, which is never to be read as a missed target."""
+    try:
+        sys.exit(main())
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(2)

@@ -50,6 +50,7 @@ from bench.common import (
     ms,
     p90,
     peak_rss_mb,
+    run_main,
     sweep_containers,
     time_api_calls,
 )
@@ -370,10 +371,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception:  # the benchmark itself broke: not a missed target
-        import traceback
-
-        traceback.print_exc()
-        sys.exit(2)
+    run_main(main)

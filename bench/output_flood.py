@@ -67,6 +67,7 @@ from bench.common import (
     median,
     rss_mb,
     run_child,
+    run_main,
     sweep_containers,
     verdict,
 )
@@ -404,10 +405,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception:  # the benchmark itself broke: not a missed target
-        import traceback
-
-        traceback.print_exc()
-        sys.exit(2)
+    run_main(main)

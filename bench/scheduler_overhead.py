@@ -59,7 +59,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` and `sandbox_orch` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import median, ms, peak_rss_mb, profile_text, verdict
+from bench.common import median, ms, peak_rss_mb, profile_text, run_main, verdict
 from sandbox_orch.admission import admit
 from sandbox_orch.backend.memory import MemoryBackend
 from sandbox_orch.execution import Attempt, NodeRunner
@@ -417,10 +417,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception:  # the benchmark itself broke: not a missed target
-        import traceback
-
-        traceback.print_exc()
-        sys.exit(2)
+    run_main(main)
