@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .artifacts import ArtifactVolumes
-from .backend import Backend, BackendError, ContainerSpec, ResourceKind
+from .backend import Backend, BackendError, ContainerSpec
 from .capture import NodeOutput
 from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
 from .mounts import BindMount
@@ -264,9 +264,9 @@ class NodeRunner:
         self.ledger.discard(container_id)
 
     async def close(self) -> list[str]:
-        """Remove whatever is left: the ledger, then anything else labelled with this run
-        (a backstop for resources created by a path the ledger does not see). Returns
-        what could not be removed."""
+        """Remove whatever is left: every container in the ledger (complete: a create
+        lands there even when cancelled midway), then the run's labelled volumes, which
+        are created outside it. Returns what could not be removed."""
         failures: list[str] = []
         await asyncio.gather(*self._creating, return_exceptions=True)
         if self.artifacts is not None:
@@ -280,12 +280,11 @@ class NodeRunner:
                 failures.append(f"container {container_id[:12]}: {outcome}")
             elif isinstance(outcome, BaseException):
                 raise outcome
+        if self.artifacts is None:
+            return failures
         try:
-            # containers first: a volume cannot go while a (holder) container uses it
-            kinds: tuple[ResourceKind, ...] = ("container",)
-            if self.artifacts is not None:
-                kinds = ("container", "volume")
-            for resource in await self.backend.labelled(RUN_LABEL, self.run_id, kinds):
+            # after the containers: a volume cannot go while a holder uses it
+            for resource in await self.backend.labelled(RUN_LABEL, self.run_id, ("volume",)):
                 await self.backend.remove_resource(resource)
         except BackendError as error:
             failures.append(str(error))

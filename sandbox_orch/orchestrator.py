@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,7 @@ async def run_plan(
     image_ids = await preflight(backend, policy, sandboxes, holders=with_artifacts)
     started_at = datetime.now(UTC)
     run = _RunResources.open(plan, policy, sandboxes, backend, run_id, started_at, with_artifacts)
-    emit = _redacting(_stored(emit, run.store, run_id), run.redactor)
+    emit = _redacting(run.keeping_events(emit), run.redactor)
     scheduler = Scheduler(
         plan,
         sandboxes,
@@ -137,11 +137,11 @@ async def run_plan(
     if failures:
         results["cleanup_failures"] = failures
     path = save_results(run_id, results, options.results_file)
-    run.record(results)
     totals = {k: v for k, v in results["totals"].items() if isinstance(v, int)}
     usage = results["totals"]["usage"]
     emit(RunFinished(run_id, status.value, facts.finished_at, results["duration_s"], totals,
                      str(path), usage))  # fmt: skip
+    run.record(results)  # after run_finished, so the store has every event
     return RunReport(run_id, status, results, path, failures)
 
 
@@ -155,6 +155,8 @@ class _RunResources:
     redactor: Redactor
     egress: EgressProxy | None
     store: RunStore | None
+    run_id: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -176,7 +178,18 @@ class _RunResources:
         egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
         secrets = SecretStore(policy.secrets, redactor)
         runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts)
-        return cls(runner, redactor, egress, _open_store(run_id, plan, policy, started_at))
+        store = _open_store(run_id, plan, policy, started_at)
+        return cls(runner, redactor, egress, store, run_id)
+
+    def keeping_events(self, emit: Emit) -> Emit:
+        """Events (already redacted) are kept for the run store, written with the
+        results in one transaction: no database write on the scheduler's path."""
+
+        def keep(event: Event) -> None:
+            self.events.append(event_json(event))
+            emit(event)
+
+        return keep
 
     async def close_sandboxes(self) -> list[str]:
         """Remove everything the run created on the engine; stop the egress proxy."""
@@ -195,6 +208,7 @@ class _RunResources:
         if self.store is None:
             return
         with contextlib.suppress(RunStoreError):  # the results file stays the record
+            self.store.add_events(self.run_id, self.events)
             self.store.finish_run(results)
         self.store.close()
 
@@ -214,18 +228,6 @@ def _open_store(run_id: str, plan: Plan, policy: Policy, started_at: datetime) -
         log.warning("run store unavailable: %s", error)
         return None
     return store
-
-
-def _stored(emit: Emit, store: RunStore | None, run_id: str) -> Emit:
-    if store is None:
-        return emit
-
-    def stored(event: Event) -> None:
-        with contextlib.suppress(RunStoreError):
-            store.add_event(run_id, event_json(event))
-        emit(event)
-
-    return stored
 
 
 def _redacting(emit: Emit, redactor: Redactor) -> Emit:

@@ -296,7 +296,10 @@ class RunStore:
             )
 
     def add_event(self, run_id: str, event: dict[str, Any]) -> int:
-        body = json.dumps(event, ensure_ascii=False)
+        return self.add_events(run_id, [event])
+
+    def add_events(self, run_id: str, events: list[dict[str, Any]]) -> int:
+        """Append events in one transaction; returns the last seq."""
         with self._write() as db:
             if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
                 raise RunStoreError(
@@ -305,11 +308,14 @@ class RunStore:
             (last,) = db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
             ).fetchone()
-            seq = int(last) + 1
-            db.execute(
-                "INSERT INTO events (run_id, seq, kind, at, body) VALUES (?, ?, ?, ?, ?)",
-                (run_id, seq, _cell(event.get("event")), _cell(event.get("at")), body),
-            )
+            seq = int(last)
+            for event in events:
+                seq += 1
+                body = json.dumps(event, ensure_ascii=False)
+                db.execute(
+                    "INSERT INTO events (run_id, seq, kind, at, body) VALUES (?, ?, ?, ?, ?)",
+                    (run_id, seq, _cell(event.get("event")), _cell(event.get("at")), body),
+                )
         return seq
 
     def finish_run(self, results: dict[str, Any]) -> None:
