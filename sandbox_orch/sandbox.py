@@ -35,7 +35,6 @@ class Sandbox:
     artifact_limit: int = 1024**3  # each artifact volume's size
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
-    network: str = "none"
     mounts: tuple[BindMount, ...] = ()
     egress: tuple[str, ...] = ()  # host:port pairs, through the run's egress proxy
     secrets: tuple[str, ...] = ()  # names only: values are read when the node starts
