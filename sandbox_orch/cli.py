@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +48,11 @@ def exits_with_contract_codes(command: F) -> F:
             refused = isinstance(error, InputRefused)
             click.echo(str(error) if refused else f"sandbox-orch: {error}", err=True)
             sys.exit(int(error.exit_code))
+        except Exception:
+            # A bug is never "the work failed" (exit 1) to a CI system reading the code.
+            traceback.print_exc()
+            click.echo("sandbox-orch: internal error (a bug; the traceback is above)", err=True)
+            sys.exit(int(ExitCode.INFRASTRUCTURE))
 
     return wrapper  # type: ignore[return-value]
 
