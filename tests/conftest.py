@@ -135,3 +135,17 @@ def created_containers(docker_client, since: float, nodes: set[str]) -> list[dic
     )
     found = [event["Actor"]["Attributes"] for event in events]
     return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]
+
+
+def wait_with_usage(proc, deadline_s: float = 120) -> Any:
+    """Reap the CLI and return its own resource usage (ru_maxrss: its peak RSS, KiB)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the CLI did not finish in time")
+        time.sleep(0.1)  # polling the real condition (the child exited), bounded above

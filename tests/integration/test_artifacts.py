@@ -15,7 +15,6 @@ import re
 import stat
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -29,6 +28,7 @@ from tests.conftest import (
     run_workflow,
     start_cli,
     unique,
+    wait_with_usage,
     write_workflow,
 )
 
@@ -101,20 +101,6 @@ def volume_events(docker_client, since: float, prefix: str, event: str) -> list[
     )
     # (the engine may report one volume's create more than once: once per mount)
     return sorted({e["Actor"]["ID"] for e in found if e["Actor"]["ID"].startswith(prefix)})
-
-
-def wait_with_usage(proc, deadline_s: float = 120) -> Any:
-    """Reap the CLI and return its resource usage (ru_maxrss: its peak RSS in KiB)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the CLI did not finish in time")
-        time.sleep(0.1)  # polling the real condition (the child exited), bounded above
 
 
 def etc_passwd_markers() -> list[bytes]:

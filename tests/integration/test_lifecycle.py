@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import signal
 import time
@@ -29,6 +28,7 @@ from tests.conftest import (
     run_workflow,
     start_cli,
     unique,
+    wait_with_usage,
     write_workflow,
 )
 from tests.integration.test_hardening import read_events_until, wait_for_running_container
@@ -44,20 +44,6 @@ def parse_time(text: str) -> datetime:
 
 
 # --- output ------------------------------------------------------------------------------
-
-
-def wait_with_usage(proc, deadline_s: float = 120) -> Any:
-    """Reap the CLI and return its own resource usage (ru_maxrss: its peak RSS, KiB)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the CLI did not finish in time")
-        time.sleep(0.1)  # polling the real condition (the child exited), bounded above
 
 
 def test_flood_of_output_is_bounded(workdir, built_images, docker_client):
