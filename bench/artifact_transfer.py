@@ -59,7 +59,6 @@ import shutil
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,6 +76,7 @@ from bench.common import (
     ms,
     peak_rss_mb,
     profile_text,
+    raw_container_run,
     run_main,
     sweep_containers,
     sweep_volumes,
@@ -87,7 +87,7 @@ from bench.common import (
 from sandbox_orch import artifacts, orchestrator, store
 from sandbox_orch.artifacts import ArtifactVolumes
 from sandbox_orch.backend import VolumeMount
-from sandbox_orch.backend.docker import DockerBackend, _ChunkReader, connect, container_kwargs
+from sandbox_orch.backend.docker import DockerBackend, _ChunkReader, connect
 from sandbox_orch.execution import NODE_LABEL, OWNER_LABEL, NodeRunner
 from sandbox_orch.runstore import RunStore
 
@@ -341,28 +341,10 @@ class Bench:
 
     def _container(self, spec: Any) -> str:
         """One container's life, as node_overhead.py's B does it; returns its stdout."""
-        api = self.api
-        container_id = api.create_container(**container_kwargs(spec, api))["Id"]
-        try:
-            frames = api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
-            stdout: list[bytes] = []
-
-            def drain() -> None:
-                for out, _err in frames:
-                    if out:
-                        stdout.append(out)
-
-            reader = threading.Thread(target=drain, daemon=True)
-            reader.start()
-            api.start(container_id)
-            exit_code = api.wait(container_id)["StatusCode"]
-            reader.join()
-            oom = api.inspect_container(container_id)["State"]["OOMKilled"]
-        finally:
-            api.remove_container(container_id, force=True, v=True)
-        if exit_code != 0 or oom:
-            raise RuntimeError(f"raw {spec.name} exited {exit_code} (oom={oom})")
-        return b"".join(stdout).decode()
+        raw = raw_container_run(self.api, spec, keep_stdout=True)
+        if raw.exit_code != 0 or raw.oom_killed:
+            raise RuntimeError(f"raw {spec.name} exited {raw.exit_code} (oom={raw.oom_killed})")
+        return raw.stdout.decode()
 
     # -- the interleaved loop ---------------------------------------------------------
     def pairs(self, runner: asyncio.Runner, count: int, keep: bool) -> list[tuple[float, float]]:

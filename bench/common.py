@@ -21,6 +21,7 @@ import time
 import types
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # The APIClient methods a node's life touches (run, preflight and cleanup sweep).
@@ -319,3 +320,39 @@ def run_main(main: Callable[[], int]) -> None:
 
         traceback.print_exc()
         sys.exit(2)
+
+
+@dataclass(frozen=True)
+class RawRun:
+    exit_code: int
+    oom_killed: bool
+    received: int  # bytes of stdout and stderr together
+    stdout: bytes = b""  # only when asked to keep it
+
+
+def raw_container_run(api: Any, spec: Any, keep_stdout: bool = False) -> RawRun:
+    """One container through the raw docker SDK with sandbox-orch's exact settings
+    (`container_kwargs`): create, attach before start, drain on a thread, wait, inspect,
+    remove. The baseline the benchmarks compare sandbox-orch with."""
+    from sandbox_orch.backend.docker import container_kwargs
+
+    container_id = api.create_container(**container_kwargs(spec, api))["Id"]
+    received, kept = [0], []
+    try:
+        frames = api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
+
+        def drain() -> None:
+            for out, err in frames:
+                received[0] += len(out or b"") + len(err or b"")
+                if keep_stdout and out:
+                    kept.append(out)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        api.start(container_id)
+        exit_code = api.wait(container_id)["StatusCode"]
+        reader.join()
+        oom = bool(api.inspect_container(container_id)["State"]["OOMKilled"])
+    finally:
+        api.remove_container(container_id, force=True, v=True)
+    return RawRun(exit_code, oom, received[0], b"".join(kept))

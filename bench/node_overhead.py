@@ -34,7 +34,6 @@ import platform
 import pstats
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,12 +49,13 @@ from bench.common import (
     ms,
     p90,
     peak_rss_mb,
+    raw_container_run,
     run_main,
     sweep_containers,
     time_api_calls,
 )
 from sandbox_orch import orchestrator, store
-from sandbox_orch.backend.docker import DockerBackend, connect, container_kwargs
+from sandbox_orch.backend.docker import DockerBackend, connect
 from sandbox_orch.execution import OWNER_LABEL, NodeRunner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -164,26 +164,10 @@ class Bench:
             self.node, self.sandbox, 1
         )
         began = time.perf_counter()
-        container_id = api.create_container(**container_kwargs(spec, api))["Id"]
-        try:
-            frames = api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
-            received = [0]
-
-            def drain() -> None:
-                for stdout, stderr in frames:
-                    received[0] += len(stdout or b"") + len(stderr or b"")
-
-            reader = threading.Thread(target=drain, daemon=True)
-            reader.start()
-            api.start(container_id)
-            exit_code = api.wait(container_id)["StatusCode"]
-            reader.join()
-            oom = api.inspect_container(container_id)["State"]["OOMKilled"]
-        finally:
-            api.remove_container(container_id, force=True, v=True)
+        raw = raw_container_run(api, spec)
         took = time.perf_counter() - began
-        if exit_code != 0 or oom:
-            raise RuntimeError(f"raw container exited {exit_code} (oom={oom})")
+        if raw.exit_code != 0 or raw.oom_killed:
+            raise RuntimeError(f"raw container exited {raw.exit_code} (oom={raw.oom_killed})")
         return took
 
     # -- the interleaved loop ---------------------------------------------------------

@@ -50,7 +50,6 @@ import platform
 import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,7 @@ from bench.common import (
     RssSampler,
     containers_labelled,
     median,
+    raw_container_run,
     rss_mb,
     run_child,
     run_main,
@@ -72,7 +72,7 @@ from bench.common import (
     verdict,
 )
 from sandbox_orch import execution, orchestrator, store
-from sandbox_orch.backend.docker import DockerBackend, connect, container_kwargs
+from sandbox_orch.backend.docker import DockerBackend, connect
 from sandbox_orch.capture import NodeOutput
 from sandbox_orch.execution import OWNER_LABEL, NodeRunner
 
@@ -165,26 +165,13 @@ class Child:
         spec = NodeRunner(None, store.new_run_id(), self.owner).spec(  # type: ignore[arg-type]
             p.plan.nodes[NODE], p.sandboxes[NODE], 1
         )
-        received = [0]
         began = time.perf_counter()
-        container_id = api.create_container(**container_kwargs(spec, api))["Id"]
-        try:
-            frames = api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
-
-            def drain() -> None:
-                for stdout, stderr in frames:
-                    received[0] += len(stdout or b"") + len(stderr or b"")
-
-            reader = threading.Thread(target=drain, daemon=True)
-            reader.start()
-            api.start(container_id)
-            exit_code = api.wait(container_id)["StatusCode"]
-            reader.join()
-        finally:
-            api.remove_container(container_id, force=True, v=True)
+        raw = raw_container_run(api, spec)
         took = time.perf_counter() - began
-        if exit_code != 0 or received[0] != size:
-            raise RuntimeError(f"raw container exited {exit_code}, {received[0]} of {size} bytes")
+        if raw.exit_code != 0 or raw.received != size:
+            raise RuntimeError(
+                f"raw container exited {raw.exit_code}, {raw.received} of {size} bytes"
+            )
         return took
 
     def measure(self) -> dict[str, Any]:
