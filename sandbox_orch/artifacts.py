@@ -2,19 +2,25 @@
 
 Each artifact a node declares is its own volume, memory-backed and capped at the policy's
 `artifacts` size, so a producer cannot fill the host disk; a write past the cap fails
-inside the node. A memory-backed volume is discarded when nothing mounts it, so an idle
-*holder* container (ours: it runs `sleep`, never the node's code) mounts the producer's
-volumes read-only from before the producer starts until the run ends. Consumers mount a
-volume read-only, and only once its producer has finished: planning allows inputs only
-from ancestors.
+inside the node. Consumers mount a volume read-only, and only once its producer has
+finished: planning allows inputs only from ancestors.
 
-After the producer stops, whether a volume hit its cap is asked of its file system, and
-the node's status is settled; then, in the background while later nodes run, its
-volumes are read through the engine's archive API and written under
-`.sandbox-orch/runs/<run>/artifacts/<node>/<name>/` by `extract`, which writes
-regular files and directories only: symlinks, hard links, devices, FIFOs and
-sockets are refused and recorded as violations, never followed and never opened (a FIFO
-cannot block the copy: its entry in the archive is only a header).
+Where the backend keeps volumes decides the rest (`Backend.volume_store`):
+- "host": a tmpfs mounted on this host (backend/hostvolumes.py) keeps its content with
+  no container. Whether it hit its cap is asked with `statvfs`, and `copy_tree` reads its
+  files directly.
+- "engine": the engine discards a memory-backed volume when nothing mounts it, so an
+  idle *holder* container (ours: it runs `sleep`, never the node's code) mounts the
+  producer's volumes read-only from before the producer starts until the run ends. The
+  cap is asked with `stat -f` in the holder, and the files come through the engine's
+  archive API into `extract`.
+
+After the producer stops, the cap check settles the node's status; then, in the
+background while later nodes run, its volumes are copied under
+`.sandbox-orch/runs/<run>/artifacts/<node>/<name>/`. Either copy writes regular files
+and directories only: symlinks, hard links, devices, FIFOs and sockets are refused and
+recorded as violations, never followed and never opened for reading (a FIFO cannot block
+the copy).
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import asyncio
 import hashlib
 import os
 import shutil
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from .backend import Backend, BackendError, ContainerSpec, VolumeMount
+from .backend import Backend, BackendError, ContainerSpec, Volume, VolumeMount
 from .planning import PlannedNode
 from .sandbox import Sandbox
 from .units import format_size
@@ -36,6 +43,9 @@ from .units import format_size
 HOLDER_IMAGE = "sandbox-orch/base"
 HOLDER_ROOT = "/held"
 CHUNK = 1 << 20
+# Directories deeper than this are refused by `copy_tree`: it holds one descriptor per level.
+MAX_DEPTH = 128
+ONLY_PLAIN = "refused (only files and directories)"
 
 
 @dataclass
@@ -72,12 +82,95 @@ def extract(stream: BinaryIO, destination: Path) -> Extracted:
                 if relative != PurePosixPath("."):
                     _mkdir(destination, relative, result)
             elif member.isreg():
-                _write(archive, member, destination, relative, result)
+                source = archive.extractfile(member)
+                assert source is not None  # a regular file always has data
+                _write(source, destination, relative, result)
             else:
-                result.refused.append(
-                    f"{relative}: {_kind(member)}, refused (only files and directories)"
-                )
+                result.refused.append(f"{relative}: {_kind(member)}, {ONLY_PLAIN}")
     return result
+
+
+def copy_tree(source: Path, destination: Path) -> Extracted:
+    """Copy the regular files and directories below `source` (a volume mounted here) to
+    `destination`, refusing everything else with a reason, as `extract` does.
+
+    Nothing is followed: each directory is opened relative to its parent with O_NOFOLLOW,
+    each file with O_NOFOLLOW|O_NONBLOCK (never blocking on a FIFO) and checked to be the
+    regular file that was listed. Of several names for one inode, the first (in sorted
+    order) is copied and the others refused as hard links, as in an archive.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    copy = _TreeCopy(destination)
+    root = os.open(source, _DIRECTORY_FLAGS)
+    try:
+        copy.directory(root, PurePosixPath("."), 1)
+    finally:
+        os.close(root)
+    return copy.result
+
+
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class _TreeCopy:
+    """One `copy_tree`: where it writes, what it found, and the inodes already copied."""
+
+    def __init__(self, destination: Path) -> None:
+        self.destination = destination
+        self.result = Extracted()
+        self.seen: dict[tuple[int, int], str] = {}  # (device, inode) -> first name
+
+    def directory(self, descriptor: int, relative: PurePosixPath, depth: int) -> None:
+        with os.scandir(descriptor) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+        for entry in entries:
+            path, info = relative / entry.name, entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                self.subdirectory(descriptor, entry.name, path, depth + 1)
+            elif stat.S_ISLNK(info.st_mode):
+                target = os.readlink(entry.name, dir_fd=descriptor)
+                self.refuse(path, f"a symlink to {target!r}, {ONLY_PLAIN}")
+            elif not stat.S_ISREG(info.st_mode):
+                self.refuse(path, f"{_mode_kind(info.st_mode)}, {ONLY_PLAIN}")
+            elif (info.st_dev, info.st_ino) in self.seen:
+                first = self.seen[(info.st_dev, info.st_ino)]
+                self.refuse(path, f"a hard link to {first!r}, {ONLY_PLAIN}")
+            else:
+                if info.st_nlink > 1:
+                    self.seen[(info.st_dev, info.st_ino)] = str(path)
+                self.file(descriptor, entry.name, info, path)
+
+    def subdirectory(self, parent: int, name: str, path: PurePosixPath, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            self.refuse(path, f"deeper than {MAX_DEPTH} directories, refused", "/")
+            return
+        _mkdir(self.destination, path, self.result)
+        try:
+            descriptor = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
+        except OSError as error:
+            self.refuse(path, str(error.strerror), "/")
+            return
+        try:
+            self.directory(descriptor, path, depth)
+        finally:
+            os.close(descriptor)
+
+    def file(self, parent: int, name: str, listed: os.stat_result, path: PurePosixPath) -> None:
+        try:
+            descriptor = os.open(name, _FILE_FLAGS, dir_fd=parent)
+        except OSError as error:
+            self.refuse(path, str(error.strerror))
+            return
+        with os.fdopen(descriptor, "rb", buffering=0) as source:
+            opened = os.fstat(descriptor)
+            if (opened.st_dev, opened.st_ino) != (listed.st_dev, listed.st_ino):
+                self.refuse(path, "replaced while being copied, refused")
+                return
+            _write(source, self.destination, path, self.result)
+
+    def refuse(self, path: PurePosixPath, why: str, suffix: str = "") -> None:
+        self.result.refused.append(f"{path}{suffix}: {why}")
 
 
 def _inside(name: str) -> PurePosixPath | None:
@@ -96,28 +189,22 @@ def _mkdir(destination: Path, relative: PurePosixPath, result: Extracted) -> Non
         result.refused.append(f"{relative}/: {error.strerror}")
 
 
-def _write(
-    archive: tarfile.TarFile,
-    member: tarfile.TarInfo,
-    destination: Path,
-    relative: PurePosixPath,
-    result: Extracted,
-) -> None:
-    source = archive.extractfile(member)
-    assert source is not None  # a regular file always has data
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+def _write(source: BinaryIO, destination: Path, relative: PurePosixPath, result: Extracted) -> None:
+    """Write one file's content under `destination`, never over anything already there."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         descriptor = os.open(destination / relative, flags, 0o644)
     except OSError as error:
         result.refused.append(f"{relative}: {error.strerror}")
         return
-    digest = hashlib.sha256()
+    digest, size = hashlib.sha256(), 0
     with os.fdopen(descriptor, "wb") as target:
         while chunk := source.read(CHUNK):
             digest.update(chunk)
             target.write(chunk)
+            size += len(chunk)
     result.files += 1
-    result.bytes += member.size
+    result.bytes += size
     result.digests.append((str(relative), digest.hexdigest()))
 
 
@@ -133,13 +220,24 @@ def _kind(member: tarfile.TarInfo) -> str:
     return "not a regular file"
 
 
+def _mode_kind(mode: int) -> str:
+    """`_kind` for an lstat mode (symlinks aside: their target is read where they are)."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
 @dataclass(frozen=True)
 class HeldVolume:
     node: str
     name: str
     path: str  # where the producer writes it
-    volume: str
-    holder: str  # the holder container's id
+    volume: Volume
+    holder: str | None  # the holder container's id (an "engine" volume's only)
 
 
 class ArtifactVolumes:
@@ -152,6 +250,9 @@ class ArtifactVolumes:
         self.host_root = host_root
         self.current: dict[tuple[str, str], HeldVolume] = {}  # (node, name) -> last attempt's
         self._copies: dict[str, asyncio.Future[None]] = {}  # node -> its latest copy
+        # Creations still under way: an engine call cannot be called back, so a cancelled
+        # attempt's volume may appear later; `finish` waits for it before the sweep.
+        self._creating: set[asyncio.Future[Volume]] = set()
 
     async def for_producer(
         self, node: PlannedNode, sandbox: Sandbox, attempt: int, register: Any
@@ -164,41 +265,59 @@ class ArtifactVolumes:
         volumes = {}
         for artifact in node.artifacts:
             name = f"{prefix}-{artifact.name}"
-            volumes[artifact] = await self.backend.create_volume(
-                name, labels, sandbox.artifact_limit, sandbox.user
-            )
-        holder = await register(self._holder_spec(prefix, labels, sandbox, volumes))
+            volumes[artifact] = await self._create(name, labels, sandbox)
+        holder = None
+        if any(v.host_path is None for v in volumes.values()):
+            holder = await register(self._holder_spec(prefix, labels, sandbox, volumes))
         for artifact, volume in volumes.items():
             held = HeldVolume(node.name, artifact.name, artifact.path, volume, holder)
             self.current[(node.name, artifact.name)] = held
-        return tuple(VolumeMount(v, a.path, read_only=False) for a, v in volumes.items())
+        return tuple(VolumeMount(v.name, a.path, read_only=False) for a, v in volumes.items())
+
+    async def _create(self, name: str, labels: dict[str, str], sandbox: Sandbox) -> Volume:
+        task = asyncio.ensure_future(
+            self.backend.create_volume(name, labels, sandbox.artifact_limit, sandbox.user)
+        )
+        self._creating.add(task)
+        task.add_done_callback(self._creating.discard)
+        return await asyncio.shield(task)
 
     def for_consumer(self, node: PlannedNode) -> tuple[VolumeMount, ...]:
         return tuple(
-            VolumeMount(self.current[(i.producer, i.name)].volume, i.path, read_only=True)
+            VolumeMount(self.current[(i.producer, i.name)].volume.name, i.path, read_only=True)
             for i in node.inputs
             if (i.producer, i.name) in self.current  # a producer that never ran has none
         )
 
     async def full(self, node: PlannedNode, limit: int) -> list[str]:
         """Which of the node's artifacts reached the cap. Asked of the volume's file system
-        (`stat -f` in the holder): cheap, so the node's status is known at once, while
-        the copy to the host can run in the background."""
+        (`statvfs` here, or `stat -f` in the holder): cheap, so the node's status is known
+        at once, while the copy to the host can run in the background."""
         reasons = []
         for artifact in node.artifacts:
-            held = self.current[(node.name, artifact.name)]
-            path = f"{HOLDER_ROOT}/{artifact.name}"
-            code, out = await self.backend.run_in(held.holder, ["stat", "-f", "-c", "%b %a", path])
-            fields = out.split()
-            if code != 0 or len(fields) != 2:
+            usage = await self._usage(self.current[(node.name, artifact.name)])
+            if usage is None:
                 continue  # the copy still counts bytes; the node's own write failed anyway
-            blocks, available = int(fields[0]), int(fields[1])
+            blocks, available = usage
             if available * 100 <= blocks:  # tmpfs keeps a little for itself
                 cap = format_size(limit)
                 reasons.append(
                     f"artifact {artifact.name!r} reached the policy's artifacts limit ({cap})"
                 )
         return reasons
+
+    async def _usage(self, held: HeldVolume) -> tuple[int, int] | None:
+        """(blocks, blocks available) of the volume's file system, if it can be told."""
+        if held.volume.host_path is not None:
+            info = os.statvfs(held.volume.host_path)
+            return info.f_blocks, info.f_bavail
+        assert held.holder is not None
+        path = f"{HOLDER_ROOT}/{held.name}"
+        code, out = await self.backend.run_in(held.holder, ["stat", "-f", "-c", "%b %a", path])
+        fields = out.split()
+        if code != 0 or len(fields) != 2:
+            return None
+        return int(fields[0]), int(fields[1])
 
     def copy_in_background(self, node: PlannedNode, attempt: Any) -> None:
         """Copy the node's artifacts to the host while later nodes start (they mount the
@@ -209,7 +328,7 @@ class ArtifactVolumes:
         self._copies[node.name] = asyncio.ensure_future(self._copy(held, attempt, previous))
 
     async def finish(self) -> None:
-        await asyncio.gather(*self._copies.values(), return_exceptions=True)
+        await asyncio.gather(*self._creating, *self._copies.values(), return_exceptions=True)
 
     async def _copy(
         self, held: list[HeldVolume], attempt: Any, previous: asyncio.Future[None] | None
@@ -221,12 +340,9 @@ class ArtifactVolumes:
             target = self.host_root / volume.node / volume.name
             # A retry's copy replaces the last attempt's (ours: no links inside to follow).
             shutil.rmtree(target, ignore_errors=True)
-            source = f"{HOLDER_ROOT}/{volume.name}"
             try:
-                found = await self.backend.export(
-                    volume.holder, source, lambda s, t=target: extract(s, t)
-                )
-            except BackendError as error:
+                found = await self._read(volume, target)
+            except (BackendError, OSError) as error:
                 violations.append(
                     {"kind": "artifact", "detail": f"{volume.name}: copy failed: {error}"}
                 )
@@ -241,8 +357,15 @@ class ArtifactVolumes:
         attempt.artifacts = records
         attempt.violations = [*attempt.violations, *violations]
 
+    async def _read(self, held: HeldVolume, target: Path) -> Extracted:
+        if held.volume.host_path is not None:
+            return await asyncio.to_thread(copy_tree, held.volume.host_path, target)
+        assert held.holder is not None
+        source = f"{HOLDER_ROOT}/{held.name}"
+        return await self.backend.export(held.holder, source, lambda s: extract(s, target))
+
     def _holder_spec(
-        self, prefix: str, labels: dict[str, str], sandbox: Sandbox, volumes: dict[Any, str]
+        self, prefix: str, labels: dict[str, str], sandbox: Sandbox, volumes: dict[Any, Volume]
     ) -> ContainerSpec:
         # The holder runs no untrusted code; it is hardened all the same.
         return ContainerSpec(
@@ -256,7 +379,7 @@ class ArtifactVolumes:
             pids=8,
             tmpfs={},
             volumes=tuple(
-                VolumeMount(v, f"{HOLDER_ROOT}/{a.name}", read_only=True)
+                VolumeMount(v.name, f"{HOLDER_ROOT}/{a.name}", read_only=True)
                 for a, v in volumes.items()
             ),
         )

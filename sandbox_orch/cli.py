@@ -429,7 +429,7 @@ def gc() -> None:
 @exits_with_contract_codes
 def doctor() -> None:
     """Engine, OCI runtimes, images, and the isolation each shipped policy would get."""
-    from .doctor import policy_isolations
+    from .doctor import describe_volume_store, policy_isolations
     from .engine import docker_backend
     from .images import available_images, image_ref
 
@@ -445,6 +445,7 @@ def doctor() -> None:
                     args = " ".join(runtimes[name])
                     state = f"available{f' ({args})' if args else ''}"
                 click.echo(f"runtime {name}: {state}")
+            click.echo(f"artifact volumes: {await describe_volume_store(backend)}")
             for name in available_images():
                 try:
                     image_id = await backend.image_id(image_ref(name))

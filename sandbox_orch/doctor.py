@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backend import BackendError
+from .backend.docker import DockerBackend
+from .backend.hostvolumes import ROOT as HOST_VOLUMES
 from .orchestrator import runtime_problem
 from .policy import POLICIES_DIR, Policy, load_policy
 from .units import format_size
@@ -43,3 +46,15 @@ def isolation_of(policy: Policy, runtimes: dict[str, list[str]]) -> Isolation:
 
 def policy_isolations(runtimes: dict[str, list[str]]) -> list[Isolation]:
     return [isolation_of(load_policy(path), runtimes) for path in shipped_policies()]
+
+
+async def describe_volume_store(backend: DockerBackend) -> str:
+    """Where artifact volumes will live, and why (both are memory-backed and capped)."""
+    try:
+        store = await backend.volume_store()
+    except BackendError as error:
+        return f"unavailable: {error}"
+    why = backend.volume_store_reason
+    if store == "host":
+        return f"capped tmpfs mounts on this host, under {HOST_VOLUMES} ({why})"
+    return f"capped tmpfs volumes in the engine, each kept by a holder container ({why})"

@@ -270,7 +270,7 @@ class NodeRunner:
         failures: list[str] = []
         await asyncio.gather(*self._creating, return_exceptions=True)
         if self.artifacts is not None:
-            await self.artifacts.finish()  # copies read the holders: before removing them
+            await self.artifacts.finish()  # copies may read holders: before removing them
         ledger = list(self.ledger)
         # Removed concurrently: each is one engine call, and a run may leave several
         # (holders, nodes interrupted together).

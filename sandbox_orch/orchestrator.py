@@ -78,7 +78,7 @@ def runtime_problem(name: str, runtimes: dict[str, list[str]]) -> str | None:
 
 
 async def preflight(
-    backend: Backend, policy: Policy, sandboxes: dict[str, Sandbox], holders: bool = False
+    backend: Backend, policy: Policy, sandboxes: dict[str, Sandbox], artifacts: bool = False
 ) -> dict[str, str]:
     """Everything the run needs from the engine exists, before anything is created."""
     try:
@@ -90,7 +90,9 @@ async def preflight(
                 raise InfrastructureError(f"the policy {policy.name!r}: {problem}")
         image_ids = {}
         images = {s.image for s in sandboxes.values()}
-        for image in sorted(images | ({HOLDER_IMAGE} if holders else set())):
+        if artifacts and await backend.volume_store() == "engine":
+            images.add(HOLDER_IMAGE)  # only "engine" volumes need holders
+        for image in sorted(images):
             image_ids[image] = await backend.image_id(image)
     except ImageMissing as error:
         raise InfrastructureError(f"{error}: run `sandbox-orch images build`") from None
@@ -110,7 +112,7 @@ async def run_plan(
     options: RunOptions = RunOptions(),
 ) -> RunReport:
     with_artifacts = any(node.artifacts for node in plan.nodes.values())
-    image_ids = await preflight(backend, policy, sandboxes, holders=with_artifacts)
+    image_ids = await preflight(backend, policy, sandboxes, artifacts=with_artifacts)
     started_at = datetime.now(UTC)
     run = _RunResources.open(plan, policy, sandboxes, backend, run_id, started_at, with_artifacts)
     emit = _redacting(run.keeping_events(emit), run.redactor)

@@ -10,7 +10,9 @@ from .base import (
     Resource,
     ResourceKind,
     Stream,
+    Volume,
     VolumeMount,
+    VolumeStore,
 )
 
 __all__ = [
@@ -23,5 +25,7 @@ __all__ = [
     "Resource",
     "ResourceKind",
     "Stream",
+    "Volume",
     "VolumeMount",
+    "VolumeStore",
 ]

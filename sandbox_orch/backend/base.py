@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, Literal, Protocol, TypeVar
 
 from ..mounts import BindMount
@@ -22,6 +23,15 @@ T = TypeVar("T")
 Stream = Literal["stdout", "stderr"]
 ResourceKind = Literal["container", "network", "volume"]
 ALL_KINDS: tuple[ResourceKind, ...] = ("container", "network", "volume")
+# Where a volume's content lives: "host", a mount on this host that keeps it with no
+# container; "engine", inside the engine, kept only while some container mounts it.
+VolumeStore = Literal["host", "engine"]
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    host_path: Path | None = None  # its content, readable here (the "host" store only)
 
 
 @dataclass(frozen=True)
@@ -123,9 +133,15 @@ class Backend(ABC):
         """Remove one labelled resource, killing a container first; gone is not an error."""
 
     @abstractmethod
-    async def create_volume(self, name: str, labels: dict[str, str], size: int, owner: str) -> str:
+    async def volume_store(self) -> VolumeStore:
+        """Where `create_volume` keeps content (an "engine" volume needs a holder)."""
+
+    @abstractmethod
+    async def create_volume(
+        self, name: str, labels: dict[str, str], size: int, owner: str
+    ) -> Volume:
         """A size-capped, memory-backed volume (it cannot fill the host disk), writable by
-        `owner` ("uid:gid"); returns its name."""
+        `owner` ("uid:gid")."""
 
     @abstractmethod
     async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:

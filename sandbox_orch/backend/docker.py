@@ -13,7 +13,7 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import docker
 import docker.errors
@@ -22,6 +22,7 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from ..sandbox import CAP_DROP, NOFILE
 from ..seccomp import RUNSC_SECURITY_OPT
+from . import hostvolumes
 from .base import (
     ALL_KINDS,
     Backend,
@@ -32,6 +33,8 @@ from .base import (
     OutputSink,
     Resource,
     ResourceKind,
+    Volume,
+    VolumeStore,
 )
 
 T = TypeVar("T")
@@ -112,9 +115,20 @@ def _ulimits(spec: ContainerSpec) -> list[Ulimit]:
 
 
 class DockerBackend(Backend):
-    def __init__(self, client: docker.DockerClient, threads: int = 64) -> None:
+    """`volumes`: "auto" puts volumes on this host when the engine can see our mounts
+    (hostvolumes.py), else in the engine; "host" requires the former, "engine" the latter."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        threads: int = 64,
+        volumes: Literal["auto", "host", "engine"] = "auto",
+    ) -> None:
         self._api: docker.APIClient = client.api
         self.client = client
+        self._volumes = volumes
+        self._store: VolumeStore | None = None
+        self.volume_store_reason = ""  # why the store chosen is the one it is
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
         self._readers: dict[str, threading.Thread] = {}
         self._reader_errors: dict[str, BaseException] = {}
@@ -224,12 +238,37 @@ class DockerBackend(Backend):
             elif resource.kind == "network":
                 await self._call(self._api.remove_network, resource.id)
             else:
-                await self._call(self._api.remove_volume, resource.id, force=True)
+                await self._call(self._remove_volume, resource.id)
         except BackendError as error:
             if "No such" not in str(error) and "not found" not in str(error):
                 raise
 
-    async def create_volume(self, name: str, labels: dict[str, str], size: int, owner: str) -> str:
+    async def volume_store(self) -> VolumeStore:
+        if self._store is None:
+            self._store = self._choose_store()
+        return self._store
+
+    def _choose_store(self) -> VolumeStore:
+        if self._volumes == "engine":
+            self.volume_store_reason = "as configured"
+            return "engine"
+        # The SDK keeps the socket's path on its Unix adapter only; no path, no host store.
+        adapter = getattr(self._api, "_custom_adapter", None)
+        socket_path = getattr(adapter, "socket_path", None)
+        why = hostvolumes.unavailable(socket_path)
+        if why is None:
+            self.volume_store_reason = "the engine shares this host's mounts"
+            return "host"
+        if self._volumes == "host":
+            raise BackendError(f"volumes cannot be kept on this host: {why}")
+        self.volume_store_reason = why
+        return "engine"
+
+    async def create_volume(
+        self, name: str, labels: dict[str, str], size: int, owner: str
+    ) -> Volume:
+        if await self.volume_store() == "host":
+            return await self._call(self._create_host_volume, name, labels, size, owner)
         uid, gid = owner.split(":")
         options = {
             "type": "tmpfs",
@@ -239,7 +278,23 @@ class DockerBackend(Backend):
         created = await self._call(
             self._api.create_volume, name, driver="local", driver_opts=options, labels=labels
         )
-        return str(created["Name"])
+        return Volume(str(created["Name"]))
+
+    def _create_host_volume(
+        self, name: str, labels: dict[str, str], size: int, owner: str
+    ) -> Volume:
+        # The labelled volume first: whatever happens next, gc can find it.
+        options = {"type": "none", "o": "bind", "device": str(hostvolumes.path_of(name))}
+        self._api.create_volume(name, driver="local", driver_opts=options, labels=labels)
+        try:
+            return Volume(name, hostvolumes.mount(name, size, owner))
+        except BaseException:
+            self._api.remove_volume(name, force=True)
+            raise
+
+    def _remove_volume(self, name: str) -> None:
+        hostvolumes.unmount(name)  # first: the labelled volume outlives the mount
+        self._api.remove_volume(name, force=True)
 
     async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
         def run() -> tuple[int, bytes]:

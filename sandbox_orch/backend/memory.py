@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import shutil
 import tarfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from .base import (
@@ -24,6 +26,8 @@ from .base import (
     OutputSink,
     Resource,
     ResourceKind,
+    Volume,
+    VolumeStore,
 )
 
 
@@ -56,8 +60,12 @@ class MemoryBackend(Backend):
         script: Script | None = None,
         images: set[str] | None = None,
         runtimes: dict[str, list[str]] | None = None,
+        volume_root: Path | None = None,
     ) -> None:
+        """`volume_root`: keep volumes as plain directories there (the "host" store, no
+        cap), which a script may write into; None: the "engine" store, holding nothing."""
         self.script: Script = script or (lambda spec: Outcome())
+        self.volume_root = volume_root
         self.images = images
         self.runtimes = runtimes if runtimes is not None else dict(HARDENED_RUNTIMES)
         self.containers: dict[str, _Container] = {}
@@ -153,12 +161,23 @@ class MemoryBackend(Backend):
     async def remove_resource(self, resource: Resource) -> None:
         if resource.kind == "volume":
             self.volumes.pop(resource.id, None)
+            if self.volume_root is not None:
+                shutil.rmtree(self.volume_root / resource.id, ignore_errors=True)
         else:
             await self.remove(resource.id)
 
-    async def create_volume(self, name: str, labels: dict[str, str], size: int, owner: str) -> str:
+    async def volume_store(self) -> VolumeStore:
+        return "engine" if self.volume_root is None else "host"
+
+    async def create_volume(
+        self, name: str, labels: dict[str, str], size: int, owner: str
+    ) -> Volume:
         self.volumes[name] = labels
-        return name
+        if self.volume_root is None:
+            return Volume(name)
+        path = self.volume_root / name
+        path.mkdir(parents=True)
+        return Volume(name, path)
 
     async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
         """Answers `stat -f` as an empty file system would (nodes write nothing here)."""

@@ -12,6 +12,8 @@ import docker.errors
 import psutil
 import pytest
 
+from sandbox_orch.backend import hostvolumes
+from sandbox_orch.engine import VOLUMES_ENV
 from tests.conftest import cli, interrupt, labelled_leftovers, start_cli, write_workflow
 from tests.integration.test_hardening import read_events_until, wait_for_running_container
 
@@ -128,3 +130,49 @@ def test_gc_during_a_live_run_leaves_it_alone(workdir, built_images, docker_clie
         code, _out, err = interrupt(proc, signal.SIGINT)
     assert code == 130, err
     assert labelled_leftovers(docker_client, run_id) == []
+
+
+@pytest.mark.parametrize("store", ["host", "engine"])
+def test_gc_removes_a_killed_runs_artifact_volumes_and_host_mounts(
+    workdir, built_images, docker_client, monkeypatch, store
+):
+    """A run killed with SIGKILL cleans nothing: its artifact volume (and, when volumes
+    live on this host, the tmpfs mounted for it) stays until gc, which removes both. A
+    SIGINT, in contrast, leaves nothing at all."""
+    monkeypatch.setenv(VOLUMES_ENV, store)
+    path = write_workflow(
+        workdir,
+        """
+        version: 1
+        name: killed
+        nodes:
+          producer:
+            command: "echo kept > /out/d/f; sleep 60"
+            outputs:
+              artifacts: [{name: d, path: /out/d}]
+        """,
+    )
+    for signum in (signal.SIGINT, signal.SIGKILL):
+        proc = start_cli("run", str(path), "--json", "--results", str(workdir / "results.json"))
+        try:
+            run_id = read_events_until(proc, "node_started")[0]["run_id"]
+            wait_for_running_container(docker_client, run_id, "producer")
+            mounts = sorted(hostvolumes.ROOT.glob(f"sandbox-orch-{run_id}-*"))
+            assert len(mounts) == (1 if store == "host" else 0), mounts
+            assert all(os.path.ismount(m) for m in mounts)
+        finally:
+            code, _out, err = interrupt(proc, signum)
+        if signum == signal.SIGINT:
+            assert code == 130, err
+            assert labelled_leftovers(docker_client, run_id) == []
+            assert not any(m.exists() for m in mounts)
+            continue
+        assert code == -signal.SIGKILL
+        left = labelled_leftovers(docker_client, run_id)
+        assert any(item.startswith("volume ") for item in left), left
+        assert all(os.path.ismount(m) for m in mounts)
+
+        collected = cli("gc")
+        assert collected.returncode == 0, collected.stderr
+        assert labelled_leftovers(docker_client, run_id) == []
+        assert not any(m.exists() for m in mounts)

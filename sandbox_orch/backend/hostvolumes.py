@@ -1,0 +1,105 @@
+"""Memory-backed volumes mounted on this host, for an engine that shares its mounts.
+
+The engine's own memory-backed volume (`local` driver, type tmpfs) loses its content when
+its last container stops, so keeping a producer's artifact for its consumers takes an
+idle holder container: about 100 ms to start and as much to remove, per producer. When
+the engine runs on this host, in this mount namespace, and we may mount, a tmpfs capped at
+the same size is mounted here instead, under ROOT, and handed to the engine as a bind
+volume. It keeps its content with no container, `statvfs` says whether it is full, and
+the copy to the host reads its files directly instead of through an archive.
+
+ROOT is below /run, which no policy can mount (mounts.SYSTEM_PATHS), and is root's alone.
+The engine's volume is created before the mount and removed after it, so a crash at any
+point leaves a labelled volume for `gc` to find, never a mount nobody accounts for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+from pathlib import Path
+
+ROOT = Path("/run/sandbox-orch/volumes")
+_CAP_SYS_ADMIN = 21  # what mount(2) asks for
+_MS_NOSUID, _MS_NODEV = 2, 4
+_MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def unavailable(socket_path: str | None) -> str | None:
+    """Why host volumes cannot serve the engine listening on `socket_path`, or None."""
+    if os.geteuid() != 0 or not _effective_capability(_CAP_SYS_ADMIN):
+        return "mounting needs root"
+    if socket_path is None:
+        return "the engine is not reached through a local socket"
+    try:
+        pid = _peer_pid(socket_path)
+        theirs = os.stat(f"/proc/{pid}/ns/mnt") if pid else None
+        ours = os.stat("/proc/self/ns/mnt")
+    except OSError as error:
+        return f"cannot tell where the engine behind {socket_path} runs ({error.strerror})"
+    if theirs is None:
+        return "the engine runs in another PID namespace"
+    if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+        return "the engine runs in another mount namespace (it would not see our mounts)"
+    return None
+
+
+def _effective_capability(bit: int) -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+def _peer_pid(socket_path: str) -> int:
+    """The process that listens on a Unix socket (0 when it is not visible from here)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(5)
+        connection.connect(socket_path)
+        credentials = connection.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+    pid, _uid, _gid = struct.unpack("3i", credentials)
+    return pid
+
+
+def path_of(name: str) -> Path:
+    """Where volume `name` is mounted (a name is one path component, never `.`/`..`)."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"not a volume name: {name!r}")
+    return ROOT / name
+
+
+def mount(name: str, size: int, owner: str) -> Path:
+    """A fresh tmpfs of `size` bytes, owned by `owner` ("uid:gid"), mode 0700."""
+    uid, gid = (int(part) for part in owner.split(":"))
+    for directory in (ROOT.parent, ROOT):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        if directory.is_symlink():
+            raise OSError(f"{directory} is a symlink; refusing to mount below it")
+        directory.chmod(0o700)  # root's alone, whoever made it first
+    path = path_of(name)
+    path.mkdir(mode=0o700)  # exists already: a name reused, refused
+    options = f"size={size},uid={uid},gid={gid},mode=0700"
+    if _libc.mount(b"tmpfs", bytes(path), b"tmpfs", _MS_NOSUID | _MS_NODEV, options.encode()):
+        error = ctypes.get_errno()
+        path.rmdir()
+        raise OSError(error, f"mounting a tmpfs: {os.strerror(error)}", str(path))
+    return path
+
+
+def unmount(name: str) -> None:
+    """Unmount and remove volume `name`'s directory; one already gone is not an error.
+
+    Detached, so a container that still holds it (one that leaked) cannot make this fail;
+    the memory is freed when the last user lets go."""
+    path = path_of(name)
+    if not os.path.lexists(path):
+        return  # an engine volume, or one whose mount is already gone
+    if os.path.ismount(path) and _libc.umount2(bytes(path), _MNT_DETACH):
+        error = ctypes.get_errno()
+        raise OSError(error, f"unmounting: {os.strerror(error)}", str(path))
+    path.rmdir()

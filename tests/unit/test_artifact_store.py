@@ -1,0 +1,213 @@
+"""Artifacts kept on this host ("host" volume store): `copy_tree` reads a volume's files
+directly and refuses what `extract` refuses; runs on the memory backend need no holder
+and copy what the producer left; and the host store's guards (names, who may use it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from sandbox_orch import artifacts
+from sandbox_orch.artifacts import HOLDER_IMAGE, copy_tree, extract
+from sandbox_orch.backend import ContainerSpec, hostvolumes
+from sandbox_orch.backend.memory import MemoryBackend, Outcome
+from sandbox_orch.execution import NODE_LABEL
+from sandbox_orch.mounts import never_mountable
+from sandbox_orch.orchestrator import preflight, run_plan
+from sandbox_orch.store import HOME_ENV
+
+from .helpers import admitted, default_policy
+
+# --- copy_tree ---------------------------------------------------------------------------
+
+
+def tree(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def written(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def test_copy_tree_matches_extract_of_the_same_files(tmp_path):
+    """Both stores record the same bytes, files and digest for the same content."""
+    files = {"a.txt": b"hello\n", "sub/b.bin": bytes(range(256)) * 9, "sub/deeper/empty": b""}
+    source = tree(tmp_path / "volume", files)
+    copied = copy_tree(source, tmp_path / "copy")
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(source, arcname="d")
+    buffer.seek(0)
+    extracted = extract(buffer, tmp_path / "extracted")
+
+    assert copied.refused == [] and extracted.refused == []
+    assert (copied.files, copied.bytes) == (extracted.files, extracted.bytes) == (3, 6 + 2304)
+    assert copied.sha256 == extracted.sha256
+    for name, data in files.items():
+        assert (tmp_path / "copy" / name).read_bytes() == data
+    assert dict(copied.digests)["a.txt"] == hashlib.sha256(b"hello\n").hexdigest()
+
+
+def test_symlinks_are_refused_and_never_followed(tmp_path):
+    outside = tmp_path / "outside"
+    tree(outside, {"secret": b"do not copy"})
+    source = tree(tmp_path / "volume", {"real": b"ok"})
+    (source / "pw").symlink_to("/etc/passwd")
+    (source / "root").symlink_to("/")
+    (source / "dir").symlink_to(outside)  # a directory "through" a link: not entered
+    found = copy_tree(source, tmp_path / "copy")
+    assert written(tmp_path / "copy") == ["real"]
+    reasons = dict(r.split(": ", 1) for r in found.refused)
+    assert reasons == {
+        "pw": "a symlink to '/etc/passwd', refused (only files and directories)",
+        "root": "a symlink to '/', refused (only files and directories)",
+        "dir": f"a symlink to '{outside}', refused (only files and directories)",
+    }
+
+
+def test_a_fifo_and_a_socket_are_refused_without_blocking(tmp_path):
+    source = tree(tmp_path / "volume", {"sub/kept": b"kept"})
+    os.mkfifo(source / "fifo")  # no writer: opening it for reading would block forever
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(source / "sub" / "sock"))
+    try:
+        done = threading.Event()
+        result = []
+        worker = threading.Thread(
+            target=lambda: (result.append(copy_tree(source, tmp_path / "copy")), done.set())
+        )
+        worker.start()
+        assert done.wait(30), "copy_tree blocked"
+    finally:
+        listener.close()
+    (found,) = result
+    assert sorted(found.refused) == [
+        "fifo: a FIFO, refused (only files and directories)",
+        "sub/sock: a socket, refused (only files and directories)",
+    ]
+    assert written(tmp_path / "copy") == ["sub", "sub/kept"]
+
+
+def test_of_two_names_for_one_file_the_second_is_refused_as_a_hard_link(tmp_path):
+    source = tree(tmp_path / "volume", {"a": b"once"})
+    os.link(source / "a", source / "b")
+    found = copy_tree(source, tmp_path / "copy")
+    assert found.refused == ["b: a hard link to 'a', refused (only files and directories)"]
+    assert (found.files, found.bytes) == (1, 4) and written(tmp_path / "copy") == ["a"]
+
+
+def test_directories_past_the_depth_limit_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts, "MAX_DEPTH", 3)
+    source = tree(tmp_path / "volume", {"1/2/3/4/deep": b"x", "1/shallow": b"y"})
+    found = copy_tree(source, tmp_path / "copy")
+    assert found.refused == ["1/2/3/: deeper than 3 directories, refused"]
+    assert written(tmp_path / "copy") == ["1", "1/2", "1/shallow"]
+
+
+def test_nothing_already_in_the_destination_is_overwritten(tmp_path):
+    source = tree(tmp_path / "volume", {"a": b"new"})
+    target = tree(tmp_path / "copy", {"a": b"old"})
+    found = copy_tree(source, target)
+    assert (target / "a").read_bytes() == b"old" and found.refused == ["a: File exists"]
+
+
+# --- runs with host volumes (memory backend) ---------------------------------------------
+
+HANDOFF = """
+version: 1
+name: handoff
+nodes:
+  make:
+    command: [x]
+    outputs: {artifacts: [{name: dist, path: /out}]}
+  use:
+    needs: [make]
+    command: [x]
+    inputs: [{from: make/dist, path: /in}]
+"""
+
+
+def test_a_run_with_host_volumes_starts_no_holder_and_copies_what_was_written(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    plan, sandboxes = admitted(HANDOFF)
+    volumes = tmp_path / "volumes"
+    seen: dict[str, ContainerSpec] = {}
+
+    def script(spec: ContainerSpec) -> Outcome:
+        node = spec.labels[NODE_LABEL]
+        seen[node] = spec
+        if node == "make":  # the producer writes into its own volume
+            (volume,) = spec.volumes
+            (volumes / volume.volume / "app.bin").write_bytes(b"built")
+        return Outcome()
+
+    backend = MemoryBackend(script, volume_root=volumes)
+    report = asyncio.run(
+        run_plan(plan, default_policy(), sandboxes, backend, "r1", lambda e: None, asyncio.Event())
+    )
+    assert report.status.value == "succeeded", report.results
+    (made,) = seen["make"].volumes
+    (used,) = seen["use"].volumes
+    assert (made.volume, made.read_only, used.volume, used.read_only) == (
+        made.volume, False, made.volume, True,
+    )  # fmt: skip
+    assert all(c.spec.image != HOLDER_IMAGE for c in backend.containers.values())
+    assert backend.containers == {} and backend.volumes == {} and list(volumes.iterdir()) == []
+    (record,) = report.results["nodes"]["make"]["artifacts"]
+    assert (record["files"], record["bytes"]) == (1, 5)
+    assert Path(record["path"], "app.bin").read_bytes() == b"built"
+
+
+@pytest.mark.parametrize(("volume_root", "needs_holder"), [(None, True), (Path("v"), False)])
+def test_preflight_asks_for_the_holder_image_only_for_engine_volumes(volume_root, needs_holder):
+    _, sandboxes = admitted(HANDOFF)
+    backend = MemoryBackend(volume_root=volume_root)
+    ids = asyncio.run(preflight(backend, default_policy(), sandboxes, artifacts=True))
+    assert (HOLDER_IMAGE in ids) is needs_holder
+
+
+# --- the host store's guards -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../etc"])
+def test_a_volume_path_is_one_component_under_the_root(name):
+    with pytest.raises(ValueError):
+        hostvolumes.path_of(name)
+
+
+def test_host_volumes_need_a_local_socket():
+    assert hostvolumes.unavailable(None) is not None
+
+
+def test_host_volumes_need_root_and_an_engine_sharing_our_mounts(tmp_path):
+    """Against a listener in this very process (same mount namespace): usable as root,
+    refused otherwise."""
+    path = str(tmp_path / "engine.sock")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        why = hostvolumes.unavailable(path)
+    if os.geteuid() == 0:
+        assert why is None
+    else:
+        assert why == "mounting needs root"
+
+
+def test_no_policy_can_mount_the_host_volumes():
+    for mode in ("ro", "rw"):
+        assert never_mountable(hostvolumes.ROOT / "sandbox-orch-x", mode) is not None
+        assert never_mountable(hostvolumes.ROOT.parent, mode) is not None
