@@ -8,9 +8,11 @@ by a dedicated thread that streams it into the node's bounded sink.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import io
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Literal, TypeVar
@@ -43,6 +45,8 @@ T = TypeVar("T")
 # while debugging, never enough to fill the host disk.
 LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"})
 NO_LOG = LogConfig(type="none")
+# How long a SIGKILL we did not send waits for the engine's late "oom" event (see _wait).
+OOM_EVENT_WINDOW_S = 2.0
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
@@ -132,6 +136,7 @@ class DockerBackend(Backend):
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
         self._readers: dict[str, threading.Thread] = {}
         self._reader_errors: dict[str, BaseException] = {}
+        self._killed: set[str] = set()  # containers we sent SIGKILL ourselves
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -184,16 +189,38 @@ class DockerBackend(Backend):
         if error is not None:
             raise BackendError(f"reading output failed: {_describe(error)}")
         state = self._api.inspect_container(container_id)["State"]
-        return ExitStatus(exit_code=int(result["StatusCode"]), oom_killed=bool(state["OOMKilled"]))
+        exit_code, oom_killed = int(result["StatusCode"]), bool(state["OOMKilled"])
+        if exit_code == 137 and not oom_killed and container_id not in self._killed:
+            oom_killed = self._late_oom(container_id, state["StartedAt"])
+        return ExitStatus(exit_code=exit_code, oom_killed=oom_killed)
+
+    def _late_oom(self, container_id: str, started_at: str) -> bool:
+        """Was a SIGKILL we did not send the OOM killer's? The engine sets OOMKilled from an
+        event that can come after the exit (seen under load with gVisor), so its event log
+        is asked, from the container's start, for a short while; it answers at once when
+        the event came already."""
+        since = calendar.timegm(time.strptime(started_at[:19], "%Y-%m-%dT%H:%M:%S"))
+        events = self._api.events(
+            since=since,
+            until=time.time() + OOM_EVENT_WINDOW_S,
+            filters={"container": container_id, "event": "oom"},
+            decode=True,
+        )
+        try:
+            return next(iter(events), None) is not None
+        finally:
+            events.close()
 
     async def kill(self, container_id: str) -> None:
         # Already stopped or gone: the goal, stopped, holds. A real engine fault will show
         # again in remove(), which does not forgive it.
+        self._killed.add(container_id)
         with contextlib.suppress(BackendError):
             await self._call(self._api.kill, container_id)
 
     async def remove(self, container_id: str) -> None:
         self._readers.pop(container_id, None)
+        self._killed.discard(container_id)
         try:
             await self._call(self._api.remove_container, container_id, force=True, v=True)
         except BackendError as error:

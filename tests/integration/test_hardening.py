@@ -264,6 +264,17 @@ def test_memory_hog_is_oom_killed(workdir, built_images, docker_client):
     assert node["sandbox"]["limits"]["memory"] == "64m"
 
 
+def test_a_node_killing_itself_is_not_reported_as_out_of_memory(
+    workdir, built_images, docker_client
+):
+    """SIGKILL without the OOM killer: the same exit code 137, but no OOM (the engine's
+    event log is asked, and has no "oom" for it)."""
+    result, node = run_node(workdir, docker_client, "kill -9 $$")
+    assert result.exit_code == 1, result.stderr
+    assert (node["status"], node["exit_code"], node["oom_killed"]) == ("failed", 137, False)
+    assert node["reason"] == "exited with code 137"
+
+
 def test_timeout_kills_promptly(workdir, built_images, docker_client):
     clock = time.monotonic()
     result, node = run_node(workdir, docker_client, "sleep 60", timeout="2s")
