@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 
+# No registry here: testcontainers must not pull its reaper (ryuk). Every container a test
+# starts is removed by its own fixture. Set before any test module imports testcontainers.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_LABEL = "sandbox-orch.run"
 
