@@ -679,3 +679,27 @@ def test_a_host_volume_is_capped_private_and_removed():
         hostvolumes.unmount(name)
     assert not path.exists()
     hostvolumes.unmount(name)  # already gone: not an error
+
+
+@pytest.mark.parametrize("setting", ["auto", "engine", "host"])
+def test_doctor_names_where_artifact_volumes_live(built_images, monkeypatch, setting):
+    monkeypatch.setenv(VOLUMES_ENV, setting)
+    proc = cli("doctor")
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("artifact volumes: ")]
+    on_host = setting != "engine" and os.geteuid() == 0
+    if on_host:
+        assert proc.returncode == 0, proc.stderr
+        assert f"tmpfs mounts on this host, under {hostvolumes.ROOT}" in line, line
+    elif setting == "host":
+        assert "unavailable: volumes cannot be kept on this host: mounting needs root" in line
+    else:
+        assert "in the engine, each kept by a holder container" in line, line
+
+
+def test_an_unknown_volume_setting_is_refused(monkeypatch, workdir):
+    monkeypatch.setenv(VOLUMES_ENV, "disk")
+    proc = cli("doctor")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"${VOLUMES_ENV}: must be one of auto, host, engine, not 'disk'"
+    ), proc.stderr
