@@ -34,6 +34,8 @@ def unavailable(socket_path: str | None) -> str | None:
         return "mounting needs root"
     if socket_path is None:
         return "the engine is not reached through a local socket"
+    if not os.access(ROOT.parent.parent, os.W_OK | os.X_OK):
+        return f"{ROOT.parent.parent} is not a writable directory"
     try:
         pid = _peer_pid(socket_path)
         theirs = os.stat(f"/proc/{pid}/ns/mnt") if pid else None
