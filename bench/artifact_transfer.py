@@ -70,7 +70,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 if __package__ in (None, ""):  # run as a script: make `bench` and `sandbox_orch` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -95,7 +95,7 @@ from bench.common import (
 from sandbox_orch import artifacts, orchestrator, store
 from sandbox_orch.artifacts import ArtifactVolumes
 from sandbox_orch.backend import VolumeMount
-from sandbox_orch.backend.docker import DockerBackend, _ChunkReader, connect
+from sandbox_orch.backend.docker import DockerBackend, VolumeSetting, _ChunkReader, connect
 from sandbox_orch.execution import NODE_LABEL, OWNER_LABEL, NodeRunner
 from sandbox_orch.runstore import RunStore
 
@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--volumes",
-        choices=("auto", "host", "engine"),
+        choices=get_args(VolumeSetting),
         default="auto",
         help="where A keeps artifact volumes (DockerBackend's setting; default auto)",
     )

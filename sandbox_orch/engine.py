@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import os
-from typing import Literal, cast
+from typing import cast, get_args
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from .backend.docker import DockerBackend, connect
+from .backend.docker import DockerBackend, VolumeSetting, connect
 from .errors import InfrastructureError, InputRefused, Problem
 
 HOW_TO_START = "start one with `make engine` (runs scripts/engine-up) or set DOCKER_HOST"
 # Where artifact volumes live (backend/hostvolumes.py): auto, host or engine.
 VOLUMES_ENV = "SANDBOX_ORCH_VOLUMES"
-VOLUME_CHOICES = ("auto", "host", "engine")
 
 
-def volumes_setting() -> Literal["auto", "host", "engine"]:
+def volumes_setting() -> VolumeSetting:
     value = os.environ.get(VOLUMES_ENV) or "auto"
-    if value not in VOLUME_CHOICES:
-        message = f"must be one of {', '.join(VOLUME_CHOICES)}, not {value!r}"
+    choices = get_args(VolumeSetting)
+    if value not in choices:
+        message = f"must be one of {', '.join(choices)}, not {value!r}"
         raise InputRefused([Problem(f"${VOLUMES_ENV}", None, "", message)])
-    return cast(Literal["auto", "host", "engine"], value)
+    return cast(VolumeSetting, value)
 
 
 def docker_backend() -> DockerBackend:

@@ -40,6 +40,9 @@ from .base import (
 )
 
 T = TypeVar("T")
+# Where volumes go: "auto" (on this host when the engine can see our mounts, see
+# hostvolumes.py, else in the engine), or always "host", or always "engine".
+VolumeSetting = Literal["auto", "host", "engine"]
 
 # The engine keeps a small capped log beside our own stream: enough for `docker logs`
 # while debugging, never enough to fill the host disk.
@@ -119,14 +122,8 @@ def _ulimits(spec: ContainerSpec) -> list[Ulimit]:
 
 
 class DockerBackend(Backend):
-    """`volumes`: "auto" puts volumes on this host when the engine can see our mounts
-    (hostvolumes.py), else in the engine; "host" requires the former, "engine" the latter."""
-
     def __init__(
-        self,
-        client: docker.DockerClient,
-        threads: int = 64,
-        volumes: Literal["auto", "host", "engine"] = "auto",
+        self, client: docker.DockerClient, threads: int = 64, volumes: VolumeSetting = "auto"
     ) -> None:
         self._api: docker.APIClient = client.api
         self.client = client
