@@ -159,7 +159,7 @@ class DockerBackend(Backend):
         self._readers: dict[str, threading.Thread] = {}
         self._reader_errors: dict[str, BaseException] = {}
         self._killed: set[str] = set()  # containers we sent SIGKILL ourselves
-        self._image_envs: dict[str, dict[str, str]] = {}  # image (name or id) -> its Env
+        self._image_envs: dict[str, dict[str, str]] = {}  # image id -> its Env
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -196,8 +196,9 @@ class DockerBackend(Backend):
         raise SettingsDiffer(message + "; the container was removed before it started")
 
     def _image_env(self, image: str) -> dict[str, str]:
-        """The image's own environment (the engine merges it into the container's), asked
-        once per image: preflight's image_id() has usually asked already."""
+        """The image's own environment (the engine merges it into the container's). Kept
+        per image id, which preflight's image_id() has asked already; a name is asked
+        again, as it may name another image by now."""
         env = self._image_envs.get(image)
         if env is None:
             env = self._inspect_image(image)[1]
@@ -206,7 +207,7 @@ class DockerBackend(Backend):
     def _inspect_image(self, image: str) -> tuple[str, dict[str, str]]:
         attrs = self._api.inspect_image(image)
         env = readback.environment_of((attrs.get("Config") or {}).get("Env"))
-        self._image_envs[image] = self._image_envs[str(attrs["Id"])] = env
+        self._image_envs[str(attrs["Id"])] = env
         return str(attrs["Id"]), env
 
     async def start(self, container_id: str, sink: OutputSink | None) -> None:

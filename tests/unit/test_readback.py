@@ -299,3 +299,19 @@ def test_runc_gets_the_cgroup_limit_exactly_and_no_rlimit_nproc():
     host = container_kwargs(spec("runc", pids=100), API)["host_config"]
     assert host["PidsLimit"] == 100
     assert "nproc" not in {u["Name"] for u in host["Ulimits"]}
+
+
+def test_the_image_environment_is_asked_once_per_id():
+    api = StubAPI()
+    backend = DockerBackend(SimpleNamespace(api=api, close=lambda: None))
+
+    async def go() -> None:
+        try:
+            assert await backend.image_id("sandbox-orch/shell") == IMAGE_ID
+            await backend.create(spec("runc"))
+            await backend.create(spec("runc"))
+        finally:
+            await backend.close()
+
+    asyncio.run(go())
+    assert api.calls == ["inspect_image", "create", "inspect", "create", "inspect"]
