@@ -187,6 +187,30 @@ def test_the_container_id_is_not_in_proc_self_cgroup(workdir, built_images, dock
     assert labelled_leftovers(docker_client, result.results["run_id"]) == []
 
 
+NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "uts")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_no_namespace_is_shared_with_the_orchestrator(
+    workdir, built_images, docker_client, runtime
+):
+    """The class of the cgroup finding: a node shares none of the orchestrator's
+    namespaces (user namespaces are not remapped on this engine: doctor says so)."""
+    name = unique("namespaces")
+    command = " ; ".join(f"echo {ns}=$(readlink /proc/self/ns/{ns})" for ns in NAMESPACES)
+    result = run_under(workdir, runtime, workflow({name: {"command": command}}))
+    assert result.exit_code == 0, result.stderr
+    seen = dict(
+        line.split("=", 1) for line in result.node(name)["stdout_tail"].splitlines() if "=" in line
+    )
+    for ns in NAMESPACES:
+        if runtime == "runsc" and ns == "cgroup" and seen[ns] == "":
+            continue  # gVisor's kernel has no cgroup namespaces (and shares none of ours)
+        ours = os.readlink(f"/proc/self/ns/{ns}")
+        assert seen[ns].startswith(f"{ns}:["), seen  # the control: the link was read
+        assert seen[ns] != ours, (ns, seen[ns])
+
+
 def test_runc_nodes_still_see_their_own_limits(workdir, built_images, docker_client):
     """A private namespace hides the host's tree, not the node's own limits."""
     name = unique("limits")
