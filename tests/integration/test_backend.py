@@ -344,6 +344,21 @@ DROPS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "Runtime": ("runsc", _host(lambda h: h.update(Runtime="runc")), "Runtime"),
     "CgroupnsMode": ("runc", _host(lambda h: h.pop("CgroupnsMode")), "CgroupnsMode"),
     "CapAdd": ("runc", _host(lambda h: h.update(CapAdd=["SYS_ADMIN"])), "CapAdd"),
+    "tmpfs noexec": (
+        "runc",
+        _host(lambda h: h["Tmpfs"].update({"/tmp": h["Tmpfs"]["/tmp"].replace("noexec,", "")})),
+        "Tmpfs",
+    ),
+    "ulimit nproc": (
+        "runsc",
+        _host(lambda h: h.update(Ulimits=[u for u in h["Ulimits"] if u["Name"] != "nproc"])),
+        "Ulimits",
+    ),
+    "cgroup mask": (
+        "runsc",
+        _host(lambda h: h["Tmpfs"].pop("/sys/fs/cgroup")),
+        "Tmpfs",
+    ),
     "Env LD_PRELOAD": ("runc", lambda b: b["Env"].append("LD_PRELOAD=/tmp/x.so"), "Env LD_PRELOAD"),
 }
 
@@ -436,6 +451,22 @@ def test_a_fork_flood_is_contained(workdir, built_images, docker_client, runtime
         assert "RLIMIT_NPROC" in enforced and "cgroup at 256" in enforced  # 3 * 64 + 64
     else:
         assert enforced == "cgroup pids.max (64)"
+    assert labelled_leftovers(docker_client, result.results["run_id"]) == []
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_real_fork_bomb_is_contained_and_removed(workdir, built_images, docker_client, runtime):
+    """The unbounded classic, for 5 s: held at the limit, killed at the timeout, gone."""
+    name = unique("bomb")
+    command = "b() { b | b & }; b; sleep 60"
+    text = workflow({name: {"command": command, "resources": {"pids": 64}, "timeout": "5s"}})
+    clock = time.monotonic()
+    result = run_under(workdir, runtime, text)
+    took = time.monotonic() - clock
+    assert result.exit_code == 1, result.stderr
+    node = result.node(name)
+    assert node["status"] == "timed_out", node
+    assert took < 60, took  # the kill and the removal were not held up by the bomb
     assert labelled_leftovers(docker_client, result.results["run_id"]) == []
 
 
