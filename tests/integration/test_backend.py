@@ -359,6 +359,8 @@ DROPS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
         _host(lambda h: h["Tmpfs"].pop("/sys/fs/cgroup")),
         "Tmpfs",
     ),
+    "Image": ("runc", lambda b: b.update(Image="sandbox-orch/python"), "Image"),
+    "User": ("runsc", lambda b: b.update(User="0:0"), "User"),
     "Env LD_PRELOAD": ("runc", lambda b: b["Env"].append("LD_PRELOAD=/tmp/x.so"), "Env LD_PRELOAD"),
 }
 
