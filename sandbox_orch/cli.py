@@ -429,7 +429,8 @@ def gc() -> None:
 @exits_with_contract_codes
 def doctor() -> None:
     """Engine, OCI runtimes, images, and the isolation each shipped policy would get."""
-    from .doctor import describe_volume_store, policy_isolations
+    from .backend.docker import runtimes_of
+    from .doctor import describe_volume_store, policy_isolations, protections, runtime_version
     from .engine import docker_backend
     from .images import available_images, image_ref
 
@@ -438,13 +439,19 @@ def doctor() -> None:
         try:
             version = backend.client.version().get("Version", "?")
             click.echo(f"engine: Docker {version}")
-            runtimes = await backend.oci_runtimes()
+            info = await backend.info()
+            runtimes = runtimes_of(info)
             for name in ("runc", "runsc"):
                 state = "missing"
                 if name in runtimes:
                     args = " ".join(runtimes[name])
                     state = f"available{f' ({args})' if args else ''}"
                 click.echo(f"runtime {name}: {state}")
+            # Run the registered runsc only when the engine is on this host.
+            path = ((info.get("Runtimes") or {}).get("runsc") or {}).get("path")
+            runsc = runtime_version(path) if backend.socket_path else None
+            for line in protections(info, runtimes, runsc):
+                click.echo(line)
             click.echo(f"artifact volumes: {await describe_volume_store(backend)}")
             for name in available_images():
                 try:

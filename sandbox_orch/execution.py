@@ -102,6 +102,7 @@ class NodeRunner:
         egress: EgressProxy | None = None,
         secrets: SecretStore | None = None,
         artifacts: ArtifactVolumes | None = None,
+        images: dict[str, str] | None = None,
     ) -> None:
         self.backend = backend
         self.run_id = run_id
@@ -109,6 +110,10 @@ class NodeRunner:
         self.egress = egress
         self.secrets = secrets
         self.artifacts = artifacts
+        # Image name -> the id preflight resolved. Given, every container of the run is
+        # created from that id, so re-tagging an image mid-run changes nothing; None
+        # (tests, benchmarks) creates from the name as written.
+        self.images = images
         self.ledger: set[str] = set()
         self._creating: set[asyncio.Future[str]] = set()
 
@@ -227,15 +232,25 @@ class NodeRunner:
         return await self.artifacts.full(node, sandbox.artifact_limit)
 
     async def _create(self, spec: ContainerSpec) -> str:
-        """Create, recording the id in the ledger the moment the engine answers.
+        """Create (from the image's pinned id), recording the id in the ledger the moment
+        the engine answers.
 
         If this task is cancelled while the engine is creating, the create still runs to
         completion in its own task and lands in the ledger; close() waits for it.
         """
+        spec = self._pinned(spec)
         task = asyncio.ensure_future(self.backend.create(spec))
         self._creating.add(task)
         task.add_done_callback(self._created)
         return await asyncio.shield(task)
+
+    def _pinned(self, spec: ContainerSpec) -> ContainerSpec:
+        if self.images is None:
+            return spec
+        image_id = self.images.get(spec.image)
+        if image_id is None:  # never by name: it could name another image by now
+            raise BackendError(f"image {spec.image} was not resolved before the run started")
+        return dataclasses.replace(spec, image=image_id)
 
     def _created(self, task: asyncio.Future[str]) -> None:
         self._creating.discard(task)

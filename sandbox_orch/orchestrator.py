@@ -80,7 +80,8 @@ def runtime_problem(name: str, runtimes: dict[str, list[str]]) -> str | None:
 async def preflight(
     backend: Backend, policy: Policy, sandboxes: dict[str, Sandbox], artifacts: bool = False
 ) -> dict[str, str]:
-    """Everything the run needs from the engine exists, before anything is created."""
+    """Everything the run needs from the engine exists, before anything is created.
+    Returns each image's id: every container of the run is created from it."""
     try:
         # runc is the engine's own default runtime; asking the engine (`info` makes it run
         # `runc --version`, ~7 ms) is only worth it for the stronger ones.
@@ -114,7 +115,9 @@ async def run_plan(
     with_artifacts = any(node.artifacts for node in plan.nodes.values())
     image_ids = await preflight(backend, policy, sandboxes, artifacts=with_artifacts)
     started_at = datetime.now(UTC)
-    run = _RunResources.open(plan, policy, sandboxes, backend, run_id, started_at, with_artifacts)
+    run = _RunResources.open(
+        plan, policy, sandboxes, backend, run_id, started_at, with_artifacts, image_ids
+    )
     emit = _redacting(run.keeping_events(emit), run.redactor)
     scheduler = Scheduler(
         plan,
@@ -170,6 +173,7 @@ class _RunResources:
         run_id: str,
         started_at: datetime,
         with_artifacts: bool,
+        image_ids: dict[str, str],
     ) -> _RunResources:
         redactor = Redactor()
         owner = owner_token()
@@ -179,7 +183,7 @@ class _RunResources:
             artifacts = ArtifactVolumes(backend, labels, run_dir(run_id) / "artifacts")
         egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
         secrets = SecretStore(policy.secrets, redactor)
-        runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts)
+        runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts, image_ids)
         store = _open_store(run_id, plan, policy, started_at)
         return cls(runner, redactor, egress, store, run_id)
 

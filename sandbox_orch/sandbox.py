@@ -14,10 +14,34 @@ CAP_DROP = ("ALL",)
 NOFILE = 1024
 
 
-_PIDS_MECHANISMS = {
-    "cgroup": "cgroup pids.max",
-    "rlimit_nproc": "RLIMIT_NPROC in gVisor's kernel (a pids cgroup breaks runsc on this engine)",
-}
+# Under gVisor the host's pids cgroup counts gVisor's own threads besides the node's
+# tasks: the sentry's (about 25 when idle) and, on the systrap platform, a stub process
+# per sandboxed process plus stub threads as its threads run. Measured on this engine
+# (runsc 2024-07-29, host pids.current at peak): idle 25-28; 10 sleeping processes 51,
+# 50 135, 100 241, 200 451 (2.1 per process); 50 busy processes 176, 100 busy 211;
+# 200 threads of one process, sleeping or blocked, 25-28. So the backstop is 3 per task
+# allowed by RLIMIT_NPROC plus 64: a node that stays within its limit never reaches it,
+# and a sandbox whose threads run away (a gVisor bug) cannot exhaust the host's pids.
+GVISOR_PIDS_PER_TASK = 3
+GVISOR_PIDS_BASE = 64
+
+
+def cgroup_pids_limit(pids: int, mechanism: str) -> int:
+    """The engine's pids limit (the host's pids cgroup) for a node allowed `pids` tasks."""
+    if mechanism == "rlimit_nproc":
+        return GVISOR_PIDS_PER_TASK * pids + GVISOR_PIDS_BASE
+    return pids
+
+
+def pids_enforcement(pids: int, mechanism: str) -> str:
+    """What enforces a node's pids limit, in words (results, doctor)."""
+    if mechanism == "rlimit_nproc":
+        backstop = cgroup_pids_limit(pids, mechanism)
+        return (
+            f"RLIMIT_NPROC in gVisor's kernel ({pids} tasks), and the host's pids cgroup at "
+            f"{backstop} as a backstop (it also counts gVisor's own threads)"
+        )
+    return f"cgroup pids.max ({pids})"
 
 
 @dataclass(frozen=True)
@@ -42,10 +66,10 @@ class Sandbox:
     @property
     def pids_mechanism(self) -> str:
         """How the pids limit is enforced. Under gVisor the host's pids cgroup also counts
-        the sandbox's own threads and kills it (ENGINE.md), so the limit is enforced as
-        RLIMIT_NPROC by gVisor's kernel, which counts only this sandbox's processes.
-        Under runc, RLIMIT_NPROC would count every container of uid 10001 on the host:
-        there the cgroup is the right tool."""
+        gVisor's own threads, so the node's limit is RLIMIT_NPROC in gVisor's kernel,
+        which counts only this sandbox's tasks, with the cgroup above it as a backstop
+        (cgroup_pids_limit). Under runc, RLIMIT_NPROC would count every container of uid
+        10001 on the host: there the cgroup is the right tool."""
         return "rlimit_nproc" if self.oci_runtime == "runsc" else "cgroup"
 
     def with_memory(self, memory: int) -> Sandbox:
@@ -70,7 +94,7 @@ class Sandbox:
                 "pids": self.pids,
                 "timeout_s": self.timeout,
             },
-            "pids_enforced_by": _PIDS_MECHANISMS[self.pids_mechanism],
+            "pids_enforced_by": pids_enforcement(self.pids, self.pids_mechanism),
             "seccomp": (
                 "sandbox-orch gVisor profile (namespaces, mounts, keyrings, ptrace refused)"
                 if self.oci_runtime == "runsc"

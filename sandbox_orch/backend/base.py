@@ -52,7 +52,8 @@ class ContainerSpec:
     memory: int
     pids: int
     tmpfs: dict[str, int]
-    # cgroup: the pids cgroup; rlimit_nproc: RLIMIT_NPROC (for gVisor, see Sandbox)
+    # cgroup: the pids cgroup; rlimit_nproc: RLIMIT_NPROC, with the cgroup as a backstop
+    # (for gVisor, see Sandbox.pids_mechanism)
     pids_mechanism: Literal["cgroup", "rlimit_nproc"] = "cgroup"
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
@@ -92,10 +93,17 @@ class ImageMissing(BackendError):
     pass
 
 
+class SettingsDiffer(BackendError):
+    """The engine created a container without some setting we asked for (read back
+    before it started); the container was removed."""
+
+
 class Backend(ABC):
     @abstractmethod
     async def create(self, spec: ContainerSpec) -> str:
-        """Create (not start) a container; return its id."""
+        """Create (not start) a container and read it back; return its id. One that the
+        engine did not make as `spec` says is removed, and SettingsDiffer raised naming
+        the settings (never their values)."""
 
     @abstractmethod
     async def start(self, container_id: str, sink: OutputSink | None) -> None:

@@ -22,9 +22,9 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount, Ulimit
 
-from ..sandbox import CAP_DROP, NOFILE
+from ..sandbox import CAP_DROP, NOFILE, cgroup_pids_limit
 from ..seccomp import RUNSC_SECURITY_OPT
-from . import hostvolumes
+from . import hostvolumes, readback
 from .base import (
     ALL_KINDS,
     Backend,
@@ -35,6 +35,7 @@ from .base import (
     OutputSink,
     Resource,
     ResourceKind,
+    SettingsDiffer,
     Volume,
     VolumeStore,
 )
@@ -68,11 +69,14 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         cap_drop=list(CAP_DROP),
         security_opt=_security_options(spec),
         read_only=True,
-        tmpfs={path: f"rw,noexec,nosuid,nodev,size={size}" for path, size in spec.tmpfs.items()},
+        tmpfs=_tmpfs(spec),
         network_mode="none",
         ipc_mode="private",
+        # The node sees its own cgroup as the root, never the host's hierarchy (and
+        # with it the container's id); API 1.41.
+        cgroupns="private",
         privileged=False,
-        pids_limit=spec.pids if spec.pids_mechanism == "cgroup" else None,
+        pids_limit=cgroup_pids_limit(spec.pids, spec.pids_mechanism),
         mem_limit=spec.memory,
         memswap_limit=spec.memory,  # memory = swap: no swapping past the limit
         nano_cpus=int(spec.cpus * 1e9),
@@ -106,12 +110,33 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
     }
 
 
+def runtimes_of(info: dict[str, Any]) -> dict[str, list[str]]:
+    """The OCI runtimes in an engine's `info`, each with its arguments."""
+    runtimes = info.get("Runtimes") or {}
+    return {name: list((spec or {}).get("runtimeArgs") or []) for name, spec in runtimes.items()}
+
+
 def _security_options(spec: ContainerSpec) -> list[str]:
     """no-new-privileges always; the engine's default seccomp profile under runc, ours
     under gVisor (see seccomp.py for why the default cannot be used there)."""
     if spec.oci_runtime == "runsc":
         return ["no-new-privileges", RUNSC_SECURITY_OPT]
     return ["no-new-privileges"]
+
+
+# gVisor ignores cgroup namespaces: when the engine's cgroup mount is at /sys/fs/cgroup,
+# it puts the node in a cgroup of its own kernel named after the container's id, which
+# /proc/self/cgroup then shows. An empty read-only tmpfs there instead leaves the node in
+# gVisor's root cgroup. The limits are still enforced by the host's cgroups around the
+# sandbox, and gVisor sizes /proc/meminfo from the memory limit.
+GVISOR_CGROUP_MASK = {"/sys/fs/cgroup": "ro,noexec,nosuid,nodev,size=4k"}
+
+
+def _tmpfs(spec: ContainerSpec) -> dict[str, str]:
+    mounts = {path: f"rw,noexec,nosuid,nodev,size={size}" for path, size in spec.tmpfs.items()}
+    if spec.oci_runtime == "runsc":
+        mounts.update(GVISOR_CGROUP_MASK)
+    return mounts
 
 
 def _ulimits(spec: ContainerSpec) -> list[Ulimit]:
@@ -134,6 +159,7 @@ class DockerBackend(Backend):
         self._readers: dict[str, threading.Thread] = {}
         self._reader_errors: dict[str, BaseException] = {}
         self._killed: set[str] = set()  # containers we sent SIGKILL ourselves
+        self._image_envs: dict[str, dict[str, str]] = {}  # image id -> its Env
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -145,8 +171,44 @@ class DockerBackend(Backend):
             raise BackendError(_describe(error)) from None
 
     async def create(self, spec: ContainerSpec) -> str:
-        created = await self._call(self._api.create_container, **container_kwargs(spec, self._api))
-        return str(created["Id"])
+        return await self._call(self._create_checked, spec)
+
+    def _create_checked(self, spec: ContainerSpec) -> str:
+        """Create, then read the container back (one inspect, a few ms) and compare it with
+        what was asked: an engine that dropped a setting never starts the node."""
+        kwargs = container_kwargs(spec, self._api)
+        container_id = str(self._api.create_container(**kwargs)["Id"])
+        try:
+            attrs = self._api.inspect_container(container_id)
+            differ = readback.differences(kwargs, attrs, self._image_env(kwargs["image"]))
+        except BaseException:
+            with contextlib.suppress(*_ENGINE_ERRORS):
+                self._api.remove_container(container_id, force=True, v=True)
+            raise
+        if not differ:
+            return container_id
+        message = f"the engine did not apply these settings: {', '.join(differ)}"
+        try:
+            self._api.remove_container(container_id, force=True, v=True)
+        except _ENGINE_ERRORS as error:
+            message += f"; removing container {container_id[:12]} failed: {_describe(error)}"
+            raise SettingsDiffer(message + " (`sandbox-orch gc` removes it)") from None
+        raise SettingsDiffer(message + "; the container was removed before it started")
+
+    def _image_env(self, image: str) -> dict[str, str]:
+        """The image's own environment (the engine merges it into the container's). Kept
+        per image id, which preflight's image_id() has asked already; a name is asked
+        again, as it may name another image by now."""
+        env = self._image_envs.get(image)
+        if env is None:
+            env = self._inspect_image(image)[1]
+        return env
+
+    def _inspect_image(self, image: str) -> tuple[str, dict[str, str]]:
+        attrs = self._api.inspect_image(image)
+        env = readback.environment_of((attrs.get("Config") or {}).get("Env"))
+        self._image_envs[str(attrs["Id"])] = env
+        return str(attrs["Id"]), env
 
     async def start(self, container_id: str, sink: OutputSink | None) -> None:
         if sink is None:
@@ -226,18 +288,27 @@ class DockerBackend(Backend):
 
     async def image_id(self, image: str) -> str:
         try:
-            return str((await self._call(self._api.inspect_image, image))["Id"])
+            return (await self._call(self._inspect_image, image))[0]
         except BackendError as error:
             if "No such image" in str(error):
                 raise ImageMissing(f"image {image} is not built") from None
             raise
 
+    async def info(self) -> dict[str, Any]:
+        """The engine's `info` (runtimes, cgroups, security options)."""
+        return dict(await self._call(self._api.info))
+
+    @property
+    def socket_path(self) -> str | None:
+        """The engine's Unix socket (the SDK keeps it on its Unix adapter only); None when
+        the engine is reached otherwise (TCP, SSH): then it is not on this host."""
+        adapter = getattr(self._api, "_custom_adapter", None)
+        path = getattr(adapter, "socket_path", None)
+        return str(path) if path else None
+
     async def oci_runtimes(self) -> dict[str, list[str]]:
-        info = await self._call(self._api.info)
-        runtimes = info.get("Runtimes") or {}
-        return {
-            name: list((spec or {}).get("runtimeArgs") or []) for name, spec in runtimes.items()
-        }
+        info = await self.info()
+        return runtimes_of(info)
 
     async def labelled(
         self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS
@@ -276,10 +347,7 @@ class DockerBackend(Backend):
         if self._volumes == "engine":
             self.volume_store_reason = "as configured"
             return "engine"
-        # The SDK keeps the socket's path on its Unix adapter only; no path, no host store.
-        adapter = getattr(self._api, "_custom_adapter", None)
-        socket_path = getattr(adapter, "socket_path", None)
-        why = hostvolumes.unavailable(socket_path)
+        why = hostvolumes.unavailable(self.socket_path)  # no socket path, no host store
         if why is None:
             self.volume_store_reason = "the engine shares this host's mounts"
             return "host"

@@ -243,3 +243,47 @@ def test_agent_without_its_key_is_refused_before_anything_starts(workdir, docker
     assert proc.returncode == 2 and results is None
     assert "environment variable ANTHROPIC_API_KEY is not set" in proc.stderr
     assert created_containers(docker_client, since, {node}) == []
+
+
+def tool_results(stream: str) -> list[dict]:
+    """The tool results in a Claude Code stream-json tail (a cut first line is skipped)."""
+    found = []
+    for line in stream.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("type") != "user":
+            continue
+        found += [
+            block
+            for block in event.get("message", {}).get("content", [])
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+    return found
+
+
+def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path, workdir, keys):
+    """The real CLI runs the mock model's Bash tool call, `ls -la /workspace`, in the
+    sandbox; under gVisor too it must succeed (an old gVisor failed statx here)."""
+    policy, runtime = agent_policy
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    (workspace / "app.py").write_text("print('hello')\n")
+    results_path = tmp_path / "single.json"
+    proc = cli(
+        "single", "claude", "--workspace", str(workspace), "--policy", str(policy), "--ci",
+        "--prompt", "LIST_WORKSPACE and say what is there",
+        "--env", f"ANTHROPIC_BASE_URL={mock_api}", "--results", str(results_path),
+        env=keys,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    node = json.loads(results_path.read_text())["nodes"]["single"]
+    assert node["sandbox"]["oci_runtime"] == runtime
+    (result,) = tool_results(node["stdout_tail"])
+    assert result["tool_use_id"] == "toolu_mock" and result.get("is_error") is not True, result
+    content = result["content"]
+    listing = content if isinstance(content, str) else "".join(c.get("text", "") for c in content)
+    assert listing.startswith("total ") and "app.py" in listing, listing
+    assert " .\n" in listing or listing.splitlines()[1].endswith(" ."), listing
+    assert node["outputs"]["result"] == ANSWER and node["outputs"]["num_turns"] == 2

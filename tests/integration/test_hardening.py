@@ -375,6 +375,7 @@ def test_container_settings_seen_from_the_engine(workdir, built_images, docker_c
     assert host["Privileged"] is False
     assert host["PidMode"] == "" and host["UsernsMode"] == "" and host["UTSMode"] == ""
     assert host["IpcMode"] in ("private", "none")
+    assert host["CgroupnsMode"] == "private"
     assert not host["Binds"] and not host["Devices"] and not attrs["Mounts"]
     assert host["PidsLimit"] == 48
     assert host["Memory"] == host["MemorySwap"] == 96 * MIB

@@ -6,6 +6,7 @@ can check what reached it (paths, API key headers). Run: `python server.py [PORT
 
 Behaviour is chosen by the prompt, so a test controls it from the workflow:
 - `WRITE_FILE:<path>` makes the first answer a `Write` tool call creating <path>;
+- `LIST_WORKSPACE` makes it a `Bash` tool call running `ls -la /workspace`;
 - otherwise the answer is the text in $MOCK_ANSWER (default "MOCK: all good").
 """
 
@@ -27,9 +28,25 @@ def sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+LIST_COMMAND = "ls -la /workspace"
+
+
+def tool_call(text: str) -> tuple[str, dict] | None:
+    """The tool the prompt asks the first answer to call: (name, input), or None."""
+    wants_write = re.search(r"WRITE_FILE:(\S+?)(?:[\s\"\\]|$)", text)
+    if wants_write:
+        return "Write", {
+            "file_path": wants_write.group(1),
+            "content": "written by the mock model\n",
+        }
+    if "LIST_WORKSPACE" in text:
+        return "Bash", {"command": LIST_COMMAND, "description": "List the workspace"}
+    return None
+
+
 def anthropic_stream(body: dict) -> bytes:
     text = json.dumps(body)
-    wants_write = re.search(r"WRITE_FILE:(\S+?)(?:[\s\"\\]|$)", text)
+    tool = tool_call(text)
     answered_tool = '"tool_result"' in text
     model = body.get("model", "claude-mock")
     usage = {"input_tokens": 11, "output_tokens": 0}
@@ -51,9 +68,8 @@ def anthropic_stream(body: dict) -> bytes:
             },
         )
     ]
-    if wants_write and not answered_tool:
-        path = wants_write.group(1)
-        args = json.dumps({"file_path": path, "content": "written by the mock model\n"})
+    if tool and not answered_tool:
+        name, args = tool[0], json.dumps(tool[1])
         events += [
             sse(
                 "content_block_start",
@@ -63,7 +79,7 @@ def anthropic_stream(body: dict) -> bytes:
                     "content_block": {
                         "type": "tool_use",
                         "id": "toolu_mock",
-                        "name": "Write",
+                        "name": name,
                         "input": {},
                     },
                 },
