@@ -11,24 +11,16 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .containerpaths import forbidden_target, forbidden_workdir
+from .envnames import denied_env
 from .errors import InputRefused, Problem
-from .mounts import BindMount, forbidden_target, grant_for, never_mountable, resolve
+from .mounts import BindMount, exposure, grant_for, masks, never_mountable, resolve
 from .planning import Plan, PlannedNode
 from .policy import Policy
 from .sandbox import Sandbox
 from .secrets import source_problem
 from .units import format_size
 from .yamlsafe import Loc
-
-# Names that change how a program loads code or where it connects: never passed to a
-# node, whatever the policy says (compared case-insensitively).
-DENIED_ENV = frozenset(
-    {
-        "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "NODE_OPTIONS",
-        "NODE_PATH", "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "PATH", "HTTP_PROXY",
-        "HTTPS_PROXY", "FTP_PROXY", "ALL_PROXY", "NO_PROXY",
-    }
-)  # fmt: skip
 
 # Requests that this version cannot yet honour safely are refused, never ignored.
 Refuse = Callable[[Loc, str], None]
@@ -65,8 +57,8 @@ def admit_node(
     _check_network(node, policy, before)
     _check_secrets(node, policy, before, environ)
     _check_env(node, policy, before)
-    _check_workdir(node, before)
     mounts = _check_mounts(node, policy, base_dir, before)
+    _check_workdir(node, mounts, before)
     limits = _check_limits(node, policy, before)
     if before.count or limits is None:
         return None
@@ -162,6 +154,7 @@ def _check_mounts(
             never_mountable(path, mount.mode)
             or (None if path.exists() else "does not exist")
             or grant_for(path, mount.mode, policy.mounts, base_dir)
+            or exposure(path)
         )
         bad_target = forbidden_target(mount.target)
         if why:
@@ -169,26 +162,44 @@ def _check_mounts(
         if bad_target:
             refuse((*loc, "target"), f"mount target {mount.target!r}: {bad_target}")
         if not why and not bad_target:
-            mounts.append(BindMount(str(path), mount.target, read_only=mount.mode == "ro"))
+            hidden = masks(path, mount.target)
+            mounts.append(BindMount(str(path), mount.target, mount.mode == "ro", hidden))
     return tuple(mounts)
 
 
 def _check_env(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
-    denied = DENIED_ENV | {name.upper() for name in policy.env_deny}
     for name, value in node.env.items():
         loc = (*node.loc, "env", name)
         if not name or "=" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
             refuse(loc, f"environment name {name!r} is not allowed")
-        elif name.upper() in denied or name.upper().startswith("LD_"):
-            refuse(loc, f"environment variable {name} is on the deny list")
+        elif why := denied_env(name, policy.env_deny):
+            refuse(loc, f"environment variable {name} is on the deny list ({why})")
         elif "\x00" in value:
             refuse(loc, "environment values cannot contain NUL")
 
 
-def _check_workdir(node: PlannedNode, refuse: Refuse) -> None:
+def _check_workdir(node: PlannedNode, mounts: tuple[BindMount, ...], refuse: Refuse) -> None:
+    """Never in /proc (nor what reaches it); inside a bind mount, never through a symlink
+    of the host directory (it could point into /proc/self/fd in the container)."""
     workdir = node.request.workdir
-    if workdir and (workdir == "/proc" or workdir.startswith("/proc/")):
-        refuse((*node.loc, "workdir"), "a working directory under /proc is not allowed")
+    if workdir is None:
+        return
+    why = forbidden_workdir(workdir)
+    for mount in mounts:
+        if why is None and (rest := _below(workdir, mount.target)) is not None:
+            host = os.path.join(mount.source, rest)
+            if rest and os.path.realpath(host) != os.path.normpath(host):
+                why = f"{workdir} goes through a symlink in the mounted {mount.source}"
+    if why:
+        refuse((*node.loc, "workdir"), why)
+
+
+def _below(path: str, root: str) -> str | None:
+    """`path` relative to `root` ('' when equal), or None when it is not inside."""
+    if path == root:
+        return ""
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else None
 
 
 def _check_limits(

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from .containerpaths import normalise
 from .units import parse_duration, parse_size
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -208,6 +209,5 @@ class Workflow(Strict):
 
 
 def _absolute_container_path(path: str) -> str:
-    if not path.startswith("/") or "\x00" in path:
-        raise ValueError("must be an absolute path inside the container")
-    return path
+    # Once, here: every later check and the engine see only the normal form.
+    return normalise(path)

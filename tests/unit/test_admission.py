@@ -107,9 +107,53 @@ def test_policy_deny_list_adds_to_the_built_in_one():
     assert "deny list" in line
 
 
-def test_workdir_under_proc_is_refused():
-    (line,) = refusals("version: 1\nname: x\nnodes:\n  a: {command: [x], workdir: /proc/1/root}\n")
-    assert "under /proc" in line
+@pytest.mark.parametrize(
+    ("workdir", "why"),
+    [
+        ("/proc/1/root", "cannot be in /proc"),
+        ("//proc/self/fd/3", "cannot be in /proc"),
+        ("/./proc/self/cwd", "cannot be in /proc"),
+        ("/tmp/../proc/1", "cannot be in /proc"),
+        ("/proc/", "cannot be in /proc"),
+        ("/dev/fd/7", "cannot be in /proc"),
+        ("/dev//fd/7/", "cannot be in /proc"),
+        ("/dev/stdin", "cannot be in /proc"),
+        ("/dev/shm", "cannot be in /dev"),
+        ("/sys/fs/cgroup", "cannot be in /sys"),
+        ("/tmp/x/../../../sys", "cannot be in /sys"),
+    ],
+)
+def test_workdir_reaching_proc_sys_or_dev_is_refused(workdir, why):
+    text = f"version: 1\nname: x\nnodes:\n  a: {{command: [x], workdir: '{workdir}'}}\n"
+    (line,) = refusals(text)
+    assert "nodes.a.workdir" in line and f"a working directory {why}" in line, line
+
+
+@pytest.mark.parametrize("workdir", ["/tmp", "/work/src", "/home/node", "/opt/app", "/procfs"])
+def test_ordinary_workdirs_are_admitted(workdir):
+    _, sandboxes = admitted(
+        f"version: 1\nname: x\nnodes:\n  a: {{command: [x], workdir: {workdir}}}\n"
+    )
+    assert sandboxes["a"].workdir == workdir
+
+
+def test_workdir_is_given_to_the_engine_in_its_normal_form():
+    text = "version: 1\nname: x\nnodes:\n  a: {command: [x], workdir: '//work/./a/../b//'}\n"
+    _, sandboxes = admitted(text)
+    assert sandboxes["a"].workdir == "/work/b"
+
+
+def test_workdir_through_a_symlink_in_a_mounted_directory_is_refused(workspace):
+    (workspace / "fd").symlink_to("/proc/self/fd/7")
+    text = (
+        "version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    workdir: /w/fd\n"
+        "    mounts: [{source: '.', target: /w}]\n"
+    )
+    plan = plan_of(text, path=str(workspace / "wf.yaml"))
+    with pytest.raises(InputRefused) as caught:
+        admit(plan, default_policy())
+    (problem,) = caught.value.problems
+    assert "goes through a symlink" in str(problem) and "workdir" in str(problem)
 
 
 def test_egress_not_granted_is_refused():
@@ -232,10 +276,10 @@ def mount_refusals(workspace, source, target="/w", mode="ro", policy=None):
         ("/sys", "/sys is never mountable"),
         ("/dev", "/dev is never mountable"),
         ("/boot", "/boot is never mountable"),
-        ("/var/lib/docker", "/var/lib/docker is never mountable"),
-        ("/var", "it contains /var/lib/docker"),
+        ("/var/lib/docker", "/var/lib is never mountable"),
+        ("/var", "it contains /var/lib"),
         ("~", "never mountable"),
-        ("~/.ssh", ".ssh is never mountable"),
+        ("~/.ssh", "never mountable"),
         (str(POLICIES_DIR), "policies is never mountable"),
     ],
 )
