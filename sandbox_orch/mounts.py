@@ -5,13 +5,14 @@ and a workspace symlink pointing at /etc are judged as what they really are.
 The resolved path, not the one written, is what the engine is given, so a symlink
 swapped after admission cannot redirect the mount at its top level. Bind mounts are
 non-recursive (backend), so a file system mounted below a granted directory on the host
-is not part of what a node sees; `exposure` walks the same tree (not crossing into other
-file systems) and refuses any socket in it.
+is not part of what a node sees; `exposure` refuses a source with such a mount inside
+(gVisor fails to start with one) and walks the tree, refusing any socket in it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import site
 import stat
 import sys
@@ -150,6 +151,9 @@ def exposure(source: Path, limit: int = MAX_ENTRIES) -> str | None:
     store is skipped. Past `limit` entries: refused."""
     if not source.is_dir():
         return None
+    # Non-recursive binds hide them under runc, but gVisor does not start with one.
+    if inner := sorted(m for m in _mount_points() if source in m.parents):
+        return f"contains another mounted file system, {inner[0]}; mount it on its own"
     skip = _real(store.home())
     device = source.stat().st_dev
     pending, seen = [source], 0
@@ -189,6 +193,21 @@ def grant_for(path: Path, mode: str, grants: tuple[MountGrant, ...], base_dir: P
 
 def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
+
+
+def _mount_points() -> set[Path]:
+    """Every mount point on this host (in our mount namespace, the engine's here)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+            lines = info.read().splitlines()
+    except OSError:
+        return set()
+    return {Path(_unescape(line.split(" ")[4])) for line in lines if line.count(" ") >= 4}
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _engine_sockets() -> list[Path]:

@@ -1,0 +1,198 @@
+"""What a node may mount from the host, and where: pure rules, no engine."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox_orch import mounts
+from sandbox_orch.containerpaths import canonical, forbidden_target, forbidden_workdir, normalise
+from sandbox_orch.mounts import exposure, masks, never_mountable
+from sandbox_orch.policy import POLICIES_DIR
+
+PACKAGE = Path(mounts.__file__).resolve().parent
+SOMEONES_HOME = Path("/nonexistent-home")  # so the test user's own home does not interfere
+
+
+# Container paths: one normal form --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "normal"),
+    [
+        ("/proc", "/proc"),
+        ("//proc/self", "/proc/self"),
+        ("/./proc/./self/", "/proc/self"),
+        ("/tmp/../proc", "/proc"),
+        ("/../../etc", "/etc"),
+        ("///", "/"),
+        ("/work//a/b/../c/", "/work/a/c"),
+        ("/a/.../b", "/a/.../b"),
+    ],
+)
+def test_container_paths_have_one_normal_form(written, normal):
+    assert normalise(written) == normal
+
+
+@pytest.mark.parametrize("bad", ["work", "./work", "", "~/x", "/a\x00b", "/a\nb", None, 7])
+def test_container_paths_must_be_absolute_and_plain(bad):
+    with pytest.raises(ValueError):
+        normalise(bad)
+
+
+def test_container_paths_are_bounded_in_length():
+    with pytest.raises(ValueError, match="at most"):
+        normalise("/" + "a" * 2000)
+
+
+@pytest.mark.parametrize(
+    ("path", "reached"),
+    [
+        ("/dev/fd/3", "/proc/self/fd/3"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/var/run/egress", "/run/egress"),
+        ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"),
+        ("/bin/sh", "/usr/bin/sh"),
+        ("/sbin/docker-init", "/usr/sbin/docker-init"),
+        ("/work/dev/fd", "/work/dev/fd"),
+        ("/binaries", "/binaries"),
+    ],
+)
+def test_fixed_image_symlinks_are_looked_through(path, reached):
+    assert canonical(path) == reached
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/", "//", "/proc", "/sys/x", "/dev/shm", "/dev/fd/3", "/etc/x", "/usr/local/bin",
+     "/bin", "/sbin", "/lib", "/lib64", "/libx32", "/boot", "/run", "/run/egress",
+     "/var/run/egress", "/var/lock/x"],
+)  # fmt: skip
+def test_targets_over_system_paths_are_refused(target):
+    assert forbidden_target(normalise(target)) is not None
+
+
+@pytest.mark.parametrize("target", ["/work", "/tmp/x", "/home/node/w", "/opt/a", "/usrx", "/var/x"])
+def test_ordinary_targets_are_allowed(target):
+    assert forbidden_target(target) is None
+
+
+@pytest.mark.parametrize("workdir", ["/proc", "/proc/1/cwd", "/dev/fd/9", "/dev", "/sys/fs"])
+def test_workdirs_in_kernel_interfaces_are_refused(workdir):
+    assert forbidden_workdir(workdir) is not None
+
+
+# Host paths: never mountable ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/usr", "/usr/local/bin", "/lib", "/lib64", "/bin", "/sbin", "/boot", "/root", "/home",
+     "/var/lib", "/var/lib/docker", "/var/log", "/var/backups", "/var", "/etc", "/run"],
+)  # fmt: skip
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+def test_system_directories_are_never_mountable(path, mode):
+    why = never_mountable(Path(path).resolve(), mode, home=SOMEONES_HOME)  # as admission does
+    assert why is not None and "never mountable" in why and "(" in why, why  # with a reason
+
+
+def test_a_project_in_someones_home_is_mountable():
+    assert never_mountable(Path("/home/alice/project"), "rw", home=SOMEONES_HOME) is None
+    assert never_mountable(Path("/opt/project"), "rw", home=SOMEONES_HOME) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [PACKAGE, PACKAGE / "backend", Path(sys.prefix), Path(sys.exec_prefix),
+     Path(sys.base_prefix), POLICIES_DIR],
+)  # fmt: skip
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+def test_the_tools_own_installation_is_never_mountable(path, mode):
+    assert never_mountable(path.resolve(), mode, home=SOMEONES_HOME) is not None
+
+
+@pytest.mark.parametrize("inner", [PACKAGE, Path(sys.prefix)])
+def test_what_contains_the_tool_is_mountable_read_only_only(inner):
+    around = inner.resolve().parent
+    assert never_mountable(around, "ro", home=SOMEONES_HOME) is None
+    why = never_mountable(around, "rw", home=SOMEONES_HOME)
+    assert why is not None and "never mountable writable" in why
+
+
+def test_the_run_store_is_never_mountable_but_masked_inside_a_mount(tmp_path, monkeypatch):
+    store = tmp_path / "project" / ".sandbox-orch"
+    (store / "runs").mkdir(parents=True)
+    monkeypatch.setenv("SANDBOX_ORCH_HOME", str(store))
+    for path in (store, store / "runs"):
+        for mode in ("ro", "rw"):
+            assert "the run store" in (never_mountable(path, mode, home=SOMEONES_HOME) or "")
+    for mode in ("ro", "rw"):
+        assert never_mountable(tmp_path / "project", mode, home=SOMEONES_HOME) is None
+    assert masks(tmp_path / "project", "/w") == ("/w/.sandbox-orch",)
+    assert masks(tmp_path, "/") == ("/project/.sandbox-orch",)
+    assert masks(tmp_path / "elsewhere", "/w") == ()
+
+
+def test_a_store_reached_through_a_symlink_is_still_the_store(tmp_path, monkeypatch):
+    (tmp_path / "real" / "store").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.setenv("SANDBOX_ORCH_HOME", str(tmp_path / "link" / "store"))
+    assert never_mountable(tmp_path / "real" / "store", "ro", home=SOMEONES_HOME) is not None
+    assert masks(tmp_path / "real", "/w") == ("/w/store",)
+
+
+def test_the_private_directory_of_egress_sockets_is_never_mountable(monkeypatch):
+    from sandbox_orch.store import private_root
+
+    root = Path(mounts._real(private_root()))
+    assert never_mountable(root / "egress", "ro", home=SOMEONES_HOME) is not None
+    assert never_mountable(root.parent, "ro", home=SOMEONES_HOME) is not None
+
+
+# Host paths: what a mount would expose -----------------------------------------------
+
+
+def _listen(path: Path) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen()
+    return server
+
+
+@pytest.mark.parametrize("where", ["sock", "a/b/c/d/sock"])
+def test_a_directory_containing_a_socket_is_refused_naming_it(tmp_path, where):
+    path = tmp_path / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _listen(path):
+        why = exposure(tmp_path)
+    assert why is not None and str(path) in why and "socket" in why
+
+
+def test_a_directory_without_sockets_is_fine(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "f").write_text("x")
+    (tmp_path / "loop").symlink_to(tmp_path)  # not followed
+    assert exposure(tmp_path) is None
+    assert exposure(tmp_path / "a" / "f") is None
+
+
+def test_a_tree_too_large_to_check_is_refused_not_skipped(tmp_path):
+    for index in range(12):
+        (tmp_path / f"f{index}").write_text("")
+    why = exposure(tmp_path, limit=10)
+    assert why is not None and "more than 10 entries" in why
+
+
+def test_another_file_system_mounted_inside_is_refused(tmp_path, monkeypatch):
+    inner = tmp_path / "sub" / "mnt"
+    monkeypatch.setattr(mounts, "_mount_points", lambda: {Path("/"), tmp_path, inner})
+    why = exposure(tmp_path)
+    assert why is not None and str(inner) in why and "mounted file system" in why
+
+
+def test_mount_points_with_spaces_are_read(tmp_path, monkeypatch):
+    assert mounts._unescape("/a\\040b\\134c") == "/a b\\c"
+    assert Path("/") in mounts._mount_points()
