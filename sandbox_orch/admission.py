@@ -20,7 +20,7 @@ from .policy import Policy
 from .sandbox import Sandbox
 from .secrets import source_problem
 from .units import format_size
-from .yamlsafe import Loc
+from .yamlsafe import Loc, dotted
 
 # Requests that this version cannot yet honour safely are refused, never ignored.
 Refuse = Callable[[Loc, str], None]
@@ -54,6 +54,7 @@ def admit_node(
     before = _Counter(refuse)
     _check_runtime(node, policy, before)
     _check_artifact_paths(node, before)
+    _check_distinct_targets(node, policy, before)
     _check_network(node, policy, before)
     _check_secrets(node, policy, before, environ)
     _check_env(node, policy, before)
@@ -111,6 +112,19 @@ def _check_artifact_paths(node: PlannedNode, refuse: Refuse) -> None:
     for loc, path in places:
         if why := forbidden_target(path):
             refuse((*node.loc, *loc), f"artifact path {path!r}: {why}")
+
+
+def _check_distinct_targets(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    """Two mounts at one place: the engine would refuse the container (exit 3); say it
+    here. Paths are in normal form already, so `/w/` and `//w` are the same place."""
+    taken: dict[str, str] = {path: "a tmpfs of the policy" for path in policy.tmpfs}
+    places = [(("mounts", i, "target"), m.target) for i, m in enumerate(node.request.mounts)]
+    places += [(("outputs", "artifacts", i, "path"), a.path) for i, a in enumerate(node.artifacts)]
+    places += [(("inputs", i, "path"), a.path) for i, a in enumerate(node.inputs)]
+    for loc, path in places:
+        if path in taken:
+            refuse((*node.loc, *loc), f"{path} is already the target of {taken[path]}")
+        taken.setdefault(path, dotted(loc))
 
 
 def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:

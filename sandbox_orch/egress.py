@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import h11
 
+from .errors import InfrastructureError
 from .store import private_dir
 
 SOCKET_NAME = "proxy.sock"
@@ -117,8 +118,11 @@ class EgressProxy:
         self._allowed_address = allowed_address
         # Private (0700), in a directory no policy can mount (mounts.never_mountable): only
         # a node's own bind mount exposes its socket, never another node's or run's.
-        parent = private_dir("egress")
-        self.root = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=parent))
+        try:
+            parent = private_dir("egress")
+            self.root = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=parent))
+        except OSError as error:
+            raise InfrastructureError(f"cannot make the egress socket directory: {error}") from None
         self.nodes: dict[str, NodeEgress] = {}
 
     async def open(self, node: str, grants: list[str]) -> Path:

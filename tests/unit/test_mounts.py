@@ -196,3 +196,59 @@ def test_another_file_system_mounted_inside_is_refused(tmp_path, monkeypatch):
 def test_mount_points_with_spaces_are_read(tmp_path, monkeypatch):
     assert mounts._unescape("/a\\040b\\134c") == "/a b\\c"
     assert Path("/") in mounts._mount_points()
+
+
+# Where things are mounted in a node ----------------------------------------------------
+
+
+def test_two_mounts_at_one_place_are_refused_in_any_spelling():
+    from sandbox_orch.errors import InputRefused
+
+    from .helpers import admitted
+
+    text = (
+        "version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n"
+        "    mounts: [{source: ., target: /w}, {source: ., target: '//w/'}, "
+        "{source: ., target: /tmp/./}]\n"
+        "    outputs: {artifacts: [{name: d, path: /w/../w}]}\n"
+    )
+    with pytest.raises(InputRefused) as caught:
+        admitted(text)
+    lines = [str(p) for p in caught.value.problems]
+    assert len(lines) == 3, lines
+    assert "mounts[1].target" in lines[0] and "/w is already the target of mounts[0]" in lines[0]
+    assert "/tmp is already the target of a tmpfs of the policy" in lines[1]
+    assert "artifacts[0].path" in lines[2]
+
+
+def test_engine_gets_non_recursive_binds_and_read_only_masks():
+    from sandbox_orch.backend.base import ContainerSpec
+    from sandbox_orch.backend.docker import container_kwargs
+
+    class Api:  # create_host_config only gathers its arguments
+        def create_host_config(self, **kwargs):
+            return kwargs
+
+    bind = mounts.BindMount("/src", "/w", read_only=False, masks=("/w/.sandbox-orch",))
+    spec = ContainerSpec("n", "img", ("x",), "1:1", {}, 1.0, 1 << 20, 8, {}, mounts=(bind,))
+    (first, mask) = container_kwargs(spec, Api())["host_config"]["mounts"]
+    assert first["Type"] == "bind" and first["Source"] == "/src" and first["ReadOnly"] is False
+    assert first["BindOptions"] == {"Propagation": "rprivate", "NonRecursive": True}
+    assert mask["Type"] == "tmpfs" and mask["Target"] == "/w/.sandbox-orch"
+    assert mask["ReadOnly"] is True and mask["TmpfsOptions"]["SizeBytes"] <= 4096
+
+
+def test_the_private_directory_must_be_ours_and_closed(tmp_path, monkeypatch):
+    from sandbox_orch import store
+
+    monkeypatch.setattr(store, "private_root", lambda: tmp_path / "root")
+    made = store.private_dir("egress")
+    assert made == tmp_path / "root" / "egress" and (made.stat().st_mode & 0o777) == 0o700
+    made.chmod(0o755)  # readable by others: refused, never used
+    with pytest.raises(OSError, match="not a private directory"):
+        store.private_dir("egress")
+    made.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    made.symlink_to(tmp_path / "elsewhere")  # planted by someone else: refused
+    with pytest.raises(OSError, match="not a private directory"):
+        store.private_dir("egress")
