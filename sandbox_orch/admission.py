@@ -193,16 +193,25 @@ def _check_env(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
 
 
 def _check_workdir(node: PlannedNode, mounts: tuple[BindMount, ...], refuse: Refuse) -> None:
-    """Never in /proc (nor what reaches it); inside a bind mount, never through a symlink
-    of the host directory (it could point into /proc/self/fd in the container)."""
+    """Never in /proc, /sys or /dev (nor what reaches them, CVE-2024-21626), and never
+    through a symlink: the engine follows one when it enters the working directory, and
+    `/work/x -> /proc/self/fd/7` would reach the host. So below a mount's root the path
+    must hold no symlink now (a read-only bind), or be somewhere no node can write: not
+    inside a read-write bind, an artifact or an input (nodes write those while they run)."""
     workdir = node.request.workdir
     if workdir is None:
         return
     why = forbidden_workdir(workdir)
+    writable = [(m.target, "a read-write mount") for m in mounts if not m.read_only]
+    writable += [(a.path, "an artifact") for a in node.artifacts]
+    writable += [(i.path, "an input") for i in node.inputs]
+    for target, what in writable:
+        if why is None and _below(workdir, target):  # '' (the root itself) is fine
+            why = f"{workdir} is inside {what} at {target}, where a node could put a symlink"
     for mount in mounts:
-        if why is None and (rest := _below(workdir, mount.target)) is not None:
+        if why is None and (rest := _below(workdir, mount.target)):
             host = os.path.join(mount.source, rest)
-            if rest and os.path.realpath(host) != os.path.normpath(host):
+            if os.path.realpath(host) != os.path.normpath(host):
                 why = f"{workdir} goes through a symlink in the mounted {mount.source}"
     if why:
         refuse((*node.loc, "workdir"), why)

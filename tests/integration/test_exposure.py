@@ -333,3 +333,37 @@ def test_egress_sockets_live_in_a_private_directory_no_policy_can_mount(
         policy.write_text(generous)
         checked = cli("validate", str(workflow), "--policy", str(policy))
         assert checked.returncode == 2 and "never mountable" in checked.stderr, checked.stderr
+
+
+# --- container paths in every spelling ------------------------------------------------------
+
+SPELLINGS = {
+    # node name: (request, what the refusal says)
+    "wd-slashes": ("workdir: //proc/self/fd/7", "a working directory cannot be in /proc"),
+    "wd-dot": ("workdir: /./proc/1/cwd", "a working directory cannot be in /proc"),
+    "wd-dotdot": ("workdir: /tmp/../proc/self", "a working directory cannot be in /proc"),
+    "wd-devfd": ("workdir: /dev/fd/7", "a working directory cannot be in /proc"),
+    "wd-sys": ("workdir: /sys//fs/cgroup/", "a working directory cannot be in /sys"),
+    "mt-usr": ("mounts: [{source: ., target: //usr/local/bin}]", "cannot mount over /usr"),
+    "mt-lib": ("mounts: [{source: ., target: /lib/x86_64-linux-gnu}]", "cannot mount over /usr"),
+    "mt-run": ("mounts: [{source: ., target: /var/run/egress}]", "cannot mount over /run"),
+    "art-etc": ("outputs: {artifacts: [{name: d, path: //etc/x}]}", "cannot mount over /etc"),
+    "art-bin": ("outputs: {artifacts: [{name: d, path: /bin/}]}", "cannot mount over /usr"),
+}
+
+
+def test_container_paths_are_refused_in_every_spelling(runtime, project, tmp_path, docker_client):
+    names = {name: unique(name) for name in SPELLINGS}
+    body = "".join(
+        f"  {names[name]}:\n    command: [x]\n    {request}\n"
+        for name, (request, _) in SPELLINGS.items()
+    )
+    text = f"version: 1\nname: spellings\nfail_fast: false\nnodes:\n{body}"
+    since = time.time()
+    proc, results = run_cli(project, text, write_policy(tmp_path, runtime), tmp_path / "r.json")
+    assert proc.returncode == 2 and results is None, proc.stderr
+    lines = proc.stderr.splitlines()
+    for name, (_, why) in SPELLINGS.items():
+        mine = [line for line in lines if f"node '{names[name]}'" in line]
+        assert len(mine) == 1 and why in mine[0], (name, mine)
+    assert created_containers(docker_client, since, set(names.values())) == []

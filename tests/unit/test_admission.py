@@ -312,3 +312,40 @@ def test_mode_not_granted_and_outside_roots_are_refused(workspace):
 def test_mount_targets_over_system_paths_are_refused(workspace, target):
     (line,) = mount_refusals(workspace, ".", target=target)[0]
     assert "mounts[0].target" in line and "cannot mount over" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "workdir", "why"),
+    [
+        ("mounts: [{source: ., target: /w, mode: rw}]", "/w/sub", "inside a read-write mount"),
+        ("outputs: {artifacts: [{name: d, path: /out}]}", "/out/x", "inside an artifact"),
+        ("inputs: [{from: p/d, path: /in}]", "/in/x", "inside an input"),
+    ],
+)
+def test_workdir_inside_what_nodes_write_is_refused(workspace, extra, workdir, why):
+    text = (
+        "version: 1\nname: x\nnodes:\n"
+        "  p: {command: [x], outputs: {artifacts: [{name: d, path: /o}]}}\n"
+        f"  a:\n    command: [x]\n    needs: [p]\n    workdir: {workdir}\n    {extra}\n"
+    )
+    policy = dataclasses.replace(default_policy(), mounts=(MountGrant(Path("."), ("ro", "rw")),))
+    plan = plan_of(text, path=str(workspace / "wf.yaml"))
+    with pytest.raises(InputRefused) as caught:
+        admit(plan, policy)
+    (problem,) = caught.value.problems
+    assert "nodes.a.workdir" in str(problem) and why in str(problem), problem
+
+
+@pytest.mark.parametrize(
+    ("extra", "workdir"),
+    [
+        ("mounts: [{source: ., target: /w, mode: rw}]", "/w"),
+        ("mounts: [{source: ., target: /w, mode: ro}]", "/w/src"),
+        ("outputs: {artifacts: [{name: d, path: /out}]}", "/out"),
+    ],
+)
+def test_workdir_at_a_mount_root_or_in_a_plain_read_only_mount_is_fine(workspace, extra, workdir):
+    text = f"version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    workdir: {workdir}\n    {extra}\n"
+    policy = dataclasses.replace(default_policy(), mounts=(MountGrant(Path("."), ("ro", "rw")),))
+    sandboxes = admit(plan_of(text, path=str(workspace / "wf.yaml")), policy)
+    assert sandboxes["a"].workdir == workdir
