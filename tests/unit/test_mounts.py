@@ -252,3 +252,21 @@ def test_the_private_directory_must_be_ours_and_closed(tmp_path, monkeypatch):
     made.symlink_to(tmp_path / "elsewhere")  # planted by someone else: refused
     with pytest.raises(OSError, match="not a private directory"):
         store.private_dir("egress")
+
+
+def test_a_single_runs_workspace_copy_leaves_the_run_store_out(tmp_path, monkeypatch):
+    from sandbox_orch import single
+
+    from .helpers import default_policy
+
+    workspace = tmp_path / "ws"
+    (workspace / "state" / "runs").mkdir(parents=True)
+    (workspace / "src").mkdir()
+    (workspace / "src" / "a.py").write_text("x = 1\n")
+    (workspace / ".git").mkdir()
+    monkeypatch.setenv("SANDBOX_ORCH_HOME", str(workspace / "state"))
+    policy = default_policy()
+    monkeypatch.setattr(single, "_hand_to_sandbox_user", lambda *_: None)
+    copy = single.copy_workspace(workspace, "r1", policy)
+    assert sorted(p.name for p in copy.working.iterdir()) == ["src"]
+    assert (copy.working / "src" / "a.py").read_text() == "x = 1\n"
