@@ -168,11 +168,13 @@ def exposure(source: Path, limit: int = MAX_ENTRIES) -> str | None:
             if seen > limit:
                 return f"has more than {limit} entries to check for sockets; mount less"
             path = Path(entry.path)
-            mode = entry.stat(follow_symlinks=False).st_mode
-            if stat.S_ISSOCK(mode):
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since the listing: nothing there to expose
+            if stat.S_ISSOCK(info.st_mode):
                 return f"contains a socket, {path}; sockets are never mountable"
-            same_device = entry.stat(follow_symlinks=False).st_dev == device
-            if stat.S_ISDIR(mode) and path != skip and same_device:
+            if stat.S_ISDIR(info.st_mode) and path != skip and info.st_dev == device:
                 pending.append(path)
     return None
 
