@@ -367,3 +367,50 @@ def test_container_paths_are_refused_in_every_spelling(runtime, project, tmp_pat
         mine = [line for line in lines if f"node '{names[name]}'" in line]
         assert len(mine) == 1 and why in mine[0], (name, mine)
     assert created_containers(docker_client, since, set(names.values())) == []
+
+
+# --- a policy granting `/` ------------------------------------------------------------------
+
+
+def test_a_policy_granting_root_still_refuses_system_and_own_paths(
+    runtime, project, tmp_path, docker_client
+):
+    """Mounted writable, each of these would let a node change what the host (or
+    sandbox-orch itself, at its next run) executes; readable, some hold secrets."""
+    import sys
+
+    import sandbox_orch
+
+    package = Path(sandbox_orch.__file__).resolve().parent
+    attempts = {
+        # node name: (source, mode, what the refusal names)
+        "usr": ("/usr", "rw", "/usr is never mountable"),
+        "usr-local": ("//usr/local/bin", "ro", "/usr is never mountable"),
+        "lib": ("/lib", "ro", "is never mountable"),
+        "home": ("/home", "ro", "/home (everyone's home directory) is never mountable"),
+        "root-home": ("/root", "ro", "never mountable"),
+        "var-lib": ("/var/lib", "ro", "/var/lib is never mountable"),
+        "var-log": ("/var/log/../log", "ro", "/var/log is never mountable"),
+        "venv": (sys.prefix, "rw", "the installation running sandbox-orch"),
+        "venv-ro": (sys.prefix, "ro", "the installation running sandbox-orch"),
+        "package": (str(package), "ro", "the installation running sandbox-orch"),
+        "around-package": (str(package.parent), "rw", "never mountable writable"),
+    }
+    names = {name: unique(name) for name in attempts}
+    body = "".join(
+        f'  {names[name]}:\n    command: [x]\n    mounts: [{{source: "{source}", target: /w, mode: {mode}}}]\n'
+        for name, (source, mode, _) in attempts.items()
+    )
+    text = f"version: 1\nname: root-grant\nfail_fast: false\nnodes:\n{body}"
+    policy = write_policy(tmp_path, runtime)
+    policy.write_text(
+        policy.read_text().replace("{source: ., modes: [ro, rw]}", "{source: /, modes: [ro, rw]}")
+    )
+    since = time.time()
+    proc, results = run_cli(project, text, policy, tmp_path / "r.json")
+    assert proc.returncode == 2 and results is None, proc.stderr
+    lines = proc.stderr.splitlines()
+    for name, (_, _, why) in attempts.items():
+        mine = [line for line in lines if f"node '{names[name]}'" in line]
+        assert len(mine) == 1 and why in mine[0], (name, mine)
+    assert created_containers(docker_client, since, set(names.values())) == []
