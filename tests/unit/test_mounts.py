@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from sandbox_orch import mounts
-from sandbox_orch.containerpaths import canonical, forbidden_target, forbidden_workdir, normalise
+from sandbox_orch.containerpaths import (
+    ALIASES,
+    canonical,
+    forbidden_target,
+    forbidden_workdir,
+    normalise,
+)
 from sandbox_orch.mounts import exposure, masks, never_mountable
 from sandbox_orch.policy import POLICIES_DIR
 
@@ -270,3 +276,23 @@ def test_a_single_runs_workspace_copy_leaves_the_run_store_out(tmp_path, monkeyp
     copy = single.copy_workspace(workspace, "r1", policy)
     assert sorted(p.name for p in copy.working.iterdir()) == ["src"]
     assert (copy.working / "src" / "a.py").read_text() == "x = 1\n"
+
+
+@pytest.mark.parametrize("credential", mounts.CREDENTIALS)
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+def test_every_credential_store_in_the_home_is_never_mountable(tmp_path, credential, mode):
+    home = tmp_path / "home"
+    assert never_mountable(home / credential, mode, home=home) is not None
+    assert never_mountable(home / credential / "key", mode, home=home) is not None
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_every_fixed_symlink_leads_somewhere_forbidden(alias):
+    assert forbidden_target(alias) is not None
+    assert forbidden_target(alias + "/x") is not None
+
+
+@pytest.mark.parametrize("path", sorted(mounts.SYSTEM_PATHS))
+def test_every_system_path_is_refused_with_its_reason(path):
+    why = never_mountable(Path(path).resolve(), "ro", home=SOMEONES_HOME)
+    assert why is not None and "(" in why, why
