@@ -80,6 +80,10 @@ class _Protected:
     # them is harmless, writing them is code execution on the host at the next run); any
     # around the run store, which is then masked (`masks`).
     around: tuple[str, ...] = ()
+    # Writable around it only from its parent: deeper, a node could rename a directory
+    # between (the mask moves with it, but on the host the store then lies elsewhere,
+    # unmasked for the next run). Renaming the masked directory itself fails (EBUSY).
+    writable_from_parent_only: bool = False
 
 
 def resolve(source: str, base_dir: Path) -> Path:
@@ -101,6 +105,12 @@ def never_mountable(path: Path, mode: str = "ro", home: Path | None = None) -> s
             writable = " writable" if danger.around else ""
             why = f"it contains {danger.path}, which is never mountable{writable}"
             return f"{why} ({danger.reason})"
+        deep = path in danger.path.parents and danger.path.parent != path
+        if deep and mode == "rw" and danger.writable_from_parent_only:
+            return (
+                f"it contains {danger.path} below a directory a node could rename; mount "
+                f"it read-only, or mount {danger.path.parent} or a directory beside it"
+            )
     if path == home or path in home.parents:
         return "a home directory (or what contains one) is never mountable"
     if path.name in RUNTIME_SOCKETS or _is_socket(path):
@@ -122,7 +132,7 @@ def _protected(home: Path) -> Iterator[_Protected]:
         yield _Protected(path, "the installation running sandbox-orch", around=("ro",))
     # What this tool writes: the run store (results, artifacts, runs.db) may lie inside a
     # granted directory, where it is masked (`masks`); the egress sockets never may.
-    yield _Protected(_real(store.home()), "the run store", around=("ro", "rw"))
+    yield _Protected(_real(store.home()), "the run store", ("ro", "rw"), True)
     yield _Protected(_real(store.private_root()), "sandbox-orch's private files")
 
 

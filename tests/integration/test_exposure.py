@@ -38,10 +38,12 @@ def write_policy(directory: Path, runtime: str) -> Path:
     return path
 
 
-def run_cli(project: Path, text: str, policy: Path, results: Path, *args: str):
+def run_cli(
+    project: Path, text: str, policy: Path, results: Path, *args: str, store: str = ".sandbox-orch"
+):
     workflow = project / "workflow.yaml"
     workflow.write_text(textwrap.dedent(text))
-    env = {"SANDBOX_ORCH_HOME": str(project / ".sandbox-orch")}
+    env = {"SANDBOX_ORCH_HOME": str(project / store)}
     proc = cli("run", str(workflow), "--ci", "--policy", str(policy), "--results", str(results),
                *args, env=env)  # fmt: skip
     document = json.loads(results.read_text()) if results.exists() else None
@@ -249,6 +251,52 @@ def test_a_node_sees_no_run_store_in_a_granted_directory(
     # The store is intact: nothing planted, nothing replaced.
     assert not (store / "planted").exists() and not (project / "moved").exists()
     assert (store / "runs" / earlier["run_id"] / "results.json").exists()
+
+
+MOVER = r"""
+import json, os
+try:
+    os.rename("/w/nested", "/w/moved")
+    moved = "allowed"
+except OSError as error:
+    moved = error.strerror
+print("VERDICT", json.dumps({"move": moved, "store": os.listdir("/w/nested/.sandbox-orch")}))
+"""
+
+
+def test_a_node_cannot_move_the_run_store_out_from_under_its_mask(
+    runtime, project, tmp_path, docker_client, built_images
+):
+    """The store below a subdirectory of a mount: renaming that subdirectory would carry
+    the store (and its mask) elsewhere, and the next run would not mask it there. So a
+    writable mount of such a directory is refused; a read-only one is masked as usual."""
+    policy = write_policy(tmp_path, runtime)
+    store = "nested/.sandbox-orch"
+    first = "version: 1\nname: first\nnodes:\n  a: {command: [echo, EARLIER]}\n"
+    proc, earlier = run_cli(project, first, policy, tmp_path / "first.json", store=store)
+    assert proc.returncode == 0 and earlier is not None, proc.stderr
+    for path in [project, *project.rglob("*")]:  # the worst case for the store's own modes
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    mover = json.dumps(MOVER)
+    for mode in ("rw", "ro"):
+        text = f"""
+            version: 1
+            name: mover
+            nodes:
+              a:
+                runtime: python
+                mounts: [{{source: ., target: /w, mode: {mode}}}]
+                command: [python3, -c, {mover}]
+        """
+        proc, results = run_cli(project, text, policy, tmp_path / f"{mode}.json", store=store)
+        if mode == "rw":
+            assert proc.returncode == 2 and results is None, proc.stderr
+            assert "below a directory a node could rename" in proc.stderr
+        else:
+            assert results is not None and proc.returncode == 0, proc.stderr
+            seen = verdict(results["nodes"]["a"])
+            assert seen["move"] != "allowed" and seen["store"] == [], seen
+    assert (project / store / "runs" / earlier["run_id"] / "results.json").exists()
 
 
 # --- egress sockets -----------------------------------------------------------------------

@@ -137,6 +137,10 @@ def test_the_run_store_is_never_mountable_but_masked_inside_a_mount(tmp_path, mo
             assert "the run store" in (never_mountable(path, mode, home=SOMEONES_HOME) or "")
     for mode in ("ro", "rw"):
         assert never_mountable(tmp_path / "project", mode, home=SOMEONES_HOME) is None
+    # Deeper, read-only only: a node could rename `project` and move the store.
+    assert never_mountable(tmp_path, "ro", home=SOMEONES_HOME) is None
+    why = never_mountable(tmp_path, "rw", home=SOMEONES_HOME)
+    assert why is not None and "below a directory a node could rename" in why
     assert masks(tmp_path / "project", "/w") == ("/w/.sandbox-orch",)
     assert masks(tmp_path, "/") == ("/project/.sandbox-orch",)
     assert masks(tmp_path / "elsewhere", "/w") == ()
