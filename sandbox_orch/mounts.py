@@ -55,7 +55,12 @@ RUNTIME_SOCKETS = frozenset({
 })  # fmt: skip
 # Credentials kept in a home directory: never mountable, even where the home is.
 CREDENTIALS = (".ssh", ".aws", ".docker", ".kube", ".gnupg", ".config/gcloud", ".azure",
-               ".netrc", ".git-credentials", ".config/gh")  # fmt: skip
+               ".netrc", ".git-credentials", ".config/gh", ".npmrc", ".pypirc")  # fmt: skip
+# What the home's owner runs without asking (shell start-up files, git's configuration
+# with its hooks and ssh command, ~/.local/bin and user site-packages, ~/.config's
+# autostart): writable by a node, it is code execution on the host.
+STARTUP = (".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc",
+           ".zshenv", ".zprofile", ".zlogin", ".gitconfig", ".config", ".local")  # fmt: skip
 # How many entries a mount source may have: each is checked for sockets, and a tree too
 # large to check is refused rather than half checked.
 MAX_ENTRIES = 100_000
@@ -98,7 +103,13 @@ def never_mountable(path: Path, mode: str = "ro", home: Path | None = None) -> s
     home = home if home is not None else _real(Path.home())
     if path == HOMES:
         return f"{HOMES} (everyone's home directory) is never mountable"
-    for danger in _protected(home):
+    if path.parent == HOMES:
+        home_of_path = path
+    elif HOMES in path.parents:
+        home_of_path = HOMES / path.relative_to(HOMES).parts[0]
+    else:
+        home_of_path = home
+    for danger in _protected(home, home_of_path):
         if path == danger.path or danger.path in path.parents:
             return f"{danger.path} is never mountable ({danger.reason})"
         if path in danger.path.parents and mode not in danger.around:
@@ -111,18 +122,21 @@ def never_mountable(path: Path, mode: str = "ro", home: Path | None = None) -> s
                 f"it contains {danger.path} below a directory a node could rename; mount "
                 f"it read-only, or mount {danger.path.parent} or a directory beside it"
             )
-    if path == home or path in home.parents:
+    if path in (home, home_of_path) or path in home.parents:
         return "a home directory (or what contains one) is never mountable"
     if path.name in RUNTIME_SOCKETS or _is_socket(path):
         return "sockets are never mountable"
     return None
 
 
-def _protected(home: Path) -> Iterator[_Protected]:
+def _protected(*homes: Path) -> Iterator[_Protected]:
     for path, reason in SYSTEM_PATHS.items():
         yield _Protected(_real(Path(path)), reason)
-    for credential in CREDENTIALS:
-        yield _Protected(home / credential, "credentials")
+    for home in dict.fromkeys(homes):  # the user's, and the one the path is in
+        for name in CREDENTIALS:
+            yield _Protected(home / name, "credentials")
+        for name in STARTUP:
+            yield _Protected(home / name, "what the home's owner runs at start-up")
     for path in _engine_sockets():
         yield _Protected(path, "the container engine's socket")
     # The tool itself: writable by a node, it would run the node's code on the host at
@@ -140,6 +154,8 @@ def _own_installation() -> list[Path]:
     places = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
     places.add(str(Path(__file__).resolve().parent))  # the package, wherever it is loaded from
     places.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
+    if site.ENABLE_USER_SITE:
+        places.add(site.getusersitepackages())
     return sorted({_real(Path(p)) for p in places if p})
 
 
@@ -162,7 +178,10 @@ def exposure(source: Path, limit: int = MAX_ENTRIES) -> str | None:
     if not source.is_dir():
         return None
     # Non-recursive binds hide them under runc, but gVisor does not start with one.
-    if inner := sorted(m for m in _mount_points() if source in m.parents):
+    points = _mount_points()
+    if points is None:
+        return "cannot tell which file systems are mounted inside (/proc/self/mountinfo)"
+    if inner := sorted(m for m in points if source in m.parents):
         return f"contains another mounted file system, {inner[0]}; mount it on its own"
     skip = _real(store.home())
     device = source.stat().st_dev
@@ -207,13 +226,14 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _mount_points() -> set[Path]:
-    """Every mount point on this host (in our mount namespace, the engine's here)."""
+def _mount_points() -> set[Path] | None:
+    """Every mount point on this host (in our mount namespace, the engine's here); None
+    when that cannot be read."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
             lines = info.read().splitlines()
     except OSError:
-        return set()
+        return None
     return {Path(_unescape(line.split(" ")[4])) for line in lines if line.count(" ") >= 4}
 
 

@@ -300,3 +300,23 @@ def test_every_fixed_symlink_leads_somewhere_forbidden(alias):
 def test_every_system_path_is_refused_with_its_reason(path):
     why = never_mountable(Path(path).resolve(), "ro", home=SOMEONES_HOME)
     assert why is not None and "(" in why, why
+
+
+def test_unknown_mount_points_fail_closed(tmp_path, monkeypatch):
+    monkeypatch.setattr(mounts, "_mount_points", lambda: None)
+    why = exposure(tmp_path)
+    assert why is not None and "cannot tell" in why
+
+
+@pytest.mark.parametrize("name", [*mounts.CREDENTIALS, *mounts.STARTUP])
+@pytest.mark.parametrize("home", [Path("/home/bob"), Path("/nonexistent-home")])
+def test_credentials_and_start_up_files_of_any_home_are_never_mountable(name, home):
+    # /home/bob: someone else's home (the tool may run as root); the other: the user's own.
+    assert never_mountable(home / name, "ro", home=SOMEONES_HOME) is not None
+    assert never_mountable(home / name / "x", "rw", home=SOMEONES_HOME) is not None
+
+
+def test_someone_elses_home_is_never_mountable_but_a_project_in_it_is():
+    why = never_mountable(Path("/home/bob"), "ro", home=SOMEONES_HOME)
+    assert why is not None and "never mountable" in why
+    assert never_mountable(Path("/home/bob/project"), "rw", home=SOMEONES_HOME) is None
