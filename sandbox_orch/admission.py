@@ -35,12 +35,13 @@ def admit(
     problems: list[Problem] = []
     sandboxes: dict[str, Sandbox] = {}
     base_dir = Path(plan.document.path).resolve().parent  # mount sources are relative to it
+    walked: dict[Path, str | None] = {}  # each source is walked once, however many mount it
     for node in plan.nodes.values():
 
         def refuse(loc: Loc, message: str, node: PlannedNode = node) -> None:
             problems.append(plan.document.problem(loc, f"node {node.name!r}: {message}"))
 
-        sandbox = admit_node(node, policy, refuse, base_dir, environ)
+        sandbox = admit_node(node, policy, refuse, base_dir, environ, walked)
         if sandbox is not None:
             sandboxes[node.name] = sandbox
     if problems:
@@ -49,7 +50,12 @@ def admit(
 
 
 def admit_node(
-    node: PlannedNode, policy: Policy, refuse: Refuse, base_dir: Path, environ: Mapping[str, str]
+    node: PlannedNode,
+    policy: Policy,
+    refuse: Refuse,
+    base_dir: Path,
+    environ: Mapping[str, str],
+    walked: dict[Path, str | None] | None = None,
 ) -> Sandbox | None:
     before = _Counter(refuse)
     _check_runtime(node, policy, before)
@@ -58,7 +64,7 @@ def admit_node(
     _check_network(node, policy, before)
     _check_secrets(node, policy, before, environ)
     _check_env(node, policy, before)
-    mounts = _check_mounts(node, policy, base_dir, before)
+    mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
     _check_workdir(node, mounts, before)
     limits = _check_limits(node, policy, before)
     if before.count or limits is None:
@@ -158,7 +164,11 @@ def _loc(node: PlannedNode, key: str, written: Loc) -> Loc:
 
 
 def _check_mounts(
-    node: PlannedNode, policy: Policy, base_dir: Path, refuse: Refuse
+    node: PlannedNode,
+    policy: Policy,
+    base_dir: Path,
+    refuse: Refuse,
+    walked: dict[Path, str | None],
 ) -> tuple[BindMount, ...]:
     mounts = []
     for index, mount in enumerate(node.request.mounts):
@@ -168,7 +178,7 @@ def _check_mounts(
             never_mountable(path, mount.mode)
             or (None if path.exists() else "does not exist")
             or grant_for(path, mount.mode, policy.mounts, base_dir)
-            or exposure(path)
+            or _exposure(path, walked)
         )
         bad_target = forbidden_target(mount.target)
         if why:
@@ -179,6 +189,12 @@ def _check_mounts(
             hidden = masks(path, mount.target)
             mounts.append(BindMount(str(path), mount.target, mount.mode == "ro", hidden))
     return tuple(mounts)
+
+
+def _exposure(path: Path, walked: dict[Path, str | None]) -> str | None:
+    if path not in walked:
+        walked[path] = exposure(path)
+    return walked[path]
 
 
 def _check_env(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:

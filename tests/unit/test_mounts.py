@@ -320,3 +320,19 @@ def test_someone_elses_home_is_never_mountable_but_a_project_in_it_is():
     why = never_mountable(Path("/home/bob"), "ro", home=SOMEONES_HOME)
     assert why is not None and "never mountable" in why
     assert never_mountable(Path("/home/bob/project"), "rw", home=SOMEONES_HOME) is None
+
+
+def test_a_source_mounted_by_many_nodes_is_walked_once(tmp_path, monkeypatch):
+    from sandbox_orch import admission
+
+    from .helpers import default_policy, plan_of
+
+    walks: list[Path] = []
+    real = admission.exposure
+    monkeypatch.setattr(admission, "exposure", lambda path: walks.append(path) or real(path))
+    nodes = "".join(
+        f"  n{i}: {{command: [x], mounts: [{{source: ., target: /w}}]}}\n" for i in range(20)
+    )
+    plan = plan_of(f"version: 1\nname: x\nnodes:\n{nodes}", path=str(tmp_path / "wf.yaml"))
+    assert len(admission.admit(plan, default_policy())) == 20
+    assert walks == [tmp_path.resolve()]
