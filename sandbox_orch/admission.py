@@ -11,24 +11,16 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .containerpaths import forbidden_target, forbidden_workdir
+from .envnames import denied_env
 from .errors import InputRefused, Problem
-from .mounts import BindMount, forbidden_target, grant_for, never_mountable, resolve
+from .mounts import BindMount, exposure, grant_for, masks, never_mountable, resolve
 from .planning import Plan, PlannedNode
 from .policy import Policy
 from .sandbox import Sandbox
 from .secrets import source_problem
 from .units import format_size
-from .yamlsafe import Loc
-
-# Names that change how a program loads code or where it connects: never passed to a
-# node, whatever the policy says (compared case-insensitively).
-DENIED_ENV = frozenset(
-    {
-        "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "NODE_OPTIONS",
-        "NODE_PATH", "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "PATH", "HTTP_PROXY",
-        "HTTPS_PROXY", "FTP_PROXY", "ALL_PROXY", "NO_PROXY",
-    }
-)  # fmt: skip
+from .yamlsafe import Loc, dotted
 
 # Requests that this version cannot yet honour safely are refused, never ignored.
 Refuse = Callable[[Loc, str], None]
@@ -43,12 +35,13 @@ def admit(
     problems: list[Problem] = []
     sandboxes: dict[str, Sandbox] = {}
     base_dir = Path(plan.document.path).resolve().parent  # mount sources are relative to it
+    walked: dict[Path, str | None] = {}  # each source is walked once, however many mount it
     for node in plan.nodes.values():
 
         def refuse(loc: Loc, message: str, node: PlannedNode = node) -> None:
             problems.append(plan.document.problem(loc, f"node {node.name!r}: {message}"))
 
-        sandbox = admit_node(node, policy, refuse, base_dir, environ)
+        sandbox = admit_node(node, policy, refuse, base_dir, environ, walked)
         if sandbox is not None:
             sandboxes[node.name] = sandbox
     if problems:
@@ -57,16 +50,22 @@ def admit(
 
 
 def admit_node(
-    node: PlannedNode, policy: Policy, refuse: Refuse, base_dir: Path, environ: Mapping[str, str]
+    node: PlannedNode,
+    policy: Policy,
+    refuse: Refuse,
+    base_dir: Path,
+    environ: Mapping[str, str],
+    walked: dict[Path, str | None] | None = None,
 ) -> Sandbox | None:
     before = _Counter(refuse)
     _check_runtime(node, policy, before)
     _check_artifact_paths(node, before)
+    _check_distinct_targets(node, policy, before)
     _check_network(node, policy, before)
     _check_secrets(node, policy, before, environ)
     _check_env(node, policy, before)
-    _check_workdir(node, before)
-    mounts = _check_mounts(node, policy, base_dir, before)
+    mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
+    _check_workdir(node, mounts, before)
     limits = _check_limits(node, policy, before)
     if before.count or limits is None:
         return None
@@ -121,6 +120,19 @@ def _check_artifact_paths(node: PlannedNode, refuse: Refuse) -> None:
             refuse((*node.loc, *loc), f"artifact path {path!r}: {why}")
 
 
+def _check_distinct_targets(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    """Two mounts at one place: the engine would refuse the container (exit 3); say it
+    here. Paths are in normal form already, so `/w/` and `//w` are the same place."""
+    taken: dict[str, str] = {path: "a tmpfs of the policy" for path in policy.tmpfs}
+    places = [(("mounts", i, "target"), m.target) for i, m in enumerate(node.request.mounts)]
+    places += [(("outputs", "artifacts", i, "path"), a.path) for i, a in enumerate(node.artifacts)]
+    places += [(("inputs", i, "path"), a.path) for i, a in enumerate(node.inputs)]
+    for loc, path in places:
+        if path in taken:
+            refuse((*node.loc, *loc), f"{path} is already the target of {taken[path]}")
+        taken.setdefault(path, dotted(loc))
+
+
 def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
     for index, target in enumerate(node.egress):
         if target not in policy.egress:
@@ -152,7 +164,11 @@ def _loc(node: PlannedNode, key: str, written: Loc) -> Loc:
 
 
 def _check_mounts(
-    node: PlannedNode, policy: Policy, base_dir: Path, refuse: Refuse
+    node: PlannedNode,
+    policy: Policy,
+    base_dir: Path,
+    refuse: Refuse,
+    walked: dict[Path, str | None],
 ) -> tuple[BindMount, ...]:
     mounts = []
     for index, mount in enumerate(node.request.mounts):
@@ -162,6 +178,7 @@ def _check_mounts(
             never_mountable(path, mount.mode)
             or (None if path.exists() else "does not exist")
             or grant_for(path, mount.mode, policy.mounts, base_dir)
+            or _exposure(path, walked)
         )
         bad_target = forbidden_target(mount.target)
         if why:
@@ -169,26 +186,59 @@ def _check_mounts(
         if bad_target:
             refuse((*loc, "target"), f"mount target {mount.target!r}: {bad_target}")
         if not why and not bad_target:
-            mounts.append(BindMount(str(path), mount.target, read_only=mount.mode == "ro"))
+            hidden = masks(path, mount.target)
+            mounts.append(BindMount(str(path), mount.target, mount.mode == "ro", hidden))
     return tuple(mounts)
 
 
+def _exposure(path: Path, walked: dict[Path, str | None]) -> str | None:
+    if path not in walked:
+        walked[path] = exposure(path)
+    return walked[path]
+
+
 def _check_env(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
-    denied = DENIED_ENV | {name.upper() for name in policy.env_deny}
     for name, value in node.env.items():
         loc = (*node.loc, "env", name)
         if not name or "=" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
             refuse(loc, f"environment name {name!r} is not allowed")
-        elif name.upper() in denied or name.upper().startswith("LD_"):
-            refuse(loc, f"environment variable {name} is on the deny list")
+        elif why := denied_env(name, policy.env_deny):
+            refuse(loc, f"environment variable {name} is on the deny list ({why})")
         elif "\x00" in value:
             refuse(loc, "environment values cannot contain NUL")
 
 
-def _check_workdir(node: PlannedNode, refuse: Refuse) -> None:
+def _check_workdir(node: PlannedNode, mounts: tuple[BindMount, ...], refuse: Refuse) -> None:
+    """Never in /proc, /sys or /dev (nor what reaches them, CVE-2024-21626), and never
+    through a symlink: the engine follows one when it enters the working directory, and
+    `/work/x -> /proc/self/fd/7` would reach the host. So below a mount's root the path
+    must hold no symlink now (a read-only bind), or be somewhere no node can write: not
+    inside a read-write bind, an artifact or an input (nodes write those while they run)."""
     workdir = node.request.workdir
-    if workdir and (workdir == "/proc" or workdir.startswith("/proc/")):
-        refuse((*node.loc, "workdir"), "a working directory under /proc is not allowed")
+    if workdir is None:
+        return
+    why = forbidden_workdir(workdir)
+    writable = [(m.target, "a read-write mount") for m in mounts if not m.read_only]
+    writable += [(a.path, "an artifact") for a in node.artifacts]
+    writable += [(i.path, "an input") for i in node.inputs]
+    for target, what in writable:
+        if why is None and _below(workdir, target):  # '' (the root itself) is fine
+            why = f"{workdir} is inside {what} at {target}, where a node could put a symlink"
+    for mount in mounts:
+        if why is None and (rest := _below(workdir, mount.target)):
+            host = os.path.join(mount.source, rest)
+            if os.path.realpath(host) != os.path.normpath(host):
+                why = f"{workdir} goes through a symlink in the mounted {mount.source}"
+    if why:
+        refuse((*node.loc, "workdir"), why)
+
+
+def _below(path: str, root: str) -> str | None:
+    """`path` relative to `root` ('' when equal), or None when it is not inside."""
+    if path == root:
+        return ""
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else None
 
 
 def _check_limits(

@@ -29,6 +29,9 @@ from urllib.parse import urlsplit
 
 import h11
 
+from .errors import InfrastructureError
+from .store import private_dir
+
 SOCKET_NAME = "proxy.sock"
 CONTAINER_DIR = "/run/egress"
 PROXY_URL = "http://127.0.0.1:3128"
@@ -113,8 +116,13 @@ class EgressProxy:
     ) -> None:
         self._resolve = resolver
         self._allowed_address = allowed_address
-        # Private to this process (0700): only the bind mount exposes a node's socket.
-        self.root = Path(tempfile.mkdtemp(prefix=f"sandbox-orch-egress-{run_id}-"))
+        # Private (0700), in a directory no policy can mount (mounts.never_mountable): only
+        # a node's own bind mount exposes its socket, never another node's or run's.
+        try:
+            parent = private_dir("egress")
+            self.root = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=parent))
+        except OSError as error:
+            raise InfrastructureError(f"cannot make the egress socket directory: {error}") from None
         self.nodes: dict[str, NodeEgress] = {}
 
     async def open(self, node: str, grants: list[str]) -> Path:

@@ -3,30 +3,67 @@ and symlinks are resolved first, so `//var/run/docker.sock`, `/var/run/../run/do
 and a workspace symlink pointing at /etc are judged as what they really are.
 
 The resolved path, not the one written, is what the engine is given, so a symlink
-swapped after admission cannot redirect the mount at its top level.
+swapped after admission cannot redirect the mount at its top level. Bind mounts are
+non-recursive (backend), so a file system mounted below a granted directory on the host
+is not part of what a node sees; `exposure` refuses a source with such a mount inside
+(gVisor fails to start with one) and walks the tree, refusing any socket in it.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import site
 import stat
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import store
 from .policy import POLICIES_DIR, MountGrant
 
 # Never mountable, whatever the policy says: themselves, anything inside, anything
 # containing them (mounting /var would expose /var/lib/docker and /var/run/docker.sock).
-SYSTEM_PATHS = ("/etc", "/proc", "/sys", "/dev", "/boot", "/run", "/var/run",
-                "/var/lib/docker", "/var/lib/containerd", "/var/lib/kubelet")  # fmt: skip
+SYSTEM_PATHS = {
+    "/etc": "system configuration and password hashes",
+    "/proc": "the kernel's process interface",
+    "/sys": "the kernel's system interface",
+    "/dev": "device files",
+    "/boot": "the kernel and boot loader",
+    "/run": "run-time state: the engine's socket, our volumes and egress sockets",
+    "/var/run": "run-time state (it is /run)",
+    "/usr": "the host's programs and libraries",
+    "/bin": "the host's programs",
+    "/sbin": "the host's programs",
+    "/lib": "the host's libraries",
+    "/lib32": "the host's libraries",
+    "/lib64": "the host's libraries",
+    "/libx32": "the host's libraries",
+    "/root": "root's home directory",
+    "/var/lib": "system state: the engine's containers and images, databases",
+    "/var/log": "system logs",
+    "/var/spool": "mail, print and cron spools",
+    "/var/mail": "mailboxes",
+    "/var/backups": "backups of system files (password hashes)",
+}
+# Never mountable itself; a directory below it (someone's project) may be.
+HOMES = Path("/home")
 RUNTIME_SOCKETS = frozenset({
     "docker.sock", "containerd.sock", "crio.sock", "podman.sock", "dockershim.sock",
     "cri-dockerd.sock", "buildkitd.sock", "containerd-shim.sock", "kubelet.sock",
 })  # fmt: skip
 # Credentials kept in a home directory: never mountable, even where the home is.
 CREDENTIALS = (".ssh", ".aws", ".docker", ".kube", ".gnupg", ".config/gcloud", ".azure",
-               ".netrc", ".git-credentials", ".config/gh")  # fmt: skip
-FORBIDDEN_TARGETS = ("/", "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/usr", "/lib")
+               ".netrc", ".git-credentials", ".config/gh", ".npmrc", ".pypirc")  # fmt: skip
+# What the home's owner runs without asking (shell start-up files, git's configuration
+# with its hooks and ssh command, ~/.local/bin and user site-packages, ~/.config's
+# autostart): writable by a node, it is code execution on the host.
+STARTUP = (".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc",
+           ".zshenv", ".zprofile", ".zlogin", ".gitconfig", ".config", ".local")  # fmt: skip
+# How many entries a mount source may have: each is checked for sockets, and a tree too
+# large to check is refused rather than half checked.
+MAX_ENTRIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +71,24 @@ class BindMount:
     source: str  # resolved host path
     target: str
     read_only: bool
+    # Container paths inside `target` hidden by an empty read-only file system: where the
+    # run store lies inside the source (nothing this tool writes is visible to a node).
+    masks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Protected:
+    path: Path
+    reason: str
+    # Refused itself and inside, always. A directory containing it may be mounted in
+    # these modes: none for system paths; read-only around the tool's own files (reading
+    # them is harmless, writing them is code execution on the host at the next run); any
+    # around the run store, which is then masked (`masks`).
+    around: tuple[str, ...] = ()
+    # Writable around it only from its parent: deeper, a node could rename a directory
+    # between (the mask moves with it, but on the host the store then lies elsewhere,
+    # unmasked for the next run). Renaming the masked directory itself fails (EBUSY).
+    writable_from_parent_only: bool = False
 
 
 def resolve(source: str, base_dir: Path) -> Path:
@@ -45,23 +100,111 @@ def never_mountable(path: Path, mode: str = "ro", home: Path | None = None) -> s
     """Why `path` (resolved) can never be mounted in `mode`, or None."""
     if path == Path("/"):
         return "the root file system is never mountable"
-    home = home if home is not None else Path(os.path.realpath(Path.home()))
-    policies = Path(os.path.realpath(POLICIES_DIR))
-    protected = [Path(os.path.realpath(p)) for p in SYSTEM_PATHS]
-    protected += [policies, *(home / c for c in CREDENTIALS), *_engine_sockets()]
-    for danger in protected:
-        if path == danger or danger in path.parents:
-            return f"{danger} is never mountable"
-        # Reading a directory that holds the policies leaks nothing; writing it could
-        # rewrite the policy. Everything else is refused whole.
-        if path in danger.parents and (danger != policies or mode == "rw"):
-            return f"it contains {danger}, which is never mountable" + (
-                " writable" if danger == policies else ""
+    home = home if home is not None else _real(Path.home())
+    if path == HOMES:
+        return f"{HOMES} (everyone's home directory) is never mountable"
+    if path.parent == HOMES:
+        home_of_path = path
+    elif HOMES in path.parents:
+        home_of_path = HOMES / path.relative_to(HOMES).parts[0]
+    else:
+        home_of_path = home
+    for danger in _protected(home, home_of_path):
+        if path == danger.path or danger.path in path.parents:
+            return f"{danger.path} is never mountable ({danger.reason})"
+        if path in danger.path.parents and mode not in danger.around:
+            writable = " writable" if danger.around else ""
+            why = f"it contains {danger.path}, which is never mountable{writable}"
+            return f"{why} ({danger.reason})"
+        deep = path in danger.path.parents and danger.path.parent != path
+        if deep and mode == "rw" and danger.writable_from_parent_only:
+            return (
+                f"it contains {danger.path} below a directory a node could rename; mount "
+                f"it read-only, or mount {danger.path.parent} or a directory beside it"
             )
-    if path == home or path in home.parents:
+    if path in (home, home_of_path) or path in home.parents:
         return "a home directory (or what contains one) is never mountable"
     if path.name in RUNTIME_SOCKETS or _is_socket(path):
         return "sockets are never mountable"
+    return None
+
+
+def _protected(*homes: Path) -> Iterator[_Protected]:
+    for path, reason in SYSTEM_PATHS.items():
+        yield _Protected(_real(Path(path)), reason)
+    for home in dict.fromkeys(homes):  # the user's, and the one the path is in
+        for name in CREDENTIALS:
+            yield _Protected(home / name, "credentials")
+        for name in STARTUP:
+            yield _Protected(home / name, "what the home's owner runs at start-up")
+    for path in _engine_sockets():
+        yield _Protected(path, "the container engine's socket")
+    # The tool itself: writable by a node, it would run the node's code on the host at
+    # the next run. Reading it is harmless.
+    yield _Protected(_real(POLICIES_DIR), "the policies", around=("ro",))
+    for path in _own_installation():
+        yield _Protected(path, "the installation running sandbox-orch", around=("ro",))
+    # What this tool writes: the run store (results, artifacts, runs.db) may lie inside a
+    # granted directory, where it is masked (`masks`); the egress sockets never may.
+    yield _Protected(_real(store.home()), "the run store", ("ro", "rw"), True)
+    yield _Protected(_real(store.private_root()), "sandbox-orch's private files")
+
+
+def _own_installation() -> list[Path]:
+    places = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    places.add(str(Path(__file__).resolve().parent))  # the package, wherever it is loaded from
+    places.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
+    if site.ENABLE_USER_SITE:
+        places.add(site.getusersitepackages())
+    return sorted({_real(Path(p)) for p in places if p})
+
+
+def masks(source: Path, target: str) -> tuple[str, ...]:
+    """Container paths to hide in a mount of `source` (resolved) at `target`: the run store,
+    when it lies inside (never_mountable refuses a source inside it)."""
+    home = _real(store.home())
+    if source in home.parents:
+        return (f"{target.rstrip('/')}/{home.relative_to(source).as_posix()}",)
+    return ()
+
+
+def exposure(source: Path, limit: int = MAX_ENTRIES) -> str | None:
+    """Why `source` (resolved) would expose what no node may reach, or None: a socket
+    anywhere inside (gVisor's --host-uds=open opens every host socket in a mount, runc
+    lets a node connect to any). Symlinks are not followed: a node resolves them in its
+    own file system, where they reach only what is mounted (and walked) too. Other file
+    systems are not entered (the bind mount does not include them) and the masked run
+    store is skipped. Past `limit` entries: refused."""
+    if not source.is_dir():
+        return None
+    # Non-recursive binds hide them under runc, but gVisor does not start with one.
+    points = _mount_points()
+    if points is None:
+        return "cannot tell which file systems are mounted inside (/proc/self/mountinfo)"
+    if inner := sorted(m for m in points if source in m.parents):
+        return f"contains another mounted file system, {inner[0]}; mount it on its own"
+    skip = _real(store.home())
+    device = source.stat().st_dev
+    pending, seen = [source], 0
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as error:
+            return f"cannot check {directory} for sockets ({error.strerror})"
+        for entry in entries:
+            seen += 1
+            if seen > limit:
+                return f"has more than {limit} entries to check for sockets; mount less"
+            path = Path(entry.path)
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since the listing: nothing there to expose
+            if stat.S_ISSOCK(info.st_mode):
+                return f"contains a socket, {path}; sockets are never mountable"
+            if stat.S_ISDIR(info.st_mode) and path != skip and info.st_dev == device:
+                pending.append(path)
     return None
 
 
@@ -79,18 +222,30 @@ def grant_for(path: Path, mode: str, grants: tuple[MountGrant, ...], base_dir: P
     return "not under any mount root the policy grants"
 
 
-def forbidden_target(target: str) -> str | None:
-    normal = os.path.normpath(target)
-    for danger in FORBIDDEN_TARGETS:
-        if normal == danger or (danger != "/" and normal.startswith(danger + "/")):
-            return f"cannot mount over {danger}"
-    return None
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _mount_points() -> set[Path] | None:
+    """Every mount point on this host (in our mount namespace, the engine's here); None
+    when that cannot be read."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+            lines = info.read().splitlines()
+    except OSError:
+        return None
+    return {Path(_unescape(line.split(" ")[4])) for line in lines if line.count(" ") >= 4}
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _engine_sockets() -> list[Path]:
     host = os.environ.get("DOCKER_HOST", "")
     if host.startswith("unix://"):
-        return [Path(os.path.realpath(host.removeprefix("unix://")))]
+        return [_real(Path(host.removeprefix("unix://")))]
     return []
 
 

@@ -6,16 +6,17 @@ schema: an unknown key is an error, so a typo cannot silently widen or drop a gr
 
 from __future__ import annotations
 
-import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cerberus
 
+from .containerpaths import normalise
 from .errors import InputRefused
-from .units import parse_duration, parse_size
+from .units import parse_count, parse_cpus, parse_duration, parse_size
 from .yamlsafe import Document, load_file
 
 POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
@@ -23,27 +24,35 @@ DEFAULT_POLICY = POLICIES_DIR / "default.yaml"
 POLICY_ENV = "SANDBOX_ORCH_POLICY"
 
 
-def _check_size(field_name: str, value: Any, error: Any) -> None:
-    try:
-        parse_size(value)
-    except (ValueError, AttributeError) as problem:
-        error(field_name, str(problem))
+def _checker(parse: Callable[[Any], Any]) -> Callable[[str, Any, Any], None]:
+    """A cerberus check from a units.py parser: its one sentence is the error."""
+
+    def check(field_name: str, value: Any, error: Any) -> None:
+        try:
+            parse(value)
+        except ValueError as problem:
+            error(field_name, str(problem))
+
+    return check
 
 
-def _check_duration(field_name: str, value: Any, error: Any) -> None:
-    try:
-        parse_duration(value)
-    except (ValueError, AttributeError) as problem:
-        error(field_name, str(problem))
+def _version(value: Any) -> int:
+    if value != 1 or isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("unallowed value; only version 1 exists")
+    return 1
 
 
-_SIZE = {"type": ["string", "integer"], "check_with": _check_size}
-_DURATION = {"type": ["string", "integer", "float"], "check_with": _check_duration}
+# No "type" rule for numbers: cerberus counts True as an integer and lets NaN past "min";
+# the parsers refuse both, and every other wrong type, in one sentence.
+_SIZE = {"check_with": _checker(parse_size)}
+_DURATION = {"check_with": _checker(parse_duration)}
+_CPUS = {"check_with": _checker(parse_cpus)}
+_PIDS = {"check_with": _checker(parse_count)}
 _STRINGS = {"type": "list", "schema": {"type": "string", "empty": False}}
 _HOST_PORT = {"type": "list", "schema": {"type": "string", "regex": r"^[^\s:/]+:\d{1,5}$"}}
 
 SCHEMA: dict[str, Any] = {
-    "version": {"type": "integer", "allowed": [1], "required": True},
+    "version": {"check_with": _checker(_version), "required": True},
     "name": {"type": "string", "empty": False, "required": True},
     "runtimes": _STRINGS,
     "images": _STRINGS,
@@ -55,7 +64,7 @@ SCHEMA: dict[str, Any] = {
             "user": {"type": "string", "regex": r"^[1-9]\d*:[1-9]\d*$"},
             "tmpfs": {
                 "type": "dict",
-                "keysrules": {"type": "string", "regex": r"^/.+"},
+                "keysrules": {"type": "string", "check_with": _checker(normalise)},
                 "valuesrules": _SIZE,
             },
         },
@@ -88,9 +97,9 @@ SCHEMA: dict[str, Any] = {
     "limits": {
         "type": "dict",
         "schema": {
-            "cpus": {"type": ["integer", "float"], "min": 0.01},
+            "cpus": _CPUS,
             "memory": _SIZE,
-            "pids": {"type": "integer", "min": 1},
+            "pids": _PIDS,
             "timeout": _DURATION,
             "output": _SIZE,
             "artifacts": _SIZE,
@@ -99,9 +108,9 @@ SCHEMA: dict[str, Any] = {
     "defaults": {
         "type": "dict",
         "schema": {
-            "cpus": {"type": ["integer", "float"], "min": 0.01},
+            "cpus": _CPUS,
             "memory": _SIZE,
-            "pids": {"type": "integer", "min": 1},
+            "pids": _PIDS,
             "timeout": _DURATION,
         },
     },
@@ -168,7 +177,7 @@ def load_policy(path: Path) -> Policy:
     if not isinstance(document.data, dict) or not validator.validate(document.data):
         errors = validator.errors if isinstance(document.data, dict) else {"": ["not a mapping"]}
         raise InputRefused([document.problem(loc, msg) for loc, msg in _flatten(errors)])
-    return _policy(document, path.read_bytes())
+    return _policy(document)
 
 
 def _flatten(errors: Any, loc: tuple = ()) -> list[tuple[tuple, str]]:
@@ -184,19 +193,21 @@ def _flatten(errors: Any, loc: tuple = ()) -> list[tuple[tuple, str]]:
     return out
 
 
-def _policy(document: Document, raw: bytes) -> Policy:
+def _policy(document: Document) -> Policy:
     data = document.data
     isolation = data.get("isolation", {})
     return Policy(
         name=data["name"],
         path=document.path,
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=document.sha256,  # of the bytes read once: the file is never read twice
         document=document,
         runtimes=tuple(data.get("runtimes", ())),
         images=tuple(data.get("images", ())),
         oci_runtime=isolation.get("oci_runtime", "runc"),
         user=isolation.get("user", "10001:10001"),
-        tmpfs={k: parse_size(v) for k, v in isolation.get("tmpfs", {"/tmp": "64m"}).items()},
+        tmpfs={
+            normalise(k): parse_size(v) for k, v in isolation.get("tmpfs", {"/tmp": "64m"}).items()
+        },
         egress=tuple(data.get("network", {}).get("egress", ())),
         mounts=tuple(
             MountGrant(Path(m["source"]), tuple(m["modes"])) for m in data.get("mounts", ())
@@ -219,9 +230,9 @@ def _policy(document: Document, raw: bytes) -> Policy:
 
 def _limits(data: dict[str, Any], fallback: Limits) -> Limits:
     return Limits(
-        cpus=float(data.get("cpus", fallback.cpus)),
+        cpus=parse_cpus(data.get("cpus", fallback.cpus)),
         memory=parse_size(data.get("memory", fallback.memory)),
-        pids=int(data.get("pids", fallback.pids)),
+        pids=parse_count(data.get("pids", fallback.pids)),
         timeout=parse_duration(data.get("timeout", fallback.timeout)),
         output=parse_size(data.get("output", fallback.output)),
         artifacts=parse_size(data.get("artifacts", fallback.artifacts)),

@@ -100,8 +100,16 @@ class Sandbox:
                 if self.oci_runtime == "runsc"
                 else "engine default profile"
             ),
-            "mounts": [
-                {"source": m.source, "target": m.target, "mode": "ro" if m.read_only else "rw"}
-                for m in self.mounts
-            ],
+            "mounts": [_describe_mount(m) for m in self.mounts],
         }
+
+
+def _describe_mount(mount: BindMount) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "source": mount.source,
+        "target": mount.target,
+        "mode": "ro" if mount.read_only else "rw",
+    }
+    if mount.masks:
+        described["masked"] = list(mount.masks)  # hidden: the run store inside the source
+    return described

@@ -12,7 +12,8 @@ import jsonschema
 from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 
-from .yamlsafe import load_file
+from .errors import InputRefused
+from .yamlsafe import load_text, read_regular
 
 MAX_SCHEMA_BYTES = 256 * 1024
 
@@ -29,11 +30,16 @@ def load_schema(value: dict[str, Any] | str, workflow_dir: Path) -> dict[str, An
         path = (workflow_dir / value).resolve()
         if workflow_dir.resolve() not in path.parents:
             raise SchemaProblem(f"schema file {value!r} is not inside the workflow's directory")
-        if not path.is_file():
+        if not path.exists():
             raise SchemaProblem(f"schema file {value!r} does not exist")
-        if path.stat().st_size > MAX_SCHEMA_BYTES:
-            raise SchemaProblem(f"schema file {value!r} is larger than {MAX_SCHEMA_BYTES} bytes")
-        schema = json.loads(path.read_text()) if path.suffix == ".json" else load_file(path).data
+        try:  # a FIFO or device is refused, never read (it could block forever)
+            raw = read_regular(path, MAX_SCHEMA_BYTES)
+            text = raw.decode("utf-8")
+            schema = json.loads(text) if path.suffix == ".json" else load_text(text, str(path)).data
+        except InputRefused as refused:
+            raise SchemaProblem(f"schema file {value!r}: {refused.problems[0].message}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SchemaProblem(f"schema file {value!r} is not valid JSON: {error}") from None
     if not isinstance(schema, dict):
         raise SchemaProblem("a schema is a mapping")
     validator = jsonschema.validators.validator_for(schema)

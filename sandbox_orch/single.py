@@ -32,7 +32,7 @@ from .planning import Plan, make_plan
 from .policy import Policy
 from .runtimes import PRESETS
 from .sandbox import Sandbox
-from .store import run_dir, save_results
+from .store import home, run_dir, save_results
 from .workflow import Workflow
 from .yamlsafe import Document
 
@@ -96,11 +96,19 @@ def copy_workspace(workspace: Path, run_id: str, policy: Policy) -> WorkspaceCop
         )
     base = run_dir(run_id) / "single"
     pristine, working = base / "a", base / "b"
-    ignore = shutil.ignore_patterns(*SKIPPED)
-    shutil.copytree(workspace, pristine, symlinks=True, ignore=ignore)
-    shutil.copytree(workspace, working, symlinks=True, ignore=ignore)
+    shutil.copytree(workspace, pristine, symlinks=True, ignore=_skipped)
+    shutil.copytree(workspace, working, symlinks=True, ignore=_skipped)
     _hand_to_sandbox_user(working, policy.user)
     return WorkspaceCopy(pristine, working)
+
+
+def _skipped(directory: str, names: list[str]) -> set[str]:
+    """SKIPPED by name, and the run store wherever $SANDBOX_ORCH_HOME puts it: nothing
+    this tool writes is copied into a node's workspace."""
+    store = os.path.realpath(home())
+    skipped = {name for name in names if name in SKIPPED}
+    skipped.update(n for n in names if os.path.realpath(os.path.join(directory, n)) == store)
+    return skipped
 
 
 def with_workspace(sandbox: Sandbox, copy: WorkspaceCopy) -> Sandbox:

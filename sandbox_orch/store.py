@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import stat
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,27 @@ HOME_ENV = "SANDBOX_ORCH_HOME"
 
 def home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.cwd() / ".sandbox-orch")
+
+
+def private_root() -> Path:
+    """Where files no node may ever see are kept (egress sockets): root's /run/sandbox-orch,
+    else a directory of this user's in the temporary directory (made 0700 by its user)."""
+    if os.geteuid() == 0:
+        return Path("/run/sandbox-orch")
+    return Path(tempfile.gettempdir()) / f"sandbox-orch-{os.geteuid()}"
+
+
+def private_dir(name: str) -> Path:
+    """`private_root()/name`, made if missing (0700). OSError unless both are real
+    directories of this user's that no one else can write (nor, the leaf, read)."""
+    path = private_root() / name
+    for place, others in ((path.parent, 0o022), (path, 0o077)):
+        with contextlib.suppress(FileExistsError):
+            place.mkdir(mode=0o700)
+        info = os.lstat(place)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & others:
+            raise OSError(f"{place} is not a private directory of this user's")
+    return path
 
 
 def new_run_id(now: datetime | None = None) -> str:

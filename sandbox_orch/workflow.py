@@ -20,7 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from .units import parse_duration, parse_size
+from .containerpaths import normalise
+from .units import parse_count, parse_cpus, parse_duration, parse_factor, parse_size
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -28,7 +29,19 @@ MAX_NODES = 1000
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
+# Numbers are checked before pydantic's lax coercion, which takes True as 1, 2.0 as 2
+# and inf as a float: each parser refuses those with one sentence (units.py).
+Cpus = Annotated[float, BeforeValidator(parse_cpus)]
+Pids = Annotated[int, BeforeValidator(parse_count)]
+RetryLimit = Annotated[int, BeforeValidator(lambda value: parse_count(value, 0, 10))]
+MemoryFactor = Annotated[float, BeforeValidator(lambda value: parse_factor(value, 1.0, 16.0))]
 RetryReason = Literal["failed", "timed_out", "oom", "errored"]
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # True == 1 to Python; never a version
+        raise ValueError("expected the number 1")
+    return value
 
 
 class Strict(BaseModel):
@@ -36,9 +49,9 @@ class Strict(BaseModel):
 
 
 class Resources(Strict):
-    cpus: float | None = Field(default=None, gt=0)
+    cpus: Cpus | None = None
     memory: Size | None = None
-    pids: int | None = Field(default=None, gt=0)
+    pids: Pids | None = None
 
 
 class ParseSpec(Strict):
@@ -104,10 +117,10 @@ class Need(Strict):
 
 
 class Retries(Strict):
-    limit: int = Field(ge=0, le=10)
+    limit: RetryLimit
     backoff: Duration = 0.0
     on: list[RetryReason] = ["failed", "timed_out", "oom", "errored"]
-    memory_factor: float = Field(default=1.0, ge=1.0, le=16.0)
+    memory_factor: MemoryFactor = 1.0
 
     @field_validator("backoff", mode="before")
     @classmethod
@@ -198,7 +211,7 @@ class CustomRuntime(Strict):
 
 
 class Workflow(Strict):
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(_no_bool)]
     name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     fail_fast: bool = True
     timeout: Duration | None = None
@@ -208,6 +221,5 @@ class Workflow(Strict):
 
 
 def _absolute_container_path(path: str) -> str:
-    if not path.startswith("/") or "\x00" in path:
-        raise ValueError("must be an absolute path inside the container")
-    return path
+    # Once, here: every later check and the engine see only the normal form.
+    return normalise(path)

@@ -9,7 +9,9 @@ keeps the line it came from, so later stages can say `FILE:LINE: field: message`
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +116,10 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     if kind == "int":
         return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
     if kind == "float":
-        return float(text.replace("inf", "Inf").replace("INF", "Inf").lower())
+        # .inf/.nan are YAML's spellings; Python's float() wants inf/nan (later stages
+        # refuse them where a number must be finite).
+        special = text.lstrip("+-").lower() in (".inf", ".nan")
+        return float(text.replace(".", "", 1) if special else text)
     return text
 
 
@@ -166,15 +171,54 @@ def load_text(text: str, path: str) -> Document:
 def load_file(path: Path) -> Document:
     """Read at most MAX_BYTES (+1, to notice more) and parse strictly."""
     shown = str(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-    except OSError as error:
-        raise InputRefused([Problem(shown, None, "", f"cannot read: {error.strerror}")]) from None
-    if len(raw) > MAX_BYTES:
-        raise InputRefused([Problem(shown, None, "", f"file is larger than {MAX_BYTES} bytes")])
+    raw = read_regular(path, MAX_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InputRefused([Problem(shown, None, "", f"not UTF-8 text: {error.reason}")]) from None
     return load_text(text, shown)
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, or InputRefused. Opened
+    without blocking and checked on the open descriptor: a FIFO (or a link to one) would
+    block the read forever, /dev/zero would never end; neither is ever read."""
+    shown = str(path)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as error:
+        kind = _kind_of(path)
+        why = f"not a regular file ({kind})" if kind else f"cannot read: {error.strerror}"
+        raise InputRefused([Problem(shown, None, "", why)]) from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        why = f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'not a file')})"
+        raise InputRefused([Problem(shown, None, "", why)])
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            raw = handle.read(limit + 1)
+        except OSError as error:
+            raise InputRefused(
+                [Problem(shown, None, "", f"cannot read: {error.strerror}")]
+            ) from None
+    if len(raw) > limit:
+        raise InputRefused([Problem(shown, None, "", f"file is larger than {limit} bytes")])
+    return raw
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _kind_of(path: Path) -> str | None:
+    """What `path` is when it is not a regular file (a socket cannot be opened at all)."""
+    try:
+        return _KINDS.get(stat.S_IFMT(os.stat(path).st_mode))
+    except OSError:
+        return None

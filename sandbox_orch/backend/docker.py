@@ -22,6 +22,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount, Ulimit
 
+from ..mounts import BindMount
 from ..sandbox import CAP_DROP, NOFILE, cgroup_pids_limit
 from ..seccomp import RUNSC_SECURITY_OPT
 from . import hostvolumes, readback
@@ -85,10 +86,8 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         log_config=LOG_CONFIG if spec.engine_log else NO_LOG,
         restart_policy={"Name": "no"},
         runtime=spec.oci_runtime,
-        mounts=[
-            Mount(m.target, m.source, type="bind", read_only=m.read_only, propagation="rprivate")
-            for m in spec.mounts
-        ]
+        mounts=[_bind(m) for m in spec.mounts]
+        + [_mask(path) for m in spec.mounts for path in m.masks]
         + [
             # no_copy: nothing from the image is copied into a run's volume
             Mount(v.target, v.volume, type="volume", read_only=v.read_only, no_copy=True)
@@ -114,6 +113,18 @@ def runtimes_of(info: dict[str, Any]) -> dict[str, list[str]]:
     """The OCI runtimes in an engine's `info`, each with its arguments."""
     runtimes = info.get("Runtimes") or {}
     return {name: list((spec or {}).get("runtimeArgs") or []) for name, spec in runtimes.items()}
+
+
+def _bind(mount: BindMount) -> Mount:
+    """Non-recursive: a file system mounted below the source on the host is not shown."""
+    bind = Mount(mount.target, mount.source, "bind", mount.read_only, propagation="rprivate")
+    bind["BindOptions"]["NonRecursive"] = True
+    return bind
+
+
+def _mask(target: str) -> Mount:
+    """An empty read-only file system over `target` (the run store inside a mount)."""
+    return Mount(target, None, "tmpfs", read_only=True, tmpfs_size=4096, tmpfs_mode=0o555)
 
 
 def _security_options(spec: ContainerSpec) -> list[str]:

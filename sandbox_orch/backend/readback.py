@@ -121,6 +121,7 @@ def _mounts(value: Any) -> frozenset[tuple[Any, ...]]:
             m.get("Target"),
             bool(m.get("ReadOnly")),
             (m.get("BindOptions") or {}).get("Propagation") or "",
+            bool((m.get("BindOptions") or {}).get("NonRecursive")),
             bool((m.get("VolumeOptions") or {}).get("NoCopy")),
             tuple(sorted((m.get("TmpfsOptions") or {}).items())),
         )
@@ -164,7 +165,8 @@ def _mount_matches(mount: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
     if mount.get("Type") == "volume":
         return bool(point.get("Name") == mount.get("Source"))
     propagation = (mount.get("BindOptions") or {}).get("Propagation") or ""
-    return point.get("Source") == mount.get("Source") and (
+    # The engine reports a tmpfs mount's source as "", where we send none.
+    return (point.get("Source") or "") == (mount.get("Source") or "") and (
         not propagation or point.get("Propagation") == propagation
     )
 

@@ -107,9 +107,53 @@ def test_policy_deny_list_adds_to_the_built_in_one():
     assert "deny list" in line
 
 
-def test_workdir_under_proc_is_refused():
-    (line,) = refusals("version: 1\nname: x\nnodes:\n  a: {command: [x], workdir: /proc/1/root}\n")
-    assert "under /proc" in line
+@pytest.mark.parametrize(
+    ("workdir", "why"),
+    [
+        ("/proc/1/root", "cannot be in /proc"),
+        ("//proc/self/fd/3", "cannot be in /proc"),
+        ("/./proc/self/cwd", "cannot be in /proc"),
+        ("/tmp/../proc/1", "cannot be in /proc"),
+        ("/proc/", "cannot be in /proc"),
+        ("/dev/fd/7", "cannot be in /proc"),
+        ("/dev//fd/7/", "cannot be in /proc"),
+        ("/dev/stdin", "cannot be in /proc"),
+        ("/dev/shm", "cannot be in /dev"),
+        ("/sys/fs/cgroup", "cannot be in /sys"),
+        ("/tmp/x/../../../sys", "cannot be in /sys"),
+    ],
+)
+def test_workdir_reaching_proc_sys_or_dev_is_refused(workdir, why):
+    text = f"version: 1\nname: x\nnodes:\n  a: {{command: [x], workdir: '{workdir}'}}\n"
+    (line,) = refusals(text)
+    assert "nodes.a.workdir" in line and f"a working directory {why}" in line, line
+
+
+@pytest.mark.parametrize("workdir", ["/tmp", "/work/src", "/home/node", "/opt/app", "/procfs"])
+def test_ordinary_workdirs_are_admitted(workdir):
+    _, sandboxes = admitted(
+        f"version: 1\nname: x\nnodes:\n  a: {{command: [x], workdir: {workdir}}}\n"
+    )
+    assert sandboxes["a"].workdir == workdir
+
+
+def test_workdir_is_given_to_the_engine_in_its_normal_form():
+    text = "version: 1\nname: x\nnodes:\n  a: {command: [x], workdir: '//work/./a/../b//'}\n"
+    _, sandboxes = admitted(text)
+    assert sandboxes["a"].workdir == "/work/b"
+
+
+def test_workdir_through_a_symlink_in_a_mounted_directory_is_refused(workspace):
+    (workspace / "fd").symlink_to("/proc/self/fd/7")
+    text = (
+        "version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    workdir: /w/fd\n"
+        "    mounts: [{source: '.', target: /w}]\n"
+    )
+    plan = plan_of(text, path=str(workspace / "wf.yaml"))
+    with pytest.raises(InputRefused) as caught:
+        admit(plan, default_policy())
+    (problem,) = caught.value.problems
+    assert "goes through a symlink" in str(problem) and "workdir" in str(problem)
 
 
 def test_egress_not_granted_is_refused():
@@ -232,10 +276,10 @@ def mount_refusals(workspace, source, target="/w", mode="ro", policy=None):
         ("/sys", "/sys is never mountable"),
         ("/dev", "/dev is never mountable"),
         ("/boot", "/boot is never mountable"),
-        ("/var/lib/docker", "/var/lib/docker is never mountable"),
-        ("/var", "it contains /var/lib/docker"),
+        ("/var/lib/docker", "/var/lib is never mountable"),
+        ("/var", "it contains /var/lib"),
         ("~", "never mountable"),
-        ("~/.ssh", ".ssh is never mountable"),
+        ("~/.ssh", "never mountable"),
         (str(POLICIES_DIR), "policies is never mountable"),
     ],
 )
@@ -268,3 +312,40 @@ def test_mode_not_granted_and_outside_roots_are_refused(workspace):
 def test_mount_targets_over_system_paths_are_refused(workspace, target):
     (line,) = mount_refusals(workspace, ".", target=target)[0]
     assert "mounts[0].target" in line and "cannot mount over" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "workdir", "why"),
+    [
+        ("mounts: [{source: ., target: /w, mode: rw}]", "/w/sub", "inside a read-write mount"),
+        ("outputs: {artifacts: [{name: d, path: /out}]}", "/out/x", "inside an artifact"),
+        ("inputs: [{from: p/d, path: /in}]", "/in/x", "inside an input"),
+    ],
+)
+def test_workdir_inside_what_nodes_write_is_refused(workspace, extra, workdir, why):
+    text = (
+        "version: 1\nname: x\nnodes:\n"
+        "  p: {command: [x], outputs: {artifacts: [{name: d, path: /o}]}}\n"
+        f"  a:\n    command: [x]\n    needs: [p]\n    workdir: {workdir}\n    {extra}\n"
+    )
+    policy = dataclasses.replace(default_policy(), mounts=(MountGrant(Path("."), ("ro", "rw")),))
+    plan = plan_of(text, path=str(workspace / "wf.yaml"))
+    with pytest.raises(InputRefused) as caught:
+        admit(plan, policy)
+    (problem,) = caught.value.problems
+    assert "nodes.a.workdir" in str(problem) and why in str(problem), problem
+
+
+@pytest.mark.parametrize(
+    ("extra", "workdir"),
+    [
+        ("mounts: [{source: ., target: /w, mode: rw}]", "/w"),
+        ("mounts: [{source: ., target: /w, mode: ro}]", "/w/src"),
+        ("outputs: {artifacts: [{name: d, path: /out}]}", "/out"),
+    ],
+)
+def test_workdir_at_a_mount_root_or_in_a_plain_read_only_mount_is_fine(workspace, extra, workdir):
+    text = f"version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    workdir: {workdir}\n    {extra}\n"
+    policy = dataclasses.replace(default_policy(), mounts=(MountGrant(Path("."), ("ro", "rw")),))
+    sandboxes = admit(plan_of(text, path=str(workspace / "wf.yaml")), policy)
+    assert sandboxes["a"].workdir == workdir

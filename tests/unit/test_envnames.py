@@ -1,0 +1,62 @@
+"""The environment deny list, family by family (compared case-insensitively)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox_orch.envnames import DENIED, HARMLESS, denied_env
+
+from .helpers import default_policy, plan_of
+
+FAMILIES = {
+    "loader and libc": ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_ANYTHING", "GCONV_PATH",
+                        "GLIBC_TUNABLES", "LOCPATH", "MALLOC_CHECK_", "HOSTALIASES"],
+    "shells": ["BASH_ENV", "ENV", "BASH_FUNC_ls%%", "PS4", "PROMPT_COMMAND", "SHELLOPTS",
+               "BASHOPTS", "IFS", "PATH"],
+    "git": ["GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_CONFIG_GLOBAL",
+            "GIT_CONFIG_KEY_0", "GIT_CONFIG_COUNT", "GIT_ASKPASS", "GIT_EDITOR", "GIT_PAGER",
+            "GIT_EXTERNAL_DIFF", "GIT_PROXY_COMMAND", "GIT_TEMPLATE_DIR"],
+    "ssh": ["SSH_ASKPASS", "SSH_AUTH_SOCK", "SUDO_ASKPASS"],
+    "editors and pagers": ["EDITOR", "VISUAL", "PAGER", "MANPAGER", "LESSOPEN", "LESSCLOSE"],
+    "python": ["PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PYTHONINSPECT", "PYTHONWARNINGS"],
+    "node": ["NODE_OPTIONS", "NODE_PATH", "NPM_CONFIG_SCRIPT_SHELL", "npm_config_prefix"],
+    "perl and ruby": ["PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB"],
+    "java": ["JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH"],
+    "proxies": ["HTTP_PROXY", "https_proxy", "ALL_PROXY", "NO_PROXY"],
+    "configuration": ["HOME", "XDG_CONFIG_HOME", "OPENSSL_CONF"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", [name for names in FAMILIES.values() for name in names], ids=lambda n: n
+)
+def test_every_family_is_refused_in_any_case(name):
+    for spelling in (name, name.lower(), name.upper(), name.swapcase()):
+        assert denied_env(spelling) is not None, spelling
+
+
+@pytest.mark.parametrize(
+    "name", ["FOO", "DEBUG", "TERM", "LANG", "ANTHROPIC_BASE_URL", "CI", "MY_PATH", *HARMLESS]
+)
+def test_ordinary_names_are_allowed(name):
+    assert denied_env(name) is None
+
+
+def test_the_policy_adds_names_even_harmless_ones():
+    assert denied_env("foo", ["FOO"]) == "denied by the policy"
+    assert denied_env("node_env", ["NODE_ENV"]) == "denied by the policy"
+
+
+def test_every_entry_has_a_reason():
+    assert all(why.strip() for why in DENIED.values())
+
+
+def test_admission_names_the_reason():
+    from sandbox_orch.admission import admit
+    from sandbox_orch.errors import InputRefused
+
+    text = "version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    env: {GIT_SSH_COMMAND: v}\n"
+    with pytest.raises(InputRefused) as caught:
+        admit(plan_of(text), default_policy())
+    (problem,) = caught.value.problems
+    assert "GIT_SSH_COMMAND is on the deny list (git runs commands" in str(problem)
