@@ -17,6 +17,7 @@ import psutil
 
 from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
+from .bounded.evaluator import Evaluator
 from .egress import EgressProxy
 from .errors import InfrastructureError
 from .events import Emit, Event, RunFinished, RunStarted, event_json
@@ -123,7 +124,10 @@ async def run_plan(
         emit,
         max_parallel=options.max_parallel,
         fail_fast=False if options.keep_going else None,
+        evaluator=run.evaluator,
     )
+    if _needs_evaluation(plan):
+        run.evaluator.warm()  # starts beside the first containers, not after them
     emit(RunStarted(run_id, plan.workflow.name, list(plan.nodes), started_at))
     try:
         records = await scheduler.run(interrupt)
@@ -147,16 +151,25 @@ async def run_plan(
     return RunReport(run_id, status, results, path, failures)
 
 
+def _needs_evaluation(plan: Plan) -> bool:
+    """Whether a node parses its output or has a condition that is not judged inline."""
+    return any(
+        node.parse.format != "none" or (node.condition is not None and not node.condition.inline)
+        for node in plan.nodes.values()
+    )
+
+
 @dataclass
 class _RunResources:
     """What a run holds besides its scheduler: the node runner (and its ledger), the
-    egress proxy, the secrets and their redactor, the run store. Opened together,
-    closed together."""
+    egress proxy, the secrets and their redactor, the run store, the evaluation worker.
+    Opened together, closed together."""
 
     runner: NodeRunner
     redactor: Redactor
     egress: EgressProxy | None
     store: RunStore | None
+    evaluator: Evaluator
     run_id: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -179,9 +192,11 @@ class _RunResources:
             artifacts = ArtifactVolumes(backend, labels, run_dir(run_id) / "artifacts")
         egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
         secrets = SecretStore(policy.secrets, redactor)
-        runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts)
+        # Its memory limit grows with the largest output a node may print.
+        evaluator = Evaluator(max((s.output_limit for s in sandboxes.values()), default=0))
+        runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts, evaluator)
         store = _open_store(run_id, plan, policy, started_at)
-        return cls(runner, redactor, egress, store, run_id)
+        return cls(runner, redactor, egress, store, evaluator, run_id)
 
     def keeping_events(self, emit: Emit) -> Emit:
         """Events (already redacted) are kept for the run store, written with the
@@ -194,10 +209,12 @@ class _RunResources:
         return keep
 
     async def close_sandboxes(self) -> list[str]:
-        """Remove everything the run created on the engine; stop the egress proxy."""
+        """Remove everything the run created on the engine; stop the egress proxy and
+        the evaluation worker."""
         try:
             return await self.runner.close()
         finally:
+            await self.evaluator.close()
             if self.egress is not None:
                 await self.egress.close()
 

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from .bounded.patterns import PatternError, compile_pattern
 from .units import parse_duration, parse_size
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -53,9 +54,9 @@ class ParseSpec(Strict):
             if not self.pattern:
                 raise ValueError("format regex needs a pattern")
             try:
-                re.compile(self.pattern)
-            except re.error as error:
-                raise ValueError(f"pattern is not a valid regular expression: {error}") from None
+                compile_pattern(self.pattern)  # RE2: linear time, whatever the pattern
+            except PatternError as error:
+                raise ValueError(f"pattern {error}") from None  # "pattern is not a valid ..."
         elif self.pattern is not None or self.all:
             raise ValueError("pattern and all are only for format regex")
         if self.schema_ is not None and self.format not in ("json", "regex"):
