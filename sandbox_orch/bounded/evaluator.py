@@ -59,6 +59,12 @@ class Evaluator:
         self._turn = asyncio.Lock()
         self.started = 0  # workers started so far (tests, and the run's diagnostics)
 
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, while one runs."""
+        worker = self._worker
+        return worker.pid if worker is not None and worker.returncode is None else None
+
     def warm(self) -> None:
         """Start the worker now, in the background (call from within the event loop)."""
         if self._worker is None and self._starting is None:
