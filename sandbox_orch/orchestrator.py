@@ -22,7 +22,7 @@ from .egress import EgressProxy
 from .errors import InfrastructureError
 from .events import Emit, Event, RunFinished, RunStarted, event_json
 from .execution import OWNER_LABEL, RUN_LABEL, NodeRunner
-from .planning import Plan
+from .planning import Plan, PlannedNode
 from .policy import Policy
 from .results import RunFacts, build_results
 from .runstore import RunStore, RunStoreError
@@ -126,8 +126,8 @@ async def run_plan(
         fail_fast=False if options.keep_going else None,
         evaluator=run.evaluator,
     )
-    if _needs_evaluation(plan):
-        run.evaluator.warm()  # starts beside the first containers, not after them
+    if _needs_evaluation(plan):  # start it beside the first containers, not after them
+        run.evaluator.warm(conditions=any(_costly(node) for node in plan.nodes.values()))
     emit(RunStarted(run_id, plan.workflow.name, list(plan.nodes), started_at))
     try:
         records = await scheduler.run(interrupt)
@@ -153,10 +153,11 @@ async def run_plan(
 
 def _needs_evaluation(plan: Plan) -> bool:
     """Whether a node parses its output or has a condition that is not judged inline."""
-    return any(
-        node.parse.format != "none" or (node.condition is not None and not node.condition.inline)
-        for node in plan.nodes.values()
-    )
+    return any(node.parse.format != "none" or _costly(node) for node in plan.nodes.values())
+
+
+def _costly(node: PlannedNode) -> bool:
+    return node.condition is not None and not node.condition.inline
 
 
 @dataclass

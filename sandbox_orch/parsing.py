@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .bounded.nesting import NestingError, load_json
 from .bounded.patterns import compile_pattern
 from .schemas import violation
-from .workflow import ParseSpec
+
+if TYPE_CHECKING:  # the evaluation worker parses without importing pydantic's models
+    from .workflow import ParseSpec
 
 
 class ParseError(Exception):

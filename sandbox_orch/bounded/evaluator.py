@@ -57,6 +57,7 @@ class Evaluator:
         self._worker: asyncio.subprocess.Process | None = None
         self._starting: asyncio.Task[asyncio.subprocess.Process] | None = None
         self._turn = asyncio.Lock()
+        self._conditions = False  # start workers ready for conditions (cel-python loaded)
         self.started = 0  # workers started so far (tests, and the run's diagnostics)
 
     @property
@@ -65,8 +66,10 @@ class Evaluator:
         worker = self._worker
         return worker.pid if worker is not None and worker.returncode is None else None
 
-    def warm(self) -> None:
-        """Start the worker now, in the background (call from within the event loop)."""
+    def warm(self, conditions: bool = False) -> None:
+        """Start the worker now, in the background (call from within the event loop);
+        `conditions`: ready to judge them, not only to parse."""
+        self._conditions = self._conditions or conditions
         if self._worker is None and self._starting is None:
             self._starting = asyncio.ensure_future(self._start())
 
@@ -96,6 +99,7 @@ class Evaluator:
             "source": condition.source,
             "state": [state.success, state.failure, state.cancelled],
         }
+        self._conditions = True
         try:
             value = await self._evaluate(header, json.dumps(nodes).encode())
         except _Failed as failure:
@@ -155,6 +159,7 @@ class Evaluator:
         try:
             worker = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-c", _BOOT, _ROOT, str(self.memory), str(os.getpid()),
+                *(["conditions"] if self._conditions else []),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
