@@ -56,7 +56,7 @@ class ParseSpec(Strict):
             try:
                 compile_pattern(self.pattern)  # RE2: linear time, whatever the pattern
             except PatternError as error:
-                raise ValueError(f"pattern {error}") from None  # "pattern is not a valid ..."
+                raise ValueError(f"pattern {error}") from None
         elif self.pattern is not None or self.all:
             raise ValueError("pattern and all are only for format regex")
         if self.schema_ is not None and self.format not in ("json", "regex"):

@@ -52,8 +52,9 @@ class Evaluator:
     ) -> None:
         self.seconds = seconds
         self.memory = worker_memory(output_limit)
-        # A reply holds at most the outputs (capped at output_limit as JSON) and usage.
-        self._max_reply = 2 * output_limit + _STREAM_LIMIT
+        # A reply holds the outputs and usage: at most the output, escaped as JSON (a
+        # control character is 1 byte of output and 6 of JSON, \u0001).
+        self._max_reply = 6 * output_limit + _STREAM_LIMIT
         self._worker: asyncio.subprocess.Process | None = None
         self._starting: asyncio.Task[asyncio.subprocess.Process] | None = None
         self._turn = asyncio.Lock()

@@ -25,6 +25,7 @@ from ..parsing import ParseError, parse_output
 from .protocol import read_frame, write_frame
 
 _PR_SET_PDEATHSIG = 1
+_MAX_DETAIL = 200
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,11 @@ class _Jobs:
         except Exception as error:
             if isinstance(error, self._refusals()):
                 return {"error": str(error), "kind": "refused"}
-            # A bug, or input nobody foresaw: still an answer, never a dead run.
-            return {"error": f"{type(error).__name__}: {error}", "kind": "internal"}
+            # A bug, or input nobody foresaw: still an answer, never a dead run. A long
+            # message may quote the output at length: then only the kind of error.
+            message = str(error)
+            detail = f": {message}" if len(message) <= _MAX_DETAIL else ""
+            return {"error": f"{type(error).__name__}{detail}", "kind": "internal"}
 
     def parse(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
         fields = header["spec"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from sandbox_orch.backend.memory import Outcome
 from sandbox_orch.bounded.evaluator import Evaluator
 from sandbox_orch.bounded.limits import MAX_JSON_DEPTH
 from sandbox_orch.bounded.nesting import NestingError, check_depth, load_json
 from sandbox_orch.bounded.patterns import PatternError, compile_pattern
 from sandbox_orch.conditions import ConditionError, NeedsState, compile_condition, evaluate
 from sandbox_orch.parsing import ParseError, parse_output
+from sandbox_orch.status import NodeStatus
 from sandbox_orch.workflow import ParseSpec
 
 OK = NeedsState(success=True, failure=False, cancelled=False)
@@ -282,3 +285,32 @@ def test_worker_dies_with_the_run_even_when_the_run_is_killed():
     )
     assert proc.returncode == 0, proc.stderr
     assert gone(int(proc.stdout))
+
+
+def test_a_worker_that_dies_mid_evaluation_is_a_reason_and_is_replaced():
+    async def go():
+        evaluator = Evaluator(seconds=60)
+        task = asyncio.create_task(evaluator.condition(SLOW, SLOW_CONTEXT, OK))
+        while evaluator.pid is None:
+            await asyncio.sleep(0.01)
+        os.kill(evaluator.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        with pytest.raises(ConditionError, match="the evaluation worker was killed by SIGKILL"):
+            await task
+        fine = compile_condition("nodes.a.outputs.n == 1", {"a"})
+        assert await evaluator.condition(fine, {"a": {"outputs": {"n": 1}}}, OK)
+        await evaluator.close()
+        return evaluator.started
+
+    assert asyncio.run(go()) == 2
+
+
+def test_a_worker_that_cannot_start_errors_the_node_not_the_output(monkeypatch):
+    import sandbox_orch.bounded.evaluator as module
+
+    from .test_scheduler import run
+
+    monkeypatch.setattr(module, "_BOOT", "raise SystemExit(3)")
+    text = "version: 1\nname: x\nnodes:\n  a: {command: [x], outputs: {parse: {format: json}}}\n"
+    _, records, _, _ = run(text, {"a": Outcome(stdout=b"{}")})
+    assert records["a"].status == NodeStatus.ERRORED
+    assert records["a"].reason == "the evaluation worker did not start"
