@@ -82,6 +82,9 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
     named = list(_node_references(tree))
     references = frozenset(named)
     whole_nodes = _count_nodes_idents(tree) > len(named)
+    # Inline only if it cannot reach outputs: no macro, no `nodes` as a whole, no index
+    # but `nodes["name"]` (so no computed `["out" + "puts"]`), and the word nowhere (a
+    # conservative test: in a string literal it sends the condition to the worker too).
     indexes = sum(1 for n in tree.iter_subtrees() if n.data == "member_index")
     inline = not (macros or whole_nodes or "outputs" in source or indexes > _count_index(tree))
     for name in sorted(references - visible):
