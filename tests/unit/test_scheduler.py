@@ -350,3 +350,49 @@ def test_interrupt_while_a_condition_is_judged_stops_at_once():
     assert records["c"].status == NodeStatus.CANCELLED
     assert scheduler.run_status() == RunStatus.CANCELLED
     assert not os.path.exists(f"/proc/{pid}")  # killed and reaped
+
+
+def test_interrupt_while_an_output_is_parsed_keeps_the_attempt_and_stops_at_once():
+    # Passes the static checks, but each level of the value doubles the schema's work.
+    text = """
+    version: 1
+    name: hostile-parse
+    nodes:
+      a:
+        command: [x]
+        outputs:
+          parse:
+            format: json
+            schema:
+              $defs: {n: {properties: {a: {allOf: [{$ref: "#/$defs/n"}, {$ref: "#/$defs/n"}]}}}}
+              $ref: "#/$defs/n"
+      b: {needs: [a], command: [x]}
+    """
+    deep = b'{"a": ' * 40 + b"{}" + b"}" * 40
+    plan, sandboxes = admitted(text)
+    backend = MemoryBackend(lambda spec: Outcome(stdout=deep))
+    evaluator = Evaluator(seconds=120)
+    runner = NodeRunner(backend, "test-run", "owner", evaluator=evaluator)
+    scheduler = Scheduler(plan, sandboxes, runner.attempt, lambda e: None, evaluator=evaluator)
+
+    async def go():
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stop))
+        deadline = time.monotonic() + 60
+        while not (backend.removed and evaluator.pid):  # a ran; its output is being parsed
+            assert time.monotonic() < deadline, "a's output was never parsed"
+            await asyncio.sleep(0.01)
+        stop.set()
+        began = time.monotonic()
+        records = await task
+        took = time.monotonic() - began
+        await runner.close()
+        await evaluator.close()
+        return records, took
+
+    records, took = asyncio.run(go())
+    assert took < 3, f"the interrupt took {took:.1f}s to act"
+    assert records["a"].status == NodeStatus.CANCELLED
+    (attempt,) = records["a"].attempts  # what it did is kept: it ran, exit code 0
+    assert attempt.exit_code == 0 and attempt.reason == "run interrupted"
+    assert records["b"].status == NodeStatus.CANCELLED
