@@ -49,7 +49,7 @@ _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 # Keywords that apply subschemas to the *same* value (no descent into it).
 _IN_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
 _IN_PLACE_ONE = ("not", "if", "then", "else")
-_IN_PLACE_MAPS = ("dependentSchemas",)
+_IN_PLACE_MAPS = ("dependentSchemas", "dependencies")  # draft 7's name; lists are skipped
 _REFS = ("$ref", "$recursiveRef", "$dynamicRef")
 
 

@@ -43,6 +43,8 @@ def chain(length: int, fanout: int) -> dict:
         ({"$defs": {"a b": {"$ref": "#/$defs/a%20b"}}}, CYCLE),
         ({"if": {"$ref": "#"}}, CYCLE),
         ({"dependentSchemas": {"x": {"$ref": "#"}}}, CYCLE),
+        ({"$schema": "http://json-schema.org/draft-07/schema#",
+          "dependencies": {"x": ["y"], "z": {"$ref": "#"}}}, CYCLE),
         (chain(20, 2), f"more than {MAX_SCHEMA_EXPANSION} subschemas"),
         ({"properties": {"s": {"pattern": r"(a)\1"}}}, r"pattern '\(a\)\\\\1' is not a valid"),
         ({"patternProperties": {"(?<=x)y": {}}}, "is not a valid regular expression for RE2"),
