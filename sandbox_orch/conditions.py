@@ -2,9 +2,16 @@
 
 Compiled at validate time, where everything that can be known statically is checked:
 the syntax, that every function is one we offer, that the only free identifier is
-`nodes`, and that every node named is a need or an ancestor (so it is finished when the
-condition is judged). Evaluation is pure: CEL has no I/O, and `matches()` is left out
-because Python's regular expressions can backtrack without bound on a hostile pattern.
+`nodes`, that every node named is a need or an ancestor (so it is finished when the
+condition is judged), and a static cost limit (nesting depth, number and nesting of
+comprehension macros, their iterations over literal lists). Evaluation is pure: CEL has
+no I/O, and `matches()` is left out (cel-python would run it on Python's `re`).
+
+Cost also depends on data (outputs of up to the policy's output size), so a condition
+that can reach outputs or iterate is evaluated in the run's evaluation worker, under a
+deadline and a memory limit (bounded/evaluator.py). Only a condition that is cheap by
+construction is `inline`, judged on the event loop: no macro, no outputs, no indexing but
+`nodes["name"]`, so it only ever sees a handful of scalars per node.
 """
 
 from __future__ import annotations
@@ -18,12 +25,22 @@ import celpy
 import lark
 from celpy import celtypes
 
+from .bounded.limits import (
+    MAX_CONDITION_DEPTH,
+    MAX_CONDITION_LENGTH,
+    MAX_LITERAL_ITERATIONS,
+    MAX_MACRO_NESTING,
+    MAX_MACROS,
+)
+
 STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
 # Functions callable as f(x) besides the status functions; methods x.f(...) below.
 GLOBAL_FUNCTIONS = frozenset({"size", "int", "uint", "double", "string", "bool", "has", "type"})
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})  # bind their first arg
 METHODS = frozenset({"contains", "startsWith", "endsWith", "size"}) | MACROS
-MAX_LENGTH = 4096
+MAX_LENGTH = MAX_CONDITION_LENGTH
+# The fields of a node a condition sees that are small scalars (not `outputs`).
+SCALAR_FIELDS = ("status", "exit_code", "duration", "attempts")
 _ENVIRONMENT = celpy.Environment()
 
 
@@ -39,6 +56,7 @@ class Condition:
     handles_failure: bool  # calls failure() or always(): may start after a fail_fast halt
     references: frozenset[str]
     whole_nodes: bool = False  # uses `nodes` as a whole (size(nodes), nodes.all(...))
+    inline: bool = True  # cheap by construction: judged on the event loop (see above)
 
 
 @dataclass(frozen=True)
@@ -58,10 +76,17 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
         tree = _ENVIRONMENT.compile(source)
     except celpy.CELParseError as error:
         raise ConditionError(f"syntax error: {_first_line(error)}") from None
+    _check_depth(tree)  # first: the checks below are iterative, evaluation is not
+    macros = _check_macros(tree)
     called = _check_tree(tree, visible)
     named = list(_node_references(tree))
     references = frozenset(named)
     whole_nodes = _count_nodes_idents(tree) > len(named)
+    # Inline only if it cannot reach outputs: no macro, no `nodes` as a whole, no index
+    # but `nodes["name"]` (so no computed `["out" + "puts"]`), and the word nowhere (a
+    # conservative test: in a string literal it sends the condition to the worker too).
+    indexes = sum(1 for n in tree.iter_subtrees() if n.data == "member_index")
+    inline = not (macros or whole_nodes or "outputs" in source or indexes > _count_index(tree))
     for name in sorted(references - visible):
         raise ConditionError(f"refers to node {name!r}, which is not a need or an ancestor")
     functions = {name: _unset for name in STATUS_FUNCTIONS}
@@ -72,6 +97,7 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
         handles_failure=bool(called & {"failure", "always"}),
         references=references,
         whole_nodes=whole_nodes,
+        inline=inline,
     )
 
 
@@ -88,7 +114,9 @@ def evaluate(condition: Condition, nodes: dict[str, dict[str, Any]], state: Need
         result = program.evaluate({"nodes": celpy.json_to_cel(nodes)})
     except celpy.CELEvalError as error:
         raise ConditionError(_eval_message(error)) from None
-    except (RecursionError, MemoryError, ArithmeticError, TypeError, ValueError) as error:
+    except MemoryError:
+        raise ConditionError("evaluation ran out of memory") from None
+    except (RecursionError, ArithmeticError, TypeError, ValueError) as error:
         raise ConditionError(f"evaluation failed: {error}") from None
     if isinstance(result, celpy.CELEvalError):
         raise ConditionError(_eval_message(result))
@@ -99,6 +127,73 @@ def evaluate(condition: Condition, nodes: dict[str, dict[str, Any]], state: Need
 
 def _unset() -> celtypes.BoolType:
     raise AssertionError("status functions are bound at evaluation")
+
+
+# -- the static cost limit --------------------------------------------------------------
+
+
+def _check_depth(tree: lark.Tree) -> None:
+    """cel-python evaluates recursively, a few frames per level of the parse tree."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_CONDITION_DEPTH:
+            raise ConditionError(
+                f"nested too deeply (more than {MAX_CONDITION_DEPTH} levels of its parse tree)"
+            )
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, lark.Tree))
+
+
+def _check_macros(tree: lark.Tree) -> int:
+    """At most MAX_MACROS comprehensions, nested at most MAX_MACRO_NESTING deep, and at
+    most MAX_LITERAL_ITERATIONS iterations over literal lists; returns how many."""
+    macros = [
+        n for n in tree.iter_subtrees()
+        if n.data == "member_dot_arg" and str(n.children[1]) in MACROS
+    ]  # fmt: skip
+    if len(macros) > MAX_MACROS:
+        raise ConditionError(f"uses more than {MAX_MACROS} macros (all, exists, map, ...)")
+    nesting: dict[int, int] = {}
+    iterations: dict[int, int] = {}
+    for macro in macros:  # iter_subtrees gives children before their parents
+        inner = list(_macros_in_body(macro))
+        nesting[id(macro)] = 1 + max((nesting[id(m)] for m in inner), default=0)
+        size = _literal_size(macro.children[0])
+        iterations[id(macro)] = size * max((iterations[id(m)] for m in inner), default=1)
+    if max(nesting.values(), default=0) > MAX_MACRO_NESTING:
+        raise ConditionError(
+            f"nests macros (all, exists, map, ...) more than {MAX_MACRO_NESTING} deep"
+        )
+    if max(iterations.values(), default=0) > MAX_LITERAL_ITERATIONS:
+        raise ConditionError(
+            f"iterates more than {MAX_LITERAL_ITERATIONS} times over literal lists"
+        )
+    return len(macros)
+
+
+def _macros_in_body(macro: lark.Tree) -> Iterator[lark.Tree]:
+    """The macros inside a macro's arguments (its body), at any depth."""
+    if len(macro.children) < 3 or not isinstance(macro.children[2], lark.Tree):
+        return
+    for argument in macro.children[2].children[1:]:
+        for node in argument.iter_subtrees():
+            if node.data == "member_dot_arg" and str(node.children[1]) in MACROS:
+                yield node
+
+
+def _literal_size(receiver: Any) -> int:
+    """Elements of a list or map literal a macro iterates over; 1 for anything else
+    (data, bounded at run time)."""
+    node = receiver
+    while isinstance(node, lark.Tree) and node.data not in ("list_lit", "map_lit"):
+        trees = [c for c in node.children if isinstance(c, lark.Tree)]
+        if len(trees) != 1 or len(node.children) != 1:
+            return 1
+        node = trees[0]
+    if not isinstance(node, lark.Tree) or not node.children:
+        return 1  # an empty literal: nothing to iterate, nothing to bound
+    elements = len(node.children[0].children)
+    return max(1, elements // 2 if node.data == "map_lit" else elements)
 
 
 def _check_tree(tree: lark.Tree, visible: set[str]) -> set[str]:
@@ -142,6 +237,13 @@ def _node_references(tree: lark.Tree) -> Iterator[str]:
             yield str(node.children[1])
         else:
             yield _literal_string(node.children[1])
+
+
+def _count_index(tree: lark.Tree) -> int:
+    """How many `nodes["name"]` indexes the expression has."""
+    return sum(
+        1 for n in tree.iter_subtrees() if n.data == "member_index" and _is_nodes(n.children[0])
+    )
 
 
 def _count_nodes_idents(tree: lark.Tree) -> int:

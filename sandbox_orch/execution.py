@@ -17,10 +17,11 @@ from typing import Any
 
 from .artifacts import ArtifactVolumes
 from .backend import Backend, BackendError, ContainerSpec
+from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .capture import NodeOutput
 from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
 from .mounts import BindMount
-from .parsing import ParseError, parse_output
+from .parsing import ParseError
 from .planning import PlannedNode
 from .sandbox import Sandbox
 from .secrets import SecretStore, SecretUnavailable
@@ -68,15 +69,22 @@ class AttemptCancelled(asyncio.CancelledError):
         self.attempt = attempt
 
 
-def _parse_into(attempt: Attempt, node: PlannedNode, output: NodeOutput, limit: int) -> None:
-    """Outputs (and usage) from stdout; output that fails its parser fails the node, and
-    so does an agent that reports an error while exiting 0."""
+async def _parse_into(
+    attempt: Attempt, node: PlannedNode, output: NodeOutput, limit: int, evaluator: Evaluator
+) -> None:
+    """Outputs (and usage) from stdout, parsed in the run's evaluation worker (bounded in
+    time and memory); output that fails its parser fails the node, and so does an agent
+    that reports an error while exiting 0."""
     try:
         stdout = output.stdout
-        parsed = parse_output(node.parse, stdout.getvalue(), stdout.complete, limit)
+        parsed = await evaluator.parse(node.parse, stdout.getvalue(), stdout.complete, limit)
     except ParseError as error:
         if attempt.status == NodeStatus.SUCCEEDED:
             attempt.status, attempt.reason = NodeStatus.FAILED, str(error)
+        return
+    except EvaluationUnavailable as error:  # ours, not the output's: errored
+        if attempt.status == NodeStatus.SUCCEEDED:
+            attempt.status, attempt.reason = NodeStatus.ERRORED, str(error)
         return
     attempt.outputs, attempt.usage = parsed.outputs, parsed.usage
     if attempt.status == NodeStatus.SUCCEEDED and parsed.outputs.get("is_error") is True:
@@ -103,6 +111,7 @@ class NodeRunner:
         secrets: SecretStore | None = None,
         artifacts: ArtifactVolumes | None = None,
         images: dict[str, str] | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
         self.backend = backend
         self.run_id = run_id
@@ -114,6 +123,9 @@ class NodeRunner:
         # created from that id, so re-tagging an image mid-run changes nothing; None
         # (tests, benchmarks) creates from the name as written.
         self.images = images
+        # Without one given (tests, benchmarks), its own, started only if a node parses.
+        self.evaluator = evaluator or Evaluator()
+        self._owns_evaluator = evaluator is None
         self.ledger: set[str] = set()
         self._creating: set[asyncio.Future[str]] = set()
 
@@ -188,7 +200,11 @@ class NodeRunner:
                 attempt.status, attempt.reason = NodeStatus.FAILED, "; ".join(full)
             self.artifacts.copy_in_background(node, attempt)
         if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED) and node.parse.format != "none":
-            _parse_into(attempt, node, output, sandbox.output_limit)
+            try:
+                await _parse_into(attempt, node, output, sandbox.output_limit, self.evaluator)
+            except asyncio.CancelledError:
+                attempt.status, attempt.reason = NodeStatus.CANCELLED, "cancelled"
+                raise AttemptCancelled(attempt) from None
         return attempt
 
     async def _with_egress_and_secrets(
@@ -283,6 +299,8 @@ class NodeRunner:
         lands there even when cancelled midway), then the run's labelled volumes, which
         are created outside it. Returns what could not be removed."""
         failures: list[str] = []
+        if self._owns_evaluator:
+            await self.evaluator.close()
         await asyncio.gather(*self._creating, return_exceptions=True)
         if self.artifacts is not None:
             await self.artifacts.finish()  # copies may read holders: before removing them

@@ -17,11 +17,12 @@ import psutil
 
 from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
+from .bounded.evaluator import Evaluator
 from .egress import EgressProxy
 from .errors import InfrastructureError
 from .events import Emit, Event, RunFinished, RunStarted, event_json
 from .execution import OWNER_LABEL, RUN_LABEL, NodeRunner
-from .planning import Plan
+from .planning import Plan, PlannedNode
 from .policy import Policy
 from .results import RunFacts, build_results
 from .runstore import RunStore, RunStoreError
@@ -126,7 +127,10 @@ async def run_plan(
         emit,
         max_parallel=options.max_parallel,
         fail_fast=False if options.keep_going else None,
+        evaluator=run.evaluator,
     )
+    if _needs_evaluation(plan):  # start it beside the first containers, not after them
+        run.evaluator.warm(conditions=any(_costly(node) for node in plan.nodes.values()))
     emit(RunStarted(run_id, plan.workflow.name, list(plan.nodes), started_at))
     try:
         records = await scheduler.run(interrupt)
@@ -150,16 +154,26 @@ async def run_plan(
     return RunReport(run_id, status, results, path, failures)
 
 
+def _needs_evaluation(plan: Plan) -> bool:
+    """Whether a node parses its output or has a condition that is not judged inline."""
+    return any(node.parse.format != "none" or _costly(node) for node in plan.nodes.values())
+
+
+def _costly(node: PlannedNode) -> bool:
+    return node.condition is not None and not node.condition.inline
+
+
 @dataclass
 class _RunResources:
     """What a run holds besides its scheduler: the node runner (and its ledger), the
-    egress proxy, the secrets and their redactor, the run store. Opened together,
-    closed together."""
+    egress proxy, the secrets and their redactor, the run store, the evaluation worker.
+    Opened together, closed together."""
 
     runner: NodeRunner
     redactor: Redactor
     egress: EgressProxy | None
     store: RunStore | None
+    evaluator: Evaluator
     run_id: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -183,9 +197,13 @@ class _RunResources:
             artifacts = ArtifactVolumes(backend, labels, run_dir(run_id) / "artifacts")
         egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
         secrets = SecretStore(policy.secrets, redactor)
-        runner = NodeRunner(backend, run_id, owner, egress, secrets, artifacts, image_ids)
+        # Its memory limit grows with the largest output a node may print.
+        evaluator = Evaluator(max((s.output_limit for s in sandboxes.values()), default=0))
+        runner = NodeRunner(
+            backend, run_id, owner, egress, secrets, artifacts, image_ids, evaluator=evaluator
+        )
         store = _open_store(run_id, plan, policy, started_at)
-        return cls(runner, redactor, egress, store, run_id)
+        return cls(runner, redactor, egress, store, evaluator, run_id)
 
     def keeping_events(self, emit: Emit) -> Emit:
         """Events (already redacted) are kept for the run store, written with the
@@ -198,10 +216,12 @@ class _RunResources:
         return keep
 
     async def close_sandboxes(self) -> list[str]:
-        """Remove everything the run created on the engine; stop the egress proxy."""
+        """Remove everything the run created on the engine; stop the egress proxy and
+        the evaluation worker."""
         try:
             return await self.runner.close()
         finally:
+            await self.evaluator.close()
             if self.egress is not None:
                 await self.egress.close()
 

@@ -3,6 +3,9 @@
 It knows nothing of containers: it is given a coroutine that runs one attempt of a node.
 A node is judged once all its needs are finished: it starts, or it is skipped (with a
 reason naming the need or the condition), or its condition fails to evaluate (`errored`).
+A condition that is cheap by construction is judged at once; any other is judged in the
+run's evaluation worker (bounded in time and memory), as a task the scheduler waits on
+beside its running nodes, so a hostile condition never holds up timeouts or interrupts.
 
 Stopping is designed in, not patched on: an interrupt (SIGINT/SIGTERM) or the
 workflow's deadline is an event the scheduler waits on beside its running nodes. On
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .conditions import ConditionError, NeedsState, evaluate
+from .bounded.evaluator import Evaluator
+from .conditions import Condition, ConditionError, NeedsState, evaluate
 from .events import Emit, NodeFinished, NodeStarted
 from .execution import Attempt, AttemptCancelled
 from .planning import Plan, PlannedNode
@@ -48,18 +52,21 @@ class NodeRecord:
     def last(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
 
-    def view(self) -> dict[str, Any]:
-        """What a condition sees of this node (CONTRACT 5)."""
+    def view(self, outputs: bool = True) -> dict[str, Any]:
+        """What a condition sees of this node (CONTRACT 5); an inline condition cannot
+        name `outputs`, so it is not given them (converting them to CEL is not free)."""
         last = self.last
         first = self.attempts[0] if self.attempts else None
         duration = (last.finished_at - first.started_at).total_seconds() if first and last else None
-        return {
+        view = {
             "status": self.status.value,
             "exit_code": last.exit_code if last else None,
-            "outputs": last.outputs if last else {},
             "duration": duration,
             "attempts": len(self.attempts),
         }
+        if outputs:
+            view["outputs"] = last.outputs if last else {}
+        return view
 
 
 class Scheduler:
@@ -73,6 +80,7 @@ class Scheduler:
         max_parallel: int = DEFAULT_MAX_PARALLEL,
         fail_fast: bool | None = None,
         timeout: float | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -87,6 +95,10 @@ class Scheduler:
         self.interrupted = False
         self.expired = False
         self._halted_by: str | None = None  # the failure that stopped new starts
+        # Without one given (tests, benchmarks), its own, started only if a condition
+        # needs it, and closed at the end of run().
+        self._evaluator = evaluator or Evaluator()
+        self._owns_evaluator = evaluator is None
 
     async def run(self, interrupt: asyncio.Event) -> dict[str, NodeRecord]:
         graph = {name: [e.source for e in node.needs] for name, node in self.plan.nodes.items()}
@@ -94,6 +106,7 @@ class Scheduler:
         sorter.prepare()
         waiting: deque[str] = deque()
         running: dict[asyncio.Task[None], str] = {}
+        judging: dict[asyncio.Task[bool], str] = {}  # conditions in the evaluation worker
         stop = asyncio.ensure_future(interrupt.wait())
         expired = asyncio.Event()
         timer = (
@@ -104,18 +117,26 @@ class Scheduler:
         deadline = asyncio.ensure_future(expired.wait())
         try:
             while True:
-                self._fill(sorter, waiting, running)
-                if not running:
+                self._fill(sorter, waiting, running, judging)
+                if not running and not judging:
                     break
                 done, _ = await asyncio.wait(
-                    [*running, stop, deadline], return_when=asyncio.FIRST_COMPLETED
+                    [*running, *judging, stop, deadline], return_when=asyncio.FIRST_COMPLETED
                 )
                 if stop in done or deadline in done:
                     self.interrupted = stop in done
                     self.expired = not self.interrupted
+                    await _cancel_all(judging)  # not started: finished below as such
                     await self._cancel(running)
                     break
                 for task in done:
+                    if task in judging:
+                        name = judging.pop(task)  # type: ignore[arg-type]
+                        if task.result():
+                            waiting.append(name)
+                        else:
+                            sorter.done(name)
+                        continue
                     name = running.pop(task)  # type: ignore[arg-type]
                     self._settle(name)
                     sorter.done(name)
@@ -124,6 +145,9 @@ class Scheduler:
             deadline.cancel()
             if timer is not None:
                 timer.cancel()
+            await _cancel_all(judging)
+            if self._owns_evaluator:
+                await self._evaluator.close()
         self._finish_unfinished()
         return self.records
 
@@ -132,6 +156,7 @@ class Scheduler:
         sorter: graphlib.TopologicalSorter[str],
         waiting: deque[str],
         running: dict[asyncio.Task[None], str],
+        judging: dict[asyncio.Task[bool], str],
     ) -> None:
         """Judge every node whose needs are finished; start as many as the cap allows."""
         progress = True
@@ -139,7 +164,10 @@ class Scheduler:
             progress = False
             for name in sorter.get_ready():
                 progress = True
-                if self._judge(name):
+                verdict = self._judge(name)
+                if verdict is None:
+                    judging[asyncio.create_task(self._judge_bounded(name))] = name
+                elif verdict:
                     waiting.append(name)
                 else:
                     sorter.done(name)
@@ -158,8 +186,9 @@ class Scheduler:
             name = waiting.popleft()
             running[asyncio.create_task(self._run_node(name), name=name)] = name
 
-    def _judge(self, name: str) -> bool:
-        """Start it (True), or give it its final state here (False)."""
+    def _judge(self, name: str) -> bool | None:
+        """Start it (True), or give it its final state here (False), or None: its
+        condition must be judged in the evaluation worker (`_judge_bounded`)."""
         node = self.plan.nodes[name]
         condition = node.condition
         blocking = self._blocking_need(node)
@@ -172,24 +201,54 @@ class Scheduler:
             return self._skip(name, self._halt_reason())
         if condition is None:
             return True
-        record = self.records[name]
-        state = NeedsState(
+        if not condition.inline:
+            return None
+        state = self._state(node, blocking)
+        try:
+            result = evaluate(condition, self._context(node, condition), state)
+        except ConditionError as error:
+            return self._condition_failed(name, error)
+        return self._decide(name, result)
+
+    async def _judge_bounded(self, name: str) -> bool:
+        """`_judge` for a condition that may be costly: in the evaluation worker."""
+        node = self.plan.nodes[name]
+        condition = node.condition
+        assert condition is not None
+        try:
+            state = self._state(node, self._blocking_need(node))
+            result = await self._evaluator.condition(
+                condition, self._context(node, condition), state
+            )
+        except ConditionError as error:
+            return self._condition_failed(name, error)
+        except Exception as error:  # a bug here must not end the run uncleaned
+            log.exception("condition of %s", name)
+            return self._finish(name, NodeStatus.ERRORED, f"internal error: {error}")
+        return self._decide(name, result)
+
+    def _state(self, node: PlannedNode, blocking: str | None) -> NeedsState:
+        return NeedsState(
             success=blocking is None,
             failure=any(self.records[e.source].status.unsuccessful for e in node.needs),
             cancelled=self.interrupted,
         )
+
+    def _context(self, node: PlannedNode, condition: Condition) -> dict[str, dict[str, Any]]:
         # Only what the expression names is converted (CEL values cost ~30 us a node);
         # all visible nodes only when it iterates over `nodes` itself.
         seen = node.visible if condition.whole_nodes else condition.references
-        context = {ancestor: self.records[ancestor].view() for ancestor in seen}
-        try:
-            record.condition_result = evaluate(condition, context, state)
-        except ConditionError as error:
-            record.condition_error = True
-            return self._finish(name, NodeStatus.ERRORED, f"condition error: {error}")
-        if not record.condition_result:
-            return self._skip(name, f"condition is false: {node.when}")
+        return {a: self.records[a].view(outputs=not condition.inline) for a in seen}
+
+    def _decide(self, name: str, result: bool) -> bool:
+        self.records[name].condition_result = result
+        if not result:
+            return self._skip(name, f"condition is false: {self.plan.nodes[name].when}")
         return True
+
+    def _condition_failed(self, name: str, error: ConditionError) -> bool:
+        self.records[name].condition_error = True
+        return self._finish(name, NodeStatus.ERRORED, f"condition error: {error}")
 
     def _blocking_need(self, node: PlannedNode) -> str | None:
         for edge in node.needs:
@@ -307,6 +366,13 @@ class Scheduler:
         if any(r.status.unsuccessful for r in required) or self.expired:
             return RunStatus.FAILED
         return RunStatus.SUCCEEDED
+
+
+async def _cancel_all(tasks: dict[asyncio.Task[bool], str]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks.clear()
 
 
 def _as_reason(status: NodeStatus) -> str:

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from .bounded.patterns import PatternError, compile_pattern
 from .containerpaths import normalise
 from .units import parse_count, parse_cpus, parse_duration, parse_factor, parse_size
 
@@ -66,9 +67,9 @@ class ParseSpec(Strict):
             if not self.pattern:
                 raise ValueError("format regex needs a pattern")
             try:
-                re.compile(self.pattern)
-            except re.error as error:
-                raise ValueError(f"pattern is not a valid regular expression: {error}") from None
+                compile_pattern(self.pattern)  # RE2: linear time, whatever the pattern
+            except PatternError as error:
+                raise ValueError(f"pattern {error}") from None
         elif self.pattern is not None or self.all:
             raise ValueError("pattern and all are only for format regex")
         if self.schema_ is not None and self.format not in ("json", "regex"):

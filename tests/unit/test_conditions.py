@@ -160,3 +160,89 @@ def test_runtime_evaluation_error_makes_the_node_errored_and_the_run_goes_on():
     assert records["b"].reason.startswith("condition error: no such member")
     assert records["c"].status == NodeStatus.SUCCEEDED
     assert scheduler.run_status() == RunStatus.FAILED  # the workflow's fault, not the engine's
+
+
+# --- the static cost limit and what is judged inline ---------------------------------------
+
+TEN = "[1,2,3,4,5,6,7,8,9,10]"
+HUNDRED = "[" + ",".join(["1"] * 100) + "]"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # the red team's kind: nested .all() over literal lists (159 characters)
+        (f"{TEN}.all(a, {TEN}.all(b, {TEN}.all(c, {TEN}.all(d, a+b+c+d > 0))))",
+         "nests macros .* more than 2 deep"),
+        (f"{TEN}.all(a, {TEN}.map(b, {TEN}.exists(c, true)).size() > 0)",
+         "nests macros .* more than 2 deep"),
+        (f"{HUNDRED}.all(a, {HUNDRED[:-1]},1].all(b, true) && true)",
+         "iterates more than 10000 times over literal lists"),
+        (f"{{1: 2, 3: 4}}.all(k, ({HUNDRED}).all(x, true)) && "  # 200 is fine
+         f"[{','.join(['0'] * 1001)}].exists(b, {TEN}.all(c, false))",  # 10,010 is not
+         "iterates more than 10000 times"),
+        (" || ".join(["nodes.a.outputs.xs.exists(x, x == 1)"] * 9), "more than 8 macros"),
+        ("(" * 25 + "true" + ")" * 25, "nested too deeply"),
+        ("!" * 300 + "true", "nested too deeply"),
+        (" + ".join(["1"] * 150) + " > 0", "nested too deeply"),
+    ],
+)  # fmt: skip
+def test_static_cost_limit_refuses(source, message):
+    with pytest.raises(ConditionError, match=message):
+        compile_condition(source, {"a"})
+
+
+def test_refusal_names_the_field_at_validate_time():
+    with pytest.raises(InputRefused) as caught:
+        plan_of(
+            "version: 1\nname: x\nnodes:\n  a: {command: [x]}\n"
+            f"  b:\n    needs: [a]\n    command: [x]\n    when: '{TEN}.all(a, {TEN}.all(b, "
+            f"{TEN}.all(c, true)))'\n"
+        )
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("wf.yaml:8: nodes.b.when: nests macros")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        f"{TEN}.all(a, {TEN}.exists(b, a == b))",
+        f"{HUNDRED}.all(a, {HUNDRED}.all(b, true))",  # exactly 10,000
+        "nodes.a.outputs.files.exists(f, f.issues.exists(i, i.severity == 'high'))",
+        "[1].map(x, x).map(x, x).map(x, x).filter(x, x > 0).all(x, true)",  # a chain is not nesting
+        "(" * 19 + "true" + ")" * 19,
+        " && ".join(["nodes.a.status == 'succeeded'"] * 100),
+    ],
+)
+def test_static_cost_limit_allows_ordinary_conditions(source):
+    compile_condition(source, {"a"})
+
+
+@pytest.mark.parametrize(
+    ("source", "inline"),
+    [
+        ("success()", True),
+        ("nodes.a.status == 'succeeded' && nodes['a'].exit_code == 0", True),
+        ("nodes.a.duration < 60.0 && nodes.a.attempts == 1 || failure()", True),
+        ("nodes.a.outputs.coverage > 80", False),
+        ("has(nodes.a.outputs)", False),
+        ("nodes.a['out' + 'puts'].x == 1", False),  # an index that is not a node name
+        ("size(nodes) == 1", False),  # the whole of `nodes`
+        ("[1, 2].all(x, x > 0)", False),  # a macro, even over literals
+    ],
+)
+def test_only_conditions_cheap_by_construction_are_inline(source, inline):
+    assert compile_condition(source, {"a"}).inline is inline
+
+
+def test_inline_condition_is_not_given_outputs_it_cannot_name():
+    text = """
+    version: 1
+    name: x
+    nodes:
+      a: {command: [x], outputs: {parse: {format: json}}}
+      b: {needs: [a], command: [x], when: "nodes.a.status == 'succeeded'"}
+    """
+    _, records, _, _ = run(text, {"a": Outcome(stdout=b'{"big": "' + b"x" * 100 + b'"}')})
+    assert records["b"].status == NodeStatus.SUCCEEDED
+    assert "outputs" not in records["a"].view(outputs=False)

@@ -1,6 +1,7 @@
 """Output parsers: json (whole, else last JSON line), regex (named groups, all)."""
 
 import json
+import time
 
 import pytest
 
@@ -98,3 +99,73 @@ def test_codex_jsonl_gives_last_message_and_summed_usage():
 def test_codex_failed_turn_is_an_error():
     stream = lines({"type": "turn.failed", "error": {"message": "unauthorized"}})
     assert outputs(ParseSpec(format="codex"), stream)["is_error"] is True
+
+
+# --- bounded: hostile output fails the node with a reason, never the run ---------------------
+
+
+@pytest.mark.parametrize(
+    "out",
+    [b"[" * 100_000, b"[" * 65 + b"]" * 65, b'{"a": ' * 70 + b"1" + b"}" * 70],
+    ids=["unclosed-100k", "closed-65", "objects-70"],
+)
+def test_json_nested_too_deep_fails_with_the_documented_limit(out):
+    with pytest.raises(ParseError, match="json parser: the value is nested deeper than 64 levels"):
+        parse_output(ParseSpec(format="json"), out)
+
+
+def test_json_at_the_depth_limit_parses():
+    value = parse_output(ParseSpec(format="json"), b'{"a": ' + b"[" * 63 + b"]" * 63 + b"}")
+    assert "a" in value.outputs
+
+
+def test_json_deep_last_line_fails_too():
+    out = b"log\n" + b"[" * 5000 + b"\n"
+    with pytest.raises(ParseError, match="nested deeper"):
+        parse_output(ParseSpec(format="json"), out, complete=False)
+
+
+def test_regex_catastrophic_pattern_is_linear():
+    spec = ParseSpec(format="regex", pattern=r"(?P<run>(a+)+)$")
+    began = time.monotonic()
+    with pytest.raises(ParseError, match="no match"):
+        parse_output(spec, b"a" * (1 << 20) + b"!")
+    assert time.monotonic() - began < 5
+
+
+def test_regex_all_stops_at_the_output_limit():
+    spec = ParseSpec(format="regex", pattern=r"(?P<x>)", all=True)  # a match at every byte
+    with pytest.raises(ParseError, match="larger than the policy's output limit"):
+        parse_output(spec, b"a" * (1 << 20), limit=10_000)
+
+
+def test_regex_matches_characters_not_bytes():
+    spec = ParseSpec(format="regex", pattern=r"(?P<word>.é.)")
+    assert outputs(spec, "xyéz\xff".encode() + b"\xff") == {"word": "yéz"}
+    # invalid bytes are U+FFFD, one character each, as with Python's re before
+    assert outputs(ParseSpec(format="regex", pattern=r"(?P<c>.)x"), b"\xffx") == {"c": "\ufffd"}
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"type": "result", "result": ["not", "text"]}, "claude parser: result is not text"),
+        ({"type": "result", "result": "x", "num_turns": "9" * 5000}, "num_turns is not a count"),
+        ({"type": "result", "result": "x", "usage": [1]}, "usage is not an object"),
+        ({"type": "result", "result": "x", "total_cost_usd": {}}, "total_cost_usd is not a number"),
+    ],
+)
+def test_claude_stream_with_ill_typed_fields_fails_the_node(event, message):
+    with pytest.raises(ParseError, match=message):
+        parse_output(ParseSpec(format="claude"), lines(event))
+
+
+def test_claude_stream_skips_lines_nested_too_deep():
+    stream = b'{"x": ' + b"[" * 5000 + b"\n" + lines({"type": "result", "result": "done"})
+    assert outputs(ParseSpec(format="claude"), stream)["result"] == "done"
+
+
+def test_codex_item_that_is_not_an_object_fails_the_node():
+    stream = lines({"type": "item.completed", "item": [1]}, {"type": "turn.completed"})
+    with pytest.raises(ParseError, match="codex parser: item is not an object"):
+        parse_output(ParseSpec(format="codex"), stream)

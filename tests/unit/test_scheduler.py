@@ -4,11 +4,16 @@ timeouts and interrupts, plus properties over random DAGs (hypothesis)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandbox_orch.backend.memory import MemoryBackend, Outcome
+from sandbox_orch.bounded.evaluator import Evaluator
+from sandbox_orch.events import NodeFinished, NodeStarted
 from sandbox_orch.execution import NODE_LABEL, NodeRunner
 from sandbox_orch.scheduler import Scheduler
 from sandbox_orch.status import NodeStatus, RunStatus
@@ -16,12 +21,20 @@ from sandbox_orch.status import NodeStatus, RunStatus
 from .helpers import admitted
 
 
-def run(text: str, outcomes=None, *, max_parallel=4, fail_fast=None, interrupt_when=None):
+def run(
+    text: str,
+    outcomes=None,
+    *,
+    max_parallel=4,
+    fail_fast=None,
+    interrupt_when=None,
+    evaluator=None,
+):
     """Run a workflow on the memory backend; `outcomes` maps node name -> Outcome."""
     plan, sandboxes = admitted(text)
     outcomes = outcomes or {}
     backend = MemoryBackend(lambda spec: outcomes.get(spec.labels[NODE_LABEL], Outcome()))
-    runner = NodeRunner(backend, "test-run", "owner")
+    runner = NodeRunner(backend, "test-run", "owner", evaluator=evaluator)
     events = []
     scheduler = Scheduler(
         plan,
@@ -30,6 +43,7 @@ def run(text: str, outcomes=None, *, max_parallel=4, fail_fast=None, interrupt_w
         events.append,
         max_parallel=max_parallel,
         fail_fast=fail_fast,
+        evaluator=evaluator,
     )
 
     async def go():
@@ -45,6 +59,8 @@ def run(text: str, outcomes=None, *, max_parallel=4, fail_fast=None, interrupt_w
             backend.start = start_then_maybe_interrupt
         records = await scheduler.run(stop)
         await runner.close()
+        if evaluator is not None:
+            await evaluator.close()
         return records
 
     records = asyncio.run(go())
@@ -263,3 +279,120 @@ def test_scheduler_properties(dag, max_parallel, fail_fast):
 
 def _line_of(text: str, name: str) -> str:
     return next(line for line in text.splitlines() if line.strip().startswith(f"{name}:"))
+
+
+# --- a hostile condition is judged off the event loop ---------------------------------------
+
+HOSTILE = """
+version: 1
+name: hostile
+fail_fast: false
+nodes:
+  a: {command: [x], outputs: {parse: {format: json}}}
+  b:
+    needs: [a]
+    command: [x]
+    when: "nodes.a.outputs.xs.all(x, nodes.a.outputs.xs.all(y, y >= 0))"
+  c: {needs: [b], command: [x], when: always()}
+  sibling: {command: [x], timeout: 500ms}
+"""
+# 3000 elements: 9 million CEL iterations, minutes of work; only the deadline ends it.
+LIST = Outcome(stdout=json.dumps({"xs": list(range(3000))}).encode())
+
+
+def test_a_hostile_condition_is_errored_while_siblings_time_out_on_time():
+    evaluator = Evaluator(seconds=3)
+    scheduler, records, _, events = run(
+        HOSTILE, {"a": LIST, "sibling": Outcome(hang=True)}, evaluator=evaluator
+    )
+    assert records["b"].status == NodeStatus.ERRORED
+    assert (
+        records["b"].reason
+        == "condition error: evaluation stopped after 3s (the limit for one evaluation)"
+    )
+    assert records["c"].status == NodeStatus.SUCCEEDED  # the run goes on
+    assert scheduler.run_status() == RunStatus.FAILED  # the workflow's fault: exit 1, not 3
+    finished = {e.node: e.at for e in events if isinstance(e, NodeFinished)}
+    started = {e.node: e.at for e in events if isinstance(e, NodeStarted)}
+    assert records["sibling"].status == NodeStatus.TIMED_OUT
+    assert (finished["sibling"] - started["sibling"]).total_seconds() < 2.5
+    assert finished["sibling"] < finished["b"]  # timed out while b was being judged
+    assert (finished["b"] - finished["a"]).total_seconds() >= 3
+
+
+def test_interrupt_while_a_condition_is_judged_stops_at_once():
+    plan, sandboxes = admitted(HOSTILE)
+    backend = MemoryBackend(lambda spec: {"a": LIST}.get(spec.labels[NODE_LABEL], Outcome()))
+    evaluator = Evaluator(seconds=120)
+    runner = NodeRunner(backend, "test-run", "owner", evaluator=evaluator)
+    scheduler = Scheduler(plan, sandboxes, runner.attempt, lambda e: None, evaluator=evaluator)
+
+    async def go():
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stop))
+        # bounded polling of a real condition: a finished, its output parsed, b being judged
+        deadline = time.monotonic() + 60
+        while not (scheduler.records["a"].status.finished and evaluator.pid):
+            assert time.monotonic() < deadline, "b was never judged"
+            await asyncio.sleep(0.01)
+        pid = evaluator.pid
+        stop.set()
+        began = time.monotonic()
+        records = await task
+        took = time.monotonic() - began
+        await runner.close()
+        await evaluator.close()
+        return records, took, pid
+
+    records, took, pid = asyncio.run(go())
+    assert took < 3, f"the interrupt took {took:.1f}s to act"
+    assert records["b"].status == NodeStatus.CANCELLED
+    assert records["c"].status == NodeStatus.CANCELLED
+    assert scheduler.run_status() == RunStatus.CANCELLED
+    assert not os.path.exists(f"/proc/{pid}")  # killed and reaped
+
+
+def test_interrupt_while_an_output_is_parsed_keeps_the_attempt_and_stops_at_once():
+    # Passes the static checks, but each level of the value doubles the schema's work.
+    text = """
+    version: 1
+    name: hostile-parse
+    nodes:
+      a:
+        command: [x]
+        outputs:
+          parse:
+            format: json
+            schema:
+              $defs: {n: {properties: {a: {allOf: [{$ref: "#/$defs/n"}, {$ref: "#/$defs/n"}]}}}}
+              $ref: "#/$defs/n"
+      b: {needs: [a], command: [x]}
+    """
+    deep = b'{"a": ' * 40 + b"{}" + b"}" * 40
+    plan, sandboxes = admitted(text)
+    backend = MemoryBackend(lambda spec: Outcome(stdout=deep))
+    evaluator = Evaluator(seconds=120)
+    runner = NodeRunner(backend, "test-run", "owner", evaluator=evaluator)
+    scheduler = Scheduler(plan, sandboxes, runner.attempt, lambda e: None, evaluator=evaluator)
+
+    async def go():
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stop))
+        deadline = time.monotonic() + 60
+        while not (backend.removed and evaluator.pid):  # a ran; its output is being parsed
+            assert time.monotonic() < deadline, "a's output was never parsed"
+            await asyncio.sleep(0.01)
+        stop.set()
+        began = time.monotonic()
+        records = await task
+        took = time.monotonic() - began
+        await runner.close()
+        await evaluator.close()
+        return records, took
+
+    records, took = asyncio.run(go())
+    assert took < 3, f"the interrupt took {took:.1f}s to act"
+    assert records["a"].status == NodeStatus.CANCELLED
+    (attempt,) = records["a"].attempts  # what it did is kept: it ran, exit code 0
+    assert attempt.exit_code == 0 and attempt.reason == "run interrupted"
+    assert records["b"].status == NodeStatus.CANCELLED
