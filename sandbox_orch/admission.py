@@ -14,7 +14,17 @@ from pathlib import Path
 from .containerpaths import forbidden_target, forbidden_workdir
 from .envnames import denied_env
 from .errors import InputRefused, Problem
-from .mounts import BindMount, exposure, grant_for, masks, never_mountable, resolve
+from .mounts import (
+    MAX_GIT_PATHS,
+    BindMount,
+    Walk,
+    grant_for,
+    inside_git,
+    masks,
+    never_mountable,
+    resolve,
+    walk,
+)
 from .planning import Plan, PlannedNode
 from .policy import Policy
 from .sandbox import Sandbox
@@ -35,7 +45,7 @@ def admit(
     problems: list[Problem] = []
     sandboxes: dict[str, Sandbox] = {}
     base_dir = Path(plan.document.path).resolve().parent  # mount sources are relative to it
-    walked: dict[Path, str | None] = {}  # each source is walked once, however many mount it
+    walked: dict[Path, Walk] = {}  # each source is walked once, however many mount it
     for node in plan.nodes.values():
 
         def refuse(loc: Loc, message: str, node: PlannedNode = node) -> None:
@@ -55,7 +65,7 @@ def admit_node(
     refuse: Refuse,
     base_dir: Path,
     environ: Mapping[str, str],
-    walked: dict[Path, str | None] | None = None,
+    walked: dict[Path, Walk] | None = None,
 ) -> Sandbox | None:
     before = _Counter(refuse)
     _check_runtime(node, policy, before)
@@ -168,9 +178,10 @@ def _check_mounts(
     policy: Policy,
     base_dir: Path,
     refuse: Refuse,
-    walked: dict[Path, str | None],
+    walked: dict[Path, Walk],
 ) -> tuple[BindMount, ...]:
     mounts = []
+    targets = [m.target for m in node.request.mounts]
     for index, mount in enumerate(node.request.mounts):
         loc = (*node.loc, "mounts", index)
         path = resolve(mount.source, base_dir)
@@ -178,7 +189,8 @@ def _check_mounts(
             never_mountable(path, mount.mode)
             or (None if path.exists() else "does not exist")
             or grant_for(path, mount.mode, policy.mounts, base_dir)
-            or _exposure(path, walked)
+            or _walk(path, walked).problem
+            or (_git_problem(path, walked[path]) if mount.mode == "rw" else None)
         )
         bad_target = forbidden_target(mount.target)
         if why:
@@ -187,14 +199,33 @@ def _check_mounts(
             refuse((*loc, "target"), f"mount target {mount.target!r}: {bad_target}")
         if not why and not bad_target:
             hidden = masks(path, mount.target)
-            mounts.append(BindMount(str(path), mount.target, mount.mode == "ro", hidden))
+            kept = () if mount.mode == "ro" else _kept(walked[path].git, mount.target, targets)
+            mounts.append(BindMount(str(path), mount.target, mount.mode == "ro", hidden, kept))
     return tuple(mounts)
 
 
-def _exposure(path: Path, walked: dict[Path, str | None]) -> str | None:
+def _walk(path: Path, walked: dict[Path, Walk]) -> Walk:
     if path not in walked:
-        walked[path] = exposure(path)
+        walked[path] = walk(path)
     return walked[path]
+
+
+def _git_problem(path: Path, found: Walk) -> str | None:
+    """Writable, a git directory is code execution on the host at its next git command."""
+    if gitdir := inside_git(path):
+        return f"{gitdir} is a git directory (the host's git runs its hooks); mount it read-only"
+    if len(found.git) > MAX_GIT_PATHS:
+        return f"has more than {MAX_GIT_PATHS} git directories to keep read-only; mount less"
+    return None
+
+
+def _kept(git: tuple[str, ...], target: str, targets: list[str]) -> tuple[str, ...]:
+    """Git's paths to bind again read-only, except where another mount of the node, deeper
+    than this one, sits over them (that mount decides what is there)."""
+    root = target.rstrip("/")
+    deeper = [other for other in targets if _below(other, target)]  # '' (the same) is not
+    covered = [rel for rel in git for o in deeper if _below(f"{root}/{rel}", o) is not None]
+    return tuple(rel for rel in git if rel not in covered)
 
 
 def _check_env(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
