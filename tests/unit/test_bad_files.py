@@ -198,3 +198,23 @@ def test_policy_tmpfs_paths_are_normalised(tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text("version: 1\nname: p\nisolation: {tmpfs: {'//tmp/./x/': 1m}}\n")
     assert load_policy(Path(policy)).tmpfs == {"/tmp/x": 1024**2}
+
+
+@pytest.mark.parametrize(("name", "kind"), [("fifo", "a FIFO"), ("fifo-link", "a FIFO"),
+                                            ("dir.yaml", "a directory"),
+                                            ("/dev/zero", "a character device")])  # fmt: skip
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_secret_file_that_is_not_a_regular_file_is_refused(special_files, command, name, kind):
+    """Never opened (a FIFO would block the run): refused at admission, naming it."""
+    path = special_files / name
+    workflow = special_files / "wf.yaml"
+    workflow.write_text("version: 1\nname: x\nnodes:\n  a: {command: [x], secrets: [T]}\n")
+    policy = special_files / "policy.yaml"
+    policy.write_text(
+        f"version: 1\nname: p\nruntimes: [shell]\n"
+        f"secrets:\n  T: {{from_file: '{path}', runtimes: [shell]}}\n"
+    )
+    extra = ["--ci"] if command == "run" else []
+    line = refused(command, str(workflow), "--policy", str(policy), *extra)
+    assert line.startswith(f"{workflow}:4: nodes.a.secrets[0]: "), line
+    assert line.endswith(f"secret T: file {path}: not a regular file ({kind})"), line
