@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from .policy import Policy
 from .sandbox import Sandbox
 from .secrets import source_problem
 from .units import format_size
-from .yamlsafe import Loc, dotted
+from .yamlsafe import Loc, dotted, kind_of
 
 # Requests that this version cannot yet honour safely are refused, never ignored.
 Refuse = Callable[[Loc, str], None]
@@ -294,3 +295,55 @@ def _check_limits(
             refuse(loc, f"{key} {show(value)} is above the policy ceiling {show(most)}")
             over = True
     return None if over else (cpus, memory, pids, timeout)
+
+
+def check_report_files(
+    files: Mapping[str, Path | None],
+    sandboxes: Mapping[str, Sandbox],
+    workspace: Path | None = None,
+) -> None:
+    """The run's own report files (--results, --junit): where one exists, a regular file;
+    never inside what a node of the run sees (a mount's source, outside its masks, or the
+    workspace `single` copies in), where a node would read the last run's report there
+    and, read-write, could plant one in its place. InputRefused naming both."""
+    seen = [
+        (Path(m.source), _masked(m), f"node {name!r} mounts {m.source}")
+        for name, sandbox in sandboxes.items()
+        for m in sandbox.mounts
+    ]
+    if workspace is not None:
+        seen.append((workspace.resolve(), (), f"the workspace {workspace} is copied into the node"))
+    problems = []
+    for option, path in files.items():
+        if path is None:
+            continue
+        if why := _not_a_report_file(path):
+            problems.append(Problem(str(path), None, "", f"{option}: {why}"))
+            continue
+        real = Path(os.path.realpath(path))
+        for source, hidden, who in seen:
+            inside = real == source or source in real.parents
+            if inside and not any(h == real or h in real.parents for h in hidden):
+                why = f"{option} lies inside what a node sees: {who}; write it elsewhere"
+                problems.append(Problem(str(path), None, "", why))
+                break
+    if problems:
+        raise InputRefused(problems)
+
+
+def _masked(mount: BindMount) -> tuple[Path, ...]:
+    """The host paths of a mount's masks (hidden from the node)."""
+    target = mount.target.rstrip("/")
+    return tuple(Path(mount.source) / m[len(target) + 1 :] for m in mount.masks)
+
+
+def _not_a_report_file(path: Path) -> str | None:
+    """A report is replaced atomically: a directory (or anything not a regular file) in
+    its place would fail only after the run, when it is written."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"cannot write: {error.strerror}"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({kind_of(mode)})"
