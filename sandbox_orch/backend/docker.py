@@ -52,6 +52,7 @@ LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "1m", "max-file": "
 NO_LOG = LogConfig(type="none")
 # How long a SIGKILL we did not send waits for the engine's late "oom" event (see _wait).
 OOM_EVENT_WINDOW_S = 2.0
+HOSTNAME = "sandbox"
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
@@ -103,6 +104,8 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         "working_dir": spec.workdir,
         "labels": dict(spec.labels),
         "name": spec.name,
+        # The same for every node: the engine's default is the container's short id.
+        "hostname": HOSTNAME,
         "host_config": host_config,
         "network_disabled": True,
         "stdin_open": False,
