@@ -15,17 +15,8 @@ from pathlib import Path
 from .containerpaths import forbidden_target, forbidden_workdir
 from .envnames import denied_env
 from .errors import InputRefused, Problem
-from .mounts import (
-    MAX_GIT_PATHS,
-    BindMount,
-    Walk,
-    grant_for,
-    inside_git,
-    masks,
-    never_mountable,
-    resolve,
-    walk,
-)
+from .gitpaths import MAX_GIT_PATHS, inside_git
+from .mounts import BindMount, Walk, grant_for, masks, never_mountable, resolve, walk
 from .planning import Plan, PlannedNode
 from .policy import Policy
 from .sandbox import Sandbox

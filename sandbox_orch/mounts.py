@@ -11,20 +11,17 @@ is not part of what a node sees; `exposure` refuses a source with such a mount i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import site
 import stat
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store
-from .errors import InputRefused
+from . import gitpaths, store
 from .policy import POLICIES_DIR, MountGrant
-from .yamlsafe import read_regular
 
 # Never mountable, whatever the policy says: themselves, anything inside, anything
 # containing them (mounting /var would expose /var/lib/docker and /var/run/docker.sock).
@@ -67,12 +64,6 @@ STARTUP = (".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile"
 # How many entries a mount source may have: each is checked for sockets, and a tree too
 # large to check is refused rather than half checked.
 MAX_ENTRIES = 100_000
-# What the host's git runs from a repository on every command: hooks, and commands named
-# in its config (core.fsmonitor, core.pager, core.sshCommand, ...). Inside a read-write
-# mount each git directory, `.git` file and hooks directory is bound again read-only; a
-# source with more than this many is refused read-write (each is a mount).
-MAX_GIT_PATHS = 64
-GIT_CONFIG_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -235,66 +226,13 @@ def walk(source: Path, limit: int = MAX_ENTRIES) -> Walk:
             if stat.S_ISSOCK(info.st_mode):
                 return Walk(f"contains a socket, {path}; sockets are never mountable")
             if entry.name == ".git" and kinds[entry.name] in (stat.S_IFDIR, stat.S_IFREG):
-                git += _git_paths(path, directory)
+                git += gitpaths.of_dot_git(path, directory)
             if stat.S_ISDIR(info.st_mode) and path != skip and info.st_dev == device:
                 pending.append(path)
-        if directory != source and directory.name != ".git" and _bare_repository(kinds):
-            git += [directory, *_hooks_path(directory, directory)]
+        if directory != source and directory.name != ".git" and gitpaths.is_git_dir(kinds):
+            git += [directory, *gitpaths.named_in_config(directory / "config", directory)]
+    git += gitpaths.named_in_user_config()
     return Walk(None, _outermost(git, source))
-
-
-def _bare_repository(kinds: Mapping[str, int]) -> bool:
-    """What git itself takes for a git directory (setup.c is_git_directory), by content."""
-    return (
-        kinds.get("HEAD") == stat.S_IFREG
-        and kinds.get("objects") == stat.S_IFDIR
-        and kinds.get("refs") == stat.S_IFDIR
-    )
-
-
-def _git_paths(dot_git: Path, worktree: Path) -> list[Path]:
-    """`.git` itself; for a `.git` file (a worktree's, a submodule's) also the git
-    directory it names; and the hooks directory the git directory's config names."""
-    if dot_git.is_dir():
-        return [dot_git, *_hooks_path(dot_git, worktree)]
-    gitdir = _gitdir_named(dot_git)
-    if gitdir is None:
-        return [dot_git]
-    return [dot_git, gitdir, *_hooks_path(gitdir, worktree)]
-
-
-def _gitdir_named(dot_git: Path) -> Path | None:
-    """The directory a `.git` file names (`gitdir: PATH`, relative to the file)."""
-    text = _read_small(dot_git)
-    if not text or not text.startswith("gitdir:"):
-        return None
-    named = text.removeprefix("gitdir:").splitlines()[0].strip()
-    return _real(dot_git.parent / named) if named else None
-
-
-def _hooks_path(gitdir: Path, worktree: Path) -> list[Path]:
-    """core.hooksPath of the git directory's own config (husky and others put hooks in
-    the work tree): relative paths are taken from the work tree, as git does."""
-    text = _read_small(gitdir / "config") or ""
-    section, found = "", []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("["):
-            section = line[1:].split("]", 1)[0].split(" ", 1)[0].split(".", 1)[0].lower()
-            continue
-        key, sep, value = line.partition("=")
-        if sep and section == "core" and key.strip().lower() == "hookspath":
-            value = value.split(" #", 1)[0].split(" ;", 1)[0].strip().strip('"')
-            found.append(_real(worktree / os.path.expanduser(value)))
-    return found
-
-
-def _read_small(path: Path) -> str | None:
-    """A small regular file's text, read without blocking; None for anything else."""
-    try:
-        return read_regular(path, GIT_CONFIG_LIMIT).decode("utf-8", "replace")
-    except InputRefused:
-        return None
 
 
 def _outermost(paths: list[Path], source: Path) -> tuple[str, ...]:
@@ -305,22 +243,6 @@ def _outermost(paths: list[Path], source: Path) -> tuple[str, ...]:
         if not any(k in path.parents for k in kept):
             kept.append(path)
     return tuple(p.relative_to(source).as_posix() for p in kept)
-
-
-def inside_git(path: Path) -> Path | None:
-    """The git directory `path` (resolved) is, or lies in, if any."""
-    for place in (path, *path.parents):
-        if place.name == ".git" or _bare_repository(_kinds(place)):
-            return place
-    return None
-
-
-def _kinds(directory: Path) -> dict[str, int]:
-    kinds = {}
-    for name in ("HEAD", "objects", "refs"):
-        with contextlib.suppress(OSError):
-            kinds[name] = stat.S_IFMT((directory / name).lstat().st_mode)
-    return kinds
 
 
 def grant_for(path: Path, mode: str, grants: tuple[MountGrant, ...], base_dir: Path) -> str | None:

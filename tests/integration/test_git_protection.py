@@ -1,8 +1,9 @@
 """A read-write mount of a git repository, attacked from inside nodes on the real engine,
 under runc and gVisor: a node that rewrote `.git/hooks/*` or `.git/config`
 (core.fsmonitor, core.pager, ...) would run its code on the host at the user's next git
-command. Every git directory, `.git` file and configured hooks directory in a read-write
-mount is bound again read-only; the rest of the mount stays writable."""
+command. Every git directory, `.git` file, configured hooks directory and included config
+file in a read-write mount is bound again read-only; the rest of the mount stays
+writable."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def project(tmp_path) -> Path:
         assert git(*args, cwd=repo).returncode == 0
     (repo / ".githooks").mkdir()
     assert git("config", "core.hooksPath", ".githooks", cwd=repo).returncode == 0
+    (repo / "project.gitconfig").write_text("[user]\n\tname = t\n")  # a project's shared config
+    assert git("config", "include.path", "../project.gitconfig", cwd=repo).returncode == 0
     assert git("worktree", "add", "-q", str(path / "wt"), cwd=repo).returncode == 0
     assert git("clone", "-q", str(repo), str(path / "nested"), cwd=path).returncode == 0
     for item in [path, *path.rglob("*")]:
@@ -74,6 +77,7 @@ verdict = {
     "hook": attempt(lambda: write("/w/repo/.git/hooks/pre-commit", hook)),
     "config": attempt(lambda: write("/w/repo/.git/config", config, "a")),
     "hookspath": attempt(lambda: write("/w/repo/.githooks/pre-commit", hook)),
+    "included": attempt(lambda: write("/w/repo/project.gitconfig", config, "a")),
     "worktree-file": attempt(lambda: write("/w/wt/.git", "gitdir: /w/evil\n")),
     "worktree-config": attempt(lambda: write("/w/repo/.git/worktrees/wt/config.worktree", config)),
     "nested-hook": attempt(lambda: write("/w/nested/.git/hooks/post-checkout", hook)),
@@ -111,7 +115,8 @@ def test_a_node_cannot_rewrite_what_the_host_s_git_runs(
     assert set(seen.values()) == {"EROFS"}, seen
     (mount,) = node["sandbox"]["mounts"]
     assert mount["read_only_inside"] == [
-        "/w/nested/.git", "/w/repo/.git", "/w/repo/.githooks", "/w/wt/.git"
+        "/w/nested/.git", "/w/repo/.git", "/w/repo/.githooks", "/w/repo/project.gitconfig",
+        "/w/wt/.git",
     ]  # fmt: skip
     assert (project / "repo" / "work.txt").read_text() == "node output\n"
     # The user's next git commands, on the host: none runs anything of the node's.

@@ -13,7 +13,8 @@ import pytest
 from sandbox_orch import admission
 from sandbox_orch.backend.docker import _kept_read_only
 from sandbox_orch.errors import InputRefused
-from sandbox_orch.mounts import MAX_GIT_PATHS, BindMount, inside_git, walk
+from sandbox_orch.gitpaths import MAX_GIT_PATHS, inside_git
+from sandbox_orch.mounts import BindMount, walk
 from sandbox_orch.policy import MountGrant
 
 from .helpers import default_policy, plan_of
@@ -136,3 +137,32 @@ def test_too_many_git_directories_for_a_read_write_mount(tmp_path):
         admit_text(tmp_path, "[{source: ., target: /w, mode: rw}]")
     assert f"more than {MAX_GIT_PATHS} git directories" in str(refused.value)
     assert admit_text(tmp_path, "[{source: ., target: /w, mode: ro}]").mounts
+
+
+def test_files_a_config_includes_in_the_work_tree(tmp_path):
+    """`[include] path = ../.gitconfig.project` (relative to the config): a node writing
+    it would set core.fsmonitor as surely as in .git/config. Followed through includes."""
+    git_dir(
+        tmp_path / ".git",
+        '[include]\n\tpath = ../project.gitconfig\n[includeIf "gitdir:/x/"]\n\tpath = ../b.inc\n',
+    )
+    (tmp_path / "project.gitconfig").write_text("[include]\n\tpath = nested/c.inc\n")
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "c.inc").write_text("[core]\n\tpager = less\n")
+    (tmp_path / "b.inc").write_text("")
+    assert walk(tmp_path).git == (".git", "b.inc", "nested/c.inc", "project.gitconfig")
+
+
+def test_what_the_user_s_own_git_config_names_inside_a_source(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    source = tmp_path / "projects"
+    (source / "hooks").mkdir(parents=True)
+    (source / "shared.inc").write_text("")
+    (home / ".gitconfig").write_text(
+        f"[core]\n\thooksPath = {source}/hooks\n[include]\n\tpath = {source}/shared.inc\n"
+        "[core]\n\thooksPath = relative-to-each-repo\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert walk(source).git == ("hooks", "shared.inc")
