@@ -173,7 +173,8 @@ def _check_mounts(
     walked: dict[Path, Walk],
 ) -> tuple[BindMount, ...]:
     mounts = []
-    targets = [m.target for m in node.request.mounts]
+    targets = [m.target for m in node.request.mounts]  # and volumes: all cover what is below
+    targets += [a.path for a in node.artifacts] + [i.path for i in node.inputs]
     for index, mount in enumerate(node.request.mounts):
         loc = (*node.loc, "mounts", index)
         path = resolve(mount.source, base_dir)

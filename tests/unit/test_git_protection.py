@@ -120,6 +120,21 @@ def test_a_deeper_mount_of_the_node_over_a_git_directory_decides_what_is_there(t
     assert sandbox.mounts[0].read_only_inside == ("b/.git",)
 
 
+def test_an_artifact_or_input_over_a_git_directory_decides_what_is_there(tmp_path):
+    """Two mounts at one target would make the engine refuse the container."""
+    git_dir(tmp_path / "a" / ".git")
+    git_dir(tmp_path / "b" / ".git")
+    text = (
+        "version: 1\nname: x\nnodes:\n"
+        "  p: {command: [x], outputs: {artifacts: [{name: d, path: /o}]}}\n"
+        "  n: {command: [x], needs: [p], mounts: [{source: ., target: /w, mode: rw}],\n"
+        "      outputs: {artifacts: [{name: e, path: /w/a/.git}]}}\n"
+    )
+    plan = plan_of(text, path=str(tmp_path / "wf.yaml"))
+    sandbox = admission.admit(plan, rw_policy())["n"]
+    assert sandbox.mounts[0].read_only_inside == ("b/.git",)
+
+
 @pytest.mark.parametrize("source", [".git", ".git/hooks", "bare.git", "bare.git/refs"])
 def test_a_git_directory_is_never_mounted_read_write(tmp_path, source):
     git_dir(tmp_path / ".git")
