@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .containerpaths import forbidden_target, forbidden_workdir
 from .envnames import denied_env
 from .errors import InputRefused, Problem
-from .mounts import BindMount, exposure, grant_for, masks, never_mountable, resolve
+from .gitpaths import MAX_GIT_PATHS, inside_git
+from .mounts import BindMount, Walk, grant_for, masks, never_mountable, resolve, walk
 from .planning import Plan, PlannedNode
 from .policy import Policy
 from .sandbox import Sandbox
 from .secrets import source_problem
 from .units import format_size
-from .yamlsafe import Loc, dotted
+from .yamlsafe import Loc, dotted, kind_of
 
 # Requests that this version cannot yet honour safely are refused, never ignored.
 Refuse = Callable[[Loc, str], None]
@@ -35,7 +37,7 @@ def admit(
     problems: list[Problem] = []
     sandboxes: dict[str, Sandbox] = {}
     base_dir = Path(plan.document.path).resolve().parent  # mount sources are relative to it
-    walked: dict[Path, str | None] = {}  # each source is walked once, however many mount it
+    walked: dict[Path, Walk] = {}  # each source is walked once, however many mount it
     for node in plan.nodes.values():
 
         def refuse(loc: Loc, message: str, node: PlannedNode = node) -> None:
@@ -55,7 +57,7 @@ def admit_node(
     refuse: Refuse,
     base_dir: Path,
     environ: Mapping[str, str],
-    walked: dict[Path, str | None] | None = None,
+    walked: dict[Path, Walk] | None = None,
 ) -> Sandbox | None:
     before = _Counter(refuse)
     _check_runtime(node, policy, before)
@@ -168,9 +170,11 @@ def _check_mounts(
     policy: Policy,
     base_dir: Path,
     refuse: Refuse,
-    walked: dict[Path, str | None],
+    walked: dict[Path, Walk],
 ) -> tuple[BindMount, ...]:
     mounts = []
+    targets = [m.target for m in node.request.mounts]  # and volumes: all cover what is below
+    targets += [a.path for a in node.artifacts] + [i.path for i in node.inputs]
     for index, mount in enumerate(node.request.mounts):
         loc = (*node.loc, "mounts", index)
         path = resolve(mount.source, base_dir)
@@ -178,7 +182,8 @@ def _check_mounts(
             never_mountable(path, mount.mode)
             or (None if path.exists() else "does not exist")
             or grant_for(path, mount.mode, policy.mounts, base_dir)
-            or _exposure(path, walked)
+            or _walk(path, walked).problem
+            or (_git_problem(path, walked[path]) if mount.mode == "rw" else None)
         )
         bad_target = forbidden_target(mount.target)
         if why:
@@ -187,14 +192,33 @@ def _check_mounts(
             refuse((*loc, "target"), f"mount target {mount.target!r}: {bad_target}")
         if not why and not bad_target:
             hidden = masks(path, mount.target)
-            mounts.append(BindMount(str(path), mount.target, mount.mode == "ro", hidden))
+            kept = () if mount.mode == "ro" else _kept(walked[path].git, mount.target, targets)
+            mounts.append(BindMount(str(path), mount.target, mount.mode == "ro", hidden, kept))
     return tuple(mounts)
 
 
-def _exposure(path: Path, walked: dict[Path, str | None]) -> str | None:
+def _walk(path: Path, walked: dict[Path, Walk]) -> Walk:
     if path not in walked:
-        walked[path] = exposure(path)
+        walked[path] = walk(path)
     return walked[path]
+
+
+def _git_problem(path: Path, found: Walk) -> str | None:
+    """Writable, a git directory is code execution on the host at its next git command."""
+    if gitdir := inside_git(path):
+        return f"{gitdir} is a git directory (the host's git runs its hooks); mount it read-only"
+    if len(found.git) > MAX_GIT_PATHS:
+        return f"has more than {MAX_GIT_PATHS} git directories to keep read-only; mount less"
+    return None
+
+
+def _kept(git: tuple[str, ...], target: str, targets: list[str]) -> tuple[str, ...]:
+    """Git's paths to bind again read-only, except where another mount of the node, deeper
+    than this one, sits over them (that mount decides what is there)."""
+    root = target.rstrip("/")
+    deeper = [other for other in targets if _below(other, target)]  # '' (the same) is not
+    covered = [rel for rel in git for o in deeper if _below(f"{root}/{rel}", o) is not None]
+    return tuple(rel for rel in git if rel not in covered)
 
 
 def _check_env(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
@@ -263,3 +287,55 @@ def _check_limits(
             refuse(loc, f"{key} {show(value)} is above the policy ceiling {show(most)}")
             over = True
     return None if over else (cpus, memory, pids, timeout)
+
+
+def check_report_files(
+    files: Mapping[str, Path | None],
+    sandboxes: Mapping[str, Sandbox],
+    workspace: Path | None = None,
+) -> None:
+    """The run's own report files (--results, --junit): where one exists, a regular file;
+    never inside what a node of the run sees (a mount's source, outside its masks, or the
+    workspace `single` copies in), where a node would read the last run's report there
+    and, read-write, could plant one in its place. InputRefused naming both."""
+    seen = [
+        (Path(m.source), _masked(m), f"node {name!r} mounts {m.source}")
+        for name, sandbox in sandboxes.items()
+        for m in sandbox.mounts
+    ]
+    if workspace is not None:
+        seen.append((workspace.resolve(), (), f"the workspace {workspace} is copied into the node"))
+    problems = []
+    for option, path in files.items():
+        if path is None:
+            continue
+        if why := _not_a_report_file(path):
+            problems.append(Problem(str(path), None, "", f"{option}: {why}"))
+            continue
+        real = Path(os.path.realpath(path))
+        for source, hidden, who in seen:
+            inside = real == source or source in real.parents
+            if inside and not any(h == real or h in real.parents for h in hidden):
+                why = f"{option} lies inside what a node sees: {who}; write it elsewhere"
+                problems.append(Problem(str(path), None, "", why))
+                break
+    if problems:
+        raise InputRefused(problems)
+
+
+def _masked(mount: BindMount) -> tuple[Path, ...]:
+    """The host paths of a mount's masks (hidden from the node)."""
+    target = mount.target.rstrip("/")
+    return tuple(Path(mount.source) / m[len(target) + 1 :] for m in mount.masks)
+
+
+def _not_a_report_file(path: Path) -> str | None:
+    """A report is replaced atomically: a directory (or anything not a regular file) in
+    its place would fail only after the run, when it is written."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"cannot write: {error.strerror}"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({kind_of(mode)})"

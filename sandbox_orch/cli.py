@@ -63,9 +63,12 @@ def main() -> None:
     """Run untrusted commands and AI coding agents in disposable, hardened containers."""
 
 
-workflow_argument = click.argument(
-    "workflow", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+# Input files are checked by their loaders (yamlsafe.read_regular), which refuse what is
+# missing or not a regular file in one `FILE: message` line, exit 2: click's own checks
+# would print a multi-line usage error instead. Output files are checked before the run.
+INPUT_FILE = click.Path(path_type=Path)
+OUTPUT_FILE = click.Path(path_type=Path)
+workflow_argument = click.argument("workflow", type=INPUT_FILE)
 policy_option = click.option(
     "--policy",
     "policy",
@@ -116,11 +119,11 @@ def plan(workflow: Path, policy: str | None, fmt: str) -> None:
 @policy_option
 @click.option("--max-parallel", type=click.IntRange(1, 256), default=DEFAULT_MAX_PARALLEL)
 @click.option("--keep-going", is_flag=True, help="Do not stop starting nodes after a failure.")
-@click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--results", "results_file", type=OUTPUT_FILE)
 @click.option(
     "--junit",
     "junit_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     help="Also write a JUnit XML report: one testcase per node.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
@@ -138,6 +141,9 @@ def run(
 ) -> None:
     """Run a workflow: every node in its own disposable, hardened container."""
     prepared = prepare(workflow, choose_policy_path(policy))
+    from .admission import check_report_files
+
+    check_report_files({"--results": results_file, "--junit": junit_file}, prepared.sandboxes)
     options = RunOptions(
         max_parallel=max_parallel, keep_going=keep_going, results_file=results_file
     )
@@ -212,7 +218,7 @@ async def _with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE")
 @click.option("--egress", multiple=True, metavar="HOST:PORT")
 @click.option("--secret", "secret_names", multiple=True, metavar="NAME")
-@click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--results", "results_file", type=OUTPUT_FILE)
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
 @click.option("--ci", is_flag=True, help="Plain lines, no live redraw.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -246,6 +252,9 @@ def single(
         secrets=secret_names,
     )
     loaded = load_policy(choose_policy_path(policy))
+    from .admission import check_report_files
+
+    check_report_files({"--results": results_file}, {}, request.workspace)
     view = _choose_view(single_plan(request), as_json, ci)
     report = asyncio.run(
         _with_backend(
@@ -272,9 +281,7 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-@click.argument(
-    "workflow", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("workflow", required=False, type=INPUT_FILE)
 @exits_with_contract_codes
 def runtimes(as_json: bool, workflow: Path | None) -> None:
     """Presets (and a workflow's custom runtimes), their images and whether they are built."""
@@ -473,15 +480,15 @@ def policy_group() -> None:
 
 
 @policy_group.command("review")
-@click.argument("policy_file", metavar="POLICY", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("policy_file", metavar="POLICY", type=INPUT_FILE)
 @click.option(
     "--workflow",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     help="Also show each node's effective privileges under this policy.",
 )
 @click.option(
     "--against",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     metavar="OLD_POLICY",
     help="Also show what changing from OLD_POLICY to POLICY widens or narrows.",
 )

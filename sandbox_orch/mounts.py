@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store
+from . import gitpaths, store
 from .policy import POLICIES_DIR, MountGrant
 
 # Never mountable, whatever the policy says: themselves, anything inside, anything
@@ -74,6 +74,17 @@ class BindMount:
     # Container paths inside `target` hidden by an empty read-only file system: where the
     # run store lies inside the source (nothing this tool writes is visible to a node).
     masks: tuple[str, ...] = ()
+    # Paths relative to the source (and target) bound again read-only over a read-write
+    # mount: what the host's git runs (see MAX_GIT_PATHS).
+    read_only_inside: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What the admission walk of a mount source found."""
+
+    problem: str | None = None  # why it can never be mounted
+    git: tuple[str, ...] = ()  # git's paths inside it, relative, outermost only
 
 
 @dataclass(frozen=True)
@@ -169,43 +180,69 @@ def masks(source: Path, target: str) -> tuple[str, ...]:
 
 
 def exposure(source: Path, limit: int = MAX_ENTRIES) -> str | None:
-    """Why `source` (resolved) would expose what no node may reach, or None: a socket
+    """Why `source` (resolved) would expose what no node may reach, or None."""
+    return walk(source, limit).problem
+
+
+def walk(source: Path, limit: int = MAX_ENTRIES) -> Walk:
+    """Why `source` (resolved) would expose what no node may reach (a socket
     anywhere inside (gVisor's --host-uds=open opens every host socket in a mount, runc
     lets a node connect to any). Symlinks are not followed: a node resolves them in its
     own file system, where they reach only what is mounted (and walked) too. Other file
     systems are not entered (the bind mount does not include them) and the masked run
-    store is skipped. Past `limit` entries: refused."""
+    store is skipped. Past `limit` entries: refused.
+
+    The same walk collects what the host's git runs from (git directories, by name or by
+    content as a bare repository, `.git` files and the git directories they name, hooks
+    directories their config names), for a read-write mount to keep read-only."""
     if not source.is_dir():
-        return None
+        return Walk()
     # Non-recursive binds hide them under runc, but gVisor does not start with one.
     points = _mount_points()
     if points is None:
-        return "cannot tell which file systems are mounted inside (/proc/self/mountinfo)"
+        return Walk("cannot tell which file systems are mounted inside (/proc/self/mountinfo)")
     if inner := sorted(m for m in points if source in m.parents):
-        return f"contains another mounted file system, {inner[0]}; mount it on its own"
+        return Walk(f"contains another mounted file system, {inner[0]}; mount it on its own")
     skip = _real(store.home())
     device = source.stat().st_dev
-    pending, seen = [source], 0
+    pending, seen, git = [source], 0, []
     while pending:
         directory = pending.pop()
         try:
             entries = list(os.scandir(directory))
         except OSError as error:
-            return f"cannot check {directory} for sockets ({error.strerror})"
+            return Walk(f"cannot check {directory} for sockets ({error.strerror})")
+        kinds: dict[str, int] = {}
         for entry in entries:
             seen += 1
             if seen > limit:
-                return f"has more than {limit} entries to check for sockets; mount less"
+                return Walk(f"has more than {limit} entries to check for sockets; mount less")
             path = Path(entry.path)
             try:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # gone since the listing: nothing there to expose
+            kinds[entry.name] = stat.S_IFMT(info.st_mode)
             if stat.S_ISSOCK(info.st_mode):
-                return f"contains a socket, {path}; sockets are never mountable"
+                return Walk(f"contains a socket, {path}; sockets are never mountable")
+            if entry.name == ".git" and kinds[entry.name] in (stat.S_IFDIR, stat.S_IFREG):
+                git += gitpaths.of_dot_git(path, directory)
             if stat.S_ISDIR(info.st_mode) and path != skip and info.st_dev == device:
                 pending.append(path)
-    return None
+        if directory != source and directory.name != ".git" and gitpaths.is_git_dir(kinds):
+            git += [directory, *gitpaths.named_in_config(directory / "config", directory)]
+    git += gitpaths.named_in_user_config()
+    return Walk(None, _outermost(git, source))
+
+
+def _outermost(paths: list[Path], source: Path) -> tuple[str, ...]:
+    """Paths inside `source` (not itself), relative, none inside another."""
+    inside = sorted({p for p in paths if source in p.parents and p.exists()})
+    kept: list[Path] = []
+    for path in inside:
+        if not any(k in path.parents for k in kept):
+            kept.append(path)
+    return tuple(p.relative_to(source).as_posix() for p in kept)
 
 
 def grant_for(path: Path, mode: str, grants: tuple[MountGrant, ...], base_dir: Path) -> str | None:

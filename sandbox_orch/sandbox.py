@@ -112,4 +112,7 @@ def _describe_mount(mount: BindMount) -> dict[str, Any]:
     }
     if mount.masks:
         described["masked"] = list(mount.masks)  # hidden: the run store inside the source
+    if mount.read_only_inside:  # git's directories and hooks in a read-write mount
+        target = mount.target.rstrip("/")
+        described["read_only_inside"] = [f"{target}/{rel}" for rel in mount.read_only_inside]
     return described

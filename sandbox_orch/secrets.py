@@ -8,14 +8,18 @@ import base64
 import dataclasses
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from .errors import InputRefused
 from .policy import SecretGrant
+from .yamlsafe import kind_of, read_regular
 
 MIN_REDACTED = 4  # shorter values would redact ordinary text everywhere
+MAX_SECRET_BYTES = 64 * 1024  # a token or a key file, never a log or a device
 
 
 class SecretUnavailable(Exception):
@@ -26,8 +30,8 @@ def source_problem(grant: SecretGrant, environ: Mapping[str, str]) -> str | None
     """Why the secret cannot be read, or None (checked at validate time)."""
     if grant.from_env is not None and not environ.get(grant.from_env):
         return f"secret {grant.name}: environment variable {grant.from_env} is not set"
-    if grant.from_file is not None and not Path(grant.from_file).expanduser().is_file():
-        return f"secret {grant.name}: file {grant.from_file} does not exist"
+    if grant.from_file is not None and (why := _file_problem(Path(grant.from_file).expanduser())):
+        return f"secret {grant.name}: file {grant.from_file}: {why}"
     if grant.from_env is None and grant.from_file is None:
         return f"secret {grant.name}: the policy gives it no source (from_env or from_file)"
     return None
@@ -41,7 +45,30 @@ def read_secret(grant: SecretGrant, environ: Mapping[str, str] | None = None) ->
     if grant.from_env is not None:
         return environ[grant.from_env]
     assert grant.from_file is not None
-    return Path(grant.from_file).expanduser().read_text().strip()
+    try:  # without blocking: a FIFO swapped in since validate would hang the run
+        raw = read_regular(Path(grant.from_file).expanduser(), MAX_SECRET_BYTES)
+    except InputRefused as refused:
+        why = refused.problems[0].message
+        raise SecretUnavailable(f"secret {grant.name}: file {grant.from_file}: {why}") from None
+    return raw.decode("utf-8", "replace").strip()
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a secret's file cannot be read, judged without opening it (opening a FIFO
+    blocks): a regular, readable file of at most MAX_SECRET_BYTES."""
+    try:
+        mode, size = (info := path.stat()).st_mode, info.st_size
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as error:
+        return f"cannot read: {error.strerror}"
+    if not stat.S_ISREG(mode):
+        return f"not a regular file ({kind_of(mode)})"
+    if size > MAX_SECRET_BYTES:
+        return f"larger than {MAX_SECRET_BYTES} bytes"
+    if not os.access(path, os.R_OK):
+        return "cannot read: permission denied"
+    return None
 
 
 def variants(value: str) -> set[str]:

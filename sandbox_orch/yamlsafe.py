@@ -193,7 +193,7 @@ def read_regular(path: Path, limit: int) -> bytes:
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
         os.close(descriptor)
-        why = f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'not a file')})"
+        why = f"not a regular file ({kind_of(mode)})"
         raise InputRefused([Problem(shown, None, "", why)])
     with os.fdopen(descriptor, "rb") as handle:
         try:
@@ -214,6 +214,11 @@ _KINDS = {
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
 }
+
+
+def kind_of(mode: int) -> str:
+    """What a file of `mode` is, in words (for refusing what is not a regular file)."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a file")
 
 
 def _kind_of(path: Path) -> str | None:

@@ -52,6 +52,7 @@ LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "1m", "max-file": "
 NO_LOG = LogConfig(type="none")
 # How long a SIGKILL we did not send waits for the engine's late "oom" event (see _wait).
 OOM_EVENT_WINDOW_S = 2.0
+HOSTNAME = "sandbox"
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
@@ -87,6 +88,7 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         restart_policy={"Name": "no"},
         runtime=spec.oci_runtime,
         mounts=[_bind(m) for m in spec.mounts]
+        + [_bind(kept) for m in spec.mounts for kept in _kept_read_only(m)]
         + [_mask(path) for m in spec.mounts for path in m.masks]
         + [
             # no_copy: nothing from the image is copied into a run's volume
@@ -102,6 +104,8 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         "working_dir": spec.workdir,
         "labels": dict(spec.labels),
         "name": spec.name,
+        # The same for every node: the engine's default is the container's short id.
+        "hostname": HOSTNAME,
         "host_config": host_config,
         "network_disabled": True,
         "stdin_open": False,
@@ -120,6 +124,13 @@ def _bind(mount: BindMount) -> Mount:
     bind = Mount(mount.target, mount.source, "bind", mount.read_only, propagation="rprivate")
     bind["BindOptions"]["NonRecursive"] = True
     return bind
+
+
+def _kept_read_only(mount: BindMount) -> list[BindMount]:
+    """A read-write mount's git directories, hooks and `.git` files, bound again read-only
+    over it (the engine mounts deeper targets after shallower ones)."""
+    source, target = mount.source.rstrip("/"), mount.target.rstrip("/")
+    return [BindMount(f"{source}/{rel}", f"{target}/{rel}", True) for rel in mount.read_only_inside]
 
 
 def _mask(target: str) -> Mount:

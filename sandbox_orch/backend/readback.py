@@ -42,6 +42,7 @@ CONFIG_FIELDS = {
     "user": "User",
     "command": "Cmd",
     "working_dir": "WorkingDir",
+    "hostname": "Hostname",
     "network_disabled": "NetworkDisabled",
     "stdin_open": "OpenStdin",
     "tty": "Tty",

@@ -67,11 +67,43 @@ def test_a_policy_that_is_not_a_regular_file_is_refused(special_files, name, kin
     assert line == f"{path}: not a regular file ({kind})"
 
 
-@pytest.mark.parametrize("command", ["validate", "run"])
-def test_a_directory_is_refused_by_the_command_line(special_files, command):
-    # click's own check, before ours: exit 2 and a clear reason.
-    proc = cli(command, str(special_files / "dir.yaml"), timeout=TIMEOUT)
-    assert proc.returncode == 2 and "is a directory" in proc.stderr, proc.stderr
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "{dir}"],
+        ["plan", "{dir}"],
+        ["run", "{dir}", "--ci"],
+        ["runtimes", "{dir}"],
+        ["policy", "review", "{dir}"],
+        ["policy", "review", "{policy}", "--workflow", "{dir}"],
+        ["policy", "review", "{policy}", "--against", "{dir}"],
+    ],
+)
+def test_a_directory_given_as_a_file_is_one_line(special_files, args):
+    """Not click's multi-line usage error: the same line as any other bad file."""
+    directory = str(special_files / "dir.yaml")
+    policy = str(Path(__file__).resolve().parents[2] / "policies" / "default.yaml")
+    line = refused(*[a.format(dir=directory, policy=policy) for a in args])
+    assert line == f"{directory}: not a regular file (a directory)"
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "plan"])
+def test_a_missing_workflow_is_one_line(tmp_path, command):
+    path = str(tmp_path / "missing.yaml")
+    assert refused(command, path) == f"{path}: cannot read: No such file or directory"
+
+
+@pytest.mark.parametrize("option", ["--results", "--junit"])
+@pytest.mark.parametrize(("name", "kind"), [("dir.yaml", "a directory"), ("fifo", "a FIFO")])
+def test_a_report_file_that_is_not_a_regular_file_is_refused_before_the_run(
+    special_files, option, name, kind
+):
+    """Written only after the run, it would fail then (exit 3); refused before anything."""
+    workflow = special_files / "wf.yaml"
+    workflow.write_text(GOOD_WORKFLOW)
+    path = str(special_files / name)
+    line = refused("run", str(workflow), "--ci", option, path)
+    assert line == f"{path}: {option}: not a regular file ({kind})"
 
 
 def test_a_policy_directory_is_refused(special_files):
@@ -198,3 +230,23 @@ def test_policy_tmpfs_paths_are_normalised(tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text("version: 1\nname: p\nisolation: {tmpfs: {'//tmp/./x/': 1m}}\n")
     assert load_policy(Path(policy)).tmpfs == {"/tmp/x": 1024**2}
+
+
+@pytest.mark.parametrize(("name", "kind"), [("fifo", "a FIFO"), ("fifo-link", "a FIFO"),
+                                            ("dir.yaml", "a directory"),
+                                            ("/dev/zero", "a character device")])  # fmt: skip
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_secret_file_that_is_not_a_regular_file_is_refused(special_files, command, name, kind):
+    """Never opened (a FIFO would block the run): refused at admission, naming it."""
+    path = special_files / name
+    workflow = special_files / "wf.yaml"
+    workflow.write_text("version: 1\nname: x\nnodes:\n  a: {command: [x], secrets: [T]}\n")
+    policy = special_files / "policy.yaml"
+    policy.write_text(
+        f"version: 1\nname: p\nruntimes: [shell]\n"
+        f"secrets:\n  T: {{from_file: '{path}', runtimes: [shell]}}\n"
+    )
+    extra = ["--ci"] if command == "run" else []
+    line = refused(command, str(workflow), "--policy", str(policy), *extra)
+    assert line.startswith(f"{workflow}:4: nodes.a.secrets[0]: "), line
+    assert line.endswith(f"secret T: file {path}: not a regular file ({kind})"), line

@@ -328,8 +328,8 @@ def test_a_source_mounted_by_many_nodes_is_walked_once(tmp_path, monkeypatch):
     from .helpers import default_policy, plan_of
 
     walks: list[Path] = []
-    real = admission.exposure
-    monkeypatch.setattr(admission, "exposure", lambda path: walks.append(path) or real(path))
+    real = admission.walk
+    monkeypatch.setattr(admission, "walk", lambda path: walks.append(path) or real(path))
     nodes = "".join(
         f"  n{i}: {{command: [x], mounts: [{{source: ., target: /w}}]}}\n" for i in range(20)
     )

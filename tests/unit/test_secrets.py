@@ -2,12 +2,20 @@
 
 import base64
 import json
+import os
+import threading
 from urllib.parse import quote, quote_plus
 
 import pytest
 
 from sandbox_orch.policy import SecretGrant
-from sandbox_orch.secrets import Redactor, SecretUnavailable, read_secret, source_problem
+from sandbox_orch.secrets import (
+    MAX_SECRET_BYTES,
+    Redactor,
+    SecretUnavailable,
+    read_secret,
+    source_problem,
+)
 
 VALUE = "sk-ant-test-0123456789abcdef"
 
@@ -55,3 +63,57 @@ def test_secret_from_a_file(tmp_path):
     path.write_text(VALUE + "\n")
     grant = SecretGrant("T", None, str(path), ("shell",), ())
     assert read_secret(grant, {}) == VALUE
+
+
+@pytest.fixture
+def special(tmp_path):
+    """What a secret's file must not be: a FIFO (and a link to one), a directory, too big."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "fifo-link").symlink_to(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "big").write_bytes(b"x" * (MAX_SECRET_BYTES + 1))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("fifo", "not a regular file (a FIFO)"),
+        ("fifo-link", "not a regular file (a FIFO)"),
+        ("dir", "not a regular file (a directory)"),
+        ("/dev/zero", "not a regular file (a character device)"),
+        ("big", f"larger than {MAX_SECRET_BYTES} bytes"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_a_secret_file_that_is_not_a_small_regular_file_is_refused(special, name, why):
+    path = str(special / name)
+    grant = SecretGrant("T", None, path, ("shell",), ())
+    problem = source_problem(grant, {})
+    assert problem is not None and problem.startswith(f"secret T: file {path}: {why}"), problem
+    with pytest.raises(SecretUnavailable, match="secret T: file"):
+        read_secret(grant, {})
+
+
+@pytest.mark.parametrize("name", ["fifo", "fifo-link", "/dev/zero", "big"])
+def test_reading_a_secret_file_swapped_since_validate_never_blocks(special, monkeypatch, name):
+    """The file passed the check, then became a FIFO or a device: the read itself must
+    refuse it without blocking (a thread, so a hang fails the test instead of the suite)."""
+    from sandbox_orch import secrets
+
+    monkeypatch.setattr(secrets, "_file_problem", lambda path: None)
+    grant = SecretGrant("T", None, str(special / name), ("shell",), ())
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_secret(grant, {})
+        except SecretUnavailable as error:
+            outcome.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), "read_secret blocked"
+    (error,) = outcome
+    assert "not a regular file" in str(error) or "larger than" in str(error)
