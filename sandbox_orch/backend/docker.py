@@ -37,6 +37,7 @@ from .base import (
     ResourceKind,
     Volume,
     VolumeStore,
+    inode_limit,
 )
 
 T = TypeVar("T")
@@ -294,11 +295,9 @@ class DockerBackend(Backend):
         if await self.volume_store() == "host":
             return await self._call(self._create_host_volume, name, labels, size, owner)
         uid, gid = owner.split(":")
-        options = {
-            "type": "tmpfs",
-            "device": "tmpfs",
-            "o": f"size={size},uid={uid},gid={gid},mode=0700",
-        }
+        # The local driver turns noexec/nosuid/nodev into mount flags, as hostvolumes does.
+        tmpfs = f"size={size},nr_inodes={inode_limit(size)},uid={uid},gid={gid},mode=0700"
+        options = {"type": "tmpfs", "device": "tmpfs", "o": f"{tmpfs},noexec,nosuid,nodev"}
         created = await self._call(
             self._api.create_volume, name, driver="local", driver_opts=options, labels=labels
         )
@@ -330,8 +329,16 @@ class DockerBackend(Backend):
 
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
         def run() -> T:
-            chunks, _ = self._api.get_archive(container_id, path, chunk_size=1 << 20)
-            return consume(_ChunkReader(chunks))
+            # get_archive, but holding the response: a consumer that stops early (an
+            # artifact past its budget, e.g. a sparse 1T file the engine would stream as
+            # zeros) closes it, so the engine stops sending instead of streaming on.
+            url = self._api._url("/containers/{0}/archive", container_id)
+            response = self._api._get(url, params={"path": path}, stream=True)
+            try:
+                chunks = self._api._stream_raw_result(response, 1 << 20, False)
+                return consume(_ChunkReader(chunks))
+            finally:
+                response.close()
 
         return await self._call(run)
 

@@ -21,9 +21,13 @@ import socket
 import struct
 from pathlib import Path
 
+from .base import inode_limit
+
 ROOT = Path("/run/sandbox-orch/volumes")
 _CAP_SYS_ADMIN = 21  # what mount(2) asks for
-_MS_NOSUID, _MS_NODEV = 2, 4
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+# Like /tmp: nothing written by a node is run from here, set-id or a device node.
+_FLAGS = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -76,7 +80,8 @@ def path_of(name: str) -> Path:
 
 
 def mount(name: str, size: int, owner: str) -> Path:
-    """A fresh tmpfs of `size` bytes, owned by `owner` ("uid:gid"), mode 0700."""
+    """A fresh tmpfs of `size` bytes and `inode_limit(size)` inodes, owned by `owner`
+    ("uid:gid"), mode 0700, noexec, nosuid and nodev."""
     uid, gid = (int(part) for part in owner.split(":"))
     for directory in (ROOT.parent, ROOT):
         directory.mkdir(mode=0o700, exist_ok=True)
@@ -85,8 +90,8 @@ def mount(name: str, size: int, owner: str) -> Path:
         directory.chmod(0o700)  # root's alone, whoever made it first
     path = path_of(name)
     path.mkdir(mode=0o700)  # exists already: a name reused, refused
-    options = f"size={size},uid={uid},gid={gid},mode=0700"
-    if _libc.mount(b"tmpfs", bytes(path), b"tmpfs", _MS_NOSUID | _MS_NODEV, options.encode()):
+    options = f"size={size},nr_inodes={inode_limit(size)},uid={uid},gid={gid},mode=0700"
+    if _libc.mount(b"tmpfs", bytes(path), b"tmpfs", _FLAGS, options.encode()):
         error = ctypes.get_errno()
         path.rmdir()
         raise OSError(error, f"mounting a tmpfs: {os.strerror(error)}", str(path))

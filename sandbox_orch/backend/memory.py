@@ -180,8 +180,9 @@ class MemoryBackend(Backend):
         return Volume(name, path)
 
     async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
-        """Answers `stat -f` as an empty file system would (nodes write nothing here)."""
-        return 0, b"1000 1000\n"
+        """Answers the holder's usage question (`stat -f`, `du`) as an empty volume would:
+        in memory, nodes write nothing there."""
+        return 0, b"1000 1000 1024 1023\n0\t/held\n"
 
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
         """An empty archive: in memory, nodes write no files."""

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_orch import artifacts
 from sandbox_orch.artifacts import HOLDER_IMAGE, copy_tree, extract
+from sandbox_orch.artifacts import copy as artifact_copy
 from sandbox_orch.backend import ContainerSpec, hostvolumes
 from sandbox_orch.backend.memory import MemoryBackend, Outcome
 from sandbox_orch.execution import NODE_LABEL
@@ -109,7 +109,7 @@ def test_of_two_names_for_one_file_the_second_is_refused_as_a_hard_link(tmp_path
 
 
 def test_directories_past_the_depth_limit_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(artifacts, "MAX_DEPTH", 3)
+    monkeypatch.setattr(artifact_copy, "MAX_DEPTH", 3)
     source = tree(tmp_path / "volume", {"1/2/3/4/deep": b"x", "1/shallow": b"y"})
     found = copy_tree(source, tmp_path / "copy")
     assert found.refused == ["1/2/3/: deeper than 3 directories, refused"]
