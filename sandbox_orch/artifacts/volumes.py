@@ -50,7 +50,7 @@ from ..planning import PlannedNode
 from ..sandbox import Sandbox
 from ..units import format_size
 from .copy import Budget, Extracted, apparent_size, copy_tree, extract
-from .lifetimes import Lifetimes
+from .lifetimes import ArtifactsRefused, Lifetimes
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class ArtifactVolumes:
                 await asyncio.gather(previous.copy, return_exceptions=True)
             await self._release(previous, whole=True)
         size = sandbox.artifact_limit
-        self.lifetimes.reserve(node.name, [size] * len(node.artifacts))
+        await self._reserve(node.name, [size] * len(node.artifacts))
         labels = {**self.labels, "sandbox-orch.node": node.name}
         prefix = f"sandbox-orch-{labels['sandbox-orch.run']}-{node.name}-{attempt}"
         volumes: dict[Any, Volume] = {}
@@ -158,6 +158,30 @@ class ArtifactVolumes:
         for volume in held:
             self.current[(node.name, volume.name)] = volume
         return tuple(VolumeMount(v.name, a.path, read_only=False) for a, v in volumes.items())
+
+    async def _reserve(self, node: str, sizes: list[int]) -> None:
+        """Reserve, after the releases already due if it does not fit at once: a volume
+        whose last consumer just finished may still be on its way out."""
+        try:
+            self.lifetimes.reserve(node, sizes)
+        except ArtifactsRefused:
+            await self._drain()
+            self.lifetimes.reserve(node, sizes)
+
+    async def _drain(self) -> None:
+        """Wait for every release that is due, and the copies they wait for."""
+        while True:
+            copies = [
+                g.copy
+                for g in self._groups
+                if g.copy is not None
+                and not g.copy.done()
+                and any(not self.lifetimes.needed(v.node, v.name) for v in g.live)
+            ]
+            pending = [*copies, *self._releases]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _create(self, name: str, labels: dict[str, str], sandbox: Sandbox) -> Volume:
         task = asyncio.ensure_future(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_orch.artifacts import HOLDER_IMAGE, copy_tree, extract
+from sandbox_orch.artifacts import HOLDER_IMAGE, Budget, apparent_size, copy_tree, extract
 from sandbox_orch.artifacts import copy as artifact_copy
 from sandbox_orch.backend import ContainerSpec, hostvolumes
 from sandbox_orch.backend.memory import MemoryBackend, Outcome
@@ -121,6 +121,57 @@ def test_nothing_already_in_the_destination_is_overwritten(tmp_path):
     target = tree(tmp_path / "copy", {"a": b"old"})
     found = copy_tree(source, target)
     assert (target / "a").read_bytes() == b"old" and found.refused == ["a: File exists"]
+
+
+MIB = 1024 * 1024
+
+
+def disk_use(root: Path) -> tuple[int, int]:
+    """(sum of st_size, bytes allocated) of everything below `root`."""
+    entries = [p.lstat() for p in root.rglob("*")]
+    return sum(e.st_size for e in entries), sum(e.st_blocks * 512 for e in entries)
+
+
+@pytest.mark.parametrize("size", [64 * MIB, 1 << 40])
+def test_a_sparse_file_past_the_budget_is_not_expanded_on_the_host(tmp_path, size):
+    source = tree(tmp_path / "volume", {"a-small": b"fits"})
+    with open(source / "b-sparse", "wb") as sparse:
+        os.truncate(sparse.fileno(), size)  # no blocks at all, a huge apparent size
+    os.link(source / "b-sparse", source / "c-link")  # and another name for it
+    found = copy_tree(source, tmp_path / "copy", Budget(1 * MIB, 100))
+    assert written(tmp_path / "copy") == ["a-small"]
+    assert disk_use(tmp_path / "copy")[0] == 4
+    assert not found.complete and found.stopped.startswith("b-sparse: ")
+    assert (found.files, found.bytes) == (1, 4)
+
+
+def test_a_sparse_file_within_the_budget_is_copied_as_what_it_reads(tmp_path):
+    source = tmp_path / "volume"
+    source.mkdir()
+    with open(source / "sparse", "wb") as sparse:
+        os.truncate(sparse.fileno(), 512 * 1024)
+    found = copy_tree(source, tmp_path / "copy", Budget(1 * MIB, 100))
+    assert found.complete and (found.files, found.bytes) == (1, 512 * 1024)
+    assert disk_use(tmp_path / "copy")[0] <= 1 * MIB
+
+
+def test_many_empty_files_and_directories_stop_at_the_entry_budget(tmp_path):
+    source = tmp_path / "volume"
+    for index in range(30):
+        (source / f"d{index:02}").mkdir(parents=True)
+        (source / f"f{index:02}").touch()
+    found = copy_tree(source, tmp_path / "copy", Budget(1 * MIB, 25))
+    assert len(written(tmp_path / "copy")) == 25
+    assert not found.complete and "one entry more than the artifact may hold" in found.stopped
+
+
+def test_apparent_size_counts_holes_and_each_inode_once(tmp_path):
+    source = tree(tmp_path / "volume", {"sub/a": b"12345"})
+    with open(source / "sparse", "wb") as sparse:
+        os.truncate(sparse.fileno(), 64 * MIB)
+    os.link(source / "sparse", source / "sub" / "link")
+    directories = sum(p.lstat().st_size for p in (source / "sub",))
+    assert apparent_size(source) == 64 * MIB + 5 + directories
 
 
 # --- runs with host volumes (memory backend) ---------------------------------------------
