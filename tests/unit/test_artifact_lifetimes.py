@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_orch.artifacts import ArtifactsRefused, Lifetimes
+from sandbox_orch import orchestrator
+from sandbox_orch.artifacts import ArtifactsRefused, ArtifactVolumes, Lifetimes
 from sandbox_orch.artifacts.volumes import HOLDER_IMAGE
 from sandbox_orch.backend import ContainerSpec
 from sandbox_orch.backend.memory import MemoryBackend, Outcome
@@ -38,6 +39,29 @@ def store(request, tmp_path, monkeypatch) -> Path | None:
     return tmp_path / "volumes" if request.param == "host" else None
 
 
+@pytest.fixture
+def made(monkeypatch) -> list[ArtifactVolumes]:
+    """The run's ArtifactVolumes, to wait on its copies and releases from a node's script."""
+    found = []
+
+    class Recorded(ArtifactVolumes):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            found.append(self)
+
+    monkeypatch.setattr(orchestrator, "ArtifactVolumes", Recorded)
+    return found
+
+
+async def copied_and_released(made: list[ArtifactVolumes], node: str) -> Outcome:
+    """A node's script: ends once `node`'s copy and every release due so far are done, so
+    a release that comes too early has come before the next node starts."""
+    (volumes,) = made
+    await asyncio.gather(volumes._copies[node], return_exceptions=True)
+    await asyncio.gather(*list(volumes._releases), return_exceptions=True)
+    return Outcome()
+
+
 class Run:
     """One run on the memory backend; at each node container's start, which of the run's
     volumes and holders exist."""
@@ -51,6 +75,7 @@ class Run:
         self.script = script or (lambda spec: Outcome())
         self.backend = MemoryBackend(self.record, volume_root=store)
         self.store = store
+        self.problems: list[str] = []  # checks that failed in a node's script
         self.finished: set[str] = set()  # nodes with no attempt to follow
         # "<attempt>-<artifact>" -> the nodes finished when it was removed
         self.removed: dict[str, set[str]] = {}
@@ -74,16 +99,27 @@ class Run:
         return Outcome()
 
     def record(self, spec: ContainerSpec):
+        """The script: checks what the node mounts (a failed check fails the node: a
+        script that raised would never exit) and notes what exists, then runs `script`."""
+        try:
+            self.check(spec)
+        except AssertionError as error:
+            self.problems.append(f"{spec.labels[NODE_LABEL]}: {error!r}")
+            return Outcome(exit_code=99)
+        return self.script(spec)
+
+    def check(self, spec: ContainerSpec) -> None:
         key = f"{spec.labels[NODE_LABEL]}#{spec.labels['sandbox-orch.attempt']}"
         self.seen[key] = {short(n) for n in self.backend.volumes}
         self.holders[key] = sum(
             1 for c in self.backend.containers.values() if c.spec.image == HOLDER_IMAGE
         )
+        inputs = [m for m in spec.volumes if m.read_only]  # every input is mounted
+        assert len(inputs) == len(self.plan.nodes[spec.labels[NODE_LABEL]].inputs), key
         for mount in spec.volumes:  # whatever a node mounts exists
             assert mount.volume in self.backend.volumes, (key, mount.volume)
             if self.store is not None:
                 assert (self.store / mount.volume).is_dir(), (key, mount.volume)
-        return self.script(spec)
 
     def go(self):
         def emit(event):
@@ -92,11 +128,13 @@ class Run:
                     self.finished.add(event.node)
                 self.on_finished(event)
 
-        return asyncio.run(
+        report = asyncio.run(
             run_plan(
                 self.plan, self.policy, self.sandboxes, self.backend, "r1", emit, asyncio.Event()
             )
         )
+        assert self.problems == []
+        return report
 
 
 def short(volume: str) -> str:
@@ -175,12 +213,18 @@ nodes:
 """
 
 
-def test_a_volume_stays_while_a_consumer_may_still_mount_it_then_goes(store):
+def test_a_volume_stays_while_a_consumer_may_still_mount_it_then_goes(store, made):
     run = Run(TWO_CONSUMERS, policy_with_total(1), store)
-    # `after` ends only once p's volume is gone: released while the run goes on.
-    run.script = lambda spec: (
-        run.until_gone("1-a") if spec.labels[NODE_LABEL] == "after" else Outcome()
-    )
+
+    def script(spec: ContainerSpec):
+        node = spec.labels[NODE_LABEL]
+        if node == "c1":  # c2 starts only after p was copied: no release may come then
+            return copied_and_released(made, "p")
+        if node == "after":  # ends only once p's volume is gone: released during the run
+            return run.until_gone("1-a")
+        return Outcome()
+
+    run.script = script
     report = run.go()
     assert report.status.value == "succeeded", report.results["nodes"]
     assert held(run, "c1#1") == held(run, "c2#1") == {"1-a"}  # c1 done, c2 still to come
