@@ -222,7 +222,7 @@ class ArtifactVolumes:
                 )
             if usage.apparent > limit:
                 reasons.append(
-                    f"artifact {name!r} holds {format_size(usage.apparent)} (apparent size, holes "
+                    f"artifact {name!r} holds {usage.apparent} bytes (apparent size, holes "
                     f"included), above the policy's artifacts limit ({cap})"
                 )
         return reasons
