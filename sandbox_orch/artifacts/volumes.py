@@ -68,6 +68,7 @@ class HeldVolume:
     volume: Volume
     holder: str | None  # the holder container's id (an "engine" volume's only)
     size: int  # its cap, reserved against the ceiling while it exists
+    view: Volume | None = None  # read-only, noexec: what consumers mount (if any may)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,10 @@ class ArtifactVolumes:
         holder = None
         if any(v.host_path is None for v in volumes.values()):
             holder = await register(self._holder_spec(prefix, labels, sandbox, volumes))
-        held = [HeldVolume(node.name, a.name, a.path, v, holder, size) for a, v in volumes.items()]
+        held = [
+            HeldVolume(node.name, a.name, a.path, v, holder, size, await self._view(node, a, v))
+            for a, v in volumes.items()
+        ]
         group = _Group(node.name, held, holder, dispose)
         self._latest[node.name] = group
         self._groups.append(group)
@@ -191,12 +195,24 @@ class ArtifactVolumes:
         task.add_done_callback(self._creating.discard)
         return await asyncio.shield(task)
 
+    async def _view(self, node: PlannedNode, artifact: Any, volume: Volume) -> Volume | None:
+        """The read-only view consumers mount, if the plan has any for this artifact."""
+        if not self.lifetimes.consumers.get((node.name, artifact.name)):
+            return None
+        labels = {**self.labels, "sandbox-orch.node": node.name}
+        return await self.backend.read_only_view(f"{volume.name}-ro", volume, labels)
+
     def for_consumer(self, node: PlannedNode) -> tuple[VolumeMount, ...]:
-        return tuple(
-            VolumeMount(self.current[(i.producer, i.name)].volume.name, i.path, read_only=True)
-            for i in node.inputs
-            if (i.producer, i.name) in self.current  # a producer that never ran has none
-        )
+        """Each input's read-only view. Read-only at its source, so mounted as it is: a
+        read-only mount would be remounted by runc, dropping noexec, nosuid and nodev."""
+        mounts = []
+        for needed in node.inputs:
+            held = self.current.get((needed.producer, needed.name))
+            if held is None:
+                continue  # a producer that never ran has none
+            assert held.view is not None, "every consumed artifact has a view"
+            mounts.append(VolumeMount(held.view.name, needed.path, read_only=False))
+        return tuple(mounts)
 
     # --- what the producer left ------------------------------------------------------------
 
@@ -322,9 +338,11 @@ class ArtifactVolumes:
                     await group.dispose(group.holder)
                 for volume in done:
                     labels = {**self.labels, "sandbox-orch.node": volume.node}
-                    await self.backend.remove_resource(
-                        Resource("volume", volume.volume.name, labels)
-                    )
+                    for each in (volume.view, volume.volume):  # the view first: it binds the other
+                        if each is not None:
+                            await self.backend.remove_resource(
+                                Resource("volume", each.name, labels)
+                            )
                     group.released.add(volume.name)
                     self.lifetimes.free(volume.size)
                     if self.current.get((volume.node, volume.name)) is volume:

@@ -155,6 +155,12 @@ class Backend(ABC):
         noexec, nosuid and nodev."""
 
     @abstractmethod
+    async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
+        """A read-only, noexec, nosuid, nodev view of `volume`, for its consumers. It is
+        read-only at its source: mount it with `read_only=False`, since a read-only mount
+        of it (runc remounts it read-only) would drop noexec, nosuid and nodev."""
+
+    @abstractmethod
     async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
         """Run a command of ours in a running container: (exit code, stdout)."""
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
 import docker
@@ -311,6 +312,27 @@ class DockerBackend(Backend):
         self._api.create_volume(name, driver="local", driver_opts=options, labels=labels)
         try:
             return Volume(name, hostvolumes.mount(name, size, owner))
+        except BaseException:
+            self._api.remove_volume(name, force=True)
+            raise
+
+    async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
+        if volume.host_path is not None:
+            return await self._call(self._create_host_view, name, volume.host_path, labels)
+        # The engine's own volume is mounted (by its holder) at its mountpoint; the local
+        # driver binds it there and remounts the bind with all these flags.
+        source = (await self._call(self._api.inspect_volume, volume.name))["Mountpoint"]
+        options = {"type": "none", "device": source, "o": "bind,ro,noexec,nosuid,nodev"}
+        created = await self._call(
+            self._api.create_volume, name, driver="local", driver_opts=options, labels=labels
+        )
+        return Volume(str(created["Name"]))
+
+    def _create_host_view(self, name: str, source: Path, labels: dict[str, str]) -> Volume:
+        options = {"type": "none", "o": "bind", "device": str(hostvolumes.path_of(name))}
+        self._api.create_volume(name, driver="local", driver_opts=options, labels=labels)
+        try:
+            return Volume(name, hostvolumes.view(name, source))
         except BaseException:
             self._api.remove_volume(name, force=True)
             raise

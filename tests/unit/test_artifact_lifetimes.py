@@ -110,12 +110,14 @@ class Run:
 
     def check(self, spec: ContainerSpec) -> None:
         key = f"{spec.labels[NODE_LABEL]}#{spec.labels['sandbox-orch.attempt']}"
-        self.seen[key] = {short(n) for n in self.backend.volumes}
+        self.seen[key] = {short(n) for n in self.backend.volumes if not n.endswith("-ro")}
         self.holders[key] = sum(
             1 for c in self.backend.containers.values() if c.spec.image == HOLDER_IMAGE
         )
-        inputs = [m for m in spec.volumes if m.read_only]  # every input is mounted
-        assert len(inputs) == len(self.plan.nodes[spec.labels[NODE_LABEL]].inputs), key
+        wanted = {i.path for i in self.plan.nodes[spec.labels[NODE_LABEL]].inputs}
+        inputs = [m for m in spec.volumes if m.target in wanted]  # every input is mounted,
+        assert len(inputs) == len(wanted), key
+        assert all(m.volume.endswith("-ro") for m in inputs), key  # as a read-only view
         for mount in spec.volumes:  # whatever a node mounts exists
             assert mount.volume in self.backend.volumes, (key, mount.volume)
             if self.store is not None:

@@ -213,9 +213,11 @@ def test_a_run_with_host_volumes_starts_no_holder_and_copies_what_was_written(
     assert report.status.value == "succeeded", report.results
     (made,) = seen["make"].volumes
     (used,) = seen["use"].volumes
+    # The consumer mounts the producer's read-only view (read-only at its source).
     assert (made.volume, made.read_only, used.volume, used.read_only) == (
-        made.volume, False, made.volume, True,
+        made.volume, False, f"{made.volume}-ro", False,
     )  # fmt: skip
+    assert "sandbox-orch-r1-make-1-dist-ro" in [m.volume for m in seen["use"].volumes]
     assert all(c.spec.image != HOLDER_IMAGE for c in backend.containers.values())
     assert backend.containers == {} and backend.volumes == {} and list(volumes.iterdir()) == []
     (record,) = report.results["nodes"]["make"]["artifacts"]
