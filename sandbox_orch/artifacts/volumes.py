@@ -103,13 +103,14 @@ class ArtifactVolumes:
         backend: Backend,
         labels: dict[str, str],
         host_root: Path,
-        nodes: Mapping[str, PlannedNode] | None = None,
-        ceiling: int | None = None,
+        nodes: Mapping[str, PlannedNode],
+        ceiling: int,
     ) -> None:
+        """`nodes`: the plan's (who consumes what); `ceiling`: the policy's artifacts_total."""
         self.backend = backend
         self.labels = labels
         self.host_root = host_root
-        self.lifetimes = Lifetimes(nodes or {}, ceiling if ceiling is not None else 1 << 62)
+        self.lifetimes = Lifetimes(nodes, ceiling)
         self.current: dict[tuple[str, str], HeldVolume] = {}  # (node, name) -> last attempt's
         self._latest: dict[str, _Group] = {}  # node -> its last attempt's volumes
         self._groups: list[_Group] = []  # every group not wholly released
@@ -225,9 +226,10 @@ class ArtifactVolumes:
         cap = format_size(limit)
         for artifact in node.artifacts:
             usage = await self._usage(self.current[(node.name, artifact.name)])
-            if usage is None:
-                continue  # the copy still keeps its budget; the node's own write failed anyway
             name = artifact.name
+            if isinstance(usage, str):  # fail closed: what cannot be measured is not trusted
+                reasons.append(f"artifact {name!r}: its use could not be measured ({usage})")
+                continue
             if usage.blocks_free * 100 <= usage.blocks:  # tmpfs keeps a little for itself
                 reasons.append(f"artifact {name!r} reached the policy's artifacts limit ({cap})")
             if usage.inodes_free == 0:
@@ -243,8 +245,8 @@ class ArtifactVolumes:
                 )
         return reasons
 
-    async def _usage(self, held: HeldVolume) -> Usage | None:
-        """What the volume's file system says it holds, if it can be told."""
+    async def _usage(self, held: HeldVolume) -> Usage | str:
+        """What the volume's file system says it holds, or why it cannot be told."""
         if held.volume.host_path is not None:
             info = os.statvfs(held.volume.host_path)
             apparent = await asyncio.to_thread(apparent_size, held.volume.host_path)
@@ -255,7 +257,7 @@ class ArtifactVolumes:
         code, out = await self.backend.run_in(held.holder, argv)
         fields = out.split()
         if code != 0 or len(fields) < 5 or not all(f.isdigit() for f in fields[:5]):
-            return None
+            return f"the holder's `stat -f` and `du` exited {code}, printing {out[:200]!r}"
         return Usage(*(int(f) for f in fields[:5]))
 
     # --- the copy to the host ----------------------------------------------------------

@@ -578,7 +578,9 @@ def test_a_chain_of_producers_holds_under_a_ceiling_only_met_by_releasing(
     assert len(digests) == 1  # the same blob all the way
     prefix = f"sandbox-orch-{run_id}-"
     created = volume_events(docker_client, since, prefix, "create")
-    assert created == [f"{prefix}p1-1-a", f"{prefix}p2-1-b", f"{prefix}p3-1-c"]
+    # Each with the read-only view its consumer mounts.
+    volumes = [f"{prefix}p1-1-a", f"{prefix}p2-1-b", f"{prefix}p3-1-c"]
+    assert created == sorted([*volumes, *(f"{v}-ro" for v in volumes)])
     assert volume_events(docker_client, since, prefix, "destroy") == created
 
 

@@ -264,3 +264,25 @@ def test_no_policy_can_mount_the_host_volumes():
     for mode in ("ro", "rw"):
         assert never_mountable(hostvolumes.ROOT / "sandbox-orch-x", mode) is not None
         assert never_mountable(hostvolumes.ROOT.parent, mode) is not None
+
+
+def test_an_artifact_whose_use_cannot_be_measured_fails_its_node(tmp_path, monkeypatch):
+    """Fail closed: a holder that cannot answer (`stat -f`, `du`) does not pass the node."""
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    plan, sandboxes = admitted(HANDOFF)
+    backend = MemoryBackend()  # the "engine" store: the holder is asked
+
+    async def broken(container_id: str, argv: list[str]) -> tuple[int, bytes]:
+        return 1, b""
+
+    backend.run_in = broken
+    report = asyncio.run(
+        run_plan(plan, default_policy(), sandboxes, backend, "r1", lambda e: None, asyncio.Event())
+    )
+    node = report.results["nodes"]["make"]
+    assert node["status"] == "failed", node
+    assert node["reason"] == (
+        "artifact 'dist': its use could not be measured (the holder's `stat -f` and `du` "
+        "exited 1, printing b'')"
+    )
+    assert report.results["nodes"]["use"]["status"] == "skipped"
