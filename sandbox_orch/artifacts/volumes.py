@@ -91,6 +91,7 @@ class _Group:
     copy: asyncio.Future[None] | None = None
     released: set[str] = field(default_factory=set)  # artifact names already removed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    stuck: bool = False  # a removal failed: left for the run's sweep
 
     @property
     def live(self) -> list[HeldVolume]:
@@ -176,12 +177,12 @@ class ArtifactVolumes:
     async def _drain(self) -> None:
         """Wait for every release that is due, and the copies they wait for."""
         while True:
+            # Due now, even if a finished copy's callback has not run yet.
+            self._release_unneeded()
             copies = [
                 g.copy
                 for g in self._groups
-                if g.copy is not None
-                and not g.copy.done()
-                and any(not self.lifetimes.needed(v.node, v.name) for v in g.live)
+                if g.copy is not None and not g.copy.done() and self._due(g, copied=False)
             ]
             pending = [*copies, *self._releases]
             if not pending:
@@ -321,12 +322,20 @@ class ArtifactVolumes:
 
     def _release_unneeded(self) -> None:
         for group in list(self._groups):
-            if group.copy is not None and not group.copy.done():
-                continue  # released once copied (the copy's callback asks again)
-            if any(not self.lifetimes.needed(v.node, v.name) for v in group.live):
+            if self._due(group, copied=True):  # a duplicate waits, then finds nothing
                 task = asyncio.ensure_future(self._release(group, whole=False))
                 self._releases.add(task)
                 task.add_done_callback(self._releases.discard)
+
+    def _due(self, group: _Group, copied: bool) -> bool:
+        """Whether `_release` would remove something of the group now (`copied`: and its
+        copy is done; a release waits for it, the copy's callback asks again)."""
+        if group.stuck or (copied and group.copy is not None and not group.copy.done()):
+            return False
+        unneeded = [v for v in group.live if not self.lifetimes.needed(v.node, v.name)]
+        if group.holder is not None:  # a holder's volumes go together
+            return bool(unneeded) and len(unneeded) == len(group.live)
+        return bool(unneeded)
 
     async def _release(self, group: _Group, whole: bool) -> None:
         """Remove the group's volumes that nothing needs (all of them if `whole`). A
@@ -351,6 +360,7 @@ class ArtifactVolumes:
                         del self.current[(volume.node, volume.name)]
             except BackendError as error:  # kept, and reserved, until the run's sweep
                 log.warning("releasing artifact volumes of %s: %s", group.node, error)
+                group.stuck = True
                 return
             if not group.live:
                 self._groups.remove(group)

@@ -174,7 +174,7 @@ nodes:
 def test_a_chain_of_producers_fits_a_ceiling_of_two_volumes_by_releasing(store):
     run = Run(CHAIN, policy_with_total(2), store)
     report = run.go()
-    assert report.status.value == "succeeded", report.results["nodes"]
+    assert report.status.value == "succeeded", {n: v["reason"] for n, v in report.results["nodes"].items()}
     # Each node sees only its input and its own volume: the one before was released.
     assert held(run, "p2#1") == {"1-a", "1-b"}
     assert held(run, "p3#1") == {"1-b", "1-c"}
@@ -228,7 +228,7 @@ def test_a_volume_stays_while_a_consumer_may_still_mount_it_then_goes(store, mad
 
     run.script = script
     report = run.go()
-    assert report.status.value == "succeeded", report.results["nodes"]
+    assert report.status.value == "succeeded", {n: v["reason"] for n, v in report.results["nodes"].items()}
     assert held(run, "c1#1") == held(run, "c2#1") == {"1-a"}  # c1 done, c2 still to come
     assert run.removed["1-a"] >= {"p", "c1", "c2"} and "after" not in run.removed["1-a"]
     if store is None:
@@ -369,3 +369,26 @@ def test_an_unset_ceiling_is_four_artifacts(tmp_path):
     path.write_text("version: 1\nname: p\nlimits: {artifacts_total: lots}\n")
     with pytest.raises(InputRefused, match="artifacts_total"):
         load_policy(path)
+
+
+def test_an_interrupt_mid_chain_still_removes_every_volume_view_and_holder(store):
+    """Ctrl-C while p3 runs: some volumes were released, others are held; close() removes
+    what is left, releases under way included."""
+    stop = asyncio.Event()
+    run = Run(CHAIN, policy_with_total(2), store)
+
+    def script(spec: ContainerSpec) -> Outcome:
+        if spec.labels[NODE_LABEL] == "p3":
+            stop.set()
+            return Outcome(hang=True)
+        return Outcome()
+
+    run.script = script
+    report = asyncio.run(
+        run_plan(run.plan, run.policy, run.sandboxes, run.backend, "r1", lambda e: None, stop)
+    )
+    assert report.status.value == "cancelled"
+    assert report.results["nodes"]["p3"]["status"] == "cancelled"
+    assert run.backend.volumes == {} and run.backend.containers == {}
+    if store is not None:
+        assert list(store.iterdir()) == []
