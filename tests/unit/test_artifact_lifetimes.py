@@ -174,7 +174,9 @@ nodes:
 def test_a_chain_of_producers_fits_a_ceiling_of_two_volumes_by_releasing(store):
     run = Run(CHAIN, policy_with_total(2), store)
     report = run.go()
-    assert report.status.value == "succeeded", {n: v["reason"] for n, v in report.results["nodes"].items()}
+    assert report.status.value == "succeeded", {
+        n: v["reason"] for n, v in report.results["nodes"].items()
+    }
     # Each node sees only its input and its own volume: the one before was released.
     assert held(run, "p2#1") == {"1-a", "1-b"}
     assert held(run, "p3#1") == {"1-b", "1-c"}
@@ -228,7 +230,9 @@ def test_a_volume_stays_while_a_consumer_may_still_mount_it_then_goes(store, mad
 
     run.script = script
     report = run.go()
-    assert report.status.value == "succeeded", {n: v["reason"] for n, v in report.results["nodes"].items()}
+    assert report.status.value == "succeeded", {
+        n: v["reason"] for n, v in report.results["nodes"].items()
+    }
     assert held(run, "c1#1") == held(run, "c2#1") == {"1-a"}  # c1 done, c2 still to come
     assert run.removed["1-a"] >= {"p", "c1", "c2"} and "after" not in run.removed["1-a"]
     if store is None:
