@@ -932,30 +932,48 @@ def test_retried_producer_host_copy_is_the_last_attempts(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def test_a_host_volume_is_capped_private_and_removed():
-    """What `hostvolumes.mount` makes: a tmpfs of the size asked, the node's alone
-    (owner, 0700, below a root-only directory), nosuid and nodev, and gone when unmounted."""
+    """What `hostvolumes.mount` makes: a tmpfs of the size asked and of 1024 inodes, the
+    node's alone (owner, 0700, below a root-only directory), noexec, nosuid and nodev, and
+    gone when unmounted; and its read-only view for consumers, read-only at its source."""
     name = unique("sandbox-orch-test-volume")
     path = hostvolumes.mount(name, 1 * MIB, "10001:10001")
+    view = None
     try:
         assert os.path.ismount(path)
         info = path.stat()
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (10001, 10001, 0o700)
         assert stat.S_IMODE(hostvolumes.ROOT.stat().st_mode) == 0o700
-        (mount_line,) = [
-            line.split()
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4] == str(path)
-        ]
-        assert {"nosuid", "nodev"} <= set(mount_line[5].split(",")) and "tmpfs" in mount_line
+        flags, options = mount_options(path)
+        assert {"noexec", "nosuid", "nodev", "rw"} <= flags and "nr_inodes=1024" in options
+        assert os.statvfs(path).f_files == 1024
         with pytest.raises(OSError) as full:
             (path / "big").write_bytes(bytes(2 * MIB))
         assert full.value.errno == errno.ENOSPC
         with pytest.raises(FileExistsError):
             hostvolumes.mount(name, 1 * MIB, "10001:10001")  # a name is never reused
+
+        view = hostvolumes.view(f"{name}-ro", path)
+        assert {"ro", "noexec", "nosuid", "nodev"} <= mount_options(view)[0]
+        assert (view / "big").exists()  # the same files
+        with pytest.raises(OSError) as refused:
+            (view / "new").write_bytes(b"x")
+        assert refused.value.errno == errno.EROFS
     finally:
+        if view is not None:
+            hostvolumes.unmount(f"{name}-ro")
         hostvolumes.unmount(name)
-    assert not path.exists()
+    assert not path.exists() and not (view and view.exists())
     hostvolumes.unmount(name)  # already gone: not an error
+
+
+def mount_options(path: Path) -> tuple[set[str], str]:
+    """(per-mount flags, file system options) of the mount at `path`, from mountinfo."""
+    (fields,) = [
+        line.split()
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4] == str(path)
+    ]
+    return set(fields[5].split(",")), fields[-1]
 
 
 @pytest.mark.parametrize("setting", ["auto", "engine", "host"])
