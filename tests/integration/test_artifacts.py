@@ -381,7 +381,10 @@ DEEP = "/".join(["x"] * 140)  # past the copy's depth limit (128)
 NAME = "n" * 250
 # Half again as many tries as the volume has inodes, each counted only if it worked (one
 # that fails for another reason does not end the loop early).
-ATTEMPTS = "i=0; made=0; while [ $i -lt 1536 ]; do {make} && made=$((made+1)); i=$((i+1)); done; echo made $made"
+ATTEMPTS = (
+    "i=0; made=0; while [ $i -lt 1536 ]; do {make} && made=$((made+1)); i=$((i+1)); done; "
+    "echo made $made"
+)
 HOSTILE_NODES = {
     # Holes: an apparent size far past the cap, in no blocks at all.
     "sparse": "echo ok > /out/d/a && truncate -s 64M /out/d/big && ls -ls /out/d",
