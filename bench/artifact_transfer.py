@@ -92,8 +92,10 @@ from bench.common import (
     verdict,
     volumes_labelled,
 )
-from sandbox_orch import artifacts, orchestrator, store
+from sandbox_orch import orchestrator, store
 from sandbox_orch.artifacts import ArtifactVolumes
+from sandbox_orch.artifacts import copy as artifact_copy
+from sandbox_orch.artifacts import volumes as artifacts  # the module whose globals run copies
 from sandbox_orch.backend import VolumeMount
 from sandbox_orch.backend.docker import DockerBackend, VolumeSetting, _ChunkReader, connect
 from sandbox_orch.execution import NODE_LABEL, OWNER_LABEL, NodeRunner
@@ -227,9 +229,9 @@ class Bench:
         around(self.backend, "create_volume", timed("volume create"))
         around(NodeRunner, "_start_holder", timed("holder create + start"))
         # The copy to the host runs in the background (`_copy`), after a cheap cap check
-        # (`full`); the run waits for copies at close.
+        # (`over_limits`); the run waits for copies at close.
         around(ArtifactVolumes, "_copy", timed("copy-out"))
-        around(ArtifactVolumes, "full", timed("cap check"))
+        around(ArtifactVolumes, "over_limits", timed("cap check"))
         around(artifacts, "copy_tree", timed("copy_tree"))  # host volumes' copy
         around(NodeRunner, "close", timed("close"))
         around(orchestrator, "build_results", timed("build_results"))
@@ -258,19 +260,25 @@ class Bench:
         artifacts.extract = extract
         self._restore_extract = lambda: setattr(artifacts, "extract", original_extract)
 
-        # The engine's archive: the request (until the response headers), then the stream.
+        # The engine's archive (DockerBackend.export: the SDK's get_archive, unrolled to
+        # hold the response): the request (until the response headers), then the stream.
         api = self.backend.client.api
-        get_archive = api.get_archive
+        get, stream_raw = api._get, api._stream_raw_result
 
-        def timed_get_archive(*a: Any, **kw: Any) -> Any:
+        def timed_get(url: str, *a: Any, **kw: Any) -> Any:
             began = time.perf_counter()
             try:
-                chunks, stat = get_archive(*a, **kw)
+                return get(url, *a, **kw)
             finally:
-                self.engine_a.add("get_archive (until headers)", time.perf_counter() - began)
-            return self._timed_stream(chunks), stat
+                if url.endswith("/archive"):
+                    took = time.perf_counter() - began
+                    self.engine_a.add("get_archive (until headers)", took)
 
-        api.get_archive = timed_get_archive
+        def timed_stream_raw(response: Any, *a: Any, **kw: Any) -> Any:
+            chunks = stream_raw(response, *a, **kw)
+            return self._timed_stream(chunks) if "/archive?" in response.url else chunks
+
+        api._get, api._stream_raw_result = timed_get, timed_stream_raw
 
     def _timed_stream(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """The archive's chunks, with the time spent waiting for each one."""
@@ -409,12 +417,12 @@ def offline_copy_out(size: int, home: Path, repeats: int = 3) -> dict[str, float
     payload = memoryview(data)[512 : 512 + size]
 
     def extract_all() -> None:
-        artifacts.extract(_ChunkReader(iter(chunks)), home / "offline" / ARTIFACT)
+        artifact_copy.extract(_ChunkReader(iter(chunks)), home / "offline" / ARTIFACT)
 
     def write_all() -> None:
         with open(home / "offline.bin", "wb") as target:
-            for offset in range(0, size, artifacts.CHUNK):
-                target.write(payload[offset : offset + artifacts.CHUNK])
+            for offset in range(0, size, artifact_copy.CHUNK):
+                target.write(payload[offset : offset + artifact_copy.CHUNK])
 
     figures = {}
     for name, work in (

@@ -12,6 +12,7 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .artifacts.lifetimes import certain_peak
 from .containerpaths import forbidden_target, forbidden_workdir
 from .envnames import denied_env
 from .errors import InputRefused, Problem
@@ -63,6 +64,7 @@ def admit_node(
     _check_runtime(node, policy, before)
     _check_artifact_paths(node, before)
     _check_distinct_targets(node, policy, before)
+    _check_artifacts_total(node, policy, before)
     _check_network(node, policy, before)
     _check_secrets(node, policy, before, environ)
     _check_env(node, policy, before)
@@ -133,6 +135,22 @@ def _check_distinct_targets(node: PlannedNode, policy: Policy, refuse: Refuse) -
         if path in taken:
             refuse((*node.loc, *loc), f"{path} is already the target of {taken[path]}")
         taken.setdefault(path, dotted(loc))
+
+
+def _check_artifacts_total(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    """A node whose own volumes and inputs are more than the run may hold at once can
+    never run as planned (a retry's volumes replace, never add to, the last attempt's)."""
+    cap, total = policy.limits.artifacts, policy.limits.artifacts_total
+    peak = certain_peak(node, cap)
+    if node.artifacts and peak > total:
+        loc = (*node.loc, "outputs", "artifacts")
+        count = len(node.artifacts), len({(i.producer, i.name) for i in node.inputs})
+        refuse(
+            loc,
+            f"its {count[0]} artifact(s) and {count[1]} input(s) hold {format_size(peak)} at "
+            f"once ({format_size(cap)} each), above the policy's artifacts_total "
+            f"({format_size(total)})",
+        )
 
 
 def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:

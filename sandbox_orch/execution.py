@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .artifacts import ArtifactVolumes
+from .artifacts import ArtifactsRefused, ArtifactVolumes
 from .backend import Backend, BackendError, ContainerSpec
 from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .capture import NodeOutput
@@ -157,6 +157,8 @@ class NodeRunner:
         output = NodeOutput(sandbox.output_limit)
         started_at, clock = datetime.now(UTC), time.monotonic()
         container_id: str | None = None
+        held = False  # volumes of its own were made for this attempt
+        full: list[str] = []  # why they are over the policy's limits
 
         def finished(
             status: NodeStatus, exit_code: int | None, oom: bool, reason: str | None
@@ -180,12 +182,15 @@ class NodeRunner:
             spec = self.spec(node, sandbox, number)
             spec = await self._with_egress_and_secrets(spec, node, sandbox)
             spec = await self._with_artifacts(spec, node, sandbox, number)
+            held = bool(node.artifacts) and self.artifacts is not None
             container_id = await self._create(spec)
             await self.backend.start(container_id, output)
             status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
             full = await self._artifacts_full(node, sandbox)
         except (BackendError, SecretUnavailable) as error:
             status, exit_code, oom, reason = NodeStatus.ERRORED, None, False, str(error)
+        except ArtifactsRefused as error:  # refused before its container was created
+            status, exit_code, oom, reason = NodeStatus.FAILED, None, False, str(error)
         except asyncio.CancelledError:
             # Stopped from outside: what it did so far still belongs in the results.
             raise AttemptCancelled(
@@ -195,7 +200,7 @@ class NodeRunner:
             if container_id is not None:
                 await asyncio.shield(self._dispose(container_id))
         attempt = finished(status, exit_code, oom, reason)
-        if status != NodeStatus.ERRORED and self.artifacts is not None and node.artifacts:
+        if held and status != NodeStatus.ERRORED and self.artifacts is not None:
             if full and attempt.status == NodeStatus.SUCCEEDED:
                 attempt.status, attempt.reason = NodeStatus.FAILED, "; ".join(full)
             self.artifacts.copy_in_background(node, attempt)
@@ -233,11 +238,13 @@ class NodeRunner:
         """Its own fresh artifact volumes (read-write), its inputs (read-only)."""
         if self.artifacts is None or not (node.artifacts or node.inputs):
             return spec
-        own = await self.artifacts.for_producer(node, sandbox, attempt, self._start_holder)
+        own = await self.artifacts.for_producer(
+            node, sandbox, attempt, self._start_holder, self._dispose
+        )
         return dataclasses.replace(spec, volumes=own + self.artifacts.for_consumer(node))
 
     async def _start_holder(self, spec: ContainerSpec) -> str:
-        """Start a holder; it stays (in the ledger) until the run closes."""
+        """Start a holder; it stays (in the ledger) until its volumes are released."""
         holder = await self._create(spec)
         await self.backend.start(holder, None)  # it prints nothing: no output stream
         return holder
@@ -245,7 +252,7 @@ class NodeRunner:
     async def _artifacts_full(self, node: PlannedNode, sandbox: Sandbox) -> list[str]:
         if self.artifacts is None or not node.artifacts:
             return []
-        return await self.artifacts.full(node, sandbox.artifact_limit)
+        return await self.artifacts.over_limits(node, sandbox.artifact_limit)
 
     async def _create(self, spec: ContainerSpec) -> str:
         """Create (from the image's pinned id), recording the id in the ledger the moment

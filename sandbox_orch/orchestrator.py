@@ -20,7 +20,7 @@ from .backend import Backend, BackendError, ImageMissing
 from .bounded.evaluator import Evaluator
 from .egress import EgressProxy
 from .errors import InfrastructureError
-from .events import Emit, Event, RunFinished, RunStarted, event_json
+from .events import Emit, Event, NodeFinished, RunFinished, RunStarted, event_json
 from .execution import OWNER_LABEL, RUN_LABEL, NodeRunner
 from .planning import Plan, PlannedNode
 from .policy import Policy
@@ -119,7 +119,7 @@ async def run_plan(
     run = _RunResources.open(
         plan, policy, sandboxes, backend, run_id, started_at, with_artifacts, image_ids
     )
-    emit = _redacting(run.keeping_events(emit), run.redactor)
+    emit = run.releasing(_redacting(run.keeping_events(emit), run.redactor))
     scheduler = Scheduler(
         plan,
         sandboxes,
@@ -194,7 +194,10 @@ class _RunResources:
         artifacts = None
         if with_artifacts:
             labels = {RUN_LABEL: run_id, OWNER_LABEL: owner}
-            artifacts = ArtifactVolumes(backend, labels, run_dir(run_id) / "artifacts")
+            artifacts = ArtifactVolumes(
+                backend, labels, run_dir(run_id) / "artifacts", plan.nodes,
+                policy.limits.artifacts_total,
+            )  # fmt: skip
         egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
         secrets = SecretStore(policy.secrets, redactor)
         # Its memory limit grows with the largest output a node may print.
@@ -214,6 +217,19 @@ class _RunResources:
             emit(event)
 
         return keep
+
+    def releasing(self, emit: Emit) -> Emit:
+        """Artifact volumes are released as soon as the nodes that need them finish."""
+        artifacts = self.runner.artifacts
+        if artifacts is None:
+            return emit
+
+        def release(event: Event) -> None:
+            emit(event)
+            if isinstance(event, NodeFinished):
+                artifacts.node_finished(event.node, event.retrying)
+
+        return release
 
     async def close_sandboxes(self) -> list[str]:
         """Remove everything the run created on the engine; stop the egress proxy and

@@ -103,6 +103,7 @@ SCHEMA: dict[str, Any] = {
             "timeout": _DURATION,
             "output": _SIZE,
             "artifacts": _SIZE,
+            "artifacts_total": _SIZE,
         },
     },
     "defaults": {
@@ -125,8 +126,11 @@ class Limits:
     timeout: float
     output: int = 16 * 1024**2
     artifacts: int = 1024**3
+    # All artifact volumes held at once (memory); unset: ARTIFACTS_TOTAL_FACTOR x artifacts.
+    artifacts_total: int = 4 * 1024**3
 
 
+ARTIFACTS_TOTAL_FACTOR = 4
 # What a policy gets where it says nothing: conservative, equal to policies/default.yaml.
 BUILTIN_LIMITS = Limits(cpus=2, memory=2 * 1024**3, pids=512, timeout=1800)
 BUILTIN_DEFAULTS = Limits(cpus=1, memory=512 * 1024**2, pids=256, timeout=600)
@@ -229,11 +233,17 @@ def _policy(document: Document) -> Policy:
 
 
 def _limits(data: dict[str, Any], fallback: Limits) -> Limits:
+    artifacts = parse_size(data.get("artifacts", fallback.artifacts))
     return Limits(
         cpus=parse_cpus(data.get("cpus", fallback.cpus)),
         memory=parse_size(data.get("memory", fallback.memory)),
         pids=parse_count(data.get("pids", fallback.pids)),
         timeout=parse_duration(data.get("timeout", fallback.timeout)),
         output=parse_size(data.get("output", fallback.output)),
-        artifacts=parse_size(data.get("artifacts", fallback.artifacts)),
+        artifacts=artifacts,
+        artifacts_total=(
+            parse_size(data["artifacts_total"])
+            if "artifacts_total" in data
+            else ARTIFACTS_TOTAL_FACTOR * artifacts
+        ),
     )

@@ -879,6 +879,7 @@ _HIGH = {
     "timeout": 6 * 3600.0,
     "output": 256 * 1024**2,
     "artifacts": 16 * 1024**3,
+    "artifacts_total": 32 * 1024**3,  # memory held by a run's artifact volumes at once
     "tmpfs": 1024**3,
 }
 _LIMIT_KEYS = ("cpus", "memory", "pids", "timeout", "output", "artifacts")
@@ -893,7 +894,7 @@ def format_duration(seconds: float) -> str:
 
 
 def _show(key: str, value: float) -> str:
-    if key in ("memory", "output", "artifacts", "tmpfs"):
+    if key in ("memory", "output", "artifacts", "artifacts_total", "tmpfs"):
         return format_size(int(value))
     if key == "timeout":
         return format_duration(value)
@@ -924,6 +925,15 @@ def _check_limits(r: _Review) -> None:
                 (block,),
                 f"{block} {state}: the built-in {noun}s apply: {shown}",
             )
+    total = policy.limits.artifacts_total  # optional: 4 x artifacts when unset
+    if r.has(("limits", "artifacts_total")) and total > _HIGH["artifacts_total"]:
+        shown = _show("artifacts_total", total)
+        high = _show("artifacts_total", _HIGH["artifacts_total"])
+        r.add(
+            "SO610",
+            ("limits", "artifacts_total"),
+            f"limits.artifacts_total {shown} is above {high}",
+        )
     for key in _DEFAULT_KEYS:
         default, ceiling = getattr(policy.defaults, key), getattr(policy.limits, key)
         if default > ceiling:

@@ -1,6 +1,7 @@
 """Container backends: the only place that talks to an engine."""
 
 from .base import (
+    BYTES_PER_INODE,
     Backend,
     BackendError,
     ContainerSpec,
@@ -14,9 +15,11 @@ from .base import (
     Volume,
     VolumeMount,
     VolumeStore,
+    inode_limit,
 )
 
 __all__ = [
+    "BYTES_PER_INODE",
     "Backend",
     "BackendError",
     "ContainerSpec",
@@ -30,4 +33,5 @@ __all__ = [
     "Volume",
     "VolumeMount",
     "VolumeStore",
+    "inode_limit",
 ]

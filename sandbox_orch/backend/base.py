@@ -26,6 +26,16 @@ ALL_KINDS: tuple[ResourceKind, ...] = ("container", "network", "volume")
 # Where a volume's content lives: "host", a mount on this host that keeps it with no
 # container; "engine", inside the engine, kept only while some container mounts it.
 VolumeStore = Literal["host", "engine"]
+# A volume's size does not bound its number of files (empty files and directories cost a
+# tmpfs no blocks), so every volume also gets at most one inode per page of its size: a
+# non-empty file costs a page anyway, so only empty entries ever meet this bound first.
+BYTES_PER_INODE = 4096
+MIN_INODES = 1024
+
+
+def inode_limit(size: int) -> int:
+    """How many files and directories (its root included) a volume of `size` may hold."""
+    return max(MIN_INODES, size // BYTES_PER_INODE)
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,14 @@ class Backend(ABC):
         self, name: str, labels: dict[str, str], size: int, owner: str
     ) -> Volume:
         """A size-capped, memory-backed volume (it cannot fill the host disk), writable by
-        `owner` ("uid:gid")."""
+        `owner` ("uid:gid"), holding at most `inode_limit(size)` inodes, mounted
+        noexec, nosuid and nodev."""
+
+    @abstractmethod
+    async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
+        """A read-only, noexec, nosuid, nodev view of `volume`, for its consumers. It is
+        read-only at its source: mount it with `read_only=False`, since a read-only mount
+        of it (runc remounts it read-only) would drop noexec, nosuid and nodev."""
 
     @abstractmethod
     async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
 import docker
@@ -39,6 +40,7 @@ from .base import (
     SettingsDiffer,
     Volume,
     VolumeStore,
+    inode_limit,
 )
 
 T = TypeVar("T")
@@ -384,11 +386,9 @@ class DockerBackend(Backend):
         if await self.volume_store() == "host":
             return await self._call(self._create_host_volume, name, labels, size, owner)
         uid, gid = owner.split(":")
-        options = {
-            "type": "tmpfs",
-            "device": "tmpfs",
-            "o": f"size={size},uid={uid},gid={gid},mode=0700",
-        }
+        # The local driver turns noexec/nosuid/nodev into mount flags, as hostvolumes does.
+        tmpfs = f"size={size},nr_inodes={inode_limit(size)},uid={uid},gid={gid},mode=0700"
+        options = {"type": "tmpfs", "device": "tmpfs", "o": f"{tmpfs},noexec,nosuid,nodev"}
         created = await self._call(
             self._api.create_volume, name, driver="local", driver_opts=options, labels=labels
         )
@@ -402,6 +402,27 @@ class DockerBackend(Backend):
         self._api.create_volume(name, driver="local", driver_opts=options, labels=labels)
         try:
             return Volume(name, hostvolumes.mount(name, size, owner))
+        except BaseException:
+            self._api.remove_volume(name, force=True)
+            raise
+
+    async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
+        if volume.host_path is not None:
+            return await self._call(self._create_host_view, name, volume.host_path, labels)
+        # The engine's own volume is mounted (by its holder) at its mountpoint; the local
+        # driver binds it there and remounts the bind with all these flags.
+        source = (await self._call(self._api.inspect_volume, volume.name))["Mountpoint"]
+        options = {"type": "none", "device": source, "o": "bind,ro,noexec,nosuid,nodev"}
+        created = await self._call(
+            self._api.create_volume, name, driver="local", driver_opts=options, labels=labels
+        )
+        return Volume(str(created["Name"]))
+
+    def _create_host_view(self, name: str, source: Path, labels: dict[str, str]) -> Volume:
+        options = {"type": "none", "o": "bind", "device": str(hostvolumes.path_of(name))}
+        self._api.create_volume(name, driver="local", driver_opts=options, labels=labels)
+        try:
+            return Volume(name, hostvolumes.view(name, source))
         except BaseException:
             self._api.remove_volume(name, force=True)
             raise
@@ -420,8 +441,16 @@ class DockerBackend(Backend):
 
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
         def run() -> T:
-            chunks, _ = self._api.get_archive(container_id, path, chunk_size=1 << 20)
-            return consume(_ChunkReader(chunks))
+            # get_archive, but holding the response: a consumer that stops early (an
+            # artifact past its budget, e.g. a sparse 1T file the engine would stream as
+            # zeros) closes it, so the engine stops sending instead of streaming on.
+            url = self._api._url("/containers/{0}/archive", container_id)
+            response = self._api._get(url, params={"path": path}, stream=True)
+            try:
+                chunks = self._api._stream_raw_result(response, 1 << 20, False)
+                return consume(_ChunkReader(chunks))
+            finally:
+                response.close()
 
         return await self._call(run)
 

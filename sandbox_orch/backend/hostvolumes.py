@@ -21,9 +21,14 @@ import socket
 import struct
 from pathlib import Path
 
+from .base import inode_limit
+
 ROOT = Path("/run/sandbox-orch/volumes")
 _CAP_SYS_ADMIN = 21  # what mount(2) asks for
-_MS_NOSUID, _MS_NODEV = 2, 4
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND = 32, 4096
+# Like /tmp: nothing written by a node is run from here, set-id or a device node.
+_FLAGS = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -76,7 +81,8 @@ def path_of(name: str) -> Path:
 
 
 def mount(name: str, size: int, owner: str) -> Path:
-    """A fresh tmpfs of `size` bytes, owned by `owner` ("uid:gid"), mode 0700."""
+    """A fresh tmpfs of `size` bytes and `inode_limit(size)` inodes, owned by `owner`
+    ("uid:gid"), mode 0700, noexec, nosuid and nodev."""
     uid, gid = (int(part) for part in owner.split(":"))
     for directory in (ROOT.parent, ROOT):
         directory.mkdir(mode=0o700, exist_ok=True)
@@ -85,11 +91,29 @@ def mount(name: str, size: int, owner: str) -> Path:
         directory.chmod(0o700)  # root's alone, whoever made it first
     path = path_of(name)
     path.mkdir(mode=0o700)  # exists already: a name reused, refused
-    options = f"size={size},uid={uid},gid={gid},mode=0700"
-    if _libc.mount(b"tmpfs", bytes(path), b"tmpfs", _MS_NOSUID | _MS_NODEV, options.encode()):
+    options = f"size={size},nr_inodes={inode_limit(size)},uid={uid},gid={gid},mode=0700"
+    if _libc.mount(b"tmpfs", bytes(path), b"tmpfs", _FLAGS, options.encode()):
         error = ctypes.get_errno()
         path.rmdir()
         raise OSError(error, f"mounting a tmpfs: {os.strerror(error)}", str(path))
+    return path
+
+
+def view(name: str, source: Path) -> Path:
+    """A read-only, noexec, nosuid, nodev bind of the volume at `source`, as volume `name`:
+    what consumers mount (a bind keeps its source mount's flags, a later read-only remount
+    by the runtime would not)."""
+    path = path_of(name)
+    path.mkdir(mode=0o700)  # exists already: a name reused, refused
+    flags = _MS_BIND | _FLAGS
+    if _libc.mount(bytes(source), bytes(path), None, _MS_BIND, None) or _libc.mount(
+        None, bytes(path), None, flags | _MS_REMOUNT | _MS_RDONLY, None
+    ):
+        error = ctypes.get_errno()
+        if os.path.ismount(path):
+            _libc.umount2(bytes(path), _MNT_DETACH)
+        path.rmdir()
+        raise OSError(error, f"binding a read-only view: {os.strerror(error)}", str(path))
     return path
 
 

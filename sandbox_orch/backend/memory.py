@@ -162,7 +162,10 @@ class MemoryBackend(Backend):
         if resource.kind == "volume":
             self.volumes.pop(resource.id, None)
             if self.volume_root is not None:
-                shutil.rmtree(self.volume_root / resource.id, ignore_errors=True)
+                path = self.volume_root / resource.id
+                if path.is_symlink():
+                    path.unlink()  # a view
+                shutil.rmtree(path, ignore_errors=True)
         else:
             await self.remove(resource.id)
 
@@ -179,9 +182,19 @@ class MemoryBackend(Backend):
         path.mkdir(parents=True)
         return Volume(name, path)
 
+    async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
+        """Another name for the same directory (nothing here enforces read-only)."""
+        self.volumes[name] = labels
+        if self.volume_root is None:
+            return Volume(name)
+        path = self.volume_root / name
+        path.symlink_to(volume.name)
+        return Volume(name, path)
+
     async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
-        """Answers `stat -f` as an empty file system would (nodes write nothing here)."""
-        return 0, b"1000 1000\n"
+        """Answers the holder's usage question (`stat -f`, `du`) as an empty volume would:
+        in memory, nodes write nothing there."""
+        return 0, b"1000 1000 1024 1023\n0\t/held\n"
 
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
         """An empty archive: in memory, nodes write no files."""

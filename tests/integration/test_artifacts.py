@@ -372,6 +372,289 @@ def test_artifact_over_the_policy_ceiling_fails_inside_and_spares_the_host(
     assert record["sha256"] == artifact_digest(files)
 
 
+# --- what a hostile producer can make of its volume: holes, inodes, depth, exec ------------
+
+RUNTIMES = ("runc", "runsc")
+CAP = 1 * MIB
+ENTRIES = 1023  # inode_limit(1 MiB) - the volume's root
+DEEP = "/".join(["x"] * 140)  # past the copy's depth limit (128)
+NAME = "n" * 250
+# Half again as many tries as the volume has inodes, each counted only if it worked (one
+# that fails for another reason does not end the loop early).
+ATTEMPTS = (
+    "i=0; made=0; while [ $i -lt 1536 ]; do {make} && made=$((made+1)); i=$((i+1)); done; "
+    "echo made $made"
+)
+HOSTILE_NODES = {
+    # Holes: an apparent size far past the cap, in no blocks at all.
+    "sparse": "echo ok > /out/d/a && truncate -s 64M /out/d/big && ls -ls /out/d",
+    "terabyte": "truncate -s 1T /out/d/huge && ls -ls /out/d",
+    # A sparse file deep down, reached through hard links near the top.
+    "deep": f"mkdir -p /out/d/{DEEP} && truncate -s 64M /out/d/{DEEP}/s && "
+    f"ln /out/d/{DEEP}/s /out/d/link1 && ln /out/d/{DEEP}/s /out/d/link2",
+    # Inodes: empty files, empty directories and long names cost a tmpfs no blocks.
+    "files": ATTEMPTS.format(make="true 2>/dev/null > /out/d/f$i"),
+    "dirs": ATTEMPTS.format(make="mkdir /out/d/d$i 2>/dev/null"),
+    "names": ATTEMPTS.format(make=f"true 2>/dev/null > /out/d/{NAME}$i"),
+}
+# Nothing written into an artifact volume runs from it: a binary or a script, in the
+# producer's own volume and in a consumer's read-only input.
+EXEC = (
+    "cp /bin/true {d}/t 2>/dev/null; printf '#!/bin/sh\\necho SCRIPT-RAN\\n' > {d}/s.sh 2>/dev/null; "
+    "chmod +x {d}/t {d}/s.sh 2>/dev/null; {d}/t && echo BIN-RAN; {d}/s.sh; grep ' {d} ' /proc/mounts"
+)
+
+
+def hostile_workflow() -> str:
+    nodes = {
+        name: {"command": command, "outputs": {"artifacts": [{"name": "d", "path": "/out/d"}]}}
+        for name, command in HOSTILE_NODES.items()
+    }
+    nodes["exec"] = {
+        "command": EXEC.format(d="/out/d"),
+        "outputs": {"artifacts": [{"name": "d", "path": "/out/d"}]},
+    }
+    nodes["exec-input"] = {
+        "needs": ["exec"],
+        "command": EXEC.format(d="/in/d"),
+        "inputs": [{"from": "exec/d", "path": "/in/d"}],
+    }
+    return yaml.safe_dump({"version": 1, "name": "hostile", "fail_fast": False, "nodes": nodes})
+
+
+def small_artifacts_policy(directory: Path, runtime: str, total: str = "64m") -> Path:
+    policy = yaml.safe_load(DEFAULT_POLICY.read_text())
+    policy["limits"]["artifacts"] = "1m"
+    policy["limits"]["artifacts_total"] = total
+    policy["isolation"]["oci_runtime"] = runtime
+    path = directory / f"small-artifacts-{runtime}-{total}.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+_HOSTILE: dict[tuple[str, str], tuple[CliResult, float]] = {}
+
+
+@pytest.fixture(params=RUNTIMES)
+def hostile(request, workdir, built_images, docker_client, volume_store):
+    """The hostile workflow, run once per (volume store, runtime) for the tests below."""
+    key = (volume_store, request.param)
+    if key not in _HOSTILE:
+        policy = small_artifacts_policy(workdir, request.param)
+        started = time.monotonic()
+        result = run_workflow(
+            workdir, hostile_workflow(), "--policy", str(policy), "--max-parallel", "4"
+        )
+        took = time.monotonic() - started
+        assert result.results is not None, result.stdout + result.stderr
+        no_leftovers(docker_client, result)
+        _HOSTILE[key] = (result, took)
+    return (*_HOSTILE[key], request.param)
+
+
+def host_copy_of(node: dict) -> dict[str, os.stat_result]:
+    (record,) = node["artifacts"]
+    return host_tree(Path(record["path"]))
+
+
+def assert_bounded_on_host(node: dict) -> dict[str, os.stat_result]:
+    """What reached the host: regular files and directories only, at most the cap in
+    content (apparent and allocated) and at most the entry limit."""
+    tree = host_copy_of(node)
+    assert all(_plain(entry) for entry in tree.values())
+    assert len(tree) <= ENTRIES, len(tree)
+    files = [e for e in tree.values() if stat.S_ISREG(e.st_mode)]
+    assert sum(e.st_size for e in files) <= CAP
+    allocated = sum(e.st_blocks * 512 for e in tree.values())
+    assert allocated <= CAP + (len(tree) + 1) * 4096, allocated  # a page per entry at most
+    depth = max((p.count("/") + 1 for p in tree), default=0)
+    assert depth <= 128
+    return tree
+
+
+@pytest.mark.parametrize("name", ["sparse", "terabyte", "deep"])
+def test_sparse_files_fail_the_node_and_are_never_expanded_on_the_host(hostile, name):
+    result, took, _ = hostile
+    assert took < 150, f"the run took {took:.0f}s"  # a 1T file was never streamed
+    node = result.node(name)
+    assert node["status"] == "failed" and node["exit_code"] == 0, node
+    assert "artifact 'd' holds " in node["reason"]
+    assert (
+        "(apparent size, holes included), above the policy's artifacts limit (1m)"
+        in (node["reason"])
+    )
+    (record,) = node["artifacts"]
+    assert record["complete"] is False
+    stops = [v["detail"] for v in node["violations"] if "the copy stopped here" in v["detail"]]
+    assert len(stops) == 1 and "would pass the artifact's limit (1m" in stops[0], stops
+    tree = assert_bounded_on_host(node)
+    if name == "sparse":
+        assert [p for p, e in tree.items() if stat.S_ISREG(e.st_mode)] == ["a"]
+        assert stops[0].startswith("d/big: 64m (holes included)")
+    if name == "deep":  # the deep file's first name is copied by neither link
+        assert not [p for p, e in tree.items() if stat.S_ISREG(e.st_mode)]
+
+
+@pytest.mark.parametrize("name", ["files", "dirs", "names"])
+def test_many_entries_fail_the_node_and_reach_the_host_bounded(hostile, name):
+    result, _, _ = hostile
+    node = result.node(name)
+    assert node["status"] == "failed" and node["exit_code"] == 0, node
+    made = int(re.search(r"made (\d+)", node["stdout_tail"])[1])
+    assert made == ENTRIES, node["stdout_tail"]
+    assert f"reached the limit of {ENTRIES} files and directories" in node["reason"]
+    tree = assert_bounded_on_host(node)
+    assert len(tree) == made  # all of them: the copy's budget is the volume's own
+    (record,) = node["artifacts"]
+    assert record["complete"] is True
+
+
+@pytest.mark.parametrize("name", ["exec", "exec-input"])
+def test_a_binary_in_an_artifact_volume_does_not_run(hostile, name):
+    result, _, runtime = hostile
+    node = result.node(name)
+    assert node["status"] == "succeeded", node
+    assert "BIN-RAN" not in node["stdout_tail"]
+    if runtime == "runc":
+        assert re.search(r"/t: Permission denied", node["stderr_tail"]), node["stderr_tail"]
+        lines = [x.split() for x in node["stdout_tail"].splitlines()]
+        (mount,) = [x for x in lines if len(x) > 3 and x[1] in ("/out/d", "/in/d")]
+        assert {"noexec", "nosuid", "nodev"} <= set(mount[3].split(",")), mount
+
+
+# Under gVisor the volume reaches the sandbox as a gofer mount whose options come from the
+# engine's OCI spec, and Docker 20.10 passes no noexec for a volume: gVisor's kernel does
+# not refuse exec(2). The host still refuses to map a file of the noexec tmpfs executable,
+# so a binary cannot run (above); a `#!` script can. (Any interpreter runs a script from a
+# noexec mount anyway, `sh FILE`, under both runtimes: noexec is defence in depth.)
+GVISOR_SCRIPT = "gVisor does not see the host's noexec on a volume; a #! script still runs"
+
+
+@pytest.mark.parametrize("name", ["exec", "exec-input"])
+@pytest.mark.parametrize(
+    "hostile",
+    ["runc", pytest.param("runsc", marks=pytest.mark.xfail(strict=True, reason=GVISOR_SCRIPT))],
+    indirect=True,
+)
+def test_a_script_in_an_artifact_volume_does_not_run(hostile, name):
+    result, _, runtime = hostile
+    node = result.node(name)
+    assert node["status"] == "succeeded", node
+    assert "SCRIPT-RAN" not in node["stdout_tail"], (runtime, node["stdout_tail"])
+    assert re.search(r"/s\.sh: Permission denied", node["stderr_tail"]), node["stderr_tail"]
+
+
+# --- the run-wide ceiling: artifacts_total ------------------------------------------------
+
+CHAIN = """
+version: 1
+name: chain
+nodes:
+  p1:
+    command: "head -c 300000 /dev/urandom > /out/a/blob"
+    outputs: {artifacts: [{name: a, path: /out/a}]}
+  p2:
+    needs: [p1]
+    command: "cp /in/a/blob /out/b/blob"
+    inputs: [{from: p1/a, path: /in/a}]
+    outputs: {artifacts: [{name: b, path: /out/b}]}
+  p3:
+    needs: [p2]
+    command: "cp /in/b/blob /out/c/blob"
+    inputs: [{from: p2/b, path: /in/b}]
+    outputs: {artifacts: [{name: c, path: /out/c}]}
+  p4:
+    needs: [p3]
+    command: "sha256sum /in/c/blob"
+    inputs: [{from: p3/c, path: /in/c}]
+"""
+
+
+def test_a_chain_of_producers_holds_under_a_ceiling_only_met_by_releasing(
+    workdir, built_images, docker_client, volume_store
+):
+    """Two volumes at a time: each node holds its input and its own, so the run succeeds
+    only if every volume goes once its one consumer has finished."""
+    policy = small_artifacts_policy(workdir, "runc", total="2m")
+    since = time.time()
+    result = run_workflow(workdir, CHAIN, "--policy", str(policy))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    run_id = no_leftovers(docker_client, result)
+    digests = {result.node(n)["artifacts"][0]["sha256"] for n in ("p1", "p2", "p3")}
+    assert len(digests) == 1  # the same blob all the way
+    prefix = f"sandbox-orch-{run_id}-"
+    created = volume_events(docker_client, since, prefix, "create")
+    # Each with the read-only view its consumer mounts.
+    volumes = [f"{prefix}p1-1-a", f"{prefix}p2-1-b", f"{prefix}p3-1-c"]
+    assert created == sorted([*volumes, *(f"{v}-ro" for v in volumes)])
+    assert volume_events(docker_client, since, prefix, "destroy") == created
+
+
+PARALLEL = """
+version: 1
+name: parallel
+nodes:
+  one: {command: "echo 1 > /out/a/f", outputs: {artifacts: [{name: a, path: /out/a}]}}
+  two: {command: "echo 2 > /out/a/f", outputs: {artifacts: [{name: a, path: /out/a}]}}
+"""
+
+
+def test_a_producer_past_the_ceiling_fails_with_the_reason_and_starts_nothing(
+    workdir, built_images, docker_client, volume_store
+):
+    policy = small_artifacts_policy(workdir, "runc", total="1m")
+    since = time.time()
+    result = run_workflow(workdir, PARALLEL, "--policy", str(policy), "--max-parallel", "2")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    run_id = no_leftovers(docker_client, result)
+    nodes = {name: result.node(name) for name in ("one", "two")}
+    refused = [n for n, v in nodes.items() if v["status"] == "failed"]
+    assert len(refused) == 1, nodes
+    (name,) = refused
+    other = "two" if name == "one" else "one"
+    assert nodes[other]["status"] == "succeeded"
+    assert (
+        "would take the run's artifacts past the policy's artifacts_total (1m)"
+        in (nodes[name]["reason"])
+    )
+    assert nodes[name]["exit_code"] is None and nodes[name]["artifacts"] == []
+    # Its container (and any volume of its own) was never created.
+    prefix = f"sandbox-orch-{run_id}-"
+    assert volume_events(docker_client, since, prefix, "create") == [f"{prefix}{other}-1-a"]
+    started = [
+        c for c in created_containers(docker_client, since, {"one", "two"})
+        if c.get("sandbox-orch.run") == run_id and c.get("sandbox-orch.role") != "artifact-holder"
+    ]  # fmt: skip
+    assert [c["sandbox-orch.node"] for c in started] == [other]
+
+
+def test_a_node_that_can_never_fit_the_ceiling_is_refused_before_anything_starts(
+    workdir, built_images, docker_client
+):
+    node = unique("producer")
+    policy = small_artifacts_policy(workdir, "runc", total="1m")
+    text = f"""\
+version: 1
+name: too-many
+nodes:
+  {node}:
+    command: "true"
+    outputs:
+      artifacts: [{{name: a, path: /out/a}}, {{name: b, path: /out/b}}]
+"""
+    path = write_workflow(workdir, text)
+    since = time.time()
+    checked = cli("validate", str(path), "--policy", str(policy))
+    ran = cli("run", str(path), "--ci", "--policy", str(policy))
+    assert checked.returncode == 2 and ran.returncode == 2, checked.stderr + ran.stderr
+    assert created_containers(docker_client, since, {node}) == []
+    (line,) = checked.stderr.splitlines()
+    assert line.startswith(
+        f"{path}:{line_of(text, 'artifacts: [')}: nodes.{node}.outputs.artifacts: "
+    )
+    assert "hold 2m at once (1m each), above the policy's artifacts_total (1m)" in line
+
+
 # --- FIFOs and hard links --------------------------------------------------------------
 
 
@@ -655,30 +938,48 @@ def test_retried_producer_host_copy_is_the_last_attempts(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def test_a_host_volume_is_capped_private_and_removed():
-    """What `hostvolumes.mount` makes: a tmpfs of the size asked, the node's alone
-    (owner, 0700, below a root-only directory), nosuid and nodev, and gone when unmounted."""
+    """What `hostvolumes.mount` makes: a tmpfs of the size asked and of 1024 inodes, the
+    node's alone (owner, 0700, below a root-only directory), noexec, nosuid and nodev, and
+    gone when unmounted; and its read-only view for consumers, read-only at its source."""
     name = unique("sandbox-orch-test-volume")
     path = hostvolumes.mount(name, 1 * MIB, "10001:10001")
+    view = None
     try:
         assert os.path.ismount(path)
         info = path.stat()
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (10001, 10001, 0o700)
         assert stat.S_IMODE(hostvolumes.ROOT.stat().st_mode) == 0o700
-        (mount_line,) = [
-            line.split()
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4] == str(path)
-        ]
-        assert {"nosuid", "nodev"} <= set(mount_line[5].split(",")) and "tmpfs" in mount_line
+        flags, options = mount_options(path)
+        assert {"noexec", "nosuid", "nodev", "rw"} <= flags and "nr_inodes=1024" in options
+        assert os.statvfs(path).f_files == 1024
         with pytest.raises(OSError) as full:
             (path / "big").write_bytes(bytes(2 * MIB))
         assert full.value.errno == errno.ENOSPC
         with pytest.raises(FileExistsError):
             hostvolumes.mount(name, 1 * MIB, "10001:10001")  # a name is never reused
+
+        view = hostvolumes.view(f"{name}-ro", path)
+        assert {"ro", "noexec", "nosuid", "nodev"} <= mount_options(view)[0]
+        assert (view / "big").exists()  # the same files
+        with pytest.raises(OSError) as refused:
+            (view / "new").write_bytes(b"x")
+        assert refused.value.errno == errno.EROFS
     finally:
+        if view is not None:
+            hostvolumes.unmount(f"{name}-ro")
         hostvolumes.unmount(name)
-    assert not path.exists()
+    assert not path.exists() and not (view and view.exists())
     hostvolumes.unmount(name)  # already gone: not an error
+
+
+def mount_options(path: Path) -> tuple[set[str], str]:
+    """(per-mount flags, file system options) of the mount at `path`, from mountinfo."""
+    (fields,) = [
+        line.split()
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4] == str(path)
+    ]
+    return set(fields[5].split(",")), fields[-1]
 
 
 @pytest.mark.parametrize("setting", ["auto", "engine", "host"])

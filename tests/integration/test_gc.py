@@ -136,9 +136,10 @@ def test_gc_during_a_live_run_leaves_it_alone(workdir, built_images, docker_clie
 def test_gc_removes_a_killed_runs_artifact_volumes_and_host_mounts(
     workdir, built_images, docker_client, monkeypatch, store
 ):
-    """A run killed with SIGKILL cleans nothing: its artifact volume (and, when volumes
-    live on this host, the tmpfs mounted for it) stays until gc, which removes both. A
-    SIGINT, in contrast, leaves nothing at all."""
+    """A run killed with SIGKILL cleans nothing: its artifact volume and the read-only
+    view its consumer would mount (and, when volumes live on this host, the tmpfs and the
+    bind mounted for them) stay until gc, which removes them. A SIGINT, in contrast,
+    leaves nothing at all."""
     monkeypatch.setenv(VOLUMES_ENV, store)
     path = write_workflow(
         workdir,
@@ -150,6 +151,10 @@ def test_gc_removes_a_killed_runs_artifact_volumes_and_host_mounts(
             command: "echo kept > /out/d/f; sleep 60"
             outputs:
               artifacts: [{name: d, path: /out/d}]
+          consumer:
+            needs: [producer]
+            command: "cat /in/d/f"
+            inputs: [{from: producer/d, path: /in/d}]
         """,
     )
     for signum in (signal.SIGINT, signal.SIGKILL):
@@ -158,7 +163,7 @@ def test_gc_removes_a_killed_runs_artifact_volumes_and_host_mounts(
             run_id = read_events_until(proc, "node_started")[0]["run_id"]
             wait_for_running_container(docker_client, run_id, "producer")
             mounts = sorted(hostvolumes.ROOT.glob(f"sandbox-orch-{run_id}-*"))
-            assert len(mounts) == (1 if store == "host" else 0), mounts
+            assert len(mounts) == (2 if store == "host" else 0), mounts  # volume, view
             assert all(os.path.ismount(m) for m in mounts)
         finally:
             code, _out, err = interrupt(proc, signum)
@@ -169,7 +174,7 @@ def test_gc_removes_a_killed_runs_artifact_volumes_and_host_mounts(
             continue
         assert code == -signal.SIGKILL
         left = labelled_leftovers(docker_client, run_id)
-        assert any(item.startswith("volume ") for item in left), left
+        assert len([item for item in left if item.startswith("volume ")]) == 2, left
         assert all(os.path.ismount(m) for m in mounts)
 
         collected = cli("gc")

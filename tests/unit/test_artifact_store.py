@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_orch import artifacts
-from sandbox_orch.artifacts import HOLDER_IMAGE, copy_tree, extract
+from sandbox_orch.artifacts import HOLDER_IMAGE, Budget, apparent_size, copy_tree, extract
+from sandbox_orch.artifacts import copy as artifact_copy
 from sandbox_orch.backend import ContainerSpec, hostvolumes
 from sandbox_orch.backend.memory import MemoryBackend, Outcome
 from sandbox_orch.execution import NODE_LABEL
@@ -109,7 +109,7 @@ def test_of_two_names_for_one_file_the_second_is_refused_as_a_hard_link(tmp_path
 
 
 def test_directories_past_the_depth_limit_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(artifacts, "MAX_DEPTH", 3)
+    monkeypatch.setattr(artifact_copy, "MAX_DEPTH", 3)
     source = tree(tmp_path / "volume", {"1/2/3/4/deep": b"x", "1/shallow": b"y"})
     found = copy_tree(source, tmp_path / "copy")
     assert found.refused == ["1/2/3/: deeper than 3 directories, refused"]
@@ -121,6 +121,57 @@ def test_nothing_already_in_the_destination_is_overwritten(tmp_path):
     target = tree(tmp_path / "copy", {"a": b"old"})
     found = copy_tree(source, target)
     assert (target / "a").read_bytes() == b"old" and found.refused == ["a: File exists"]
+
+
+MIB = 1024 * 1024
+
+
+def disk_use(root: Path) -> tuple[int, int]:
+    """(sum of st_size, bytes allocated) of everything below `root`."""
+    entries = [p.lstat() for p in root.rglob("*")]
+    return sum(e.st_size for e in entries), sum(e.st_blocks * 512 for e in entries)
+
+
+@pytest.mark.parametrize("size", [64 * MIB, 1 << 40])
+def test_a_sparse_file_past_the_budget_is_not_expanded_on_the_host(tmp_path, size):
+    source = tree(tmp_path / "volume", {"a-small": b"fits"})
+    with open(source / "b-sparse", "wb") as sparse:
+        os.truncate(sparse.fileno(), size)  # no blocks at all, a huge apparent size
+    os.link(source / "b-sparse", source / "c-link")  # and another name for it
+    found = copy_tree(source, tmp_path / "copy", Budget(1 * MIB, 100))
+    assert written(tmp_path / "copy") == ["a-small"]
+    assert disk_use(tmp_path / "copy")[0] == 4
+    assert not found.complete and found.stopped.startswith("b-sparse: ")
+    assert (found.files, found.bytes) == (1, 4)
+
+
+def test_a_sparse_file_within_the_budget_is_copied_as_what_it_reads(tmp_path):
+    source = tmp_path / "volume"
+    source.mkdir()
+    with open(source / "sparse", "wb") as sparse:
+        os.truncate(sparse.fileno(), 512 * 1024)
+    found = copy_tree(source, tmp_path / "copy", Budget(1 * MIB, 100))
+    assert found.complete and (found.files, found.bytes) == (1, 512 * 1024)
+    assert disk_use(tmp_path / "copy")[0] <= 1 * MIB
+
+
+def test_many_empty_files_and_directories_stop_at_the_entry_budget(tmp_path):
+    source = tmp_path / "volume"
+    for index in range(30):
+        (source / f"d{index:02}").mkdir(parents=True)
+        (source / f"f{index:02}").touch()
+    found = copy_tree(source, tmp_path / "copy", Budget(1 * MIB, 25))
+    assert len(written(tmp_path / "copy")) == 25
+    assert not found.complete and "one entry more than the artifact may hold" in found.stopped
+
+
+def test_apparent_size_counts_holes_and_each_inode_once(tmp_path):
+    source = tree(tmp_path / "volume", {"sub/a": b"12345"})
+    with open(source / "sparse", "wb") as sparse:
+        os.truncate(sparse.fileno(), 64 * MIB)
+    os.link(source / "sparse", source / "sub" / "link")
+    directories = sum(p.lstat().st_size for p in (source / "sub",))
+    assert apparent_size(source) == 64 * MIB + 5 + directories
 
 
 # --- runs with host volumes (memory backend) ---------------------------------------------
@@ -162,9 +213,11 @@ def test_a_run_with_host_volumes_starts_no_holder_and_copies_what_was_written(
     assert report.status.value == "succeeded", report.results
     (made,) = seen["make"].volumes
     (used,) = seen["use"].volumes
+    # The consumer mounts the producer's read-only view (read-only at its source).
     assert (made.volume, made.read_only, used.volume, used.read_only) == (
-        made.volume, False, made.volume, True,
+        made.volume, False, f"{made.volume}-ro", False,
     )  # fmt: skip
+    assert "sandbox-orch-r1-make-1-dist-ro" in [m.volume for m in seen["use"].volumes]
     assert all(c.spec.image != HOLDER_IMAGE for c in backend.containers.values())
     assert backend.containers == {} and backend.volumes == {} and list(volumes.iterdir()) == []
     (record,) = report.results["nodes"]["make"]["artifacts"]
@@ -211,3 +264,25 @@ def test_no_policy_can_mount_the_host_volumes():
     for mode in ("ro", "rw"):
         assert never_mountable(hostvolumes.ROOT / "sandbox-orch-x", mode) is not None
         assert never_mountable(hostvolumes.ROOT.parent, mode) is not None
+
+
+def test_an_artifact_whose_use_cannot_be_measured_fails_its_node(tmp_path, monkeypatch):
+    """Fail closed: a holder that cannot answer (`stat -f`, `du`) does not pass the node."""
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    plan, sandboxes = admitted(HANDOFF)
+    backend = MemoryBackend()  # the "engine" store: the holder is asked
+
+    async def broken(container_id: str, argv: list[str]) -> tuple[int, bytes]:
+        return 1, b""
+
+    backend.run_in = broken
+    report = asyncio.run(
+        run_plan(plan, default_policy(), sandboxes, backend, "r1", lambda e: None, asyncio.Event())
+    )
+    node = report.results["nodes"]["make"]
+    assert node["status"] == "failed", node
+    assert node["reason"] == (
+        "artifact 'dist': its use could not be measured (the holder's `stat -f` and `du` "
+        "exited 1, printing b'')"
+    )
+    assert report.results["nodes"]["use"]["status"] == "skipped"
