@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .redaction import scrub
+
 HOME_ENV = "SANDBOX_ORCH_HOME"
 
 
@@ -31,10 +33,11 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees half a results (or report) file."""
+    """Write atomically: a reader never sees half a results (or report) file. Every
+    file we write goes through here, so this is where its text is scrubbed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text, encoding="utf-8")
+    partial.write_text(scrub(text), encoding="utf-8")
     os.replace(partial, path)
 
 
