@@ -36,8 +36,10 @@ from .text import one_line
 
 MIN_REDACTED = 4  # shorter values (and fragments) would redact ordinary text everywhere
 
-# What an XML serializer (ElementTree attributes) writes for quotes and line breaks.
-_XML_ATTRIBUTE = {'"': "&quot;", "'": "&apos;", "\n": "&#10;", "\r": "&#13;", "\t": "&#09;"}
+# What XML serializers write for quotes and line breaks in attributes (ElementTree: no
+# &apos;; others: both).
+_XML_ATTRIBUTE = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#09;"}
+_XML_QUOTES = {'"': "&quot;", "'": "&apos;"}
 _LINE_BREAK = re.compile(r"\r\n|[\r\n\u0085\u2028\u2029]")
 _REPLACEMENT = "\ufffd"  # what a byte cut inside a UTF-8 character decodes to
 
@@ -53,6 +55,7 @@ def _python_bodies(text: str) -> set[str]:
         double,
         single.replace("\\'", "'"),  # repr's choice when the text has ' and no "
         ascii(text + "'\"")[1:-4],
+        repr(text.encode() + b"'\"")[2:-4],  # a bytes value printed as such
     }
 
 
@@ -66,6 +69,7 @@ def _renderings(text: str) -> set[str]:
         one_line(text),
         xml_escape(text),
         xml_escape(text, _XML_ATTRIBUTE),
+        xml_escape(text, _XML_QUOTES),
         html.escape(text),
         html.escape(text, quote=False),
         escape_data(text),

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -139,6 +140,21 @@ def created_containers(docker_client, since: float, nodes: set[str]) -> list[dic
     )
     found = [event["Actor"]["Attributes"] for event in events]
     return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]
+
+
+def created_by_process(docker_client, since: float, pid: int) -> list[dict[str, str]]:
+    """Labels of every container the engine created since `since` for the sandbox-orch
+    process `pid` (its owner label is host:pid:start): what that process created, and
+    nothing another run on the shared engine did."""
+    events = docker_client.events(
+        since=since,
+        until=time.time(),
+        filters={"type": "container", "event": "create", "label": "sandbox-orch.owner"},
+        decode=True,
+    )
+    prefix = f"{socket.gethostname()}:{pid}:"
+    found = [event["Actor"]["Attributes"] for event in events]
+    return [labels for labels in found if labels["sandbox-orch.owner"].startswith(prefix)]
 
 
 def wait_with_usage(proc, deadline_s: float = 120) -> Any:
