@@ -49,14 +49,17 @@ def _python_bodies(text: str) -> set[str]:
     # With both quote characters present, repr quotes with ' and escapes it; the three
     # characters appended force that style and are cut off again.
     single = repr(text + "'\"")[1:-4]
+    # repr's choice when the text has ' and no " (and other programs' double quotes).
     double = single.replace("\\'", "'").replace('"', '\\"')
-    return {
+    forms = {
         single,
         double,
-        single.replace("\\'", "'"),  # repr's choice when the text has ' and no "
         ascii(text + "'\"")[1:-4],
-        repr(text.encode() + b"'\"")[2:-4],  # a bytes value printed as such
     }
+    # A bytes value printed as such, in either quote style.
+    as_bytes = repr(text.encode() + b"'\"")[2:-4]
+    forms |= {as_bytes, as_bytes.replace("\\'", "'")}
+    return forms
 
 
 def _renderings(text: str) -> set[str]:
@@ -71,7 +74,6 @@ def _renderings(text: str) -> set[str]:
         xml_escape(text, _XML_ATTRIBUTE),
         xml_escape(text, _XML_QUOTES),
         html.escape(text),
-        html.escape(text, quote=False),
         escape_data(text),
         escape_property(text),
         markdown_cell(text),

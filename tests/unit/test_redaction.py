@@ -21,7 +21,12 @@ from sandbox_orch.text import one_line
 # Both quote characters, a backslash, a newline, a tab, URL/XML/GitHub/Markdown
 # specials and a non-ASCII letter: every escaping below changes this value.
 NASTY = "k3y'with\"both\\and\nnew\tline%:,<&>|_*é-0123456789"
+# Control characters (JSON \u001b, Python \x1b, dropped by XML), a line separator
+# (kept by JSON, escaped by repr) and a single quote with no double quote.
+CONTROL = "it's\x1b\x00\u2028-control-\x7f-é-0123456789"
 PLAIN = "sk-ant-test-0123456789abcdef"
+BOTH = "both'\"quotes\x1b-and-an-escape"  # repr, JSON and ascii all differ
+VALUES = [NASTY, CONTROL, BOTH, PLAIN, "it's", 'say "hi" \\o/']
 MARK = "[REDACTED:KEY]"
 
 
@@ -53,6 +58,7 @@ RENDERINGS = {
     "unicode_escape": lambda v: v.encode("unicode_escape").decode(),
     "one_line": one_line,
     "xml": xml_escape,
+    "xml-quotes": lambda v: xml_escape(v, {'"': "&quot;", "'": "&apos;"}),
     "xml-attribute": _et_attribute,
     "html": html.escape,
     "github-data": escape_data,
@@ -68,7 +74,22 @@ RENDERINGS = {
 }
 
 
-@pytest.mark.parametrize("value", [NASTY, PLAIN, "it's", 'say "hi" \\o/'])
+@pytest.mark.parametrize("value", VALUES)
+@pytest.mark.parametrize("rendering", [r for r in RENDERINGS if not r.startswith("base64")])
+def test_every_rendering_is_redacted_whole(rendering, value):
+    """Exactly: what is left is the rendering's own wrapping (quotes, tags), no residue."""
+    render = RENDERINGS[rendering]
+    redacted = Redactor({"KEY": value}).text(f"before {render(value)} after")
+    placeholder = "PLACEHOLDER"
+    expected = f"before {render(placeholder).replace(placeholder, MARK)} after"
+
+    def same_quotes(text: str) -> str:  # repr chooses its quote by the content
+        return text.replace(f'\\"{MARK}\\"', f"'{MARK}'").replace(f'"{MARK}"', f"'{MARK}'")
+
+    assert same_quotes(redacted) == same_quotes(expected)
+
+
+@pytest.mark.parametrize("value", VALUES)
 @pytest.mark.parametrize("rendering", list(RENDERINGS))
 def test_every_rendering_is_redacted(rendering, value):
     if rendering == "base64-url" and len(value) < 8:
@@ -92,6 +113,8 @@ def test_renderings_really_differ_from_the_value():
     assert len(distinct) >= len(RENDERINGS) - 5
     assert NASTY not in RENDERINGS["repr"](NASTY)
     assert NASTY not in RENDERINGS["json"](NASTY)
+    unicode_json = RENDERINGS["json-unicode"](CONTROL)[1:-1]
+    assert all(unicode_json != RENDERINGS[r](CONTROL)[1:-1] for r in ("repr", "ascii"))
 
 
 def test_short_values_and_their_forms_are_never_redacted():
@@ -161,8 +184,9 @@ def test_fragments_shorter_than_the_minimum_are_kept():
     assert Redactor({"KEY": PLAIN}).cut(text) == text
 
 
-def test_a_text_wholly_inside_a_secret_is_redacted():
-    assert Redactor({"KEY": PLAIN}).cut(PLAIN[3:15]) == MARK
+@pytest.mark.parametrize("size", [MIN_REDACTED, 12])
+def test_a_text_wholly_inside_a_secret_is_redacted(size):
+    assert Redactor({"KEY": PLAIN}).cut(PLAIN[5 : 5 + size]) == MARK
 
 
 def test_fragments_of_an_encoded_form_are_redacted_at_the_edges():
@@ -182,8 +206,10 @@ def test_both_sides_of_a_seam_are_edges():
     import re
 
     seam = re.compile(r"\n\[cut\]\n")
-    text = f"head {PLAIN[:10]}\n[cut]\n{PLAIN[-10:]} tail"
-    assert Redactor({"KEY": PLAIN}).cut(text, seam) == f"head {MARK}\n[cut]\n{MARK} tail"
+    text = f"head {PLAIN[:10]}\n[cut]\n{PLAIN[-10:]} mid {PLAIN[:8]}\n[cut]\n{PLAIN[-9:]} end"
+    assert Redactor({"KEY": PLAIN}).cut(text, seam) == (
+        f"head {MARK}\n[cut]\n{MARK} mid {MARK}\n[cut]\n{MARK} end"
+    )
 
 
 def test_replacement_characters_at_an_edge_do_not_hide_the_fragment():
@@ -307,10 +333,22 @@ def test_run_store_bytes_are_scrubbed(tmp_path, monkeypatch):
     assert b"k3y" not in data and MARK.encode() in data
 
 
-def test_log_records_are_scrubbed():
+@pytest.fixture
+def plain_log_records():
+    """The standard record factory during the test, whatever an earlier test installed."""
+    before = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(logging.LogRecord)
+    yield
+    logging.setLogRecordFactory(before)
+
+
+def test_log_records_are_scrubbed(plain_log_records):
     remember("KEY", NASTY)
     redaction.scrub_log_records()
-    redaction.scrub_log_records()  # idempotent: one wrapper, not two
+    installed = logging.getLogRecordFactory()
+    assert installed is not logging.LogRecord
+    redaction.scrub_log_records()
+    assert logging.getLogRecordFactory() is installed  # idempotent: one wrapper, not two
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     log = logging.getLogger("sandbox_orch.test_redaction")
@@ -344,3 +382,34 @@ def test_errors_on_stderr_are_scrubbed():
         result = CliRunner().invoke(click.command()(function))
         assert result.exit_code == 3
         assert MARK in result.output and "k3y" not in result.output
+
+
+def test_a_log_record_with_a_bad_format_is_left_to_the_handler(plain_log_records):
+    remember("KEY", NASTY)
+    redaction.scrub_log_records()
+    record = logging.getLogRecordFactory()("n", logging.WARNING, "f.py", 1, "%d", ("x",), None)
+    assert record.msg == "%d" and record.args == ("x",)
+    assert record.name == "n" and record.lineno == 1
+    # The factory takes what LogRecord takes, by keyword too.
+    named = logging.getLogRecordFactory()(
+        "n", logging.WARNING, "f.py", 1, "key %r", (NASTY,), None, func="f", sinfo=None
+    )
+    assert named.getMessage() == f"key '{MARK}'" and named.funcName == "f"
+
+
+@pytest.mark.parametrize("prefix", [b"", b"x", b"xy", b"Basic "])
+@pytest.mark.parametrize("suffix", [b"!", b"!!", b"!!!"])
+def test_base64_keeps_only_the_groups_shared_with_its_neighbours(prefix, suffix):
+    """Inside a longer base64 text, exactly the characters that encode only the value's
+    bits are redacted: before them the ones that share bits with what precedes (a char
+    is 6 bits), after them the group (4 chars, 3 bytes) shared with what follows."""
+    encoded = base64.b64encode(prefix + PLAIN.encode() + suffix).decode()
+    first = -(-len(prefix) * 8 // 6)
+    last = (len(prefix) + len(PLAIN)) // 3 * 4
+    redacted = Redactor({"KEY": PLAIN}).text(encoded)
+    assert redacted == encoded[:first] + MARK + encoded[last:]
+
+
+def test_a_whole_base64_form_leaves_nothing_behind():
+    for value in (PLAIN, PLAIN + "x", PLAIN + "xy"):
+        assert Redactor({"KEY": value}).text(base64.b64encode(value.encode()).decode()) == MARK
