@@ -96,9 +96,11 @@ def run_workflow(directory: Path, text: str, *args: str, **kwargs: Any) -> CliRe
     return CliResult(proc.returncode, proc.stdout, proc.stderr, results)
 
 
-def labelled_leftovers(client, run_id: str | None = None) -> list[str]:
-    """Everything on the engine labelled as a run's (of one run, or of any)."""
-    selector = {"label": f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL}
+def labelled_leftovers(client, run_id: str) -> list[str]:
+    """Everything on the engine labelled as this run's. Always one run's: other runs
+    (other tests, other engineers) share the engine."""
+    assert run_id, "count only what this test's run created"
+    selector = {"label": f"{RUN_LABEL}={run_id}"}
     found = [f"container {c.id[:12]}" for c in client.containers.list(all=True, filters=selector)]
     found += [f"network {n.id[:12]}" for n in client.networks.list(filters=selector)]
     found += [f"volume {v.name}" for v in client.volumes.list(filters=selector)]
