@@ -104,3 +104,24 @@ def test_no_mount_over_a_system_target(target):
     if target != "/":
         assert mounts.forbidden_target(target + "/x") == f"cannot mount over {target}"
         assert mounts.forbidden_target(target + "x") is None  # a sibling, not inside
+
+
+def test_what_holds_the_policies_is_mountable_read_only_never_writable(tmp_path):
+    policies = Path(mounts.os.path.realpath(mounts.POLICIES_DIR))
+    holder = policies.parent
+    home = tmp_path / "home"
+    assert mounts.never_mountable(holder, "ro", home=home) is None  # reading leaks nothing
+    why = mounts.never_mountable(holder, "rw", home=home)
+    assert why == f"it contains {policies}, which is never mountable writable"
+    for mode in ("ro", "rw"):  # the policies themselves: never
+        assert mounts.never_mountable(policies, mode, home=home) == (
+            f"{policies} is never mountable"
+        )
+    assert mounts.never_mountable(holder, home=home) is None  # read-only by default
+
+
+def test_the_root_file_system_is_never_mountable(tmp_path):
+    for mode in ("ro", "rw"):
+        assert mounts.never_mountable(Path("/"), mode, home=tmp_path) == (
+            "the root file system is never mountable"
+        )
