@@ -231,6 +231,21 @@ def scrub(text: str) -> str:
     return _SEEN.text(text) if _SEEN else text
 
 
+def scrub_json(document: Any, **dump: Any) -> str:
+    """`document` as JSON text, scrubbed, and still valid JSON: a match that began inside
+    an escape sequence (a secret starting "n..." after a `\\`) would break the text, so
+    then every decoded string is scrubbed instead and the document dumped again."""
+    text = json.dumps(document, **dump)
+    scrubbed = scrub(text)
+    if scrubbed == text:
+        return text
+    try:
+        json.loads(scrubbed)
+    except ValueError:
+        return json.dumps(_SEEN.document(document), **dump)
+    return scrubbed
+
+
 def scrub_log_records() -> None:
     """Every log record's message (arguments filled in) scrubbed when it is made, so no
     handler, ours or a library's, can print a secret."""

@@ -141,7 +141,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ExitCode, SandboxOrchError
-from .redaction import scrub
+from .redaction import scrub, scrub_json
 from .store import home
 
 SCHEMA_VERSION = 1
@@ -312,7 +312,7 @@ class RunStore:
             seq = int(last)
             for event in events:
                 seq += 1
-                body = scrub(json.dumps(event, ensure_ascii=False))
+                body = scrub_json(event, ensure_ascii=False)
                 db.execute(
                     "INSERT INTO events (run_id, seq, kind, at, body) VALUES (?, ?, ?, ?, ?)",
                     (run_id, seq, _cell(event.get("event")), _cell(event.get("at")), body),
@@ -323,7 +323,7 @@ class RunStore:
         run_id = results.get("run_id")
         if not isinstance(run_id, str) or not run_id:
             raise ValueError("a results document without a run_id cannot be stored")
-        document = scrub(json.dumps(results, ensure_ascii=False))
+        document = scrub_json(results, ensure_ascii=False)
         nodes = results.get("nodes") or {}
         usage = _run_usage(results, nodes)
         workflow = results.get("workflow") or {}
@@ -694,7 +694,7 @@ def _cell(value: Any) -> Any:
         return scrub(value)
     if value is None or isinstance(value, int | float):
         return int(value) if isinstance(value, bool) else value
-    return scrub(json.dumps(value, ensure_ascii=False))
+    return scrub_json(value, ensure_ascii=False)
 
 
 def _sortable(value: Any) -> Any:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .redaction import scrub
+from .redaction import scrub, scrub_json
 
 HOME_ENV = "SANDBOX_ORCH_HOME"
 
@@ -29,15 +28,19 @@ def run_dir(run_id: str) -> Path:
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
-    write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+    _write(path, scrub_json(document, indent=2, sort_keys=False) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
     """Write atomically: a reader never sees half a results (or report) file. Every
-    file we write goes through here, so this is where its text is scrubbed."""
+    file we write goes through here or write_json, which scrub its text."""
+    _write(path, scrub(text))
+
+
+def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(scrub(text), encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
 

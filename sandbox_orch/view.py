@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from rich.text import Text
 
 from .events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted, event_json
 from .planning import Plan
-from .redaction import scrub
+from .redaction import scrub, scrub_json
 from .text import one_line
 
 
@@ -38,7 +37,7 @@ class JsonView:
         self.out = out or sys.stdout
 
     def __call__(self, event: Event) -> None:
-        print(scrub(json.dumps(event_json(event))), file=self.out, flush=True)
+        print(scrub_json(event_json(event)), file=self.out, flush=True)
 
 
 def tokens_text(usage: dict[str, Any]) -> str:

@@ -413,3 +413,16 @@ def test_base64_keeps_only_the_groups_shared_with_its_neighbours(prefix, suffix)
 def test_a_whole_base64_form_leaves_nothing_behind():
     for value in (PLAIN, PLAIN + "x", PLAIN + "xy"):
         assert Redactor({"KEY": value}).text(base64.b64encode(value.encode()).decode()) == MARK
+
+
+def test_scrubbed_json_stays_valid_json():
+    """A secret starting with an escape letter can match inside an escape sequence of
+    the JSON text ("\\n" then the rest): the file must still parse, and the real secret
+    elsewhere in it must still go."""
+    value = "new-secret-value"
+    remember("KEY", value)
+    document = {"a": "line\new-secret-value", "b": [value], "c": 1}
+    text = redaction.scrub_json(document, indent=2)
+    assert json.loads(text) == {"a": "line\new-secret-value", "b": [MARK], "c": 1}
+    assert redaction.scrub_json({"b": value}) == json.dumps({"b": MARK})
+    assert redaction.scrub_json({"b": "nothing"}) == json.dumps({"b": "nothing"})
