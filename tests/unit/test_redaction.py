@@ -423,6 +423,7 @@ def test_scrubbed_json_stays_valid_json():
     remember("KEY", value)
     document = {"a": "line\new-secret-value", "b": [value], "c": 1}
     text = redaction.scrub_json(document, indent=2)
-    assert json.loads(text) == {"a": "line\new-secret-value", "b": [MARK], "c": 1}
+    assert text == json.dumps({"a": "line\new-secret-value", "b": [MARK], "c": 1}, indent=2)
     assert redaction.scrub_json({"b": value}) == json.dumps({"b": MARK})
-    assert redaction.scrub_json({"b": "nothing"}) == json.dumps({"b": "nothing"})
+    assert redaction.scrub_json({"b": "é"}, ensure_ascii=False) == '{"b": "é"}'
+    assert redaction.scrub_json({"b": [value]}, indent=1) == json.dumps({"b": [MARK]}, indent=1)
