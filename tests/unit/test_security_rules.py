@@ -125,3 +125,28 @@ def test_the_root_file_system_is_never_mountable(tmp_path):
         assert mounts.never_mountable(Path("/"), mode, home=tmp_path) == (
             "the root file system is never mountable"
         )
+
+
+# The floor of each list: what the README and CONTRACT promise. A list may grow (the
+# tests above then cover the new entries); deleting one of these fails here.
+FLOORS = {
+    "SYSTEM_PATHS": (mounts.SYSTEM_PATHS, {
+        "/etc", "/proc", "/sys", "/dev", "/boot", "/run", "/var/run", "/var/lib/docker",
+        "/var/lib/containerd", "/var/lib/kubelet"}),
+    "RUNTIME_SOCKETS": (mounts.RUNTIME_SOCKETS, {
+        "docker.sock", "containerd.sock", "crio.sock", "podman.sock", "dockershim.sock",
+        "cri-dockerd.sock", "buildkitd.sock", "containerd-shim.sock", "kubelet.sock"}),
+    "CREDENTIALS": (mounts.CREDENTIALS, {
+        ".ssh", ".aws", ".docker", ".kube", ".gnupg", ".config/gcloud", ".azure", ".netrc",
+        ".git-credentials", ".config/gh"}),
+    "FORBIDDEN_TARGETS": (mounts.FORBIDDEN_TARGETS, {
+        "/", "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/usr", "/lib"}),
+    "DENIED_ENV": (DENIED_ENV, {
+        "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "NODE_OPTIONS"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_no_security_list_loses_an_entry(name):
+    current, floor = FLOORS[name]
+    assert floor <= {str(entry) for entry in current}, floor - set(current)
