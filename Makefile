@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench engine images venv clean
+.PHONY: demo test unit lint mutation bench engine images venv clean
 
 demo: images
 	$(BIN)/sandbox-orch run configs/examples/hello.yaml
@@ -20,6 +20,11 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check sandbox_orch tests bench
 	$(BIN)/ruff format --check sandbox_orch tests bench
+
+# Mutation testing of the security-critical modules against the unit tests (mutmut);
+# fails when a mutant survives that tests/mutation/equivalent.txt does not list.
+mutation: $(STAMP)
+	$(BIN)/python tests/mutation/check.py
 
 # Each prints its figures, its target and PASS/FAIL; --strict would make a miss fail.
 BENCHES := node_overhead scheduler_overhead chain_handoff artifact_transfer output_flood

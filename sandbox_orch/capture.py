@@ -8,9 +8,22 @@ its size, and each byte written is copied once.
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
 from .backend import Stream
 
+if TYPE_CHECKING:
+    from .redaction import Redactor
+
 TAIL_CHARS = 4096  # how much of each stream goes into results as *_tail
+
+# Where the middle was dropped: a cut on both sides (see Redactor.cut).
+DROPPED = re.compile(r"\n\[sandbox-orch: \d+ bytes of output dropped\]\n")
+
+
+def dropped_marker(count: int) -> bytes:
+    return f"\n[sandbox-orch: {count} bytes of output dropped]\n".encode()
 
 
 class BoundedBuffer:
@@ -70,21 +83,26 @@ class BoundedBuffer:
 
     def getvalue(self) -> bytes:
         """Everything kept; if anything was dropped, a marker says how much and where."""
-        marker = b""
-        if self.dropped:
-            marker = f"\n[sandbox-orch: {self.dropped} bytes of output dropped]\n".encode()
+        marker = dropped_marker(self.dropped) if self.dropped else b""
         return bytes(self._head) + marker + self._tail_bytes()
 
-    def tail(self, chars: int = TAIL_CHARS) -> str:
-        """The last `chars` characters as text (never copying more than it needs)."""
+    def tail(self, chars: int = TAIL_CHARS, redactor: Redactor | None = None) -> str:
+        """The last `chars` characters as text (never copying more than it needs).
+
+        With a redactor, secrets are redacted before the text is cut to `chars`, and a
+        part of one at a cut (where the kept bytes begin, either side of a dropped
+        middle) is redacted too: a cut must not keep most of a secret."""
         want = chars * 4  # UTF-8: at most 4 bytes a character
         kept = self._tail_bytes(want)
         if len(kept) < want and not self.dropped:
             kept = bytes(self._head[-(want - len(kept)) :]) + kept
         elif len(kept) < want:
-            marker = f"\n[sandbox-orch: {self.dropped} bytes of output dropped]\n".encode()
+            marker = dropped_marker(self.dropped)
             kept = bytes(self._head[-(want - len(kept)) :]) + marker + kept
-        return kept.decode("utf-8", "replace")[-chars:]
+        text = kept.decode("utf-8", "replace")
+        if redactor:
+            text = redactor.cut(text, DROPPED)
+        return text[-chars:]
 
 
 class NodeOutput:

@@ -21,6 +21,7 @@ from .backend import ImageMissing
 from .errors import ExitCode, InputRefused, Problem, SandboxOrchError
 from .orchestrator import RunOptions, prepare, run_plan
 from .policy import choose_policy_path, load_policy
+from .redaction import scrub, scrub_log_records
 from .scheduler import DEFAULT_MAX_PARALLEL
 from .status import RunStatus
 from .store import new_run_id
@@ -46,11 +47,11 @@ def exits_with_contract_codes(command: F) -> F:
         except SandboxOrchError as error:
             # A refusal is one `FILE:LINE: field: message` line per problem, nothing more.
             refused = isinstance(error, InputRefused)
-            click.echo(str(error) if refused else f"sandbox-orch: {error}", err=True)
+            click.echo(scrub(str(error) if refused else f"sandbox-orch: {error}"), err=True)
             sys.exit(int(error.exit_code))
         except Exception:
             # A bug is never "the work failed" (exit 1) to a CI system reading the code.
-            traceback.print_exc()
+            click.echo(scrub(traceback.format_exc()), err=True, nl=False)
             click.echo("sandbox-orch: internal error (a bug; the traceback is above)", err=True)
             sys.exit(int(ExitCode.INFRASTRUCTURE))
 
@@ -61,6 +62,7 @@ def exits_with_contract_codes(command: F) -> F:
 @click.version_option(__version__, prog_name="sandbox-orch")
 def main() -> None:
     """Run untrusted commands and AI coding agents in disposable, hardened containers."""
+    scrub_log_records()
 
 
 # Input files are checked by their loaders (yamlsafe.read_regular), which refuse what is
@@ -170,11 +172,11 @@ def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:
     if in_github_actions():
         # Under --json, stdout stays pure JSON lines; the runner reads both streams.
         for line in github_annotations(report.results):
-            click.echo(line, err=as_json)
+            click.echo(scrub(line), err=as_json)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
             with open(summary, "a", encoding="utf-8") as handle:
-                handle.write(github_step_summary(report.results))
+                handle.write(scrub(github_step_summary(report.results)))
 
 
 def _choose_view(plan: Any, as_json: bool, ci: bool) -> Callable[..., None]:
@@ -200,7 +202,7 @@ async def _with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
     finally:
         await backend.close()
     for failure in report.cleanup_failures:
-        click.echo(f"sandbox-orch: could not remove {failure}", err=True)
+        click.echo(scrub(f"sandbox-orch: could not remove {failure}"), err=True)
     return report
 
 

@@ -235,10 +235,7 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[h11.Request, bytes]:
             data = await reader.read(65536)
             if not data:
                 raise Refused(400, "the connection closed before a request")
-            try:
-                connection.receive_data(data)
-            except h11.RemoteProtocolError as error:
-                raise Refused(400, f"bad request: {error}") from None
+            connection.receive_data(data)  # only buffers: next_event() parses (and raises)
             continue
         raise Refused(400, "expected an HTTP request")
 

@@ -155,6 +155,7 @@ class NodeRunner:
 
     async def attempt(self, node: PlannedNode, sandbox: Sandbox, number: int) -> Attempt:
         output = NodeOutput(sandbox.output_limit)
+        redactor = self.secrets.redactor if self.secrets is not None else None
         started_at, clock = datetime.now(UTC), time.monotonic()
         container_id: str | None = None
         held = False  # volumes of its own were made for this attempt
@@ -173,8 +174,8 @@ class NodeRunner:
                 oom_killed=oom,
                 reason=reason,
                 memory=sandbox.memory,
-                stdout_tail=output.stdout.tail(),
-                stderr_tail=output.stderr.tail(),
+                stdout_tail=output.stdout.tail(redactor=redactor),
+                stderr_tail=output.stderr.tail(redactor=redactor),
                 output_bytes=_byte_counts(output),
             )
 

@@ -125,6 +125,8 @@ __all__ = [
     "github_step_summary",
     "in_github_actions",
     "junit_xml",
+    "markdown_cell",
+    "xml_chars",
 ]
 
 _FAILURES = ("failed", "timed_out")
@@ -161,7 +163,7 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _clean(value: Any) -> str:
+def xml_chars(value: Any) -> str:
     """Text with every character XML 1.0 cannot carry removed."""
     return _NOT_XML.sub("", _text(value))
 
@@ -169,7 +171,7 @@ def _clean(value: Any) -> str:
 def _clean_body(value: Any) -> str:
     """Element text: cleaned, and line breaks as LF (what any XML parser makes of a raw
     CR in text anyway, so the report says what its readers will see)."""
-    return _LINE_BREAK.sub("\n", _clean(value))
+    return _LINE_BREAK.sub("\n", xml_chars(value))
 
 
 def _seconds(value: Any) -> float:
@@ -220,10 +222,10 @@ def junit_xml(
         root,
         "testsuite",
         {
-            "name": _clean(workflow),
+            "name": xml_chars(workflow),
             **attrs,
             "time": took,
-            "timestamp": _clean(results.get("started_at")),
+            "timestamp": xml_chars(results.get("started_at")),
         },
     )
     workflow_doc = results.get("workflow") or {}
@@ -252,8 +254,8 @@ def _testcase(workflow: str, name: str, node: Mapping[str, Any]) -> tuple[ET.Ele
     case = ET.Element(
         "testcase",
         {
-            "classname": _clean(f"sandbox-orch.{workflow}"),
-            "name": _clean(name),
+            "classname": xml_chars(f"sandbox-orch.{workflow}"),
+            "name": xml_chars(name),
             "time": f"{_seconds(node.get('duration_s')):.3f}",
         },
     )
@@ -277,7 +279,7 @@ def _testcase(workflow: str, name: str, node: Mapping[str, Any]) -> tuple[ET.Ele
         message = _reason(node, status)
         if status == "cancelled":
             message = f"cancelled: {message}"
-        ET.SubElement(case, "skipped", {"message": _clean(message)})
+        ET.SubElement(case, "skipped", {"message": xml_chars(message)})
     else:
         if status in _FAILURES:
             kind, tag, message = "failures", "failure", _reason(node, status)
@@ -286,7 +288,9 @@ def _testcase(workflow: str, name: str, node: Mapping[str, Any]) -> tuple[ET.Ele
         else:  # pending, running, or a status this version does not know: not a pass
             kind, tag = "errors", "error"
             message = f"the node did not finish (status {status})"
-        verdict = ET.SubElement(case, tag, {"message": _clean(message), "type": _clean(status)})
+        verdict = ET.SubElement(
+            case, tag, {"message": xml_chars(message), "type": xml_chars(status)}
+        )
         verdict.text = _clean_body(stderr) or None
         stderr = ""  # already the verdict's text
     if stdout:
@@ -302,7 +306,7 @@ def _properties(parent: ET.Element, pairs: list[tuple[str, Any]]) -> None:
         return
     properties = ET.SubElement(parent, "properties")
     for name, value in present:
-        ET.SubElement(properties, "property", {"name": name, "value": _clean(value)})
+        ET.SubElement(properties, "property", {"name": name, "value": xml_chars(value)})
 
 
 # -- GitHub Actions --------------------------------------------------------------------
@@ -396,10 +400,12 @@ def github_step_summary(results: Mapping[str, Any]) -> str:
     """The run as Markdown for $GITHUB_STEP_SUMMARY. See the module doc."""
     status = _text(results.get("status")) or "unknown"
     heading = (
-        f"### sandbox-orch: {_cell(_workflow_name(results))} {_cell(status)} "
+        f"### sandbox-orch: {markdown_cell(_workflow_name(results))} {markdown_cell(status)} "
         f"{_STATUS_MARK.get(status, '')}".rstrip()
     )
-    meta = f"run {_cell(results.get('run_id'))} in {_seconds(results.get('duration_s')):.2f}s"
+    meta = (
+        f"run {markdown_cell(results.get('run_id'))} in {_seconds(results.get('duration_s')):.2f}s"
+    )
     rows = [
         heading,
         "",
@@ -416,19 +422,19 @@ def github_step_summary(results: Mapping[str, Any]) -> str:
         if len(reason) > _SUMMARY_REASON_CHARS:
             reason = reason[: _SUMMARY_REASON_CHARS - 1] + "…"
         cells = [
-            _cell(name),
-            f"{mark} {_cell(node_status)}".strip(),
+            markdown_cell(name),
+            f"{mark} {markdown_cell(node_status)}".strip(),
             "" if took is None else f"{_seconds(took):.2f}s",
-            _cell(node.get("exit_code")),
-            _cell(reason),
+            markdown_cell(node.get("exit_code")),
+            markdown_cell(reason),
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
-def _cell(value: Any) -> str:
+def markdown_cell(value: Any) -> str:
     """Text that stays one inert table cell: no column break, markup, link or HTML."""
-    text = " ".join(_LINE_BREAK.split(_clean(value)))
+    text = " ".join(_LINE_BREAK.split(xml_chars(value)))
     out = []
     for char in text:
         if char in _HTML:

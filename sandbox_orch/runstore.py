@@ -141,6 +141,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ExitCode, SandboxOrchError
+from .redaction import scrub, scrub_json
 from .store import home
 
 SCHEMA_VERSION = 1
@@ -311,7 +312,7 @@ class RunStore:
             seq = int(last)
             for event in events:
                 seq += 1
-                body = json.dumps(event, ensure_ascii=False)
+                body = scrub_json(event, ensure_ascii=False)
                 db.execute(
                     "INSERT INTO events (run_id, seq, kind, at, body) VALUES (?, ?, ?, ?, ?)",
                     (run_id, seq, _cell(event.get("event")), _cell(event.get("at")), body),
@@ -322,7 +323,7 @@ class RunStore:
         run_id = results.get("run_id")
         if not isinstance(run_id, str) or not run_id:
             raise ValueError("a results document without a run_id cannot be stored")
-        document = json.dumps(results, ensure_ascii=False)
+        document = scrub_json(results, ensure_ascii=False)
         nodes = results.get("nodes") or {}
         usage = _run_usage(results, nodes)
         workflow = results.get("workflow") or {}
@@ -689,9 +690,11 @@ def _attempt_rows(run_id: str, name: str, node: dict[str, Any]) -> list[tuple[An
 
 def _cell(value: Any) -> Any:
     """A value SQLite can hold as is: bool as 0/1, anything structured as JSON text."""
-    if value is None or isinstance(value, str | int | float):
+    if isinstance(value, str):
+        return scrub(value)
+    if value is None or isinstance(value, int | float):
         return int(value) if isinstance(value, bool) else value
-    return json.dumps(value, ensure_ascii=False)
+    return scrub_json(value, ensure_ascii=False)
 
 
 def _sortable(value: Any) -> Any:

@@ -4,21 +4,18 @@ and redacted from everything the run records or prints."""
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
 import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, quote_plus
 
 from .errors import InputRefused
 from .policy import SecretGrant
+from .redaction import MIN_REDACTED, Redactor, remember, variants
 from .yamlsafe import kind_of, read_regular
 
-MIN_REDACTED = 4  # shorter values would redact ordinary text everywhere
+__all__ = ["MIN_REDACTED", "Redactor", "SecretStore", "SecretUnavailable", "variants"]
+
 MAX_SECRET_BYTES = 64 * 1024  # a token or a key file, never a log or a device
 
 
@@ -71,63 +68,6 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def variants(value: str) -> set[str]:
-    """The value as it may appear when a program encodes it before printing it."""
-    raw = value.encode()
-    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        forms.add(encode(raw).decode())
-        for offset in range(3):
-            # Inside a longer base64 text the value may start at any byte alignment;
-            # keep the characters that encode only its own bytes: skip the group shared
-            # with what comes before, stop before the group shared with what follows.
-            encoded = encode(b"\0" * offset + raw).decode()
-            start = -(-offset * 4 // 3)
-            end = (offset + len(raw)) // 3 * 4
-            forms.add(encoded[start:end])
-    return {form for form in forms if len(form) >= MIN_REDACTED}
-
-
-class Redactor:
-    def __init__(self, secrets: Mapping[str, str] | None = None) -> None:
-        self._replacements: list[tuple[str, str]] = []
-        for name, value in (secrets or {}).items():
-            self.add(name, value)
-
-    def add(self, name: str, value: str) -> None:
-        if len(value) < MIN_REDACTED:
-            return
-        marker = f"[REDACTED:{name}]"
-        self._replacements += [(form, marker) for form in variants(value)]
-        self._replacements.sort(key=lambda pair: -len(pair[0]))  # longest first
-
-    def __bool__(self) -> bool:
-        return bool(self._replacements)
-
-    def text(self, text: str) -> str:
-        for form, marker in self._replacements:
-            if form in text:
-                text = text.replace(form, marker)
-        return text
-
-    def event(self, event: Any) -> Any:
-        """A (dataclass) event with its strings redacted."""
-        changes = {k: self.document(v) for k, v in vars(event).items() if isinstance(v, str | dict)}
-        return dataclasses.replace(event, **changes)
-
-    def document(self, value: Any) -> Any:
-        """Every string in a JSON-like document, keys included."""
-        if not self._replacements:
-            return value
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {self.document(k): self.document(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.document(item) for item in value]
-        return value
-
-
 class SecretStore:
     """The run's secrets: each read when a node that was granted it starts, and from then
     on redacted from everything the run records or prints."""
@@ -139,4 +79,5 @@ class SecretStore:
     def value(self, name: str) -> str:
         value = read_secret(self._grants[name])
         self.redactor.add(name, value)
+        remember(name, value)  # for every sink, whichever run it renders
         return value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import stat
@@ -11,6 +10,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from .redaction import scrub, scrub_json
 
 HOME_ENV = "SANDBOX_ORCH_HOME"
 
@@ -51,11 +52,16 @@ def run_dir(run_id: str) -> Path:
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
-    write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+    _write(path, scrub_json(document, indent=2, sort_keys=False) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees half a results (or report) file."""
+    """Write atomically: a reader never sees half a results (or report) file. Every
+    file we write goes through here or write_json, which scrub its text."""
+    _write(path, scrub(text))
+
+
+def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(text, encoding="utf-8")

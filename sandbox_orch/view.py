@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from rich.text import Text
 
 from .events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted, event_json
 from .planning import Plan
+from .redaction import scrub, scrub_json
 from .text import one_line
 
 
@@ -27,7 +27,7 @@ class PlainView:
     def __call__(self, event: Event) -> None:
         line = _line(event)
         if line:
-            print(line, file=self.out, flush=True)
+            print(scrub(line), file=self.out, flush=True)
 
 
 class JsonView:
@@ -37,7 +37,7 @@ class JsonView:
         self.out = out or sys.stdout
 
     def __call__(self, event: Event) -> None:
-        print(json.dumps(event_json(event)), file=self.out, flush=True)
+        print(scrub_json(event_json(event)), file=self.out, flush=True)
 
 
 def tokens_text(usage: dict[str, Any]) -> str:
@@ -89,7 +89,7 @@ class LiveView:
     def __call__(self, event: Event) -> None:
         match event:
             case RunStarted(run_id=run_id, workflow=workflow):
-                self.header = f"run {run_id}: {workflow}"
+                self.header = scrub(f"run {run_id}: {workflow}")
                 self.live.start()
             case NodeStarted(node=node, attempt=attempt, at=at):
                 row = self.rows[node]
@@ -97,13 +97,14 @@ class LiveView:
             case NodeFinished() as done:
                 row = self.rows[done.node]
                 row.state = "retrying" if done.retrying else done.status
-                row.exit_code, row.reason, row.finished = done.exit_code, done.reason, done.at
+                row.exit_code, row.finished = done.exit_code, done.at
+                row.reason = scrub(done.reason) if done.reason else done.reason
                 row.usage = done.usage or row.usage
             case RunFinished() as finished:
                 self.live.stop()
                 line = _line(finished)
                 if line:
-                    self.console.print(line, markup=False, highlight=False)
+                    self.console.print(scrub(line), markup=False, highlight=False)
 
     def table(self) -> Table:
         table = Table(title=self.header, title_justify="left", expand=False)

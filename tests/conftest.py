@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -95,9 +96,11 @@ def run_workflow(directory: Path, text: str, *args: str, **kwargs: Any) -> CliRe
     return CliResult(proc.returncode, proc.stdout, proc.stderr, results)
 
 
-def labelled_leftovers(client, run_id: str | None = None) -> list[str]:
-    """Everything on the engine labelled as a run's (of one run, or of any)."""
-    selector = {"label": f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL}
+def labelled_leftovers(client, run_id: str) -> list[str]:
+    """Everything on the engine labelled as this run's. Always one run's: other runs
+    (other tests, other engineers) share the engine."""
+    assert run_id, "count only what this test's run created"
+    selector = {"label": f"{RUN_LABEL}={run_id}"}
     found = [f"container {c.id[:12]}" for c in client.containers.list(all=True, filters=selector)]
     found += [f"network {n.id[:12]}" for n in client.networks.list(filters=selector)]
     found += [f"volume {v.name}" for v in client.volumes.list(filters=selector)]
@@ -139,6 +142,21 @@ def created_containers(docker_client, since: float, nodes: set[str]) -> list[dic
     )
     found = [event["Actor"]["Attributes"] for event in events]
     return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]
+
+
+def created_by_process(docker_client, since: float, pid: int) -> list[dict[str, str]]:
+    """Labels of every container the engine created since `since` for the sandbox-orch
+    process `pid` (its owner label is host:pid:start): what that process created, and
+    nothing another run on the shared engine did."""
+    events = docker_client.events(
+        since=since,
+        until=time.time(),
+        filters={"type": "container", "event": "create", "label": "sandbox-orch.owner"},
+        decode=True,
+    )
+    prefix = f"{socket.gethostname()}:{pid}:"
+    found = [event["Actor"]["Attributes"] for event in events]
+    return [labels for labels in found if labels["sandbox-orch.owner"].startswith(prefix)]
 
 
 def wait_with_usage(proc, deadline_s: float = 120) -> Any:

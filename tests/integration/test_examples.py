@@ -4,10 +4,11 @@ attempts and dependency-aware results."""
 import itertools
 import json
 import shutil
+import time
 
 import pytest
 
-from ..conftest import REPO, cli
+from ..conftest import REPO, cli, created_by_process, start_cli
 
 pytestmark = pytest.mark.engine
 EXAMPLES = REPO / "configs" / "examples"
@@ -144,8 +145,20 @@ def test_json_events(built_images, workdir):
 
 @pytest.mark.parametrize("fmt", ["text", "json", "mermaid", "dot"])
 def test_plan_starts_nothing(docker_client, fmt):
-    before = len(docker_client.containers.list(all=True))
-    proc = cli("plan", str(EXAMPLES / "conditional-dag.yaml"), "--format", fmt)
-    assert proc.returncode == 0, proc.stderr
-    assert "fix-lint" in proc.stdout
-    assert len(docker_client.containers.list(all=True)) == before
+    # Only what this command created counts: other runs share the engine.
+    since = time.time() - 1
+    proc = start_cli("plan", str(EXAMPLES / "conditional-dag.yaml"), "--format", fmt)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "fix-lint" in out
+    assert created_by_process(docker_client, since, proc.pid) == []
+
+
+def test_what_a_run_creates_is_told_apart_from_other_runs(built_images, docker_client, workdir):
+    """The check above can fail: a run's own containers are found by its process id."""
+    since = time.time() - 1
+    proc = start_cli("run", str(EXAMPLES / "hello.yaml"), "--ci")
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    created = created_by_process(docker_client, since, proc.pid)
+    assert created and all(labels["sandbox-orch.node"] for labels in created)

@@ -334,15 +334,19 @@ def read_events_until(proc, kind: str) -> list[dict[str, Any]]:
 
 
 def wait_for_running_container(docker_client, run_id: str, node: str, deadline_s: float = 30):
-    """Bounded polling of the engine until the node's container is running."""
+    """The node's container, once the engine has started it: waits on the engine's own
+    `start` event (no polling), bounded by `deadline_s`."""
     labels = [f"sandbox-orch.run={run_id}", f"sandbox-orch.node={node}"]
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        found = docker_client.containers.list(filters={"label": labels, "status": "running"})
-        if found:
-            assert len(found) == 1
-            return found[0]
-        time.sleep(0.05)
+    # Replayed from a minute back, so a start that came before we asked is seen too.
+    events = docker_client.events(
+        since=time.time() - 60,
+        until=time.time() + deadline_s,
+        filters={"type": "container", "event": "start", "label": labels},
+        decode=True,
+    )
+    for event in events:
+        events.close()
+        return docker_client.containers.get(event["id"])
     raise AssertionError(f"no running container for node {node!r} of run {run_id}")
 
 

@@ -296,7 +296,7 @@ def test_a_worker_that_dies_mid_evaluation_is_a_reason_and_is_replaced():
         os.kill(evaluator.pid, signal.SIGKILL)  # as the kernel's OOM killer would
         # Killed by SIGKILL; asyncio's child watcher reports 255 when it lost the race
         # to reap it, so the reason names the worker's end, not always the signal.
-        with pytest.raises(ConditionError, match="the evaluation worker (was killed|exited)"):
+        with pytest.raises(ConditionError, match=r"the evaluation worker (was killed|exited)"):
             await task
         fine = compile_condition("nodes.a.outputs.n == 1", {"a"})
         assert await evaluator.condition(fine, {"a": {"outputs": {"n": 1}}}, OK)

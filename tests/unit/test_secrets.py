@@ -54,7 +54,7 @@ def test_source_problems_name_the_variable_never_a_value():
         "secret ANTHROPIC_API_KEY: environment variable ANTHROPIC_API_KEY is not set"
     )
     assert read_secret(grant, {"ANTHROPIC_API_KEY": VALUE}) == VALUE
-    with pytest.raises(SecretUnavailable):
+    with pytest.raises(SecretUnavailable, match="ANTHROPIC_API_KEY is not set"):
         read_secret(grant, {"ANTHROPIC_API_KEY": ""})
 
 

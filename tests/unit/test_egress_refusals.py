@@ -1,0 +1,279 @@
+"""The egress proxy's answers, exactly: each refusal's status and reason, grants as
+written, the resolver's contract, splicing both ways, and what close() leaves behind.
+Over real Unix and loopback sockets (no engine); written to kill mutants of egress.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+
+import pytest
+
+from sandbox_orch import egress
+from sandbox_orch.egress import SOCKET_NAME, EgressProxy, Grant, Refused, _target_of
+
+LOOPBACK_2 = "127.0.0.2"  # loopback, but not where a connection to "no host" goes
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+async def exchange(directory, raw: bytes, eof: bool = False) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
+    writer.write(raw)
+    if eof:
+        writer.write_eof()
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return data
+
+
+def answer_of(data: bytes) -> tuple[str, str]:
+    """(status line, body) of the proxy's reply."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), body.decode()
+
+
+class Resolver:
+    def __init__(self, answer: list[str] | None = None, error: OSError | None = None):
+        self.answer, self.error, self.asked = answer or [], error, []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+def refused(raw: bytes, grants: list[str], resolver=None, eof: bool = False):
+    async def scenario():
+        proxy = EgressProxy("t", **({"resolver": resolver} if resolver else {}))
+        directory = await proxy.open("n", grants)
+        data = await exchange(directory, raw, eof)
+        violations = proxy.violations("n")
+        await proxy.close()
+        return answer_of(data), violations
+
+    return run(scenario())
+
+
+PROXY = "sandbox-orch egress proxy: "
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "detail"),
+    [
+        (b"", "400 Bad Request", "the connection closed before a request"),
+        (b"NOT HTTP AT ALL\r\n\r\n", "400 Bad Request", "bad request: "),
+        (b"CONNECT nohost HTTP/1.1\r\nHost: x\r\n\r\n", "400 Bad Request",
+         "bad CONNECT target 'nohost'"),
+        (b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", "400 Bad Request",
+         "only CONNECT and absolute http:// requests go through this proxy"),
+        (b"GET https://a.example/ HTTP/1.1\r\nHost: a\r\n\r\n", "400 Bad Request",
+         "only CONNECT and absolute http:// requests go through this proxy"),
+        (b"CONNECT other.example:443 HTTP/1.1\r\nHost: x\r\n\r\n", "403 Forbidden",
+         "other.example:443 is not granted to node 'n'"),
+        (b"CONNECT h\xffst:443 HTTP/1.1\r\nHost: x\r\n\r\n", "400 Bad Request", "bad request: "),
+    ],
+)  # fmt: skip
+def test_each_refusal_has_its_status_and_reason(raw, status, detail):
+    (line, body), violations = refused(raw, ["granted.example:443"], eof=not raw)
+    assert line == f"HTTP/1.1 {status}"
+    assert body.startswith(PROXY + detail) and body.endswith("\n")
+    assert violations == [{"kind": "egress", "detail": body[len(PROXY) : -1]}]
+
+
+def test_a_name_that_does_not_resolve_is_a_bad_gateway():
+    resolver = Resolver(error=socket.gaierror(-2, "Name or service not known"))
+    raw = b"CONNECT api.example:8443 HTTP/1.1\r\nHost: x\r\n\r\n"
+    (line, body), _ = refused(raw, ["api.example:8443"], resolver)
+    assert line == "HTTP/1.1 502 Bad Gateway"
+    assert body == PROXY + "api.example does not resolve: [Errno -2] Name or service not known\n"
+    assert resolver.asked == [("api.example", 8443)]
+
+
+def test_a_name_resolving_to_private_addresses_is_refused_naming_them():
+    resolver = Resolver(["93.184.216.34", "10.0.0.1", "127.0.0.1"])
+    raw = b"CONNECT api.example:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+    (line, body), _ = refused(raw, ["api.example:443"], resolver)
+    assert line == "HTTP/1.1 403 Forbidden"
+    assert (
+        body
+        == PROXY + "api.example resolves to a non-public address (10.0.0.1, 127.0.0.1): refused\n"
+    )
+
+
+def test_a_target_that_does_not_answer_is_a_bad_gateway():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    raw = f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    (line, body), violations = refused(raw, [f"127.0.0.1:{port}"])
+    assert line == "HTTP/1.1 502 Bad Gateway"
+    assert body.startswith(PROXY + f"cannot connect to 127.0.0.1:{port}: ")
+    assert violations == []  # granted: a network failure, not a violation
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("api.example:443", "api.example", 443),
+        ("API.Example.COM.:8443", "api.example.com", 8443),
+        ("[::1]:443", "::1", 443),
+        ("[2001:db8::1]:80", "2001:db8::1", 80),
+        ("XBOX.example.X:443", "xbox.example.x", 443),  # only brackets and the dot go
+    ],
+)
+def test_grants_parse_host_and_port_as_written(text, host, port):
+    assert Grant.parse(text) == Grant(host, port)
+
+
+def _request(target: bytes, *headers: tuple[bytes, bytes]):
+    import h11
+
+    server = h11.Connection(h11.SERVER)
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    server.receive_data(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n" + lines + b"\r\n")
+    return server.next_event()
+
+
+def test_plain_http_is_forwarded_in_origin_form_without_proxy_headers():
+    request = _request(
+        b"http://API.Example.:8080",
+        (b"Proxy-Authorization", b"secret"),
+        (b"Connection", b"keep-alive"),
+        (b"X-Kept", b"yes"),
+    )
+    grant, head = _target_of(request)
+    assert grant == Grant("api.example", 8080)
+    assert head == b"GET / HTTP/1.1\r\nhost: h\r\nx-kept: yes\r\nconnection: close\r\n\r\n"
+
+
+def test_plain_http_defaults_to_port_80_and_keeps_the_query():
+    grant, head = _target_of(_request(b"http://a.example/p/q?x=1&y=2"))
+    assert grant == Grant("a.example", 80)
+    assert head.startswith(b"GET /p/q?x=1&y=2 HTTP/1.1\r\n")
+
+
+def test_the_system_resolver_returns_each_address_once():
+    addresses = run(egress.system_resolver(LOOPBACK_2, 443))
+    assert addresses == [LOOPBACK_2]
+    assert "127.0.0.1" in run(egress.system_resolver("localhost", 443))
+
+
+def test_connect_splices_both_ways_after_the_answer():
+    async def scenario():
+        async def echo(reader, writer):
+            while data := await reader.read(100):
+                writer.write(data.upper())
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, LOOPBACK_2, 0)
+        port = server.sockets[0].getsockname()[1]
+        proxy = EgressProxy("t")
+        directory = await proxy.open("n", [f"{LOOPBACK_2}:{port}"])
+        reader, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
+        writer.write(f"CONNECT {LOOPBACK_2}:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status = await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"sent after the answer")  # only the client -> upstream pipe carries it
+        await writer.drain()
+        echoed = await reader.readexactly(len(b"sent after the answer"))
+        writer.write_eof()
+        rest = await reader.read()
+        writer.close()
+        await proxy.close()
+        server.close()
+        return status, echoed, rest
+
+    status, echoed, rest = run(scenario())
+    assert status == b"HTTP/1.1 200 Connection Established\r\n\r\n"
+    assert echoed == b"SENT AFTER THE ANSWER" and rest == b""
+
+
+def test_a_silent_client_is_dropped_after_the_head_timeout(monkeypatch):
+    monkeypatch.setattr(egress, "HEAD_TIMEOUT", 0.2)
+
+    async def scenario():
+        proxy = EgressProxy("t")
+        directory = await proxy.open("n", ["a.example:443"])
+        reader, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
+        data = await asyncio.wait_for(reader.read(), 5)  # EOF: the proxy hung up
+        writer.close()
+        await proxy.close()
+        return data
+
+    assert run(scenario()) == b""
+
+
+def test_open_and_close_manage_the_socket_and_the_connections():
+    async def scenario():
+        before = os.umask(0o022)
+        try:
+            proxy = EgressProxy("run-1")
+            directory = await proxy.open("n", ["a.example:443"])
+        finally:
+            os.umask(before)
+        assert proxy.root.name.startswith("run-1-")
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+        assert stat.S_IMODE((directory / SOCKET_NAME).stat().st_mode) == 0o666
+        assert await proxy.open("n", ["other.example:1"]) == directory  # opened once
+        # A connection that finished is forgotten; one still open is cancelled by close.
+        await exchange(directory, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        node = proxy.nodes["n"]
+        await asyncio.gather(*list(node.connections))
+        assert node.connections == set()
+        _, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
+        writer.write(b"CONNECT a.exa")  # half a head: the proxy waits for more
+        await writer.drain()
+        while not node.connections:
+            await asyncio.sleep(0)  # yield to the server until it has accepted
+        hanging = set(node.connections)
+        await proxy.close()
+        assert all(task.done() for task in hanging)
+        assert not node.server.is_serving()
+        assert not proxy.root.exists()
+        await proxy.close()  # a second close finds nothing to remove, and says nothing
+        writer.close()
+        return proxy
+
+    proxy = run(scenario())
+    assert proxy.violations("never-opened") == []
+
+
+def test_a_reply_to_a_gone_client_is_not_an_error():
+    class Gone:
+        def __init__(self):
+            self.written = b""
+
+        def write(self, data):
+            self.written += data
+
+        async def drain(self):
+            raise ConnectionResetError
+
+    gone = Gone()
+    run(egress._reply(gone, 418, "teapot"))
+    assert gone.written.startswith(b"HTTP/1.1 418 Error\r\n")
+    assert gone.written.endswith(b"\r\n\r\nsandbox-orch egress proxy: teapot\n")
+
+
+def test_refused_carries_its_status():
+    error = Refused(403, "why")
+    assert error.status == 403 and str(error) == "why"
+
+
+def test_a_target_that_never_accepts_is_a_bad_gateway_after_the_connect_timeout(monkeypatch):
+    async def never(*_args, **_kwargs):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(egress, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(asyncio, "open_connection", never)
+    raw = b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+    (line, body), _ = refused(raw, ["192.0.2.1:443"])
+    assert line == "HTTP/1.1 502 Bad Gateway"
+    assert body.startswith(PROXY + "cannot connect to 192.0.2.1:443: ")
