@@ -1,0 +1,148 @@
+"""Rules on network egress: wildcards, ports, IP literals, internal names, agents' extra
+hosts (SO101-SO110). The address checks also serve the secrets' egress lists."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+
+from ..yamlsafe import Loc
+from .checking import AGENT_RUNTIMES, MODEL_API_HOSTS, _Review
+from .rules import RULES
+
+_SENSITIVE_PORTS = {
+    21: "FTP", 22: "SSH", 23: "telnet", 25: "SMTP", 53: "DNS", 111: "RPC portmapper",
+    135: "MS RPC", 139: "SMB", 445: "SMB", 465: "SMTP", 587: "SMTP", 1433: "SQL Server",
+    1521: "Oracle", 2049: "NFS", 2375: "Docker engine API", 2376: "Docker engine API",
+    2379: "etcd", 2380: "etcd", 3306: "MySQL", 3389: "RDP", 5432: "PostgreSQL",
+    5900: "VNC", 5985: "WinRM", 5986: "WinRM", 6379: "Redis", 6443: "Kubernetes API",
+    9200: "Elasticsearch", 10250: "kubelet", 11211: "memcached", 27017: "MongoDB",
+}  # fmt: skip
+
+_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200")
+)
+_METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+_INTERNAL_NAMES = frozenset(
+    {"localhost", "host.docker.internal", "gateway.docker.internal", "kubernetes.default"}
+)
+_INTERNAL_SUFFIXES = (
+    ".localhost", ".local", ".internal", ".lan", ".home.arpa", ".localdomain", ".svc",
+    ".cluster.local", ".intranet", ".corp",
+)  # fmt: skip
+# Suffixes under which anyone can get a name (so a wildcard over them reaches strangers).
+_SHARED_SUFFIXES = frozenset(
+    {
+        "amazonaws.com", "s3.amazonaws.com", "cloudfront.net", "herokuapp.com", "github.io",
+        "githubusercontent.com", "gitlab.io", "blob.core.windows.net", "azurewebsites.net",
+        "cloudapp.net", "appspot.com", "web.app", "firebaseapp.com", "vercel.app",
+        "netlify.app", "pages.dev", "workers.dev", "ngrok.io", "ngrok-free.app",
+        "trycloudflare.com", "onrender.com", "fly.dev", "glitch.me", "repl.co",
+        "storage.googleapis.com", "run.app", "duckdns.org", "no-ip.org",
+    }
+)  # fmt: skip
+_WILDCARD_CHARS = "*?["
+
+
+def _split_host_port(entry: str) -> tuple[str, int]:
+    host, _, port = entry.rpartition(":")
+    return host, int(port)
+
+
+def _wildcard_scope(host: str) -> str | None:
+    """None (no wildcard), 'any', 'broad' (reaches strangers) or 'subdomains' (one domain)."""
+    positions = [i for i, c in enumerate(host) if c in _WILDCARD_CHARS]
+    if not positions:
+        return None
+    if not host.translate(str.maketrans("", "", "*?[]!.-")):
+        return "any"  # only wildcards and separators: `*`, `*.*`
+    suffix = host[positions[-1] + 1 :]
+    if "]" in suffix:  # a character class `[...]`: the suffix starts after it
+        suffix = suffix[suffix.index("]") + 1 :]
+    if not suffix.startswith(".") or any(c in suffix for c in _WILDCARD_CHARS):
+        return "broad"  # `api.*`, `*example.com` (evilexample.com), `a*.b`
+    labels = suffix[1:].lower().split(".")
+    if len(labels) < 2 or ".".join(labels) in _SHARED_SUFFIXES:
+        return "broad"
+    if len(labels) == 2 and labels[0] in {"co", "com", "org", "net", "ac", "gov", "edu"}:
+        return "broad"  # `*.co.uk`: a public suffix
+    return "subdomains"
+
+
+def _ip_of(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, bool] | None:
+    """The address an IP literal names, and whether it is written canonically. Also
+    reads the forms C's inet_aton accepts (`127.1`, `0x7f000001`, `2130706433`, octal
+    `010.0.0.1`), which resolvers and HTTP clients take as addresses too."""
+    try:
+        return ipaddress.ip_address(host), True
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[0-9a-fA-FxX.]+", host) or not host[0].isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host)), False
+    except OSError:
+        return None
+
+
+def _egress_address_checks(r: _Review, entry: str, loc: Loc, whose: str) -> bool:
+    """Rules on one host:port about addresses, names and ports. True if any fired."""
+    host, port = _split_host_port(entry)
+    fired = len(r.findings)
+    if port == 0 or port > 65535:
+        r.add("SO104", loc, f"{whose}egress {entry}: port {port} does not exist")
+    elif port in _SENSITIVE_PORTS:
+        r.add("SO105", loc, f"{whose}egress {entry}: port {port} is {_SENSITIVE_PORTS[port]}")
+    ip = _ip_of(host)
+    if ip is not None:
+        address, canonical = ip
+        spelled = "" if canonical else f" (a non-canonical spelling of {address})"
+        why = None
+        if not canonical and not address.is_global:
+            why = (
+                f"{RULES['SO107'].why} Written this way it is not read as an IP literal: "
+                "the egress proxy resolves it like a name and refuses the non-public "
+                "address at connect time, so the grant is dead today; its only purpose can "
+                f"be to reach {address}."
+            )
+        if address in _METADATA_ADDRESSES:
+            r.add("SO108", loc, f"{whose}egress {entry}: cloud metadata address{spelled}", why)
+        elif not address.is_global:
+            kind = (
+                "loopback" if address.is_loopback
+                else "link-local" if address.is_link_local
+                else "private" if address.is_private
+                else "non-public"
+            )  # fmt: skip
+            r.add("SO107", loc, f"{whose}egress {entry}: {kind} address{spelled}", why)
+        else:
+            r.add("SO106", loc, f"{whose}egress {entry}: IP literal{spelled}")
+    else:
+        name = host.lower().rstrip(".")
+        if name in _METADATA_NAMES:
+            r.add("SO110", loc, f"{whose}egress {entry}: a cloud metadata service name")
+        elif name in _INTERNAL_NAMES or name.endswith(_INTERNAL_SUFFIXES):
+            r.add("SO110", loc, f"{whose}egress {entry}: an internal host name")
+    return len(r.findings) > fired
+
+
+def _check_network(r: _Review) -> None:
+    agents = sorted(set(r.policy.runtimes) & AGENT_RUNTIMES)
+    for index, entry in enumerate(r.data.get("network", {}).get("egress") or ()):
+        loc = ("network", "egress", index)
+        host, _ = _split_host_port(entry)
+        scope = _wildcard_scope(host)
+        flagged = _egress_address_checks(r, entry, loc, "")
+        if scope == "any":
+            r.add("SO101", loc, f"egress {entry}: any host")
+        elif scope == "broad":
+            r.add("SO102", loc, f"egress {entry}: wildcard reaching hosts anyone can register")
+        elif scope == "subdomains":
+            r.add("SO103", loc, f"egress {entry}: every subdomain of {host.split('.', 1)[1]}")
+        elif agents and not flagged and host.lower() not in MODEL_API_HOSTS:
+            r.add(
+                "SO109",
+                loc,
+                f"egress {entry} is granted to a policy with agent runtimes ({', '.join(agents)})",
+            )

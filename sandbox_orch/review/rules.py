@@ -1,0 +1,320 @@
+"""The rule catalogue: each rule's stable id, severity, name, summary, why and fix (the
+table in the package docstring lists them). An id is never renumbered or reused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: str
+    name: str
+    summary: str
+    why: str
+    fix: str
+
+
+def _rules(*rules: Rule) -> dict[str, Rule]:
+    return {rule.id: rule for rule in rules}
+
+
+RULES: dict[str, Rule] = _rules(
+    # ---- network egress
+    Rule(
+        "SO101", "critical", "egress-any-host", "Egress to any host",
+        "Meant as: a node may connect to any host on the internet, send away everything "
+        "it can read (the mounted workspace, outputs, secrets) and fetch any tool it wants."
+" Today sandbox-orch matches egress grants exactly (host:port, no patterns), so "
+        "the wildcard grants nothing yet; it states an intent no reviewer should "
+        "approve, and becomes exactly that if grants ever match patterns as `images` do.",
+        "List each host:port that nodes need, e.g. \"api.example.com:443\".",
+    ),
+    Rule(
+        "SO102", "high", "egress-broad-wildcard", "Egress wildcard wider than one organisation",
+        "The pattern covers hosts that anyone can register or publish under (a whole "
+        "top-level domain, a shared hosting suffix, or a name prefix): an attacker's "
+        "server among them."
+" Today sandbox-orch matches egress grants exactly (host:port, no patterns), so "
+        "the wildcard grants nothing yet; it states an intent no reviewer should "
+        "approve, and becomes exactly that if grants ever match patterns as `images` do.",
+        "Name the exact host, or at least one domain you control: \"*.example.com:443\".",
+    ),
+    Rule(
+        "SO103", "medium", "egress-subdomain-wildcard", "Egress wildcard over a domain",
+        "The pattern covers every present and future subdomain, including ones that host "
+        "user content or are taken over after a DNS record goes stale."
+" Today sandbox-orch matches egress grants exactly (host:port, no patterns), so "
+        "the wildcard grants nothing yet; it states an intent no reviewer should "
+        "approve, and becomes exactly that if grants ever match patterns as `images` do.",
+        "List the exact hosts nodes need instead of the wildcard.",
+    ),
+    Rule(
+        "SO104", "medium", "egress-invalid-port", "Egress port that is not a real port",
+        "Port 0 and ports above 65535 do not exist: such a grant is either dead or read "
+        "as 'any port' or a wrapped-around port by whatever enforces it.",
+        "Use the real port, e.g. 443.",
+    ),
+    Rule(
+        "SO105", "medium", "egress-sensitive-port", "Egress to a sensitive service port",
+        "Remote shells, mail, DNS, databases and control planes (Docker, Kubernetes, etcd) "
+        "are how a sandboxed node would log in elsewhere, tunnel data out or take over "
+        "infrastructure; a build rarely needs them.",
+        "Remove the grant, or put the service behind an HTTPS API on port 443.",
+    ),
+    Rule(
+        "SO106", "medium", "egress-ip-literal", "Egress to an IP literal",
+        "An IP grant is taken as meant: it bypasses the name-based checks, says nothing "
+        "about who owns the address, and keeps working after the address changes hands.",
+        "Grant the host name that serves the API instead of its address.",
+    ),
+    Rule(
+        "SO107", "high", "egress-private-address", "Egress to a private or local address",
+        "Private, loopback, link-local and other non-public addresses are the operator's "
+        "own network and host services; a grant written as an IP literal is taken as "
+        "meant, so nodes can reach internal services that trust the local network.",
+        "Remove the grant; expose what nodes need as a public, authenticated API.",
+    ),
+    Rule(
+        "SO108", "critical", "egress-metadata", "Egress to a cloud metadata address",
+        "The metadata service hands out the host's cloud credentials to whoever asks: "
+        "a node that reaches it can act as the machine it runs on.",
+        "Remove the grant. Nodes never need the metadata service.",
+    ),
+    Rule(
+        "SO109", "medium", "agent-extra-egress", "Agent runtimes with egress beyond model APIs",
+        "Coding agents follow instructions found in the code they read (prompt "
+        "injection): any host they can reach besides their model API is a place to send "
+        "the workspace or their key.",
+        "Keep the egress of a policy that grants agents to their model API hosts; give "
+        "other hosts to a separate policy without agents.",
+    ),
+    Rule(
+        "SO110", "medium", "egress-internal-name", "Egress to an internal host name",
+        "The name points at the host, the container engine, a cluster or a metadata "
+        "service. Names that resolve to private addresses are refused at connect time, "
+        "so this grant is either dead or relies on that one check alone.",
+        "Remove the grant.",
+    ),
+    # ---- secrets
+    Rule(
+        "SO201", "low", "secret-egress-implicit", "Secret without an egress list",
+        "The grant does not say where the secret may go. Admission gives a node a secret "
+        "only if the node's egress lies within the secret's egress list, so without one, "
+        "nodes holding it get no egress at all: safe, but implicit, and easily misread as "
+        "'unrestricted' by the next person to edit the file.",
+        "Name the one API host the secret is for (`egress: [\"API_HOST:443\"]`), or write "
+        "`egress: []` if nodes holding it need no network.",
+    ),
+    Rule(
+        "SO202", "critical", "secret-egress-any", "Secret that may be sent to any host",
+        "Meant as: a node holding the secret may send it to a server of its choice."
+" Today sandbox-orch matches egress grants exactly (host:port, no patterns), so "
+        "the wildcard grants nothing yet; it states an intent no reviewer should "
+        "approve, and becomes exactly that if grants ever match patterns as `images` do.",
+        "Name the one API host that accepts the secret, e.g. \"api.anthropic.com:443\".",
+    ),
+    Rule(
+        "SO203", "medium", "secret-egress-broad", "Secret egress broader than its API host",
+        "A secret is meant for one API; every other host it may travel to is a place it "
+        "can leak to.",
+        "Keep one host:port in the secret's egress; use one secret per API.",
+    ),
+    Rule(
+        "SO204", "high", "secret-general-runtime", "Secret granted to a general-purpose runtime",
+        "shell, python and node run whatever command the workflow gives, and the workflow "
+        "may be untrusted: the secret is then readable by arbitrary code.",
+        "Grant the secret only to the runtime that needs it (e.g. an agent preset).",
+    ),
+    Rule(
+        "SO205", "high", "secret-custom-runtime", "Secret granted to a workflow-defined runtime",
+        "No preset has this name, so it can only be a custom runtime, which the workflow "
+        "defines (image, entrypoint): the name does not tell which code gets the secret.",
+        "Grant secrets to preset runtimes only.",
+    ),
+    Rule(
+        "SO206", "low", "secret-runtime-not-granted",
+        "Secret granted to a runtime the policy forbids",
+        "The runtime is not in `runtimes`, so the grant is dead today and comes alive, "
+        "perhaps unnoticed, when someone adds the runtime.",
+        "Remove the runtime from the secret, or grant the runtime deliberately.",
+    ),
+    Rule(
+        "SO207", "low", "secret-no-runtime", "Secret that names no runtime",
+        "A secret goes only to nodes of the runtimes its grant names: with none, no node "
+        "can get it. The grant is dead and misleads the reader.",
+        "Add `runtimes: [RUNTIME]` naming the one runtime that needs it.",
+    ),
+    Rule(
+        "SO208", "low", "secret-no-source", "Secret with no source",
+        "The grant says neither `from_env` nor `from_file`, so it has no value to give.",
+        "Add `from_env: NAME` (or `from_file: PATH`), or remove the grant.",
+    ),
+    # ---- isolation
+    Rule(
+        "SO301", "high", "agent-without-gvisor", "Agent runtime under runc",
+        "Coding agents run code they wrote or were told to run by the content they read. "
+        "Under runc they share the host's kernel: one kernel bug is a host escape. gVisor "
+        "(runsc) puts a user-space kernel in between.",
+        "Set `isolation: {oci_runtime: runsc}` (sandbox-orch refuses, never falls back, "
+        "when runsc is missing), or move the agents to a policy that does.",
+    ),
+    Rule(
+        "SO302", "low", "runc-shared-kernel", "Nodes run under runc",
+        "Under runc, containers share the host's kernel: the hardening (no capabilities, "
+        "seccomp, read-only root, non-root user) stands, but a kernel exploit escapes it.",
+        "Use `oci_runtime: runsc` (gVisor) for untrusted workflows, e.g. on shared CI.",
+    ),
+    Rule(
+        "SO303", "low", "low-uid", "Container user is a likely host account",
+        "Without user namespaces the container's uid is the host's: uids below 10000 are "
+        "usually system or human accounts, whose files a node could touch through a mount "
+        "or after an escape.",
+        "Use a dedicated, unused uid and gid, e.g. \"10001:10001\".",
+    ),
+    Rule(
+        "SO304", "medium", "tmpfs-system-path", "tmpfs over a system directory",
+        "A writable tmpfs over a system directory undoes the read-only root file system "
+        "there: a node can replace binaries, libraries or configuration that later "
+        "processes trust.",
+        "Mount tmpfs only on scratch paths such as /tmp.",
+    ),
+    # ---- mounts
+    Rule(
+        "SO401", "high", "mount-writable-workdir", "Writable mount of the workflow directory",
+        "A node can rewrite the checkout: git hooks (.git/hooks), CI configuration, "
+        "Makefiles and scripts that a person or CI then runs on the host, outside any "
+        "sandbox.",
+        "Grant `modes: [ro]`; get changes back as artifacts or a patch (`single` does this).",
+    ),
+    Rule(
+        "SO402", "medium", "mount-writable", "Writable mount",
+        "Whatever a node writes there stays on the host after the sandbox is gone and is "
+        "read by whatever uses the directory next.",
+        "Grant `modes: [ro]`; return results as artifacts instead.",
+    ),
+    Rule(
+        "SO403", "critical", "mount-writable-outside",
+        "Writable mount outside the workflow directory",
+        "A node can change host files beyond the project: other checkouts, dotfiles, "
+        "shell start-up files, configuration; a write there persists and runs later "
+        "with the host user's rights.",
+        "Remove the grant, or grant only a subdirectory of the workflow directory, read-only.",
+    ),
+    Rule(
+        "SO404", "high", "mount-above-workdir", "Mount above the workflow directory",
+        "The source climbs out of the workflow's directory (`..`): nodes see sibling "
+        "projects and whatever else lies there (credentials, other repositories).",
+        "Grant `.` or a subdirectory of it.",
+    ),
+    Rule(
+        "SO405", "critical", "mount-host-sensitive",
+        "Mount of the host root, a home or system directory",
+        "A mount grant covers its source and everything below it. sandbox-orch refuses "
+        "system directories, sockets, home credential stores and home directories "
+        "themselves whatever the policy says, but everything else below is granted: "
+        "other people's and other projects' files, tool configuration and tokens it does "
+        "not know about. A grant of a system path or socket is dead and misleading.",
+        "Remove the grant; grant `.` (the workflow's directory) read-only instead.",
+    ),
+    Rule(
+        "SO406", "medium", "mount-absolute", "Mount of an absolute host path",
+        "An absolute path is the same for every workflow wherever it lives: any workflow "
+        "the operator runs with this policy may read (or write) it.",
+        "Grant a path relative to the workflow, or copy what nodes need into the checkout.",
+    ),
+    Rule(
+        "SO407", "high", "mount-credentials", "Mount of a credential store",
+        "SSH keys, cloud, cluster, registry and package-index credentials and .env files "
+        "let whoever reads them act as their owner elsewhere.",
+        "Remove the grant; give a node the one token it needs as a secret restricted to "
+        "its API host.",
+    ),
+    Rule(
+        "SO408", "info", "mount-workdir-readonly", "Read-only mount of the workflow directory",
+        "Nodes see everything in the workflow's directory, including .git (and any token "
+        "in its remote URLs) and untracked files such as .env. Usually what you want.",
+        "Keep credentials out of the directory, or grant a subdirectory instead.",
+    ),
+    Rule(
+        "SO409", "low", "mount-no-modes", "Mount grant with no modes",
+        "`modes: []` allows no access: the grant is dead and misleads the reader.",
+        "Grant `modes: [ro]`, or remove the entry.",
+    ),
+    # ---- images
+    Rule(
+        "SO501", "high", "image-any", "Image pattern matching any image",
+        "Custom runtimes may then use any image from any registry: the workflow picks "
+        "the software (and the setuid binaries, and the supply chain) its nodes run.",
+        "List the images custom runtimes need, pinned by digest.",
+    ),
+    Rule(
+        "SO502", "high", "image-registry-wildcard", "Image wildcard over a whole registry",
+        "Anyone who can publish to that registry (for public registries: anyone) "
+        "decides what runs in your sandboxes.",
+        "List the images custom runtimes need, pinned by digest.",
+    ),
+    Rule(
+        "SO503", "medium", "image-namespace-wildcard", "Image wildcard over a namespace",
+        "Every image anyone can push to this namespace, now or later, under any tag, is "
+        "granted.",
+        "List the images, pinned by digest (`name@sha256:...`).",
+    ),
+    Rule(
+        "SO504", "low", "image-local-wildcard",
+        "Image wildcard over the local sandbox-orch namespace",
+        "sandbox-orch builds these images itself and never pulls them; still, anyone who "
+        "can tag images on this engine can add one that matches.",
+        "List the sandbox-orch images that custom runtimes need.",
+    ),
+    Rule(
+        "SO505", "medium", "image-unpinned", "Image not pinned by digest",
+        "A tag can be moved: whoever controls the repository (or the registry, or the "
+        "path to it) decides what the tag means on the day a node starts.",
+        "Pin the image: `name@sha256:DIGEST`.",
+    ),
+    Rule(
+        "SO506", "info", "image-local-unpinned", "Local image not pinned by digest",
+        "sandbox-orch builds its own images on this engine (`sandbox-orch images build`) "
+        "and never pulls them, so the tag means what was last built here.",
+        "Nothing to do unless you need to know exactly which build ran.",
+    ),
+    # ---- limits
+    Rule(
+        "SO601", "info", "limits-builtin", "Built-in ceilings apply",
+        "Where `limits` says nothing, the built-in ceilings apply. They are conservative, "
+        "but a reader of this file cannot see them.",
+        "Write the ceilings out in `limits`.",
+    ),
+    Rule(
+        "SO602", "info", "defaults-builtin", "Built-in defaults apply",
+        "Where `defaults` says nothing, the built-in defaults apply to nodes that ask "
+        "for nothing.",
+        "Write the defaults out in `defaults`.",
+    ),
+    Rule(
+        "SO603", "info", "isolation-builtin", "Built-in isolation settings apply",
+        "Where `isolation` says nothing, the built-in values apply.",
+        "Write the isolation settings out in `isolation`.",
+    ),
+    Rule(
+        "SO610", "medium", "limit-very-high", "Very high limit",
+        "A node given this much can exhaust the host for every other run (memory, CPU, "
+        "process table, disk), or keep a compromise running for a long time.",
+        "Lower it to what the workloads need; give heavy jobs their own policy.",
+    ),
+    Rule(
+        "SO611", "medium", "default-above-ceiling", "Default above its ceiling",
+        "A node that asks for nothing gets the default, which the ceiling then refuses: "
+        "such nodes never run, and the usual 'fix' is to raise the ceiling.",
+        "Make each default at most its ceiling.",
+    ),
+    # ---- runtimes
+    Rule(
+        "SO701", "low", "runtime-unknown", "Unknown runtime granted",
+        "No preset has this name: the grant does nothing today (custom runtimes are "
+        "granted by `images`), and would silently grant a preset of that name added later.",
+        "Remove it, or correct the spelling (shell, python, node, claude, codex).",
+    ),
+)  # fmt: skip
