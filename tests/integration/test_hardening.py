@@ -336,7 +336,9 @@ def read_events_until(proc, kind: str) -> list[dict[str, Any]]:
 def wait_for_running_container(docker_client, run_id: str, node: str, deadline_s: float = 30):
     """The node's container, once the engine has started it: waits on the engine's own
     `start` event (no polling), bounded by `deadline_s`."""
-    labels = [f"sandbox-orch.run={run_id}", f"sandbox-orch.node={node}"]
+    # The attempt label: the node's own container, never its artifact holder (which
+    # carries the node's name too, and starts first).
+    labels = [f"sandbox-orch.run={run_id}", f"sandbox-orch.node={node}", "sandbox-orch.attempt"]
     # Replayed from a minute back, so a start that came before we asked is seen too.
     events = docker_client.events(
         since=time.time() - 60,
