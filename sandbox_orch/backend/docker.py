@@ -21,11 +21,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import LogConfig, Mount, Ulimit
 
-from ..mounts import BindMount
-from ..sandbox import CAP_DROP, NOFILE, cgroup_pids_limit
-from ..seccomp import RUNSC_SECURITY_OPT
 from . import hostvolumes, readback
 from .base import (
     ALL_KINDS,
@@ -42,19 +38,15 @@ from .base import (
     VolumeStore,
     inode_limit,
 )
+from .settings import container_kwargs  # also imported from here (tests, bench)
 
 T = TypeVar("T")
 # Where volumes go: "auto" (on this host when the engine can see our mounts, see
 # hostvolumes.py, else in the engine), or always "host", or always "engine".
 VolumeSetting = Literal["auto", "host", "engine"]
 
-# The engine keeps a small capped log beside our own stream: enough for `docker logs`
-# while debugging, never enough to fill the host disk.
-LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"})
-NO_LOG = LogConfig(type="none")
 # How long a SIGKILL we did not send waits for the engine's late "oom" event (see _wait).
 OOM_EVENT_WINDOW_S = 2.0
-HOSTNAME = "sandbox"
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
@@ -63,111 +55,10 @@ def connect(max_pool_size: int = 64, timeout: int = 120) -> docker.DockerClient:
     return docker.from_env(max_pool_size=max_pool_size, timeout=timeout)
 
 
-def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, Any]:
-    """The create_container arguments for a spec: the hardening lives here, nowhere else.
-
-    Benchmarks build the raw-SDK baseline from this same function, so both sides run
-    containers with identical settings.
-    """
-    host_config = api.create_host_config(
-        cap_drop=list(CAP_DROP),
-        security_opt=_security_options(spec),
-        read_only=True,
-        tmpfs=_tmpfs(spec),
-        network_mode="none",
-        ipc_mode="private",
-        # The node sees its own cgroup as the root, never the host's hierarchy (and
-        # with it the container's id); API 1.41.
-        cgroupns="private",
-        privileged=False,
-        pids_limit=cgroup_pids_limit(spec.pids, spec.pids_mechanism),
-        mem_limit=spec.memory,
-        memswap_limit=spec.memory,  # memory = swap: no swapping past the limit
-        nano_cpus=int(spec.cpus * 1e9),
-        ulimits=_ulimits(spec),
-        init=True,
-        log_config=LOG_CONFIG if spec.engine_log else NO_LOG,
-        restart_policy={"Name": "no"},
-        runtime=spec.oci_runtime,
-        mounts=[_bind(m) for m in spec.mounts]
-        + [_bind(kept) for m in spec.mounts for kept in _kept_read_only(m)]
-        + [_mask(path) for m in spec.mounts for path in m.masks]
-        + [
-            # no_copy: nothing from the image is copied into a run's volume
-            Mount(v.target, v.volume, type="volume", read_only=v.read_only, no_copy=True)
-            for v in spec.volumes
-        ],
-    )
-    return {
-        "image": spec.image,
-        "command": list(spec.argv),
-        "user": spec.user,
-        "environment": dict(spec.env),
-        "working_dir": spec.workdir,
-        "labels": dict(spec.labels),
-        "name": spec.name,
-        # The same for every node: the engine's default is the container's short id.
-        "hostname": HOSTNAME,
-        "host_config": host_config,
-        "network_disabled": True,
-        "stdin_open": False,
-        "tty": False,
-    }
-
-
 def runtimes_of(info: dict[str, Any]) -> dict[str, list[str]]:
     """The OCI runtimes in an engine's `info`, each with its arguments."""
     runtimes = info.get("Runtimes") or {}
     return {name: list((spec or {}).get("runtimeArgs") or []) for name, spec in runtimes.items()}
-
-
-def _bind(mount: BindMount) -> Mount:
-    """Non-recursive: a file system mounted below the source on the host is not shown."""
-    bind = Mount(mount.target, mount.source, "bind", mount.read_only, propagation="rprivate")
-    bind["BindOptions"]["NonRecursive"] = True
-    return bind
-
-
-def _kept_read_only(mount: BindMount) -> list[BindMount]:
-    """A read-write mount's git directories, hooks and `.git` files, bound again read-only
-    over it (the engine mounts deeper targets after shallower ones)."""
-    source, target = mount.source.rstrip("/"), mount.target.rstrip("/")
-    return [BindMount(f"{source}/{rel}", f"{target}/{rel}", True) for rel in mount.read_only_inside]
-
-
-def _mask(target: str) -> Mount:
-    """An empty read-only file system over `target` (the run store inside a mount)."""
-    return Mount(target, None, "tmpfs", read_only=True, tmpfs_size=4096, tmpfs_mode=0o555)
-
-
-def _security_options(spec: ContainerSpec) -> list[str]:
-    """no-new-privileges always; the engine's default seccomp profile under runc, ours
-    under gVisor (see seccomp.py for why the default cannot be used there)."""
-    if spec.oci_runtime == "runsc":
-        return ["no-new-privileges", RUNSC_SECURITY_OPT]
-    return ["no-new-privileges"]
-
-
-# gVisor ignores cgroup namespaces: when the engine's cgroup mount is at /sys/fs/cgroup,
-# it puts the node in a cgroup of its own kernel named after the container's id, which
-# /proc/self/cgroup then shows. An empty read-only tmpfs there instead leaves the node in
-# gVisor's root cgroup. The limits are still enforced by the host's cgroups around the
-# sandbox, and gVisor sizes /proc/meminfo from the memory limit.
-GVISOR_CGROUP_MASK = {"/sys/fs/cgroup": "ro,noexec,nosuid,nodev,size=4k"}
-
-
-def _tmpfs(spec: ContainerSpec) -> dict[str, str]:
-    mounts = {path: f"rw,noexec,nosuid,nodev,size={size}" for path, size in spec.tmpfs.items()}
-    if spec.oci_runtime == "runsc":
-        mounts.update(GVISOR_CGROUP_MASK)
-    return mounts
-
-
-def _ulimits(spec: ContainerSpec) -> list[Ulimit]:
-    limits = [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE), Ulimit(name="core", soft=0, hard=0)]
-    if spec.pids_mechanism == "rlimit_nproc":
-        limits.append(Ulimit(name="nproc", soft=spec.pids, hard=spec.pids))
-    return limits
 
 
 class DockerBackend(Backend):

@@ -117,3 +117,44 @@ def test_the_spec_is_passed_through_as_given():
     assert made["environment"] == {"E": "1"} and made["working_dir"] == "/w"
     assert made["name"] == "n" and made["labels"] == {"k": "v"}
     assert made["host_config"]["Tmpfs"] == {"/tmp": "rw,noexec,nosuid,nodev,size=1048576"}
+
+
+def test_exact_values_the_engine_gets():
+    """Values a weaker setting would still pass the checks above with."""
+    made = kwargs_of(SIMPLE, cpus=2.0)
+    assert made["host_config"]["NanoCpus"] == 2_000_000_000
+    assert made["hostname"] == "sandbox"
+    assert made["host_config"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"},
+    }  # fmt: skip
+    assert kwargs_of(SIMPLE, engine_log=False)["host_config"]["LogConfig"] == {
+        "Type": "none", "Config": {},
+    }  # fmt: skip
+
+
+def test_a_volume_mounts_the_runs_own_volume():
+    volumes = (VolumeMount("vol-1", "/artifacts", True),)
+    (mount,) = kwargs_of(SIMPLE, volumes=volumes)["host_config"]["Mounts"]
+    assert mount["Source"] == "vol-1" and mount["Type"] == "volume"
+
+
+def test_git_paths_are_bound_again_read_only_and_the_run_store_masked_empty():
+    project = BindMount(
+        "/srv/p/", "/work/", False, masks=("/work/.sandbox-orch",), read_only_inside=(".git",)
+    )
+    mounts = kwargs_of(SIMPLE, mounts=(project,))["host_config"]["Mounts"]
+    kept = [m for m in mounts if m["Target"] == "/work/.git"]
+    assert kept == [
+        {"Target": "/work/.git", "Source": "/srv/p/.git", "Type": "bind", "ReadOnly": True,
+         "BindOptions": {"Propagation": "rprivate", "NonRecursive": True}}
+    ]  # fmt: skip
+    (mask,) = [m for m in mounts if m["Type"] == "tmpfs"]
+    assert mask["ReadOnly"] is True and mask["Source"] is None
+    assert mask["TmpfsOptions"] == {"SizeBytes": 4096, "Mode": 0o555}  # r-x: nothing to write
+
+
+def test_only_trailing_slashes_are_cut_from_a_kept_paths_mount():
+    project = BindMount("/srv/LaTeX//", "/work/TeX/", False, read_only_inside=(".git", "X"))
+    mounts = kwargs_of(SIMPLE, mounts=(project,))["host_config"]["Mounts"]
+    kept = {m["Target"]: m["Source"] for m in mounts if m["ReadOnly"]}
+    assert kept == {"/work/TeX/.git": "/srv/LaTeX/.git", "/work/TeX/X": "/srv/LaTeX/X"}

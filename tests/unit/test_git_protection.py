@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_orch import admission
-from sandbox_orch.backend.docker import _kept_read_only
+from sandbox_orch.backend.settings import _kept_read_only
 from sandbox_orch.errors import InputRefused
 from sandbox_orch.gitpaths import MAX_GIT_PATHS, inside_git
 from sandbox_orch.mounts import BindMount, walk
