@@ -214,11 +214,13 @@ def test_a_node_refused_anything_gets_no_sandbox(body):
 
 def test_a_granted_node_carries_what_it_asked_and_the_policy_sets():
     policy = default_policy()
+    limits = dataclasses.replace(policy.limits, artifacts=64 * 1024**2, output=1024**2)
+    policy = dataclasses.replace(policy, limits=limits)  # not the Sandbox's own defaults
     _, sandboxes = admitted(node("workdir: /work\nenv: {A: '1', B: two}"), policy)
     box = sandboxes["a"]
     assert box.env == {"A": "1", "B": "two"} and box.workdir == "/work"
-    assert box.artifact_limit == policy.limits.artifacts == 1024**3
-    assert box.output_limit == policy.limits.output and box.tmpfs == dict(policy.tmpfs)
+    assert (box.artifact_limit, box.output_limit) == (64 * 1024**2, 1024**2)
+    assert box.tmpfs == dict(policy.tmpfs) and box.memory_ceiling == policy.limits.memory
     _, sandboxes = admitted(node(""), policy)
     assert sandboxes["a"].workdir is None and sandboxes["a"].env == {}
 
@@ -236,6 +238,18 @@ def test_admit_node_alone_walks_its_own_mounts(tmp_path):
 
 
 # --- the working directory below a volume at / ------------------------------------------
+
+
+@pytest.mark.parametrize("sibling", ["/data/Y", "/data/Xy", "/data"])
+def test_a_workdir_beside_a_volume_is_not_inside_it(sibling):
+    """Only a trailing `/` is dropped from a volume's path before comparing: `/data/X`
+    holds `/data/X/y`, never its siblings nor its parent."""
+    volume = "outputs: {artifacts: [{name: d, path: /data/X}]}"
+    assert admitted(node(f"workdir: {sibling}\n{volume}"))[1]["a"].workdir == sibling
+    assert refusals(node(f"workdir: /data/X/y\n{volume}")) == [
+        "wf.yaml:6: nodes.a.workdir: node 'a': /data/X/y is inside an artifact at /data/X, "
+        "where a node could put a symlink"
+    ]
 
 
 def test_a_volume_at_the_root_is_refused_and_so_is_a_workdir_below_it():
@@ -269,3 +283,26 @@ def test_exactly_the_most_git_directories_are_kept_read_only(tmp_path):
 def admitted_at(directory: Path, text: str, policy=None):
     plan = plan_of(text, path=str(directory / "wf.yaml"))
     return plan, admit(plan, policy or default_policy())
+
+
+# --- two mounts at one place ------------------------------------------------------------
+
+
+def test_each_second_mount_at_a_place_is_refused_naming_the_first(tmp_path):
+    text = (
+        "version: 1\nname: x\nnodes:\n"
+        "  p: {command: [x], outputs: {artifacts: [{name: d, path: /d}, {name: e, path: /e}]}}\n"
+        "  a:\n    command: [x]\n    needs: [p]\n"
+        "    mounts: [{source: ., target: /w}]\n"
+        "    outputs: {artifacts: [{name: d, path: /w}, {name: e, path: /o}]}\n"
+        "    inputs: [{from: p/d, path: /o}, {from: p/e, path: /i}, {from: p/d, path: /i}]\n"
+    )
+    workflow = str(tmp_path / "wf.yaml")
+    assert refusals(text, path=workflow) == [
+        f"{workflow}:9: nodes.a.outputs.artifacts[0].path: node 'a': /w is already the target "
+        "of mounts[0].target",
+        f"{workflow}:10: nodes.a.inputs[0].path: node 'a': /o is already the target of "
+        "outputs.artifacts[1].path",
+        f"{workflow}:10: nodes.a.inputs[2].path: node 'a': /i is already the target of "
+        "inputs[1].path",
+    ]

@@ -108,3 +108,12 @@ def test_a_working_directory_reached_through_a_symlink_names_both():
 @pytest.mark.parametrize("workdir", ["/", "/etc", "/usr/bin", "/run", "/var/run", "/tmp"])
 def test_a_working_directory_elsewhere_is_fine(workdir):
     assert forbidden_workdir(workdir) is None
+
+
+def test_no_fixed_symlink_leads_into_another():
+    """One pass through the table reaches the end (canonical's bound is never the limit);
+    a chain added later must be looked through, which this would point out."""
+    for alias, real in ALIASES.items():
+        for other in ALIASES:
+            inside = real == other or real.startswith(other + "/") or other.startswith(real + "/")
+            assert not inside, (alias, real, other)
