@@ -80,6 +80,15 @@ def test_printable_names_beyond_the_control_characters_are_passed_on():
     assert sandboxes["a"].env == {"A B": "v", "A\x80B": "w"}
 
 
+def test_a_name_only_the_policy_denies_is_refused_saying_so():
+    policy = dataclasses.replace(default_policy(), env_deny=("MY_TOKEN",))
+    assert refusals(node("env: {my_token: v, OTHER: v}"), policy) == [
+        "wf.yaml:6: nodes.a.env.my_token: node 'a': environment variable my_token is on the "
+        "deny list (denied by the policy)"
+    ]
+    assert admitted(node("env: {my_token: v}"))[1]["a"].env == {"my_token": "v"}
+
+
 # --- resources and time: the ceiling itself is allowed ----------------------------------
 
 
@@ -306,3 +315,12 @@ def test_each_second_mount_at_a_place_is_refused_naming_the_first(tmp_path):
         f"{workflow}:10: nodes.a.inputs[2].path: node 'a': /i is already the target of "
         "inputs[1].path",
     ]
+
+
+def test_a_mount_holding_the_run_store_hides_it(tmp_path, monkeypatch):
+    """The store (every run's outputs and reports) is masked in a mount that holds it."""
+    (tmp_path / "state").mkdir()
+    monkeypatch.setenv("SANDBOX_ORCH_HOME", str(tmp_path / "state"))
+    _, sandboxes = admitted_at(tmp_path, node("mounts: [{source: ., target: /w}]"))
+    (mount,) = sandboxes["a"].mounts
+    assert (mount.source, mount.masks) == (str(tmp_path), ("/w/state",))
