@@ -29,6 +29,11 @@ def refusals(text: str, policy=None, path: str = "wf.yaml", environ=None) -> lis
     return [str(problem) for problem in caught.value.problems]
 
 
+def admitted_at(directory: Path, text: str, policy=None):
+    plan = plan_of(text, path=str(directory / "wf.yaml"))
+    return plan, admit(plan, policy or default_policy())
+
+
 def node(body: str) -> str:
     """A workflow whose node `a` has `body` (lines indented under it); line 4 is `a:`."""
     indented = "".join(f"    {line}\n" for line in body.splitlines())
@@ -287,11 +292,6 @@ def test_exactly_the_most_git_directories_are_kept_read_only(tmp_path):
         f"{tmp_path}/wf.yaml:6: nodes.a.mounts[0].source: node 'a': mount 'src' "
         f"({tmp_path}/src): has more than 64 git directories to keep read-only; mount less"
     ]
-
-
-def admitted_at(directory: Path, text: str, policy=None):
-    plan = plan_of(text, path=str(directory / "wf.yaml"))
-    return plan, admit(plan, policy or default_policy())
 
 
 # --- two mounts at one place ------------------------------------------------------------
