@@ -60,7 +60,7 @@ def admit_node(
     environ: Mapping[str, str],
     walked: dict[Path, Walk] | None = None,
 ) -> Sandbox | None:
-    before = _Counter(refuse)
+    before = _Tracked(refuse)
     _check_runtime(node, policy, before)
     _check_artifact_paths(node, before)
     _check_distinct_targets(node, policy, before)
@@ -70,10 +70,9 @@ def admit_node(
     _check_env(node, policy, before)
     mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
     _check_workdir(node, mounts, before)
-    limits = _check_limits(node, policy, before)
-    if before.count or limits is None:
+    cpus, memory, pids, timeout = _check_limits(node, policy, before)
+    if before.refused:  # the refusals say why
         return None
-    cpus, memory, pids, timeout = limits
     return Sandbox(
         image=node.runtime.image,
         user=policy.user,
@@ -94,15 +93,15 @@ def admit_node(
     )
 
 
-class _Counter:
+class _Tracked:
     """Wraps `refuse` to know whether this node was refused anything."""
 
     def __init__(self, refuse: Refuse) -> None:
         self._refuse = refuse
-        self.count = 0
+        self.refused = False
 
     def __call__(self, loc: Loc, message: str) -> None:
-        self.count += 1
+        self.refused = True
         self._refuse(loc, message)
 
 
@@ -232,10 +231,10 @@ def _git_problem(path: Path, found: Walk) -> str | None:
 
 def _kept(git: tuple[str, ...], target: str, targets: list[str]) -> tuple[str, ...]:
     """Git's paths to bind again read-only, except where another mount of the node, deeper
-    than this one, sits over them (that mount decides what is there)."""
-    root = target.rstrip("/")
+    than this one, sits over them (that mount decides what is there). `target` is a granted
+    one: in normal form and never / (refused), so it ends in no slash."""
     deeper = [other for other in targets if _below(other, target)]  # '' (the same) is not
-    covered = [rel for rel in git for o in deeper if _below(f"{root}/{rel}", o) is not None]
+    covered = [rel for rel in git for o in deeper if _below(f"{target}/{rel}", o) is not None]
     return tuple(rel for rel in git if rel not in covered)
 
 
@@ -285,7 +284,8 @@ def _below(path: str, root: str) -> str | None:
 
 def _check_limits(
     node: PlannedNode, policy: Policy, refuse: Refuse
-) -> tuple[float, int, int, float] | None:
+) -> tuple[float, int, int, float]:
+    """The limits asked (or the policy's defaults), each refused above its ceiling."""
     ceiling, default = policy.limits, policy.defaults
     asked = node.resources
     cpus = asked.cpus or default.cpus
@@ -298,13 +298,11 @@ def _check_limits(
         ("pids", pids, ceiling.pids, str),
         ("timeout", timeout, ceiling.timeout, lambda s: f"{s:g}s"),
     ]
-    over = False
     for key, value, most, show in checks:
         if value > most:
             loc = (*node.loc, "timeout") if key == "timeout" else (*node.loc, "resources", key)
             refuse(loc, f"{key} {show(value)} is above the policy ceiling {show(most)}")
-            over = True
-    return None if over else (cpus, memory, pids, timeout)
+    return cpus, memory, pids, timeout
 
 
 def check_report_files(
@@ -342,9 +340,9 @@ def check_report_files(
 
 
 def _masked(mount: BindMount) -> tuple[Path, ...]:
-    """The host paths of a mount's masks (hidden from the node)."""
-    target = mount.target.rstrip("/")
-    return tuple(Path(mount.source) / m[len(target) + 1 :] for m in mount.masks)
+    """The host paths of a mount's masks (hidden from the node). An admitted mount's target
+    is in normal form and never / (refused), so a mask is the target, `/` and the rest."""
+    return tuple(Path(mount.source) / m[len(mount.target) + 1 :] for m in mount.masks)
 
 
 def _not_a_report_file(path: Path) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox_orch.admission import check_report_files
-from sandbox_orch.errors import InputRefused
+from sandbox_orch.errors import InputRefused, Problem
 from sandbox_orch.mounts import BindMount
 from sandbox_orch.sandbox import Sandbox
 from tests.conftest import cli
@@ -72,3 +72,30 @@ def test_run_refuses_it_through_the_command_line(tmp_path, option):
         "write it elsewhere"
     )
     assert not store.exists()  # no run was even recorded
+
+
+def test_what_is_not_a_regular_file_in_a_reports_place_is_refused_with_every_other(layout):
+    """Each option is judged: a directory (or a path through a file) in one report's place
+    is refused, and the next option is still checked; a regular file there is replaced."""
+    root, sandboxes = layout
+    (root / "a-file").write_text("")
+    (root / "old.json").write_text("{}")
+    files = {
+        "--results": root / "work",
+        "--junit": root / "a-file" / "r.xml",
+        "--other": root / "old.json",
+        "--last": root / "work" / "r.json",
+    }
+    with pytest.raises(InputRefused) as refused:
+        check_report_files(files, sandboxes)
+    assert refused.value.problems == [
+        Problem(str(root / "work"), None, "", "--results: not a regular file (a directory)"),
+        Problem(str(root / "a-file" / "r.xml"), None, "", "--junit: cannot write: Not a directory"),
+        Problem(
+            str(root / "work" / "r.json"),
+            None,
+            "",
+            f"--last lies inside what a node sees: node 'n' mounts {root / 'work'}; "
+            "write it elsewhere",
+        ),
+    ]
