@@ -267,8 +267,8 @@ def _mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[Path] | None:
     """Every mount point on this host (in our mount namespace, the engine's here); None
     when that cannot be read."""
     try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as info:
-            lines = info.read().splitlines()
+        with open(mountinfo, "rb") as info:  # paths are bytes: decoded as os.realpath does
+            lines = os.fsdecode(info.read()).splitlines()
     except OSError:
         return None
     return {Path(_unescape(line.split(" ")[4])) for line in lines if line.count(" ") >= 4}

@@ -197,3 +197,19 @@ def test_mount_points_are_the_fifth_field_in_any_bytes(tmp_path):
         Path("/mnt/\u00e9t\u00e9"),
     }
     assert mounts._mount_points(str(tmp_path / "missing")) is None
+
+
+# Grants --------------------------------------------------------------------------
+
+
+def test_a_path_without_a_grant_is_refused_saying_which_grant_is_missing(tmp_path):
+    from sandbox_orch.mounts import grant_for
+    from sandbox_orch.policy import MountGrant
+
+    grants = (MountGrant(Path("ro-root"), ("ro",)), MountGrant(Path("both"), ("ro", "rw")))
+    assert grant_for(tmp_path / "ro-root" / "x", "ro", grants, tmp_path) is None
+    assert grant_for(tmp_path / "both", "rw", grants, tmp_path) is None
+    why = grant_for(tmp_path / "ro-root" / "x", "rw", grants, tmp_path)
+    assert why == "granted only as ro, not rw"
+    why = grant_for(tmp_path / "elsewhere", "ro", grants, tmp_path)
+    assert why == "not under any mount root the policy grants"
