@@ -96,9 +96,29 @@ def _entries(text: str) -> list[tuple[str, str, str]]:
             continue
         key, sep, value = line.partition("=")
         if sep:
-            value = value.partition(" #")[0].partition(" ;")[0].strip().strip('"')
-            entries.append((section, key.strip().lower(), value))
+            entries.append((section, key.strip().lower(), _value(value)))
     return entries
+
+
+def _value(raw: str) -> str:
+    """A config value as git reads it (config.c parse_value): `#` or `;` outside quotes
+    starts a comment (no space needed before it), quotes are dropped, a backslash takes
+    the next character, white space outside quotes is dropped at the ends and kept as
+    one space per character inside."""
+    value, spaces, quoted, chars = "", 0, False, iter(raw)
+    for char in chars:
+        if char.isspace() and not quoted:
+            spaces += len(value) > 0
+            continue
+        if char in "#;" and not quoted:
+            break
+        value += " " * spaces
+        spaces = 0
+        if char == '"':
+            quoted = not quoted
+        else:
+            value += next(chars, "") if char == "\\" else char
+    return value
 
 
 def _gitdir_named(dot_git: Path) -> Path | None:

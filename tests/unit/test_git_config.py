@@ -53,6 +53,13 @@ def test_a_hooks_path_is_read_under_any_spelling_of_core(tmp_path, header):
         ("path = x.inc ; one ; two", "x.inc"),
         ("path = x.inc ; one # two", "x.inc"),
         ("path = Xx.incX", "Xx.incX"),
+        ("path = x.inc#c", "x.inc"),  # git needs no space before a comment
+        ("path = x.inc;c", "x.inc"),
+        ('path = "a#b;c.inc" # c', "a#b;c.inc"),  # inside quotes: not a comment
+        ('path = "x  "y.inc', "x  y.inc"),  # quoted white space is kept as written
+        ("path = x\ty \t z.inc \t ", "x y   z.inc"),  # outside: one space each, ends dropped
+        (r"path = \"a\\b\".inc", r'"a\b".inc'),  # a backslash takes the next character
+        ("path = x.inc\\", "x.inc"),  # a line continued onto nothing
     ],
 )
 def test_include_values_as_git_reads_them(tmp_path, line, named):
