@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,9 @@ from .yamlsafe import read_regular
 MAX_GIT_PATHS = 64
 CONFIG_LIMIT = 1024 * 1024
 MAX_INCLUDE_DEPTH = 4  # git's own limit is 10; deeper chains are not a work tree's habit
+# A section's name: up to `]`, a dot (`[core.sub]`) or any white space before a
+# subsection (`[includeIf\t"gitdir:..."]`, which git reads as includeIf too).
+_SECTION = re.compile(r'\[([^\]\s."]*)')
 
 
 def is_git_dir(kinds: Mapping[str, int]) -> bool:
@@ -56,7 +60,7 @@ def named_in_config(config: Path, worktree: Path | None, depth: int = 0) -> list
     for section, key, value in _entries(_read_small(config) or ""):
         place = Path(os.path.expanduser(value))
         if section == "core" and key == "hookspath" and (place.is_absolute() or worktree):
-            found.append(_real((worktree or Path("/")) / place))
+            found.append(_real(worktree / place if worktree else place))
         elif section in ("include", "includeif") and key == "path":
             included = _real(config.parent / place)
             found.append(included)
@@ -88,13 +92,33 @@ def _entries(text: str) -> list[tuple[str, str, str]]:
     for raw in text.splitlines():
         line = raw.strip()
         if line.startswith("["):
-            section = line[1:].split("]", 1)[0].split(" ", 1)[0].split(".", 1)[0].lower()
+            section = _SECTION.match(line).group(1).lower()
             continue
         key, sep, value = line.partition("=")
         if sep:
-            value = value.split(" #", 1)[0].split(" ;", 1)[0].strip().strip('"')
-            entries.append((section, key.strip().lower(), value))
+            entries.append((section, key.strip().lower(), _value(value)))
     return entries
+
+
+def _value(raw: str) -> str:
+    """A config value as git reads it (config.c parse_value): `#` or `;` outside quotes
+    starts a comment (no space needed before it), quotes are dropped, a backslash takes
+    the next character, white space outside quotes is dropped at the ends and kept as
+    one space per character inside."""
+    value, spaces, quoted, chars = "", 0, False, iter(raw)
+    for char in chars:
+        if char.isspace() and not quoted:
+            spaces += len(value) > 0
+            continue
+        if char in "#;" and not quoted:
+            break
+        value += " " * spaces
+        spaces = 0
+        if char == '"':
+            quoted = not quoted
+        else:
+            value += next(chars, "") if char == "\\" else char
+    return value
 
 
 def _gitdir_named(dot_git: Path) -> Path | None:

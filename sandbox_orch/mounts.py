@@ -120,6 +120,8 @@ def never_mountable(path: Path, mode: str = "ro", home: Path | None = None) -> s
         home_of_path = HOMES / path.relative_to(HOMES).parts[0]
     else:
         home_of_path = home
+    if path in (home, home_of_path) or path in home.parents:
+        return "a home directory (or what contains one) is never mountable"
     for danger in _protected(home, home_of_path):
         if path == danger.path or danger.path in path.parents:
             return f"{danger.path} is never mountable ({danger.reason})"
@@ -133,8 +135,6 @@ def never_mountable(path: Path, mode: str = "ro", home: Path | None = None) -> s
                 f"it contains {danger.path} below a directory a node could rename; mount "
                 f"it read-only, or mount {danger.path.parent} or a directory beside it"
             )
-    if path in (home, home_of_path) or path in home.parents:
-        return "a home directory (or what contains one) is never mountable"
     if path.name in RUNTIME_SOCKETS or _is_socket(path):
         return "sockets are never mountable"
     return None
@@ -263,12 +263,12 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _mount_points() -> set[Path] | None:
+def _mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[Path] | None:
     """Every mount point on this host (in our mount namespace, the engine's here); None
     when that cannot be read."""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
-            lines = info.read().splitlines()
+        with open(mountinfo, "rb") as info:  # paths are bytes: decoded as os.realpath does
+            lines = os.fsdecode(info.read()).splitlines()
     except OSError:
         return None
     return {Path(_unescape(line.split(" ")[4])) for line in lines if line.count(" ") >= 4}
