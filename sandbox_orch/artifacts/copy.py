@@ -140,18 +140,20 @@ class _Writer:
             self.refuse(f"{relative}: {error.strerror}")
             return
         digest, size = hashlib.sha256(), 0
-        with os.fdopen(descriptor, "wb") as target:
-            while chunk := source.read(CHUNK):
-                if self.spent + len(chunk) > self.budget.bytes:
-                    target.close()
-                    path.unlink()  # never a partial file
-                    self.stop(
-                        relative, f"{_size(size + len(chunk))} read: past the artifact's limit"
-                    )
-                digest.update(chunk)
-                target.write(chunk)
-                size += len(chunk)
-                self.spent += len(chunk)
+        try:
+            with os.fdopen(descriptor, "wb") as target:
+                while chunk := source.read(CHUNK):
+                    if self.spent + len(chunk) > self.budget.bytes:
+                        self.stop(
+                            relative, f"{_size(size + len(chunk))} read: past the artifact's limit"
+                        )
+                    digest.update(chunk)
+                    target.write(chunk)
+                    size += len(chunk)
+                    self.spent += len(chunk)
+        except BaseException:
+            path.unlink()  # never a partial file: past the budget, or the stream cut short
+            raise
         self.result.files += 1
         self.result.bytes += size
         self.result.digests.append((str(relative), digest.hexdigest()))
@@ -315,8 +317,8 @@ def _inside(name: str) -> PurePosixPath | None:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts:
         return None
-    parts = path.parts[1:]  # the engine names entries after the archived directory
-    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+    # The engine names entries after the archived directory; that directory itself is ".".
+    return PurePosixPath(*path.parts[1:])
 
 
 def _kind(member: tarfile.TarInfo) -> str:
