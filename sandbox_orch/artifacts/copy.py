@@ -121,7 +121,7 @@ class _Writer:
 
     def mkdir(self, relative: PurePosixPath) -> None:
         try:
-            (self.destination / relative).mkdir(mode=0o755, parents=False, exist_ok=True)
+            (self.destination / relative).mkdir(mode=0o755, exist_ok=True)  # never its parents
         except OSError as error:
             self.refuse(f"{relative}/: {error.strerror}")
 

@@ -433,3 +433,35 @@ def test_problems_list_refusals_then_the_count_past_the_bound_then_the_stop():
     assert found.problems() == ["a: x", "... and 3 more refused", "b: stop"]
     assert Extracted(refused=["a: x"]).problems() == ["a: x"]
     assert not found.complete and Extracted().complete
+
+
+def test_data_read_through_for_refused_members_adds_up(tmp_path):
+    """Outside or too deep, a member's data is read to reach the next: each one counts, and
+    the stop names the member as it came."""
+    found = extract(
+        archive(("file", "/a", b"1" * 400), ("file", "../b", b"2" * 400), ("file", "d/c", b"3" * 300)),
+        tmp_path / "out",
+        Budget(1000, 10),
+    )  # fmt: skip
+    assert found.stopped.startswith("c: 300 bytes (holes included) would pass")
+    found = extract(archive(("file", "/a", b"1" * 2000)), tmp_path / "again", Budget(1000, 10))
+    assert found.stopped.startswith("/a: 2000 (holes included) would pass")
+
+
+def test_a_member_too_deep_is_charged_under_its_own_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifact_copy, "MAX_DEPTH", 1)
+    found = extract(archive(("file", "d/x/deep", b"1" * 2000)), tmp_path / "out", Budget(1000, 10))
+    assert found.refused == ["x/deep: deeper than 1 directories, refused"]
+    assert found.stopped.startswith("x/deep: 2000 (holes included) would pass")
+
+
+def test_bytes_written_add_up_across_files(tmp_path):
+    """Each file fits on its own, and in chunks; together they pass the budget."""
+    chunk = artifact_copy.CHUNK
+    found = extract(
+        archive(("file", "d/a", b"a" * (chunk + chunk // 2)), ("file", "d/b", b"b" * chunk)),
+        tmp_path / "out",
+        Budget(2 * chunk, 10),
+    )
+    assert found.stopped.startswith("b: 1m (holes included) would pass")
+    assert written_under(tmp_path / "out") == ["a"] and found.bytes == chunk + chunk // 2

@@ -195,10 +195,10 @@ def test_without_release_the_same_chain_would_not_fit():
     """The ceiling is real: the reservations alone, with nothing released, refuse p3."""
     plan = plan_of(CHAIN)
     lifetimes = Lifetimes(plan.nodes, 2 * CAP)
-    lifetimes.reserve("p1", [CAP])
-    lifetimes.reserve("p2", [CAP])
+    lifetimes.reserve([CAP])
+    lifetimes.reserve([CAP])
     with pytest.raises(ArtifactsRefused, match="artifacts_total"):
-        lifetimes.reserve("p3", [CAP])
+        lifetimes.reserve([CAP])
 
 
 TWO_CONSUMERS = """

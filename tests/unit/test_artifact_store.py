@@ -393,3 +393,34 @@ def test_apparent_size_stops_at_the_depth_the_copy_takes(tmp_path, monkeypatch):
 
 def test_apparent_size_skips_what_cannot_be_listed(tmp_path):
     assert apparent_size(tmp_path / "missing") == 0
+
+
+def test_copy_tree_stops_at_the_entry_past_the_budget_by_name(tmp_path):
+    source = tree(tmp_path / "volume", {"a": b"", "b": b"", "c": b""})
+    found = copy_tree(source, tmp_path / "copy", Budget(MIB, 2))
+    assert found.stopped.startswith("c: one entry more than the artifact may hold (1m, 2 ")
+    assert written(tmp_path / "copy") == ["a", "b"]
+
+
+def test_apparent_size_does_not_follow_symlinks(tmp_path):
+    big = tmp_path / "big"
+    with open(big, "wb") as sparse:
+        os.truncate(sparse.fileno(), 64 * MIB)
+    source = tmp_path / "volume"
+    source.mkdir()
+    (source / "link").symlink_to(big)
+    assert apparent_size(source) == len(str(big))  # the link's own size: its target's name
+
+
+def test_apparent_size_goes_on_past_a_directory_it_cannot_list(tmp_path, monkeypatch):
+    source = tree(tmp_path / "volume", {"a/x": b"12", "b/y": b"345", "c/z": b"6789"})
+    scandir = os.scandir
+
+    def refusing(path):
+        if Path(path).name == "b":
+            raise PermissionError(13, "Permission denied")
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    dirs = sum((source / d).lstat().st_size for d in "abc")
+    assert apparent_size(source) == dirs + 2 + 4

@@ -376,3 +376,114 @@ def test_a_retrys_copy_replaces_the_previous_one_after_it(tmp_path):
     asyncio.run(go())
     assert first.artifacts[0]["files"] == 1 and second.artifacts[0]["bytes"] == 2
     assert sorted(p.name for p in target.iterdir()) == ["two"]
+
+
+# --- reservations wait for what is on its way out -----------------------------------------
+
+SERIAL = """
+version: 1
+name: serial
+nodes:
+  p1: {command: [x], outputs: {artifacts: [{name: a, path: /out}]}}
+  p2: {needs: [p1], command: [x], outputs: {artifacts: [{name: b, path: /out}]}}
+"""
+
+
+class Slow(MemoryBackend):
+    """Copies answer late (the engine streams); a copy of a removed volume fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exported: list[str] = []
+
+    async def export(self, container_id, path, consume):
+        for _ in range(10):  # a yield at a time, so whatever else is due runs meanwhile
+            await asyncio.sleep(0)
+        name = next(v for v in self.volumes if v.endswith("-" + path.rsplit("/", 1)[1]))
+        self.exported.append(name)
+        if not any(c == container_id for c in self.containers):
+            raise BackendError(f"no such container: {container_id}")
+        return consume(io.BytesIO(tar_of({})))
+
+
+def serial(backend: Slow, tmp_path: Path):
+    plan, sandboxes = admitted(SERIAL)
+    volumes = ArtifactVolumes(backend, dict(RUN), tmp_path / "copies", plan.nodes, CAP)
+
+    async def register(spec):
+        return await backend.create(spec)
+
+    async def dispose(container_id):
+        await backend.remove(container_id)
+
+    async def produce(node: str, attempt: int):
+        return await volumes.for_producer(
+            plan.nodes[node], sandboxes[node], attempt, register, dispose
+        )
+
+    return volumes, plan, produce
+
+
+def test_a_reservation_that_does_not_fit_waits_for_the_copies_and_releases_due(tmp_path):
+    """p1's volume is copied (slowly) and nothing needs it: p2's reservation, which fits
+    only once it is gone, waits for its copy and its release instead of failing."""
+    backend = Slow()
+    volumes, plan, produce = serial(backend, tmp_path)
+    attempt = SimpleNamespace(artifacts=None, violations=[])
+
+    async def go():
+        await produce("p1", 1)
+        volumes.copy_in_background(plan.nodes["p1"], attempt)
+        volumes.node_finished("p1", retrying=False)
+        mounts = await produce("p2", 1)
+        await volumes.finish()
+        return mounts
+
+    mounts = asyncio.run(go())
+    assert [m.volume for m in mounts] == ["sandbox-orch-r1-p2-1-b"]
+    assert attempt.violations == [] and attempt.artifacts[0]["complete"] is True
+    assert set(backend.volumes) == {"sandbox-orch-r1-p2-1-b"}
+
+
+def test_a_cancelled_copy_does_not_fail_the_next_reservation(tmp_path):
+    backend = Slow()
+    volumes, plan, produce = serial(backend, tmp_path)
+
+    async def go():
+        await produce("p1", 1)
+        volumes.copy_in_background(plan.nodes["p1"], SimpleNamespace(artifacts=None, violations=[]))
+        volumes._copies["p1"].cancel()
+        volumes.node_finished("p1", retrying=False)
+        return await produce("p2", 1)
+
+    assert [m.volume for m in asyncio.run(go())] == ["sandbox-orch-r1-p2-1-b"]
+
+
+def test_a_retry_waits_for_the_previous_attempts_copy_before_removing_its_volumes(tmp_path):
+    backend = Slow()
+    volumes, plan, produce = serial(backend, tmp_path)
+    attempt = SimpleNamespace(artifacts=None, violations=[])
+
+    async def go():
+        await produce("p1", 1)
+        volumes.copy_in_background(plan.nodes["p1"], attempt)
+        volumes.node_finished("p1", retrying=True)
+        return await produce("p1", 2)
+
+    assert [m.volume for m in asyncio.run(go())] == ["sandbox-orch-r1-p1-2-a"]
+    assert attempt.violations == [] and attempt.artifacts[0]["complete"] is True
+    assert backend.exported == ["sandbox-orch-r1-p1-1-a"]
+    assert set(backend.volumes) == {"sandbox-orch-r1-p1-2-a"}
+
+
+def test_a_retry_after_a_cancelled_copy_still_gets_its_volumes(tmp_path):
+    backend = Slow()
+    volumes, plan, produce = serial(backend, tmp_path)
+
+    async def go():
+        await produce("p1", 1)
+        volumes.copy_in_background(plan.nodes["p1"], SimpleNamespace(artifacts=None, violations=[]))
+        volumes._copies["p1"].cancel()
+        return await produce("p1", 2)
+
+    assert [m.volume for m in asyncio.run(go())] == ["sandbox-orch-r1-p1-2-a"]
