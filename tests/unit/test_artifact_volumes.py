@@ -487,3 +487,17 @@ def test_a_retry_after_a_cancelled_copy_still_gets_its_volumes(tmp_path):
         return await produce("p1", 2)
 
     assert [m.volume for m in asyncio.run(go())] == ["sandbox-orch-r1-p1-2-a"]
+
+
+def test_a_producer_that_left_nothing_to_copy_is_released_for_the_next_reservation(tmp_path):
+    """p1 never started (no copy): its release is due, and p2's reservation waits for it."""
+    backend = Slow()
+    volumes, _, produce = serial(backend, tmp_path)
+
+    async def go():
+        await produce("p1", 1)
+        volumes.node_finished("p1", retrying=False)
+        return await produce("p2", 1)
+
+    assert [m.volume for m in asyncio.run(go())] == ["sandbox-orch-r1-p2-1-b"]
+    assert set(backend.volumes) == {"sandbox-orch-r1-p2-1-b"}
