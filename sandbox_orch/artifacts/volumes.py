@@ -212,7 +212,7 @@ class ArtifactVolumes:
             held = self.current.get((needed.producer, needed.name))
             if held is None:
                 continue  # a producer that never ran has none
-            assert held.view is not None, "every consumed artifact has a view"
+            assert held.view is not None  # planning gives every consumed artifact a view
             mounts.append(VolumeMount(held.view.name, needed.path, read_only=False))
         return tuple(mounts)
 

@@ -8,13 +8,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import logging
+import os
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from sandbox_orch.artifacts import HOLDER_IMAGE, HOLDER_ROOT, ArtifactVolumes, Usage
+from sandbox_orch.artifacts import (
+    HOLDER_IMAGE,
+    HOLDER_ROOT,
+    ArtifactsRefused,
+    ArtifactVolumes,
+    Usage,
+)
 from sandbox_orch.backend import BackendError, ContainerSpec, Volume, VolumeMount
 from sandbox_orch.backend.memory import MemoryBackend
 
@@ -103,12 +111,14 @@ def test_volumes_are_created_at_the_policy_cap_owned_by_the_nodes_user(tmp_path)
         return await create(name, labels, size, owner)
 
     backend.create_volume = recorded
-    *_, sandboxes = produced(backend, tmp_path)
+    volumes, *_, sandboxes = produced(backend, tmp_path)
     user = sandboxes["make"].user
     assert created == [
         ("sandbox-orch-r1-make-1-dist", CAP, user),
         ("sandbox-orch-r1-make-1-logs", CAP, user),
     ]
+    assert volumes._creating == set()  # only creations under way are waited for
+    assert volumes.lifetimes.reserved == 2 * CAP  # both are held against the ceiling
 
 
 def test_a_consumer_mounts_each_inputs_read_only_view_at_its_path(tmp_path):
@@ -183,6 +193,7 @@ def test_the_holder_is_asked_with_one_exec_about_the_volumes_mount(tmp_path):
         ((0, b"100 60 1024 x\n4096\t/held/dist\n"), "exited 0"),
         ((0, b"100 60 1024 1000\n-1\t/held/dist\n"), "exited 0"),
         ((0, b""), "exited 0, printing b''"),
+        ((0, b"100 60 1024\n4096 /held/dist\n"), "exited 0"),  # stat said too little
     ],
 )
 def test_an_answer_that_is_not_five_numbers_is_not_trusted(tmp_path, answer, why):
@@ -203,7 +214,9 @@ def test_a_host_volume_is_measured_here(tmp_path):
     (held.volume.host_path / "f").write_bytes(b"x" * 1234)
     usage = asyncio.run(volumes._usage(held))
     assert isinstance(usage, Usage) and usage.apparent == 1234
-    assert usage.blocks > 0 and usage.inodes > 0  # this file system's, as statvfs says
+    info = os.statvfs(held.volume.host_path)  # this file system's (shared: free space moves)
+    assert (usage.blocks, usage.inodes) == (info.f_blocks, info.f_files)
+    assert 0 < usage.blocks_free <= usage.blocks and 0 < usage.inodes_free <= usage.inodes
 
 
 def reasons_for(answers: dict[str, bytes], tmp_path: Path, limit: int = 1 << 20) -> list[str]:
@@ -501,3 +514,151 @@ def test_a_producer_that_left_nothing_to_copy_is_released_for_the_next_reservati
 
     assert [m.volume for m in asyncio.run(go())] == ["sandbox-orch-r1-p2-1-b"]
     assert set(backend.volumes) == {"sandbox-orch-r1-p2-1-b"}
+
+
+def test_five_numbers_are_enough(tmp_path):
+    assert usage_of(Answering((0, b"100 60 1024 1000\n4096\n")), tmp_path) == Usage(
+        100, 60, 1024, 1000, 4096
+    )
+
+
+def test_a_copy_of_host_volumes_is_held_to_the_volume_cap(tmp_path):
+    backend = MemoryBackend(volume_root=tmp_path / "v")
+    volumes, _, _, plan, _ = produced(backend, tmp_path)
+    for key, held in list(volumes.current.items()):
+        volumes.current[key] = dataclasses.replace(held, size=1024)
+    (volumes.current[("make", "dist")].volume.host_path / "big").write_bytes(b"x" * 2048)
+    attempt = SimpleNamespace(artifacts=None, violations=[])
+
+    async def go():
+        volumes.copy_in_background(plan.nodes["make"], attempt)
+        await volumes.finish()
+
+    asyncio.run(go())
+    assert attempt.artifacts[0]["complete"] is False
+    assert attempt.violations[0]["detail"].startswith("dist/big: 2k (holes included) would pass")
+
+
+def test_a_cancelled_copy_does_not_stop_the_retrys_copy(tmp_path):
+    backend = Exporting({"/held/dist": tar_of({"dist/a": b"1"}), "/held/logs": tar_of({})})
+    volumes, _, _, plan, _ = produced(backend, tmp_path)
+    first = SimpleNamespace(artifacts=None, violations=[])
+    second = SimpleNamespace(artifacts=None, violations=[])
+
+    async def go():
+        volumes.copy_in_background(plan.nodes["make"], first)
+        volumes._copies["make"].cancel()
+        volumes.copy_in_background(plan.nodes["make"], second)
+        await volumes.finish()
+
+    asyncio.run(go())
+    assert first.artifacts is None and second.artifacts[0]["files"] == 1
+
+
+CONSUMED = """
+version: 1
+name: consumed
+nodes:
+  p1:
+    command: [x]
+    outputs: {artifacts: [{name: a, path: /out}, {name: spare, path: /spare}]}
+  c: {needs: [p1], command: [x], inputs: [{from: p1/a, path: /in}]}
+  p2: {needs: [p1], command: [x], outputs: {artifacts: [{name: b, path: /out}]}}
+  both:
+    needs: [p1, p2]
+    command: [x]
+    inputs: [{from: p1/a, path: /a}, {from: p2/b, path: /b}]
+"""
+
+
+def consumed(backend: MemoryBackend, tmp_path: Path, ceiling: int):
+    plan, sandboxes = admitted(CONSUMED)
+    volumes = ArtifactVolumes(backend, dict(RUN), tmp_path / "copies", plan.nodes, ceiling)
+    registered = Registered()
+
+    async def produce(node: str):
+        return await volumes.for_producer(
+            plan.nodes[node], sandboxes[node], 1, registered.register, registered.dispose
+        )
+
+    return volumes, plan, produce, registered
+
+
+@pytest.mark.parametrize("store", ["host", "engine"])
+def test_a_volume_a_consumer_may_still_mount_keeps_its_share_of_the_ceiling(tmp_path, store):
+    """p1 is done but c has not run: p1/a stays; p1/spare is needed by no one. Host volumes
+    go one by one, so p2 fits once spare is gone; a holder's go together, so p2 does not
+    fit (and is told why) rather than waiting for ever."""
+    root = tmp_path / "v" if store == "host" else None
+    backend = MemoryBackend(volume_root=root)
+    volumes, _, produce, registered = consumed(backend, tmp_path, 2 * CAP)
+
+    async def go():
+        await produce("p1")
+        volumes.node_finished("p1", retrying=False)
+        if store == "host":
+            await asyncio.wait_for(produce("p2"), 30)
+        else:
+            with pytest.raises(ArtifactsRefused, match="artifacts_total"):
+                await asyncio.wait_for(produce("p2"), 30)
+        await volumes.finish()
+
+    asyncio.run(go())
+    left = {n for n in backend.volumes if not n.endswith("-ro")}
+    if store == "host":
+        assert left == {"sandbox-orch-r1-p1-1-a", "sandbox-orch-r1-p2-1-b"}
+    else:
+        assert left == {"sandbox-orch-r1-p1-1-a", "sandbox-orch-r1-p1-1-spare"}
+    assert registered.disposed == []
+
+
+@pytest.mark.parametrize("finished", [[], ["p1"]])
+def test_a_holder_and_its_volumes_stay_until_all_of_them_are_unneeded(tmp_path, finished):
+    """With nothing unneeded, or only p1/spare (c may still mount p1/a), a release asked
+    for leaves the holder and every volume alone."""
+    backend = MemoryBackend()
+    volumes, _, produce, registered = consumed(backend, tmp_path, 4 * CAP)
+
+    async def go():
+        await produce("p1")
+        for node in finished:
+            volumes.node_finished(node, retrying=False)
+        (group,) = volumes._groups
+        await volumes._release(group, whole=False)
+
+    asyncio.run(go())
+    assert registered.disposed == [] and len(backend.volumes) == 3
+
+
+def test_a_consumer_mounts_the_inputs_that_exist(tmp_path):
+    """An input whose producer never ran has no volume; the others are still mounted."""
+    volumes, plan, produce, _ = consumed(MemoryBackend(), tmp_path, 4 * CAP)
+
+    async def go():
+        await produce("p2")
+
+    asyncio.run(go())
+    assert volumes.for_consumer(plan.nodes["both"]) == (
+        VolumeMount("sandbox-orch-r1-p2-1-b-ro", "/b", read_only=False),
+    )
+
+
+def test_a_failed_removal_is_left_for_the_sweep_and_says_whose(tmp_path, caplog):
+    backend = MemoryBackend(volume_root=tmp_path / "v")
+    volumes, _, produce, _ = consumed(backend, tmp_path, 4 * CAP)
+
+    async def refuse(resource):
+        raise BackendError("volume is in use")
+
+    backend.remove_resource = refuse
+
+    async def go():
+        await produce("p1")
+        volumes.node_finished("p1", retrying=False)
+        volumes.node_finished("c", retrying=False)
+        await volumes.finish()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(go())
+    assert "releasing artifact volumes of p1: volume is in use" in caplog.text
+    assert volumes.lifetimes.reserved == 2 * CAP and volumes._releases == set()
