@@ -384,11 +384,12 @@ def test_copy_tree_reads_each_file_unbuffered_in_chunks(tmp_path):
 
 
 def test_apparent_size_stops_at_the_depth_the_copy_takes(tmp_path, monkeypatch):
-    monkeypatch.setattr(artifact_copy, "MAX_DEPTH", 2)
-    source = tree(tmp_path / "volume", {"1/a": b"12", "1/2/b": b"345", "1/2/3/c": b"6789"})
-    # as copy_tree with MAX_DEPTH 2: "1" and its files are copied, "1/2" is refused
-    dirs = sum((source / d).lstat().st_size for d in ("1", "1/2"))
-    assert apparent_size(source) == dirs + 2
+    monkeypatch.setattr(artifact_copy, "MAX_DEPTH", 3)
+    files = {"1/a": b"1", "1/2/b": b"22", "1/2/3/c": b"333", "1/2/3/4/d": b"4444"}
+    source = tree(tmp_path / "volume", files)
+    # as copy_tree with MAX_DEPTH 3: "1" and "1/2" and their files; "1/2/3" is refused
+    dirs = sum((source / d).lstat().st_size for d in ("1", "1/2", "1/2/3"))
+    assert apparent_size(source) == dirs + 1 + 2
 
 
 def test_apparent_size_skips_what_cannot_be_listed(tmp_path):
@@ -416,10 +417,10 @@ def test_apparent_size_goes_on_past_a_directory_it_cannot_list(tmp_path, monkeyp
     source = tree(tmp_path / "volume", {"a/x": b"12", "b/y": b"345", "c/z": b"6789"})
     scandir = os.scandir
 
-    def refusing(path):
+    def refusing(path):  # in name order, so "b" is walked before "a"
         if Path(path).name == "b":
             raise PermissionError(13, "Permission denied")
-        return scandir(path)
+        return sorted(scandir(path), key=lambda entry: entry.name)
 
     monkeypatch.setattr(os, "scandir", refusing)
     dirs = sum((source / d).lstat().st_size for d in "abc")

@@ -23,7 +23,7 @@ from sandbox_orch.artifacts import (
     ArtifactVolumes,
     Usage,
 )
-from sandbox_orch.backend import BackendError, ContainerSpec, Volume, VolumeMount
+from sandbox_orch.backend import BackendError, ContainerSpec, Resource, Volume, VolumeMount
 from sandbox_orch.backend.memory import MemoryBackend
 
 from .helpers import admitted
@@ -644,21 +644,76 @@ def test_a_consumer_mounts_the_inputs_that_exist(tmp_path):
 
 
 def test_a_failed_removal_is_left_for_the_sweep_and_says_whose(tmp_path, caplog):
+    """Once a removal failed, the group is left as it is (no retry per event): the run's
+    sweep removes it, by label."""
     backend = MemoryBackend(volume_root=tmp_path / "v")
     volumes, _, produce, _ = consumed(backend, tmp_path, 4 * CAP)
+    tried = []
 
     async def refuse(resource):
+        tried.append(resource.id)
         raise BackendError("volume is in use")
 
     backend.remove_resource = refuse
 
     async def go():
         await produce("p1")
-        volumes.node_finished("p1", retrying=False)
+        volumes.node_finished("p1", retrying=False)  # p1/spare is due, and fails
+        await asyncio.gather(*list(volumes._releases))
         volumes.node_finished("c", retrying=False)
         await volumes.finish()
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(go())
-    assert "releasing artifact volumes of p1: volume is in use" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "releasing artifact volumes of p1: volume is in use"
+    ]
+    assert tried == ["sandbox-orch-r1-p1-1-spare"]
     assert volumes.lifetimes.reserved == 2 * CAP and volumes._releases == set()
+
+
+def test_released_volumes_are_removed_by_their_labels_and_forgotten(tmp_path):
+    """Each volume goes (its view first) as soon as no one needs it; once all are gone the
+    group is forgotten and the reservation given back."""
+    backend = MemoryBackend(volume_root=tmp_path / "v")
+    volumes, _, produce, _ = consumed(backend, tmp_path, 4 * CAP)
+    removed = []
+    remove = backend.remove_resource
+
+    async def recorded(resource):
+        removed.append(resource)
+        await remove(resource)
+
+    backend.remove_resource = recorded
+    labels = {**RUN, "sandbox-orch.node": "p1"}
+
+    async def go():
+        await produce("p1")
+        volumes.node_finished("p1", retrying=False)
+        await asyncio.gather(*list(volumes._releases))
+        assert removed == [Resource("volume", "sandbox-orch-r1-p1-1-spare", labels)]
+        assert set(volumes.current) == {("p1", "a")} and len(volumes._groups) == 1
+        for node in ("c", "p2", "both"):
+            volumes.node_finished(node, retrying=False)
+        await volumes.finish()
+
+    asyncio.run(go())
+    assert removed[1:] == [
+        Resource("volume", "sandbox-orch-r1-p1-1-a-ro", labels),
+        Resource("volume", "sandbox-orch-r1-p1-1-a", labels),
+    ]
+    assert volumes.current == {} and volumes._groups == [] and volumes.lifetimes.reserved == 0
+    assert backend.volumes == {}
+
+
+def test_finish_waits_past_a_cancelled_copy(tmp_path):
+    backend = Exporting({"/held/dist": tar_of({}), "/held/logs": tar_of({})})
+    volumes, _, _, plan, _ = produced(backend, tmp_path)
+
+    async def go():
+        volumes.copy_in_background(plan.nodes["make"], SimpleNamespace(artifacts=None))
+        volumes._copies["make"].cancel()
+        await volumes.finish()
+        return volumes._copies["make"].cancelled()
+
+    assert asyncio.run(go()) is True
