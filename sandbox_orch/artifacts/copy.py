@@ -175,7 +175,7 @@ def extract(stream: BinaryIO, destination: Path, budget: Budget | None = None) -
     writer = _Writer(destination, budget or Budget.for_cap(DEFAULT_CAP))
     destination.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as archive:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_Header) as archive:
             for member in archive:
                 _extract_member(archive, member, writer)
     except _Stopped:
@@ -183,6 +183,18 @@ def extract(stream: BinaryIO, destination: Path, budget: Budget | None = None) -
     except tarfile.TarError as error:  # the engine's archive, cut or malformed
         writer.result.stopped = f"the engine's archive could not be read ({error}): copy stopped"
     return writer.result
+
+
+class _Header(tarfile.TarInfo):
+    """A member's header. tarfile takes an archive that stops between two members for a
+    shorter one; without its end-of-archive blocks, it is a stream cut short."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError) as error:
+            raise tarfile.ReadError(f"it ends without its end-of-archive blocks: {error}") from None
 
 
 def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, writer: _Writer) -> None:

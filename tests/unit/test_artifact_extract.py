@@ -405,6 +405,23 @@ def test_an_archive_cut_inside_a_file_stops_the_copy_and_leaves_no_part_of_it(tm
     assert written_under(tmp_path / "out") == ["a"]
 
 
+@pytest.mark.parametrize("cut", [2 * 512, 2 * 512 + 100, 2 * 512 + 511])
+def test_an_archive_cut_between_files_is_not_taken_for_a_whole_one(tmp_path, cut):
+    """Cut after a file's data, or inside the next header: what came is kept, but the copy
+    is not complete (tarfile alone would end quietly, as if the archive were shorter)."""
+    whole = archive(("file", "d/a", b"x" * 100), ("file", "d/b", b"y" * 2000)).getvalue()
+    found = extract(io.BytesIO(whole[:cut]), tmp_path / "out")
+    assert found.stopped is not None and found.stopped.startswith(
+        "the engine's archive could not be read (it ends without its end-of-archive blocks: "
+    )
+    assert found.files == 1 and written_under(tmp_path / "out") == ["a"]
+
+
+def test_an_empty_stream_is_not_an_empty_artifact(tmp_path):
+    found = extract(io.BytesIO(b""), tmp_path / "out")
+    assert not found.complete and "could not be read" in found.stopped
+
+
 class Unseekable(io.RawIOBase):
     """A stream as the engine sends it: it can only be read forward."""
 
