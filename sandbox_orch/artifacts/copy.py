@@ -121,7 +121,7 @@ class _Writer:
 
     def mkdir(self, relative: PurePosixPath) -> None:
         try:
-            (self.destination / relative).mkdir(mode=0o755, parents=False, exist_ok=True)
+            (self.destination / relative).mkdir(mode=0o755, exist_ok=True)  # never its parents
         except OSError as error:
             self.refuse(f"{relative}/: {error.strerror}")
 
@@ -140,18 +140,20 @@ class _Writer:
             self.refuse(f"{relative}: {error.strerror}")
             return
         digest, size = hashlib.sha256(), 0
-        with os.fdopen(descriptor, "wb") as target:
-            while chunk := source.read(CHUNK):
-                if self.spent + len(chunk) > self.budget.bytes:
-                    target.close()
-                    path.unlink()  # never a partial file
-                    self.stop(
-                        relative, f"{_size(size + len(chunk))} read: past the artifact's limit"
-                    )
-                digest.update(chunk)
-                target.write(chunk)
-                size += len(chunk)
-                self.spent += len(chunk)
+        try:
+            with os.fdopen(descriptor, "wb") as target:
+                while chunk := source.read(CHUNK):
+                    if self.spent + len(chunk) > self.budget.bytes:
+                        self.stop(
+                            relative, f"{_size(size + len(chunk))} read: past the artifact's limit"
+                        )
+                    digest.update(chunk)
+                    target.write(chunk)
+                    size += len(chunk)
+                    self.spent += len(chunk)
+        except BaseException:
+            path.unlink()  # never a partial file: past the budget, or the stream cut short
+            raise
         self.result.files += 1
         self.result.bytes += size
         self.result.digests.append((str(relative), digest.hexdigest()))
@@ -173,7 +175,7 @@ def extract(stream: BinaryIO, destination: Path, budget: Budget | None = None) -
     writer = _Writer(destination, budget or Budget.for_cap(DEFAULT_CAP))
     destination.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as archive:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_Header) as archive:
             for member in archive:
                 _extract_member(archive, member, writer)
     except _Stopped:
@@ -181,6 +183,18 @@ def extract(stream: BinaryIO, destination: Path, budget: Budget | None = None) -
     except tarfile.TarError as error:  # the engine's archive, cut or malformed
         writer.result.stopped = f"the engine's archive could not be read ({error}): copy stopped"
     return writer.result
+
+
+class _Header(tarfile.TarInfo):
+    """A member's header. tarfile takes an archive that stops between two members for a
+    shorter one; without its end-of-archive blocks, it is a stream cut short."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError) as error:
+            raise tarfile.ReadError(f"it ends without its end-of-archive blocks: {error}") from None
 
 
 def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, writer: _Writer) -> None:
@@ -315,8 +329,8 @@ def _inside(name: str) -> PurePosixPath | None:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts:
         return None
-    parts = path.parts[1:]  # the engine names entries after the archived directory
-    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+    # The engine names entries after the archived directory; that directory itself is ".".
+    return PurePosixPath(*path.parts[1:])
 
 
 def _kind(member: tarfile.TarInfo) -> str:

@@ -34,7 +34,7 @@ class Lifetimes:
                 key = (needed.producer, needed.name)
                 self.consumers.setdefault(key, set()).add(node.name)
 
-    def reserve(self, node: str, sizes: Iterable[int]) -> None:
+    def reserve(self, sizes: Iterable[int]) -> None:
         """Reserve one producer attempt's volumes, all or nothing."""
         sizes = list(sizes)
         wanted = sum(sizes)

@@ -140,7 +140,7 @@ class ArtifactVolumes:
                 await asyncio.gather(previous.copy, return_exceptions=True)
             await self._release(previous, whole=True)
         size = sandbox.artifact_limit
-        await self._reserve(node.name, [size] * len(node.artifacts))
+        await self._reserve([size] * len(node.artifacts))
         labels = {**self.labels, "sandbox-orch.node": node.name}
         prefix = f"sandbox-orch-{labels['sandbox-orch.run']}-{node.name}-{attempt}"
         volumes: dict[Any, Volume] = {}
@@ -165,14 +165,14 @@ class ArtifactVolumes:
             self.current[(node.name, volume.name)] = volume
         return tuple(VolumeMount(v.name, a.path, read_only=False) for a, v in volumes.items())
 
-    async def _reserve(self, node: str, sizes: list[int]) -> None:
+    async def _reserve(self, sizes: list[int]) -> None:
         """Reserve, after the releases already due if it does not fit at once: a volume
         whose last consumer just finished may still be on its way out."""
         try:
-            self.lifetimes.reserve(node, sizes)
+            self.lifetimes.reserve(sizes)
         except ArtifactsRefused:
             await self._drain()
-            self.lifetimes.reserve(node, sizes)
+            self.lifetimes.reserve(sizes)
 
     async def _drain(self) -> None:
         """Wait for every release that is due, and the copies they wait for."""
@@ -212,7 +212,7 @@ class ArtifactVolumes:
             held = self.current.get((needed.producer, needed.name))
             if held is None:
                 continue  # a producer that never ran has none
-            assert held.view is not None, "every consumed artifact has a view"
+            assert held.view is not None  # planning gives every consumed artifact a view
             mounts.append(VolumeMount(held.view.name, needed.path, read_only=False))
         return tuple(mounts)
 

@@ -195,10 +195,10 @@ def test_without_release_the_same_chain_would_not_fit():
     """The ceiling is real: the reservations alone, with nothing released, refuse p3."""
     plan = plan_of(CHAIN)
     lifetimes = Lifetimes(plan.nodes, 2 * CAP)
-    lifetimes.reserve("p1", [CAP])
-    lifetimes.reserve("p2", [CAP])
+    lifetimes.reserve([CAP])
+    lifetimes.reserve([CAP])
     with pytest.raises(ArtifactsRefused, match="artifacts_total"):
-        lifetimes.reserve("p3", [CAP])
+        lifetimes.reserve([CAP])
 
 
 TWO_CONSUMERS = """
@@ -397,3 +397,36 @@ def test_an_interrupt_mid_chain_still_removes_every_volume_view_and_holder(store
     assert run.backend.volumes == {} and run.backend.containers == {}
     if store is not None:
         assert list(store.iterdir()) == []
+
+
+def test_a_volume_is_needed_until_its_producer_and_every_consumer_are_done():
+    lifetimes = Lifetimes(plan_of(CHAIN).nodes, 8 * CAP)
+    assert lifetimes.needed("p1", "a")  # p1 may run another attempt
+    lifetimes.finished("p1")
+    assert lifetimes.needed("p1", "a")  # p2 may still mount it
+    lifetimes.finished("p2")
+    assert not lifetimes.needed("p1", "a")
+
+
+def test_a_volume_no_one_consumes_is_unneeded_once_its_producer_is_done():
+    lifetimes = Lifetimes(plan_of(CHAIN).nodes, 8 * CAP)
+    assert lifetimes.needed("p1", "unconsumed")
+    lifetimes.finished("p1")
+    assert not lifetimes.needed("p1", "unconsumed")
+
+
+def test_a_refused_reservation_says_what_is_held():
+    lifetimes = Lifetimes(plan_of(CHAIN).nodes, CAP)
+    with pytest.raises(ArtifactsRefused) as nothing:
+        lifetimes.reserve([CAP, CAP])
+    assert str(nothing.value) == (
+        "its 2 artifact volume(s) (2g) would take the run's artifacts past the policy's "
+        "artifacts_total (1g); volumes still needed by other nodes hold nothing"
+    )
+    lifetimes.reserve([CAP // 2])
+    with pytest.raises(ArtifactsRefused) as some:
+        lifetimes.reserve([CAP])
+    assert str(some.value).endswith("volumes still needed by other nodes hold 512m")
+    assert lifetimes.reserved == CAP // 2  # all or nothing: the refused one holds nothing
+    lifetimes.free(CAP)
+    assert lifetimes.reserved == 0  # never below nothing

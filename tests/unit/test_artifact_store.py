@@ -9,9 +9,10 @@ import hashlib
 import io
 import os
 import socket
+import stat
 import tarfile
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -286,3 +287,141 @@ def test_an_artifact_whose_use_cannot_be_measured_fails_its_node(tmp_path, monke
         "exited 1, printing b'')"
     )
     assert report.results["nodes"]["use"]["status"] == "skipped"
+
+
+# --- copy_tree: what each refusal says, modes, errors ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [
+        (stat.S_IFIFO | 0o600, "a FIFO"),
+        (stat.S_IFCHR | 0o600, "a device"),
+        (stat.S_IFBLK | 0o600, "a device"),
+        (stat.S_IFSOCK | 0o600, "a socket"),
+        (0o170000, "not a regular file"),  # a file type this system does not have
+    ],
+)
+def test_each_kind_of_special_file_is_named(mode, kind):
+    assert artifact_copy._mode_kind(mode) == kind
+
+
+def test_a_device_node_is_refused_never_opened(tmp_path):
+    source = tree(tmp_path / "volume", {"kept": b"k"})
+    os.mknod(source / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    found = copy_tree(source, tmp_path / "copy")
+    assert found.refused == ["null: a device, refused (only files and directories)"]
+    assert written(tmp_path / "copy") == ["kept"]
+
+
+def test_copies_get_fixed_modes(tmp_path):
+    source = tree(tmp_path / "volume", {"sub/f": b"x"})
+    (source / "sub" / "f").chmod(0o4777)
+    (source / "sub").chmod(0o777)
+    old = os.umask(0)
+    try:
+        copy_tree(source, tmp_path / "copy")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "copy" / "sub").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "copy" / "sub" / "f").stat().st_mode) == 0o644
+
+
+def test_a_file_replaced_between_listing_and_opening_is_refused(tmp_path):
+    """What is opened must be the inode that was listed (and checked to be a file)."""
+    source = tree(tmp_path / "volume", {"a": b"listed", "b": b"opened"})
+    copy = artifact_copy._TreeCopy(artifact_copy._Writer(tmp_path / "copy", Budget(MIB, 10)))
+    (tmp_path / "copy").mkdir()
+    root = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        listed = os.stat("a", dir_fd=root, follow_symlinks=False)
+        copy.file(root, "b", listed, PurePosixPath("a"))
+        copy.file(root, "gone", listed, PurePosixPath("gone"))
+    finally:
+        os.close(root)
+    assert copy.writer.result.refused == [
+        "a: replaced while being copied, refused",
+        "gone: No such file or directory",
+    ]
+    assert written(tmp_path / "copy") == []
+
+
+def test_a_directory_that_cannot_be_opened_is_refused(tmp_path):
+    source = tree(tmp_path / "volume", {"x": b""})
+    copy = artifact_copy._TreeCopy(artifact_copy._Writer(tmp_path / "copy", Budget(MIB, 10)))
+    (tmp_path / "copy").mkdir()
+    root = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        copy.subdirectory(root, "x", PurePosixPath("d/x"), 2)  # a file, not a directory
+    finally:
+        os.close(root)
+    assert copy.writer.result.refused == [
+        "d/x/: No such file or directory",  # its parent was never made here
+        "d/x/: Not a directory",
+    ]
+
+
+def test_a_file_with_one_name_is_not_remembered(tmp_path):
+    """Only inodes with several names can be met again; the others are not kept."""
+    source = tree(tmp_path / "volume", {"a": b"1", "b": b"2"})
+    os.link(source / "b", source / "c")
+    copy = artifact_copy._TreeCopy(artifact_copy._Writer(tmp_path / "copy", Budget(MIB, 10)))
+    (tmp_path / "copy").mkdir()
+    root = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        copy.directory(root, PurePosixPath("."), 1)
+    finally:
+        os.close(root)
+    assert list(copy.seen.values()) == ["b"]
+
+
+def test_copy_tree_reads_each_file_unbuffered_in_chunks(tmp_path):
+    data = bytes(range(256)) * (5 * artifact_copy.CHUNK // 512)
+    source = tree(tmp_path / "volume", {"big": data})
+    found = copy_tree(source, tmp_path / "copy", Budget(len(data), 10))
+    assert found.complete and found.bytes == len(data)
+    assert (tmp_path / "copy" / "big").read_bytes() == data
+
+
+def test_apparent_size_stops_at_the_depth_the_copy_takes(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifact_copy, "MAX_DEPTH", 3)
+    files = {"1/a": b"1", "1/2/b": b"22", "1/2/3/c": b"333", "1/2/3/4/d": b"4444"}
+    source = tree(tmp_path / "volume", files)
+    # as copy_tree with MAX_DEPTH 3: "1" and "1/2" and their files; "1/2/3" is refused
+    dirs = sum((source / d).lstat().st_size for d in ("1", "1/2", "1/2/3"))
+    assert apparent_size(source) == dirs + 1 + 2
+
+
+def test_apparent_size_skips_what_cannot_be_listed(tmp_path):
+    assert apparent_size(tmp_path / "missing") == 0
+
+
+def test_copy_tree_stops_at_the_entry_past_the_budget_by_name(tmp_path):
+    source = tree(tmp_path / "volume", {"a": b"", "b": b"", "c": b""})
+    found = copy_tree(source, tmp_path / "copy", Budget(MIB, 2))
+    assert found.stopped.startswith("c: one entry more than the artifact may hold (1m, 2 ")
+    assert written(tmp_path / "copy") == ["a", "b"]
+
+
+def test_apparent_size_does_not_follow_symlinks(tmp_path):
+    big = tmp_path / "big"
+    with open(big, "wb") as sparse:
+        os.truncate(sparse.fileno(), 64 * MIB)
+    source = tmp_path / "volume"
+    source.mkdir()
+    (source / "link").symlink_to(big)
+    assert apparent_size(source) == len(str(big))  # the link's own size: its target's name
+
+
+def test_apparent_size_goes_on_past_a_directory_it_cannot_list(tmp_path, monkeypatch):
+    source = tree(tmp_path / "volume", {"a/x": b"12", "b/y": b"345", "c/z": b"6789"})
+    scandir = os.scandir
+
+    def refusing(path):  # in name order, so "b" is walked before "a"
+        if Path(path).name == "b":
+            raise PermissionError(13, "Permission denied")
+        return sorted(scandir(path), key=lambda entry: entry.name)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    dirs = sum((source / d).lstat().st_size for d in "abc")
+    assert apparent_size(source) == dirs + 2 + 4

@@ -277,3 +277,48 @@ def test_a_target_that_never_accepts_is_a_bad_gateway_after_the_connect_timeout(
     (line, body), _ = refused(raw, ["192.0.2.1:443"])
     assert line == "HTTP/1.1 502 Bad Gateway"
     assert body.startswith(PROXY + "cannot connect to 192.0.2.1:443: ")
+
+
+class _ClosingSink:
+    """A writer whose half-close fails as a socket already gone does (OSError) or as a
+    transport already closing does (RuntimeError)."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self.error = error
+        self.data = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def drain(self) -> None:
+        return None
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        raise self.error("the peer is gone")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("error", [OSError, ConnectionResetError, RuntimeError])
+def test_a_splice_ends_quietly_when_a_side_cannot_be_half_closed(error):
+    """A connection whose other end vanished must end the splice, not the proxy task."""
+    from sandbox_orch.egress import _splice
+
+    async def scenario():
+        node, upstream = asyncio.StreamReader(), asyncio.StreamReader()
+        node.feed_data(b"request")
+        node.feed_eof()
+        upstream.feed_data(b"answer")
+        upstream.feed_eof()
+        to_node, to_upstream = _ClosingSink(error), _ClosingSink(error)
+        await _splice(node, to_node, upstream, to_upstream)
+        return to_node, to_upstream
+
+    to_node, to_upstream = run(scenario())
+    assert (to_node.data, to_upstream.data) == (b"answer", b"request")
+    assert to_upstream.closed
