@@ -32,6 +32,7 @@ from tests.conftest import (
     unique,
     write_workflow,
 )
+from tests.integration.test_hardening import FORK_FLOOD
 
 pytestmark = pytest.mark.engine
 
@@ -409,30 +410,6 @@ def test_the_same_proxy_without_a_rewrite_runs_the_node(
 
 
 # --- item 14: gVisor's pids limits, and the file tools in every image -------------------
-
-
-FORK_FLOOD = r"""
-import json, os
-kids, error = [], None
-for _ in range({attempts}):  # bounded: without a limit it stops here and the test fails
-    try:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-    except OSError as failure:
-        error = failure.errno
-        break
-    if pid == 0:
-        os.close(write_end)
-        os.read(read_end, 1)  # stay alive until the parent is done counting
-        os._exit(0)
-    os.close(read_end)
-    kids.append((pid, write_end))
-for _, write_end in kids:
-    os.close(write_end)
-for pid, _ in kids:
-    os.waitpid(pid, 0)
-print(json.dumps({{"forked": len(kids), "errno": error}}))
-"""
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
