@@ -322,3 +322,28 @@ def test_a_splice_ends_quietly_when_a_side_cannot_be_half_closed(error):
     to_node, to_upstream = run(scenario())
     assert (to_node.data, to_upstream.data) == (b"answer", b"request")
     assert to_upstream.closed
+
+
+def test_the_socket_directories_live_in_the_private_egress_directory(tmp_path, monkeypatch):
+    """Under the private root (never mountable), one fresh directory per run."""
+    from sandbox_orch import store
+
+    monkeypatch.setattr(store, "private_root", lambda: tmp_path / "private")
+    first, second = EgressProxy("run-1"), EgressProxy("run-1")
+    assert first.root.parent == second.root.parent == tmp_path / "private" / "egress"
+    assert first.root != second.root and first.root.name.startswith("run-1-")
+    assert stat.S_IMODE(first.root.stat().st_mode) == 0o700
+
+
+def test_a_socket_directory_that_cannot_be_made_is_an_infrastructure_error(monkeypatch):
+    from sandbox_orch.errors import InfrastructureError
+
+    def refuse(**_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(egress.tempfile, "mkdtemp", refuse)
+    with pytest.raises(InfrastructureError) as raised:
+        EgressProxy("run-1")
+    assert str(raised.value) == (
+        "cannot make the egress socket directory: [Errno 28] No space left on device"
+    )

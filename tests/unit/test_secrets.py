@@ -117,3 +117,35 @@ def test_reading_a_secret_file_swapped_since_validate_never_blocks(special, monk
     assert not reader.is_alive(), "read_secret blocked"
     (error,) = outcome
     assert "not a regular file" in str(error) or "larger than" in str(error)
+
+
+def _file_grant(path) -> SecretGrant:
+    return SecretGrant("T", None, str(path), ("shell",), ())
+
+
+def test_a_secret_file_of_exactly_the_limit_is_read_one_byte_more_is_refused(tmp_path):
+    exact = tmp_path / "exact"
+    exact.write_bytes(b"k" * MAX_SECRET_BYTES)
+    assert source_problem(_file_grant(exact), {}) is None
+    assert read_secret(_file_grant(exact), {}) == "k" * MAX_SECRET_BYTES
+    over = tmp_path / "over"
+    over.write_bytes(b"k" * (MAX_SECRET_BYTES + 1))
+    assert source_problem(_file_grant(over), {}) == (
+        f"secret T: file {over}: larger than {MAX_SECRET_BYTES} bytes"
+    )
+
+
+def test_an_unreadable_secret_file_is_named_not_read(tmp_path, monkeypatch):
+    path = tmp_path / "key"
+    path.write_text("value")
+    # Tests run as root, whom os.access never refuses: stand in for another user.
+    monkeypatch.setattr(os, "access", lambda _path, _mode: False)
+    assert source_problem(_file_grant(path), {}) == (
+        f"secret T: file {path}: cannot read: permission denied"
+    )
+
+
+def test_a_secret_file_that_is_not_utf8_is_read_with_replacement_characters(tmp_path):
+    path = tmp_path / "key"
+    path.write_bytes(b"ab\xffcd\n")
+    assert read_secret(_file_grant(path), {}) == "ab\ufffdcd"
