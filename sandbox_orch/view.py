@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ class PlainView:
     def __call__(self, event: Event) -> None:
         line = _line(event)
         if line:
-            print(scrub(line), file=self.out, flush=True)
+            _write(self.out, scrub(line))
 
 
 class JsonView:
@@ -37,7 +38,19 @@ class JsonView:
         self.out = out or sys.stdout
 
     def __call__(self, event: Event) -> None:
-        print(scrub_json(event_json(event)), file=self.out, flush=True)
+        _write(self.out, scrub_json(event_json(event)))
+
+
+def _write(out: TextIO, line: str) -> None:
+    """One line, flushed. A reader that went away (`| head`) stops the view, never the
+    run: it goes on to the end and cleans up, its exit code unchanged, and what it would
+    still print goes to /dev/null (so no later write, nor Python's exit flush, fails)."""
+    try:
+        print(line, file=out, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
 
 
 def tokens_text(usage: dict[str, Any]) -> str:
