@@ -58,6 +58,7 @@ HOLDER_IMAGE = "sandbox-orch/base"
 HOLDER_ROOT = "/held"
 # One exec in the holder: blocks, blocks free, inodes, inodes free; then the apparent size.
 _USAGE_SCRIPT = 'stat -f -c "%b %a %c %d" "$1" && du -s -b "$1"'
+_EXEC_NOT_STARTED = 126  # what an exec reports when the runtime could not start it
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,8 @@ class ArtifactVolumes:
         path = f"{HOLDER_ROOT}/{held.name}"
         argv = ["sh", "-c", _USAGE_SCRIPT, "sh", path]
         code, out = await self.backend.run_in(held.holder, argv)
+        if code == _EXEC_NOT_STARTED:  # the engine's failure, not the volume's: ask again once
+            code, out = await self.backend.run_in(held.holder, argv)
         fields = out.split()
         if code != 0 or len(fields) < 5 or not all(f.isdigit() for f in fields[:5]):
             return f"the holder's `stat -f` and `du` exited {code}, printing {out[:200]!r}"
@@ -375,16 +378,19 @@ class ArtifactVolumes:
     def _holder_spec(
         self, prefix: str, labels: dict[str, str], sandbox: Sandbox, volumes: dict[Any, Volume]
     ) -> ContainerSpec:
-        # The holder runs no untrusted code; it is hardened all the same.
+        # The holder runs no untrusted code; it is hardened all the same. Its limits leave
+        # room for runc's own exec (a Go process that joins the holder's cgroup with its
+        # threads and pages): at 8 pids and 16 MiB an exec under load could die on start
+        # ("read init-p: connection reset by peer"), failing a node that was within limits.
         return ContainerSpec(
             name=f"{prefix}-holder",
             image=HOLDER_IMAGE,
             argv=("sleep", "infinity"),
             user=sandbox.user,
             labels={**labels, "sandbox-orch.role": "artifact-holder"},
-            cpus=0.1,
-            memory=16 * 1024**2,
-            pids=8,
+            cpus=0.25,
+            memory=64 * 1024**2,
+            pids=32,
             tmpfs={},
             volumes=tuple(
                 VolumeMount(v.name, f"{HOLDER_ROOT}/{a.name}", read_only=True)

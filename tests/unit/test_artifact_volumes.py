@@ -145,9 +145,9 @@ def test_the_holder_is_hardened_mounts_every_volume_read_only_and_runs_only_slee
         argv=("sleep", "infinity"),
         user=sandboxes["make"].user,
         labels={**RUN, "sandbox-orch.node": "make", "sandbox-orch.role": "artifact-holder"},
-        cpus=0.1,
-        memory=16 * 1024 * 1024,
-        pids=8,
+        cpus=0.25,
+        memory=64 * 1024 * 1024,
+        pids=32,
         tmpfs={},
         volumes=(
             VolumeMount("sandbox-orch-r1-make-3-dist", f"{HOLDER_ROOT}/dist", read_only=True),
@@ -205,6 +205,41 @@ def test_an_answer_that_is_not_five_numbers_is_not_trusted(tmp_path, answer, why
 def test_a_long_answer_is_quoted_cut_short(tmp_path):
     found = usage_of(Answering((2, b"e" * 500)), tmp_path)
     assert found == f"the holder's `stat -f` and `du` exited 2, printing {(b'e' * 200)!r}"
+
+
+class Answers(Answering):
+    """The holder answers each question with the next of `answers`."""
+
+    def __init__(self, *answers: tuple[int, bytes]) -> None:
+        super().__init__(answers[0])
+        self.answers = list(answers)
+
+    async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
+        self.asked.append((container_id, argv))
+        return self.answers.pop(0)
+
+
+NOT_STARTED = (126, b"OCI runtime exec failed: read init-p: connection reset by peer\r\n")
+MEASURED = (0, b"100 60 1024 1000\n4096\t/held/dist\n")
+
+
+def test_an_exec_the_engine_could_not_start_is_asked_again_once(tmp_path):
+    backend = Answers(NOT_STARTED, MEASURED)
+    assert usage_of(backend, tmp_path) == Usage(100, 60, 1024, 1000, 4096)
+    assert len(backend.asked) == 2 and backend.asked[0] == backend.asked[1]
+
+
+def test_an_exec_that_twice_cannot_start_is_not_trusted(tmp_path):
+    backend = Answers(NOT_STARTED, NOT_STARTED, MEASURED)
+    found = usage_of(backend, tmp_path)
+    assert isinstance(found, str) and found.startswith("the holder's `stat -f` and `du` exited 126")
+    assert len(backend.asked) == 2
+
+
+@pytest.mark.parametrize("code", [1, 2, 125, 127])
+def test_only_an_exec_that_did_not_start_is_asked_again(tmp_path, code):
+    backend = Answers((code, b""), MEASURED)
+    assert isinstance(usage_of(backend, tmp_path), str) and len(backend.asked) == 1
 
 
 def test_a_host_volume_is_measured_here(tmp_path):
