@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from .agents.budgets import Budget
+from .agents.settings import AgentSettings
 from .bounded.patterns import PatternError, compile_pattern
 from .containerpaths import normalise
 from .units import parse_count, parse_cpus, parse_duration, parse_factor, parse_size
@@ -163,6 +165,9 @@ class NodeFields(Strict):
     network: Network = Network()
     mounts: list[Mount] = []
     workdir: str | None = None
+    agent: AgentSettings | None = None  # agent runtimes: model, tools, permissions, turns
+    budget: Budget | None = None  # what this node may spend (agents)
+    start_delay: Duration | None = None  # wait this long once due, before starting
 
     @field_validator("workdir")
     @classmethod
@@ -218,6 +223,7 @@ class Workflow(Strict):
     timeout: Duration | None = None
     defaults: Defaults = Defaults()
     runtimes: dict[str, CustomRuntime] = {}
+    budget: Budget | None = None  # what the whole run may spend (agents)
     nodes: dict[str, NodeEntry] = Field(min_length=1, max_length=MAX_NODES)
 
 

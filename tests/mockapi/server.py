@@ -195,6 +195,7 @@ class Handler(BaseHTTPRequestHandler):
                     "method": self.command,
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "model": parsed.get("model") if isinstance(parsed, dict) else None,
                 }
             )
         return parsed
