@@ -25,7 +25,7 @@ from .redaction import scrub, scrub_log_records
 from .scheduler import DEFAULT_MAX_PARALLEL
 from .status import RunStatus
 from .store import new_run_id
-from .view import JsonView, LiveView, PlainView
+from .view import PROGRESS_EVERY, JsonView, LiveView, PlainView
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,6 +70,39 @@ def main() -> None:
 # would print a multi-line usage error instead. Output files are checked before the run.
 INPUT_FILE = click.Path(path_type=Path)
 OUTPUT_FILE = click.Path(path_type=Path)
+
+
+def _budget_option(metric: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A --budget-* value checked as a workflow's would be: a block limit, or None."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        from .agents.budgets import parse_usd
+        from .units import parse_count
+
+        try:
+            number = float(value) if metric == "usd" else int(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a number") from None
+        try:
+            limit = parse_usd(number) if metric == "usd" else parse_count(number, 1, 10**12)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+        return {"limit": limit, "mode": "block"}
+
+    return check
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: Any) -> float:
+    from .units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 workflow_argument = click.argument("workflow", type=INPUT_FILE)
 policy_option = click.option(
     "--policy",
@@ -130,6 +163,25 @@ def plan(workflow: Path, policy: str | None, fmt: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
 @click.option("--ci", is_flag=True, help="Plain lines, no live redraw.")
+@click.option(
+    "--budget-usd",
+    callback=_budget_option("usd"),
+    metavar="USD",
+    help="Stop the run's agents once they have spent this much (blocks; over the workflow's).",
+)
+@click.option(
+    "--budget-tokens",
+    callback=_budget_option("tokens"),
+    metavar="N",
+    help="Stop the run's agents once they have used this many tokens (blocks).",
+)
+@click.option(
+    "--progress-every",
+    default="30s",
+    callback=_duration_option,
+    metavar="DURATION",
+    help="With --ci: a progress line per running agent this often.  [default: 30s]",
+)
 @exits_with_contract_codes
 def run(
     workflow: Path,
@@ -140,6 +192,9 @@ def run(
     junit_file: Path | None,
     as_json: bool,
     ci: bool,
+    budget_usd: dict[str, Any] | None,
+    budget_tokens: dict[str, Any] | None,
+    progress_every: float,
 ) -> None:
     """Run a workflow: every node in its own disposable, hardened container."""
     prepared = prepare(workflow, choose_policy_path(policy))
@@ -147,9 +202,12 @@ def run(
 
     check_report_files({"--results": results_file, "--junit": junit_file}, prepared.sandboxes)
     options = RunOptions(
-        max_parallel=max_parallel, keep_going=keep_going, results_file=results_file
+        max_parallel=max_parallel,
+        keep_going=keep_going,
+        results_file=results_file,
+        budget=_cli_budget(budget_usd, budget_tokens),
     )
-    view = _choose_view(prepared.plan, as_json, ci)
+    view = _choose_view(prepared.plan, as_json, ci, progress_every)
     report = asyncio.run(
         _with_backend(
             lambda backend, interrupt: run_plan(
@@ -160,6 +218,14 @@ def run(
     )  # fmt: skip
     _ci_reports(report, junit_file, as_json)
     sys.exit(int(RUN_EXIT[report.status]))
+
+
+def _cli_budget(usd: dict[str, Any] | None, tokens: dict[str, Any] | None) -> Any:
+    if usd is None and tokens is None:
+        return None
+    from .agents.budgets import Budget
+
+    return Budget(usd=usd, tokens=tokens)
 
 
 def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:
@@ -179,11 +245,13 @@ def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:
                 handle.write(scrub(github_step_summary(report.results)))
 
 
-def _choose_view(plan: Any, as_json: bool, ci: bool) -> Callable[..., None]:
+def _choose_view(
+    plan: Any, as_json: bool, ci: bool, progress_every: float = PROGRESS_EVERY
+) -> Callable[..., None]:
     if as_json:
         return JsonView()
     if ci or not sys.stdout.isatty() or os.environ.get("CI") == "true":
-        return PlainView()
+        return PlainView(progress_every=progress_every)
     return LiveView(plan)
 
 

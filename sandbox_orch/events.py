@@ -14,6 +14,7 @@ class RunStarted:
     workflow: str
     nodes: list[str]
     at: datetime
+    budget: dict[str, Any] | None = None  # the run's budget as enforced (agents)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,31 @@ class NodeFinished:
     at: datetime
     retrying: bool = False  # this attempt ended, another follows
     usage: dict[str, Any] | None = None  # agent runtimes: tokens and cost
+    answer: str | None = None  # agent runtimes: the final answer
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    """An agent node's spend so far (all its attempts), while it runs."""
+
+    node: str
+    attempt: int
+    usage: dict[str, Any]
+    activity: str | None  # its latest text or tool call, one escaped line
+    at: datetime
+    run_usage: dict[str, Any] | None = None  # the whole run's, at the same moment
+
+
+@dataclass(frozen=True)
+class BudgetWarning:
+    """A `warn` budget crossed (reported once per budget and metric)."""
+
+    scope: str  # "run", or the node's name
+    metric: str
+    spent: float
+    limit: float
+    reason: str
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -47,7 +73,7 @@ class RunFinished:
     usage: dict[str, Any] | None = None  # summed over agent nodes
 
 
-Event = RunStarted | NodeStarted | NodeFinished | RunFinished
+Event = RunStarted | NodeStarted | NodeFinished | NodeUsage | BudgetWarning | RunFinished
 Emit = Callable[[Event], None]
 
 
@@ -55,6 +81,8 @@ _KINDS = {
     RunStarted: "run_started",
     NodeStarted: "node_started",
     NodeFinished: "node_finished",
+    NodeUsage: "node_usage",
+    BudgetWarning: "budget_warning",
     RunFinished: "run_finished",
 }
 

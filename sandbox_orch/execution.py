@@ -11,21 +11,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .agents.live import LiveStream
+from .agents.spending import Spending
+from .agents.streams import reader_for
 from .artifacts import ArtifactsRefused, ArtifactVolumes
 from .backend import Backend, BackendError, ContainerSpec
 from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .capture import NodeOutput
 from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
 from .mounts import BindMount
-from .parsing import ParseError
+from .parsing import ParseError, agent_parsed
 from .planning import PlannedNode
 from .sandbox import Sandbox
 from .secrets import SecretStore, SecretUnavailable
 from .status import NodeStatus
+from .text import one_line
 
 RUN_LABEL = "sandbox-orch.run"
 NODE_LABEL = "sandbox-orch.node"
@@ -91,6 +96,32 @@ async def _parse_into(
         attempt.status, attempt.reason = NodeStatus.FAILED, "the agent reported an error"
 
 
+def _agent_outcome(attempt: Attempt, live: LiveStream) -> None:
+    """An agent's outputs and usage from its stream, read live (so exact, whatever the
+    capture dropped), and its own words for a failure rather than an exit code."""
+    reader = live.reader
+    attempt.usage = reader.usage_json()
+    if attempt.status not in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+        return
+    try:
+        attempt.outputs = agent_parsed(reader).outputs
+    except ParseError as error:
+        if attempt.status == NodeStatus.SUCCEEDED:
+            attempt.status, attempt.reason = NodeStatus.FAILED, str(error)
+        elif attempt.exit_code and reader.error is None:
+            attempt.reason = _with_stderr(attempt)
+        return
+    if reader.error and (attempt.status == NodeStatus.SUCCEEDED or attempt.exit_code):
+        attempt.status, attempt.reason = NodeStatus.FAILED, f"the agent reported: {reader.error}"
+
+
+def _with_stderr(attempt: Attempt) -> str:
+    """`exited with code N`, and the last line the agent printed on stderr."""
+    lines = [line for line in attempt.stderr_tail.splitlines() if line.strip()]
+    last = one_line(lines[-1].strip())[:300] if lines else ""
+    return f"{attempt.reason}: {last}" if last else str(attempt.reason)
+
+
 def _byte_counts(output: NodeOutput) -> dict[str, int]:
     out, err = output.stdout, output.stderr
     return {
@@ -112,8 +143,10 @@ class NodeRunner:
         artifacts: ArtifactVolumes | None = None,
         images: dict[str, str] | None = None,
         evaluator: Evaluator | None = None,
+        spending: Spending | None = None,
     ) -> None:
         self.backend = backend
+        self.spending = spending  # live usage and budgets; None: nothing is followed
         self.run_id = run_id
         self.owner = owner
         self.egress = egress
@@ -128,6 +161,7 @@ class NodeRunner:
         self._owns_evaluator = evaluator is None
         self.ledger: set[str] = set()
         self._creating: set[asyncio.Future[str]] = set()
+        self._kills: set[asyncio.Future[None]] = set()  # budget stops under way
 
     def spec(self, node: PlannedNode, sandbox: Sandbox, attempt: int) -> ContainerSpec:
         return ContainerSpec(
@@ -160,6 +194,8 @@ class NodeRunner:
         container_id: str | None = None
         held = False  # volumes of its own were made for this attempt
         full: list[str] = []  # why they are over the policy's limits
+        live = self._follow(node, number, output)
+        stopped: list[str] = []  # why a budget stopped it, if one did
 
         def finished(
             status: NodeStatus, exit_code: int | None, oom: bool, reason: str | None
@@ -177,6 +213,7 @@ class NodeRunner:
                 stdout_tail=output.stdout.tail(redactor=redactor),
                 stderr_tail=output.stderr.tail(redactor=redactor),
                 output_bytes=_byte_counts(output),
+                usage=live.snapshot()[0] if live else None,
             )
 
         try:
@@ -185,8 +222,12 @@ class NodeRunner:
             spec = await self._with_artifacts(spec, node, sandbox, number)
             held = bool(node.artifacts) and self.artifacts is not None
             container_id = await self._create(spec)
-            await self.backend.start(container_id, output)
+            if live is not None and self.spending is not None:
+                self.spending.attach(node.name, self._stopper(container_id, stopped))
+            await self.backend.start(container_id, live or output)
             status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
+            if stopped:  # our kill, for a budget: that is the reason, not its exit code
+                status, reason = NodeStatus.FAILED, stopped[0]
             full = await self._artifacts_full(node, sandbox)
         except (BackendError, SecretUnavailable) as error:
             status, exit_code, oom, reason = NodeStatus.ERRORED, None, False, str(error)
@@ -200,18 +241,47 @@ class NodeRunner:
         finally:
             if container_id is not None:
                 await asyncio.shield(self._dispose(container_id))
+        if live is not None:
+            live.finish()
         attempt = finished(status, exit_code, oom, reason)
+        if live is not None:
+            _agent_outcome(attempt, live)
         if held and status != NodeStatus.ERRORED and self.artifacts is not None:
             if full and attempt.status == NodeStatus.SUCCEEDED:
                 attempt.status, attempt.reason = NodeStatus.FAILED, "; ".join(full)
             self.artifacts.copy_in_background(node, attempt)
-        if status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED) and node.parse.format != "none":
+        parses = live is None and node.parse.format != "none"
+        if parses and status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
             try:
                 await _parse_into(attempt, node, output, sandbox.output_limit, self.evaluator)
             except asyncio.CancelledError:
                 attempt.status, attempt.reason = NodeStatus.CANCELLED, "cancelled"
                 raise AttemptCancelled(attempt) from None
         return attempt
+
+    def _follow(self, node: PlannedNode, number: int, output: NodeOutput) -> LiveStream | None:
+        """A live reader for an agent's stream (its parse format says it is one)."""
+        model = node.request.agent.model if node.request.agent else None
+        reader = reader_for(node.parse.format, model)
+        if reader is None:
+            return None
+        live = LiveStream(output, reader, asyncio.get_running_loop())
+        if self.spending is not None:
+            spending, name = self.spending, node.name
+            live.on_change(lambda usage, activity: spending.live(name, number, usage, activity))
+        return live
+
+    def _stopper(self, container_id: str, stopped: list[str]) -> Callable[[str], None]:
+        """What a crossed block budget calls: kill the container now (the attempt's wait
+        then ends), and remember why."""
+
+        def stop(reason: str) -> None:
+            stopped.append(reason)
+            task = asyncio.ensure_future(self.backend.kill(container_id))
+            self._kills.add(task)
+            task.add_done_callback(self._kills.discard)
+
+        return stop
 
     async def _with_egress_and_secrets(
         self, spec: ContainerSpec, node: PlannedNode, sandbox: Sandbox

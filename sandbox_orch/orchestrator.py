@@ -15,19 +15,30 @@ from typing import Any
 
 import psutil
 
+from .agents.budgets import Budget, Crossing
+from .agents.spending import Spending
 from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
 from .bounded.evaluator import Evaluator
 from .egress import EgressProxy
 from .errors import InfrastructureError
-from .events import Emit, Event, NodeFinished, RunFinished, RunStarted, event_json
+from .events import (
+    BudgetWarning,
+    Emit,
+    Event,
+    NodeFinished,
+    NodeUsage,
+    RunFinished,
+    RunStarted,
+    event_json,
+)
 from .execution import OWNER_LABEL, RUN_LABEL, NodeRunner
 from .planning import Plan, PlannedNode
 from .policy import Policy
 from .results import RunFacts, build_results
 from .runstore import RunStore, RunStoreError
 from .sandbox import Sandbox
-from .scheduler import DEFAULT_MAX_PARALLEL, Scheduler
+from .scheduler import DEFAULT_MAX_PARALLEL, Scheduler, is_agent
 from .secrets import Redactor, SecretStore
 from .status import RunStatus
 from .store import run_dir, save_results
@@ -40,6 +51,7 @@ class RunOptions:
     max_parallel: int = DEFAULT_MAX_PARALLEL
     keep_going: bool = False
     results_file: Path | None = None
+    budget: Budget | None = None  # --budget-usd/--budget-tokens: over the workflow's own
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,9 @@ async def run_plan(
         plan, policy, sandboxes, backend, run_id, started_at, with_artifacts, image_ids
     )
     emit = run.releasing(_redacting(run.keeping_events(emit), run.redactor))
+    budget = run_budget(plan, options)
+    spending = _spending(plan, budget, emit)
+    run.runner.spending = spending
     scheduler = Scheduler(
         plan,
         sandboxes,
@@ -128,10 +143,12 @@ async def run_plan(
         max_parallel=options.max_parallel,
         fail_fast=False if options.keep_going else None,
         evaluator=run.evaluator,
+        spending=spending,
     )
     if _needs_evaluation(plan):  # start it beside the first containers, not after them
         run.evaluator.warm(conditions=any(_costly(node) for node in plan.nodes.values()))
-    emit(RunStarted(run_id, plan.workflow.name, list(plan.nodes), started_at))
+    shown = budget.model_dump(exclude_none=True) if budget else None
+    emit(RunStarted(run_id, plan.workflow.name, list(plan.nodes), started_at, shown))
     try:
         records = await scheduler.run(interrupt)
     finally:
@@ -152,6 +169,30 @@ async def run_plan(
                      str(path), usage))  # fmt: skip
     run.record(results)  # after run_finished, so the store has every event
     return RunReport(run_id, status, results, path, failures)
+
+
+def run_budget(plan: Plan, options: RunOptions) -> Budget | None:
+    """The workflow's budget, with what the command line sets in its place."""
+    own = plan.workflow.budget.limits() if plan.workflow.budget else {}
+    given = options.budget.limits() if options.budget else {}
+    merged = {**own, **given}
+    return Budget(**{m: v.model_dump() for m, v in merged.items()}) if merged else None
+
+
+def _spending(plan: Plan, budget: Budget | None, emit: Emit) -> Spending:
+    """The run's spending, reporting live usage and warnings as events."""
+    agents = {n.name: n.request.budget for n in plan.nodes.values() if is_agent(n)}
+
+    def report(node: str, attempt: int, usage: dict[str, Any], activity: str | None) -> None:
+        now = datetime.now(UTC)
+        emit(NodeUsage(node, attempt, usage, activity, now, spending.run_usage()))
+
+    def warn(crossing: Crossing) -> None:
+        emit(BudgetWarning(crossing.scope, crossing.metric, crossing.spent, crossing.limit,
+                           crossing.reason, datetime.now(UTC)))  # fmt: skip
+
+    spending = Spending(budget, agents, report, warn)
+    return spending
 
 
 def _needs_evaluation(plan: Plan) -> bool:
@@ -213,7 +254,8 @@ class _RunResources:
         results in one transaction: no database write on the scheduler's path."""
 
         def keep(event: Event) -> None:
-            self.events.append(event_json(event))
+            if not isinstance(event, NodeUsage):  # many a minute: views only
+                self.events.append(event_json(event))
             emit(event)
 
         return keep

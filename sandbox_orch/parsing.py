@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .agents.streams import AgentStream, StreamProblem, reader_for
 from .bounded.nesting import NestingError, load_json
 from .bounded.patterns import compile_pattern
 from .schemas import violation
@@ -45,9 +46,7 @@ def parse_output(
             outputs = _regex(spec.pattern, text, spec.all, limit)
         _check(spec, outputs, limit)
         return Parsed(outputs)
-    if spec.format == "claude":
-        return _claude(_json_lines(text))
-    return _codex(_json_lines(text))
+    return _agent(spec.format, stdout)
 
 
 def _check(spec: ParseSpec, outputs: dict[str, Any], limit: int | None) -> None:
@@ -61,104 +60,22 @@ def _check(spec: ParseSpec, outputs: dict[str, Any], limit: int | None) -> None:
             raise ParseError(problem)
 
 
-def _json_lines(text: str) -> list[dict[str, Any]]:
-    """The stream's JSON objects; other lines (and ones nested too deep) are skipped."""
-    events = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                value = load_json(line)
-            except ValueError:  # NestingError too
-                continue
-            if isinstance(value, dict):
-                events.append(value)
-    return events
+def _agent(fmt: str, stdout: bytes) -> Parsed:
+    """An agent's whole stream, read by the same reader that follows it live."""
+    reader = reader_for(fmt)
+    assert reader is not None
+    reader.feed(stdout)
+    reader.finish()
+    return agent_parsed(reader)
 
 
-def _claude(events: list[dict[str, Any]]) -> Parsed:
-    """Claude Code stream-json: the final `result` event carries the answer and usage."""
-    result = next((e for e in reversed(events) if e.get("type") == "result"), None)
-    if result is None:
-        raise ParseError("claude parser: no result event in the stream")
-    usage = _mapping(result.get("usage"), "claude parser: usage")
-    tokens_in = sum(
-        _count(usage.get(key), f"claude parser: usage.{key}")
-        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    )
-    return Parsed(
-        {
-            "result": _text(result.get("result", ""), "claude parser: result"),
-            "is_error": bool(result.get("is_error", False)),
-            "num_turns": _count(result.get("num_turns"), "claude parser: num_turns"),
-        },
-        {
-            "input_tokens": tokens_in,
-            "output_tokens": _count(usage.get("output_tokens"), "claude parser: output_tokens"),
-            "cost_usd": _cost(result.get("total_cost_usd")),
-        },
-    )
-
-
-def _codex(events: list[dict[str, Any]]) -> Parsed:
-    """Codex exec --json: agent messages, and usage on each turn.completed."""
-    items = [_mapping(e.get("item"), "codex parser: item") for e in events
-             if e.get("type") == "item.completed"]  # fmt: skip
-    messages = [i.get("text", "") for i in items if i.get("type") == "agent_message"]
-    turns = [e for e in events if e.get("type") in ("turn.completed", "turn.failed")]
-    errors = [e for e in events if e.get("type") in ("turn.failed", "error")]
-    if not turns and not errors:
-        raise ParseError("codex parser: no turn.completed event in the stream")
-    usage = [_mapping(e.get("usage"), "codex parser: usage") for e in turns]
-    return Parsed(
-        {
-            "result": _text(messages[-1], "codex parser: message") if messages else "",
-            "is_error": bool(errors),
-            "num_turns": len(turns),
-        },
-        {
-            "input_tokens": sum(
-                _count(u.get("input_tokens"), "codex parser: tokens") for u in usage
-            ),
-            "output_tokens": sum(
-                _count(u.get("output_tokens"), "codex parser: tokens") for u in usage
-            ),
-            "cost_usd": None,  # Codex reports tokens, not cost
-        },
-    )
-
-
-# An agent's stream is untrusted: a field of the wrong type fails the node with its name
-# (an int() of a 5,000-digit string or of a list would otherwise be an internal error).
-
-
-def _mapping(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ParseError(f"{what} is not an object")
-    return value
-
-
-def _count(value: Any, what: str) -> int:
-    if value is None or value is False:
-        return 0
-    if isinstance(value, int) and 0 <= value < 2**63:
-        return int(value)
-    raise ParseError(f"{what} is not a count")
-
-
-def _cost(value: Any) -> float:
-    if value is None:
-        return 0.0
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    raise ParseError("claude parser: total_cost_usd is not a number")
-
-
-def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise ParseError(f"{what} is not text")
-    return value
+def agent_parsed(reader: AgentStream) -> Parsed:
+    """Outputs and usage from what an agent's stream said; ParseError if it cannot say."""
+    try:
+        outputs = reader.outputs()
+    except StreamProblem as problem:
+        raise ParseError(f"{reader.format} parser: {problem}") from None
+    return Parsed(outputs, reader.usage_json())
 
 
 def _json(text: str, complete: bool) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .agents.usage import total
 from .planning import Plan
 from .policy import Policy
 from .sandbox import Sandbox
@@ -108,7 +109,8 @@ def _node(
         "stderr_tail": last.stderr_tail if last else "",
         "output_bytes": last.output_bytes if last else None,
         "oom_killed": bool(last and last.oom_killed),
-        "usage": last.usage if last else None,
+        # every attempt's, added up (a retried agent spent on each); null for non-agents
+        "usage": total(a.usage for a in record.attempts) if _agent_usage(record) else None,
         "artifacts": last.artifacts if last else [],
         "violations": list(last.violations) if last else [],
         "attempt_details": [
@@ -121,6 +123,7 @@ def _node(
                 "started_at": _iso(a.started_at),
                 "finished_at": _iso(a.finished_at),
                 "duration_s": a.duration_s,
+                **({"usage": a.usage} if a.usage is not None else {}),
             }
             for a in record.attempts
         ],
@@ -129,13 +132,12 @@ def _node(
 
 
 def total_usage(usages: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
-    """Tokens and cost summed over nodes; a cost nobody reported counts as 0."""
-    total: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
-    for usage in usages:
-        for key in total:
-            total[key] += (usage or {}).get(key) or 0
-    total["cost_usd"] = round(total["cost_usd"], 6)
-    return total
+    """Tokens, tools and cost summed over nodes; a cost nobody reported counts as 0."""
+    return total(usages)
+
+
+def _agent_usage(record: NodeRecord) -> bool:
+    return any(a.usage is not None for a in record.attempts)
 
 
 def _iso(moment: datetime) -> str:

@@ -72,7 +72,10 @@ def agent_argv(runtime: Runtime, prompt: str, extra: list[str]) -> list[str]:
     provider configuration from OPENAI_BASE_URL inside the sandbox, then runs codex.
     """
     if runtime.name == "claude":
-        head = ["claude", "-p", prompt, "--output-format", "stream-json", "--verbose"]
+        # Partial messages: each API response's usage as it completes (message_delta),
+        # not only at the end, so live usage and budgets see output tokens in time.
+        head = ["claude", "-p", prompt, "--output-format", "stream-json", "--verbose",
+                "--include-partial-messages"]  # fmt: skip
         return [*head, "--permission-mode", "acceptEdits", *extra]
     return ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check", *extra, prompt]
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .agents.spending import Spending
 from .bounded.evaluator import Evaluator
 from .conditions import Condition, ConditionError, NeedsState, evaluate
 from .events import Emit, NodeFinished, NodeStarted
@@ -34,6 +35,7 @@ from .status import NodeStatus, RunStatus
 
 log = logging.getLogger(__name__)
 
+AGENT_FORMATS = ("claude", "codex")
 AttemptFn = Callable[[PlannedNode, Sandbox, int], Awaitable[Attempt]]
 DEFAULT_MAX_PARALLEL = 4  # ENGINE.md: engine throughput is flat from 4 concurrent starts
 
@@ -81,6 +83,7 @@ class Scheduler:
         fail_fast: bool | None = None,
         timeout: float | None = None,
         evaluator: Evaluator | None = None,
+        spending: Spending | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -99,6 +102,7 @@ class Scheduler:
         # needs it, and closed at the end of run().
         self._evaluator = evaluator or Evaluator()
         self._owns_evaluator = evaluator is None
+        self.spending = spending  # agents' usage and the budgets it is held to
 
     async def run(self, interrupt: asyncio.Event) -> dict[str, NodeRecord]:
         graph = {name: [e.source for e in node.needs] for name, node in self.plan.nodes.items()}
@@ -288,6 +292,10 @@ class Scheduler:
     async def _run_node(self, name: str) -> None:
         record = self.records[name]
         node, sandbox = self.plan.nodes[name], self.sandboxes[name]
+        spent = self._budget_refusal(node)
+        if spent is not None:  # judged when its slot came: spend moves while it waits
+            self._skip(name, spent)
+            return
         record.status = NodeStatus.RUNNING
         try:
             await self._attempts(node, sandbox, record)
@@ -307,19 +315,23 @@ class Scheduler:
                 attempt = await self._attempt(node, sandbox, number)
             except AttemptCancelled as cancelled:
                 record.attempts.append(cancelled.attempt)
+                self._settle_usage(node, cancelled.attempt)
                 raise
             record.attempts.append(attempt)
+            self._settle_usage(node, attempt)
             retry = (
                 retries is not None
                 and attempt.status != NodeStatus.SUCCEEDED
                 and number <= limit
                 and attempt.retry_reason in retries.on
+                and self._budget_refusal(node) is None  # a spent budget is not retried
             )
             record.status, record.reason = attempt.status, attempt.reason
             self._emit(
                 NodeFinished(
                     node.name, attempt.status, attempt.exit_code, attempt.reason, number,
                     attempt.duration_s, _now(), retrying=retry, usage=attempt.usage,
+                    answer=_answer(node, attempt),
                 )
             )  # fmt: skip
             if not retry:
@@ -330,6 +342,15 @@ class Scheduler:
             if retries.backoff:
                 # Exponential: backoff, 2*backoff, 4*backoff, ...
                 await asyncio.sleep(retries.backoff * 2 ** (number - 1))
+
+    def _budget_refusal(self, node: PlannedNode) -> str | None:
+        if self.spending is None or not is_agent(node):
+            return None
+        return self.spending.refusal(node.name)
+
+    def _settle_usage(self, node: PlannedNode, attempt: Attempt) -> None:
+        if self.spending is not None and is_agent(node):
+            self.spending.settle(node.name, attempt.usage)
 
     async def _cancel(self, running: dict[asyncio.Task[None], str]) -> None:
         for task in running:
@@ -383,6 +404,16 @@ def _as_reason(status: NodeStatus) -> str:
         NodeStatus.SKIPPED: "was skipped",
         NodeStatus.CANCELLED: "was cancelled",
     }.get(status, status.value)
+
+
+def is_agent(node: PlannedNode) -> bool:
+    """A node whose stream is an agent's: its usage counts against budgets."""
+    return node.parse.format in AGENT_FORMATS
+
+
+def _answer(node: PlannedNode, attempt: Attempt) -> str | None:
+    answer = attempt.outputs.get("result") if is_agent(node) else None
+    return answer if isinstance(answer, str) and answer else None
 
 
 def _now() -> datetime:

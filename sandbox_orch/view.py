@@ -2,33 +2,73 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted, event_json
+from .agents.display import answer_lines, budget_bars, cost_text, count, tools_text, usage_text
+from .agents.usage import spent_anything
+from .events import (
+    BudgetWarning,
+    Event,
+    NodeFinished,
+    NodeStarted,
+    NodeUsage,
+    RunFinished,
+    RunStarted,
+    event_json,
+)
 from .planning import Plan
 from .redaction import scrub, scrub_json
 from .text import one_line
 
+PROGRESS_EVERY = 30.0  # seconds between --ci progress lines of a running agent
+
 
 class PlainView:
-    """One line per event, no redraw: safe for CI logs and pipes."""
+    """One line per event, no redraw: safe for CI logs and pipes. A running agent gets
+    a progress line at a fixed interval (its spend and latest activity)."""
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, progress_every: float = PROGRESS_EVERY) -> None:
         self.out = out or sys.stdout
+        self.progress_every = progress_every
+        self.latest: dict[str, NodeUsage] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     def __call__(self, event: Event) -> None:
+        match event:
+            case NodeUsage():
+                self.latest[event.node] = event
+                return
+            case RunStarted():
+                self._arm()
+            case NodeFinished():
+                self.latest.pop(event.node, None)
+            case RunFinished() if self._timer is not None:
+                self._timer.cancel()
         line = _line(event)
         if line:
             _write(self.out, scrub(line))
+
+    def _arm(self) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop (a view used outside a run)
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.progress_every, self._progress)
+
+    def _progress(self) -> None:
+        for event in list(self.latest.values()):
+            activity = f": {event.activity}" if event.activity else ""
+            _write(self.out, scrub(f"  running {event.node} [{usage_text(event.usage)}]{activity}"))
+        self._arm()
 
 
 class JsonView:
@@ -53,12 +93,6 @@ def _write(out: TextIO, line: str) -> None:
         os.close(devnull)
 
 
-def tokens_text(usage: dict[str, Any]) -> str:
-    cost = usage.get("cost_usd")
-    money = f", ${cost:.4f}" if cost else ""
-    return f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens{money}"
-
-
 def _line(event: Event) -> str | None:
     """One line per event. Text that is not ours (a workflow's name, a reason that may
     quote a node's output) goes through one_line, so the only line breaks are ours."""
@@ -72,16 +106,14 @@ def _line(event: Event) -> str | None:
             code = f" exit {done.exit_code}" if done.exit_code is not None else ""
             why = f": {done.reason}" if done.reason and done.status != "succeeded" else ""
             again = ", retrying" if done.retrying else ""
-            tokens = f" [{tokens_text(done.usage)}]" if done.usage else ""
-            return f"  {done.status:<9} {done.node}{code}{took}{tokens}{one_line(why)}{again}"
+            tokens = f" [{usage_text(done.usage)}]" if spent_anything(done.usage) else ""
+            line = f"  {done.status:<9} {done.node}{code}{took}{tokens}{one_line(why)}{again}"
+            return "\n".join([line, *(f"    > {a}" for a in answer_lines(done.answer))])
+        case BudgetWarning(reason=reason):
+            return f"  warning {one_line(reason)} (warn only: the run goes on)"
         case RunFinished(run_id=run_id, status=status, duration_s=took, totals=totals):
             counts = ", ".join(f"{n} {s}" for s, n in totals.items() if n)
-            usage = event.usage or {}
-            spent = (
-                f", {tokens_text(usage)}"
-                if usage.get("input_tokens") or usage.get("output_tokens")
-                else ""
-            )
+            spent = f", {usage_text(event.usage)}" if spent_anything(event.usage) else ""
             where = f"\nresults: {event.results_path}" if event.results_path else ""
             return f"run {run_id} {status} in {took:.2f}s ({counts}{spent}){where}"
     return None
@@ -96,6 +128,9 @@ class LiveView:
         self.console = console or Console()
         self.rows: dict[str, _Row] = {name: _Row() for name in plan.nodes}
         self.header = ""
+        self.budget: dict[str, Any] | None = None
+        self.run_usage: dict[str, Any] | None = None
+        self.warnings: list[str] = []
         self.live = Live(console=self.console, refresh_per_second=4, transient=False)
         self.live.update(_Renderable(self), refresh=False)
 
@@ -103,7 +138,15 @@ class LiveView:
         match event:
             case RunStarted(run_id=run_id, workflow=workflow):
                 self.header = scrub(f"run {run_id}: {workflow}")
+                self.budget = event.budget
                 self.live.start()
+            case NodeUsage() as progress:
+                row = self.rows[progress.node]
+                row.usage, row.run_usage = progress.usage, None
+                row.activity = scrub(progress.activity) if progress.activity else row.activity
+                self.run_usage = progress.run_usage or self.run_usage
+            case BudgetWarning(reason=reason):
+                self.warnings.append(scrub(reason))
             case NodeStarted(node=node, attempt=attempt, at=at):
                 row = self.rows[node]
                 row.state, row.attempt, row.started = "running", attempt, row.started or at
@@ -112,12 +155,18 @@ class LiveView:
                 row.state = "retrying" if done.retrying else done.status
                 row.exit_code, row.finished = done.exit_code, done.at
                 row.reason = scrub(done.reason) if done.reason else done.reason
-                row.usage = done.usage or row.usage
+                if done.answer:
+                    row.activity = scrub(answer_lines(done.answer)[0])
             case RunFinished() as finished:
                 self.live.stop()
+                for name, row in self.rows.items():
+                    for answer in row.answers(name):
+                        self.console.print(scrub(answer), markup=False, highlight=False)
                 line = _line(finished)
                 if line:
                     self.console.print(scrub(line), markup=False, highlight=False)
+        if isinstance(event, NodeFinished) and event.answer:
+            self.rows[event.node].answer = event.answer
 
     def table(self) -> Table:
         table = Table(title=self.header, title_justify="left", expand=False)
@@ -129,7 +178,9 @@ class LiveView:
             "duration",
             "exit",
             "tokens",
-            "reason",
+            "cost",
+            "tools",
+            "reason / activity",
         ):
             table.add_column(column)
         now = datetime.now(UTC)
@@ -144,10 +195,17 @@ class LiveView:
                 str(row.attempt or ""),
                 took,
                 "" if row.exit_code is None else str(row.exit_code),
-                tokens_text(row.usage) if row.usage else "",
-                Text(row.reason or "", overflow="ellipsis", no_wrap=True),
+                _tokens(row.usage),
+                cost_text(row.usage).removeprefix(", "),
+                tools_text(row.usage),
+                Text(row.reason or row.activity or "", overflow="ellipsis", no_wrap=True),
             )
         return table
+
+    def footer(self) -> list[str]:
+        """The run's budget bars and the warnings so far."""
+        lines = budget_bars(self.budget, self.run_usage) if self.budget else []
+        return [*lines, *(f"warning: {w}" for w in self.warnings)]
 
     def _waiting_on(self, name: str) -> str:
         for edge in self.plan.nodes[name].needs:
@@ -165,6 +223,21 @@ class _Row:
     exit_code: int | None = None
     reason: str | None = None
     usage: dict[str, Any] | None = None
+    run_usage: dict[str, Any] | None = None
+    activity: str | None = None
+    answer: str | None = None
+
+    def answers(self, name: str) -> list[str]:
+        """The summary's lines for an agent's final answer."""
+        lines = answer_lines(self.answer)
+        return [f"{name}: {lines[0]}", *(f"  {line}" for line in lines[1:])] if lines else []
+
+
+def _tokens(usage: dict[str, Any] | None) -> str:
+    if not spent_anything(usage):
+        return ""
+    assert usage is not None
+    return f"{count(usage.get('input_tokens') or 0)} / {count(usage.get('output_tokens') or 0)}"
 
 
 class _Renderable:
@@ -173,8 +246,12 @@ class _Renderable:
     def __init__(self, view: LiveView) -> None:
         self.view = view
 
-    def __rich__(self) -> Table:
-        return self.view.table()
+    def __rich__(self) -> Group | Table:
+        table = self.view.table()
+        footer = self.view.footer()
+        if not footer:
+            return table
+        return Group(table, *(Text(line, overflow="ellipsis", no_wrap=True) for line in footer))
 
 
 _STYLE = {

@@ -19,15 +19,16 @@ def runs_table(rows: Iterable[RunRow]) -> str:
             _started(row.started_at),
             _duration(row.duration_s),
             f"{row.tokens:,}" if row.tokens is not None else "-",
+            f"${row.cost_usd:.4f}" if row.cost_usd else "-",
         )
         for row in rows
     ]
     if not lines:
         return "no runs recorded"
-    header = ("RUN ID", "WORKFLOW", "STATUS", "STARTED (UTC)", "DURATION", "TOKENS")
+    header = ("RUN ID", "WORKFLOW", "STATUS", "STARTED (UTC)", "DURATION", "TOKENS", "COST")
     table = [header, *lines]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    right = {4, 5}
+    right = {4, 5, 6}
     return "\n".join(
         "  ".join(
             cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])

@@ -7,21 +7,35 @@ can check what reached it (paths, API key headers). Run: `python server.py [PORT
 Behaviour is chosen by the prompt, so a test controls it from the workflow:
 - `WRITE_FILE:<path>` makes the first answer a `Write` tool call creating <path>;
 - `LIST_WORKSPACE` makes it a `Bash` tool call running `ls -la /workspace`;
+- `TOOL_TURNS:<n>` makes the first n answers `Bash` tool calls (`echo step`), so the
+  agent takes n + 1 turns;
+- `CACHE:<read>:<written>` reports that many cache-read and cache-creation tokens;
+- `OUTPUT_TOKENS:<n>` reports n output tokens per answer (else 13 for a tool call, 7);
+- `HOLD:<seconds>` holds each answer open that long after its usage (message_delta),
+  so a test can stop the agent between an answer's usage and its end;
+- `LONG_ANSWER:<bytes>` answers with that much text, in 1,000-byte deltas;
+- `MOCK_ERROR` answers HTTP 400 with an API error;
 - otherwise the answer is the text in $MOCK_ANSWER (default "MOCK: all good").
+Each answer has its own message id; GET /_requests lists what was served (the usage
+each answer reported, and when its usage was sent) beside what was asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import count
 
 ANSWER = os.environ.get("MOCK_ANSWER", "MOCK: all good")
 REQUESTS: list[dict] = []
 LOCK = threading.Lock()
+MESSAGE_IDS = count()
 
 
 def sse(event: str, data: dict) -> bytes:
@@ -44,94 +58,91 @@ def tool_call(text: str) -> tuple[str, dict] | None:
     return None
 
 
-def anthropic_stream(body: dict) -> bytes:
+def _number(pattern: str, text: str, default: int) -> int:
+    found = re.search(pattern, text)
+    return int(found.group(1)) if found else default
+
+
+def anthropic_answer(body: dict) -> tuple[list[bytes], list[bytes], dict]:
+    """The answer's events up to its usage, the rest, and the usage it reports."""
     text = json.dumps(body)
+    answered = text.count('"tool_result"')
+    turns = _number(r"TOOL_TURNS:(\d+)", text, 0)
     tool = tool_call(text)
-    answered_tool = '"tool_result"' in text
-    model = body.get("model", "claude-mock")
-    usage = {"input_tokens": 11, "output_tokens": 0}
-    events = [
+    if tool and answered:
+        tool = None
+    if turns and answered < turns:
+        tool = ("Bash", {"command": "echo step", "description": "One more step"})
+    number = next(MESSAGE_IDS)
+    usage = {
+        "input_tokens": 11,
+        "output_tokens": 0,
+        "cache_read_input_tokens": _number(r"CACHE:(\d+):\d+", text, 0),
+        "cache_creation_input_tokens": _number(r"CACHE:\d+:(\d+)", text, 0),
+    }
+    output = _number(r"OUTPUT_TOKENS:(\d+)", text, 13 if tool else 7)
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": f"msg_mock_{number}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-mock"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        },
+    }
+    events = [sse("message_start", start)]
+    if tool:
+        name, args = tool[0], json.dumps(tool[1])
+        tool_id = "toolu_mock" if answered == 0 else f"toolu_mock_{answered}"
+        block = {"type": "tool_use", "id": tool_id, "name": name, "input": {}}
+        delta = {"type": "input_json_delta", "partial_json": args}
+    else:
+        block = {"type": "text", "text": ""}
+        size = _number(r"LONG_ANSWER:(\d+)", text, 0)
+        answer = ("x" * 999 + "\n") * (size // 1000) if size else ANSWER
+        delta = None
+    events.append(
         sse(
-            "message_start",
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        )
+    )
+    if delta is not None:
+        events.append(
+            sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        )
+    else:
+        for at in range(0, len(answer), 1000):
+            piece = {"type": "text_delta", "text": answer[at : at + 1000]}
+            events.append(
+                sse(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": piece},
+                )
+            )
+    events.append(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    stop = "tool_use" if tool else "end_turn"
+    events.append(
+        sse(
+            "message_delta",
             {
-                "type": "message_start",
-                "message": {
-                    "id": "msg_mock",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": usage,
-                },
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": output},
             },
         )
-    ]
-    if tool and not answered_tool:
-        name, args = tool[0], json.dumps(tool[1])
-        events += [
-            sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {
-                        "type": "tool_use",
-                        "id": "toolu_mock",
-                        "name": name,
-                        "input": {},
-                    },
-                },
-            ),
-            sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": args},
-                },
-            ),
-            sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            sse(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                    "usage": {"output_tokens": 13},
-                },
-            ),
-        ]
-    else:
-        events += [
-            sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                },
-            ),
-            sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": ANSWER},
-                },
-            ),
-            sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            sse(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": 7},
-                },
-            ),
-        ]
-    events.append(sse("message_stop", {"type": "message_stop"}))
-    return b"".join(events)
+    )
+    rest = [sse("message_stop", {"type": "message_stop"})]
+    return events, rest, {**usage, "output_tokens": output}
+
+
+def anthropic_stream(body: dict) -> bytes:
+    head, rest, _ = anthropic_answer(body)
+    return b"".join(head + rest)
 
 
 def openai_stream(body: dict) -> bytes:
@@ -184,6 +195,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         return
 
+    def _served(self, usage: dict) -> None:
+        """What the last request of this connection was answered with, and when."""
+        with LOCK:
+            for request in reversed(REQUESTS):
+                if request.get("thread") == threading.get_ident():
+                    request["served"] = {**usage, "at": time.time()}
+                    break
+
     def _record(self, body: bytes) -> dict:
         try:
             parsed = json.loads(body or b"{}")
@@ -196,6 +215,7 @@ class Handler(BaseHTTPRequestHandler):
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "model": parsed.get("model") if isinstance(parsed, dict) else None,
+                    "thread": threading.get_ident(),
                 }
             )
         return parsed
@@ -206,6 +226,33 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _anthropic(self, body: dict) -> None:
+        text = json.dumps(body)
+        if "MOCK_ERROR" in text:
+            error = {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "mock: this request is refused",
+                },
+            }
+            self._send(400, json.dumps(error).encode(), "application/json")
+            return
+        head, rest, usage = anthropic_answer(body)
+        first, second = b"".join(head), b"".join(rest)
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(first) + len(second)))
+        self.end_headers()
+        self.wfile.write(first)
+        self.wfile.flush()
+        self._served(usage)
+        hold = _number(r"HOLD:(\d+)", text, 0)
+        if hold:
+            time.sleep(hold)  # the usage is out; the answer is not finished
+        with contextlib.suppress(OSError):  # the agent was stopped meanwhile
+            self.wfile.write(second)
 
     def do_GET(self) -> None:
         if self.path == "/_requests":
@@ -220,7 +267,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         parsed = self._record(body)
         if self.path.startswith("/v1/messages") and "count_tokens" not in self.path:
-            self._send(200, anthropic_stream(parsed), "text/event-stream")
+            self._anthropic(parsed)
         elif self.path.startswith("/v1/messages/count_tokens"):
             self._send(200, b'{"input_tokens": 11}', "application/json")
         elif self.path.startswith("/v1/responses"):

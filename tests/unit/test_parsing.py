@@ -72,7 +72,10 @@ def test_claude_stream_json_gives_result_and_usage():
     )  # fmt: skip
     parsed = parse_output(ParseSpec(format="claude"), b"noise\n" + stream)
     assert parsed.outputs == {"result": "LGTM: no risks found", "is_error": False, "num_turns": 2}
-    assert parsed.usage == {"input_tokens": 120, "output_tokens": 7, "cost_usd": 0.0123}
+    usage = parsed.usage
+    assert (usage["input_tokens"], usage["cache_read_input_tokens"]) == (100, 20)
+    assert (usage["output_tokens"], usage["total_tokens"], usage["turns"]) == (7, 127, 2)
+    assert (usage["cost_usd"], usage["cost_source"]) == (0.0123, "reported")
 
 
 def test_claude_stream_without_a_result_fails():
@@ -93,7 +96,10 @@ def test_codex_jsonl_gives_last_message_and_summed_usage():
     )
     parsed = parse_output(ParseSpec(format="codex"), stream)
     assert parsed.outputs == {"result": "Done.", "is_error": False, "num_turns": 1}
-    assert parsed.usage == {"input_tokens": 50, "output_tokens": 9, "cost_usd": None}
+    usage = parsed.usage
+    assert (usage["input_tokens"], usage["output_tokens"], usage["models"]) == (50, 9, ["gpt-6.1-sol"])
+    # priced from agents/pricing.json: $2 in, $10 out per million
+    assert (usage["cost_usd"], usage["cost_source"]) == (0.00019, "priced")
 
 
 def test_codex_failed_turn_is_an_error():

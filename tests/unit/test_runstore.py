@@ -572,11 +572,11 @@ def test_runs_table_is_aligned_plain_text():
     )
     lines = table.splitlines()
     assert lines == [
-        "RUN ID                  WORKFLOW          STATUS     STARTED (UTC)        DURATION     TOKENS",
-        "20261125t010349-aaaaaa  hello             running    2026-11-25 01:03:49         -          -",
-        "20261125t000000-bbbbbb  build-and-review  failed     2026-11-25 01:03:49     6.50s      1,545",
-        "x                       long              succeeded  2026-11-25 01:00:00     1h02m  1,234,567",
-        "y                       mid               succeeded  -                       2m03s          0",
+        "RUN ID                  WORKFLOW          STATUS     STARTED (UTC)        DURATION     TOKENS     COST",
+        "20261125t010349-aaaaaa  hello             running    2026-11-25 01:03:49         -          -        -",
+        "20261125t000000-bbbbbb  build-and-review  failed     2026-11-25 01:03:49     6.50s      1,545  $0.1000",
+        "x                       long              succeeded  2026-11-25 01:00:00     1h02m  1,234,567        -",
+        "y                       mid               succeeded  -                       2m03s          0        -",
     ]
     assert not table.endswith("\n")
 
