@@ -176,7 +176,7 @@ def run_budget(plan: Plan, options: RunOptions) -> Budget | None:
     own = plan.workflow.budget.limits() if plan.workflow.budget else {}
     given = options.budget.limits() if options.budget else {}
     merged = {**own, **given}
-    return Budget(**{m: v.model_dump() for m, v in merged.items()}) if merged else None
+    return Budget(**merged) if merged else None
 
 
 def _spending(plan: Plan, budget: Budget | None, emit: Emit) -> Spending:

@@ -232,7 +232,7 @@ class ClaudeStream(AgentStream):
         `usage` block is zero on some error results while `modelUsage` holds the figures)."""
         self._result, self.ended = result, True
         self.is_error = bool(result.get("is_error", False))
-        answer = _text(result.get("result", ""), "result")
+        answer = _text(result.get("result") or "", "result")  # null on some error results
         self.answer = answer
         if self.is_error:
             self.error = _agent_error(result, answer)

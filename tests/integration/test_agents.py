@@ -5,15 +5,11 @@ can reach only through the run's egress proxy."""
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from testcontainers.core.container import DockerContainer
-from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from ..conftest import (
     REPO,
@@ -23,54 +19,9 @@ from ..conftest import (
     unique,
     write_workflow,
 )
+from .conftest import ANSWER, mock_requests
 
 pytestmark = pytest.mark.engine
-MOCK_DIR = REPO / "tests" / "mockapi"
-ANSWER = "MOCK: all good"
-
-
-@pytest.fixture(scope="module")
-def mock_api(built_images):
-    """The mock model API on the default bridge; yields its base URL (http://IP:8080)."""
-    container = (
-        DockerContainer("sandbox-orch/python")
-        .with_volume_mapping(str(MOCK_DIR), "/mock", "ro")
-        .with_env("MOCK_ANSWER", ANSWER)
-        .with_command("python /mock/server.py 8080")
-        .waiting_for(LogMessageWaitStrategy("mock model API on").with_startup_timeout(30))
-    )
-    with container:
-        wrapped = container.get_wrapped_container()
-        wrapped.reload()  # the address is known only once it runs
-        address = wrapped.attrs["NetworkSettings"]["IPAddress"]
-        yield f"http://{address}:8080"
-
-
-def mock_requests(base_url: str) -> list[dict]:
-    with urllib.request.urlopen(f"{base_url}/_requests", timeout=5) as response:
-        return json.loads(response.read())
-
-
-@pytest.fixture(params=["runc", "runsc"])
-def agent_policy(request, tmp_path, mock_api):
-    """policies/agents.yaml with the mock's address as the API host, under each runtime;
-    shell is granted too, for the nodes that probe the environment."""
-    host = mock_api.removeprefix("http://")
-    text = (REPO / "policies" / "agents.yaml").read_text()
-    text = text.replace("api.anthropic.com:443", host).replace("api.openai.com:443", host)
-    text = text.replace("oci_runtime: runsc", f"oci_runtime: {request.param}")
-    text = text.replace("runtimes: [claude, codex]", "runtimes: [claude, codex, shell]")
-    path = tmp_path / f"agents-{request.param}.yaml"
-    path.write_text(text)
-    return path, request.param
-
-
-@pytest.fixture
-def keys():
-    return {
-        "ANTHROPIC_API_KEY": f"sk-ant-e2e-{secrets.token_hex(12)}",
-        "OPENAI_API_KEY": f"sk-openai-e2e-{secrets.token_hex(12)}",
-    }
 
 
 def run(workdir: Path, text: str, policy: Path, env: dict[str, str]):
@@ -166,7 +117,12 @@ def test_codex_job_output_and_usage_are_in_the_summary(agent_policy, mock_api, w
     job = results["nodes"]["job"]
     assert job["sandbox"]["oci_runtime"] == runtime
     assert job["outputs"] == {"result": ANSWER, "is_error": False, "num_turns": 1}
-    assert job["usage"] == {"input_tokens": 23, "output_tokens": 5, "cost_usd": None}
+    usage = job["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"], usage["cost_source"]) == (
+        23,
+        5,
+        "priced",
+    )
     assert "23 in / 5 out tokens" in proc.stdout  # the summary shows tokens
     assert any(
         r["headers"].get("authorization") == f"Bearer {keys['OPENAI_API_KEY']}"

@@ -97,7 +97,11 @@ def test_codex_jsonl_gives_last_message_and_summed_usage():
     parsed = parse_output(ParseSpec(format="codex"), stream)
     assert parsed.outputs == {"result": "Done.", "is_error": False, "num_turns": 1}
     usage = parsed.usage
-    assert (usage["input_tokens"], usage["output_tokens"], usage["models"]) == (50, 9, ["gpt-6.1-sol"])
+    assert (usage["input_tokens"], usage["output_tokens"], usage["models"]) == (
+        50,
+        9,
+        ["gpt-6.1-sol"],
+    )
     # priced from agents/pricing.json: $2 in, $10 out per million
     assert (usage["cost_usd"], usage["cost_source"]) == (0.00019, "priced")
 
