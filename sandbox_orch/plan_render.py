@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from .planning import Plan
-from .text import one_line
 from .sandbox import Sandbox
+from .text import one_line
 
 
 def plan_document(plan: Plan, sandboxes: dict[str, Sandbox]) -> dict[str, Any]:

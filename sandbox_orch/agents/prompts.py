@@ -141,10 +141,7 @@ def render(source: str, nodes: Mapping[str, Mapping[str, Any]], limit: int) -> s
     pieces: list[str] = []
     size = 0
     for part in split(source):
-        if isinstance(part, Expression):
-            piece = _value_text(part, nodes)
-        else:
-            piece = part
+        piece = _value_text(part, nodes) if isinstance(part, Expression) else part
         size += len(piece.encode("utf-8", "surrogatepass"))
         if size > limit:
             raise PromptError(too_large(limit))

@@ -39,6 +39,7 @@ def worker_memory(output_limit: int) -> int:
     """RLIMIT_AS for a run's worker, given the largest output limit of its nodes."""
     return WORKER_BASE_MEMORY + WORKER_MEMORY_PER_OUTPUT_BYTE * output_limit
 
+
 # Prompts built from earlier results (README: Prompts from earlier results): at most this
 # many `${{ ... }}` expressions in one prompt, each bounded as a condition is; the prompt
 # as launched is at most the policy's `limits.prompt` bytes (default below), which can

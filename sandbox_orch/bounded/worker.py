@@ -1,5 +1,6 @@
-"""The evaluation worker: a child process of a run that parses node outputs,
-evaluates conditions and renders prompts, one request at a time, on stdin/stdout frames (protocol.py).
+"""The evaluation worker: a child process of a run that parses node outputs, evaluates
+conditions and renders prompts, one request at a time, on stdin/stdout frames
+(protocol.py).
 
 It confines itself before it reads anything: an address-space limit (RLIMIT_AS), death
 with its parent (PR_SET_PDEATHSIG), its own session (a terminal's Ctrl-C is the run's to
