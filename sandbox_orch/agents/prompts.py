@@ -92,9 +92,9 @@ def split(source: str) -> list[Part]:
         expression = source[opened + len(OPEN) : closed].strip()
         if not expression:
             raise PromptError(f"`{OPEN} {CLOSE}` at character {opened + 1} is empty")
-        if text:
+        if "".join(text):
             parts.append("".join(text))
-            text = []
+        text = []
         number = sum(isinstance(p, Expression) for p in parts) + 1
         if number > MAX_PROMPT_EXPRESSIONS:
             raise PromptError(f"has more than {MAX_PROMPT_EXPRESSIONS} `{OPEN} ... {CLOSE}`")
