@@ -2,7 +2,8 @@
 
 Speaks just enough of Anthropic Messages (streaming) and OpenAI Responses (streaming) for
 Claude Code and Codex to finish a turn, and records every request it receives so tests
-can check what reached it (paths, API key headers). Run: `python server.py [PORT]`.
+can check what reached it (paths, API key headers, the last user message). Run:
+`python server.py [PORT]`.
 
 Behaviour is chosen by the prompt, so a test controls it from the workflow:
 - `WRITE_FILE:<path>` makes the first answer a `Write` tool call creating <path>;
@@ -178,6 +179,24 @@ def openai_stream(body: dict) -> bytes:
     )
 
 
+def last_user_text(body: object) -> str | None:
+    """The text of the request's last user message (Messages `messages`, Responses
+    `input`), so tests can check what prompt reached the model."""
+    if not isinstance(body, dict):
+        return None
+    items = body.get("messages") or body.get("input")
+    if isinstance(items, str):
+        return items
+    users = [m for m in items or [] if isinstance(m, dict) and m.get("role") == "user"]
+    if not users:
+        return None
+    content = users[-1].get("content")
+    if isinstance(content, str):
+        return content
+    blocks = content if isinstance(content, list) else []
+    return "\n".join(b["text"] for b in blocks if isinstance(b, dict) and "text" in b)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -196,6 +215,7 @@ class Handler(BaseHTTPRequestHandler):
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "model": parsed.get("model") if isinstance(parsed, dict) else None,
+                    "prompt": last_user_text(parsed),
                 }
             )
         return parsed
