@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -421,3 +423,49 @@ def test_a_costly_prompt_is_stopped_by_the_evaluation_deadline():
         "prompt evaluation stopped after 2s (the limit for one evaluation)"
     )
     assert "agent" not in argvs
+
+
+def test_an_interrupt_while_a_prompt_is_rendered_stops_at_once():
+    text = """
+    version: 1
+    name: hostile
+    nodes:
+      data: {runtime: python, command: [x], outputs: {parse: {format: json}}}
+      agent:
+        runtime: codex
+        needs: [data]
+        prompt: "${{ nodes.data.outputs.xs.all(x, nodes.data.outputs.xs.all(y, y >= 0)) }}"
+        secrets: []
+        network: {egress: []}
+    """
+    plan = plan_of(textwrap.dedent(text))
+    sandboxes = admit(plan, POLICY, environ={})
+    many = Outcome(stdout=json.dumps({"xs": list(range(3000))}).encode())
+    backend = MemoryBackend(lambda spec: many)
+    evaluator = Evaluator(seconds=120)
+    runner = NodeRunner(backend, "test-run", "owner", evaluator=evaluator)
+    scheduler = Scheduler(plan, sandboxes, runner.attempt, lambda e: None, evaluator=evaluator)
+
+    async def go():
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stop))
+        deadline = time.monotonic() + 60
+        # bounded polling of a real condition: data finished, the agent's prompt in work
+        while not (scheduler.records["data"].status.finished and evaluator.pid):
+            assert time.monotonic() < deadline, "the prompt was never rendered"
+            await asyncio.sleep(0.01)
+        pid = evaluator.pid
+        stop.set()
+        began = time.monotonic()
+        records = await task
+        took = time.monotonic() - began
+        await runner.close()
+        await evaluator.close()
+        return records, took, pid
+
+    records, took, pid = asyncio.run(go())
+    assert took < 3, f"the interrupt took {took:.1f}s to act"
+    assert records["agent"].status == NodeStatus.CANCELLED and records["agent"].attempts == []
+    assert scheduler.run_status() == RunStatus.CANCELLED
+    assert not os.path.exists(f"/proc/{pid}")  # killed and reaped
+    assert ("start", "agent") not in backend.log and ("start", "data") in backend.log
