@@ -2,8 +2,9 @@
 render a prompt, off the event loop, each within EVALUATION_SECONDS, in a process with an
 address-space limit. An evaluation that overruns kills the worker (a thread could not be
 stopped, and pure-Python work in a thread would still hold the GIL the loop needs); the
-next request starts a new one. The worker is started only when a run first needs it (`warm()` starts
-it early, beside the first containers), and is one process per run: requests take turns.
+next request starts a new one. The worker is started only when a run first needs it
+(`warm()` starts it early, beside the first containers), and is one process per run:
+requests take turns.
 """
 
 from __future__ import annotations
