@@ -12,6 +12,7 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .agents.prompts import PromptError, literal_size, split
 from .artifacts.lifetimes import certain_peak
 from .containerpaths import forbidden_target, forbidden_workdir
 from .envnames import denied_env
@@ -71,6 +72,7 @@ def admit_node(
     mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
     _check_workdir(node, mounts, before)
     cpus, memory, pids, timeout = _check_limits(node, policy, before)
+    _check_prompt(node, policy, before)
     if before.refused:  # the refusals say why
         return None
     return Sandbox(
@@ -84,6 +86,7 @@ def admit_node(
         timeout=timeout,
         output_limit=policy.limits.output,
         artifact_limit=policy.limits.artifacts,
+        prompt_limit=policy.limits.prompt,
         tmpfs=dict(policy.tmpfs),
         env=dict(node.env),
         workdir=node.request.workdir,
@@ -149,6 +152,23 @@ def _check_artifacts_total(node: PlannedNode, policy: Policy, refuse: Refuse) ->
             f"its {count[0]} artifact(s) and {count[1]} input(s) hold {format_size(peak)} at "
             f"once ({format_size(cap)} each), above the policy's artifacts_total "
             f"({format_size(total)})",
+        )
+
+
+def _check_prompt(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    """The prompt's own text (without the values of its expressions) within the policy's
+    limit: else it could never launch."""
+    if node.request.prompt is None or not node.runtime.agent:
+        return
+    try:
+        size = literal_size(split(node.request.prompt))
+    except PromptError:
+        return  # refused by planning, with its reason
+    if size > policy.limits.prompt:
+        refuse(
+            (*node.loc, "prompt"),
+            f"the prompt's text is {size} bytes, above the policy's prompt limit "
+            f"({policy.limits.prompt} bytes)",
         )
 
 

@@ -103,6 +103,19 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
 
 def evaluate(condition: Condition, nodes: dict[str, dict[str, Any]], state: NeedsState) -> bool:
     """True or False; ConditionError if evaluation fails or gives a non-boolean."""
+    result = evaluate_value(condition, nodes, state)
+    if not isinstance(result, celtypes.BoolType):
+        raise ConditionError(f"must be true or false, not {type(result).__name__}")
+    return bool(result)
+
+
+def evaluate_value(
+    condition: Condition, nodes: dict[str, dict[str, Any]], state: NeedsState | None = None
+) -> Any:
+    """The expression's CEL value, of any type (prompts take strings); ConditionError if
+    evaluation fails. A `state` is only needed by an expression that calls a status
+    function (prompts may not)."""
+    state = state or NeedsState(success=True, failure=False, cancelled=False)
     functions: dict[str, Callable[[], celtypes.BoolType]] = {
         "success": lambda: celtypes.BoolType(state.success),
         "failure": lambda: celtypes.BoolType(state.failure),
@@ -120,9 +133,7 @@ def evaluate(condition: Condition, nodes: dict[str, dict[str, Any]], state: Need
         raise ConditionError(f"evaluation failed: {error}") from None
     if isinstance(result, celpy.CELEvalError):
         raise ConditionError(_eval_message(result))
-    if not isinstance(result, celtypes.BoolType):
-        raise ConditionError(f"must be true or false, not {type(result).__name__}")
-    return bool(result)
+    return result
 
 
 def _unset() -> celtypes.BoolType:

@@ -196,12 +196,13 @@ def _spending(plan: Plan, budget: Budget | None, emit: Emit) -> Spending:
 
 
 def _needs_evaluation(plan: Plan) -> bool:
-    """Whether a node parses its output or has a condition that is not judged inline."""
+    """Whether a node parses its output, or has a prompt or a condition not judged inline."""
     return any(node.parse.format != "none" or _costly(node) for node in plan.nodes.values())
 
 
 def _costly(node: PlannedNode) -> bool:
-    return node.condition is not None and not node.condition.inline
+    """Evaluated with CEL in the worker: a condition not judged inline, or a prompt."""
+    return node.prompt is not None or (node.condition is not None and not node.condition.inline)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 
 from .planning import Plan
 from .sandbox import Sandbox
+from .text import one_line
 
 
 def plan_document(plan: Plan, sandboxes: dict[str, Sandbox]) -> dict[str, Any]:
@@ -51,6 +52,8 @@ def render_text(plan: Plan, sandboxes: dict[str, Sandbox]) -> str:
             lines.append(f"  {name}" + (f"  needs: {needs}" if needs else ""))
             if node.when:
                 lines.append(f"    when: {node.when}")
+            if node.prompt is not None:  # the template, never a value
+                lines.append(f"    prompt: {one_line(_shortened(node.prompt.source))}")
             lines.append(
                 f"    sandbox: {box['image']} as {box['user']} via {box['oci_runtime']},"
                 f" network {box['network']}, read-only root, caps dropped"
@@ -89,6 +92,10 @@ def render_dot(plan: Plan, sandboxes: dict[str, Sandbox]) -> str:
 
 
 RENDERERS = {"text": render_text, "json": render_json, "mermaid": render_mermaid, "dot": render_dot}
+
+
+def _shortened(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _mermaid_escape(text: str) -> str:

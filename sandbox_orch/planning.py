@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .agents.prompts import PromptError, PromptTemplate, compile_template, literal, split
 from .conditions import Condition, ConditionError, compile_condition
 from .errors import InputRefused, Problem
 from .runtimes import DEFAULT_RUNTIME, PRESETS, Runtime, agent_argv, argv_for, runtimes_of
@@ -74,6 +75,9 @@ class PlannedNode:
     group: str | None = None
     condition: Condition | None = None
     visible: frozenset[str] = frozenset()  # needs and their ancestors: what `when` may see
+    # A prompt with `${{ ... }}`: rendered at launch into argv[prompt.slot] (which holds
+    # the template until then, so `plan` shows the template, never a value).
+    prompt: PromptTemplate | None = None
 
 
 @dataclass(frozen=True)
@@ -118,9 +122,10 @@ def make_plan(document: Document, workflow: Workflow) -> Plan:
     order, levels = _order(document, planned)
     ordered = {name: planned[name] for name in order}
     # Ancestor sets cost O(n^2) on long chains: build them only if something reads them.
-    if any(node.when is not None or node.inputs for node in ordered.values()):
+    if any(node.when is not None or node.inputs or node.prompt for node in ordered.values()):
         ancestors = _ancestors(ordered)
         ordered = _with_conditions(document, ordered, ancestors)
+        ordered = _with_prompts(document, ordered, ancestors)
         _check_inputs(document, ordered, ancestors)
     _check_artifact_names(document, ordered)
     _load_schemas(document, ordered)
@@ -205,6 +210,25 @@ def _with_conditions(
             problems.append(document.problem((*node.loc, "when"), str(error)))
             continue
         nodes[name] = dataclasses.replace(node, condition=condition, visible=ancestors[name])
+    if problems:
+        raise InputRefused(problems)
+    return nodes
+
+
+def _with_prompts(
+    document: Document, nodes: dict[str, PlannedNode], ancestors: dict[str, frozenset[str]]
+) -> dict[str, PlannedNode]:
+    """Compile every prompt's `${{ ... }}` against what the node may see, as `when` is."""
+    problems: list[Problem] = []
+    for name, node in nodes.items():
+        if node.prompt is None:
+            continue
+        try:
+            template = compile_template(node.prompt.source, node.prompt.slot, set(ancestors[name]))
+        except PromptError as error:
+            problems.append(document.problem((*node.loc, "prompt"), str(error)))
+            continue
+        nodes[name] = dataclasses.replace(node, prompt=template, visible=ancestors[name])
     if problems:
         raise InputRefused(problems)
     return nodes
@@ -331,8 +355,9 @@ def _plan_node(
     if runtime.agent and request.prompt is not None and isinstance(request.command, str):
         message = "with a prompt, command is a list of extra CLI arguments"
         problems.append(document.problem((*entry.loc, "command"), message))
+    template = None
     if runtime.agent and request.prompt is not None:
-        argv = agent_argv(runtime, request.prompt, list(request.command or []))
+        argv, template = _agent_argv(document, entry, runtime, problems)
     else:
         argv = argv_for(runtime, request.command)
     return PlannedNode(
@@ -363,7 +388,32 @@ def _plan_node(
         if "parse" in request.outputs.model_fields_set
         else runtime.parse,
         group=entry.group,
+        prompt=template,
     )
+
+
+# Stands for the prompt while the argv is built, to find its place (by identity: an
+# equal string from the workflow is another object).
+_PROMPT_SLOT = "\x00prompt\x00"
+
+
+def _agent_argv(
+    document: Document, entry: _Entry, runtime: Runtime, problems: list[Problem]
+) -> tuple[list[str], PromptTemplate | None]:
+    """The agent's argv; a prompt with `${{ ... }}` stays a template (compiled once the
+    node's ancestors are known) in its slot, the rest has its `$${{` escapes undone."""
+    request = entry.fields
+    assert request.prompt is not None
+    argv = agent_argv(runtime, _PROMPT_SLOT, list(request.command or []))
+    slot = next(i for i, argument in enumerate(argv) if argument is _PROMPT_SLOT)
+    try:
+        parts = split(request.prompt)
+    except PromptError as error:
+        problems.append(document.problem((*entry.loc, "prompt"), str(error)))
+        parts = [request.prompt]
+    text = literal(parts)
+    argv[slot] = request.prompt if text is None else text
+    return argv, None if text is not None else PromptTemplate(request.prompt, slot)
 
 
 def _egress_of(runtime: Runtime, request: NodeFields, env: dict[str, str]) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import cerberus
 
+from .bounded.limits import DEFAULT_PROMPT_BYTES, MAX_PROMPT_BYTES
 from .containerpaths import normalise
 from .errors import InputRefused
 from .units import parse_count, parse_cpus, parse_duration, parse_size
@@ -40,6 +41,13 @@ def _version(value: Any) -> int:
     if value != 1 or isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("unallowed value; only version 1 exists")
     return 1
+
+
+def _prompt_size(value: Any) -> int:
+    size = parse_size(value)
+    if size > MAX_PROMPT_BYTES:  # the prompt is one argument of the agent's command line
+        raise ValueError(f"a prompt is at most {MAX_PROMPT_BYTES // 1024}k (one argv element)")
+    return size
 
 
 # No "type" rule for numbers: cerberus counts True as an integer and lets NaN past "min";
@@ -104,6 +112,7 @@ SCHEMA: dict[str, Any] = {
             "output": _SIZE,
             "artifacts": _SIZE,
             "artifacts_total": _SIZE,
+            "prompt": {"check_with": _checker(_prompt_size)},  # an agent's whole prompt
         },
     },
     "defaults": {
@@ -128,6 +137,7 @@ class Limits:
     artifacts: int = 1024**3
     # All artifact volumes held at once (memory); unset: ARTIFACTS_TOTAL_FACTOR x artifacts.
     artifacts_total: int = 4 * 1024**3
+    prompt: int = DEFAULT_PROMPT_BYTES  # an agent's prompt, as launched (UTF-8 bytes)
 
 
 ARTIFACTS_TOTAL_FACTOR = 4
@@ -246,4 +256,5 @@ def _limits(data: dict[str, Any], fallback: Limits) -> Limits:
             if "artifacts_total" in data
             else ARTIFACTS_TOTAL_FACTOR * artifacts
         ),
+        prompt=_prompt_size(data.get("prompt", fallback.prompt)),
     )

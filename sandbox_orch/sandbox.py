@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .bounded.limits import DEFAULT_PROMPT_BYTES
 from .mounts import BindMount
 from .units import format_size
 
@@ -57,6 +58,7 @@ class Sandbox:
     output_limit: int
     tmpfs: dict[str, int]
     artifact_limit: int = 1024**3  # each artifact volume's size
+    prompt_limit: int = DEFAULT_PROMPT_BYTES  # an agent's prompt as launched, in bytes
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     mounts: tuple[BindMount, ...] = ()

@@ -16,6 +16,7 @@ way out, and every node that had not finished gets a final state.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import graphlib
 import logging
 from collections import deque
@@ -24,12 +25,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .agents.prompts import PromptError, check_launchable, launch_argv
 from .agents.spending import Spending
-from .bounded.evaluator import Evaluator
+from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .conditions import Condition, ConditionError, NeedsState, evaluate
 from .events import Emit, NodeFinished, NodeStarted
 from .execution import Attempt, AttemptCancelled
 from .planning import Plan, PlannedNode
+from .redaction import scrub
 from .sandbox import Sandbox
 from .status import NodeStatus, RunStatus
 
@@ -298,13 +301,31 @@ class Scheduler:
             return
         record.status = NodeStatus.RUNNING
         try:
+            if node.prompt is not None:
+                node = await self._prompted(node, sandbox)
             await self._attempts(node, sandbox, record)
+        except (PromptError, EvaluationUnavailable) as error:  # before any attempt
+            ours = isinstance(error, EvaluationUnavailable)  # the worker's fault: errored
+            record.status = NodeStatus.ERRORED if ours else NodeStatus.FAILED
+            record.reason = str(error) if ours else f"prompt {error}"
+            self._emit(NodeFinished(name, record.status, None, record.reason, 0, None, _now()))
         except asyncio.CancelledError:
             raise  # _cancel() gives the final state, knowing why
         except Exception as error:  # a bug here must not end the run uncleaned
             log.exception("node %s", name)
             record.status, record.reason = NodeStatus.ERRORED, f"internal error: {error}"
             self._emit(NodeFinished(name, record.status, None, record.reason, 0, None, _now()))
+
+    async def _prompted(self, node: PlannedNode, sandbox: Sandbox) -> PlannedNode:
+        """The node with its prompt rendered from its needs' results (in the evaluation
+        worker: this task waits, the loop does not). Redacted before it goes anywhere: a
+        need's output may hold a secret this node was never granted."""
+        assert node.prompt is not None
+        views = {a: self.records[a].view() for a in node.prompt.reads(node.visible)}
+        text = await self._evaluator.prompt(node.prompt, views, sandbox.prompt_limit)
+        text = scrub(text)
+        check_launchable(text, sandbox.prompt_limit)  # a marker may be longer than a value
+        return dataclasses.replace(node, argv=launch_argv(node.argv, node.prompt, text))
 
     async def _attempts(self, node: PlannedNode, sandbox: Sandbox, record: NodeRecord) -> None:
         retries = node.retries

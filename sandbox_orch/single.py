@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .admission import admit
+from .agents.prompts import escape
 from .backend import Backend
 from .errors import InfrastructureError, InputRefused, Problem
 from .events import Emit
@@ -60,7 +61,7 @@ def single_plan(request: SingleRequest) -> Plan:
     if runtime is not None and runtime.agent:
         if request.prompt is None:
             raise _refused("--prompt", f"runtime {request.runtime!r} needs --prompt TEXT")
-        node["prompt"] = request.prompt
+        node["prompt"] = escape(request.prompt)  # taken as typed: `${{` is no template here
         if request.args:
             node["command"] = list(request.args)
     else:

@@ -1,9 +1,10 @@
-"""The run's side of its evaluation worker: parse a node's output, or judge a condition,
-off the event loop, each within EVALUATION_SECONDS, in a process with an address-space
-limit. An evaluation that overruns kills the worker (a thread could not be stopped, and
-pure-Python work in a thread would still hold the GIL the loop needs); the next request
-starts a new one. The worker is started only when a run first needs it (`warm()` starts
-it early, beside the first containers), and is one process per run: requests take turns.
+"""The run's side of its evaluation worker: parse a node's output, judge a condition, or
+render a prompt, off the event loop, each within EVALUATION_SECONDS, in a process with an
+address-space limit. An evaluation that overruns kills the worker (a thread could not be
+stopped, and pure-Python work in a thread would still hold the GIL the loop needs); the
+next request starts a new one. The worker is started only when a run first needs it
+(`warm()` starts it early, beside the first containers), and is one process per run:
+requests take turns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..agents.prompts import PromptError, PromptTemplate
 from ..conditions import Condition, ConditionError, NeedsState
 from ..parsing import Parsed, ParseError
 from ..workflow import ParseSpec
@@ -106,6 +108,18 @@ class Evaluator:
         except _Failed as failure:
             raise ConditionError(str(failure)) from None
         return bool(value)
+
+    async def prompt(
+        self, template: PromptTemplate, nodes: dict[str, dict[str, Any]], limit: int
+    ) -> str:
+        """render(), bounded; PromptError if it fails, overruns, or is over `limit` bytes."""
+        header = {"job": "prompt", "template": template.source, "limit": limit}
+        self._conditions = True  # CEL, as conditions
+        try:
+            value = await self._evaluate(header, json.dumps(nodes).encode())
+        except _Failed as failure:
+            raise PromptError(str(failure)) from None
+        return str(value)
 
     async def close(self) -> None:
         """Stop the worker (if any); the evaluator can still be used afterwards."""

@@ -38,3 +38,13 @@ MAX_LITERAL_ITERATIONS = 10_000  # nested macros over literal lists: product of 
 def worker_memory(output_limit: int) -> int:
     """RLIMIT_AS for a run's worker, given the largest output limit of its nodes."""
     return WORKER_BASE_MEMORY + WORKER_MEMORY_PER_OUTPUT_BYTE * output_limit
+
+
+# Prompts built from earlier results (README: Prompts from earlier results): at most this
+# many `${{ ... }}` expressions in one prompt, each bounded as a condition is; the prompt
+# as launched is at most the policy's `limits.prompt` bytes (default below), which can
+# never exceed MAX_PROMPT_BYTES: Linux refuses a single program argument of 128 KiB or
+# more (MAX_ARG_STRLEN), and the prompt is one argument of the agent's command line.
+MAX_PROMPT_EXPRESSIONS = 16
+DEFAULT_PROMPT_BYTES = 64 * 1024
+MAX_PROMPT_BYTES = 120 * 1024

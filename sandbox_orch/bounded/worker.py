@@ -1,5 +1,6 @@
-"""The evaluation worker: a child process of a run that parses node outputs and
-evaluates conditions, one request at a time, on stdin/stdout frames (protocol.py).
+"""The evaluation worker: a child process of a run that parses node outputs, evaluates
+conditions and renders prompts, one request at a time, on stdin/stdout frames
+(protocol.py).
 
 It confines itself before it reads anything: an address-space limit (RLIMIT_AS), death
 with its parent (PR_SET_PDEATHSIG), its own session (a terminal's Ctrl-C is the run's to
@@ -43,14 +44,15 @@ class _Jobs:
     def __init__(self, with_conditions: bool) -> None:
         # cel-python takes a third of a second to build its parser: only when wanted.
         self._conditions: ModuleType | None = None
+        self._prompts: ModuleType | None = None  # loaded with the first prompt
         self._compiled: dict[tuple[str, frozenset[str]], Any] = {}
         if with_conditions:
             self._load_conditions()
 
     def answer(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
         try:
-            job = self.parse if header["job"] == "parse" else self.condition
-            return {"ok": job(header, body)}
+            jobs = {"parse": self.parse, "condition": self.condition, "prompt": self.prompt}
+            return {"ok": jobs[header["job"]](header, body)}
         except MemoryError:
             return {"error": "memory", "kind": "memory"}
         except Exception as error:
@@ -77,6 +79,13 @@ class _Jobs:
         state = conditions.NeedsState(*header["state"])
         return bool(conditions.evaluate(self._compiled[key], nodes, state))
 
+    def prompt(self, header: dict[str, Any], body: bytes) -> str:
+        """A prompt with its expressions' values in place (agents/prompts.py)."""
+        if self._prompts is None:
+            self._load_conditions()
+            self._prompts = importlib.import_module("..agents.prompts", __package__)
+        return str(self._prompts.render(header["template"], json.loads(body), header["limit"]))
+
     def _load_conditions(self) -> ModuleType:
         if self._conditions is None:
             self._conditions = importlib.import_module("..conditions", __package__)
@@ -84,9 +93,12 @@ class _Jobs:
 
     def _refusals(self) -> tuple[type[Exception], ...]:
         """The errors that mean "the input is refused", with a complete message."""
-        if self._conditions is None:
-            return (ParseError,)
-        return (ParseError, self._conditions.ConditionError)
+        refusals: tuple[type[Exception], ...] = (ParseError,)
+        if self._conditions is not None:
+            refusals += (self._conditions.ConditionError,)
+        if self._prompts is not None:
+            refusals += (self._prompts.PromptError,)
+        return refusals
 
 
 def main(argv: list[str]) -> None:

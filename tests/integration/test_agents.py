@@ -5,6 +5,7 @@ can reach only through the run's egress proxy."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -243,3 +244,59 @@ def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path,
     assert listing.startswith("total ") and "app.py" in listing, listing
     assert " .\n" in listing or listing.splitlines()[1].endswith(" ."), listing
     assert node["outputs"]["result"] == ANSWER and node["outputs"]["num_turns"] == 2
+
+
+def test_an_agent_hands_its_answer_to_the_next_and_a_secret_in_it_arrives_redacted(
+    agent_policy, mock_api, workdir, keys
+):
+    """`${{ nodes.X.outputs.result }}` in a prompt: the first claude node's answer (the
+    mock's) is in the second one's prompt as the model receives it. A node that prints
+    its Anthropic key as its answer hands it to a codex node (granted only the OpenAI
+    key): the prompt that leaves for the model holds the redaction marker, not the key."""
+    policy, runtime = agent_policy
+    tag = secrets.token_hex(6)  # finds this test's requests among the shared mock's
+    leak = (
+        'printf \'{"type":"result","subtype":"success","is_error":false,'
+        '"num_turns":1,"result":"the key is %s"}\\n\' "$ANTHROPIC_API_KEY"'
+    )
+    proc, results = run(
+        workdir,
+        f"""
+        version: 1
+        name: prompt-handoff
+        nodes:
+          plan:
+            runtime: claude
+            prompt: "Write a plan ({tag})"
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+          build:
+            runtime: claude
+            needs: [plan]
+            prompt: "Implement this plan ({tag}):\\n${{{{ nodes.plan.outputs.result }}}}"
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+          leak:
+            runtime: claude
+            command: {json.dumps(leak)}
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+          check:
+            runtime: codex
+            needs: [leak]
+            prompt: "Check ({tag}): ${{{{ nodes.leak.outputs.result }}}}"
+            env: {{OPENAI_BASE_URL: "{mock_api}/v1"}}
+        """,
+        policy,
+        keys,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    nodes = results["nodes"]
+    assert {name: n["status"] for name, n in nodes.items()} == dict.fromkeys(nodes, "succeeded")
+    assert nodes["build"]["sandbox"]["oci_runtime"] == runtime
+    assert nodes["build"]["outputs"]["result"] == ANSWER
+    prompts = [r["prompt"] for r in mock_requests(mock_api) if tag in (r.get("prompt") or "")]
+    assert any(f"Implement this plan ({tag}):\n{ANSWER}" in p for p in prompts), prompts
+    handed = [p for p in prompts if f"Check ({tag}):" in p]
+    assert handed and all(
+        f"Check ({tag}): the key is [REDACTED:ANTHROPIC_API_KEY]" in p for p in handed
+    ), handed
+    key = keys["ANTHROPIC_API_KEY"]
+    assert_nowhere(key, *prompts, json.dumps(results), proc.stdout, proc.stderr)

@@ -2,7 +2,8 @@
 
 Speaks just enough of Anthropic Messages (streaming) and OpenAI Responses (streaming) for
 Claude Code and Codex to finish a turn, and records every request it receives so tests
-can check what reached it (paths, API key headers). Run: `python server.py [PORT]`.
+can check what reached it (paths, API key headers, the last user message). Run:
+`python server.py [PORT]`.
 
 Behaviour is chosen by the prompt, so a test controls it from the workflow:
 - `WRITE_FILE:<path>` makes the first answer a `Write` tool call creating <path>;
@@ -189,6 +190,35 @@ def openai_stream(body: dict) -> bytes:
     )
 
 
+def last_user_text(body: object) -> str | None:
+    """The text of the request's last user message (Messages `messages`, Responses
+    `input`), so tests can check what prompt reached the model."""
+    if not isinstance(body, dict):
+        return None
+    items = body.get("messages") or body.get("input")
+    if isinstance(items, str):
+        return items
+    users = [m for m in items or [] if isinstance(m, dict) and m.get("role") == "user"]
+    if not users:
+        return None
+    content = users[-1].get("content")
+    if isinstance(content, str):
+        return content
+    blocks = content if isinstance(content, list) else []
+    return "\n".join(_block_text(b) for b in blocks if isinstance(b, dict))
+
+
+def _block_text(block: dict) -> str:
+    """A text block's text, or a tool result's (what the tool printed)."""
+    if isinstance(block.get("text"), str):
+        return block["text"]
+    content = block.get("content")
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -216,6 +246,7 @@ class Handler(BaseHTTPRequestHandler):
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "model": parsed.get("model") if isinstance(parsed, dict) else None,
                     "thread": threading.get_ident(),
+                    "prompt": last_user_text(parsed),
                 }
             )
         return parsed
