@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .agents.flags import agent_flags, conflicts
 from .conditions import Condition, ConditionError, compile_condition
 from .errors import InputRefused, Problem
 from .runtimes import DEFAULT_RUNTIME, PRESETS, Runtime, agent_argv, argv_for, runtimes_of
@@ -331,8 +332,14 @@ def _plan_node(
     if runtime.agent and request.prompt is not None and isinstance(request.command, str):
         message = "with a prompt, command is a list of extra CLI arguments"
         problems.append(document.problem((*entry.loc, "command"), message))
+    if request.agent is not None:
+        _check_agent_block(document, entry.loc, runtime, request, problems)
     if runtime.agent and request.prompt is not None:
-        argv = agent_argv(runtime, request.prompt, list(request.command or []))
+        extra = list(request.command or [])
+        mapped = agent_flags(runtime.name, request.agent)
+        refusals = [*mapped.refusals, *conflicts(runtime.name, request.agent, extra)]
+        problems.extend(document.problem((*entry.loc, *r.loc), r.message) for r in refusals)
+        argv = agent_argv(runtime, request.prompt, extra, mapped.flags)
     else:
         argv = argv_for(runtime, request.command)
     return PlannedNode(
@@ -364,6 +371,19 @@ def _plan_node(
         else runtime.parse,
         group=entry.group,
     )
+
+
+def _check_agent_block(
+    document: Document, loc: Loc, runtime: Runtime, request: NodeFields, problems: list[Problem]
+) -> None:
+    """`agent:` is the settings of an agent preset that runs its CLI from `prompt`: on any
+    other node there is no CLI to give them to, and refusing says so (never dropped)."""
+    if not runtime.agent:
+        message = f"runtime {runtime.name!r} runs no coding agent: `agent:` is for claude, codex"
+        problems.append(document.problem((*loc, "agent"), message))
+    elif request.prompt is None:
+        message = "`agent:` settings need `prompt` (the preset builds the agent's command line)"
+        problems.append(document.problem((*loc, "agent"), message))
 
 
 def _egress_of(runtime: Runtime, request: NodeFields, env: dict[str, str]) -> tuple[str, ...]:
