@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from .agents.budgets import Budget
 from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
 from .bounded.evaluator import Evaluator
@@ -288,12 +289,16 @@ class Prepared:
     plan: Plan
     policy: Policy
     sandboxes: dict[str, Sandbox]
+    # What the whole run may spend: the workflow's budget under the policy's ceilings
+    # (agents/admission.run_budget); None when neither sets one.
+    budget: Budget | None = None
 
 
 def prepare(workflow_path: Path, policy_path: Path) -> Prepared:
     """Load, plan and admit: everything `run` checks before touching the engine. Pure
     apart from reading the two files; raises InputRefused (exit 2) on any problem."""
     from .admission import admit
+    from .agents.admission import run_budget
     from .loading import load_workflow
     from .planning import make_plan
     from .policy import load_policy
@@ -301,4 +306,5 @@ def prepare(workflow_path: Path, policy_path: Path) -> Prepared:
     policy = load_policy(policy_path)
     document, workflow = load_workflow(workflow_path)
     plan = make_plan(document, workflow)
-    return Prepared(plan, policy, admit(plan, policy))
+    sandboxes = admit(plan, policy)
+    return Prepared(plan, policy, sandboxes, run_budget(plan, policy))

@@ -60,6 +60,8 @@ class Limit(_Strict):
 
 def _limit_of(metric: str) -> Any:
     def parse(value: Any) -> Any:
+        if isinstance(value, Limit):  # already checked (with_ceiling merges two budgets)
+            return value
         if isinstance(value, dict):
             if "limit" not in value:
                 raise ValueError("a budget written as a mapping needs `limit` (and `mode`)")
@@ -171,4 +173,4 @@ def with_ceiling(budget: Budget | None, ceiling: Budget | None) -> Budget | None
     if ceiling is None:
         return budget
     merged = {**ceiling.limits(), **(budget.limits() if budget else {})}
-    return Budget(**{m: v.model_dump() for m, v in merged.items()})
+    return Budget(**merged)

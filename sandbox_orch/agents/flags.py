@@ -41,6 +41,22 @@ _CODEX_SANDBOX = {
 # the parentheses: those are where Claude splits a tool list.
 _CLAUDE_TOOL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\([^(),]*\))?$")
 
+# Environment variables through which a node would choose a model or load settings of
+# its own (Claude's config directory, Codex's home with its config.toml): refused where
+# the policy restricts agent settings, as raw CLI arguments are.
+SETTING_ENV = {
+    "claude": (
+        "ANTHROPIC_MODEL",
+        "ANTHROPIC_SMALL_FAST_MODEL",
+        "ANTHROPIC_DEFAULT_OPUS_MODEL",
+        "ANTHROPIC_DEFAULT_SONNET_MODEL",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+        "CLAUDE_CODE_SUBAGENT_MODEL",
+        "CLAUDE_CONFIG_DIR",
+    ),
+    "codex": ("CODEX_HOME",),
+}
+
 # The raw CLI arguments that set what each field sets: a node that sets the field in its
 # `agent:` block may not also pass one of these in `command` (which would win is the
 # CLI's business, and the policy judges only the block).
