@@ -12,6 +12,7 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .agents import admission as agents
 from .agents.prompts import PromptError, literal_size, split
 from .artifacts.lifetimes import certain_peak
 from .containerpaths import forbidden_target, forbidden_workdir
@@ -40,6 +41,11 @@ def admit(
     sandboxes: dict[str, Sandbox] = {}
     base_dir = Path(plan.document.path).resolve().parent  # mount sources are relative to it
     walked: dict[Path, Walk] = {}  # each source is walked once, however many mount it
+
+    def refuse_run(loc: Loc, message: str) -> None:
+        problems.append(plan.document.problem(loc, message))
+
+    agents.check_budget(plan.workflow.budget, policy.agents, ("budget",), refuse_run)
     for node in plan.nodes.values():
 
         def refuse(loc: Loc, message: str, node: PlannedNode = node) -> None:
@@ -73,6 +79,7 @@ def admit_node(
     _check_workdir(node, mounts, before)
     cpus, memory, pids, timeout = _check_limits(node, policy, before)
     _check_prompt(node, policy, before)
+    agents.check_node(node, policy.agents, before)
     if before.refused:  # the refusals say why
         return None
     return Sandbox(

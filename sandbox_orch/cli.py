@@ -205,7 +205,7 @@ def run(
         max_parallel=max_parallel,
         keep_going=keep_going,
         results_file=results_file,
-        budget=_cli_budget(budget_usd, budget_tokens),
+        budget=_cli_budget(budget_usd, budget_tokens, prepared.policy),
     )
     view = _choose_view(prepared.plan, as_json, ci, progress_every)
     report = asyncio.run(
@@ -220,12 +220,18 @@ def run(
     sys.exit(int(RUN_EXIT[report.status]))
 
 
-def _cli_budget(usd: dict[str, Any] | None, tokens: dict[str, Any] | None) -> Any:
+def _cli_budget(usd: dict[str, Any] | None, tokens: dict[str, Any] | None, policy: Any) -> Any:
+    """--budget-usd/--budget-tokens, which no more than a workflow may raise the policy's
+    ceiling (exit 2, nothing started)."""
     if usd is None and tokens is None:
         return None
-    from .agents.budgets import Budget
+    from .agents.budgets import Budget, over_ceiling
 
-    return Budget(usd=usd, tokens=tokens)
+    budget = Budget(usd=usd, tokens=tokens)
+    if policy.agents.budget is not None:
+        for metric, why in over_ceiling(budget, policy.agents.budget):
+            raise click.BadParameter(why, param_hint=f"'--budget-{metric}'")
+    return budget
 
 
 def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:

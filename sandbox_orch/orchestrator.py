@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from .agents.budgets import Budget, Crossing
+from .agents.budgets import Budget, Crossing, with_ceiling
 from .agents.spending import Spending
 from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
@@ -132,7 +132,7 @@ async def run_plan(
         plan, policy, sandboxes, backend, run_id, started_at, with_artifacts, image_ids
     )
     emit = run.releasing(_redacting(run.keeping_events(emit), run.redactor))
-    budget = run_budget(plan, options)
+    budget = run_budget(plan, policy, options)
     spending = _spending(plan, budget, emit)
     run.runner.spending = spending
     scheduler = Scheduler(
@@ -171,12 +171,13 @@ async def run_plan(
     return RunReport(run_id, status, results, path, failures)
 
 
-def run_budget(plan: Plan, options: RunOptions) -> Budget | None:
-    """The workflow's budget, with what the command line sets in its place."""
+def run_budget(plan: Plan, policy: Policy, options: RunOptions) -> Budget | None:
+    """The workflow's budget, with what the command line sets in its place, under the
+    policy's ceilings (the command line's were checked against them: cli.run)."""
     own = plan.workflow.budget.limits() if plan.workflow.budget else {}
     given = options.budget.limits() if options.budget else {}
     merged = {**own, **given}
-    return Budget(**merged) if merged else None
+    return with_ceiling(Budget(**merged) if merged else None, policy.agents.budget)
 
 
 def _spending(plan: Plan, budget: Budget | None, emit: Emit) -> Spending:
@@ -331,12 +332,16 @@ class Prepared:
     plan: Plan
     policy: Policy
     sandboxes: dict[str, Sandbox]
+    # What the whole run may spend: the workflow's budget under the policy's ceilings
+    # (agents/admission.run_budget); None when neither sets one.
+    budget: Budget | None = None
 
 
 def prepare(workflow_path: Path, policy_path: Path) -> Prepared:
     """Load, plan and admit: everything `run` checks before touching the engine. Pure
     apart from reading the two files; raises InputRefused (exit 2) on any problem."""
     from .admission import admit
+    from .agents.admission import run_budget
     from .loading import load_workflow
     from .planning import make_plan
     from .policy import load_policy
@@ -344,4 +349,5 @@ def prepare(workflow_path: Path, policy_path: Path) -> Prepared:
     policy = load_policy(policy_path)
     document, workflow = load_workflow(workflow_path)
     plan = make_plan(document, workflow)
-    return Prepared(plan, policy, admit(plan, policy))
+    sandboxes = admit(plan, policy)
+    return Prepared(plan, policy, sandboxes, run_budget(plan, policy))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .agents.flags import agent_flags, conflicts
 from .agents.prompts import PromptError, PromptTemplate, compile_template, literal, split
 from .conditions import Condition, ConditionError, compile_condition
 from .errors import InputRefused, Problem
@@ -356,8 +357,14 @@ def _plan_node(
         message = "with a prompt, command is a list of extra CLI arguments"
         problems.append(document.problem((*entry.loc, "command"), message))
     template = None
+    if request.agent is not None:
+        _check_agent_block(document, entry.loc, runtime, request, problems)
     if runtime.agent and request.prompt is not None:
-        argv, template = _agent_argv(document, entry, runtime, problems)
+        extra = list(request.command or [])
+        mapped = agent_flags(runtime.name, request.agent)
+        refusals = [*mapped.refusals, *conflicts(runtime.name, request.agent, extra)]
+        problems.extend(document.problem((*entry.loc, *r.loc), r.message) for r in refusals)
+        argv, template = _agent_argv(document, entry, runtime, problems, mapped.flags)
     else:
         argv = argv_for(runtime, request.command)
     return PlannedNode(
@@ -398,13 +405,17 @@ _PROMPT_SLOT = "\x00prompt\x00"
 
 
 def _agent_argv(
-    document: Document, entry: _Entry, runtime: Runtime, problems: list[Problem]
+    document: Document,
+    entry: _Entry,
+    runtime: Runtime,
+    problems: list[Problem],
+    flags: list[str],
 ) -> tuple[list[str], PromptTemplate | None]:
     """The agent's argv; a prompt with `${{ ... }}` stays a template (compiled once the
     node's ancestors are known) in its slot, the rest has its `$${{` escapes undone."""
     request = entry.fields
     assert request.prompt is not None
-    argv = agent_argv(runtime, _PROMPT_SLOT, list(request.command or []))
+    argv = agent_argv(runtime, _PROMPT_SLOT, list(request.command or []), flags)
     slot = next(i for i, argument in enumerate(argv) if argument is _PROMPT_SLOT)
     try:
         parts = split(request.prompt)
@@ -414,6 +425,19 @@ def _agent_argv(
     text = literal(parts)
     argv[slot] = request.prompt if text is None else text
     return argv, None if text is not None else PromptTemplate(request.prompt, slot)
+
+
+def _check_agent_block(
+    document: Document, loc: Loc, runtime: Runtime, request: NodeFields, problems: list[Problem]
+) -> None:
+    """`agent:` is the settings of an agent preset that runs its CLI from `prompt`: on any
+    other node there is no CLI to give them to, and refusing says so (never dropped)."""
+    if not runtime.agent:
+        message = f"runtime {runtime.name!r} runs no coding agent: `agent:` is for claude, codex"
+        problems.append(document.problem((*loc, "agent"), message))
+    elif request.prompt is None:
+        message = "`agent:` settings need `prompt` (the preset builds the agent's command line)"
+        problems.append(document.problem((*loc, "agent"), message))
 
 
 def _egress_of(runtime: Runtime, request: NodeFields, env: dict[str, str]) -> tuple[str, ...]:

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import cerberus
+from pydantic import ValidationError
 
+from .agents.budgets import Budget
+from .agents.settings import PERMISSION_MODES
 from .bounded.limits import DEFAULT_PROMPT_BYTES, MAX_PROMPT_BYTES
 from .containerpaths import normalise
 from .errors import InputRefused
@@ -35,6 +38,17 @@ def _checker(parse: Callable[[Any], Any]) -> Callable[[str, Any, Any], None]:
             error(field_name, str(problem))
 
     return check
+
+
+def _budget(value: Any) -> Budget:
+    """A budget ceiling, in the workflow's own syntax; its first error as one sentence."""
+    try:
+        return Budget.model_validate(value)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{where}: {message}" if where else message) from None
 
 
 def _version(value: Any) -> int:
@@ -124,6 +138,16 @@ SCHEMA: dict[str, Any] = {
             "timeout": _DURATION,
         },
     },
+    # What agent nodes may set in their `agent:` block, and what a run may spend.
+    "agents": {
+        "type": "dict",
+        "schema": {
+            "models": _STRINGS,  # patterns as in `images`; absent: any model
+            "permission_modes": {"type": "list", "allowed": list(PERMISSION_MODES)},
+            "never_allow_tools": _STRINGS,  # patterns, matched on the tool's name
+            "budget": {"check_with": _checker(_budget)},  # ceilings no workflow may raise
+        },
+    },
 }
 
 
@@ -162,6 +186,26 @@ class MountGrant:
 
 
 @dataclass(frozen=True)
+class AgentRules:
+    """The policy's `agents:` section. None for models or permission modes: any."""
+
+    models: tuple[str, ...] | None = None
+    permission_modes: tuple[str, ...] | None = None
+    never_allow_tools: tuple[str, ...] = ()
+    budget: Budget | None = None
+
+    @property
+    def restricts_settings(self) -> bool:
+        """Whether the policy limits what an agent's settings may be: then only the
+        `agent:` block may set them (raw CLI arguments could override it)."""
+        return (
+            self.models is not None
+            or self.permission_modes is not None
+            or bool(self.never_allow_tools)
+        )
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     path: str
@@ -178,6 +222,7 @@ class Policy:
     secrets: dict[str, SecretGrant] = field(default_factory=dict)
     limits: Limits = BUILTIN_LIMITS
     defaults: Limits = BUILTIN_DEFAULTS
+    agents: AgentRules = AgentRules()
 
 
 def choose_policy_path(option: str | None) -> Path:
@@ -239,6 +284,19 @@ def _policy(document: Document) -> Policy:
         },
         limits=_limits(data.get("limits", {}), BUILTIN_LIMITS),
         defaults=_limits(data.get("defaults", {}), BUILTIN_DEFAULTS),
+        agents=_agent_rules(data.get("agents", {})),
+    )
+
+
+def _agent_rules(data: dict[str, Any]) -> AgentRules:
+    def listed(key: str) -> tuple[str, ...] | None:
+        return tuple(data[key]) if key in data else None
+
+    return AgentRules(
+        models=listed("models"),
+        permission_modes=listed("permission_modes"),
+        never_allow_tools=tuple(data.get("never_allow_tools", ())),
+        budget=_budget(data["budget"]) if "budget" in data else None,
     )
 
 

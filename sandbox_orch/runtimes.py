@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .workflow import ParseSpec, Workflow
@@ -64,20 +65,22 @@ def runtimes_of(workflow: Workflow) -> dict[str, Runtime]:
     return table
 
 
-def agent_argv(runtime: Runtime, prompt: str, extra: list[str]) -> list[str]:
+def agent_argv(runtime: Runtime, prompt: str, extra: list[str], flags: Sequence[str]) -> list[str]:
     """The real CLI, headless, with machine-readable output (CONTRACT 3).
 
-    Claude may edit files (acceptEdits) but runs no shell tools unless the workflow adds
-    flags; the container is the boundary either way. The codex wrapper writes Codex's
-    provider configuration from OPENAI_BASE_URL inside the sandbox, then runs codex.
+    `flags` are the node's `agent:` settings in the CLI's own terms (agents/flags.py),
+    always with an explicit permission mode: for Claude by default acceptEdits (it may
+    edit files but runs no shell tools unless allowed), for Codex a read-only sandbox;
+    the container is the boundary either way. The codex wrapper writes Codex's provider
+    configuration from OPENAI_BASE_URL inside the sandbox, then runs codex.
     """
     if runtime.name == "claude":
         # Partial messages: each API response's usage as it completes (message_delta),
         # not only at the end, so live usage and budgets see output tokens in time.
         head = ["claude", "-p", prompt, "--output-format", "stream-json", "--verbose",
                 "--include-partial-messages"]  # fmt: skip
-        return [*head, "--permission-mode", "acceptEdits", *extra]
-    return ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check", *extra, prompt]
+        return [*head, *flags, *extra]
+    return ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check", *flags, *extra, prompt]
 
 
 def argv_for(runtime: Runtime, command: str | list[str] | None) -> list[str]:

@@ -60,7 +60,7 @@ class Limit(_Strict):
 
 def _limit_of(metric: str) -> Any:
     def parse(value: Any) -> Any:
-        if isinstance(value, Limit):  # already checked (budgets merged)
+        if isinstance(value, Limit):  # already checked (with_ceiling merges two budgets)
             return value
         if isinstance(value, dict):
             if "limit" not in value:

@@ -51,6 +51,10 @@ Severities: critical > high > medium > low > info.
 | SO603 | info     | `isolation` missing or partial: the built-in values apply |
 | SO610 | medium   | very high limit, default or tmpfs (memory > 8g, cpus > 8, pids > 4096...) |
 | SO611 | medium   | a default above its ceiling (nodes that ask nothing are refused) |
+| SO801 | high     | agents may use bypassPermissions (listed, or no `agents.permission_modes`) |
+| SO802 | medium   | agents granted with no blocking usd or tokens ceiling (`agents.budget`) |
+| SO803 | low      | agents may pre-approve Bash, or any tool (`agents.never_allow_tools`) |
+| SO804 | info     | agents may use any model (no `agents.models`) |
 | SO701 | low      | `runtimes` names a runtime that is not a preset (a typo, or a future preset) |
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..policy import Policy
+from .agents import _check_agents
 from .checking import _Review
 from .egress import _check_network
 from .images import _check_images
@@ -23,4 +24,5 @@ def review(policy: Policy) -> list[Finding]:
     _check_mounts(r)
     _check_images(r)
     _check_limits(r)
+    _check_agents(r)
     return sorted(r.findings, key=Finding.sort_key)

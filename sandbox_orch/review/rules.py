@@ -310,6 +310,36 @@ RULES: dict[str, Rule] = _rules(
         "such nodes never run, and the usual 'fix' is to raise the ceiling.",
         "Make each default at most its ceiling.",
     ),
+    # ---- agent settings
+    Rule(
+        "SO801", "high", "agent-bypass-permissions", "Agents may bypass their permission checks",
+        "With bypassPermissions an agent runs every tool without asking, whatever it was "
+        "told by the content it reads (prompt injection): the sandbox is then the only "
+        "thing between an injected instruction and everything the node can reach (its "
+        "mounts, its API key, its egress).",
+        "List the modes nodes may use without it: "
+        "`agents: {permission_modes: [default, acceptEdits, plan]}`.",
+    ),
+    Rule(
+        "SO802", "medium", "agent-no-budget-ceiling", "No spend ceiling for agent runs",
+        "A workflow may run agents that spend without limit (a loop, a long stream, an "
+        "injected task): nothing stops a run whose workflow sets no budget, or a large one.",
+        "Set a blocking ceiling: `agents: {budget: {usd: 10}}` (and `tokens` if you like); "
+        "workflows may ask for less, never more.",
+    ),
+    Rule(
+        "SO803", "low", "agent-tools-unrestricted", "Agents may pre-approve any tool",
+        "A node's `allowed_tools` lets the agent use those tools without asking: with no "
+        "tool ruled out, a workflow may pre-approve Bash (any command) or web access.",
+        "List the tools no node may pre-approve: `agents: {never_allow_tools: [Bash, "
+        "WebFetch, WebSearch]}` (leave Bash out if agents must run commands).",
+    ),
+    Rule(
+        "SO804", "info", "agent-models-unrestricted", "Agents may use any model",
+        "Workflows choose the model: the most expensive one, or one the operator has not "
+        "vetted (a model id is passed to the API as given).",
+        "List the models nodes may use: `agents: {models: [\"claude-sonnet-*\"]}`.",
+    ),
     # ---- runtimes
     Rule(
         "SO701", "low", "runtime-unknown", "Unknown runtime granted",

@@ -49,6 +49,9 @@ def test_claude_reviews_and_its_answer_gates_the_next_node(
     agent_policy, mock_api, workdir, keys, docker_client
 ):
     policy, runtime = agent_policy
+    # The node runs its own command on the claude image (to probe a second host), which
+    # a policy that restricts agent settings refuses (test_agent_settings.py): not here.
+    policy.write_text(policy.read_text().split("\nagents:")[0] + "\n")
     before = len(mock_requests(mock_api))
     # The review node runs the real CLI headless, then tries another host through the
     # same proxy (it must be refused and recorded); envdump shows another node's view.
