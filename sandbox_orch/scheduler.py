@@ -26,11 +26,12 @@ from typing import Any
 
 from .bounded.evaluator import Evaluator
 from .conditions import Condition, ConditionError, NeedsState, evaluate
-from .events import Emit, NodeFinished, NodeStarted
+from .events import Emit, NodeDelayed, NodeFinished, NodeStarted
 from .execution import Attempt, AttemptCancelled
 from .planning import Plan, PlannedNode
 from .sandbox import Sandbox
 from .status import NodeStatus, RunStatus
+from .timing.pacing import StartPacer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Scheduler:
         fail_fast: bool | None = None,
         timeout: float | None = None,
         evaluator: Evaluator | None = None,
+        stagger: float = 0.0,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -99,6 +101,7 @@ class Scheduler:
         # needs it, and closed at the end of run().
         self._evaluator = evaluator or Evaluator()
         self._owns_evaluator = evaluator is None
+        self._pacer = StartPacer(stagger) if stagger else None  # `run --stagger`: agents only
 
     async def run(self, interrupt: asyncio.Event) -> dict[str, NodeRecord]:
         graph = {name: [e.source for e in node.needs] for name, node in self.plan.nodes.items()}
@@ -290,6 +293,8 @@ class Scheduler:
         node, sandbox = self.plan.nodes[name], self.sandboxes[name]
         record.status = NodeStatus.RUNNING
         try:
+            if not await self._wait_to_start(node):
+                return
             await self._attempts(node, sandbox, record)
         except asyncio.CancelledError:
             raise  # _cancel() gives the final state, knowing why
@@ -297,6 +302,29 @@ class Scheduler:
             log.exception("node %s", name)
             record.status, record.reason = NodeStatus.ERRORED, f"internal error: {error}"
             self._emit(NodeFinished(name, record.status, None, record.reason, 0, None, _now()))
+
+    async def _wait_to_start(self, node: PlannedNode) -> bool:
+        """The node's `start_delay`, then (agents) its `--stagger` turn: awaited in the
+        node's own task, so a cancel (Ctrl-C, the workflow's deadline) ends it at once,
+        before anything was created, and nothing else waits for it. The node holds its
+        --max-parallel slot meanwhile. False: fail_fast halted the run during the wait,
+        so the node is skipped, as one not yet started would be."""
+        waited = False
+        if node.request.start_delay:
+            waited = await self._delay(node.name, node.request.start_delay, "start_delay")
+        if self._pacer is not None and node.runtime.agent:
+            turn = self._pacer.reserve(asyncio.get_running_loop().time())
+            if turn > 0:
+                waited = await self._delay(node.name, turn, "stagger")
+        if waited and self._halted_by is not None and not self._handles_failure(node.name):
+            self._skip(node.name, self._halt_reason())
+            return False
+        return True
+
+    async def _delay(self, name: str, seconds: float, reason: str) -> bool:
+        self._emit(NodeDelayed(name, seconds, reason, _now()))
+        await asyncio.sleep(seconds)
+        return True
 
     async def _attempts(self, node: PlannedNode, sandbox: Sandbox, record: NodeRecord) -> None:
         retries = node.retries
