@@ -249,13 +249,7 @@ def parse_command(name: str, path: str, text: str) -> SlashCommand:
     fields: dict[str, Any] = {}
     problems: list[str] = []
     if front is not None and front.strip():
-        try:
-            data = load_text(front, path).data
-        except InputRefused as refused:
-            raise CommandFileError(f"frontmatter: {refused.problems[0].message}") from None
-        if not isinstance(data, dict):
-            raise CommandFileError("frontmatter: not a mapping")
-        fields = data
+        fields = _frontmatter(front, path)
     description = _text(fields, "description", problems)
     if description is None:
         description = _first_line(body)  # Claude Code's default
@@ -270,6 +264,42 @@ def parse_command(name: str, path: str, text: str) -> SlashCommand:
         body=body,
         problems=tuple(problems),
     )
+
+
+def _frontmatter(front: str, path: str) -> dict[str, Any]:
+    """Strict YAML; or, for what is not YAML at all but is how Claude Code's own docs
+    write it (`argument-hint: [pr-number] [priority]`), plain `key: value` lines. An
+    anchor, a tag or a duplicate key is refused either way."""
+    try:
+        data = load_text(front, path).data
+    except InputRefused as refused:
+        message = refused.problems[0].message
+        if not message.startswith("invalid YAML"):
+            raise CommandFileError(f"frontmatter: {message}") from None
+        return _plain_lines(front)
+    if not isinstance(data, dict):
+        raise CommandFileError("frontmatter: not a mapping")
+    return data
+
+
+_PLAIN = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):[ \t]*(.*?)[ \t]*$")
+
+
+def _plain_lines(front: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for line in front.splitlines():
+        match = _PLAIN.match(line)
+        if match is None:
+            if line.strip() and not line.lstrip().startswith("#"):
+                raise CommandFileError("frontmatter: neither YAML nor 'key: value' lines")
+            continue
+        key, value = match[1], match[2]
+        if key in fields:
+            raise CommandFileError(f"frontmatter: duplicate key {key!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        fields[key] = value
+    return fields
 
 
 def split_frontmatter(text: str, path: str = "") -> tuple[str | None, str]:

@@ -12,7 +12,7 @@ Nothing further ahead than units.MAX_SECONDS (a month): a typo, not a plan.
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from ..text import one_line
 from ..units import MAX_SECONDS, parse_duration
@@ -33,6 +33,10 @@ def parse_start_at(text: str, now: datetime, tz: tzinfo | None = None) -> dateti
     so `tomorrow 14:30` across a DST change is still 14:30)."""
     if now.tzinfo is None:
         raise ValueError("now must be an aware date-time")
+    return _parse(text, now, tz).astimezone(UTC)  # UTC: differences are real durations
+
+
+def _parse(text: str, now: datetime, tz: tzinfo | None) -> datetime:
     value = text.strip()
     if not value or len(value) > MAX_TEXT:
         raise StartAtError(f"{one_line(text[:MAX_TEXT])!r} is not {_HELP}")
