@@ -11,6 +11,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -119,12 +120,18 @@ policy_option = click.option(
 @exits_with_contract_codes
 def validate(workflow: Path, policy: str | None, as_json: bool) -> None:
     """Parse, check the graph and admit every node against the policy; start nothing."""
+    from .agents.commandcheck import slash_command_warnings
+
     prepared = prepare(workflow, choose_policy_path(policy))
+    warnings = slash_command_warnings(prepared.plan, prepared.sandboxes)
+    for warning in warnings:
+        click.echo(str(warning), err=True)  # Problem escapes what it quotes
     summary = {
         "valid": True,
         "workflow": prepared.plan.workflow.name,
         "policy": prepared.policy.name,
         "nodes": list(prepared.plan.nodes),
+        "warnings": [str(w) for w in warnings],
     }
     if as_json:
         click.echo(json.dumps(summary))
@@ -182,6 +189,17 @@ def plan(workflow: Path, policy: str | None, fmt: str) -> None:
     metavar="DURATION",
     help="With --ci: a progress line per running agent this often.  [default: 30s]",
 )
+@click.option(
+    "--start-at",
+    metavar="TIME",
+    help="Start later: a clock time (14:30, 14:30:15; tomorrow if past), an ISO-8601 "
+    "date-time, or a delay (90s, 10m, 2h). Checked first; Ctrl-C while waiting exits 130.",
+)
+@click.option(
+    "--stagger",
+    metavar="DURATION",
+    help="Start agent nodes at least DURATION apart (e.g. 5s).",
+)
 @exits_with_contract_codes
 def run(
     workflow: Path,
@@ -195,27 +213,36 @@ def run(
     budget_usd: dict[str, Any] | None,
     budget_tokens: dict[str, Any] | None,
     progress_every: float,
+    start_at: str | None,
+    stagger: str | None,
 ) -> None:
     """Run a workflow: every node in its own disposable, hardened container."""
     prepared = prepare(workflow, choose_policy_path(policy))
     from .admission import check_report_files
 
     check_report_files({"--results": results_file, "--junit": junit_file}, prepared.sandboxes)
+    view = _choose_view(prepared.plan, as_json, ci, progress_every)
     options = RunOptions(
         max_parallel=max_parallel,
         keep_going=keep_going,
         results_file=results_file,
         budget=_cli_budget(budget_usd, budget_tokens, prepared.policy),
+        start_at=_start_at(start_at),
+        countdown_every=CI_COUNTDOWN_EVERY if isinstance(view, PlainView) else None,
+        stagger=_stagger(stagger),
     )
-    view = _choose_view(prepared.plan, as_json, ci, progress_every)
-    report = asyncio.run(
-        _with_backend(
-            lambda backend, interrupt: run_plan(
-                prepared.plan, prepared.policy, prepared.sandboxes, backend, new_run_id(),
-                view, interrupt, options,
+    try:
+        report = asyncio.run(
+            _with_backend(
+                lambda backend, interrupt: run_plan(
+                    prepared.plan, prepared.policy, prepared.sandboxes, backend, new_run_id(),
+                    view, interrupt, options,
+                )
             )
-        )
-    )  # fmt: skip
+        )  # fmt: skip
+    finally:
+        if isinstance(view, LiveView):
+            view.close()  # an interrupted wait ends before the run's last event
     _ci_reports(report, junit_file, as_json)
     sys.exit(int(RUN_EXIT[report.status]))
 
@@ -232,6 +259,33 @@ def _cli_budget(usd: dict[str, Any] | None, tokens: dict[str, Any] | None, polic
         for metric, why in over_ceiling(budget, policy.agents.budget):
             raise click.BadParameter(why, param_hint=f"'--budget-{metric}'")
     return budget
+
+
+# `--ci`: a countdown line at once and then this often (the live view counts every second;
+# `--json` gets one `run_waiting` event).
+CI_COUNTDOWN_EVERY = 60.0
+
+
+def _start_at(text: str | None) -> datetime | None:
+    from .timing.startat import StartAtError, parse_start_at
+
+    if text is None:
+        return None
+    try:
+        return parse_start_at(text, datetime.now(UTC))
+    except StartAtError as error:
+        raise InputRefused([Problem("--start-at", None, "", str(error))]) from None
+
+
+def _stagger(text: str | None) -> float:
+    from .units import parse_duration
+
+    if text is None:
+        return 0.0
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise InputRefused([Problem("--stagger", None, "", str(error))]) from None
 
 
 def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:
@@ -458,6 +512,92 @@ def runs_show(run_id: str, as_json: bool) -> None:
     for name, node in results["nodes"].items():
         why = f"  {node['reason']}" if node.get("reason") else ""
         click.echo(f"  {name:<24} {node['status']:<10} exit {node['exit_code']}{why}")
+
+
+@main.group()
+def commands() -> None:
+    """A workspace's slash commands (.claude/commands), read as untrusted files."""
+
+
+workspace_option = click.option(
+    "--workspace",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="The workspace whose .claude/commands to read.",
+)
+
+
+@commands.command("list")
+@workspace_option
+@click.option("--json", "as_json", is_flag=True)
+@exits_with_contract_codes
+def commands_list(workspace: Path, as_json: bool) -> None:
+    """Each command: name, argument hint, description; what was skipped, and why."""
+    from .agents.commands import read_commands
+    from .text import one_line
+
+    found = read_commands(workspace)
+    if as_json:
+        click.echo(json.dumps(_commands_json(workspace, found), indent=2))
+        return
+    for command in found.commands.values():
+        hint = f" {command.argument_hint}" if command.argument_hint else ""
+        about = f"  {command.description}" if command.description else ""
+        click.echo(one_line(f"/{command.name}{hint}{about}"))
+    if not found.commands:
+        click.echo(f"no slash commands in {one_line(str(workspace))}/.claude/commands")
+    for skipped in found.skipped:
+        click.echo(one_line(f"skipped {skipped.path}: {skipped.reason}"), err=True)
+
+
+@commands.command("show")
+@click.argument("name")
+@workspace_option
+@click.option("--json", "as_json", is_flag=True)
+@exits_with_contract_codes
+def commands_show(name: str, workspace: Path, as_json: bool) -> None:
+    """One command: its frontmatter and its prompt (NAME, `dir:name`, or a unique bare name)."""
+    from .agents.commands import read_commands
+    from .text import one_line
+
+    found = read_commands(workspace)
+    command = found.find(name)
+    if command is None:
+        candidates = found.candidates(name)
+        why = (
+            f"ambiguous: {', '.join('/' + c.name for c in candidates)}"
+            if candidates
+            else f"not found in {workspace}/.claude/commands"
+        )
+        raise InputRefused([Problem("commands", None, "NAME", f"{name!r}: {why}")])
+    if as_json:
+        click.echo(json.dumps({**command.as_json(), "body": command.body}, indent=2))
+        return
+    click.echo(one_line(f"/{command.name}  ({command.path})"))
+    for label, value in (
+        ("description", command.description),
+        ("argument-hint", command.argument_hint),
+        ("allowed-tools", ", ".join(command.allowed_tools)),
+        ("model", command.model),
+    ):
+        if value:
+            click.echo(one_line(f"{label}: {value}"))
+    for problem in command.problems:
+        click.echo(one_line(f"ignored {problem}"))
+    # Each prompt line behind a marker: no line of the file starts a line of output (a CI
+    # runner obeys `::command::` lines), and control characters are escaped.
+    click.echo("prompt:")
+    for line in command.body.splitlines():
+        click.echo(f"  | {one_line(line)}")
+
+
+def _commands_json(workspace: Path, found: Any) -> dict[str, Any]:
+    return {
+        "workspace": str(workspace),
+        "commands": [c.as_json() for c in found.commands.values()],
+        "skipped": [{"path": s.path, "reason": s.reason} for s in found.skipped],
+    }
 
 
 @main.group()

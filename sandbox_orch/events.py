@@ -73,7 +73,36 @@ class RunFinished:
     usage: dict[str, Any] | None = None  # summed over agent nodes
 
 
-Event = RunStarted | NodeStarted | NodeFinished | NodeUsage | BudgetWarning | RunFinished
+@dataclass(frozen=True)
+class RunWaiting:
+    """`run --start-at`: the run starts at `start_at`, `remaining_s` from `at`."""
+
+    run_id: str
+    start_at: datetime
+    remaining_s: float
+    at: datetime
+
+
+@dataclass(frozen=True)
+class NodeDelayed:
+    """A due node waits `delay_s` before its container starts (`start_delay`, `--stagger`)."""
+
+    node: str
+    delay_s: float
+    reason: str  # "start_delay" or "stagger"
+    at: datetime
+
+
+Event = (
+    RunStarted
+    | NodeStarted
+    | NodeFinished
+    | NodeUsage
+    | BudgetWarning
+    | RunFinished
+    | RunWaiting
+    | NodeDelayed
+)
 Emit = Callable[[Event], None]
 
 
@@ -84,6 +113,8 @@ _KINDS = {
     NodeUsage: "node_usage",
     BudgetWarning: "budget_warning",
     RunFinished: "run_finished",
+    RunWaiting: "run_waiting",
+    NodeDelayed: "node_delayed",
 }
 
 

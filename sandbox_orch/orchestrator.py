@@ -30,6 +30,7 @@ from .events import (
     NodeUsage,
     RunFinished,
     RunStarted,
+    RunWaiting,
     event_json,
 )
 from .execution import OWNER_LABEL, RUN_LABEL, NodeRunner
@@ -42,6 +43,7 @@ from .scheduler import DEFAULT_MAX_PARALLEL, Scheduler, is_agent
 from .secrets import Redactor, SecretStore
 from .status import RunStatus
 from .store import run_dir, save_results
+from .timing.countdown import StartCancelled, format_left, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ class RunOptions:
     keep_going: bool = False
     results_file: Path | None = None
     budget: Budget | None = None  # --budget-usd/--budget-tokens: over the workflow's own
+    start_at: datetime | None = None  # `--start-at`: wait until then, before creating anything
+    countdown_every: float | None = None  # a countdown event at once, then this often
+    stagger: float = 0.0  # `--stagger`: consecutive agent starts at least this far apart
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,10 @@ async def run_plan(
 ) -> RunReport:
     with_artifacts = any(node.artifacts for node in plan.nodes.values())
     image_ids = await preflight(backend, policy, sandboxes, artifacts=with_artifacts)
+    if options.start_at is not None:
+        await _wait_to_start(options.start_at, options.countdown_every, run_id, emit, interrupt)
+        # Images may have been rebuilt during the wait: run what is there now.
+        image_ids = await preflight(backend, policy, sandboxes, artifacts=with_artifacts)
     started_at = datetime.now(UTC)
     run = _RunResources.open(
         plan, policy, sandboxes, backend, run_id, started_at, with_artifacts, image_ids
@@ -144,6 +153,7 @@ async def run_plan(
         fail_fast=False if options.keep_going else None,
         evaluator=run.evaluator,
         spending=spending,
+        stagger=options.stagger,
     )
     if _needs_evaluation(plan):  # start it beside the first containers, not after them
         run.evaluator.warm(conditions=any(_costly(node) for node in plan.nodes.values()))
@@ -194,6 +204,23 @@ def _spending(plan: Plan, budget: Budget | None, emit: Emit) -> Spending:
 
     spending = Spending(budget, agents, report, warn)
     return spending
+
+
+async def _wait_to_start(
+    start_at: datetime, every: float | None, run_id: str, emit: Emit, interrupt: asyncio.Event
+) -> None:
+    """`--start-at`: after admission and preflight (a refusal comes at once, not after
+    the wait), before any container, network, volume, proxy or run-store row exists, so
+    an interrupt here leaves nothing behind (exit 130)."""
+
+    def tick(left: float) -> None:
+        emit(RunWaiting(run_id, start_at, round(left, 3), datetime.now(UTC)))
+
+    if not await wait_until(start_at, interrupt, tick, every):
+        left = (start_at - datetime.now(UTC)).total_seconds()
+        raise StartCancelled(
+            f"interrupted {format_left(max(left, 0))} before the start; nothing was started"
+        )
 
 
 def _needs_evaluation(plan: Plan) -> bool:

@@ -29,12 +29,13 @@ from .agents.prompts import PromptError, check_launchable, launch_argv
 from .agents.spending import Spending
 from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .conditions import Condition, ConditionError, NeedsState, evaluate
-from .events import Emit, NodeFinished, NodeStarted
+from .events import Emit, NodeDelayed, NodeFinished, NodeStarted
 from .execution import Attempt, AttemptCancelled
 from .planning import Plan, PlannedNode
 from .redaction import scrub
 from .sandbox import Sandbox
 from .status import NodeStatus, RunStatus
+from .timing.pacing import StartPacer
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Scheduler:
         timeout: float | None = None,
         evaluator: Evaluator | None = None,
         spending: Spending | None = None,
+        stagger: float = 0.0,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -106,6 +108,7 @@ class Scheduler:
         self._evaluator = evaluator or Evaluator()
         self._owns_evaluator = evaluator is None
         self.spending = spending  # agents' usage and the budgets it is held to
+        self._pacer = StartPacer(stagger) if stagger else None  # `run --stagger`: agents only
 
     async def run(self, interrupt: asyncio.Event) -> dict[str, NodeRecord]:
         graph = {name: [e.source for e in node.needs] for name, node in self.plan.nodes.items()}
@@ -295,12 +298,14 @@ class Scheduler:
     async def _run_node(self, name: str) -> None:
         record = self.records[name]
         node, sandbox = self.plan.nodes[name], self.sandboxes[name]
-        spent = self._budget_refusal(node)
-        if spent is not None:  # judged when its slot came: spend moves while it waits
-            self._skip(name, spent)
-            return
         record.status = NodeStatus.RUNNING
         try:
+            if not await self._wait_to_start(node):
+                return
+            spent = self._budget_refusal(node)
+            if spent is not None:  # judged at its start: spend moves while it waits
+                self._skip(name, spent)
+                return
             if node.prompt is not None:
                 node = await self._prompted(node, sandbox)
             await self._attempts(node, sandbox, record)
@@ -326,6 +331,29 @@ class Scheduler:
         text = scrub(text)
         check_launchable(text, sandbox.prompt_limit)  # a marker may be longer than a value
         return dataclasses.replace(node, argv=launch_argv(node.argv, node.prompt, text))
+
+    async def _wait_to_start(self, node: PlannedNode) -> bool:
+        """The node's `start_delay`, then (agents) its `--stagger` turn: awaited in the
+        node's own task, so a cancel (Ctrl-C, the workflow's deadline) ends it at once,
+        before anything was created, and nothing else waits for it. The node holds its
+        --max-parallel slot meanwhile. False: fail_fast halted the run during the wait,
+        so the node is skipped, as one not yet started would be."""
+        waited = False
+        if node.request.start_delay:
+            waited = await self._delay(node.name, node.request.start_delay, "start_delay")
+        if self._pacer is not None and node.runtime.agent:
+            turn = self._pacer.reserve(asyncio.get_running_loop().time())
+            if turn > 0:
+                waited = await self._delay(node.name, turn, "stagger")
+        if waited and self._halted_by is not None and not self._handles_failure(node.name):
+            self._skip(node.name, self._halt_reason())
+            return False
+        return True
+
+    async def _delay(self, name: str, seconds: float, reason: str) -> bool:
+        self._emit(NodeDelayed(name, seconds, reason, _now()))
+        await asyncio.sleep(seconds)
+        return True
 
     async def _attempts(self, node: PlannedNode, sandbox: Sandbox, record: NodeRecord) -> None:
         retries = node.retries

@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from rich.console import Console, Group
@@ -20,16 +20,19 @@ from .agents.usage import spent_anything
 from .events import (
     BudgetWarning,
     Event,
+    NodeDelayed,
     NodeFinished,
     NodeStarted,
     NodeUsage,
     RunFinished,
     RunStarted,
+    RunWaiting,
     event_json,
 )
 from .planning import Plan
 from .redaction import scrub, scrub_json
 from .text import one_line
+from .timing.countdown import format_left
 
 PROGRESS_EVERY = 30.0  # seconds between --ci progress lines of a running agent
 
@@ -116,7 +119,15 @@ def _line(event: Event) -> str | None:
             spent = f", {usage_text(event.usage)}" if spent_anything(event.usage) else ""
             where = f"\nresults: {event.results_path}" if event.results_path else ""
             return f"run {run_id} {status} in {took:.2f}s ({counts}{spent}){where}"
+        case RunWaiting(run_id=run_id, start_at=start_at, remaining_s=left):
+            return f"run {run_id}: waiting to start at {_local(start_at)} (in {format_left(left)})"
+        case NodeDelayed(node=node, delay_s=delay, reason=reason):
+            return f"  delay   {node} {delay:.2f}s ({reason})"
     return None
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 class LiveView:
@@ -131,15 +142,22 @@ class LiveView:
         self.budget: dict[str, Any] | None = None
         self.run_usage: dict[str, Any] | None = None
         self.warnings: list[str] = []
+        self.waiting: RunWaiting | None = None  # `--start-at`: the countdown, until the start
         self.live = Live(console=self.console, refresh_per_second=4, transient=False)
         self.live.update(_Renderable(self), refresh=False)
 
     def __call__(self, event: Event) -> None:
         match event:
+            case RunWaiting() as waiting:
+                self.waiting = waiting
+                if not self.live.is_started:
+                    self.live.start()
             case RunStarted(run_id=run_id, workflow=workflow):
                 self.header = scrub(f"run {run_id}: {workflow}")
                 self.budget = event.budget
-                self.live.start()
+                self.waiting = None
+                if not self.live.is_started:
+                    self.live.start()
             case NodeUsage() as progress:
                 row = self.rows[progress.node]
                 row.usage, row.run_usage = progress.usage, None
@@ -147,6 +165,9 @@ class LiveView:
                 self.run_usage = progress.run_usage or self.run_usage
             case BudgetWarning(reason=reason):
                 self.warnings.append(scrub(reason))
+            case NodeDelayed(node=node, delay_s=delay, reason=reason, at=at):
+                row = self.rows[node]
+                row.state, row.delayed = "delayed", (reason, at + timedelta(seconds=delay))
             case NodeStarted(node=node, attempt=attempt, at=at):
                 row = self.rows[node]
                 row.state, row.attempt, row.started = "running", attempt, row.started or at
@@ -158,7 +179,7 @@ class LiveView:
                 if done.answer:
                     row.activity = scrub(answer_lines(done.answer)[0])
             case RunFinished() as finished:
-                self.live.stop()
+                self.close()
                 for name, row in self.rows.items():
                     for answer in row.answers(name):
                         self.console.print(scrub(answer), markup=False, highlight=False)
@@ -167,6 +188,21 @@ class LiveView:
                     self.console.print(scrub(line), markup=False, highlight=False)
         if isinstance(event, NodeFinished) and event.answer:
             self.rows[event.node].answer = event.answer
+
+    def close(self) -> None:
+        """Stop redrawing (the run ended, or was interrupted before it started)."""
+        if self.live.is_started:
+            self.live.stop()
+
+    def countdown(self) -> Text:
+        """`--start-at`: one line, recomputed on every refresh, so it counts down."""
+        assert self.waiting is not None
+        left = (self.waiting.start_at - datetime.now(UTC)).total_seconds()
+        when = _local(self.waiting.start_at)
+        return Text(
+            f"run {self.waiting.run_id}: starting at {when}, in {format_left(max(left, 0))}"
+            " (Ctrl-C to cancel)"
+        )
 
     def table(self) -> Table:
         table = Table(title=self.header, title_justify="left", expand=False)
@@ -186,6 +222,9 @@ class LiveView:
         now = datetime.now(UTC)
         for name, row in self.rows.items():
             waiting = self._waiting_on(name) if row.state == "pending" else ""
+            if row.state == "delayed" and row.delayed is not None:
+                why, until = row.delayed
+                waiting = f"{why} {format_left(max((until - now).total_seconds(), 0))}"
             end = row.finished if row.state not in ("running", "retrying") else now
             took = f"{(end - row.started).total_seconds():.1f}s" if row.started and end else ""
             table.add_row(
@@ -209,7 +248,7 @@ class LiveView:
 
     def _waiting_on(self, name: str) -> str:
         for edge in self.plan.nodes[name].needs:
-            if self.rows[edge.source].state in ("pending", "running", "retrying"):
+            if self.rows[edge.source].state in ("pending", "delayed", "running", "retrying"):
                 return edge.source
         return ""
 
@@ -223,6 +262,7 @@ class _Row:
     exit_code: int | None = None
     reason: str | None = None
     usage: dict[str, Any] | None = None
+    delayed: tuple[str, datetime] | None = None  # why, and until when
     run_usage: dict[str, Any] | None = None
     activity: str | None = None
     answer: str | None = None
@@ -246,7 +286,9 @@ class _Renderable:
     def __init__(self, view: LiveView) -> None:
         self.view = view
 
-    def __rich__(self) -> Group | Table:
+    def __rich__(self) -> Group | Table | Text:
+        if self.view.waiting is not None:
+            return self.view.countdown()
         table = self.view.table()
         footer = self.view.footer()
         if not footer:
@@ -263,4 +305,5 @@ _STYLE = {
     "cancelled": "yellow",
     "running": "cyan",
     "retrying": "yellow",
+    "delayed": "blue",
 }

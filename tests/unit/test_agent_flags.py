@@ -13,7 +13,8 @@ from sandbox_orch.errors import InputRefused
 
 from .helpers import plan_of
 
-CLAUDE_HEAD = ("claude", "-p", "go", "--output-format", "stream-json", "--verbose")
+CLAUDE_HEAD = ("claude", "-p", "go", "--output-format", "stream-json", "--verbose",
+               "--include-partial-messages")  # fmt: skip
 CODEX_HEAD = ("sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check")
 
 
