@@ -7,6 +7,7 @@ workflow, which is validated like any other, its problems located in the zen fil
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from .workflow import Workflow
 from .yamlsafe import Document, Loc, load_file
 
 M = TypeVar("M", bound=BaseModel)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def load_workflow(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[Document, Workflow]:
@@ -32,7 +34,8 @@ def import_zen_file(path: Path, document: Document, environ: Mapping[str, str]) 
     """The zen config at `path` as a workflow named after the file. zen's instances
     inherit the caller's environment; here only a gateway (ANTHROPIC_BASE_URL) is
     taken from it, and the policy still decides whether its host may be reached."""
-    return import_zen(document, f"zen-{path.stem}"[:128], environ.get(BASE_URL_ENV) or None)
+    name = _CONTROL.sub("_", f"zen-{path.stem}")[:128]  # a workflow name has none
+    return import_zen(document, name, environ.get(BASE_URL_ENV) or None)
 
 
 def validate_document(document: Document, model: type[M]) -> M:

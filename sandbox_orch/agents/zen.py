@@ -37,8 +37,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import InputRefused, Problem
+from ..workflow import MAX_NODES
 from ..yamlsafe import Document, Loc
 
 INSTANCE_KEYS = (
@@ -136,9 +138,14 @@ class Imported:
 def import_zen(source: Document, name: str, base_url: str | None = None) -> Imported:
     """The workflow equivalent to the zen config in `source`, or InputRefused listing
     every zen field that cannot mean the same thing here."""
+    if base_url is not None and (why := _bad_base_url(base_url)):
+        raise InputRefused([Problem(f"${BASE_URL_ENV}", None, "", why)])
     builder = _Builder(source)
     builder.top_level()
     instances = builder.instances()
+    if len(instances) > MAX_NODES:
+        builder.refuse(("instances",), f"at most {MAX_NODES} instances")
+        raise InputRefused(builder.problems)
     budget = source.data.get("budget")
     mode = builder.mode(budget)
     nodes = {}
@@ -180,6 +187,7 @@ class _Builder:
         self.shared: set[str] = set()  # budget keys more than one instance has
         self.names: dict[str, int] = {}  # zen name -> instance index (duplicates)
         self.taken: set[str] = set()  # node names given so far
+        self.suffixes: dict[str, int] = {}  # the next -N to try after a cleaned-up name
 
     def refuse(self, loc: Loc, message: str) -> None:
         self.problems.append(self.source.problem(loc, message))
@@ -229,7 +237,7 @@ class _Builder:
         description = self._optional_string(loc, instance, "description")
         if len(self.problems) > before or task is None or zen_name is None:
             return None
-        name = _node_name(zen_name, self.taken)
+        name = _node_name(zen_name, self.taken, self.suffixes)
         self.taken.add(name)
         node_loc: Loc = ("nodes", name)
         self.origin[node_loc] = loc
@@ -402,12 +410,26 @@ class _Builder:
                 self.origin[("nodes", name, "budget", metric)] = loc
 
 
-def _node_name(raw: str, taken: set[str]) -> str:
-    """`raw` under the node-name rule ([a-z0-9][a-z0-9_-]*, at most 63), unique."""
+def _bad_base_url(url: str) -> str | None:
+    """Why the gateway URL from the environment cannot be used, or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port out of range)
+    except ValueError as error:
+        return f"not a usable URL: {error}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not a usable URL: expected http://HOST[:PORT] or https://HOST[:PORT]"
+    return None
+
+
+def _node_name(raw: str, taken: set[str], tried: dict[str, int]) -> str:
+    """`raw` under the node-name rule ([a-z0-9][a-z0-9_-]*, at most 63), unique. `tried`
+    keeps each base's next suffix, so many names that clean up alike stay linear."""
     base = _NOT_NAME.sub("-", raw.lower()).strip("-_")[:_MAX_NAME].rstrip("-_") or "instance"
-    name, number = base, 2
+    name = base
     while name in taken:
+        number = tried.get(base, 2)
+        tried[base] = number + 1
         suffix = f"-{number}"
         name = base[: _MAX_NAME - len(suffix)] + suffix
-        number += 1
     return name

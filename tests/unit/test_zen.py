@@ -201,6 +201,30 @@ def test_names_follow_the_node_name_rule_and_stay_unique(tmp_path):
     ]
 
 
+def test_many_names_that_clean_up_alike_stay_unique(tmp_path):
+    config = {"instances": [{"name": "a" + "!" * i, "command": "/x"} for i in range(1000)]}
+    document, _ = workflow_of(tmp_path, json.dumps(config))
+    assert list(document.data["nodes"]) == ["a"] + [f"a-{n}" for n in range(2, 1001)]
+
+
+def test_more_instances_than_a_workflow_may_have_nodes_are_refused(tmp_path):
+    config = {"instances": [{"command": f"/x{i}"} for i in range(1001)]}
+    assert refusals(tmp_path, json.dumps(config)) == ["1: instances: at most 1000 instances"]
+
+
+@pytest.mark.parametrize("url", ["http://h:99999", "ftp://h", "http://", "http://[::1"])
+def test_an_unusable_gateway_in_the_environment_is_refused(tmp_path, url):
+    with pytest.raises(InputRefused) as caught:
+        load_workflow(write(tmp_path, one_instance()), {"ANTHROPIC_BASE_URL": url})
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("$ANTHROPIC_BASE_URL: not a usable URL")
+
+
+def test_the_workflow_is_named_after_the_file_without_control_characters(tmp_path):
+    _, workflow = load_workflow(write(tmp_path, one_instance(), "a\nb.json"), {})
+    assert workflow.name == "zen-a_b"
+
+
 def test_comment_keys_and_false_or_null_settings_are_accepted(tmp_path):
     text = one_instance(
         session_id=None, clear_history=False, compact_history=False, output_format=None
