@@ -83,4 +83,6 @@ def zen_yaml(path: Path, environ: Mapping[str, str]) -> str:
         "Mount sources are relative to this file: keep it next to the zen config.",
         "Each zen instance is a claude node; they run in parallel, under your policy.",
     ]
+    if "defaults" in imported.workflow:
+        header.append("defaults.env.ANTHROPIC_BASE_URL is from your environment, as zen's is.")
     return render_workflow(imported.workflow, header, imported.descriptions)

@@ -148,7 +148,7 @@ def import_zen(source: Document, name: str, base_url: str | None = None) -> Impo
         raise InputRefused(builder.problems)
     budget = source.data.get("budget")
     mode = builder.mode(budget)
-    nodes = {}
+    nodes: dict[str, dict[str, Any]] = {}
     for index, instance in instances:
         node = builder.node(index, instance, mode)
         if node is not None:
@@ -161,7 +161,7 @@ def import_zen(source: Document, name: str, base_url: str | None = None) -> Impo
         workflow["budget"] = builder.run_budget
     if base_url is not None:
         workflow["defaults"] = {"env": {BASE_URL_ENV: base_url}}
-    workflow["nodes"] = {node_name: node for node_name, node in nodes.items()}
+    workflow["nodes"] = nodes
     builder.origin[("nodes",)] = ("instances",)
     document = ImportedDocument(
         path=source.path,
