@@ -445,6 +445,24 @@ def runtimes(as_json: bool, workflow: Path | None) -> None:
         click.echo(f"{row['name']:<8} {row['kind']:<6} {row['image']:<22} {state}{needs}")
 
 
+@main.group()
+def convert() -> None:
+    """Bring configs of other tools over as workflows."""
+
+
+@convert.command("zen")
+@click.argument("config", type=INPUT_FILE)
+@exits_with_contract_codes
+def convert_zen(config: Path) -> None:
+    """Print the workflow YAML equivalent to a zen config (docs/zen-migration.md).
+
+    `run`, `validate` and `plan` take a zen config as it is; this shows what they run.
+    """
+    from .agents.convert import zen_yaml
+
+    click.echo(zen_yaml(config, os.environ), nl=False)
+
+
 async def _images_built(images: list[str]) -> dict[str, bool]:
     from .engine import docker_backend
 

@@ -1,22 +1,41 @@
-"""Turn a workflow file into a validated `Workflow`, or one line per problem."""
+"""Turn a workflow file into a validated `Workflow`, or one line per problem.
+
+A zen config (agents/zen.py) is a workflow file too: it is imported as the equivalent
+workflow, which is validated like any other, its problems located in the zen file.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .agents.zen import BASE_URL_ENV, Imported, import_zen, is_zen
 from .errors import InputRefused, Problem
 from .workflow import Workflow
 from .yamlsafe import Document, Loc, load_file
 
 M = TypeVar("M", bound=BaseModel)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def load_workflow(path: Path) -> tuple[Document, Workflow]:
+def load_workflow(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[Document, Workflow]:
     document = load_file(path)
+    if is_zen(document.data):
+        document = import_zen_file(path, document, environ).document
     return document, validate_document(document, Workflow)
+
+
+def import_zen_file(path: Path, document: Document, environ: Mapping[str, str]) -> Imported:
+    """The zen config at `path` as a workflow named after the file. zen's instances
+    inherit the caller's environment; here only a gateway (ANTHROPIC_BASE_URL) is
+    taken from it, and the policy still decides whether its host may be reached."""
+    name = _CONTROL.sub("_", f"zen-{path.stem}")[:128]  # a workflow name has none
+    return import_zen(document, name, environ.get(BASE_URL_ENV) or None)
 
 
 def validate_document(document: Document, model: type[M]) -> M:
