@@ -431,11 +431,16 @@ def test_cli_validate_takes_a_zen_config(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     policy = Path(__file__).parents[2] / "policies" / "agents.yaml"
+    # the shipped agents policy allows no bypassPermissions: refused where zen wrote it
     config = write(tmp_path, FULL)
+    result = CliRunner().invoke(main, ["validate", str(config), "--policy", str(policy)])
+    assert result.exit_code == 2
+    assert f"{config}:8: instances[0].permission_mode: " in result.output
+    config = write(tmp_path, FULL.replace('"bypassPermissions"', '"acceptEdits"'))
     args = ["validate", str(config), "--policy", str(policy), "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)  # stderr: warnings (its slash commands are absent)
     assert summary["workflow"] == "zen-cfg" and len(summary["nodes"]) == 3
     # the same admission: the default policy grants no claude runtime
     result = CliRunner().invoke(main, ["validate", str(config)])
