@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 import urllib.request
+from pathlib import Path
 
 import pytest
 from testcontainers.core.container import DockerContainer
@@ -59,3 +60,15 @@ def keys():
         "ANTHROPIC_API_KEY": f"sk-ant-e2e-{secrets.token_hex(12)}",
         "OPENAI_API_KEY": f"sk-openai-e2e-{secrets.token_hex(12)}",
     }
+
+
+def tool_results_seen(requests: list[dict]) -> list[dict]:
+    """What the agents' tools printed, as the mock received it ({is_error, content})."""
+    return [result for request in requests for result in request.get("tool_results") or []]
+
+
+def without_agent_rules(policy: Path) -> None:
+    """The policy without its `agents:` section (the shipped one ends with it): for a
+    test whose agent node runs its own command line, which agent rules refuse."""
+    text = policy.read_text()
+    policy.write_text(text[: text.index("\nagents:")] + "\n")

@@ -11,11 +11,10 @@ import time
 import pytest
 
 from ..conftest import REPO, cli, created_containers, labelled_leftovers, unique, write_workflow
-from . import test_agents as shared
-from .test_agents import mock_requests
+from .conftest import mock_requests
 
-# The mock model API, the agents policy under runc and runsc, and the API keys.
-mock_api, agent_policy, keys = shared.mock_api, shared.agent_policy, shared.keys
+# Fixtures (tests/integration/conftest.py): the mock model API, the agents policy under
+# runc and runsc, and the API keys.
 
 pytestmark = pytest.mark.engine
 

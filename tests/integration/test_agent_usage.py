@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from ..conftest import cli, labelled_leftovers, write_workflow
-from .conftest import mock_requests
+from .conftest import mock_requests, without_agent_rules
 
 pytestmark = pytest.mark.engine
 RUNC = pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)
@@ -233,6 +233,9 @@ def test_usage_survives_timeouts_and_adds_up_across_retries(agent_policy, mock_a
 @RUNC
 def test_an_error_result_keeps_its_usage_and_its_own_reason(agent_policy, mock_api, workdir, keys):
     policy, _ = agent_policy
+    # Its own command line (Claude's own --max-budget-usd): a policy that restricts agent
+    # settings refuses that, so this one does not.
+    without_agent_rules(policy)
     proc, _events, results = run_json(
         workdir,
         f"""

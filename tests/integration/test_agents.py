@@ -20,7 +20,7 @@ from ..conftest import (
     unique,
     write_workflow,
 )
-from .conftest import ANSWER, mock_requests
+from .conftest import ANSWER, mock_requests, tool_results_seen, without_agent_rules
 
 pytestmark = pytest.mark.engine
 
@@ -205,24 +205,6 @@ def test_agent_without_its_key_is_refused_before_anything_starts(workdir, docker
     assert created_containers(docker_client, since, {node}) == []
 
 
-def tool_results(stream: str) -> list[dict]:
-    """The tool results in a Claude Code stream-json tail (a cut first line is skipped)."""
-    found = []
-    for line in stream.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("type") != "user":
-            continue
-        found += [
-            block
-            for block in event.get("message", {}).get("content", [])
-            if isinstance(block, dict) and block.get("type") == "tool_result"
-        ]
-    return found
-
-
 def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path, workdir, keys):
     """The real CLI runs the mock model's Bash tool call, `ls -la /workspace`, in the
     sandbox; under gVisor too it must succeed (an old gVisor failed statx here)."""
@@ -231,6 +213,7 @@ def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path,
     workspace.mkdir()
     (workspace / "app.py").write_text("print('hello')\n")
     results_path = tmp_path / "single.json"
+    before = len(mock_requests(mock_api))
     proc = cli(
         "single", "claude", "--workspace", str(workspace), "--policy", str(policy), "--ci",
         "--prompt", "LIST_WORKSPACE and say what is there",
@@ -240,10 +223,9 @@ def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path,
     assert proc.returncode == 0, proc.stderr + proc.stdout
     node = json.loads(results_path.read_text())["nodes"]["single"]
     assert node["sandbox"]["oci_runtime"] == runtime
-    (result,) = tool_results(node["stdout_tail"])
-    assert result["tool_use_id"] == "toolu_mock" and result.get("is_error") is not True, result
-    content = result["content"]
-    listing = content if isinstance(content, str) else "".join(c.get("text", "") for c in content)
+    (result,) = tool_results_seen(mock_requests(mock_api)[before:])
+    assert result["is_error"] is False, result
+    listing = result["content"]
     assert listing.startswith("total ") and "app.py" in listing, listing
     assert " .\n" in listing or listing.splitlines()[1].endswith(" ."), listing
     assert node["outputs"]["result"] == ANSWER and node["outputs"]["num_turns"] == 2
@@ -257,6 +239,7 @@ def test_an_agent_hands_its_answer_to_the_next_and_a_secret_in_it_arrives_redact
     its Anthropic key as its answer hands it to a codex node (granted only the OpenAI
     key): the prompt that leaves for the model holds the redaction marker, not the key."""
     policy, runtime = agent_policy
+    without_agent_rules(policy)  # `leak` runs its own command line
     tag = secrets.token_hex(6)  # finds this test's requests among the shared mock's
     leak = (
         'printf \'{"type":"result","subtype":"success","is_error":false,'

@@ -208,6 +208,21 @@ def last_user_text(body: object) -> str | None:
     return "\n".join(_block_text(b) for b in blocks if isinstance(b, dict))
 
 
+def tool_results(body: object) -> list[dict]:
+    """The tool results the request carries back (what each tool printed, and whether it
+    failed), so tests can see what a tool did in the sandbox."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return []
+    found = []
+    for message in body["messages"][-1:]:
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                found.append({"is_error": block.get("is_error") is True,
+                              "content": _block_text(block)})  # fmt: skip
+    return found
+
+
 def _block_text(block: dict) -> str:
     """A text block's text, or a tool result's (what the tool printed)."""
     if isinstance(block.get("text"), str):
@@ -247,6 +262,7 @@ class Handler(BaseHTTPRequestHandler):
                     "model": parsed.get("model") if isinstance(parsed, dict) else None,
                     "thread": threading.get_ident(),
                     "prompt": last_user_text(parsed),
+                    "tool_results": tool_results(parsed),
                 }
             )
         return parsed
