@@ -293,7 +293,8 @@ class Scheduler:
         node, sandbox = self.plan.nodes[name], self.sandboxes[name]
         record.status = NodeStatus.RUNNING
         try:
-            if not await self._wait_to_start(node):
+            delayed = node.request.start_delay or self._pacer is not None
+            if delayed and not await self._wait_to_start(node):
                 return
             await self._attempts(node, sandbox, record)
         except asyncio.CancelledError:
