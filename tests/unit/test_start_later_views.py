@@ -116,3 +116,16 @@ def test_a_refused_workflow_with_a_start_time_is_refused_at_once(tmp_path, monke
 
 async def _no_engine(*_args, **_kwargs):
     raise AssertionError("a refused run must not reach the engine")
+
+
+def test_plan_shows_a_start_delay(tmp_path):
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "version: 1\nname: x\nnodes:\n  a: {command: [x], start_delay: 90s}\n  b: {command: [x]}\n"
+    )
+    text = CliRunner().invoke(main, ["plan", str(path)])
+    assert text.exit_code == 0, text.output
+    assert "    start_delay: 90s once due" in text.stdout.splitlines()
+    document = json.loads(CliRunner().invoke(main, ["plan", str(path), "--format", "json"]).stdout)
+    assert document["nodes"]["a"]["start_delay_s"] == 90
+    assert document["nodes"]["b"]["start_delay_s"] is None
