@@ -27,6 +27,7 @@ def plan_document(plan: Plan, sandboxes: dict[str, Sandbox]) -> dict[str, Any]:
                 "when": node.when,
                 "continue_on_failure": node.continue_on_failure,
                 "retries": node.retries.model_dump() if node.retries else None,
+                "start_delay_s": node.request.start_delay,
                 "parse": node.parse.format,
                 "sandbox": sandboxes[name].describe(),
             }
@@ -54,6 +55,8 @@ def render_text(plan: Plan, sandboxes: dict[str, Sandbox]) -> str:
                 lines.append(f"    when: {node.when}")
             if node.prompt is not None:  # the template, never a value
                 lines.append(f"    prompt: {one_line(_shortened(node.prompt.source))}")
+            if node.request.start_delay:
+                lines.append(f"    start_delay: {node.request.start_delay:g}s once due")
             lines.append(
                 f"    sandbox: {box['image']} as {box['user']} via {box['oci_runtime']},"
                 f" network {box['network']}, read-only root, caps dropped"

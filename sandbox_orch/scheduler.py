@@ -300,7 +300,8 @@ class Scheduler:
         node, sandbox = self.plan.nodes[name], self.sandboxes[name]
         record.status = NodeStatus.RUNNING
         try:
-            if not await self._wait_to_start(node):
+            delayed = node.request.start_delay or self._pacer is not None
+            if delayed and not await self._wait_to_start(node):
                 return
             spent = self._budget_refusal(node)
             if spent is not None:  # judged at its start: spend moves while it waits

@@ -197,12 +197,12 @@ class LiveView:
     def countdown(self) -> Text:
         """`--start-at`: one line, recomputed on every refresh, so it counts down."""
         assert self.waiting is not None
-        left = (self.waiting.start_at - datetime.now(UTC)).total_seconds()
-        when = _local(self.waiting.start_at)
-        return Text(
-            f"run {self.waiting.run_id}: starting at {when}, in {format_left(max(left, 0))}"
-            " (Ctrl-C to cancel)"
-        )
+        now = datetime.now(UTC)
+        left = format_left(max((self.waiting.start_at - now).total_seconds(), 0))
+        start = self.waiting.start_at.astimezone()
+        day = "" if start.date() == now.astimezone().date() else f"{start:%Y-%m-%d} "
+        when = f"{day}{start:%H:%M:%S %Z}"
+        return Text(f"run {self.waiting.run_id}: starts {when}, in {left} (Ctrl-C cancels)")
 
     def table(self) -> Table:
         table = Table(title=self.header, title_justify="left", expand=False)

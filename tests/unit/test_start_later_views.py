@@ -59,9 +59,10 @@ def test_the_live_view_counts_down_then_shows_the_table_with_delayed_rows():
     view(RunWaiting("run-1", start_at, 30.0, datetime.now(UTC)))
     try:
         line = view.countdown().plain
-        assert line.startswith("run run-1: starting at ")
+        assert line.startswith("run run-1: starts ")
         assert "in 30s" in line or "in 29s" in line
-        assert "Ctrl-C" in line
+        assert line.endswith("(Ctrl-C cancels)")
+        assert len(line) <= 80  # one line on a classic terminal
         view(RunStarted("run-1", "x", ["a", "b"], datetime.now(UTC)))
         assert view.waiting is None
         view(NodeDelayed("b", 60.0, "stagger", datetime.now(UTC)))
@@ -115,3 +116,16 @@ def test_a_refused_workflow_with_a_start_time_is_refused_at_once(tmp_path, monke
 
 async def _no_engine(*_args, **_kwargs):
     raise AssertionError("a refused run must not reach the engine")
+
+
+def test_plan_shows_a_start_delay(tmp_path):
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "version: 1\nname: x\nnodes:\n  a: {command: [x], start_delay: 90s}\n  b: {command: [x]}\n"
+    )
+    text = CliRunner().invoke(main, ["plan", str(path)])
+    assert text.exit_code == 0, text.output
+    assert "    start_delay: 90s once due" in text.stdout.splitlines()
+    document = json.loads(CliRunner().invoke(main, ["plan", str(path), "--format", "json"]).stdout)
+    assert document["nodes"]["a"]["start_delay_s"] == 90
+    assert document["nodes"]["b"]["start_delay_s"] is None
