@@ -165,7 +165,7 @@ def _check_artifacts_total(node: PlannedNode, policy: Policy, refuse: Refuse) ->
 def _check_prompt(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
     """The prompt's own text (without the values of its expressions) within the policy's
     limit: else it could never launch."""
-    if node.request.prompt is None or not node.runtime.agent:
+    if node.request.prompt is None:  # only agents have one (planning refuses the rest)
         return
     try:
         size = literal_size(split(node.request.prompt))

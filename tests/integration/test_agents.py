@@ -232,7 +232,7 @@ def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path,
 
 
 def test_an_agent_hands_its_answer_to_the_next_and_a_secret_in_it_arrives_redacted(
-    agent_policy, mock_api, workdir, keys
+    agent_policy, mock_api, workdir, keys, docker_client
 ):
     """`${{ nodes.X.outputs.result }}` in a prompt: the first claude node's answer (the
     mock's) is in the second one's prompt as the model receives it. A node that prints
@@ -286,3 +286,4 @@ def test_an_agent_hands_its_answer_to_the_next_and_a_secret_in_it_arrives_redact
     ), handed
     key = keys["ANTHROPIC_API_KEY"]
     assert_nowhere(key, *prompts, json.dumps(results), proc.stdout, proc.stderr)
+    assert labelled_leftovers(docker_client, results["run_id"]) == []

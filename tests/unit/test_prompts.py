@@ -380,6 +380,25 @@ def test_a_secret_in_an_output_reaches_the_next_argv_redacted():
     assert records["build"].status == NodeStatus.SUCCEEDED
 
 
+def test_a_secret_put_together_from_two_fields_is_redacted_too():
+    """The rendered prompt is redacted as a whole, not each value: an expression that
+    joins the halves of a secret still gives the marker."""
+    secret = "sk-ant-halves-0123456789"
+    text = HANDOFF.replace(
+        "nodes.plan.outputs.result", "nodes.plan.outputs.a + nodes.plan.outputs.b"
+    ).replace(
+        "plan: {runtime: claude,", "plan: {runtime: claude, outputs: {parse: {format: json}},"
+    )
+    halves = json.dumps({"a": secret[:10], "b": secret[10:]}).encode()
+    redaction.remember("ANTHROPIC_API_KEY", secret)
+    try:
+        records, argvs, _ = launch(text, {"plan": Outcome(stdout=halves), "build": DONE})
+    finally:
+        redaction.forget_all()
+    assert argvs["build"][2] == "Implement this plan:\n[REDACTED:ANTHROPIC_API_KEY]"
+    assert records["build"].status == NodeStatus.SUCCEEDED
+
+
 def test_a_need_allowed_to_fail_without_the_output_fails_the_node_before_launch():
     text = HANDOFF.replace("needs: [plan]", "needs: [{node: plan, allow_failure: true}]")
     records, argvs, scheduler = launch(text, {"plan": Outcome(exit_code=1)})
