@@ -107,10 +107,25 @@ def agent_flags(runtime: str, settings: AgentSettings | None) -> Mapped:
     """The CLI flags for `settings` on `runtime` ("claude" or "codex"), or the refusals."""
     settings = settings or AgentSettings()
     if runtime == "claude":
-        refusals = list(_claude_refusals(settings))
+        refusals = [*_text_refusals(settings), *_claude_refusals(settings)]
         return Mapped(() if refusals else tuple(_claude_flags(settings)), tuple(refusals))
-    refusals = list(_codex_refusals(settings))
+    refusals = [*_text_refusals(settings), *_codex_refusals(settings)]
     return Mapped(() if refusals else tuple(_codex_flags(settings)), tuple(refusals))
+
+
+def _text_refusals(settings: AgentSettings) -> Iterator[Refusal]:
+    """A command-line argument holds no NUL and only encodable text (a lone surrogate
+    from a YAML escape would fail only when the container starts)."""
+    text = settings.system_prompt_append
+    if text is None:
+        return
+    if "\x00" in text:
+        yield Refusal(("agent", "system_prompt_append"), "cannot contain NUL")
+    elif not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            yield Refusal(("agent", "system_prompt_append"), "is not valid Unicode text")
 
 
 def permission_mode(runtime: str, settings: AgentSettings | None) -> str:

@@ -232,3 +232,12 @@ def test_a_bad_tool_rule_is_refused_with_its_line():
     )
     (line,) = refused(text)
     assert line.startswith("wf.yaml:10: nodes.a.agent.allowed_tools[1]: 'Read Bash' is not one")
+
+
+@pytest.mark.parametrize("runtime", ["claude", "codex"])
+@pytest.mark.parametrize(
+    ("text", "says"), [("a\x00b", "cannot contain NUL"), ("a\ud800", "not valid Unicode")]
+)
+def test_a_system_prompt_no_command_line_can_carry_is_refused(runtime, text, says):
+    ((loc, message),) = refusals(runtime, system_prompt_append=text)
+    assert loc == ("agent", "system_prompt_append") and says in message
