@@ -114,18 +114,10 @@ def agent_flags(runtime: str, settings: AgentSettings | None) -> Mapped:
 
 
 def _text_refusals(settings: AgentSettings) -> Iterator[Refusal]:
-    """A command-line argument holds no NUL and only encodable text (a lone surrogate
-    from a YAML escape would fail only when the container starts)."""
-    text = settings.system_prompt_append
-    if text is None:
-        return
-    if "\x00" in text:
+    """A command-line argument holds no NUL: refused now, not when the container starts.
+    (Text that is not valid Unicode never gets this far: the model refuses it.)"""
+    if "\x00" in (settings.system_prompt_append or ""):
         yield Refusal(("agent", "system_prompt_append"), "cannot contain NUL")
-    elif not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            yield Refusal(("agent", "system_prompt_append"), "is not valid Unicode text")
 
 
 def permission_mode(runtime: str, settings: AgentSettings | None) -> str:

@@ -235,9 +235,6 @@ def test_a_bad_tool_rule_is_refused_with_its_line():
 
 
 @pytest.mark.parametrize("runtime", ["claude", "codex"])
-@pytest.mark.parametrize(
-    ("text", "says"), [("a\x00b", "cannot contain NUL"), ("a\ud800", "not valid Unicode")]
-)
-def test_a_system_prompt_no_command_line_can_carry_is_refused(runtime, text, says):
-    ((loc, message),) = refusals(runtime, system_prompt_append=text)
-    assert loc == ("agent", "system_prompt_append") and says in message
+def test_a_system_prompt_no_command_line_can_carry_is_refused(runtime):
+    ((loc, message),) = refusals(runtime, system_prompt_append="a\x00b")
+    assert loc == ("agent", "system_prompt_append") and message == "cannot contain NUL"
