@@ -85,3 +85,33 @@ def test_against_treats_a_missing_list_as_any_and_a_missing_ceiling_as_none(tmp_
         ("widens", "no usd ceiling (was 5)"),
         ("narrows", "only plan permission modes allowed"),
     ]
+
+
+def test_workflow_privileges_show_what_an_agent_may_do():
+    from .helpers import plan_of
+
+    plan = plan_of(
+        "version: 1\nname: x\nnodes:\n"
+        "  a: {runtime: claude, prompt: go, agent: {allowed_tools: [Read], max_turns: 3},"
+        " budget: {usd: 2}}\n"
+        "  b: {runtime: codex, prompt: go}\n"
+        "  c: {command: [echo]}\n"
+    )
+    policy = load_policy(POLICIES_DIR / "agents.yaml")
+    import dataclasses
+
+    from sandbox_orch.admission import admit
+    from sandbox_orch.policy import AgentRules
+
+    policy = dataclasses.replace(policy, runtimes=(*policy.runtimes, "shell"), agents=AgentRules())
+    env = {"ANTHROPIC_API_KEY": "k-123456", "OPENAI_API_KEY": "k-654321"}
+    found = reviewing.privileges(plan, admit(plan, policy, environ=env))
+    assert found["a"]["agent"] == {
+        "model": "the CLI's default",
+        "permission_mode": "acceptEdits",
+        "allowed_tools": ["Read"],
+        "max_turns": 3,
+        "budget": {"usd": "2 (block)"},
+    }
+    assert found["b"]["agent"] == {"model": "the CLI's default", "permission_mode": "plan"}
+    assert "agent" not in found["c"]
