@@ -69,7 +69,7 @@ def _check_raw(node: PlannedNode, refuse: Refuse) -> None:
     elif node.request.command:
         refuse(
             (*node.loc, "command"),
-            f"{why}: extra CLI arguments could override them; use the `agent:` block",
+            f"{why}: extra CLI arguments could override them; use a workflow node's `agent:`",
         )
     for name in node.env:
         if name in SETTING_ENV[node.runtime.name]:
