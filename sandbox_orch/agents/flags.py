@@ -116,7 +116,8 @@ def agent_flags(runtime: str, settings: AgentSettings | None) -> Mapped:
 def _text_refusals(settings: AgentSettings) -> Iterator[Refusal]:
     """A command-line argument holds no NUL: refused now, not when the container starts.
     (Text that is not valid Unicode never gets this far: the model refuses it.)"""
-    if "\x00" in (settings.system_prompt_append or ""):
+    text = settings.system_prompt_append
+    if text is not None and "\x00" in text:
         yield Refusal(("agent", "system_prompt_append"), "cannot contain NUL")
 
 
@@ -152,7 +153,7 @@ def _setting_args(runtime: str, extra: Sequence[str]) -> Iterator[tuple[int, str
                 yield index, field, arg
         override = _codex_override(extra, index) if runtime == "codex" else None
         if override is not None:
-            key = override.split("=", 1)[0].strip()
+            key = override.partition("=")[0].strip()
             for field, keys in _CODEX_CONFIG_KEYS.items():
                 if key in keys:
                     yield index, field, arg
@@ -166,8 +167,8 @@ def _codex_override(extra: Sequence[str], index: int) -> str | None:
         return arg
     if arg.startswith("--config="):
         return arg.removeprefix("--config=")
-    if arg.startswith("-c") and len(arg) > 2:
-        return arg[2:]
+    if arg.startswith("-c") and arg != "-c":
+        return arg.removeprefix("-c")
     return None
 
 
