@@ -11,6 +11,7 @@ block says, so each of those is refused too.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable
 
 from ..planning import Plan, PlannedNode
@@ -69,7 +70,7 @@ def _check_raw(node: PlannedNode, refuse: Refuse) -> None:
     elif node.request.command:
         refuse(
             (*node.loc, "command"),
-            f"{why}: extra CLI arguments could override them; use the `agent:` block",
+            f"{why}: extra CLI arguments could override them; use a workflow node's `agent:`",
         )
     for name in node.env:
         if name in SETTING_ENV[node.runtime.name]:
@@ -112,7 +113,7 @@ def _check_tools(node: PlannedNode, rules: AgentRules, refuse: Refuse) -> None:
     (`Bash(git *)` is Bash); names compare without case, refusing more rather than less."""
     settings = node.request.agent
     for index, tool in enumerate((settings.allowed_tools if settings else None) or ()):
-        name = tool.split("(", 1)[0].lower()
+        name = tool.partition("(")[0].lower()
         for pattern in rules.never_allow_tools:
             if fnmatch.fnmatchcase(name, pattern.lower()):
                 refuse(
@@ -122,8 +123,10 @@ def _check_tools(node: PlannedNode, rules: AgentRules, refuse: Refuse) -> None:
                 break
 
 
+# A reference's tag (after the last `/`) and digest: `name[:tag][@digest]`.
+_TAG_AND_DIGEST = re.compile(r"(:[^/:@]*)?(@.*)?$")
+
+
 def _image_name(image: str) -> str:
-    """`name[:tag][@digest]` without tag and digest."""
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    return name[: len(name) - len(last)] + last.split(":", 1)[0]
+    """`name[:tag][@digest]` without tag and digest (a registry's port stays)."""
+    return _TAG_AND_DIGEST.sub("", image, count=1)

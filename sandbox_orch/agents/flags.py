@@ -107,10 +107,18 @@ def agent_flags(runtime: str, settings: AgentSettings | None) -> Mapped:
     """The CLI flags for `settings` on `runtime` ("claude" or "codex"), or the refusals."""
     settings = settings or AgentSettings()
     if runtime == "claude":
-        refusals = list(_claude_refusals(settings))
+        refusals = [*_text_refusals(settings), *_claude_refusals(settings)]
         return Mapped(() if refusals else tuple(_claude_flags(settings)), tuple(refusals))
-    refusals = list(_codex_refusals(settings))
+    refusals = [*_text_refusals(settings), *_codex_refusals(settings)]
     return Mapped(() if refusals else tuple(_codex_flags(settings)), tuple(refusals))
+
+
+def _text_refusals(settings: AgentSettings) -> Iterator[Refusal]:
+    """A command-line argument holds no NUL: refused now, not when the container starts.
+    (Text that is not valid Unicode never gets this far: the model refuses it.)"""
+    text = settings.system_prompt_append
+    if text is not None and "\x00" in text:
+        yield Refusal(("agent", "system_prompt_append"), "cannot contain NUL")
 
 
 def permission_mode(runtime: str, settings: AgentSettings | None) -> str:
@@ -145,7 +153,7 @@ def _setting_args(runtime: str, extra: Sequence[str]) -> Iterator[tuple[int, str
                 yield index, field, arg
         override = _codex_override(extra, index) if runtime == "codex" else None
         if override is not None:
-            key = override.split("=", 1)[0].strip()
+            key = override.partition("=")[0].strip()
             for field, keys in _CODEX_CONFIG_KEYS.items():
                 if key in keys:
                     yield index, field, arg
@@ -159,8 +167,8 @@ def _codex_override(extra: Sequence[str], index: int) -> str | None:
         return arg
     if arg.startswith("--config="):
         return arg.removeprefix("--config=")
-    if arg.startswith("-c") and len(arg) > 2:
-        return arg[2:]
+    if arg.startswith("-c") and arg != "-c":
+        return arg.removeprefix("-c")
     return None
 
 

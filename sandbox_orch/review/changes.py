@@ -11,6 +11,7 @@ from typing import Any
 from ..policy import Limits, Policy
 from ..units import format_size
 from ..yamlsafe import Loc, dotted
+from .agent_changes import compare_agents
 from .limits import _DEFAULT_KEYS, _LIMIT_KEYS, _show
 from .model import Change
 
@@ -218,6 +219,7 @@ _AREAS = (
     "limits",
     "defaults",
     "env",
+    "agents",
     "policy",
 )
 _DIRECTIONS = ("widens", "narrows", "changes")
@@ -235,6 +237,7 @@ def compare(old: Policy, new: Policy) -> list[Change]:
     _compare_isolation(d)
     _compare_limits(d)
     _compare_env(d)
+    compare_agents(d)
     if old.name != new.name:
         d.changes_("policy", f"name {old.name} -> {new.name}", ("name",))
     return sorted(

@@ -233,3 +233,50 @@ def test_a_bad_tool_rule_is_refused_with_its_line():
     )
     (line,) = refused(text)
     assert line.startswith("wf.yaml:10: nodes.a.agent.allowed_tools[1]: 'Read Bash' is not one")
+
+
+@pytest.mark.parametrize("runtime", ["claude", "codex"])
+def test_a_system_prompt_no_command_line_can_carry_is_refused(runtime):
+    ((loc, message),) = refusals(runtime, system_prompt_append="a\x00b")
+    assert loc == ("agent", "system_prompt_append") and message == "cannot contain NUL"
+
+
+def test_refusal_messages_in_full():
+    ((_, message),) = refusals("claude", allowed_tools=["Read Bash"])
+    assert message == (
+        "'Read Bash' is not one Claude Code tool rule: use a tool name, optionally with one "
+        "(specifier), with no commas and no spaces outside the parentheses"
+    )
+    found = refusals("codex", allowed_tools=["R"], disallowed_tools=["B"], max_turns=1)
+    assert [m for _, m in found] == [
+        "runtime 'codex' has no per-tool allow list; remove allowed_tools",
+        "runtime 'codex' has no per-tool deny list; remove disallowed_tools",
+        "runtime 'codex' has no turn limit; remove max_turns",
+    ]
+    ((_, message),) = refusals("codex", permission_mode="default")
+    assert message == (
+        "runtime 'codex' has no mode that asks before each action (codex exec has nobody to "
+        "ask); use plan (read-only), acceptEdits (workspace-write) or bypassPermissions"
+    )
+    (refusal,) = conflicts("claude", settings(model="m"), ["--model", "x"])
+    assert refusal.message == (
+        "'--model' sets what agent.model sets; keep one (the `agent:` block is what the "
+        "policy checks)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("runtime", "extra"),
+    [
+        ("codex", ["model=x", "-c"]),  # a value before -c is not -c's value
+        ("codex", ["zzmodel=x"]),  # not a -c option with its value attached
+        ("codex", ["-c"]),  # -c with nothing attached
+        ("claude", ["-c", "model=x"]),  # Claude's -c is --continue, not a config override
+    ],
+)
+def test_what_only_looks_like_a_config_override_is_not_one(runtime, extra):
+    assert conflicts(runtime, settings(model="m"), extra) == []
+
+
+def test_a_tab_in_a_codex_system_prompt_stays_a_tab_escape():
+    assert toml_string("a\tb") == '"a\\tb"'

@@ -187,6 +187,9 @@ def test_a_custom_runtime_on_an_agent_image_is_refused_under_restrictions(tmp_pa
         ("sandbox-orch/claude:latest", "sandbox-orch/claude"),
         ("sandbox-orch/codex@sha256:ab", "sandbox-orch/codex"),
         ("localhost:5000/x/y:1", "localhost:5000/x/y"),
+        ("localhost:5000/x/y", "localhost:5000/x/y"),
+        ("localhost:5000/x/y:1@sha256:ab", "localhost:5000/x/y"),
+        ("r.io/a/b/c:t", "r.io/a/b/c"),
     ],
 )
 def test_image_names_without_tag_or_digest(image, name):
@@ -234,3 +237,30 @@ def test_prepare_exposes_the_run_budget(tmp_path, monkeypatch):
     workflow = tmp_path / "wf.yaml"
     workflow.write_text(node("runtime: claude\nprompt: go\n"))
     assert prepare(workflow, Path(policy.path)).budget == Budget(usd=3)
+
+
+def test_every_never_allowed_tool_is_refused_not_only_the_first(tmp_path):
+    policy = policy_with(tmp_path, "never_allow_tools: [Bash, WebFetch]")
+    text = node("runtime: claude\nprompt: go\nagent:\n  allowed_tools: [Bash, WebFetch]\n")
+    lines = refusals(text, policy)
+    assert [line.split(": ")[1] for line in lines] == [
+        "nodes.a.agent.allowed_tools[0]",
+        "nodes.a.agent.allowed_tools[1]",
+    ]
+
+
+def test_an_empty_list_allows_nothing_and_says_so(tmp_path):
+    policy = policy_with(tmp_path, "models: []\npermission_modes: []")
+    lines = refusals(node("runtime: claude\nprompt: go\nagent: {model: m}\n"), policy)
+    assert lines == [
+        "wf.yaml:7: nodes.a.agent.model: node 'a': model 'm' is not allowed by the policy "
+        "(agents.models: none)",
+        "wf.yaml:5: nodes.a.runtime: node 'a': permission mode 'acceptEdits' (claude's "
+        "default) is not allowed by the policy (agents.permission_modes: none)",
+    ]
+
+
+def test_the_allowed_models_are_listed_in_the_refusal(tmp_path):
+    policy = policy_with(tmp_path, "models: [a, 'b-*']")
+    (line,) = refusals(node("runtime: claude\nprompt: go\n"), policy)
+    assert line.endswith("(agents.models: a, b-*): set agent.model")
