@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 from ..errors import InputRefused, Problem
 from ..workflow import MAX_NODES
 from ..yamlsafe import Document, Loc
+from .prompts import escape
 
 INSTANCE_KEYS = (
     "name",
@@ -241,7 +242,9 @@ class _Builder:
         self.taken.add(name)
         node_loc: Loc = ("nodes", name)
         self.origin[node_loc] = loc
-        node: dict[str, Any] = {"runtime": "claude", "prompt": "; ".join([*pre, task])}
+        # zen has no templates: a `${{` in its prompt is text, as zen would send it
+        prompt = escape("; ".join([*pre, task]))
+        node: dict[str, Any] = {"runtime": "claude", "prompt": prompt}
         self.origin[(*node_loc, "prompt")] = (*loc, task_key)
         agent = self._agent(loc, node_loc, instance)
         if agent:

@@ -446,3 +446,14 @@ def test_cli_validate_takes_a_zen_config(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["validate", str(config)])
     assert result.exit_code == 2
     assert f"{config}:4: instances[0]: node 'security-reviewer': " in result.output
+
+
+def test_a_zen_prompt_is_text_never_a_template(tmp_path, monkeypatch):
+    """zen sends its prompt as written: `${{ ... }}` in it is not an expression here."""
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    config = write(tmp_path, '{"instances": [{"prompt": "explain ${{ secrets.TOKEN }} in CI"}]}')
+    _, workflow = load_workflow(config)
+    plan = make_plan(*load_workflow(config))
+    (node,) = plan.nodes.values()
+    assert node.prompt is None and "explain ${{ secrets.TOKEN }} in CI" in node.argv
+    assert workflow.nodes[node.name].prompt == "explain $${{ secrets.TOKEN }} in CI"
