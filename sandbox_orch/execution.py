@@ -226,6 +226,9 @@ class NodeRunner:
                 self.spending.attach(node.name, self._stopper(container_id, stopped))
             await self.backend.start(container_id, live or output)
             status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
+            if live is not None:  # its last words count against budgets before it is judged
+                live.finish()
+                self._report(node, number, live)
             if stopped:  # our kill, for a budget: that is the reason, not its exit code
                 status, reason = NodeStatus.FAILED, stopped[0]
             full = await self._artifacts_full(node, sandbox)
@@ -241,8 +244,6 @@ class NodeRunner:
         finally:
             if container_id is not None:
                 await asyncio.shield(self._dispose(container_id))
-        if live is not None:
-            live.finish()
         attempt = finished(status, exit_code, oom, reason)
         if live is not None:
             _agent_outcome(attempt, live)
@@ -270,6 +271,10 @@ class NodeRunner:
             spending, name = self.spending, node.name
             live.on_change(lambda usage, activity: spending.live(name, number, usage, activity))
         return live
+
+    def _report(self, node: PlannedNode, number: int, live: LiveStream) -> None:
+        if self.spending is not None:
+            self.spending.live(node.name, number, *live.snapshot())
 
     def _stopper(self, container_id: str, stopped: list[str]) -> Callable[[str], None]:
         """What a crossed block budget calls: kill the container now (the attempt's wait

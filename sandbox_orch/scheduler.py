@@ -27,6 +27,7 @@ from typing import Any
 
 from .agents.prompts import PromptError, check_launchable, launch_argv
 from .agents.spending import Spending
+from .agents.usage import total
 from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .conditions import Condition, ConditionError, NeedsState, evaluate
 from .events import Emit, NodeDelayed, NodeFinished, NodeStarted
@@ -58,9 +59,10 @@ class NodeRecord:
     def last(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
 
-    def view(self, outputs: bool = True) -> dict[str, Any]:
+    def view(self, outputs: bool = True, usage: bool = True) -> dict[str, Any]:
         """What a condition sees of this node (CONTRACT 5); an inline condition cannot
-        name `outputs`, so it is not given them (converting them to CEL is not free)."""
+        name `outputs`, so it is not given them (converting them to CEL is not free), nor
+        `usage` (what an agent spent, all attempts) unless it names it."""
         last = self.last
         first = self.attempts[0] if self.attempts else None
         duration = (last.finished_at - first.started_at).total_seconds() if first and last else None
@@ -72,6 +74,8 @@ class NodeRecord:
         }
         if outputs:
             view["outputs"] = last.outputs if last else {}
+        if usage:  # zeros for a node that is no agent: a condition never meets null
+            view["usage"] = total(a.usage for a in self.attempts)
         return view
 
 
@@ -248,7 +252,9 @@ class Scheduler:
         # Only what the expression names is converted (CEL values cost ~30 us a node);
         # all visible nodes only when it iterates over `nodes` itself.
         seen = node.visible if condition.whole_nodes else condition.references
-        return {a: self.records[a].view(outputs=not condition.inline) for a in seen}
+        inline = condition.inline
+        spend = not inline or "usage" in condition.source
+        return {a: self.records[a].view(outputs=not inline, usage=spend) for a in seen}
 
     def _decide(self, name: str, result: bool) -> bool:
         self.records[name].condition_result = result
