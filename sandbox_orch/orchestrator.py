@@ -202,7 +202,8 @@ def _spending(plan: Plan, budget: Budget | None, emit: Emit) -> Spending:
         emit(BudgetWarning(crossing.scope, crossing.metric, crossing.spent, crossing.limit,
                            crossing.reason, datetime.now(UTC)))  # fmt: skip
 
-    spending = Spending(budget, agents, report, warn)
+    later = asyncio.get_running_loop().call_later
+    spending = Spending(budget, agents, report, warn, later=later)
     return spending
 
 

@@ -45,7 +45,8 @@ def cost_text(usage: Mapping[str, Any] | None) -> str:
     amount = usage.get("cost_usd")
     if amount:
         estimated = " est." if usage.get("cost_source") == "priced" else ""
-        return f", ${amount:.4f}{estimated}"
+        shown = f"{amount:.4f}" if amount >= 0.01 else f"{amount:.6f}"
+        return f", ${shown}{estimated}"
     if usage.get("cost_source") == "unpriced":
         return ", cost unknown (unpriced model)"
     return ""

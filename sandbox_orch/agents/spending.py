@@ -28,7 +28,9 @@ class _Node:
     settled: list[dict[str, Any]] = field(default_factory=list)  # finished attempts
     live: dict[str, Any] | None = None  # the running attempt's, so far
     stop: Stop | None = None
-    reported_at: float = 0.0
+    reported_at: float = float("-inf")
+    latest: tuple[int, str | None] = (0, None)  # the running attempt, its latest activity
+    held: bool = False  # a report is due when the interval ends
 
 
 class Spending:
@@ -39,12 +41,14 @@ class Spending:
         report: Callable[[str, int, dict[str, Any], str | None], None] | None = None,
         warn: Callable[[Crossing], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        later: Callable[[float, Callable[[], None]], Any] | None = None,
     ) -> None:
         self.run_budget = run_budget
         self.nodes = {name: _Node(budget) for name, budget in node_budgets.items()}
         self._report = report
         self._warn = warn
         self._clock = clock
+        self._later = later  # runs a callback after a delay (the event loop's call_later)
         self._warned: set[tuple[str, str]] = set()
         self.stopped: dict[str, str] = {}  # node -> why a budget stopped it
 
@@ -78,12 +82,27 @@ class Spending:
 
     def live(self, name: str, attempt: int, usage: dict[str, Any], activity: str | None) -> None:
         node = self.nodes[name]
-        node.live = usage
-        now = self._clock()
-        if self._report and now - node.reported_at >= USAGE_EVENT_INTERVAL:
-            node.reported_at = now
-            self._report(name, attempt, self.node_usage(name), activity)
+        node.live, node.latest = usage, (attempt, activity)
+        self._maybe_report(name)
         self._check(name)
+
+    def _maybe_report(self, name: str) -> None:
+        """At most one event per node per interval; one held back is sent when the
+        interval ends, so the last word is never lost to a stream that went quiet."""
+        node = self.nodes[name]
+        if self._report is None or node.live is None or node.held:
+            return
+        wait = node.reported_at + USAGE_EVENT_INTERVAL - self._clock()
+        if wait <= 0:
+            node.reported_at = self._clock()
+            self._report(name, node.latest[0], self.node_usage(name), node.latest[1])
+        elif self._later is not None:
+            node.held = True
+            self._later(wait, lambda: self._release(name))
+
+    def _release(self, name: str) -> None:
+        self.nodes[name].held = False
+        self._maybe_report(name)
 
     def settle(self, name: str, usage: dict[str, Any] | None) -> None:
         """An attempt ended: its usage (the stream's last word) replaces its live one."""

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from ..conftest import cli, labelled_leftovers, write_workflow
+from ..conftest import cli, interrupt, labelled_leftovers, start_cli, write_workflow
 from .conftest import mock_requests, without_agent_rules
 
 pytestmark = pytest.mark.engine
@@ -289,3 +289,68 @@ def test_codex_usage_is_priced_and_live(agent_policy, mock_api, workdir, keys):
     assert usage["cost_source"] == "priced" and usage["cost_usd"] == pytest.approx(
         (23 * 2 + 5 * 10) / 1e6
     )
+
+
+@RUNC
+def test_ctrl_c_keeps_what_was_streamed(
+    agent_policy, mock_api, workdir, keys, monkeypatch, docker_client
+):
+    """Interrupted while its second answer is held open: the run is cancelled, and the
+    usage of what the agent had streamed so far is in the results."""
+    policy, _ = agent_policy
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    path = write_workflow(
+        workdir,
+        f"""
+        version: 1
+        name: interrupted
+        nodes:
+          agent:
+            runtime: claude
+            prompt: "TOOL_TURNS:5 OUTPUT_TOKENS:300 HOLD:60"
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+        """,
+    )
+    results = workdir / "results.json"
+    proc = start_cli("run", str(path), "--policy", str(policy), "--json", "--results", str(results))
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the first answer's usage, live: the agent is mid-answer
+        event = json.loads(line)
+        if event["event"] == "node_usage" and event["usage"]["output_tokens"] >= 300:
+            break
+    code, _, _ = interrupt(proc)
+    assert code == 130
+    node = json.loads(results.read_text())["nodes"]["agent"]
+    assert node["status"] == "cancelled"
+    assert node["usage"]["output_tokens"] == 300 and node["usage"]["tool_calls"] == {"Bash": 1}
+    assert node["attempt_details"][0]["usage"]["output_tokens"] == 300
+    run_id = json.loads(results.read_text())["run_id"]
+    assert labelled_leftovers(docker_client, run_id) == []
+
+
+@RUNC
+def test_ci_prints_a_progress_line_per_running_agent(agent_policy, mock_api, workdir, keys):
+    policy, _ = agent_policy
+    path = write_workflow(
+        workdir,
+        f"""
+        version: 1
+        name: progress
+        nodes:
+          agent:
+            runtime: claude
+            prompt: "TOOL_TURNS:1 OUTPUT_TOKENS:40 HOLD:4"
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+        """,
+    )
+    proc = cli("run", str(path), "--policy", str(policy), "--ci", "--progress-every", "1s",
+               env=keys)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("  running agent [")]
+    assert progress, proc.stdout
+    # while its first answer is held open: its usage and its tool call so far
+    assert any("in / 40 out tokens" in line and "Bash: echo step" in line for line in progress)
+    finished = next(line for line in proc.stdout.splitlines() if "succeeded agent" in line)
+    assert "2 tool calls" not in finished and "1 tool call" in finished
+    assert "    > MOCK: all good" in proc.stdout  # its final answer, under it

@@ -151,3 +151,22 @@ def test_display_texts():
     )
     bars = budget_bars({"usd": {"limit": 0.5, "mode": "block"}}, usage(usd=0.25))
     assert bars == ["usd        [##########----------] $0.25 of $0.50 (block)"]
+
+
+def test_a_report_held_back_by_the_interval_is_sent_when_it_ends():
+    """A stream that goes quiet right after a held-back update still gets it reported."""
+    reports, due = [], []
+    now = [0.0]
+    found = Spending(None, {"a": None}, lambda n, a, u, act: reports.append(u["total_tokens"]),
+                     clock=lambda: now[0], later=lambda wait, f: due.append((wait, f)))  # fmt: skip
+    found.live("a", 1, usage(1), "first")
+    now[0] = 0.1
+    found.live("a", 1, usage(2), "second")
+    found.live("a", 1, usage(3), "third")
+    assert reports == [1] and len(due) == 1 and due[0][0] == pytest.approx(0.4)
+    now[0] = 0.5
+    due.pop()[1]()
+    assert reports == [1, 3] and due == []
+    found.settle("a", usage(3))
+    found.live("a", 2, usage(4), None)  # a later attempt reports as before
+    assert len(reports) == 2 and len(due) == 1
