@@ -168,6 +168,11 @@ class EgressProxy:
             await self._serve(egress, reader, writer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # close() cancels what is still open (a stopped node's held answer): the
+            # connection ends here. Re-raised, asyncio 3.11's stream callback would log
+            # the cancelled handler as an error, a traceback on the user's terminal.
+            pass
         finally:
             egress.connections.discard(task)
             writer.close()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .agents.display import answer_lines, budget_bars, cost_text, count, tools_text, usage_text
-from .agents.usage import spent_anything
+from .agents.usage import spent_anything, total
 from .events import (
     BudgetWarning,
     Event,
@@ -176,9 +176,15 @@ class LiveView:
                 row.state = "retrying" if done.retrying else done.status
                 row.exit_code, row.finished = done.exit_code, done.at
                 row.reason = scrub(done.reason) if done.reason else done.reason
+                if done.usage:  # the attempt's last word (a live report may not follow)
+                    row.settled.append(done.usage)
+                    row.usage = total(row.settled)
                 if done.answer:
                     row.activity = scrub(answer_lines(done.answer)[0])
             case RunFinished() as finished:
+                self.run_usage = finished.usage or self.run_usage
+                if self.live.is_started:  # the last figures, before the table stops
+                    self.live.refresh()
                 self.close()
                 for name, row in self.rows.items():
                     for answer in row.answers(name):
@@ -266,6 +272,7 @@ class _Row:
     run_usage: dict[str, Any] | None = None
     activity: str | None = None
     answer: str | None = None
+    settled: list[dict[str, Any]] = field(default_factory=list)  # finished attempts' usage
 
     def answers(self, name: str) -> list[str]:
         """The summary's lines for an agent's final answer."""

@@ -207,3 +207,36 @@ def test_routable():
 
 async def _never_resolve(host, port):
     raise AssertionError(f"must not resolve {host}")
+
+
+def test_closing_with_a_connection_still_open_ends_it_quietly(caplog):
+    """A node stopped mid-answer leaves its spliced connection open until the run's proxy
+    closes: that close must end it without an asyncio error (once a traceback)."""
+
+    async def scenario():
+        held = asyncio.Event()
+
+        async def hold(reader, writer):
+            held.set()
+            await reader.read()  # until the proxy goes away
+
+        server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proxy = EgressProxy("t")
+        directory = await proxy.open("n", [f"127.0.0.1:{port}"])
+        _, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
+        writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.wait_for(held.wait(), 5)
+        (node,) = proxy.nodes.values()
+        assert len(node.connections) == 1
+        await proxy.close()
+        await asyncio.sleep(0)  # the stream callback runs once the handler is done
+        writer.close()
+        server.close()
+        return node
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        node = run(scenario())
+    assert not node.connections
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
