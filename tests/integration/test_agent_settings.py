@@ -103,6 +103,68 @@ def test_claude_without_a_turn_limit_takes_two_turns(agent_policy, mock_api, wor
     assert results["nodes"]["review"]["outputs"]["num_turns"] == 2
 
 
+def test_claude_gets_the_appended_system_prompt(agent_policy, mock_api, workdir, keys):
+    """The mock calls the Write tool when the request holds WRITE_FILE: here only the
+    appended system prompt does, so a second turn proves it reached the model."""
+    policy, _ = agent_policy
+    model = f"claude-e2e-{secrets.token_hex(4)}"
+    proc, results = run(
+        workdir,
+        f"""
+        version: 1
+        name: agent-system-prompt
+        nodes:
+          review:
+            runtime: claude
+            prompt: "Say hello"
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+            agent: {{model: {model}, system_prompt_append: "WRITE_FILE:/tmp/NOTES.md"}}
+        """,
+        policy,
+        keys,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    received = [r for r in asked_for(mock_api, model) if r["path"].startswith("/v1/messages")]
+    assert len(received) == 2, received
+    assert results["nodes"]["review"]["outputs"]["num_turns"] == 2
+
+
+def test_claude_does_not_run_a_disallowed_tool(agent_policy, mock_api, workdir, keys):
+    """The mock asks for Bash (`ls -la /workspace`); with Bash disallowed the CLI must
+    refuse it (test_agents.py shows the same call succeeding without the setting)."""
+    policy, _ = agent_policy
+    model = f"claude-e2e-{secrets.token_hex(4)}"
+    proc, results = run(
+        workdir,
+        f"""
+        version: 1
+        name: agent-disallowed-tool
+        nodes:
+          review:
+            runtime: claude
+            prompt: "LIST_WORKSPACE and say what is there"
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+            agent: {{model: {model}, disallowed_tools: [Bash], allowed_tools: [Read]}}
+        """,
+        policy,
+        keys,
+    )
+    review = results["nodes"]["review"]
+    events = stream_events(review["stdout_tail"])
+    results_of_tools = [
+        block
+        for event in events
+        if event.get("type") == "user"
+        for block in event.get("message", {}).get("content", [])
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    (result,) = results_of_tools
+    assert result["is_error"] is True, result
+    # Refused by the CLI (not a failed `ls`): the tool does not exist for this session.
+    assert "No such tool available: Bash" in json.dumps(result), result
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
 def test_codex_gets_its_model(agent_policy, mock_api, workdir, keys):
     policy, runtime = agent_policy
     model = f"gpt-e2e-{secrets.token_hex(4)}"
