@@ -25,7 +25,7 @@ from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .capture import NodeOutput
 from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
 from .mounts import BindMount
-from .parsing import ParseError, agent_parsed
+from .parsing import ParseError, agent_parsed, check_size
 from .planning import PlannedNode
 from .sandbox import Sandbox
 from .secrets import SecretStore, SecretUnavailable
@@ -96,7 +96,7 @@ async def _parse_into(
         attempt.status, attempt.reason = NodeStatus.FAILED, "the agent reported an error"
 
 
-def _agent_outcome(attempt: Attempt, live: LiveStream) -> None:
+def _agent_outcome(attempt: Attempt, live: LiveStream, limit: int) -> None:
     """An agent's outputs and usage from its stream, read live (so exact, whatever the
     capture dropped), and its own words for a failure rather than an exit code."""
     reader = live.reader
@@ -104,13 +104,15 @@ def _agent_outcome(attempt: Attempt, live: LiveStream) -> None:
     if attempt.status not in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
         return
     try:
-        attempt.outputs = agent_parsed(reader).outputs
+        outputs = agent_parsed(reader).outputs
+        check_size(outputs, limit)
     except ParseError as error:
         if attempt.status == NodeStatus.SUCCEEDED:
             attempt.status, attempt.reason = NodeStatus.FAILED, str(error)
-        elif attempt.exit_code and reader.error is None:
+        elif reader.error is None and (attempt.reason or "").startswith("exited with code"):
             attempt.reason = _with_stderr(attempt)
         return
+    attempt.outputs = outputs
     if reader.error and (attempt.status == NodeStatus.SUCCEEDED or attempt.exit_code):
         attempt.status, attempt.reason = NodeStatus.FAILED, f"the agent reported: {reader.error}"
 
@@ -246,7 +248,7 @@ class NodeRunner:
                 await asyncio.shield(self._dispose(container_id))
         attempt = finished(status, exit_code, oom, reason)
         if live is not None:
-            _agent_outcome(attempt, live)
+            _agent_outcome(attempt, live, sandbox.output_limit)
         if held and status != NodeStatus.ERRORED and self.artifacts is not None:
             if full and attempt.status == NodeStatus.SUCCEEDED:
                 attempt.status, attempt.reason = NodeStatus.FAILED, "; ".join(full)

@@ -52,12 +52,17 @@ def parse_output(
 def _check(spec: ParseSpec, outputs: dict[str, Any], limit: int | None) -> None:
     """Outputs fit the policy's cap and conform to their schema (resolved at planning);
     the cap first, so a schema is never applied to more than the policy allows."""
-    if limit is not None and len(json.dumps(outputs)) > limit:
-        raise ParseError(f"outputs are larger than the policy's output limit ({limit} bytes)")
+    check_size(outputs, limit)
     if isinstance(spec.schema_, dict):
         problem = violation(spec.schema_, outputs)
         if problem:
             raise ParseError(problem)
+
+
+def check_size(outputs: dict[str, Any], limit: int | None) -> None:
+    """Outputs fit the policy's output limit (as JSON), or the node fails."""
+    if limit is not None and len(json.dumps(outputs)) > limit:
+        raise ParseError(f"outputs are larger than the policy's output limit ({limit} bytes)")
 
 
 def _agent(fmt: str, stdout: bytes) -> Parsed:

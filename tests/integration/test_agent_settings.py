@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ..conftest import REPO, cli, created_containers, labelled_leftovers, unique, write_workflow
-from .conftest import mock_requests
+from .conftest import mock_requests, tool_results_seen
 
 # Fixtures (tests/integration/conftest.py): the mock model API, the agents policy under
 # runc and runsc, and the API keys.
@@ -75,6 +75,7 @@ def test_claude_gets_its_model_and_turn_limit(agent_policy, mock_api, workdir, k
     assert final["errors"] == ["Reached maximum number of turns (1)"]
     assert [d["tool_name"] for d in final["permission_denials"]] == ["Write"]
     assert review["status"] == "failed"
+    assert review["reason"] == "the agent reported: Reached maximum number of turns (1)"
     assert labelled_leftovers(docker_client, results["run_id"]) == []
 
 
@@ -134,7 +135,7 @@ def test_claude_does_not_run_a_disallowed_tool(agent_policy, mock_api, workdir, 
     refuse it (test_agents.py shows the same call succeeding without the setting)."""
     policy, _ = agent_policy
     model = f"claude-e2e-{secrets.token_hex(4)}"
-    proc, results = run(
+    proc, _ = run(
         workdir,
         f"""
         version: 1
@@ -149,19 +150,12 @@ def test_claude_does_not_run_a_disallowed_tool(agent_policy, mock_api, workdir, 
         policy,
         keys,
     )
-    review = results["nodes"]["review"]
-    events = stream_events(review["stdout_tail"])
-    results_of_tools = [
-        block
-        for event in events
-        if event.get("type") == "user"
-        for block in event.get("message", {}).get("content", [])
-        if isinstance(block, dict) and block.get("type") == "tool_result"
-    ]
+    # what the CLI sent back to the model (the stream's tail is too short to hold it)
+    results_of_tools = tool_results_seen(asked_for(mock_api, model))
     (result,) = results_of_tools
     assert result["is_error"] is True, result
     # Refused by the CLI (not a failed `ls`): the tool does not exist for this session.
-    assert "No such tool available: Bash" in json.dumps(result), result
+    assert "No such tool available: Bash" in result["content"], result
     assert proc.returncode == 0, proc.stderr + proc.stdout
 
 

@@ -315,3 +315,29 @@ def test_ci_prints_a_progress_line_per_running_agent(agent_policy, mock_api, wor
     finished = next(line for line in proc.stdout.splitlines() if "succeeded agent" in line)
     assert "2 tool calls" not in finished and "1 tool call" in finished
     assert "    > MOCK: all good" in proc.stdout  # its final answer, under it
+
+
+@RUNC
+def test_a_long_stream_is_counted_exactly_though_its_capture_drops_the_middle(
+    agent_policy, mock_api, workdir, keys
+):
+    """A last answer of 600 KB (its text deltas, the whole message, the result: ~1.8 MB
+    of stream-json) under a 1 MiB output limit: the capture keeps a head and a tail,
+    the live reader saw everything, so the usage equals what the mock served and the
+    final answer is whole."""
+    policy, _ = agent_policy
+    policy.write_text(policy.read_text().replace("output: 64m", "output: 1m"))
+    before = len(mock_requests(mock_api))
+    proc, _events, results = run_json(
+        workdir,
+        one_agent("long", "TOOL_TURNS:2 LONG_ANSWER:600000 OUTPUT_TOKENS:75000", mock_api),
+        policy,
+        keys,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    node = results["nodes"]["agent"]
+    assert node["output_bytes"]["stdout_dropped"] > 0  # the capture did drop the middle
+    mine = mock_requests(mock_api)[before:]
+    assert node["usage"]["output_tokens"] == served(mine)["output_tokens"] == 3 * 75_000
+    assert node["usage"]["tool_calls"] == {"Bash": 2}
+    assert len(node["outputs"]["result"]) == 600_000 and node["outputs"]["num_turns"] == 3
