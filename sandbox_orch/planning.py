@@ -367,6 +367,14 @@ def _plan_node(
         argv, template = _agent_argv(document, entry, runtime, problems, mapped.flags)
     else:
         argv = argv_for(runtime, request.command)
+    # The node's own parser if it names one, else its runtime's default.
+    parse = request.outputs.parse if "parse" in request.outputs.model_fields_set else runtime.parse
+    if request.budget is not None and parse.format not in ("claude", "codex"):
+        message = (
+            "a budget counts what an agent's stream reports: this node's output is not "
+            "an agent's (claude or codex)"
+        )
+        problems.append(document.problem((*entry.loc, "budget"), message))
     return PlannedNode(
         name=entry.name,
         loc=entry.loc,
@@ -390,10 +398,7 @@ def _plan_node(
         secrets=tuple(request.secrets)
         if "secrets" in request.model_fields_set
         else runtime.secrets,
-        # The node's own parser if it names one, else its runtime's default.
-        parse=request.outputs.parse
-        if "parse" in request.outputs.model_fields_set
-        else runtime.parse,
+        parse=parse,
         group=entry.group,
         prompt=template,
     )

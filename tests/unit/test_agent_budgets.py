@@ -170,3 +170,15 @@ def test_a_report_held_back_by_the_interval_is_sent_when_it_ends():
     found.settle("a", usage(3))
     found.live("a", 2, usage(4), None)  # a later attempt reports as before
     assert len(reports) == 2 and len(due) == 1
+
+
+def test_a_budget_on_a_node_that_is_no_agent_is_refused_with_its_line():
+    from sandbox_orch.errors import InputRefused
+
+    from .helpers import admitted
+
+    text = "version: 1\nname: x\nnodes:\n  a: {command: [x], budget: {usd: 1}}\n"
+    with pytest.raises(InputRefused) as refused:
+        admitted(text)
+    (problem,) = refused.value.problems
+    assert ":4: nodes.a.budget: a budget counts what an agent's stream reports" in str(problem)
