@@ -1,0 +1,78 @@
+"""The command line (CONTRACT 2). Thin: parse options, call the core, map errors to exit codes.
+
+This module holds the `main` group and what every command shares; the commands are in
+workflows.py (validate, plan, run, single), agents.py (convert, commands) and
+maintenance.py (runtimes, runs, images, gc, doctor, policy review)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import __version__
+from ..errors import ExitCode, InputRefused, SandboxOrchError
+from ..redaction import scrub, scrub_log_records
+from ..status import RunStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RUN_EXIT = {
+    RunStatus.SUCCEEDED: ExitCode.OK,
+    RunStatus.FAILED: ExitCode.FAILED,
+    RunStatus.ERRORED: ExitCode.INFRASTRUCTURE,
+    RunStatus.CANCELLED: ExitCode.INTERRUPTED,
+}
+
+
+def exits_with_contract_codes(command: F) -> F:
+    """Every SandboxOrchError ends the command with its message and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SandboxOrchError as error:
+            # A refusal is one `FILE:LINE: field: message` line per problem, nothing more.
+            refused = isinstance(error, InputRefused)
+            click.echo(scrub(str(error) if refused else f"sandbox-orch: {error}"), err=True)
+            sys.exit(int(error.exit_code))
+        except Exception:
+            # A bug is never "the work failed" (exit 1) to a CI system reading the code.
+            click.echo(scrub(traceback.format_exc()), err=True, nl=False)
+            click.echo("sandbox-orch: internal error (a bug; the traceback is above)", err=True)
+            sys.exit(int(ExitCode.INFRASTRUCTURE))
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="sandbox-orch")
+def main() -> None:
+    """Run untrusted commands and AI coding agents in disposable, hardened containers."""
+    scrub_log_records()
+
+
+# Input files are checked by their loaders (yamlsafe.read_regular), which refuse what is
+# missing or not a regular file in one `FILE: message` line, exit 2: click's own checks
+# would print a multi-line usage error instead. Output files are checked before the run.
+INPUT_FILE = click.Path(path_type=Path)
+OUTPUT_FILE = click.Path(path_type=Path)
+
+
+workflow_argument = click.argument("workflow", type=INPUT_FILE)
+policy_option = click.option(
+    "--policy",
+    "policy",
+    default=None,
+    help="Policy file (else $SANDBOX_ORCH_POLICY, else default).",
+)
+
+
+# The commands, registered on `main` as their modules load.
+from . import agents, maintenance, workflows  # noqa: E402, F401
