@@ -10,8 +10,9 @@ agent's stream live costs the orchestrator, each against the same work done with
    60 s. The crossing event carries `sent_at`: `date +%s.%N` taken in the container just
    before it is printed (so the figure can only be overstated, by the fork of `date`).
    The stop is the engine's `State.FinishedAt`, read by the `inspect_container` that
-   follows the container's `wait` (before it is removed). In Engine 20.10 that is
-   containerd's exit time of the container's process, not when anyone noticed.
+   follows the container's `wait` (before it is removed): the engine's record of the
+   process's exit (containerd's exit time where it passes one on), not when a client
+   noticed.
    Pairs interleaved A, B, A, B, ... after one unmeasured warm-up pair:
    A  sandbox-orch's real path: `orchestrator.prepare`, then `await run_plan(...)` with a
       DockerBackend shared by the benchmark, a fresh run id, a no-op emit and an
