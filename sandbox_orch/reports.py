@@ -4,9 +4,9 @@ Everything here reads the dict that `results.build_results` makes (or a results.
 read back with `json.load`) and returns text; nothing reads files or the clock, nothing
 writes, and nothing but ``in_github_actions`` looks at the environment. The results
 dict is never changed. The only non-determinism is the random stop-commands token in
-``github_annotations``. The caller (cli.py) decides where the text goes.
+``github_annotations``. The caller (cli/workflows.py) decides where the text goes.
 
-Wiring (for cli.py, after the run, whatever its status, also on exit 1 and 130):
+Wiring (for cli/workflows.py, after the run, whatever its status, also on exit 1 and 130):
 ``--junit FILE`` -> write ``junit_xml(report.results, results_path=report.results_path)``
 to FILE as UTF-8. When ``in_github_actions()``: print each ``github_annotations(...)``
 line followed by a newline, to stdout, or to stderr under ``--json`` (the runner reads
