@@ -367,6 +367,9 @@ def _plan_node(
         argv, template = _agent_argv(document, entry, runtime, problems, mapped.flags)
     else:
         argv = argv_for(runtime, request.command)
+    egress, refused = _egress_of(runtime, request, {**defaults.env, **request.env})
+    if refused is not None:
+        problems.append(document.problem((*entry.loc, "env", str(runtime.base_url_env)), refused))
     # The node's own parser if it names one, else its runtime's default.
     parse = request.outputs.parse if "parse" in request.outputs.model_fields_set else runtime.parse
     if request.budget is not None and parse.format not in ("claude", "codex"):
@@ -392,7 +395,7 @@ def _plan_node(
         ),
         retries=request.retries or defaults.retries,
         env={**defaults.env, **request.env},
-        egress=_egress_of(runtime, request, {**defaults.env, **request.env}),
+        egress=egress,
         artifacts=tuple(ArtifactOut(a.name, a.path) for a in request.outputs.artifacts),
         inputs=tuple(ArtifactIn(*i.from_.split("/", 1), path=i.path) for i in request.inputs),
         secrets=tuple(request.secrets)
@@ -445,19 +448,25 @@ def _check_agent_block(
         problems.append(document.problem((*loc, "agent"), message))
 
 
-def _egress_of(runtime: Runtime, request: NodeFields, env: dict[str, str]) -> tuple[str, ...]:
+def _egress_of(
+    runtime: Runtime, request: NodeFields, env: dict[str, str]
+) -> tuple[tuple[str, ...], str | None]:
     """What the node asks to reach: what it says, else (agents) its API host, or the host
-    of the gateway its base-URL variable names."""
+    of the gateway its base-URL variable names; and why that URL is refused, if it is."""
     if "network" in request.model_fields_set:
-        return tuple(request.network.egress)
+        return tuple(request.network.egress), None
     base_url = env.get(runtime.base_url_env or "")
-    if base_url:
+    if not base_url:
+        return runtime.egress, None
+    try:
         parts = urlsplit(base_url)
-        if parts.hostname:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-            return (f"{host}:{port}",)
-    return runtime.egress
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as error:  # a port that is no port: urlsplit raises on reading it
+        return runtime.egress, f"{base_url!r} is not a URL the CLI can reach ({error})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return runtime.egress, f"{base_url!r} is not an http(s)://HOST[:PORT] URL"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return (f"{host}:{port}",), None
 
 
 def _check_custom_runtimes(document: Document, workflow: Workflow, problems: list[Problem]) -> None:

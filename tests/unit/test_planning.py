@@ -184,3 +184,29 @@ def test_custom_runtime_entrypoint_takes_list_command_as_arguments():
     )
     assert plan.nodes["a"].argv == ("python", "-m", "pyflakes", "src")
     assert plan.nodes["b"].argv == ("python", "-m", "pyflakes")
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://gateway:99999", "is not a URL the CLI can reach"),
+        ("http://gateway:port", "is not a URL the CLI can reach"),
+        ("gateway:8080", "is not an http(s)://HOST[:PORT] URL"),
+        ("ftp://gateway/", "is not an http(s)://HOST[:PORT] URL"),
+        ("https://", "is not an http(s)://HOST[:PORT] URL"),
+    ],
+)
+def test_a_base_url_the_cli_cannot_use_is_refused_with_its_line(url, why):
+    """Once an internal error (exit 3, a traceback) or a silent fallback to the public API."""
+    from sandbox_orch.errors import InputRefused
+
+    from .helpers import admitted
+
+    text = (
+        "version: 1\nname: x\nnodes:\n  a:\n    runtime: claude\n    prompt: hi\n"
+        f"    env: {{ANTHROPIC_BASE_URL: '{url}'}}\n"
+    )
+    with pytest.raises(InputRefused) as refused:
+        admitted(text)
+    messages = [str(p) for p in refused.value.problems]
+    assert any(":7: nodes.a.env.ANTHROPIC_BASE_URL: " in m and why in m for m in messages), messages
