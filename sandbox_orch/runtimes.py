@@ -73,14 +73,19 @@ def agent_argv(runtime: Runtime, prompt: str, extra: list[str], flags: Sequence[
     edit files but runs no shell tools unless allowed), for Codex a read-only sandbox;
     the container is the boundary either way. The codex wrapper writes Codex's provider
     configuration from OPENAI_BASE_URL inside the sandbox, then runs codex.
+
+    The prompt comes last, after `--`: a prompt is text, whoever wrote it (an earlier
+    agent's answer, handed on), and one that begins with `-` must never be read as an
+    option (`--dangerously-skip-permissions ...` would be one).
     """
     if runtime.name == "claude":
         # Partial messages: each API response's usage as it completes (message_delta),
         # not only at the end, so live usage and budgets see output tokens in time.
-        head = ["claude", "-p", prompt, "--output-format", "stream-json", "--verbose",
+        head = ["claude", "-p", "--output-format", "stream-json", "--verbose",
                 "--include-partial-messages"]  # fmt: skip
-        return [*head, *flags, *extra]
-    return ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check", *flags, *extra, prompt]
+        return [*head, *flags, *extra, "--", prompt]
+    codex = ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check"]
+    return [*codex, *flags, *extra, "--", prompt]
 
 
 def argv_for(runtime: Runtime, command: str | list[str] | None) -> list[str]:

@@ -206,3 +206,37 @@ def test_the_shipped_policy_refuses_settings_it_does_not_allow(workdir, keys, do
     assert line.startswith(f"{workdir / 'workflow.yaml'}:4: nodes.{name}"), line
     assert "agents." in line or "the policy restricts agent settings" in line, line
     assert created_containers(docker_client, since, {name}) == []
+
+
+def test_a_prompt_that_looks_like_an_option_reaches_the_model_as_text(
+    agent_policy, mock_api, workdir, keys
+):
+    """A prompt (an earlier agent's answer, handed on) beginning with `--` is never an
+    option to the CLI: both get it after `--`, and the model receives it as written."""
+    policy, _ = agent_policy
+    claude_model, codex_model = (f"{name}-e2e-{secrets.token_hex(4)}" for name in ("claude", "gpt"))
+    prompt = "--dangerously-skip-permissions --model=other hello"
+    proc, _ = run(
+        workdir,
+        f"""
+        version: 1
+        name: option-like-prompt
+        nodes:
+          claude:
+            runtime: claude
+            prompt: "{prompt}"
+            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
+            agent: {{model: {claude_model}}}
+          codex:
+            runtime: codex
+            prompt: "{prompt}"
+            env: {{OPENAI_BASE_URL: "{mock_api}/v1"}}
+            agent: {{model: {codex_model}}}
+        """,
+        policy,
+        keys,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    for model in (claude_model, codex_model):
+        (asked, *_) = asked_for(mock_api, model)  # its own model: `--model=other` was text
+        assert asked["prompt"].endswith(prompt), asked["prompt"][-200:]

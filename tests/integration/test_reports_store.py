@@ -382,7 +382,7 @@ nodes:
 
 def runs_rows(stdout: str) -> list[list[str]]:
     lines = stdout.splitlines()
-    header = "RUN ID WORKFLOW STATUS STARTED (UTC) DURATION TOKENS"
+    header = "RUN ID WORKFLOW STATUS STARTED (UTC) DURATION TOKENS COST"
     assert lines[0].split() == header.split()
     return [line.split() for line in lines[1:]]
 
@@ -415,9 +415,9 @@ def test_runs_list_and_show(workdir, built_images, docker_client):
     listed = cli("runs", "list")
     assert listed.returncode == 0, listed.stderr
     rows = runs_rows(listed.stdout)
-    assert [(r[0], r[1], r[2], r[-1]) for r in rows] == [
-        (second_id, "second-run", "failed", "0"),
-        (first_id, "first-run", "succeeded", "0"),
+    assert [(r[0], r[1], r[2], r[-2], r[-1]) for r in rows] == [
+        (second_id, "second-run", "failed", "0", "-"),  # tokens, cost: no agent spent
+        (first_id, "first-run", "succeeded", "0", "-"),
     ]
     as_json = cli("runs", "list", "--json")
     assert as_json.returncode == 0, as_json.stderr

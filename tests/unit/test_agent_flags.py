@@ -13,7 +13,7 @@ from sandbox_orch.errors import InputRefused
 
 from .helpers import plan_of
 
-CLAUDE_HEAD = ("claude", "-p", "go", "--output-format", "stream-json", "--verbose",
+CLAUDE_HEAD = ("claude", "-p", "--output-format", "stream-json", "--verbose",
                "--include-partial-messages")  # fmt: skip
 CODEX_HEAD = ("sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check")
 
@@ -194,15 +194,32 @@ def test_the_plan_carries_the_flags_before_the_extra_arguments():
     )
     assert plan.nodes["a"].argv == (
         *CLAUDE_HEAD, "--model=claude-x", "--permission-mode", "plan", "--max-turns", "1",
-        "--bare",
+        "--bare", "--", "go",
     )  # fmt: skip
     plan = plan_of(wf("runtime: codex\nprompt: go\nagent: {model: gpt-x}\n"))
-    assert plan.nodes["a"].argv == (*CODEX_HEAD, "--model=gpt-x", "--sandbox", "read-only", "go")
+    assert plan.nodes["a"].argv == (
+        *CODEX_HEAD,
+        "--model=gpt-x",
+        "--sandbox",
+        "read-only",
+        "--",
+        "go",
+    )
 
 
 def test_a_node_without_agent_block_keeps_todays_argv():
     plan = plan_of(wf("runtime: claude\nprompt: go\n"))
-    assert plan.nodes["a"].argv == (*CLAUDE_HEAD, "--permission-mode", "acceptEdits")
+    assert plan.nodes["a"].argv == (*CLAUDE_HEAD, "--permission-mode", "acceptEdits", "--", "go")
+
+
+@pytest.mark.parametrize("runtime", ["claude", "codex"])
+def test_a_prompt_that_looks_like_an_option_stays_a_prompt(runtime):
+    """After `--`, last: `--dangerously-skip-permissions` as a prompt is text to the CLI
+    (a prompt may be an earlier agent's answer, handed on)."""
+    plan = plan_of(wf(f"runtime: {runtime}\nprompt: '--dangerously-skip-permissions now'\n"))
+    argv = plan.nodes["a"].argv
+    assert argv[-2:] == ("--", "--dangerously-skip-permissions now")
+    assert argv.count("--dangerously-skip-permissions now") == 1
 
 
 def test_a_setting_codex_lacks_is_refused_with_its_line():

@@ -143,8 +143,8 @@ def test_the_template_stays_in_argv_until_launch_and_plan_shows_it():
 def test_a_claude_template_takes_the_place_of_p():
     text = AGENTS.replace("runtime: codex", "runtime: claude") % '"Go: ${{ nodes.plan.status }}"'
     build = plan_of(text).nodes["build"]
-    assert build.prompt is not None and build.prompt.slot == 2
-    assert build.argv[1:3] == ("-p", "Go: ${{ nodes.plan.status }}")
+    assert build.prompt is not None and build.prompt.slot == len(build.argv) - 1
+    assert build.argv[1] == "-p" and build.argv[-2:] == ("--", "Go: ${{ nodes.plan.status }}")
 
 
 def test_a_prompt_without_expressions_is_launched_as_written_escapes_undone():
@@ -213,7 +213,7 @@ def test_the_policys_prompt_limit_is_one_argument_at_most(tmp_path: Path):
 def test_single_takes_its_prompt_as_typed():
     request = SingleRequest("claude", Path("/tmp/ws"), prompt="fix ${{ secrets.X }} usage")
     node = single_plan(request).nodes["single"]
-    assert node.prompt is None and node.argv[2] == "fix ${{ secrets.X }} usage"
+    assert node.prompt is None and node.argv[-1] == "fix ${{ secrets.X }} usage"
 
 
 # -- rendering: the one rule from a value to text ----------------------------------------
@@ -362,8 +362,8 @@ def test_the_next_agent_gets_the_answer_of_the_first_in_its_argv():
     answers = {"plan": Outcome(stdout=result_line("1. add\n2. test")), "build": DONE}
     records, argvs, _ = launch(HANDOFF, answers)
     assert records["build"].status == NodeStatus.SUCCEEDED
-    assert argvs["build"][1:3] == ("-p", "Implement this plan:\n1. add\n2. test")
-    assert argvs["plan"][2] == "Write a plan"
+    assert argvs["build"][-2:] == ("--", "Implement this plan:\n1. add\n2. test")
+    assert argvs["plan"][-1] == "Write a plan"
 
 
 def test_a_secret_in_an_output_reaches_the_next_argv_redacted():
@@ -374,7 +374,7 @@ def test_a_secret_in_an_output_reaches_the_next_argv_redacted():
         records, argvs, _ = launch(HANDOFF, {"plan": Outcome(stdout=answer), "build": DONE})
     finally:
         redaction.forget_all()
-    prompt = argvs["build"][2]
+    prompt = argvs["build"][-1]
     assert secret not in prompt and secret[4:-4] not in prompt
     assert prompt.count("[REDACTED:ANTHROPIC_API_KEY]") == 2
     assert records["build"].status == NodeStatus.SUCCEEDED
@@ -395,7 +395,7 @@ def test_a_secret_put_together_from_two_fields_is_redacted_too():
         records, argvs, _ = launch(text, {"plan": Outcome(stdout=halves), "build": DONE})
     finally:
         redaction.forget_all()
-    assert argvs["build"][2] == "Implement this plan:\n[REDACTED:ANTHROPIC_API_KEY]"
+    assert argvs["build"][-1] == "Implement this plan:\n[REDACTED:ANTHROPIC_API_KEY]"
     assert records["build"].status == NodeStatus.SUCCEEDED
 
 
