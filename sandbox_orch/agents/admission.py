@@ -129,4 +129,4 @@ _TAG_AND_DIGEST = re.compile(r"(:[^/:@]*)?(@.*)?$")
 
 def _image_name(image: str) -> str:
     """`name[:tag][@digest]` without tag and digest (a registry's port stays)."""
-    return _TAG_AND_DIGEST.sub("", image, count=1)
+    return _TAG_AND_DIGEST.sub("", image)

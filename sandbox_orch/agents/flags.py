@@ -167,8 +167,8 @@ def _codex_override(extra: Sequence[str], index: int) -> str | None:
         return arg
     if arg.startswith("--config="):
         return arg.removeprefix("--config=")
-    if arg.startswith("-c") and arg != "-c":
-        return arg.removeprefix("-c")
+    if arg.startswith("-c"):
+        return arg[2:]  # "" for a bare -c: no key, and its value is the next argument
     return None
 
 

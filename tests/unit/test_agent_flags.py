@@ -151,6 +151,7 @@ def test_toml_string_escapes_everything_toml_forbids_raw():
         ("codex", {"model": "m"}, ["-m", "x"], 0),
         ("codex", {"model": "m"}, ["-mx"], 0),
         ("codex", {"model": "m"}, ["-c", "model=x"], 1),
+        ("codex", {"model": "m"}, ["-c", "model=a=b"], 1),
         ("codex", {"model": "m"}, ["--config=model=x"], 0),
         ("codex", {"model": "m"}, ["-cmodel=x"], 0),
         ("codex", {"permission_mode": "plan"}, ["--sandbox", "danger-full-access"], 0),
