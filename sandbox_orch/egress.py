@@ -133,8 +133,9 @@ class EgressProxy:
         directory.mkdir(mode=0o755)
         egress = NodeEgress(node, frozenset(Grant.parse(g) for g in grants), directory)
         path = directory / SOCKET_NAME
+        # The path as a Path, never as text: nothing but this directory can be bound.
         egress.server = await asyncio.start_unix_server(
-            lambda r, w: self._accept(egress, r, w), path=str(path)
+            lambda r, w: self._accept(egress, r, w), path=path
         )
         os.chmod(path, 0o666)  # the node runs as uid 10001
         self.nodes[node] = egress

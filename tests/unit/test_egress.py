@@ -240,3 +240,29 @@ def test_closing_with_a_connection_still_open_ends_it_quietly(caplog):
         node = run(scenario())
     assert not node.connections
     assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
+def test_a_connection_that_fails_unexpectedly_while_closing_does_not_stop_the_close(monkeypatch):
+    """close() waits for every connection and removes the sockets even when one of them
+    ends with an error of its own (a bug must not leave the run's sockets behind)."""
+
+    async def failing_serve(self, egress, reader, writer):
+        try:
+            await reader.read()  # held open until the proxy closes
+        finally:
+            raise RuntimeError("a bug in a connection")
+
+    async def scenario():
+        monkeypatch.setattr(EgressProxy, "_serve", failing_serve)
+        proxy = EgressProxy("t")
+        directory = await proxy.open("n", ["127.0.0.1:9"])
+        _, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
+        (node,) = proxy.nodes.values()
+        while not node.connections:  # accepted: the handler task exists
+            await asyncio.sleep(0)
+        await proxy.close()
+        writer.close()
+        return proxy
+
+    proxy = run(scenario())
+    assert not proxy.root.exists()
