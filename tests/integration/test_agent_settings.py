@@ -79,6 +79,7 @@ def test_claude_gets_its_model_and_turn_limit(agent_policy, mock_api, workdir, k
     assert labelled_leftovers(docker_client, results["run_id"]) == []
 
 
+@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)  # runtime-independent
 def test_claude_without_a_turn_limit_takes_two_turns(agent_policy, mock_api, workdir, keys):
     """The control for the test above: the same node without max_turns asks twice."""
     policy, _ = agent_policy
@@ -104,6 +105,7 @@ def test_claude_without_a_turn_limit_takes_two_turns(agent_policy, mock_api, wor
     assert results["nodes"]["review"]["outputs"]["num_turns"] == 2
 
 
+@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)  # runtime-independent
 def test_claude_gets_the_appended_system_prompt(agent_policy, mock_api, workdir, keys):
     """The mock calls the Write tool when the request holds WRITE_FILE: here only the
     appended system prompt does, so a second turn proves it reached the model."""
@@ -130,6 +132,7 @@ def test_claude_gets_the_appended_system_prompt(agent_policy, mock_api, workdir,
     assert results["nodes"]["review"]["outputs"]["num_turns"] == 2
 
 
+@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)  # runtime-independent
 def test_claude_does_not_run_a_disallowed_tool(agent_policy, mock_api, workdir, keys):
     """The mock asks for Bash (`ls -la /workspace`); with Bash disallowed the CLI must
     refuse it (test_agents.py shows the same call succeeding without the setting)."""
@@ -208,6 +211,7 @@ def test_the_shipped_policy_refuses_settings_it_does_not_allow(workdir, keys, do
     assert created_containers(docker_client, since, {name}) == []
 
 
+@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)  # runtime-independent
 def test_a_prompt_that_looks_like_an_option_reaches_the_model_as_text(
     agent_policy, mock_api, workdir, keys
 ):

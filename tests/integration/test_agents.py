@@ -231,6 +231,7 @@ def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path,
     assert node["outputs"]["result"] == ANSWER and node["outputs"]["num_turns"] == 2
 
 
+@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)  # runtime-independent
 def test_an_agent_hands_its_answer_to_the_next_and_a_secret_in_it_arrives_redacted(
     agent_policy, mock_api, workdir, keys, docker_client
 ):

@@ -51,6 +51,7 @@ CONFIG = {
 NODES = {"security-reviewer", "summarise-the-repository", "tests"}
 
 
+@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)  # runtime-independent
 def test_a_zen_config_runs_as_parallel_claude_nodes(
     agent_policy, mock_api, tmp_path, workdir, keys, docker_client
 ):
