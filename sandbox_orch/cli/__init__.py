@@ -1,7 +1,7 @@
 """The command line (CONTRACT 2). Thin: parse options, call the core, map errors to exit codes.
 
 This module holds the `main` group and what every command shares; the commands are in
-workflows.py (validate, plan, run, single), agents.py (convert, commands) and
+workflows.py (validate, plan, run), single.py, agents.py (convert, commands) and
 maintenance.py (runtimes, runs, images, gc, doctor, policy review)."""
 
 from __future__ import annotations
@@ -75,4 +75,4 @@ policy_option = click.option(
 
 
 # The commands, registered on `main` as their modules load.
-from . import agents, maintenance, workflows  # noqa: E402, F401
+from . import agents, maintenance, single, workflows  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""Workflows: validate, plan and run them; `single` runs one node on a workspace copy."""
+"""Workflows: validate, plan and run them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import click
 
 from ..errors import InputRefused, Problem
 from ..orchestrator import RunOptions, prepare, run_plan
-from ..policy import choose_policy_path, load_policy
+from ..policy import choose_policy_path
 from ..redaction import scrub
 from ..scheduler import DEFAULT_MAX_PARALLEL
 from ..store import new_run_id
@@ -170,7 +170,7 @@ def run(
     from ..admission import check_report_files
 
     check_report_files({"--results": results_file, "--junit": junit_file}, prepared.sandboxes)
-    view = _choose_view(prepared.plan, as_json, ci, progress_every)
+    view = choose_view(prepared.plan, as_json, ci, progress_every)
     options = RunOptions(
         max_parallel=max_parallel,
         keep_going=keep_going,
@@ -182,7 +182,7 @@ def run(
     )
     try:
         report = asyncio.run(
-            _with_backend(
+            with_backend(
                 lambda backend, interrupt: run_plan(
                     prepared.plan, prepared.policy, prepared.sandboxes, backend, new_run_id(),
                     view, interrupt, options,
@@ -254,7 +254,7 @@ def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:
                 handle.write(scrub(github_step_summary(report.results)))
 
 
-def _choose_view(
+def choose_view(
     plan: Any, as_json: bool, ci: bool, progress_every: float = PROGRESS_EVERY
 ) -> Callable[..., None]:
     if as_json:
@@ -264,7 +264,7 @@ def _choose_view(
     return LiveView(plan)
 
 
-async def _with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
+async def with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
     """Run `work(backend, interrupt)`: SIGINT/SIGTERM set the interrupt (the run then
     removes what it started and reports `cancelled`); the backend is always closed."""
     from ..engine import docker_backend
@@ -281,78 +281,3 @@ async def _with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
     for failure in report.cleanup_failures:
         click.echo(scrub(f"sandbox-orch: could not remove {failure}"), err=True)
     return report
-
-
-@main.command()
-@click.argument("runtime")
-@click.option(
-    "--workspace",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="Copied into the sandbox at /workspace.",
-)
-@click.option("--prompt", default=None, help="The task, for agent runtimes (claude, codex).")
-@policy_option
-@click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE")
-@click.option("--egress", multiple=True, metavar="HOST:PORT")
-@click.option("--secret", "secret_names", multiple=True, metavar="NAME")
-@click.option("--results", "results_file", type=OUTPUT_FILE)
-@click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
-@click.option("--ci", is_flag=True, help="Plain lines, no live redraw.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@exits_with_contract_codes
-def single(
-    runtime: str,
-    workspace: Path,
-    prompt: str | None,
-    policy: str | None,
-    env_pairs: tuple[str, ...],
-    egress: tuple[str, ...],
-    secret_names: tuple[str, ...],
-    results_file: Path | None,
-    as_json: bool,
-    ci: bool,
-    args: tuple[str, ...],
-) -> None:
-    """One node of RUNTIME with a copy of the workspace; changes come back as a patch.
-
-    After `--`, ARGS is the command (shell, python, node) or extra CLI arguments (agents).
-    """
-    from ..single import SingleRequest, run_single, single_plan
-
-    request = SingleRequest(
-        runtime=runtime,
-        workspace=workspace.resolve(),
-        prompt=prompt,
-        args=args,
-        env=_env_pairs(env_pairs),
-        egress=egress,
-        secrets=secret_names,
-    )
-    loaded = load_policy(choose_policy_path(policy))
-    from ..admission import check_report_files
-
-    check_report_files({"--results": results_file}, {}, request.workspace)
-    view = _choose_view(single_plan(request), as_json, ci)
-    report = asyncio.run(
-        _with_backend(
-            lambda backend, interrupt: run_single(
-                request, loaded, backend, new_run_id(), view, interrupt, results_file
-            )
-        )
-    )
-    if report.patch is not None and not as_json:
-        size = report.patch.stat().st_size
-        click.echo(f"changes: {report.patch} ({size} bytes; apply with: git apply {report.patch})")
-    sys.exit(int(RUN_EXIT[report.status]))
-
-
-def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise InputRefused([Problem("--env", None, "", f"{pair!r} is not NAME=VALUE")])
-        env[name] = value
-    return env

@@ -265,7 +265,7 @@ def test_the_private_directory_must_be_ours_and_closed(tmp_path, monkeypatch):
 
 
 def test_a_single_runs_workspace_copy_leaves_the_run_store_out(tmp_path, monkeypatch):
-    from sandbox_orch import single
+    from sandbox_orch.single import workspace as single
 
     from .helpers import default_policy
 

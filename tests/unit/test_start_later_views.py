@@ -96,7 +96,7 @@ def workflow(tmp_path):
 def test_a_bad_start_time_or_stagger_is_refused_before_anything(
     workflow, option, value, message, monkeypatch
 ):
-    monkeypatch.setattr("sandbox_orch.cli.workflows._with_backend", _no_engine)
+    monkeypatch.setattr("sandbox_orch.cli.workflows.with_backend", _no_engine)
     result = CliRunner().invoke(main, ["run", str(workflow), "--ci", option, value])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(message)
@@ -104,7 +104,7 @@ def test_a_bad_start_time_or_stagger_is_refused_before_anything(
 
 
 def test_a_refused_workflow_with_a_start_time_is_refused_at_once(tmp_path, monkeypatch):
-    monkeypatch.setattr("sandbox_orch.cli.workflows._with_backend", _no_engine)
+    monkeypatch.setattr("sandbox_orch.cli.workflows.with_backend", _no_engine)
     path = tmp_path / "wf.yaml"
     path.write_text("version: 1\nname: x\nnodes:\n  a: {command: [x], privileged: true}\n")
     began = time.monotonic()
