@@ -4,16 +4,15 @@ budget crossed by the stream stops the node (failed, with the budget as its reas
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from sandbox_orch.agents.spending import Spending
-from sandbox_orch.backend.memory import MemoryBackend, Outcome
-from sandbox_orch.execution import NODE_LABEL, NodeRunner
+from sandbox_orch.backend.memory import Outcome
+from sandbox_orch.execution import NODE_LABEL
 from sandbox_orch.orchestrator import RunOptions, run_budget
-from sandbox_orch.scheduler import Scheduler, is_agent
+from sandbox_orch.scheduler import is_agent
 
-from .helpers import admitted
+from .helpers import admitted, run_on_memory
 
 
 def stream(cost: float, tools: int = 1, hang: bool = False) -> Outcome:
@@ -50,19 +49,10 @@ nodes:
 
 def run(text: str, outcomes: dict[str, Outcome]):
     plan, sandboxes = admitted(text)
-    backend = MemoryBackend(lambda spec: outcomes[spec.labels[NODE_LABEL]])
-    events: list = []
     agents = {n.name: n.request.budget for n in plan.nodes.values() if is_agent(n)}
     spending = Spending(run_budget(plan, _NoCeiling(), RunOptions()), agents)
-    runner = NodeRunner(backend, "test-run", "owner", spending=spending)
-    scheduler = Scheduler(plan, sandboxes, runner.attempt, events.append, spending=spending)
-
-    async def go():
-        records = await scheduler.run(asyncio.Event())
-        await runner.close()
-        return records
-
-    return asyncio.run(go())
+    script = lambda spec: outcomes[spec.labels[NODE_LABEL]]  # noqa: E731
+    return run_on_memory(plan, sandboxes, script, spending=spending)[1]
 
 
 class _NoCeiling:

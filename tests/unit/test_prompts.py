@@ -37,7 +37,7 @@ from sandbox_orch.scheduler import Scheduler
 from sandbox_orch.single import SingleRequest, single_plan
 from sandbox_orch.status import NodeStatus, RunStatus
 
-from .helpers import default_policy, plan_of
+from .helpers import default_policy, plan_of, run_on_memory
 
 # -- the syntax ---------------------------------------------------------------------------
 
@@ -323,17 +323,10 @@ def launch(text: str, outcomes: dict[str, Outcome], policy=POLICY, seconds: floa
         argvs[spec.labels[NODE_LABEL]] = spec.argv
         return outcomes.get(spec.labels[NODE_LABEL], Outcome())
 
-    evaluator = Evaluator(seconds=seconds)
-    runner = NodeRunner(MemoryBackend(script), "test-run", "owner", evaluator=evaluator)
-    scheduler = Scheduler(plan, sandboxes, runner.attempt, lambda e: None, evaluator=evaluator)
-
-    async def go():
-        records = await scheduler.run(asyncio.Event())
-        await runner.close()
-        await evaluator.close()
-        return records
-
-    return asyncio.run(go()), argvs, scheduler
+    scheduler, records, _, _ = run_on_memory(
+        plan, sandboxes, script, evaluator=Evaluator(seconds=seconds)
+    )
+    return records, argvs, scheduler
 
 
 def result_line(text: str) -> bytes:

@@ -18,7 +18,7 @@ from sandbox_orch.execution import NODE_LABEL, NodeRunner
 from sandbox_orch.scheduler import Scheduler
 from sandbox_orch.status import NodeStatus, RunStatus
 
-from .helpers import admitted
+from .helpers import admitted, run_on_memory
 
 
 def run(
@@ -31,40 +31,15 @@ def run(
     evaluator=None,
 ):
     """Run a workflow on the memory backend; `outcomes` maps node name -> Outcome."""
-    plan, sandboxes = admitted(text)
     outcomes = outcomes or {}
-    backend = MemoryBackend(lambda spec: outcomes.get(spec.labels[NODE_LABEL], Outcome()))
-    runner = NodeRunner(backend, "test-run", "owner", evaluator=evaluator)
-    events = []
-    scheduler = Scheduler(
-        plan,
-        sandboxes,
-        runner.attempt,
-        events.append,
+    return run_on_memory(
+        *admitted(text),
+        lambda spec: outcomes.get(spec.labels[NODE_LABEL], Outcome()),
         max_parallel=max_parallel,
         fail_fast=fail_fast,
         evaluator=evaluator,
+        interrupt_when=interrupt_when,
     )
-
-    async def go():
-        stop = asyncio.Event()
-        if interrupt_when is not None:
-            backend_start = backend.start
-
-            async def start_then_maybe_interrupt(container_id, sink):
-                await backend_start(container_id, sink)
-                if interrupt_when(backend):
-                    stop.set()
-
-            backend.start = start_then_maybe_interrupt
-        records = await scheduler.run(stop)
-        await runner.close()
-        if evaluator is not None:
-            await evaluator.close()
-        return records
-
-    records = asyncio.run(go())
-    return scheduler, records, backend, events
 
 
 def status(records):
