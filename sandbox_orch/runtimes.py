@@ -79,10 +79,14 @@ def agent_argv(runtime: Runtime, prompt: str, extra: list[str], flags: Sequence[
     option (`--dangerously-skip-permissions ...` would be one).
     """
     if runtime.name == "claude":
+        # Settings from the user's home only (the container's own, empty): a workspace is
+        # untrusted input, and its .claude/settings*.json could choose the model, widen
+        # permissions or add hooks; its .mcp.json, start servers. The policy decides those.
         # Partial messages: each API response's usage as it completes (message_delta),
         # not only at the end, so live usage and budgets see output tokens in time.
         head = ["claude", "-p", "--output-format", "stream-json", "--verbose",
-                "--include-partial-messages"]  # fmt: skip
+                "--include-partial-messages", "--setting-sources", "user",
+                "--strict-mcp-config"]  # fmt: skip
         return [*head, *flags, *extra, "--", prompt]
     codex = ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check"]
     return [*codex, *flags, *extra, "--", prompt]
