@@ -19,6 +19,7 @@ from .agents.display import answer_lines, budget_bars, cost_text, count, tools_t
 from .agents.usage import spent_anything, total
 from .events import (
     BudgetWarning,
+    EgressUnreachable,
     Event,
     NodeDelayed,
     NodeFinished,
@@ -123,7 +124,13 @@ def _line(event: Event) -> str | None:
             return f"run {run_id}: waiting to start at {_local(start_at)} (in {format_left(left)})"
         case NodeDelayed(node=node, delay_s=delay, reason=reason):
             return f"  delay   {node} {delay:.2f}s ({reason})"
+        case EgressUnreachable(node=node):
+            return f"  network {node}: {one_line(unreachable_text(event))}"
     return None
+
+
+def unreachable_text(event: EgressUnreachable) -> str:
+    return f"cannot reach {event.target}: {event.reason}"
 
 
 def _local(moment: datetime) -> str:
@@ -165,6 +172,8 @@ class LiveView:
                 self.run_usage = progress.run_usage or self.run_usage
             case BudgetWarning(reason=reason):
                 self.warnings.append(scrub(reason))
+            case EgressUnreachable(node=node):
+                self.warnings.append(scrub(f"{node}: {one_line(unreachable_text(event))}"))
             case NodeDelayed(node=node, delay_s=delay, reason=reason, at=at):
                 row = self.rows[node]
                 row.state, row.delayed = "delayed", (reason, at + timedelta(seconds=delay))
