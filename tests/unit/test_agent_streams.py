@@ -265,8 +265,11 @@ def test_codex_failed_turn_without_a_message_gives_the_error_before_it():
 
 
 def test_a_codex_error_item_alone_fails_nothing():
-    stream = lines(
-        {"type": "item.completed", "item": {"id": "e1", "type": "error", "message": "odd\n"}},
-    ) + CODEX
+    stream = (
+        lines(
+            {"type": "item.completed", "item": {"id": "e1", "type": "error", "message": "odd\n"}},
+        )
+        + CODEX
+    )
     reader = fed(CodexStream(), stream)
     assert reader.said == "odd\\n" and reader.error is None and reader.is_error is False
