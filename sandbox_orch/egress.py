@@ -216,9 +216,8 @@ class EgressProxy:
             target, forward = _target_of(request)
             grant = self._check_grant(egress, target)
             address = await self._check_address(grant)
-        except NotResolved as refused:
+        except NotResolved as refused:  # granted: a network failure, not a violation
             self._unreachable(egress, refused.grant, refused.why)
-            egress.violations.append(Violation("egress", str(refused)))
             await _reply(writer, refused.status, str(refused))
             return
         except Refused as refused:

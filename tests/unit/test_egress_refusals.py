@@ -90,10 +90,11 @@ def test_each_refusal_has_its_status_and_reason(raw, status, detail):
 def test_a_name_that_does_not_resolve_is_a_bad_gateway():
     resolver = Resolver(error=socket.gaierror(-2, "Name or service not known"))
     raw = b"CONNECT api.example:8443 HTTP/1.1\r\nHost: x\r\n\r\n"
-    (line, body), _ = refused(raw, ["api.example:8443"], resolver)
+    (line, body), violations = refused(raw, ["api.example:8443"], resolver)
     assert line == "HTTP/1.1 502 Bad Gateway"
     assert body == PROXY + "api.example does not resolve: [Errno -2] Name or service not known\n"
     assert resolver.asked == [("api.example", 8443)]
+    assert violations == []  # granted: a network failure (reported), not a violation
 
 
 def test_a_name_resolving_to_private_addresses_is_refused_naming_them():
@@ -441,6 +442,8 @@ def test_unreachable_reports_per_node_are_bounded(monkeypatch):
         (OSError(113, "No route to host"), "no route to host"),
         (OSError("odd"), "odd"),
         (OSError(), "OSError"),
+        (OSError(5, "X" * 300), "x" * 200),
+        (OSError("y" * 300), "y" * 200),
     ],
 )
 def test_why_unreachable_in_a_few_words(error, why):
