@@ -12,6 +12,10 @@ exactly as `host:port`; a name is resolved once, here, and refused if any addres
 resolves to is not globally routable (private, loopback, link-local, metadata, ...)
 unless the grant is that IP literal. The proxy connects to the address it checked, so a
 second DNS answer cannot redirect it (no rebinding). Every refusal is recorded.
+
+A granted target that cannot be reached (its name does not resolve, the connection is
+refused or times out) is reported as it happens (`on_unreachable`), once per node, target
+and reason: the agents' CLIs retry with backoff, silently, for minutes.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ CONNECT_TIMEOUT = 10.0
 HEAD_TIMEOUT = 30.0
 MAX_HEAD = 16 * 1024
 
+MAX_REPORTED = 20  # distinct unreachable reports per node: bounded whatever the node asks
+
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+Unreachable = Callable[[str, str, str], None]  # (node, "host:port", why)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,26 @@ class Refused(Exception):
         self.status = status
 
 
+class NotResolved(Refused):
+    """A granted name that does not resolve: refused, and reported as unreachable."""
+
+    def __init__(self, grant: Grant, error: OSError) -> None:
+        super().__init__(502, f"{grant.host} does not resolve: {error}")
+        self.grant = grant
+        self.why = f"{grant.host} does not resolve ({error.strerror or error})"
+
+
+def why_unreachable(error: BaseException) -> str:
+    """A failed connection in a few words: `connection refused`, not `[Errno 111] ...`."""
+    if isinstance(error, TimeoutError):
+        return f"no answer in {CONNECT_TIMEOUT:g}s"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror[:200].lower()
+    return str(error)[:200] or type(error).__name__
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
@@ -103,6 +130,7 @@ class NodeEgress:
     server: asyncio.base_events.Server | None = None
     violations: list[Violation] = field(default_factory=list)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
+    reported: set[tuple[str, str]] = field(default_factory=set)  # unreachable (target, why)
 
 
 class EgressProxy:
@@ -113,9 +141,11 @@ class EgressProxy:
         run_id: str,
         resolver: Resolver = system_resolver,
         allowed_address: Callable[[str], bool] = routable,
+        on_unreachable: Unreachable | None = None,
     ) -> None:
         self._resolve = resolver
         self._allowed_address = allowed_address
+        self.on_unreachable = on_unreachable  # the run reports it as an event
         # Private (0700), in a directory no policy can mount (mounts.never_mountable): only
         # a node's own bind mount exposes its socket, never another node's or run's.
         try:
@@ -186,6 +216,10 @@ class EgressProxy:
             target, forward = _target_of(request)
             grant = self._check_grant(egress, target)
             address = await self._check_address(grant)
+        except NotResolved as refused:  # granted: a network failure, not a violation
+            self._unreachable(egress, refused.grant, refused.why)
+            await _reply(writer, refused.status, str(refused))
+            return
         except Refused as refused:
             egress.violations.append(Violation("egress", str(refused)))
             await _reply(writer, refused.status, str(refused))
@@ -195,7 +229,9 @@ class EgressProxy:
                 asyncio.open_connection(address, grant.port), CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError) as error:
-            await _reply(writer, 502, f"cannot connect to {grant.host}:{grant.port}: {error}")
+            why = why_unreachable(error)
+            self._unreachable(egress, grant, why)
+            await _reply(writer, 502, f"cannot connect to {grant.host}:{grant.port}: {why}")
             return
         if forward is None:  # CONNECT: the node speaks TLS end to end from here
             writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -203,6 +239,16 @@ class EgressProxy:
             up_writer.write(forward)
         up_writer.write(rest)
         await _splice(reader, writer, up_reader, up_writer)
+
+    def _unreachable(self, egress: NodeEgress, target: Grant, why: str) -> None:
+        """Report a granted target that cannot be reached, once per target and reason."""
+        key = (f"{target.host}:{target.port}", why)
+        if self.on_unreachable is None or key in egress.reported:
+            return
+        if len(egress.reported) >= MAX_REPORTED:
+            return
+        egress.reported.add(key)
+        self.on_unreachable(egress.node, *key)
 
     def _check_grant(self, egress: NodeEgress, target: Grant) -> Grant:
         if target not in egress.grants:
@@ -217,7 +263,7 @@ class EgressProxy:
         try:
             addresses = await self._resolve(grant.host, grant.port)
         except OSError as error:
-            raise Refused(502, f"{grant.host} does not resolve: {error}") from None
+            raise NotResolved(grant, error) from None
         bad = [a for a in addresses if not self._allowed_address(a)]
         if bad or not addresses:
             raise Refused(

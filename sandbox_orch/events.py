@@ -93,6 +93,17 @@ class NodeDelayed:
     at: datetime
 
 
+@dataclass(frozen=True)
+class EgressUnreachable:
+    """A node's granted egress target could not be reached (the proxy's connection to it
+    failed): said at once, while the agent's CLI may retry in silence for minutes."""
+
+    node: str
+    target: str  # host:port
+    reason: str  # "connection refused", "no answer in 10s", "x does not resolve (...)"
+    at: datetime
+
+
 Event = (
     RunStarted
     | NodeStarted
@@ -102,6 +113,7 @@ Event = (
     | RunFinished
     | RunWaiting
     | NodeDelayed
+    | EgressUnreachable
 )
 Emit = Callable[[Event], None]
 
@@ -115,6 +127,7 @@ _KINDS = {
     RunFinished: "run_finished",
     RunWaiting: "run_waiting",
     NodeDelayed: "node_delayed",
+    EgressUnreachable: "egress_unreachable",
 }
 
 

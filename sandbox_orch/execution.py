@@ -109,18 +109,19 @@ def _agent_outcome(attempt: Attempt, live: LiveStream, limit: int) -> None:
     except ParseError as error:
         if attempt.status == NodeStatus.SUCCEEDED:
             attempt.status, attempt.reason = NodeStatus.FAILED, str(error)
-        elif reader.error is None and (attempt.reason or "").startswith("exited with code"):
-            attempt.reason = _with_stderr(attempt)
+        elif (attempt.reason or "").startswith("exited with code"):
+            attempt.reason = _with_agent_words(attempt, reader.error or reader.said)
         return
     attempt.outputs = outputs
     if reader.error and (attempt.status == NodeStatus.SUCCEEDED or attempt.exit_code):
         attempt.status, attempt.reason = NodeStatus.FAILED, f"the agent reported: {reader.error}"
 
 
-def _with_stderr(attempt: Attempt) -> str:
-    """`exited with code N`, and the last line the agent printed on stderr."""
+def _with_agent_words(attempt: Attempt, said: str | None) -> str:
+    """`exited with code N`, and the agent's own error text, else the last line it
+    printed on stderr."""
     lines = [line for line in attempt.stderr_tail.splitlines() if line.strip()]
-    last = one_line(lines[-1].strip())[:300] if lines else ""
+    last = said or (one_line(lines[-1].strip())[:300] if lines else "")
     return f"{attempt.reason}: {last}" if last else str(attempt.reason)
 
 

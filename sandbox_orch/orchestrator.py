@@ -20,10 +20,11 @@ from .agents.spending import Spending
 from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
 from .bounded.evaluator import Evaluator
-from .egress import EgressProxy
+from .egress import EgressProxy, Unreachable
 from .errors import InfrastructureError
 from .events import (
     BudgetWarning,
+    EgressUnreachable,
     Emit,
     Event,
     NodeFinished,
@@ -141,6 +142,8 @@ async def run_plan(
         plan, policy, sandboxes, backend, run_id, started_at, with_artifacts, image_ids
     )
     emit = run.releasing(_redacting(run.keeping_events(emit), run.redactor))
+    if run.egress is not None:
+        run.egress.on_unreachable = _unreachable(emit)
     budget = run_budget(plan, policy, options)
     spending = _spending(plan, budget, emit)
     run.runner.spending = spending
@@ -342,6 +345,15 @@ def _open_store(run_id: str, plan: Plan, policy: Policy, started_at: datetime) -
         log.warning("run store unavailable: %s", error)
         return None
     return store
+
+
+def _unreachable(emit: Emit) -> Unreachable:
+    """The egress proxy's failed upstream connections, as events, as they happen."""
+
+    def report(node: str, target: str, reason: str) -> None:
+        emit(EgressUnreachable(node, target, reason, datetime.now(UTC)))
+
+    return report
 
 
 def _redacting(emit: Emit, redactor: Redactor) -> Emit:

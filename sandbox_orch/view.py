@@ -19,6 +19,7 @@ from .agents.display import answer_lines, budget_bars, cost_text, count, tools_t
 from .agents.usage import spent_anything, total
 from .events import (
     BudgetWarning,
+    EgressUnreachable,
     Event,
     NodeDelayed,
     NodeFinished,
@@ -84,16 +85,52 @@ class JsonView:
         _write(self.out, scrub_json(event_json(event)))
 
 
+_GONE: set[int] = set()  # descriptors whose reader went away (now /dev/null)
+
+
 def _write(out: TextIO, line: str) -> None:
     """One line, flushed. A reader that went away (`| head`) stops the view, never the
     run: it goes on to the end and cleans up, its exit code unchanged, and what it would
     still print goes to /dev/null (so no later write, nor Python's exit flush, fails)."""
+    write_line(out, line)
+
+
+def write_line(out: TextIO, line: str) -> bool:
+    """`_write`, saying whether the line reached a reader: False once it went away, so
+    what must not be lost (where the patch is) can be said on stderr instead."""
+    if _gone(out):
+        return False
     try:
         print(line, file=out, flush=True)
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, out.fileno())
         os.close(devnull)
+        _GONE.add(out.fileno())
+        return False
+    return True
+
+
+def closed_stdout_to_devnull() -> None:
+    """Started with stdout closed (`>&-`): /dev/null in its place, known as gone, so the
+    run goes on as for a reader that went away (what must not be lost goes to stderr)."""
+    if sys.stdout is not None:
+        return
+    fd = os.open(os.devnull, os.O_WRONLY)
+    if fd != 1:
+        os.dup2(fd, 1)
+        os.close(fd)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (the process's own stdout)
+    _GONE.add(1)
+
+
+def _gone(out: TextIO) -> bool:
+    """Redirected to /dev/null by us (a descriptor number reused since is not)."""
+    try:
+        fd = out.fileno()
+        return fd in _GONE and os.path.samestat(os.fstat(fd), os.stat(os.devnull))
+    except (OSError, ValueError):  # io.UnsupportedOperation (StringIO), closed
+        return False
 
 
 def _line(event: Event) -> str | None:
@@ -123,7 +160,13 @@ def _line(event: Event) -> str | None:
             return f"run {run_id}: waiting to start at {_local(start_at)} (in {format_left(left)})"
         case NodeDelayed(node=node, delay_s=delay, reason=reason):
             return f"  delay   {node} {delay:.2f}s ({reason})"
+        case EgressUnreachable(node=node):
+            return f"  network {node}: {one_line(unreachable_text(event))}"
     return None
+
+
+def unreachable_text(event: EgressUnreachable) -> str:
+    return f"cannot reach {event.target}: {event.reason}"
 
 
 def _local(moment: datetime) -> str:
@@ -165,6 +208,8 @@ class LiveView:
                 self.run_usage = progress.run_usage or self.run_usage
             case BudgetWarning(reason=reason):
                 self.warnings.append(scrub(reason))
+            case EgressUnreachable(node=node):
+                self.warnings.append(scrub(f"{node}: {one_line(unreachable_text(event))}"))
             case NodeDelayed(node=node, delay_s=delay, reason=reason, at=at):
                 row = self.rows[node]
                 row.state, row.delayed = "delayed", (reason, at + timedelta(seconds=delay))

@@ -84,6 +84,7 @@ class AgentStream:
         self.activity: str | None = None  # the latest text or tool call, one line
         self.answer: str | None = None  # the final answer, once there is one
         self.error: str | None = None  # the agent's own error message
+        self.said: str | None = None  # its latest non-fatal error (a Codex error item)
         self.is_error = False
         self.ended = False  # the agent's final event was seen
         self.problem: str | None = None
@@ -285,10 +286,10 @@ class CodexStream(AgentStream):
             return self._item(_mapping(event.get("item"), "item"), kind == "item.completed")
         if kind in ("turn.completed", "turn.failed"):
             return self._turn(event, failed=kind == "turn.failed")
-        if kind == "error":
+        if kind == "error":  # fatal, or a retry ("Reconnecting... 1/5"): a turn may follow
             self.is_error = True
             self.error = _message(event.get("message")) or "error"
-            return True
+            return self._act(self.error) or True
         return False
 
     def _item(self, item: dict[str, Any], completed: bool) -> bool:
@@ -306,6 +307,9 @@ class CodexStream(AgentStream):
         if tool:
             detail = item.get("command") if kind == "command_execution" else None
             changed |= self._act(f"{tool}: {detail}" if isinstance(detail, str) else tool)
+        if kind == "error" and completed:  # an error item: the turn goes on
+            self.said = _message(item.get("message")) or self.said
+            changed |= self._act(self.said or "error")
         if kind == "agent_message" and completed:
             text = _text(item.get("text", ""), "message")
             self._messages.append(text)
@@ -329,7 +333,10 @@ class CodexStream(AgentStream):
         if failed:
             self.is_error = True
             error = _mapping(event.get("error"), "error")
-            self.error = _message(error.get("message")) or "the turn failed"
+            self.error = _message(error.get("message")) or self.error or self.said
+            self.error = self.error or "the turn failed"
+        else:  # the turn completed: the errors before it were retried, not fatal
+            self.is_error, self.error = False, None
         self.ended = True
         return True
 

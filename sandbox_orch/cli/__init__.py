@@ -56,6 +56,9 @@ def exits_with_contract_codes(command: F) -> F:
 def main() -> None:
     """Run untrusted commands and AI coding agents in disposable, hardened containers."""
     scrub_log_records()
+    from ..view import closed_stdout_to_devnull
+
+    closed_stdout_to_devnull()  # `>&-`: a run that prints nowhere, not a traceback
 
 
 # Input files are checked by their loaders (yamlsafe.read_regular), which refuse what is

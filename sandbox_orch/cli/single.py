@@ -4,14 +4,23 @@ changes come back as a patch."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from ..errors import InputRefused, Problem
+from ..errors import ExitCode, InputRefused, Problem
+from ..events import Event, NodeFinished
+from ..orchestrator import RunReport
 from ..policy import choose_policy_path, load_policy
+from ..redaction import scrub
+from ..single.outcome import closing_lines
+from ..single.request import NODE
+from ..status import RunStatus
 from ..store import new_run_id
+from ..view import LiveView, write_line
 from . import OUTPUT_FILE, RUN_EXIT, exits_with_contract_codes, main, policy_option
 from .workflows import choose_view, with_backend
 
@@ -68,17 +77,36 @@ def single(
 
     check_report_files({"--results": results_file}, {}, request.workspace)
     view = choose_view(single_plan(request), as_json, ci)
-    report = asyncio.run(
-        with_backend(
-            lambda backend, interrupt: run_single(
-                request, loaded, backend, new_run_id(), view, interrupt, results_file
+    shown = view if as_json else _answer_at_the_end(view)
+    try:
+        report = asyncio.run(
+            with_backend(
+                lambda backend, interrupt: run_single(
+                    request, loaded, backend, new_run_id(), shown, interrupt, results_file
+                )
             )
         )
-    )
-    if report.patch is not None and not as_json:
-        size = report.patch.stat().st_size
-        click.echo(f"changes: {report.patch} ({size} bytes; apply with: git apply {report.patch})")
-    sys.exit(int(RUN_EXIT[report.status]))
+    except KeyboardInterrupt:  # before the run's own handler: nothing was started
+        click.echo("sandbox-orch: interrupted; nothing was started", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    finally:
+        if isinstance(view, LiveView):
+            view.close()
+    interrupted = report.status == RunStatus.CANCELLED
+    try:
+        if not as_json:
+            _tell_outcome(report)
+        if report.patch is not None and (interrupted or not as_json):
+            size = report.patch.stat().st_size
+            _tell(
+                f"changes: {report.patch} ({size} bytes; apply with: git apply {report.patch})",
+                essential=True,
+                on_stderr=interrupted,
+            )
+    except KeyboardInterrupt:  # while saying it: the patch is written, say where
+        interrupted = True
+        click.echo(f"sandbox-orch: interrupted; changes: {report.patch}", err=True)
+    sys.exit(int(ExitCode.INTERRUPTED if interrupted else RUN_EXIT[report.status]))
 
 
 def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -89,3 +117,31 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
             raise InputRefused([Problem("--env", None, "", f"{pair!r} is not NAME=VALUE")])
         env[name] = value
     return env
+
+
+def _answer_at_the_end(view: Callable[[Event], None]) -> Callable[[Event], None]:
+    """For people, the agent's answer is printed once, whole, after the run (not as the
+    view's few-line preview); --json keeps it in node_finished."""
+
+    def show(event: Event) -> None:
+        if isinstance(event, NodeFinished) and event.answer:
+            event = dataclasses.replace(event, answer=None)
+        view(event)
+
+    return show
+
+
+def _tell_outcome(report: RunReport) -> None:
+    """The agent's final answer, or why the node failed (its own words, else stderr)."""
+    node = report.results.get("nodes", {}).get(NODE, {})
+    path = str(report.results_path) if report.results_path else None
+    for line in closing_lines(node, path):
+        _tell(line)
+
+
+def _tell(line: str, essential: bool = False, on_stderr: bool = False) -> None:
+    """A line for people on stdout; an essential one (where the patch is) goes to stderr
+    when stdout's reader went away (`| head`), and when asked (Ctrl-C)."""
+    line = scrub(line)
+    if on_stderr or (not write_line(sys.stdout, line) and essential):
+        click.echo(line, err=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..admission import admit
 from ..backend import Backend
-from ..events import Emit
+from ..events import Emit, Event, RunFinished
 from ..orchestrator import RunOptions, RunReport, run_plan
 from ..policy import Policy
 from ..store import save_results
@@ -52,14 +52,31 @@ async def run_single(
     plan = single_plan(request)
     sandboxes = admit(plan, policy)
     copy = copy_workspace(request.workspace, run_id, policy)
+    finished: list[Event] = []  # run_finished, held until the patch is written
     try:
         sandboxes = {NODE: with_workspace(sandboxes[NODE], copy)}
         report = await run_plan(
-            plan, policy, sandboxes, backend, run_id, emit, interrupt, RunOptions()
-        )
+            plan, policy, sandboxes, backend, run_id, _holding(emit, finished), interrupt,
+            RunOptions(),
+        )  # fmt: skip
         artifact = write_patch(copy, run_id)
     finally:
         shutil.rmtree(copy.pristine.parent, ignore_errors=True)
     report.results["nodes"][NODE]["artifacts"] = [artifact]
     save_results(run_id, report.results, results_file)
+    for event in finished:
+        emit(event)
     return dataclasses.replace(report, patch=Path(artifact["path"]))
+
+
+def _holding(emit: Emit, held: list[Event]) -> Emit:
+    """The patch is written before the run's last word is printed: a reader that goes
+    away then (`| head`), or a Ctrl-C, cannot come between the run and its patch."""
+
+    def hold(event: Event) -> None:
+        if isinstance(event, RunFinished):
+            held.append(event)
+        else:
+            emit(event)
+
+    return hold

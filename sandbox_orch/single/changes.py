@@ -22,6 +22,7 @@ def write_patch(copy: WorkspaceCopy, run_id: str) -> dict[str, Any]:
         cwd=copy.pristine.parent,
         capture_output=True,
         check=False,
+        process_group=0,  # a terminal's Ctrl-C reaches us (the run ends), not the diff
     )
     if diff.returncode not in (0, 1):  # 1 means "there are differences"
         message = diff.stderr.decode(errors="replace").strip()

@@ -232,3 +232,44 @@ def test_codex_failed_turn_gives_its_message():
     stream = lines({"type": "turn.failed", "error": {"message": "unauthorized\nretry"}})
     reader = fed(CodexStream(), stream)
     assert reader.error == "unauthorized\\nretry" and reader.outputs()["is_error"] is True
+
+
+RECONNECT = "Reconnecting... 1/5 (unexpected status 502 Bad Gateway)"
+
+
+def test_codex_error_events_before_a_completed_turn_were_retries_not_a_failure():
+    stream = lines({"type": "error", "message": RECONNECT}) + CODEX
+    reader = fed(CodexStream(), stream)
+    assert reader.error is None and reader.is_error is False
+    assert reader.outputs() == {"result": "Done.", "is_error": False, "num_turns": 1}
+
+
+def test_codex_error_events_show_as_activity_and_the_last_is_the_error_if_nothing_follows():
+    reader = CodexStream()
+    assert reader.feed(lines({"type": "error", "message": RECONNECT})) is True
+    assert reader.activity == RECONNECT
+    reader.feed(lines({"type": "error", "message": "unexpected status 502"}))
+    assert (reader.error, reader.is_error) == ("unexpected status 502", True)
+    assert reader.outputs()["is_error"] is True
+
+
+def test_codex_failed_turn_without_a_message_gives_the_error_before_it():
+    stream = lines(
+        {"type": "item.completed", "item": {"id": "e1", "type": "error", "message": "quota"}},
+        {"type": "turn.failed", "error": {}},
+    )
+    reader = fed(CodexStream(), stream)
+    assert (reader.said, reader.error, reader.activity) == ("quota", "quota", "quota")
+    bare = fed(CodexStream(), lines({"type": "turn.failed"}))
+    assert bare.error == "the turn failed"
+
+
+def test_a_codex_error_item_alone_fails_nothing():
+    stream = (
+        lines(
+            {"type": "item.completed", "item": {"id": "e1", "type": "error", "message": "odd\n"}},
+        )
+        + CODEX
+    )
+    reader = fed(CodexStream(), stream)
+    assert reader.said == "odd\\n" and reader.error is None and reader.is_error is False

@@ -90,10 +90,11 @@ def test_each_refusal_has_its_status_and_reason(raw, status, detail):
 def test_a_name_that_does_not_resolve_is_a_bad_gateway():
     resolver = Resolver(error=socket.gaierror(-2, "Name or service not known"))
     raw = b"CONNECT api.example:8443 HTTP/1.1\r\nHost: x\r\n\r\n"
-    (line, body), _ = refused(raw, ["api.example:8443"], resolver)
+    (line, body), violations = refused(raw, ["api.example:8443"], resolver)
     assert line == "HTTP/1.1 502 Bad Gateway"
     assert body == PROXY + "api.example does not resolve: [Errno -2] Name or service not known\n"
     assert resolver.asked == [("api.example", 8443)]
+    assert violations == []  # granted: a network failure (reported), not a violation
 
 
 def test_a_name_resolving_to_private_addresses_is_refused_naming_them():
@@ -347,3 +348,103 @@ def test_a_socket_directory_that_cannot_be_made_is_an_infrastructure_error(monke
     assert str(raised.value) == (
         "cannot make the egress socket directory: [Errno 28] No space left on device"
     )
+
+
+# --- granted but unreachable: reported at once (issue 12: no minutes of silence) ----------
+
+
+def unreachable_reports(raw: bytes, grants: list[str], resolver=None, times: int = 1):
+    """What the proxy reported as unreachable, and its answers, for `times` same requests."""
+    reports: list[tuple[str, str, str]] = []
+
+    async def scenario():
+        proxy = EgressProxy(
+            "t", **({"resolver": resolver} if resolver else {}), on_unreachable=_append(reports)
+        )
+        directory = await proxy.open("n", grants)
+        answers = [answer_of(await exchange(directory, raw)) for _ in range(times)]
+        await proxy.close()
+        return answers
+
+    return run(scenario()), reports
+
+
+def _append(reports):
+    return lambda node, target, why: reports.append((node, target, why))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_refused_connection_is_reported_once_per_target_and_reason():
+    port = _free_port()
+    raw = f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    answers, reports = unreachable_reports(raw, [f"127.0.0.1:{port}"], times=3)
+    assert reports == [("n", f"127.0.0.1:{port}", "connection refused")]  # not 3: retries
+    assert all(line == "HTTP/1.1 502 Bad Gateway" for line, _ in answers)
+    assert answers[0][1] == PROXY + f"cannot connect to 127.0.0.1:{port}: connection refused\n"
+
+
+def test_a_name_that_does_not_resolve_is_reported_as_unreachable():
+    resolver = Resolver(error=socket.gaierror(-2, "Name or service not known"))
+    raw = b"CONNECT api.example:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+    _, reports = unreachable_reports(raw, ["api.example:443"], resolver)
+    assert reports == [
+        ("n", "api.example:443", "api.example does not resolve (Name or service not known)")
+    ]
+
+
+def test_a_connect_timeout_is_reported_as_no_answer(monkeypatch):
+    async def never(*_args, **_kwargs):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(egress, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(asyncio, "open_connection", never)
+    raw = b"GET http://192.0.2.1:8080/v1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    _, reports = unreachable_reports(raw, ["192.0.2.1:8080"])
+    assert reports == [("n", "192.0.2.1:8080", "no answer in 0.2s")]
+
+
+def test_refusals_and_reachable_targets_are_not_reported_as_unreachable():
+    resolver = Resolver(["10.0.0.1"])  # refused by policy: a violation, not a failure
+    raw = b"CONNECT api.example:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+    _, reports = unreachable_reports(raw, ["api.example:443"], resolver)
+    assert reports == []
+    _, reports = unreachable_reports(raw, ["other.example:443"])  # not granted
+    assert reports == []
+
+
+def test_unreachable_reports_per_node_are_bounded(monkeypatch):
+    monkeypatch.setattr(egress, "MAX_REPORTED", 2)
+    ports = [_free_port() for _ in range(4)]
+    reports: list[tuple[str, str, str]] = []
+
+    async def scenario():
+        proxy = EgressProxy("t", on_unreachable=_append(reports))
+        directory = await proxy.open("n", [f"127.0.0.1:{p}" for p in ports])
+        for port in ports:
+            raw = f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n"
+            await exchange(directory, raw.encode())
+        await proxy.close()
+
+    run(scenario())
+    assert [target for _, target, _ in reports] == [f"127.0.0.1:{p}" for p in ports[:2]]
+
+
+@pytest.mark.parametrize(
+    ("error", "why"),
+    [
+        (TimeoutError(), f"no answer in {egress.CONNECT_TIMEOUT:g}s"),
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (OSError(113, "No route to host"), "no route to host"),
+        (OSError("odd"), "odd"),
+        (OSError(), "OSError"),
+        (OSError(5, "X" * 300), "x" * 200),
+        (OSError("y" * 300), "y" * 200),
+    ],
+)
+def test_why_unreachable_in_a_few_words(error, why):
+    assert egress.why_unreachable(error) == why
