@@ -20,8 +20,10 @@ from ..backend import Backend
 from ..events import Emit
 from ..orchestrator import RunOptions, RunReport, run_plan
 from ..policy import Policy
+from ..status import RunStatus
 from ..store import save_results
 from .changes import PATCH, write_patch
+from .delivery import Delivery, check_delivery, deliver
 from .request import NODE, WORKSPACE, SingleRequest, single_plan
 from .workspace import WorkspaceCopy, copy_workspace, with_workspace
 
@@ -29,6 +31,7 @@ __all__ = [
     "NODE",
     "PATCH",
     "WORKSPACE",
+    "Delivery",
     "SingleRequest",
     "WorkspaceCopy",
     "copy_workspace",
@@ -51,7 +54,9 @@ async def run_single(
     """Admit, copy the workspace, run the node, and return its changes as a patch."""
     plan = single_plan(request)
     sandboxes = admit(plan, policy)
-    copy = copy_workspace(request.workspace, run_id, policy)
+    delivery = Delivery(request.apply, request.branch)
+    check_delivery(request.workspace, delivery)
+    copy = copy_workspace(request.workspace, run_id, policy, request.excludes)
     try:
         sandboxes = {NODE: with_workspace(sandboxes[NODE], copy)}
         report = await run_plan(
@@ -59,7 +64,24 @@ async def run_single(
         )
         artifact = write_patch(copy, run_id)
     finally:
-        shutil.rmtree(copy.pristine.parent, ignore_errors=True)
-    report.results["nodes"][NODE]["artifacts"] = [artifact]
+        shutil.rmtree(copy.base, ignore_errors=True)
+    report.results["nodes"][NODE]["artifacts"] = [artifact] if artifact else []
     save_results(run_id, report.results, results_file)
-    return dataclasses.replace(report, patch=Path(artifact["path"]))
+    patch = Path(artifact["path"]) if artifact else None
+    delivered = _deliver(copy, patch, delivery, report, request)
+    return dataclasses.replace(report, patch=patch, delivered=delivered)
+
+
+def _deliver(
+    copy: WorkspaceCopy, patch: Path | None, delivery: Delivery, report: RunReport,
+    request: SingleRequest,
+) -> str | None:  # fmt: skip
+    """--apply / --branch, once the patch is safely written; only after a run that
+    succeeded (a failed or interrupted node's half-done work is only kept)."""
+    if patch is None or delivery == Delivery():
+        return None
+    if report.status != RunStatus.SUCCEEDED:
+        what = "applied" if delivery.apply else "committed"
+        return f"not {what}: the run {report.status}; patch kept"
+    message = f"sandbox-orch single {request.runtime} (run {report.run_id})"
+    return deliver(copy, patch, delivery, message)
