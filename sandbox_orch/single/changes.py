@@ -16,7 +16,7 @@ from ..store import run_dir
 from .request import NODE
 from .scratch import scratch_git, untracked
 from .selection import GITLINK, beyond_link, excluded, skipped, walk
-from .workspace import WorkspaceCopy
+from .workspace import WorkspaceCopy, stamp
 
 PATCH = "changes.patch"
 
@@ -56,8 +56,9 @@ def write_patch(copy: WorkspaceCopy, run_id: str) -> dict[str, Any] | None:
 
 def _stage(copy: WorkspaceCopy) -> None:
     """The index made to match the copy: files gone are removed, changed or new ones
-    added. git itself never follows a symlink here; we check the leading directories
-    before asking it anything about a path."""
+    added (a file whose stamp is as we left it is not read again). git itself never
+    follows a symlink here; we check the leading directories before asking it anything
+    about a path."""
     root = os.fsencode(copy.working)
     listed = scratch_git(copy.gitdir, copy.working, ["ls-files", "-z", "--stage"])
     tracked = {}
@@ -66,16 +67,16 @@ def _stage(copy: WorkspaceCopy) -> None:
             info, _, path = record.partition(b"\t")
             tracked[path] = int(info.split(b" ", 1)[0], 8)
     links: dict[bytes, bool] = {}
-    present = [p for p, m in tracked.items() if m != GITLINK and _content(root, p, links)]
-    kept = set(present)
-    gone = [p for p, m in tracked.items() if m != GITLINK and p not in kept]
+    now = {p: _content(root, p, links) for p, mode in tracked.items() if mode != GITLINK}
+    gone = [p for p, st in now.items() if st is None]
+    changed = [p for p, st in now.items() if st is not None and stamp(st) != copy.stamps.get(p)]
     new = [p for p in _untracked(copy, set(tracked)) if _content(root, p, links)]
     if gone:
         scratch_git(copy.gitdir, copy.working, ["update-index", "-z", "--force-remove",
                     "--stdin"], b"".join(p + b"\0" for p in gone))  # fmt: skip
-    if present or new:
+    if changed or new:
         scratch_git(copy.gitdir, copy.working, ["update-index", "-z", "--add", "--replace",
-                    "--stdin"], b"".join(p + b"\0" for p in [*present, *new]))  # fmt: skip
+                    "--stdin"], b"".join(p + b"\0" for p in [*changed, *new]))  # fmt: skip
 
 
 def _untracked(copy: WorkspaceCopy, tracked: set[bytes]) -> list[bytes]:
@@ -107,12 +108,12 @@ def _not_ignored_above(copy: WorkspaceCopy, paths: list[bytes]) -> list[bytes]:
     return [p for p in paths if p not in ignored]
 
 
-def _content(root: bytes, path: bytes, links: dict[bytes, bool]) -> bool:
-    """A file or a symlink, reached without following a symlink."""
+def _content(root: bytes, path: bytes, links: dict[bytes, bool]) -> os.stat_result | None:
+    """lstat of a file or a symlink reached without following a symlink, else None."""
     if beyond_link(root, path, links):
-        return False
+        return None
     try:
-        mode = os.lstat(os.path.join(root, path)).st_mode
+        st = os.lstat(os.path.join(root, path))
     except OSError:
-        return False
-    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+        return None
+    return st if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) else None

@@ -38,6 +38,7 @@ class WorkspaceCopy:
     excludes: tuple[str, ...]
     entries: tuple[Entry, ...]  # what was copied, as lstat saw it: "did it change since?"
     baseline: str  # the scratch repository's tree of the copy as the node got it
+    stamps: dict[bytes, Stamp]  # each copied file's stamp: unchanged ones are not hashed again
 
     @property
     def base(self) -> Path:
@@ -92,18 +93,21 @@ def copy_workspace(
     working, gitdir = base / "work", base / "git"
     base.mkdir(parents=True, exist_ok=True)
     try:
-        baseline = _copy_and_record(workspace, working, gitdir, repo, entries, policy)
+        baseline, stamps = _copy_and_record(workspace, working, gitdir, repo, entries, policy)
     except BaseException:  # Ctrl-C or a failure: no half copy is left behind
         shutil.rmtree(base, ignore_errors=True)
         raise
-    return WorkspaceCopy(workspace, working, gitdir, repo, excludes, tuple(entries), baseline)
+    return WorkspaceCopy(
+        workspace, working, gitdir, repo, excludes, tuple(entries), baseline, stamps
+    )
 
 
 def _copy_and_record(
     workspace: Path, working: Path, gitdir: Path, repo: GitRepo | None,
     entries: list[Entry], policy: Policy,
-) -> str:  # fmt: skip
-    """Copy the entries into `working`; their baseline tree in `gitdir` (its id)."""
+) -> tuple[str, dict[bytes, Stamp]]:  # fmt: skip
+    """Copy the entries into `working`; their baseline tree in `gitdir` (its id), and the
+    copied files' stamps."""
     owner = _owner(policy.user)
     _make(working, owner)
     init_scratch(gitdir, working, repo)
@@ -112,7 +116,28 @@ def _copy_and_record(
     records = _copy_all(workspace, working, entries, owner, progress, algorithm)
     _write_missing(gitdir, working, records)
     set_index(gitdir, working, (b"%o %s\t%s" % (m, o.encode(), p) for m, o, p in records))
-    return scratch_git(gitdir, working, ["write-tree"]).decode().strip()
+    return scratch_git(gitdir, working, ["write-tree"]).decode().strip(), _stamps(
+        working, gitdir, entries
+    )
+
+
+def _stamps(working: Path, gitdir: Path, entries: list[Entry]) -> dict[bytes, Stamp]:
+    """The copied files' stamps, once the copy is final (owned, modes and times set).
+
+    A ctime comes from a coarse clock (a tick of a few ms): a file written in the tick
+    the copy ended could change again within it and keep its ctime. Those files get no
+    stamp (they are hashed again at the end), as git treats "racily clean" entries."""
+    marker = gitdir / "copied"
+    marker.touch()
+    end = os.lstat(marker).st_ctime_ns
+    root = os.fsencode(working)
+    stamps = {}
+    for entry in entries:
+        if entry.mode != GITLINK:
+            st = os.lstat(os.path.join(root, entry.path))
+            if st.st_ctime_ns < end:
+                stamps[entry.path] = stamp(st)
+    return stamps
 
 
 def store_inside(workspace: Path) -> bytes | None:
@@ -124,6 +149,13 @@ def store_inside(workspace: Path) -> bytes | None:
 
 
 Record = tuple[int, str, bytes]  # git mode, object id, path
+Stamp = tuple[int, int, int, int]  # inode, ctime, size, mode of a file in the copy
+
+
+def stamp(st: os.stat_result) -> Stamp:
+    """What tells a file in the copy changed since we wrote it, without reading it: the
+    node can set an mtime back, never a ctime (that takes CAP_SYS_TIME)."""
+    return st.st_ino, st.st_ctime_ns, st.st_size, st.st_mode
 
 
 def _copy_all(

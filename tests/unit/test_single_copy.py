@@ -254,3 +254,14 @@ def test_progress_is_silent_under_a_second_then_reports():
         "copying the workspace: 9/10 files, 9/10 MiB",
         "copied the workspace: 10 files, 10 MiB in 2.5 s",
     ]
+
+
+def test_an_edit_that_puts_size_and_mtime_back_is_still_in_the_patch(repo, home):
+    """Unchanged files are not hashed again (their stamp is as we left it); a node that
+    rewrites a file to the same size and sets its mtime back still changes its ctime."""
+    copy = copy_workspace(repo, "r1", default_policy())
+    path = copy.working / "src" / "app.py"
+    before = os.stat(path)
+    path.write_text("print('HI')\n")  # the same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert b"+print('HI')" in changes(copy)
