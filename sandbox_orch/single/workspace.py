@@ -5,6 +5,7 @@ the sandbox user; the baseline for the patch is a scratch git index of the same 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -96,6 +97,8 @@ def copy_workspace(
         baseline, stamps = _copy_and_record(workspace, working, gitdir, repo, entries, policy)
     except BaseException:  # Ctrl-C or a failure: no half copy is left behind
         shutil.rmtree(base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            base.parent.rmdir()  # the run's directory, if the copy was all it held
         raise
     return WorkspaceCopy(
         workspace, working, gitdir, repo, excludes, tuple(entries), baseline, stamps
