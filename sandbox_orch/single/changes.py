@@ -12,6 +12,7 @@ import stat
 import subprocess
 from typing import Any
 
+from ..errors import InfrastructureError
 from ..store import run_dir
 from .request import NODE
 from .scratch import scratch_git, untracked
@@ -91,21 +92,42 @@ def _untracked(copy: WorkspaceCopy, tracked: set[bytes]) -> list[bytes]:
 
 def _not_ignored_above(copy: WorkspaceCopy, paths: list[bytes]) -> list[bytes]:
     """A workspace in a subdirectory: the .gitignore files of the directories above it
-    (not in the copy) still apply; the user's repository says which paths they ignore."""
+    (not in the copy), info/exclude and core.excludesFile still apply; the user's
+    repository says which paths they ignore. A path it cannot judge (its directory is a
+    symlink in the user's tree: git would refuse it) is kept."""
     assert copy.repo is not None
     if not copy.repo.prefix or not paths:
         return paths
+    real = os.fsencode(copy.workspace)
+    judged = [p for p in paths if not _link_along(real, p)]
     done = subprocess.run(
         ["git", "check-ignore", "--no-index", "-z", "--stdin"],
         cwd=copy.repo.top,
-        input=b"".join(copy.repo.prefix + p + b"\0" for p in paths),
+        input=b"".join(copy.repo.prefix + p + b"\0" for p in judged),
         capture_output=True,
         check=False,
     )
-    if done.returncode not in (0, 1):  # 1: none ignored; an error keeps them all
-        return paths
+    if done.returncode not in (0, 1):  # 1: none ignored
+        message = done.stderr.decode(errors="replace").strip()
+        raise InfrastructureError(f"git check-ignore failed in {copy.repo.top}: {message}")
     ignored = {p[len(copy.repo.prefix) :] for p in done.stdout.split(b"\0") if p}
     return [p for p in paths if p not in ignored]
+
+
+def _link_along(root: bytes, path: bytes) -> bool:
+    """Whether a directory along `path` exists in `root` as something else than a
+    directory (a symlink): git refuses to look past it. Missing ones are fine."""
+    parts = path.split(b"/")[:-1]
+    for n in range(1, len(parts) + 1):
+        try:
+            mode = os.lstat(os.path.join(root, b"/".join(parts[:n]))).st_mode
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        if not stat.S_ISDIR(mode):
+            return True
+    return False
 
 
 def _content(root: bytes, path: bytes, links: dict[bytes, bool]) -> os.stat_result | None:

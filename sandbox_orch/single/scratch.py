@@ -83,7 +83,10 @@ def init_scratch(gitdir: Path, worktree: Path, repo: GitRepo | None) -> None:
     if done.returncode != 0:
         message = done.stderr.decode(errors="replace").strip()
         raise InfrastructureError(f"cannot make the workspace baseline: {message}")
-    ignores = [p.read_bytes() for p in (repo.excludes if repo is not None else ())]
+    # Their patterns are anchored at the repository's root: for a workspace in a
+    # subdirectory the user's repository judges new paths instead (changes.py).
+    user = repo.excludes if repo is not None and not repo.prefix else ()
+    ignores = [p.read_bytes() for p in user]
     (gitdir / "info").mkdir(exist_ok=True)
     (gitdir / "info" / "exclude").write_bytes(b"\n".join([*ignores, b""]))
     if repo is not None:

@@ -265,3 +265,21 @@ def test_an_edit_that_puts_size_and_mtime_back_is_still_in_the_patch(repo, home)
     path.write_text("print('HI')\n")  # the same size
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert b"+print('HI')" in changes(copy)
+
+
+def test_a_subdirectory_workspace_judges_new_paths_by_the_repositorys_rules(repo, home):
+    """Rules from above the workspace (the root's .gitignore, info/exclude) apply to new
+    directories too, and stay anchored where they were written: info/exclude's `/docs`
+    means the root's docs, not src/docs."""
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("/docs\n")
+    copy = copy_workspace(repo / "src", "r1", default_policy())
+    (copy.working / ".venv" / "lib").mkdir(parents=True)
+    (copy.working / ".venv" / "lib" / "site.py").write_text("ignored from the root\n")
+    (copy.working / "out" / "deep").mkdir(parents=True)
+    (copy.working / "out" / "deep" / "x.o").write_text("ignored from the root\n")
+    (copy.working / "docs").mkdir()
+    (copy.working / "docs" / "guide.md").write_text("kept: /docs is the root's\n")
+    patch = changes(copy)
+    assert b".venv" not in patch and b"x.o" not in patch
+    assert b"+++ b/src/docs/guide.md" in patch
