@@ -97,6 +97,13 @@ def test_no_change_says_so_and_writes_no_patch(repo, tmp_path):
     assert not list((tmp_path / "store").glob("runs/*/artifacts/single/changes.patch"))
 
 
+def test_exclude_leaves_patterns_out_of_the_copy_and_the_patch(repo):
+    script = "test ! -e /workspace/README && test -f /workspace/sub/code.txt && echo x > /workspace/a.log"
+    proc = single(repo, script, "--exclude", "README", "--exclude", "*.log")
+    assert proc.returncode == 0, proc.stderr + proc.stdout  # README was not in the copy
+    assert proc.stdout.strip().endswith("no changes")  # nor a.log in the patch
+
+
 def test_apply_changes_the_workspace_when_it_is_unchanged(repo):
     proc = single(repo, "echo two >> /workspace/sub/code.txt", "--apply")
     assert proc.returncode == 0, proc.stderr
