@@ -1,11 +1,13 @@
 """`sandbox-orch single RUNTIME`: one node, with a copy of a workspace at /workspace; its
-changes come back as the artifact `changes.patch`, never written into the workspace.
+changes come back as the artifact `changes.patch`, never written into the workspace
+unless asked (`--apply`, or `--branch` for a commit on a new branch).
 
 The node is an ordinary one-node workflow (request.py), planned and admitted like any
-other, so the policy decides exactly as it would for a workflow. The workspace is copied
-into the run's directory (workspace.py); the patch (changes.py) is `git diff --no-index`
-between the pristine copy and the one the node worked on, which never follows symlinks (a
-link the agent planted shows as a link, not as the file it points at).
+other, so the policy decides exactly as it would for a workflow. What is copied is what
+git would keep (selection.py); it is copied once into the run's directory, its baseline
+kept in a scratch git index (workspace.py, scratch.py); the patch (changes.py) is the
+diff from that baseline to what the node left, never following symlinks (a link the
+agent planted shows as a link, not as the file it points at). delivery.py takes it back.
 """
 
 from __future__ import annotations
