@@ -68,6 +68,7 @@ class RunReport:
     results_path: Path
     cleanup_failures: list[str]
     patch: Path | None = None  # `single`: the node's changes to its workspace
+    delivered: str | None = None  # `single --apply/--branch`: what became of the patch
 
 
 def owner_token() -> str:

@@ -30,9 +30,28 @@ from .workflows import choose_view, with_backend
 @click.option(
     "--workspace",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="Copied into the sandbox at /workspace.",
+    default=None,
+    help="Copied into the sandbox at /workspace (default: the git repository's root, "
+    "else the current directory).",
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="PATTERN",
+    help="Leave matching files out of the copy and the patch (repeatable).",
+)
+@click.option(
+    "--apply",
+    "apply_patch",
+    is_flag=True,
+    help="Apply the patch to the workspace after a successful run, if it is unchanged.",
+)
+@click.option(
+    "--branch",
+    default=None,
+    metavar="NAME",
+    help="Commit the changes on a new branch NAME (the working tree is not touched).",
 )
 @click.option("--prompt", default=None, help="The task, for agent runtimes (claude, codex).")
 @policy_option
@@ -46,7 +65,10 @@ from .workflows import choose_view, with_backend
 @exits_with_contract_codes
 def single(
     runtime: str,
-    workspace: Path,
+    workspace: Path | None,
+    excludes: tuple[str, ...],
+    apply_patch: bool,
+    branch: str | None,
     prompt: str | None,
     policy: str | None,
     env_pairs: tuple[str, ...],
@@ -62,15 +84,20 @@ def single(
     After `--`, ARGS is the command (shell, python, node) or extra CLI arguments (agents).
     """
     from ..single import SingleRequest, run_single, single_plan
+    from ..single.delivery import apply_command, apply_root, default_workspace
+    from ..single.selection import find_repo
 
     request = SingleRequest(
         runtime=runtime,
-        workspace=workspace.resolve(),
+        workspace=(workspace or default_workspace(Path.cwd())).resolve(),
         prompt=prompt,
         args=args,
         env=_env_pairs(env_pairs),
         egress=egress,
         secrets=secret_names,
+        excludes=excludes,
+        apply=apply_patch,
+        branch=branch,
     )
     loaded = load_policy(choose_policy_path(policy))
     from ..admission import check_report_files
@@ -96,13 +123,20 @@ def single(
     try:
         if not as_json:
             _tell_outcome(report)
-        if report.patch is not None and (interrupted or not as_json):
+        if report.patch is None:
+            if not as_json:
+                _tell("no changes")
+        elif interrupted or not as_json:
             size = report.patch.stat().st_size
+            root = apply_root(request.workspace, find_repo(request.workspace))
+            command = apply_command(root, report.patch)
             _tell(
-                f"changes: {report.patch} ({size} bytes; apply with: git apply {report.patch})",
+                f"changes: {report.patch} ({size} bytes; apply with: {command})",
                 essential=True,
                 on_stderr=interrupted,
             )
+        if report.delivered is not None and not as_json:
+            _tell(report.delivered, essential=True)
     except KeyboardInterrupt:  # while saying it: the patch is written, say where
         interrupted = True
         click.echo(f"sandbox-orch: interrupted; changes: {report.patch}", err=True)

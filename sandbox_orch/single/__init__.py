@@ -1,11 +1,13 @@
 """`sandbox-orch single RUNTIME`: one node, with a copy of a workspace at /workspace; its
-changes come back as the artifact `changes.patch`, never written into the workspace.
+changes come back as the artifact `changes.patch`, never written into the workspace
+unless asked (`--apply`, or `--branch` for a commit on a new branch).
 
 The node is an ordinary one-node workflow (request.py), planned and admitted like any
-other, so the policy decides exactly as it would for a workflow. The workspace is copied
-into the run's directory (workspace.py); the patch (changes.py) is `git diff --no-index`
-between the pristine copy and the one the node worked on, which never follows symlinks (a
-link the agent planted shows as a link, not as the file it points at).
+other, so the policy decides exactly as it would for a workflow. What is copied is what
+git would keep (selection.py); it is copied once into the run's directory, its baseline
+kept in a scratch git index (workspace.py, scratch.py); the patch (changes.py) is the
+diff from that baseline to what the node left, never following symlinks (a link the
+agent planted shows as a link, not as the file it points at). delivery.py takes it back.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from ..backend import Backend
 from ..events import Emit, Event, RunFinished
 from ..orchestrator import RunOptions, RunReport, run_plan
 from ..policy import Policy
+from ..status import RunStatus
 from ..store import save_results
 from .changes import PATCH, write_patch
+from .delivery import Delivery, check_delivery, deliver
 from .request import NODE, WORKSPACE, SingleRequest, single_plan
 from .workspace import WorkspaceCopy, copy_workspace, with_workspace
 
@@ -29,6 +33,7 @@ __all__ = [
     "NODE",
     "PATCH",
     "WORKSPACE",
+    "Delivery",
     "SingleRequest",
     "WorkspaceCopy",
     "copy_workspace",
@@ -51,7 +56,9 @@ async def run_single(
     """Admit, copy the workspace, run the node, and return its changes as a patch."""
     plan = single_plan(request)
     sandboxes = admit(plan, policy)
-    copy = copy_workspace(request.workspace, run_id, policy)
+    delivery = Delivery(request.apply, request.branch)
+    check_delivery(request.workspace, delivery)
+    copy = copy_workspace(request.workspace, run_id, policy, request.excludes)
     finished: list[Event] = []  # run_finished, held until the patch is written
     try:
         sandboxes = {NODE: with_workspace(sandboxes[NODE], copy)}
@@ -61,12 +68,29 @@ async def run_single(
         )  # fmt: skip
         artifact = write_patch(copy, run_id)
     finally:
-        shutil.rmtree(copy.pristine.parent, ignore_errors=True)
-    report.results["nodes"][NODE]["artifacts"] = [artifact]
+        shutil.rmtree(copy.base, ignore_errors=True)
+    report.results["nodes"][NODE]["artifacts"] = [artifact] if artifact else []
     save_results(run_id, report.results, results_file)
+    patch = Path(artifact["path"]) if artifact else None
+    delivered = _deliver(copy, patch, delivery, report, request)
     for event in finished:
         emit(event)
-    return dataclasses.replace(report, patch=Path(artifact["path"]))
+    return dataclasses.replace(report, patch=patch, delivered=delivered)
+
+
+def _deliver(
+    copy: WorkspaceCopy, patch: Path | None, delivery: Delivery, report: RunReport,
+    request: SingleRequest,
+) -> str | None:  # fmt: skip
+    """--apply / --branch, once the patch is safely written; only after a run that
+    succeeded (a failed or interrupted node's half-done work is only kept)."""
+    if patch is None or delivery == Delivery():
+        return None
+    if report.status != RunStatus.SUCCEEDED:
+        what = "applied" if delivery.apply else "committed"
+        return f"not {what}: the run {report.status}; patch kept"
+    message = f"sandbox-orch single {request.runtime} (run {report.run_id})"
+    return deliver(copy, patch, delivery, message)
 
 
 def _holding(emit: Emit, held: list[Event]) -> Emit:

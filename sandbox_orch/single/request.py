@@ -31,6 +31,9 @@ class SingleRequest:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     egress: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()  # --exclude: patterns left out of the copy and the patch
+    apply: bool = False  # --apply: the patch applied to the workspace after the run
+    branch: str | None = None  # --branch: the changes committed on this new branch
 
 
 def single_plan(request: SingleRequest) -> Plan:

@@ -1,75 +1,286 @@
-"""The workspace copy a `single` node works on: copied into the run's directory, twice (a
-pristine copy and the one mounted writable into the sandbox), symlinks kept as links."""
+"""The workspace copy a `single` node works on: the selected files (selection.py) copied
+once into the run's directory, symlinks kept as links, modes and mtimes kept, handed to
+the sandbox user; the baseline for the patch is a scratch git index of the same bytes
+(scratch.py), hashed while they are copied, so nothing is read twice."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import os
 import shutil
+import stat
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from ..mounts import BindMount
 from ..policy import Policy
 from ..sandbox import Sandbox
 from ..store import home, run_dir
 from .request import WORKSPACE, refused
+from .scratch import init_scratch, missing_objects, scratch_git, set_index, write_blob
+from .selection import GITLINK, Entry, GitRepo, find_repo, select, total_size
 
-SKIPPED = (".git", ".sandbox-orch")  # history and our own run store stay on the host
+CHUNK = 1 << 20
+PROGRESS_AFTER = 1.0  # seconds: a copy faster than this says nothing
 
 
 @dataclass(frozen=True)
 class WorkspaceCopy:
-    pristine: Path
-    working: Path
+    workspace: Path  # the user's directory (never written by the run)
+    working: Path  # the copy mounted at /workspace
+    gitdir: Path  # the scratch repository holding the baseline
+    repo: GitRepo | None  # the user's repository, if the workspace is in one
+    excludes: tuple[str, ...]
+    entries: tuple[Entry, ...]  # what was copied, as lstat saw it: "did it change since?"
+    baseline: str  # the scratch repository's tree of the copy as the node got it
+    stamps: dict[bytes, Stamp]  # each copied file's stamp: unchanged ones are not hashed again
+
+    @property
+    def base(self) -> Path:
+        return self.working.parent
 
 
-def copy_workspace(workspace: Path, run_id: str, policy: Policy) -> WorkspaceCopy:
-    """Two copies in the run's directory, symlinks kept as links (never followed)."""
-    size = _tree_size(workspace)
+class Progress:
+    """A line on stderr once a copy has taken more than a second, then at most twice a
+    second (redrawn in place on a terminal), and a last line when done."""
+
+    def __init__(self, files: int, size: int, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.files, self.size, self.clock = files, size, clock
+        self.stream = stream if stream is not None else sys.stderr
+        self.began = clock()
+        self.shown = 0.0  # when a line was last shown (0: never)
+
+    def update(self, files: int, size: int) -> None:
+        now = self.clock()
+        if now - self.began < PROGRESS_AFTER or now - self.shown < 0.5:
+            return
+        self.shown = now
+        mib = f"{size >> 20}/{self.size >> 20} MiB"
+        self._line(f"copying the workspace: {files}/{self.files} files, {mib}", last=False)
+
+    def done(self) -> None:
+        if self.shown:
+            took = self.clock() - self.began
+            mib = f"{self.size >> 20} MiB"
+            self._line(f"copied the workspace: {self.files} files, {mib} in {took:.1f} s", True)
+
+    def _line(self, text: str, last: bool) -> None:
+        if self.stream.isatty():  # one line, redrawn
+            self.stream.write("\r\x1b[K" + text + ("\n" if last else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def copy_workspace(
+    workspace: Path, run_id: str, policy: Policy, excludes: tuple[str, ...] = ()
+) -> WorkspaceCopy:
+    """Select, check the size, copy once (hashing), record the baseline."""
+    repo = find_repo(workspace)
+    entries = select(workspace, repo, excludes, store_inside(workspace))
+    size = total_size(entries)
     if size > policy.limits.artifacts:
         raise refused(
             "--workspace", f"{workspace} holds {size} bytes, above the policy's artifacts limit"
         )
     base = run_dir(run_id) / "single"
-    pristine, working = base / "a", base / "b"
-    shutil.copytree(workspace, pristine, symlinks=True, ignore=_skipped)
-    shutil.copytree(workspace, working, symlinks=True, ignore=_skipped)
-    _hand_to_sandbox_user(working, policy.user)
-    return WorkspaceCopy(pristine, working)
+    working, gitdir = base / "work", base / "git"
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        baseline, stamps = _copy_and_record(workspace, working, gitdir, repo, entries, policy)
+    except BaseException:  # Ctrl-C or a failure: no half copy is left behind
+        shutil.rmtree(base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            base.parent.rmdir()  # the run's directory, if the copy was all it held
+        raise
+    return WorkspaceCopy(
+        workspace, working, gitdir, repo, excludes, tuple(entries), baseline, stamps
+    )
 
 
-def _skipped(directory: str, names: list[str]) -> set[str]:
-    """SKIPPED by name, and the run store wherever $SANDBOX_ORCH_HOME puts it: nothing
-    this tool writes is copied into a node's workspace."""
-    store = os.path.realpath(home())
-    skipped = {name for name in names if name in SKIPPED}
-    skipped.update(n for n in names if os.path.realpath(os.path.join(directory, n)) == store)
-    return skipped
+def _copy_and_record(
+    workspace: Path, working: Path, gitdir: Path, repo: GitRepo | None,
+    entries: list[Entry], policy: Policy,
+) -> tuple[str, dict[bytes, Stamp]]:  # fmt: skip
+    """Copy the entries into `working`; their baseline tree in `gitdir` (its id), and the
+    copied files' stamps."""
+    owner = _owner(policy.user)
+    _make(working, owner)
+    init_scratch(gitdir, working, repo)
+    algorithm = repo.object_format if repo is not None else "sha1"
+    progress = Progress(len(entries), total_size(entries))
+    records = _copy_all(workspace, working, entries, owner, progress, algorithm)
+    _write_missing(gitdir, working, records)
+    set_index(gitdir, working, (b"%o %s\t%s" % (m, o.encode(), p) for m, o, p in records))
+    return scratch_git(gitdir, working, ["write-tree"]).decode().strip(), _stamps(
+        working, gitdir, entries
+    )
+
+
+def _stamps(working: Path, gitdir: Path, entries: list[Entry]) -> dict[bytes, Stamp]:
+    """The copied files' stamps, once the copy is final (owned, modes and times set).
+
+    A ctime comes from a coarse clock (a tick of a few ms): a file written in the tick
+    the copy ended could change again within it and keep its ctime. Those files get no
+    stamp (they are hashed again at the end), as git treats "racily clean" entries."""
+    marker = gitdir / "copied"
+    marker.touch()
+    end = os.lstat(marker).st_ctime_ns
+    root = os.fsencode(working)
+    stamps = {}
+    for entry in entries:
+        if entry.mode != GITLINK:
+            st = os.lstat(os.path.join(root, entry.path))
+            if st.st_ctime_ns < end:
+                stamps[entry.path] = stamp(st)
+    return stamps
+
+
+def store_inside(workspace: Path) -> bytes | None:
+    """The run store relative to the workspace, when it lies inside (it is never copied)."""
+    store, root = os.path.realpath(home()), os.path.realpath(workspace)
+    if store == root or not store.startswith(root.rstrip("/") + "/"):
+        return None
+    return os.fsencode(os.path.relpath(store, root))
+
+
+Record = tuple[int, str, bytes]  # git mode, object id, path
+Stamp = tuple[int, int, int, int]  # inode, ctime, size, mode of a file in the copy
+
+
+def stamp(st: os.stat_result) -> Stamp:
+    """What tells a file in the copy changed since we wrote it, without reading it: the
+    node can set an mtime back, never a ctime (that takes CAP_SYS_TIME)."""
+    return st.st_ino, st.st_ctime_ns, st.st_size, st.st_mode
+
+
+def _copy_all(
+    source: Path, target: Path, entries: list[Entry], owner: tuple[int, int] | None,
+    progress: Progress, algorithm: str,
+) -> list[Record]:  # fmt: skip
+    src, dst = os.fsencode(source), os.fsencode(target)
+    made: set[bytes] = {b""}
+    records: list[Record] = []
+    copied = 0
+    for count, entry in enumerate(entries, 1):
+        _make_parents(dst, entry.path, made, owner)
+        records.append(_copy_one(src, dst, entry, owner, algorithm))
+        copied += entry.size
+        progress.update(count, copied)
+    progress.done()
+    return records
+
+
+def _make_parents(dst: bytes, path: bytes, made: set[bytes], owner: tuple[int, int] | None) -> None:
+    parent = os.path.dirname(path)
+    missing = []
+    while parent not in made:
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        _make(Path(os.fsdecode(os.path.join(dst, directory))), owner)
+        made.add(directory)
+
+
+def _copy_one(
+    src: bytes, dst: bytes, entry: Entry, owner: tuple[int, int] | None, algorithm: str
+) -> Record:
+    source, target = os.path.join(src, entry.path), os.path.join(dst, entry.path)
+    if entry.mode == GITLINK:  # a submodule: an empty directory, its commit in the baseline
+        _make(Path(os.fsdecode(target)), owner)
+        return GITLINK, entry.gitlink or "", entry.path
+    if stat.S_ISLNK(entry.mode):
+        link = os.readlink(source)
+        os.symlink(link, target)
+        if owner is not None:
+            os.lchown(target, *owner)
+        return 0o120000, _oid(algorithm, link), entry.path
+    return _copy_file(source, target, entry, owner, algorithm)
+
+
+def _copy_file(
+    source: bytes, target: bytes, entry: Entry, owner: tuple[int, int] | None, algorithm: str
+) -> Record:
+    try:
+        reader = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise refused("--workspace", f"cannot read {os.fsdecode(source)}: {error.strerror}; "
+                      "leave it out with --exclude") from error  # fmt: skip
+    try:
+        size = os.fstat(reader).st_size
+        hasher = hashlib.new(algorithm, b"blob %d\0" % size)
+        writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            written = 0
+            while chunk := os.read(reader, CHUNK):
+                os.write(writer, chunk)
+                hasher.update(chunk)
+                written += len(chunk)
+            os.fchmod(writer, _mode(entry.mode, owner))
+            if owner is not None:
+                os.fchown(writer, *owner)
+            os.utime(writer, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(writer)
+    finally:
+        os.close(reader)
+    if written != size:  # changed while we read it: hash what the copy holds
+        with open(target, "rb") as copy:
+            data = copy.read()
+        oid = _oid(algorithm, data)
+    else:
+        oid = hasher.hexdigest()
+    return (0o100755 if entry.mode & stat.S_IXUSR else 0o100644), oid, entry.path
+
+
+def _oid(algorithm: str, data: bytes) -> str:
+    return hashlib.new(algorithm, b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _mode(mode: int, owner: tuple[int, int] | None) -> int:
+    """The file's permissions without set-id bits; writable by the sandbox user when we
+    cannot give it the file (not root)."""
+    permissions = stat.S_IMODE(mode) & 0o777
+    return permissions if owner is not None else permissions | 0o666
+
+
+def _write_missing(gitdir: Path, working: Path, records: list[Record]) -> None:
+    """Blobs the user's repository lacks (untracked or modified files, or no repository)."""
+    blobs = {oid: (mode, path) for mode, oid, path in records if mode != GITLINK}
+    for oid in missing_objects(gitdir, working, blobs):
+        mode, path = blobs[oid]
+        copy = os.path.join(os.fsencode(working), path)
+        if mode == 0o120000:
+            link = os.readlink(copy)
+            write_blob(gitdir, oid, link, len(link))
+        else:
+            write_blob(gitdir, oid, Path(os.fsdecode(copy)), os.lstat(copy).st_size)
+
+
+def _owner(user: str) -> tuple[int, int] | None:
+    """The policy's user, when we can give it the copy (root); else None."""
+    if os.geteuid() != 0:
+        return None
+    uid, gid = (int(part) for part in user.split(":"))
+    return uid, gid
+
+
+def _make(directory: Path, owner: tuple[int, int] | None) -> None:
+    """The node runs as the policy's user: let it write its copy (and only its copy)."""
+    directory.mkdir(mode=0o755)
+    if owner is not None:
+        os.chown(directory, *owner)
+    else:
+        directory.chmod(0o777)
 
 
 def with_workspace(sandbox: Sandbox, copy: WorkspaceCopy) -> Sandbox:
     mount = BindMount(str(copy.working), WORKSPACE, read_only=False)
     return dataclasses.replace(sandbox, mounts=(*sandbox.mounts, mount))
-
-
-def _tree_size(root: Path) -> int:
-    total = 0
-    for directory, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SKIPPED]
-        for name in files:
-            path = Path(directory) / name
-            if not path.is_symlink():
-                total += path.stat().st_size
-    return total
-
-
-def _hand_to_sandbox_user(root: Path, user: str) -> None:
-    """The node runs as the policy's user: let it write its copy (and only its copy)."""
-    uid, gid = (int(part) for part in user.split(":"))
-    for directory, _, files in os.walk(root):
-        for path in [Path(directory), *(Path(directory) / f for f in files)]:
-            if os.geteuid() == 0:
-                os.lchown(path, uid, gid)
-            elif not path.is_symlink():
-                path.chmod(path.stat().st_mode | 0o666 | (0o111 if path.is_dir() else 0))

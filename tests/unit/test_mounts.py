@@ -276,7 +276,6 @@ def test_a_single_runs_workspace_copy_leaves_the_run_store_out(tmp_path, monkeyp
     (workspace / ".git").mkdir()
     monkeypatch.setenv("SANDBOX_ORCH_HOME", str(workspace / "state"))
     policy = default_policy()
-    monkeypatch.setattr(single, "_hand_to_sandbox_user", lambda *_: None)
     copy = single.copy_workspace(workspace, "r1", policy)
     assert sorted(p.name for p in copy.working.iterdir()) == ["src"]
     assert (copy.working / "src" / "a.py").read_text() == "x = 1\n"

@@ -16,9 +16,7 @@ from pathlib import Path
 from sandbox_orch.cli.single import _answer_at_the_end
 from sandbox_orch.events import NodeFinished, NodeStarted, RunFinished
 from sandbox_orch.single import _holding
-from sandbox_orch.single.changes import write_patch
 from sandbox_orch.single.outcome import LINE_CHARS, MAX_LINES, STDERR_LINES, closing_lines
-from sandbox_orch.single.workspace import WorkspaceCopy
 from sandbox_orch.view import write_line
 
 from ..conftest import REPO
@@ -159,21 +157,18 @@ def test_started_with_stdout_closed_the_patch_line_goes_to_stderr():
     assert (proc.returncode, proc.stderr) == (0, "False\n")
 
 
-def test_the_diff_runs_in_its_own_process_group(tmp_path, monkeypatch):
-    """A terminal's Ctrl-C goes to its foreground process group: the diff, out of it,
-    is not killed midway (the run ends and its patch is still written)."""
+def test_git_runs_in_its_own_process_group(tmp_path, monkeypatch):
+    """A terminal's Ctrl-C goes to its foreground process group: the host's git (the
+    diff, an apply), out of it, is not killed midway (the run ends and its patch is
+    still written)."""
+    from sandbox_orch.single.gitcommand import git_output
+
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "git").write_text('#!/bin/sh\nps -o pid=,pgid= -p $$ > "$GROUPS_FILE"\n')
+    (fake / "git").write_text("#!/bin/sh\nps -o pid=,pgid= -p $$\n")
     (fake / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
-    monkeypatch.setenv("GROUPS_FILE", str(tmp_path / "groups"))
-    monkeypatch.setenv("SANDBOX_ORCH_HOME", str(tmp_path / "home"))
-    base = tmp_path / "copy"
-    (base / "a").mkdir(parents=True)
-    (base / "b").mkdir()
-    write_patch(WorkspaceCopy(base / "a", base / "b"), "r1")
-    pid, pgid = (tmp_path / "groups").read_text().split()
+    pid, pgid = git_output(["diff"], tmp_path).decode().split()
     assert pid == pgid and int(pgid) != os.getpgrp()
 
 
