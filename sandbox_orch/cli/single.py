@@ -26,6 +26,13 @@ from .workflows import choose_view, with_backend
     help="Copied into the sandbox at /workspace.",
 )
 @click.option("--prompt", default=None, help="The task, for agent runtimes (claude, codex).")
+@click.option(
+    "--continue",
+    "continue_from",
+    default=None,
+    metavar="RUN_ID",
+    help="Continue the agent's session of an earlier `single` run (claude, codex).",
+)
 @policy_option
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE")
 @click.option("--egress", multiple=True, metavar="HOST:PORT")
@@ -39,6 +46,7 @@ def single(
     runtime: str,
     workspace: Path,
     prompt: str | None,
+    continue_from: str | None,
     policy: str | None,
     env_pairs: tuple[str, ...],
     egress: tuple[str, ...],
@@ -53,6 +61,7 @@ def single(
     After `--`, ARGS is the command (shell, python, node) or extra CLI arguments (agents).
     """
     from ..single import SingleRequest, run_single, single_plan
+    from ..single.session import continue_hint, kept_session
 
     request = SingleRequest(
         runtime=runtime,
@@ -62,12 +71,15 @@ def single(
         env=_env_pairs(env_pairs),
         egress=egress,
         secrets=secret_names,
+        continue_from=continue_from,
     )
     loaded = load_policy(choose_policy_path(policy))
     from ..admission import check_report_files
 
     check_report_files({"--results": results_file}, {}, request.workspace)
     view = choose_view(single_plan(request), as_json, ci)
+    if continue_from is not None:  # refused before the engine is asked anything
+        kept_session(continue_from, runtime)
     report = asyncio.run(
         with_backend(
             lambda backend, interrupt: run_single(
@@ -78,6 +90,8 @@ def single(
     if report.patch is not None and not as_json:
         size = report.patch.stat().st_size
         click.echo(f"changes: {report.patch} ({size} bytes; apply with: git apply {report.patch})")
+    if (hint := continue_hint(report.run_id, runtime)) and not as_json:
+        click.echo(hint)
     sys.exit(int(RUN_EXIT[report.status]))
 
 

@@ -21,6 +21,7 @@ from ..events import Emit
 from ..orchestrator import RunOptions, RunReport, run_plan
 from ..policy import Policy
 from ..store import save_results
+from . import session
 from .changes import PATCH, write_patch
 from .request import NODE, WORKSPACE, SingleRequest, single_plan
 from .workspace import WorkspaceCopy, copy_workspace, with_workspace
@@ -50,13 +51,19 @@ async def run_single(
 ) -> RunReport:
     """Admit, copy the workspace, run the node, and return its changes as a patch."""
     plan = single_plan(request)
+    kept = None
+    if request.continue_from is not None:
+        kept = session.kept_session(request.continue_from, request.runtime)
+        plan = session.resumed(plan, request.runtime)
     sandboxes = admit(plan, policy)
     copy = copy_workspace(request.workspace, run_id, policy)
     try:
-        sandboxes = {NODE: with_workspace(sandboxes[NODE], copy)}
+        state = session.prepare_state(request.runtime, run_id, policy, kept)
+        sandbox = session.with_state(with_workspace(sandboxes[NODE], copy), request.runtime, state)
         report = await run_plan(
-            plan, policy, sandboxes, backend, run_id, emit, interrupt, RunOptions()
+            plan, policy, {NODE: sandbox}, backend, run_id, emit, interrupt, RunOptions()
         )
+        session.keep_state(state, request.runtime, run_id, policy.limits.artifacts)
         artifact = write_patch(copy, run_id)
     finally:
         shutil.rmtree(copy.pristine.parent, ignore_errors=True)
