@@ -99,7 +99,24 @@ def test_a_plain_runtime_refusal_names_no_agent_policy():
     policy = load_policy(POLICIES_DIR / "agents.yaml")
     with pytest.raises(InputRefused) as caught:
         admit(plan_of("version: 1\nname: x\nnodes:\n  a: {command: [x]}\n"), policy)
-    assert all("--policy agents" not in str(p) for p in caught.value.problems)
+    assert all("shipped policy" not in str(p) for p in caught.value.problems)
+
+
+def test_a_policy_named_like_the_shipped_one_is_not_sent_to_itself(tmp_path):
+    text = (
+        (POLICIES_DIR / "agents.yaml")
+        .read_text()
+        .replace("runtimes: [claude, codex]", "runtimes: [codex]")
+    )
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(InputRefused) as caught:
+        admit(
+            plan_of(CLAUDE),
+            load_policy(tmp_path / "p.yaml"),
+            environ={"ANTHROPIC_API_KEY": "k-123456"},
+        )
+    lines = [str(p) for p in caught.value.problems]
+    assert any(line.endswith("runtime 'claude' is not granted by the policy") for line in lines)
 
 
 def test_shipped_granting_reads_the_shipped_policies():
@@ -207,3 +224,57 @@ def test_codex_has_no_token_alternative():
     with pytest.raises(InputRefused) as caught:
         admit(plan_of(text), AGENTS, environ={"CLAUDE_CODE_OAUTH_TOKEN": "tok-123456"})
     assert any("OPENAI_API_KEY is not set" in str(p) for p in caught.value.problems)
+
+
+def agents_policy_with(tmp_path, old: str, new: str):
+    text = (POLICIES_DIR / "agents.yaml").read_text()
+    assert old in text
+    (tmp_path / "p.yaml").write_text(text.replace(old, new))
+    return load_policy(tmp_path / "p.yaml")
+
+
+def test_a_token_is_taken_when_the_api_key_is_not_granted_at_all(tmp_path):
+    policy = agents_policy_with(tmp_path, "  ANTHROPIC_API_KEY: {", "  OTHER_KEY: {")
+    environ = {"CLAUDE_CODE_OAUTH_TOKEN": "tok-123456", "ANTHROPIC_API_KEY": "k-123456"}
+    assert admit(plan_of(CLAUDE), policy, environ=environ)["r"].secrets == (
+        "CLAUDE_CODE_OAUTH_TOKEN",
+    )
+
+
+def test_a_token_that_may_not_go_to_the_node_s_host_is_not_taken(tmp_path):
+    policy = agents_policy_with(
+        tmp_path,
+        'CLAUDE_CODE_OAUTH_TOKEN, runtimes: [claude], egress: ["api.anthropic.com:443"]',
+        'CLAUDE_CODE_OAUTH_TOKEN, runtimes: [claude], egress: ["other.example:443"]',
+    )
+    with pytest.raises(InputRefused) as caught:
+        admit(plan_of(CLAUDE), policy, environ={"CLAUDE_CODE_OAUTH_TOKEN": "tok-123456"})
+    (problem,) = caught.value.problems
+    assert str(problem).endswith(
+        "secret ANTHROPIC_API_KEY: environment variable ANTHROPIC_API_KEY is not set "
+        "(claude logs in with any one of ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN)"
+    )
+
+
+def test_the_login_hint_is_given_for_a_defaulted_claude_secret_only(tmp_path):
+    def refusals(text: str, policy=AGENTS) -> str:
+        with pytest.raises(InputRefused) as caught:
+            admit(plan_of(text), policy, environ={})
+        return "\n".join(str(p) for p in caught.value.problems)
+
+    hint = "(claude logs in with any one of ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN)"
+    assert hint in refusals(CLAUDE)
+    asked = CLAUDE.replace("prompt: review}", "prompt: review, secrets: [ANTHROPIC_API_KEY]}")
+    assert "logs in with" not in refusals(asked)
+    codex = "version: 1\nname: x\nnodes:\n  r: {runtime: codex, prompt: review}\n"
+    assert "logs in with" not in refusals(codex)
+    ungranted = agents_policy_with(tmp_path, "  ANTHROPIC_API_KEY: {", "  OTHER_KEY: {")
+    assert refusals(CLAUDE, ungranted).endswith(
+        f"secret ANTHROPIC_API_KEY is not granted by the policy {hint}"
+    )
+    elsewhere = agents_policy_with(
+        tmp_path, "ANTHROPIC_API_KEY, runtimes: [claude]", "ANTHROPIC_API_KEY, runtimes: [codex]"
+    )
+    assert refusals(CLAUDE, elsewhere).endswith(
+        f"secret ANTHROPIC_API_KEY is not granted to runtime 'claude' {hint}"
+    )
