@@ -238,9 +238,11 @@ def shipped_policies() -> list[str]:
 
 def shipped_or_path(value: str) -> Path:
     """A path with a slash or a .yaml/.yml suffix is always a path; a bare name is a file
-    in the working directory if one exists, else the installation's shipped policy."""
+    in the working directory if one exists (a directory `ci/` is none), else the
+    installation's shipped policy."""
     path = Path(value)
-    if "/" in value or path.suffix.lower() in (".yaml", ".yml") or path.exists():
+    here = os.path.lexists(path) and not path.is_dir()
+    if "/" in value or path.suffix.lower() in (".yaml", ".yml") or here:
         return path
     if value in shipped_policies():
         return POLICIES_DIR / f"{value}.yaml"

@@ -141,6 +141,14 @@ def test_a_file_of_that_name_in_the_working_directory_wins(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "agents").write_text("mine")
     assert choose_policy_path("agents") == Path("agents")
+    (tmp_path / "default").symlink_to(tmp_path / "nowhere")  # even a dangling link: refused
+    assert choose_policy_path("default") == Path("default")  # when read, never the shipped
+
+
+def test_a_directory_of_that_name_is_no_policy_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ci").mkdir()  # a repository's ci/ directory
+    assert choose_policy_path("ci") == POLICIES_DIR / "ci.yaml"
 
 
 @pytest.mark.parametrize("value", ["policies/agents", "agents.yaml", "./ci", "x/default.yml"])
