@@ -6,15 +6,14 @@ directory, and a Claude subscription token as the claude preset's login."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from sandbox_orch.admission import admit
 from sandbox_orch.backend.memory import MemoryBackend
+from sandbox_orch.cli import main
 from sandbox_orch.errors import InfrastructureError, InputRefused
 from sandbox_orch.images import build_hint
 from sandbox_orch.orchestrator import preflight
@@ -170,22 +169,19 @@ def test_without_a_choice_the_default_applies(monkeypatch):
     assert choose_policy_path(None) == DEFAULT_POLICY
 
 
-def test_the_cli_names_a_shipped_policy_from_another_directory(tmp_path):
+def test_the_cli_names_a_shipped_policy_from_another_directory(tmp_path, monkeypatch):
     """`single claude --policy agents` run from an unrelated directory: the policy is
     found (the refusal is about the missing key, not the policy file), nothing starts."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", POLICY_ENV)}
-    env.pop("CLAUDE_CODE_OAUTH_TOKEN", None)
-    env["PYTHONPATH"] = str(REPO)
-    env["SANDBOX_ORCH_HOME"] = str(tmp_path / "store")
+    for name in ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", POLICY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SANDBOX_ORCH_HOME", str(tmp_path / "store"))
     (tmp_path / "work").mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-m", "sandbox_orch", "single", "claude", "--policy", "agents",
-         "--prompt", "hi", "--ci"],
-        cwd=tmp_path / "work", env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    assert "environment variable ANTHROPIC_API_KEY is not set" in proc.stderr
-    assert "CLAUDE_CODE_OAUTH_TOKEN" in proc.stderr  # the other way to log in is named
+    monkeypatch.chdir(tmp_path / "work")
+    args = ["single", "claude", "--policy", "agents", "--prompt", "hi", "--ci"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "environment variable ANTHROPIC_API_KEY is not set" in result.stderr
+    assert "CLAUDE_CODE_OAUTH_TOKEN" in result.stderr  # the other way to log in is named
     assert not (tmp_path / "store").exists()  # nothing started, no run kept
 
 
