@@ -215,7 +215,7 @@ def _check_secrets(
 ) -> None:
     egress = set(node.egress)
     logins = node.runtime.logins
-    defaulted = "secrets" not in node.request.model_fields_set and len(logins) > 1
+    defaulted = bool(logins) and "secrets" not in node.request.model_fields_set
     hint = f" ({node.runtime.name} logs in with any one of {', '.join(logins)})"
     hint = hint if defaulted else ""
     for index, name in enumerate(secrets):
