@@ -21,7 +21,7 @@ from .errors import InputRefused, Problem
 from .gitpaths import MAX_GIT_PATHS, inside_git
 from .mounts import BindMount, Walk, grant_for, masks, never_mountable, resolve, walk
 from .planning import Plan, PlannedNode
-from .policy import Policy
+from .policy import Policy, shipped_granting
 from .sandbox import Sandbox
 from .secrets import source_problem
 from .units import format_size
@@ -73,7 +73,8 @@ def admit_node(
     _check_distinct_targets(node, policy, before)
     _check_artifacts_total(node, policy, before)
     _check_network(node, policy, before)
-    _check_secrets(node, policy, before, environ)
+    secrets = _login(node, policy, environ)
+    _check_secrets(node, secrets, policy, before, environ)
     _check_env(node, policy, before)
     mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
     _check_workdir(node, mounts, before)
@@ -99,7 +100,7 @@ def admit_node(
         workdir=node.request.workdir,
         mounts=mounts,
         egress=node.egress,
-        secrets=node.secrets,
+        secrets=secrets,
     )
 
 
@@ -118,7 +119,11 @@ class _Tracked:
 def _check_runtime(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
     runtime = node.runtime
     if runtime.preset and runtime.name not in policy.runtimes:
-        refuse((*node.loc, "runtime"), f"runtime {runtime.name!r} is not granted by the policy")
+        message = f"runtime {runtime.name!r} is not granted by the policy"
+        shipped = shipped_granting(runtime.name) if runtime.agent else None
+        if shipped is not None and shipped != policy.name:
+            message += f" (the shipped policy {shipped!r} grants it: --policy {shipped})"
+        refuse((*node.loc, "runtime"), message)
     if not runtime.preset and not any(fnmatch.fnmatchcase(runtime.image, p) for p in policy.images):
         message = f"image {runtime.image!r} of runtime {runtime.name!r} is not granted"
         refuse(("runtimes", runtime.name, "image"), message)
@@ -186,22 +191,45 @@ def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
             refuse(loc, f"egress to {target!r} is not granted by the policy")
 
 
+def _login(node: PlannedNode, policy: Policy, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets a node gets: as asked; asked nothing, the first of its runtime's logins
+    the policy grants to it and can read (a Claude subscription token instead of an API
+    key), else the runtime's default (refused below, saying why)."""
+    if "secrets" in node.request.model_fields_set:
+        return node.secrets
+    for name in node.runtime.logins:
+        grant = policy.secrets.get(name)
+        if grant is None or node.runtime.name not in grant.runtimes:
+            continue
+        if not set(node.egress) - set(grant.egress) and not source_problem(grant, environ):
+            return (name,)
+    return node.secrets
+
+
 def _check_secrets(
-    node: PlannedNode, policy: Policy, refuse: Refuse, environ: Mapping[str, str]
+    node: PlannedNode,
+    secrets: tuple[str, ...],
+    policy: Policy,
+    refuse: Refuse,
+    environ: Mapping[str, str],
 ) -> None:
     egress = set(node.egress)
-    for index, name in enumerate(node.secrets):
+    logins = node.runtime.logins
+    defaulted = bool(logins) and "secrets" not in node.request.model_fields_set
+    hint = f" ({node.runtime.name} logs in with any one of {', '.join(logins)})"
+    hint = hint if defaulted else ""
+    for index, name in enumerate(secrets):
         loc = _loc(node, "secrets", ("secrets", index))
         grant = policy.secrets.get(name)
         if grant is None:
-            refuse(loc, f"secret {name} is not granted by the policy")
+            refuse(loc, f"secret {name} is not granted by the policy{hint}")
         elif node.runtime.name not in grant.runtimes:
-            refuse(loc, f"secret {name} is not granted to runtime {node.runtime.name!r}")
+            refuse(loc, f"secret {name} is not granted to runtime {node.runtime.name!r}{hint}")
         elif wider := sorted(egress - set(grant.egress)):
             # The secret could leave through a host it was never meant for.
             refuse(loc, f"secret {name} cannot go to a node with egress to {', '.join(wider)}")
         elif problem := source_problem(grant, environ):
-            refuse(loc, problem)
+            refuse(loc, problem + hint)
 
 
 def _loc(node: PlannedNode, key: str, written: Loc) -> Loc:

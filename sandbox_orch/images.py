@@ -74,6 +74,18 @@ def available_images(images_dir: Path = IMAGES_DIR) -> list[str]:
     return sorted(p.parent.name for p in images_dir.glob("*/Dockerfile") if p.is_file())
 
 
+def build_hint(image: str, images_dir: Path = IMAGES_DIR) -> str:
+    """How to build a missing image: by its name when it is one of ours."""
+    name = image.removeprefix(REPOSITORY_PREFIX).removesuffix(":latest")
+    available = available_images(images_dir)
+    if image.startswith(REPOSITORY_PREFIX) and name in available:
+        return f"run `sandbox-orch images build {name}`"
+    return (
+        f"build it on this engine (`docker build -t {image} ...`); "
+        f"`sandbox-orch images build` builds only its own images ({', '.join(available)})"
+    )
+
+
 def parent_refs(dockerfile: Path) -> list[str]:
     """The sandbox-orch images a Dockerfile builds FROM, as written (tag may be absent)."""
     refs = _FROM_RE.findall(dockerfile.read_text(encoding="utf-8"))

@@ -54,8 +54,13 @@ RUNTIME_SOCKETS = frozenset({
     "cri-dockerd.sock", "buildkitd.sock", "containerd-shim.sock", "kubelet.sock",
 })  # fmt: skip
 # Credentials kept in a home directory: never mountable, even where the home is.
+# The coding agents' logins and sessions too (Claude Code: ~/.claude/.credentials.json and
+# ~/.claude.json; Codex: ~/.codex/auth.json), and the keychains that hold them (macOS,
+# the freedesktop keyring, pass): a node gets an agent's login only as a granted secret.
 CREDENTIALS = (".ssh", ".aws", ".docker", ".kube", ".gnupg", ".config/gcloud", ".azure",
-               ".netrc", ".git-credentials", ".config/gh", ".npmrc", ".pypirc")  # fmt: skip
+               ".netrc", ".git-credentials", ".config/gh", ".npmrc", ".pypirc",
+               ".claude", ".claude.json", ".claude.json.backup", ".config/claude", ".codex",
+               "Library/Keychains", ".local/share/keyrings", ".password-store")  # fmt: skip
 # What the home's owner runs without asking (shell start-up files, git's configuration
 # with its hooks and ssh command, ~/.local/bin and user site-packages, ~/.config's
 # autostart): writable by a node, it is code execution on the host.

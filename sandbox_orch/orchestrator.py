@@ -114,9 +114,12 @@ async def preflight(
         if artifacts and await backend.volume_store() == "engine":
             images.add(HOLDER_IMAGE)  # only "engine" volumes need holders
         for image in sorted(images):
-            image_ids[image] = await backend.image_id(image)
-    except ImageMissing as error:
-        raise InfrastructureError(f"{error}: run `sandbox-orch images build`") from None
+            try:
+                image_ids[image] = await backend.image_id(image)
+            except ImageMissing as error:
+                from .images import build_hint  # only now: it loads the image builder
+
+                raise InfrastructureError(f"{error}: {build_hint(image)}") from None
     except BackendError as error:
         raise InfrastructureError(f"engine error: {error}") from None
     return image_ids

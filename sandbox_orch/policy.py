@@ -19,7 +19,7 @@ from .agents.budgets import Budget
 from .agents.settings import PERMISSION_MODES
 from .bounded.limits import DEFAULT_PROMPT_BYTES, MAX_PROMPT_BYTES
 from .containerpaths import normalise
-from .errors import InputRefused
+from .errors import InputRefused, Problem
 from .units import parse_count, parse_cpus, parse_duration, parse_size
 from .yamlsafe import Document, load_file
 
@@ -226,8 +226,41 @@ class Policy:
 
 
 def choose_policy_path(option: str | None) -> Path:
-    """--policy, else $SANDBOX_ORCH_POLICY, else the shipped default (CONTRACT 1)."""
-    return Path(option or os.environ.get(POLICY_ENV) or DEFAULT_POLICY)
+    """--policy, else $SANDBOX_ORCH_POLICY, else the shipped default (CONTRACT 1). A bare
+    name (`agents`) with no such file here is the shipped policies/<name>.yaml."""
+    chosen = option or os.environ.get(POLICY_ENV)
+    return shipped_or_path(chosen) if chosen else DEFAULT_POLICY
+
+
+def shipped_policies() -> list[str]:
+    return sorted(p.stem for p in POLICIES_DIR.glob("*.yaml"))
+
+
+def shipped_or_path(value: str) -> Path:
+    """A path with a slash or a .yaml/.yml suffix is always a path; a bare name is a file
+    in the working directory if one exists (a directory `ci/` is none), else the
+    installation's shipped policy."""
+    path = Path(value)
+    here = os.path.lexists(path) and not path.is_dir()
+    if "/" in value or path.suffix.lower() in (".yaml", ".yml") or here:
+        return path
+    if value in shipped_policies():
+        return POLICIES_DIR / f"{value}.yaml"
+    names = ", ".join(shipped_policies())
+    message = f"no policy file {value!r} here, nor a shipped policy of that name ({names})"
+    raise InputRefused([Problem("policy", None, "", message)])
+
+
+def shipped_granting(runtime: str) -> str | None:
+    """The shipped policy that grants `runtime`, for a refusal to name (read only then)."""
+    for name in ("agents", "ci", "default"):
+        path = POLICIES_DIR / f"{name}.yaml"
+        try:
+            if path.is_file() and runtime in load_policy(path).runtimes:
+                return name
+        except InputRefused:
+            continue
+    return None
 
 
 def load_policy(path: Path) -> Policy:

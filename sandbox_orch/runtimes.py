@@ -20,6 +20,9 @@ class Runtime:
     secrets: tuple[str, ...] = ()
     egress: tuple[str, ...] = ()
     base_url_env: str | None = None  # the variable that points the CLI at a gateway
+    # Secrets any one of which logs the CLI in: asked nothing, a node gets the first the
+    # policy grants it and can read (admission), else `secrets` (and its refusal).
+    logins: tuple[str, ...] = ()
 
 
 PRESETS: dict[str, Runtime] = {
@@ -34,6 +37,8 @@ PRESETS: dict[str, Runtime] = {
         secrets=("ANTHROPIC_API_KEY",),
         egress=("api.anthropic.com:443",),
         base_url_env="ANTHROPIC_BASE_URL",
+        # An API key, or a Claude subscription's token (`claude setup-token`).
+        logins=("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"),
     ),
     "codex": Runtime(
         "codex",

@@ -73,7 +73,8 @@ policy_option = click.option(
     "--policy",
     "policy",
     default=None,
-    help="Policy file (else $SANDBOX_ORCH_POLICY, else default).",
+    help="Policy file, or a shipped policy's name: default, ci, agents "
+    "(else $SANDBOX_ORCH_POLICY, else default).",
 )
 
 

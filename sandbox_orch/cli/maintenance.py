@@ -46,6 +46,7 @@ def runtimes(as_json: bool, workflow: Path | None) -> None:
             "entrypoint": list(r.entrypoint),
             "parse": r.parse.format,
             "secrets": list(r.secrets),
+            "logins": list(r.logins),
             "egress": list(r.egress),
         }
         for r in table.values()
@@ -53,9 +54,12 @@ def runtimes(as_json: bool, workflow: Path | None) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from ..images import build_hint
+
     for row in rows:
-        state = "built" if row["built"] else "not built (sandbox-orch images build)"
-        needs = f"; requests {', '.join(row['secrets'] + row['egress'])}" if row["secrets"] else ""
+        state = "built" if row["built"] else f"not built ({build_hint(row['image'])})"
+        secrets = " or ".join(row["logins"]) or ", ".join(row["secrets"])
+        needs = f"; requests {', '.join([secrets, *row['egress']])}" if row["secrets"] else ""
         click.echo(f"{row['name']:<8} {row['kind']:<6} {row['image']:<22} {state}{needs}")
 
 
@@ -209,7 +213,9 @@ def doctor() -> None:
                     image_id = await backend.image_id(image_ref(name))
                     click.echo(f"image {image_ref(name)}: built ({image_id[:19]})")
                 except ImageMissing:
-                    click.echo(f"image {image_ref(name)}: not built (sandbox-orch images build)")
+                    click.echo(
+                        f"image {image_ref(name)}: not built (sandbox-orch images build {name})"
+                    )
         finally:
             await backend.close()
         for isolation in policy_isolations(runtimes):

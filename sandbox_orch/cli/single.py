@@ -54,6 +54,13 @@ from .workflows import choose_view, with_backend
     help="Commit the changes on a new branch NAME (the working tree is not touched).",
 )
 @click.option("--prompt", default=None, help="The task, for agent runtimes (claude, codex).")
+@click.option(
+    "--continue",
+    "continue_from",
+    default=None,
+    metavar="RUN_ID",
+    help="Continue the agent's session of an earlier `single` run (claude, codex).",
+)
 @policy_option
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE")
 @click.option("--egress", multiple=True, metavar="HOST:PORT")
@@ -70,6 +77,7 @@ def single(
     apply_patch: bool,
     branch: str | None,
     prompt: str | None,
+    continue_from: str | None,
     policy: str | None,
     env_pairs: tuple[str, ...],
     egress: tuple[str, ...],
@@ -86,6 +94,7 @@ def single(
     from ..single import SingleRequest, run_single, single_plan
     from ..single.delivery import apply_command, apply_root, default_workspace
     from ..single.selection import find_repo
+    from ..single.session import continue_hint, kept_session
 
     request = SingleRequest(
         runtime=runtime,
@@ -98,12 +107,15 @@ def single(
         excludes=excludes,
         apply=apply_patch,
         branch=branch,
+        continue_from=continue_from,
     )
     loaded = load_policy(choose_policy_path(policy))
     from ..admission import check_report_files
 
     check_report_files({"--results": results_file}, {}, request.workspace)
     view = choose_view(single_plan(request), as_json, ci)
+    if continue_from is not None:  # refused before the engine is asked anything
+        kept_session(continue_from, runtime)
     shown = view if as_json else _answer_at_the_end(view)
     try:
         report = asyncio.run(
@@ -137,6 +149,8 @@ def single(
             )
         if report.delivered is not None and not as_json:
             _tell(report.delivered, essential=True)
+        if (hint := continue_hint(report.run_id, runtime)) and not as_json:
+            _tell(hint)
     except KeyboardInterrupt:  # while saying it: the patch is written, say where
         interrupted = True
         click.echo(f"sandbox-orch: interrupted; changes: {report.patch}", err=True)

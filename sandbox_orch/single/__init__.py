@@ -24,6 +24,7 @@ from ..orchestrator import RunOptions, RunReport, run_plan
 from ..policy import Policy
 from ..status import RunStatus
 from ..store import save_results
+from . import session
 from .changes import PATCH, write_patch
 from .delivery import Delivery, check_delivery, deliver
 from .request import NODE, WORKSPACE, SingleRequest, single_plan
@@ -55,17 +56,23 @@ async def run_single(
 ) -> RunReport:
     """Admit, copy the workspace, run the node, and return its changes as a patch."""
     plan = single_plan(request)
+    kept = None
+    if request.continue_from is not None:
+        kept = session.kept_session(request.continue_from, request.runtime)
+        plan = session.resumed(plan, request.runtime)
     sandboxes = admit(plan, policy)
     delivery = Delivery(request.apply, request.branch)
     check_delivery(request.workspace, delivery)
     copy = copy_workspace(request.workspace, run_id, policy, request.excludes)
     finished: list[Event] = []  # run_finished, held until the patch is written
     try:
-        sandboxes = {NODE: with_workspace(sandboxes[NODE], copy)}
+        state = session.prepare_state(request.runtime, run_id, policy, kept)
+        sandbox = session.with_state(with_workspace(sandboxes[NODE], copy), request.runtime, state)
         report = await run_plan(
-            plan, policy, sandboxes, backend, run_id, _holding(emit, finished), interrupt,
-            RunOptions(),
+            plan, policy, {NODE: sandbox}, backend, run_id, _holding(emit, finished),
+            interrupt, RunOptions(),
         )  # fmt: skip
+        session.keep_state(state, request.runtime, run_id, policy.limits.artifacts)
         artifact = write_patch(copy, run_id)
     finally:
         shutil.rmtree(copy.base, ignore_errors=True)

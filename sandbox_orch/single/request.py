@@ -34,13 +34,17 @@ class SingleRequest:
     excludes: tuple[str, ...] = ()  # --exclude: patterns left out of the copy and the patch
     apply: bool = False  # --apply: the patch applied to the workspace after the run
     branch: str | None = None  # --branch: the changes committed on this new branch
+    continue_from: str | None = None  # an earlier run whose agent session this continues
 
 
 def single_plan(request: SingleRequest) -> Plan:
     """The one-node workflow `single` runs: the same validation as a file would get."""
     node: dict[str, Any] = {"runtime": request.runtime, "workdir": WORKSPACE}
     runtime = PRESETS.get(request.runtime)
-    if runtime is not None and runtime.agent:
+    if runtime is None:  # said first: no hint about --prompt or -- for a runtime that is not
+        known = ", ".join(PRESETS)
+        raise refused("RUNTIME", f"unknown runtime {request.runtime!r} (runtimes: {known})")
+    if runtime.agent:
         if request.prompt is None:
             raise refused("--prompt", f"runtime {request.runtime!r} needs --prompt TEXT")
         node["prompt"] = escape(request.prompt)  # taken as typed: `${{` is no template here

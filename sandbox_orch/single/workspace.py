@@ -272,6 +272,18 @@ def _owner(user: str) -> tuple[int, int] | None:
     return uid, gid
 
 
+def hand_to_sandbox_user(root: Path, user: str) -> None:
+    """A tree we made for the node (not the copy, which is made its own as it is
+    written): the policy's user may write it."""
+    owner = _owner(user)
+    for directory, _, files in os.walk(root):
+        for path in [Path(directory), *(Path(directory) / f for f in files)]:
+            if owner is not None:
+                os.lchown(path, *owner)
+            elif not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o666 | (0o111 if path.is_dir() else 0))
+
+
 def _make(directory: Path, owner: tuple[int, int] | None) -> None:
     """The node runs as the policy's user: let it write its copy (and only its copy)."""
     directory.mkdir(mode=0o755)

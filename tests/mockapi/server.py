@@ -2,7 +2,8 @@
 
 Speaks just enough of Anthropic Messages (streaming) and OpenAI Responses (streaming) for
 Claude Code and Codex to finish a turn, and records every request it receives so tests
-can check what reached it (paths, API key headers, the last user message). Run:
+can check what reached it (paths, API key headers, the last user message, and every user
+message: the history a continued session sends). Run:
 `python server.py [PORT]`.
 
 Behaviour is chosen by the prompt, so a test controls it from the workflow:
@@ -208,6 +209,25 @@ def last_user_text(body: object) -> str | None:
     return "\n".join(_block_text(b) for b in blocks if isinstance(b, dict))
 
 
+def user_texts(body: object) -> list[str]:
+    """The text of every user message the request carries (Messages `messages`, Responses
+    `input`): the conversation so far, so tests can see a continued session's history."""
+    if not isinstance(body, dict):
+        return []
+    items = body.get("messages") or body.get("input")
+    if isinstance(items, str):
+        return [items]
+    found = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or item.get("role") != "user":
+            continue
+        content = item.get("content")
+        blocks = content if isinstance(content, list) else []
+        texts = [_block_text(b) for b in blocks if isinstance(b, dict)]
+        found.append(content if isinstance(content, str) else "\n".join(texts))
+    return found
+
+
 def tool_results(body: object) -> list[dict]:
     """The tool results the request carries back (what each tool printed, and whether it
     failed), so tests can see what a tool did in the sandbox."""
@@ -262,6 +282,7 @@ class Handler(BaseHTTPRequestHandler):
                     "model": parsed.get("model") if isinstance(parsed, dict) else None,
                     "thread": threading.get_ident(),
                     "prompt": last_user_text(parsed),
+                    "history": user_texts(parsed),
                     "tool_results": tool_results(parsed),
                 }
             )

@@ -140,7 +140,8 @@ FLOORS = {
         "cri-dockerd.sock", "buildkitd.sock", "containerd-shim.sock", "kubelet.sock"}),
     "CREDENTIALS": (mounts.CREDENTIALS, {
         ".ssh", ".aws", ".docker", ".kube", ".gnupg", ".config/gcloud", ".azure", ".netrc",
-        ".git-credentials", ".config/gh"}),
+        ".git-credentials", ".config/gh", ".claude", ".claude.json", ".codex",
+        ".config/claude", "Library/Keychains"}),
     "FORBIDDEN_TARGETS": (containerpaths.FORBIDDEN_TARGETS, {
         "/proc", "/sys", "/dev", "/etc", "/usr", "/boot", "/run"}),
     "DENIED_ENV": (DENIED, {
