@@ -11,6 +11,7 @@ import click
 
 from ..errors import InputRefused, Problem
 from ..policy import choose_policy_path, load_policy
+from ..runtimes import is_agent
 from ..store import new_run_id
 from . import OUTPUT_FILE, RUN_EXIT, exits_with_contract_codes, main, policy_option
 from .workflows import choose_view, with_backend
@@ -62,12 +63,16 @@ def single(
         env=_env_pairs(env_pairs),
         egress=egress,
         secrets=secret_names,
+        # An agent with no prompt, in a terminal: its own interface (refused, with a
+        # hint, without a terminal).
+        interactive=prompt is None and is_agent(runtime) and _in_terminal(),
     )
     loaded = load_policy(choose_policy_path(policy))
     from ..admission import check_report_files
 
     check_report_files({"--results": results_file}, {}, request.workspace)
-    view = choose_view(single_plan(request), as_json, ci)
+    # No live redraw over an interactive session's screen: plain lines, held meanwhile.
+    view = choose_view(single_plan(request), as_json, ci or request.interactive)
     report = asyncio.run(
         with_backend(
             lambda backend, interrupt: run_single(
@@ -79,6 +84,10 @@ def single(
         size = report.patch.stat().st_size
         click.echo(f"changes: {report.patch} ({size} bytes; apply with: git apply {report.patch})")
     sys.exit(int(RUN_EXIT[report.status]))
+
+
+def _in_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:

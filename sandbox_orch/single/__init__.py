@@ -21,8 +21,9 @@ from ..events import Emit
 from ..orchestrator import RunOptions, RunReport, run_plan
 from ..policy import Policy
 from ..store import save_results
+from ..terminal import HostTerminal
 from .changes import PATCH, write_patch
-from .request import NODE, WORKSPACE, SingleRequest, single_plan
+from .request import NODE, WORKSPACE, SingleRequest, check_session, single_plan
 from .workspace import WorkspaceCopy, copy_workspace, with_workspace
 
 __all__ = [
@@ -48,18 +49,25 @@ async def run_single(
     interrupt: asyncio.Event,
     results_file: Path | None = None,
 ) -> RunReport:
-    """Admit, copy the workspace, run the node, and return its changes as a patch."""
+    """Admit, copy the workspace, run the node, and return its changes as a patch.
+    An interactive request runs attached to this process's terminal (stdin, stdout)."""
     plan = single_plan(request)
+    check_session(request, policy)
+    terminal = HostTerminal(interrupt) if request.interactive else None
+    if terminal is not None:
+        emit = terminal.holding(emit)
     sandboxes = admit(plan, policy)
     copy = copy_workspace(request.workspace, run_id, policy)
     try:
         sandboxes = {NODE: with_workspace(sandboxes[NODE], copy)}
         report = await run_plan(
-            plan, policy, sandboxes, backend, run_id, emit, interrupt, RunOptions()
+            plan, policy, sandboxes, backend, run_id, emit, interrupt, RunOptions(terminal=terminal)
         )
         artifact = write_patch(copy, run_id)
     finally:
         shutil.rmtree(copy.pristine.parent, ignore_errors=True)
     report.results["nodes"][NODE]["artifacts"] = [artifact]
+    if terminal is not None:  # its output was the user's screen: no answer, no usage parsed
+        report.results["nodes"][NODE]["interactive"] = True
     save_results(run_id, report.results, results_file)
     return dataclasses.replace(report, patch=Path(artifact["path"]))
