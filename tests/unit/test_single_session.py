@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import docker
@@ -18,6 +21,7 @@ from sandbox_orch.policy import POLICIES_DIR, load_policy
 from sandbox_orch.single import SingleRequest, single_plan
 from sandbox_orch.single.request import NO_TERMINAL, check_session
 
+from ..conftest import REPO
 from .helpers import admitted, default_policy
 
 WORKSPACE = Path("/tmp/ws")
@@ -85,3 +89,25 @@ def test_a_terminal_container_has_a_tty_and_open_stdin_and_both_are_read_back():
     }
     found = differences(kwargs, attrs, {})
     assert "Tty" in found and "OpenStdin" not in found
+
+
+def test_the_command_without_prompt_or_terminal_exits_2_with_one_line(tmp_path):
+    """As a script would run it (stdin and stdout not terminals): refused before anything
+    starts (no engine is asked: DOCKER_HOST points nowhere), nothing in the run store."""
+    store = tmp_path / "store"
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    env = {**os.environ, "SANDBOX_ORCH_HOME": str(store), "DOCKER_HOST": "unix:///nonexistent"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox_orch", "single", "claude", "--workspace", str(workspace)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"single: --prompt: {NO_TERMINAL}"]
+    assert proc.stdout == ""
+    assert not (store / "runs").exists()
