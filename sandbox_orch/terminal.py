@@ -140,6 +140,10 @@ class HostTerminal:
                 finally:
                     self._give_back_signals(loop)
                     os.write(stop_write, b"x")
+                    # Also unblocks a send the container never reads (its output was
+                    # drained above, or the session is being cancelled).
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
                     await asyncio.shield(pumping)
                     with contextlib.suppress(OSError):
                         _write_all(self.screen_fd, RESET_MODES)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ..conftest import REPO, labelled_leftovers, unique
@@ -175,4 +177,37 @@ def test_codex_session_in_a_terminal_answers_and_ends_cleanly(
     run_id, results = finished_run(store)
     node = results["nodes"]["single"]
     assert node["status"] == "succeeded" and node["interactive"] is True
+    assert labelled_leftovers(docker_client, run_id) == []
+
+
+def session_process(term: Terminal) -> psutil.Process:
+    """The `sandbox-orch single` process running in the terminal's shell."""
+    shell = psutil.Process(int(term.tmux("display-message", "-p", "-t", "main", "#{pane_pid}")))
+    (found,) = [p for p in shell.children() if "sandbox_orch" in " ".join(p.cmdline())]
+    return found
+
+
+@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)
+def test_a_sigint_goes_to_the_agent_and_a_sigterm_ends_the_session_cleanly(
+    agent_policy, mock_api, tmp_path, keys, docker_client, terminal
+):
+    """A SIGINT sent from outside during a session is the agent's Ctrl-C (it asks for a
+    second one), not a cancelled run; a SIGTERM cancels the run: the terminal is restored
+    and nothing is left behind."""
+    policy, _ = agent_policy
+    without_agent_rules(policy)
+    store, workspace = tmp_path / "store", project(tmp_path)
+    command = session_command(store, "claude", workspace, policy, f"ANTHROPIC_BASE_URL={mock_api}")
+    terminal.start(command, {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]})
+    terminal.wait_for_text("accept edits")
+    process = session_process(terminal)
+    process.send_signal(signal.SIGINT)
+    terminal.wait_for(lambda s: "again" in s.lower(), "the agent's own Ctrl-C hint")
+    assert process.is_running()
+    process.send_signal(signal.SIGTERM)
+    screen = terminal.wait_for_text("STTY: ")
+    assert "EXIT=130" in screen, screen
+    assert_restored(screen)
+    run_id, results = finished_run(store)
+    assert results["nodes"]["single"]["status"] == "cancelled"
     assert labelled_leftovers(docker_client, run_id) == []
