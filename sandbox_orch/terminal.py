@@ -3,7 +3,8 @@
 While a node's terminal is attached: the host terminal is in raw mode (every key, Ctrl-C
 and Ctrl-Z included, is a byte for the agent, not a signal for us); its window size goes
 to the container at the start and on every SIGWINCH; a SIGINT that still reaches us (sent
-with `kill`) is passed on as a Ctrl-C byte instead of cancelling the run; one thread
+with `kill`) is passed on as a Ctrl-C byte instead of cancelling the run, while a SIGHUP
+(the terminal window closed) cancels it, so its container is removed; one thread
 pumps bytes both ways between the terminal and the container's socket, off the event
 loop; and events the run emits meanwhile are held, then shown once the session ends (a
 line printed into the agent's screen would garble it). Whatever happens (the agent exits,
@@ -54,7 +55,8 @@ def raw_mode(fd: int) -> Iterator[None]:
         tty.setraw(fd, termios.TCSANOW)
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error, OSError):  # a terminal that hung up
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def pump(sock: socket.socket, keys_fd: int, screen_fd: int, stop_fd: int) -> None:
@@ -167,9 +169,12 @@ class HostTerminal:
 
         loop.add_signal_handler(signal.SIGWINCH, resized)
         loop.add_signal_handler(signal.SIGINT, forward_interrupt)
+        if self.interrupt is not None:  # the terminal closed: cancel, and clean up
+            loop.add_signal_handler(signal.SIGHUP, self.interrupt.set)
 
     def _give_back_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_signal_handler(signal.SIGWINCH)
+        loop.remove_signal_handler(signal.SIGHUP)
         if self.interrupt is not None:
             loop.add_signal_handler(signal.SIGINT, self.interrupt.set)
         else:

@@ -211,3 +211,21 @@ def test_a_sigint_goes_to_the_agent_and_a_sigterm_ends_the_session_cleanly(
     run_id, results = finished_run(store)
     assert results["nodes"]["single"]["status"] == "cancelled"
     assert labelled_leftovers(docker_client, run_id) == []
+
+
+@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)
+def test_closing_the_terminal_during_a_session_leaves_nothing_behind(
+    agent_policy, mock_api, tmp_path, keys, docker_client, terminal
+):
+    """The window closed (SIGHUP): the run is cancelled and its container removed."""
+    policy, _ = agent_policy
+    without_agent_rules(policy)
+    store, workspace = tmp_path / "store", project(tmp_path)
+    command = session_command(store, "claude", workspace, policy, f"ANTHROPIC_BASE_URL={mock_api}")
+    terminal.start(command, {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]})
+    terminal.wait_for_text("accept edits")
+    process = session_process(terminal)
+    (run,) = (store / "runs").iterdir()
+    terminal.close()
+    process.wait(timeout=SCREEN_TIMEOUT_S)
+    assert labelled_leftovers(docker_client, run.name) == []
