@@ -25,6 +25,7 @@ pytestmark = pytest.mark.engine
 
 SCREEN_TIMEOUT_S = 90.0  # an agent's first screen, under gVisor on a busy machine
 POLL_S = 0.1
+EXIT_WAIT_S = 15.0  # for an agent to react to one Ctrl-C
 WIDTH, HEIGHT = 100, 30
 
 
@@ -49,8 +50,10 @@ class Terminal:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "main", "-S", "-200")
 
-    def wait_for(self, wanted: Callable[[str], bool], what: str) -> str:
-        deadline = time.monotonic() + SCREEN_TIMEOUT_S
+    def wait_for(
+        self, wanted: Callable[[str], bool], what: str, timeout: float = SCREEN_TIMEOUT_S
+    ) -> str:
+        deadline = time.monotonic() + timeout
         while True:
             screen = self.screen()
             if wanted(screen):
@@ -97,12 +100,20 @@ def session_command(store: Path, runtime: str, workspace: Path, policy: Path, en
 
 
 def exit_agent(term: Terminal) -> str:
-    """Ctrl-C, as the agent wants it for leaving: a second one once it says "again"."""
-    term.keys("C-c")
-    screen = term.wait_for(lambda s: "EXIT=" in s or "again" in s.lower(), "exit or its hint")
-    if "EXIT=" not in screen:
+    """Ctrl-C, as the agent wants it for leaving: again once it says "again", or when a
+    first one only interrupted what it was still finishing (a few tries, each waited on)."""
+    for _ in range(3):
         term.keys("C-c")
-    return term.wait_for_text("STTY: ")
+        try:
+            screen = term.wait_for(
+                lambda s: "EXIT=" in s or "again" in s.lower(), "exit or its hint", EXIT_WAIT_S
+            )
+        except AssertionError:
+            continue
+        if "EXIT=" not in screen:
+            term.keys("C-c")
+        return term.wait_for_text("STTY: ")
+    raise AssertionError(f"Ctrl-C did not end the agent:\n{term.screen()}")
 
 
 def finished_run(store: Path) -> tuple[str, dict]:
@@ -171,6 +182,7 @@ def test_codex_session_in_a_terminal_answers_and_ends_cleanly(
     terminal.type("hello there")
     terminal.keys("Enter")
     terminal.wait_for_text(ANSWER)
+    terminal.wait_for_text("Worked for")  # its turn is over: Ctrl-C now means "quit"
     screen = exit_agent(terminal)
     assert "EXIT=0" in screen, screen
     assert_restored(screen)
