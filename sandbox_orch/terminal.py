@@ -175,6 +175,8 @@ class HostTerminal:
     def _give_back_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_signal_handler(signal.SIGWINCH)
         loop.remove_signal_handler(signal.SIGHUP)
+        for resize in self._resizes:  # the container is gone, or about to be
+            resize.cancel()
         if self.interrupt is not None:
             loop.add_signal_handler(signal.SIGINT, self.interrupt.set)
         else:
