@@ -9,9 +9,10 @@ it started, and `close()` removes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from .agents.live import LiveStream
 from .agents.spending import Spending
 from .agents.streams import reader_for
 from .artifacts import ArtifactsRefused, ArtifactVolumes
-from .backend import Backend, BackendError, ContainerSpec
+from .backend import Backend, BackendError, ContainerSpec, OutputSink
 from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .capture import NodeOutput
 from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
@@ -30,6 +31,7 @@ from .planning import PlannedNode
 from .sandbox import Sandbox
 from .secrets import SecretStore, SecretUnavailable
 from .status import NodeStatus
+from .terminal import HostTerminal
 from .text import one_line
 
 RUN_LABEL = "sandbox-orch.run"
@@ -165,6 +167,9 @@ class NodeRunner:
         self.ledger: set[str] = set()
         self._creating: set[asyncio.Future[str]] = set()
         self._kills: set[asyncio.Future[None]] = set()  # budget stops under way
+        # `single` with no prompt: the host terminal its one node's container is attached
+        # to (created with a TTY; its output is the user's screen, not captured).
+        self.terminal: HostTerminal | None = None
 
     def spec(self, node: PlannedNode, sandbox: Sandbox, attempt: int) -> ContainerSpec:
         return ContainerSpec(
@@ -188,6 +193,7 @@ class NodeRunner:
             workdir=sandbox.workdir,
             oci_runtime=sandbox.oci_runtime,
             mounts=sandbox.mounts,
+            tty=self.terminal is not None,
         )
 
     async def attempt(self, node: PlannedNode, sandbox: Sandbox, number: int) -> Attempt:
@@ -227,8 +233,8 @@ class NodeRunner:
             container_id = await self._create(spec)
             if live is not None and self.spending is not None:
                 self.spending.attach(node.name, self._stopper(container_id, stopped))
-            await self.backend.start(container_id, live or output)
-            status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
+            async with self._started(container_id, live or output):
+                status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
             if live is not None:  # its last words count against budgets before it is judged
                 live.finish()
                 self._report(node, number, live)
@@ -262,6 +268,17 @@ class NodeRunner:
                 attempt.status, attempt.reason = NodeStatus.CANCELLED, "cancelled"
                 raise AttemptCancelled(attempt) from None
         return attempt
+
+    @contextlib.asynccontextmanager
+    async def _started(self, container_id: str, sink: OutputSink) -> AsyncIterator[None]:
+        """Started with its output into `sink`, or, in an interactive session, attached to
+        the host terminal until it exits (the terminal is restored on leaving)."""
+        if self.terminal is None:
+            await self.backend.start(container_id, sink)
+            yield
+        else:
+            async with self.terminal.attached(self.backend, container_id):
+                yield
 
     def _follow(self, node: PlannedNode, number: int, output: NodeOutput) -> LiveStream | None:
         """A live reader for an agent's stream (its parse format says it is one)."""

@@ -44,6 +44,7 @@ from .scheduler import DEFAULT_MAX_PARALLEL, Scheduler, is_agent
 from .secrets import Redactor, SecretStore
 from .status import RunStatus
 from .store import run_dir, save_results
+from .terminal import HostTerminal
 from .timing.countdown import StartCancelled, format_left, wait_until
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class RunOptions:
     start_at: datetime | None = None  # `--start-at`: wait until then, before creating anything
     countdown_every: float | None = None  # a countdown event at once, then this often
     stagger: float = 0.0  # `--stagger`: consecutive agent starts at least this far apart
+    terminal: HostTerminal | None = None  # `single` with no prompt: its session's terminal
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ async def run_plan(
     budget = run_budget(plan, policy, options)
     spending = _spending(plan, budget, emit)
     run.runner.spending = spending
+    run.runner.terminal = options.terminal
     scheduler = Scheduler(
         plan,
         sandboxes,

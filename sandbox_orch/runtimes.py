@@ -54,6 +54,12 @@ PRESETS: dict[str, Runtime] = {
 DEFAULT_RUNTIME = "shell"
 
 
+def is_agent(name: str) -> bool:
+    """Is `name` a preset that runs a coding agent (claude, codex)?"""
+    preset = PRESETS.get(name)
+    return preset is not None and preset.agent
+
+
 def runtimes_of(workflow: Workflow) -> dict[str, Runtime]:
     """Presets plus the workflow's custom runtimes (a custom one may not shadow a preset)."""
     table = dict(PRESETS)
@@ -95,6 +101,17 @@ def agent_argv(runtime: Runtime, prompt: str, extra: list[str], flags: Sequence[
         return [*head, *flags, *extra, "--", prompt]
     codex = ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check"]
     return [*codex, *flags, *extra, "--", prompt]
+
+
+def interactive_argv(runtime: Runtime, extra: list[str], flags: Sequence[str]) -> list[str]:
+    """The real CLI's own interactive interface (no -p, no exec), for a session in a
+    terminal. Each goes through its image's wrapper, which seeds the CLI's first-run
+    settings in the sandbox's home (onboarding done, /workspace trusted, the key in the
+    environment approved) so the session opens straight at the agent's prompt. `flags`
+    are the same explicit defaults a prompted run gets."""
+    if runtime.name == "claude":
+        return ["sandbox-orch-claude", *flags, *extra]
+    return ["sandbox-orch-codex", "--sandbox-orch-session", *flags, *extra]
 
 
 def argv_for(runtime: Runtime, command: str | list[str] | None) -> list[str]:

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from socket import socket
 from typing import BinaryIO, Literal, Protocol, TypeVar
 
 from ..mounts import BindMount
@@ -72,6 +73,9 @@ class ContainerSpec:
     volumes: tuple[VolumeMount, ...] = ()
     # False for nodes holding secrets: the engine keeps no log file of their output.
     engine_log: bool = True
+    # An interactive session (`single` with no prompt): created with a terminal and its
+    # stdin open, started with `start_terminal` instead of `start`.
+    tty: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,16 @@ class Backend(ABC):
     async def start(self, container_id: str, sink: OutputSink | None) -> None:
         """Start it; its output is streamed into `sink` from now until it exits (with no
         sink, output is not read at all)."""
+
+    async def start_terminal(self, container_id: str) -> socket:
+        """Start a `tty` container with its terminal attached before it starts (no byte
+        of its first screen is lost): the socket carries keystrokes in and the screen
+        out, raw, until it exits (then it reads EOF). The caller closes it."""
+        raise BackendError(f"{type(self).__name__} has no interactive terminals")
+
+    async def resize(self, container_id: str, rows: int, columns: int) -> None:
+        """Tell a `tty` container's terminal its window size (it gets a SIGWINCH)."""
+        raise BackendError(f"{type(self).__name__} has no interactive terminals")
 
     @abstractmethod
     async def wait(self, container_id: str) -> ExitStatus:

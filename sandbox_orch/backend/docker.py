@@ -11,6 +11,7 @@ import asyncio
 import calendar
 import contextlib
 import io
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +49,10 @@ VolumeSetting = Literal["auto", "host", "engine"]
 # How long a SIGKILL we did not send waits for the engine's late "oom" event (see _wait).
 OOM_EVENT_WINDOW_S = 2.0
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+# An attached stdin's "detach" keys are eaten by the engine, which then ends the attach
+# while the container runs on. The default (Ctrl-P Ctrl-Q) would steal keys an agent's
+# interface uses; the engine has no "none", so a sequence nobody types.
+DETACH_KEYS = "ctrl-],ctrl-^,ctrl-],ctrl-^,ctrl-],ctrl-^"
 
 
 def connect(max_pool_size: int = 64, timeout: int = 120) -> docker.DockerClient:
@@ -75,6 +80,7 @@ class DockerBackend(Backend):
         self._reader_errors: dict[str, BaseException] = {}
         self._killed: set[str] = set()  # containers we sent SIGKILL ourselves
         self._image_envs: dict[str, dict[str, str]] = {}  # image id -> its Env
+        self._terminals: dict[str, Any] = {}  # attach sockets' owners, kept until removal
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -151,6 +157,25 @@ class DockerBackend(Backend):
         except BaseException as error:  # reported by wait(), never lost
             self._reader_errors[container_id] = error
 
+    async def start_terminal(self, container_id: str) -> socket.socket:
+        return await self._call(self._attach_terminal_and_start, container_id)
+
+    def _attach_terminal_and_start(self, container_id: str) -> socket.socket:
+        # Attached before start, as output is: the first screen is never lost.
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": DETACH_KEYS}
+        raw = self._api.attach_socket(container_id, params)
+        # On a Unix socket the SDK hands back the socket's SocketIO, which owns it (and
+        # closes it when collected): kept until the container is removed.
+        self._terminals[container_id] = raw
+        sock = getattr(raw, "_sock", raw)
+        if not isinstance(sock, socket.socket):
+            raise BackendError("interactive terminals need the engine on a Unix or TCP socket")
+        self._api.start(container_id)
+        return sock
+
+    async def resize(self, container_id: str, rows: int, columns: int) -> None:
+        await self._call(self._api.resize, container_id, height=rows, width=columns)
+
     async def wait(self, container_id: str) -> ExitStatus:
         return await self._call(self._wait, container_id)
 
@@ -194,6 +219,7 @@ class DockerBackend(Backend):
 
     async def remove(self, container_id: str) -> None:
         self._readers.pop(container_id, None)
+        self._terminals.pop(container_id, None)
         self._killed.discard(container_id)
         try:
             await self._call(self._api.remove_container, container_id, force=True, v=True)

@@ -11,6 +11,7 @@ import asyncio
 import io
 import itertools
 import shutil
+import socket
 import tarfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ class Outcome:
     stderr: bytes = b""
     oom_killed: bool = False
     hang: bool = False  # never exits until killed (for timeouts and interrupts)
+    # A `tty` container's side of its terminal: run in a thread with the socket's other
+    # end (read keys, send screen bytes); the container exits when it returns.
+    terminal: Callable[[socket.socket], None] | None = None
 
 
 T = TypeVar("T")
@@ -74,6 +78,7 @@ class MemoryBackend(Backend):
         self.log: list[tuple[str, str]] = []  # (event, node name), in order
         self.running = 0
         self.peak_running = 0
+        self.resizes: list[tuple[str, int, int]] = []  # (container, rows, columns)
         self._ids = itertools.count(1)
 
     async def create(self, spec: ContainerSpec) -> str:
@@ -82,17 +87,36 @@ class MemoryBackend(Backend):
         return container_id
 
     async def start(self, container_id: str, sink: OutputSink | None) -> None:
+        self._start(container_id, sink, None)
+
+    def _start(
+        self, container_id: str, sink: OutputSink | None, terminal: socket.socket | None
+    ) -> None:
         container = self.containers[container_id]
         container.started = True
         self.running += 1
         self.peak_running = max(self.peak_running, self.running)
         self.log.append(("start", container.spec.labels.get("sandbox-orch.node", "")))
-        container.task = asyncio.create_task(self._run(container, sink))
+        container.task = asyncio.create_task(self._run(container, sink, terminal))
 
-    async def _run(self, container: _Container, sink: OutputSink | None) -> None:
+    async def start_terminal(self, container_id: str) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        self._start(container_id, None, theirs)
+        return ours
+
+    async def resize(self, container_id: str, rows: int, columns: int) -> None:
+        self.resizes.append((container_id, rows, columns))
+
+    async def _run(
+        self, container: _Container, sink: OutputSink | None, terminal: socket.socket | None
+    ) -> None:
         outcome = self.script(container.spec)
         if not isinstance(outcome, Outcome):
             outcome = await outcome
+        if terminal is not None:
+            with terminal:  # closed when it "exits": the other end reads EOF
+                if outcome.terminal is not None:
+                    await asyncio.to_thread(outcome.terminal, terminal)
         if sink is not None and outcome.stdout:
             sink.write("stdout", outcome.stdout)
         if sink is not None and outcome.stderr:

@@ -71,8 +71,10 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         "hostname": HOSTNAME,
         "host_config": host_config,
         "network_disabled": True,
-        "stdin_open": False,
-        "tty": False,
+        # Only an interactive session (`single` with no prompt) has a terminal and an
+        # open stdin; the read-back checks both either way.
+        "stdin_open": spec.tty,
+        "tty": spec.tty,
     }
 
 

@@ -16,6 +16,7 @@ from ..events import Event, NodeFinished
 from ..orchestrator import RunReport
 from ..policy import choose_policy_path, load_policy
 from ..redaction import scrub
+from ..runtimes import is_agent
 from ..single.outcome import closing_lines
 from ..single.request import NODE
 from ..status import RunStatus
@@ -108,12 +109,16 @@ def single(
         apply=apply_patch,
         branch=branch,
         continue_from=continue_from,
+        # An agent with no prompt, in a terminal: its own interface (refused, with a
+        # hint, without a terminal).
+        interactive=prompt is None and is_agent(runtime) and _in_terminal(),
     )
     loaded = load_policy(choose_policy_path(policy))
     from ..admission import check_report_files
 
     check_report_files({"--results": results_file}, {}, request.workspace)
-    view = choose_view(single_plan(request), as_json, ci)
+    # No live redraw over an interactive session's screen: plain lines, held meanwhile.
+    view = choose_view(single_plan(request), as_json, ci or request.interactive)
     if continue_from is not None:  # refused before the engine is asked anything
         kept_session(continue_from, runtime)
     shown = view if as_json else _answer_at_the_end(view)
@@ -155,6 +160,10 @@ def single(
         interrupted = True
         click.echo(f"sandbox-orch: interrupted; changes: {report.patch}", err=True)
     sys.exit(int(ExitCode.INTERRUPTED if interrupted else RUN_EXIT[report.status]))
+
+
+def _in_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -24,10 +24,11 @@ from ..orchestrator import RunOptions, RunReport, run_plan
 from ..policy import Policy
 from ..status import RunStatus
 from ..store import save_results
+from ..terminal import HostTerminal
 from . import session
 from .changes import PATCH, write_patch
 from .delivery import Delivery, check_delivery, deliver
-from .request import NODE, WORKSPACE, SingleRequest, single_plan
+from .request import NODE, WORKSPACE, SingleRequest, check_session, single_plan
 from .workspace import WorkspaceCopy, copy_workspace, with_workspace
 
 __all__ = [
@@ -54,12 +55,17 @@ async def run_single(
     interrupt: asyncio.Event,
     results_file: Path | None = None,
 ) -> RunReport:
-    """Admit, copy the workspace, run the node, and return its changes as a patch."""
+    """Admit, copy the workspace, run the node, and return its changes as a patch.
+    An interactive request runs attached to this process's terminal (stdin, stdout)."""
     plan = single_plan(request)
     kept = None
     if request.continue_from is not None:
         kept = session.kept_session(request.continue_from, request.runtime)
         plan = session.resumed(plan, request.runtime)
+    check_session(request, policy)
+    terminal = HostTerminal(interrupt) if request.interactive else None
+    if terminal is not None:
+        emit = terminal.holding(emit)
     sandboxes = admit(plan, policy)
     delivery = Delivery(request.apply, request.branch)
     check_delivery(request.workspace, delivery)
@@ -70,13 +76,15 @@ async def run_single(
         sandbox = session.with_state(with_workspace(sandboxes[NODE], copy), request.runtime, state)
         report = await run_plan(
             plan, policy, {NODE: sandbox}, backend, run_id, _holding(emit, finished),
-            interrupt, RunOptions(),
+            interrupt, RunOptions(terminal=terminal),
         )  # fmt: skip
         session.keep_state(state, request.runtime, run_id, policy.limits.artifacts)
         artifact = write_patch(copy, run_id)
     finally:
         shutil.rmtree(copy.base, ignore_errors=True)
     report.results["nodes"][NODE]["artifacts"] = [artifact] if artifact else []
+    if terminal is not None:  # its output was the user's screen: no answer, no usage parsed
+        report.results["nodes"][NODE]["interactive"] = True
     save_results(run_id, report.results, results_file)
     patch = Path(artifact["path"]) if artifact else None
     delivered = _deliver(copy, patch, delivery, report, request)

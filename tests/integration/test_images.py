@@ -1,6 +1,7 @@
 """The sandbox-orch images, built for real on the Docker engine, and their build logic."""
 
 import contextlib
+import json
 import os
 import shutil
 import socketserver
@@ -289,6 +290,66 @@ def test_codex_wrapper_refuses_a_base_url_with_a_newline(client, built):
     )
     assert code == 125
     assert "control character" in err
+
+
+def test_codex_wrapper_session_trusts_the_workspace_and_keeps_the_provider(client, built):
+    code, out, err = run_hardened(
+        client,
+        image_ref("codex"),
+        ["sh", "-c", "sandbox-orch-codex --sandbox-orch-session --version && "
+         "cat /tmp/.codex/config.toml"],
+        environment={"OPENAI_BASE_URL": "http://127.0.0.1:3128/v1"},
+    )  # fmt: skip
+    assert code == 0, err
+    version, _, toml_text = out.partition("\n")
+    assert version == f"codex-cli {CODEX_VERSION}"  # the flag is ours, not passed on
+    config = tomllib.loads(toml_text)
+    assert config["projects"] == {"/workspace": {"trust_level": "trusted"}}
+    assert config["model_provider"] == "sandbox"
+    assert config["model_providers"]["sandbox"]["base_url"] == "http://127.0.0.1:3128/v1"
+
+
+CLAUDE_SEED = (
+    "sandbox-orch-claude --version && cat /tmp/.claude.json && stat -c %a /tmp/.claude.json"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "approved"),
+    [
+        ("sk-ant-e2e-0123456789abcdef0123456789", ["6789abcdef0123456789"]),  # its last 20
+        ("short-key", ["short-key"]),
+        # Not written into JSON by hand: characters a key never has are not approved.
+        ('sk-ant-xxxxxxxxxxxxxxxxxxxxxx"],"x":["', []),
+        ("", []),
+    ],
+)
+def test_claude_wrapper_seeds_first_run_answers_in_the_home(client, built, key, approved):
+    code, out, err = run_hardened(
+        client,
+        image_ref("claude"),
+        ["sh", "-c", CLAUDE_SEED],
+        environment={"ANTHROPIC_API_KEY": key} if key else None,
+    )
+    assert code == 0, err
+    version, seeded, mode = out.strip().split("\n")
+    assert CLAUDE_CODE_VERSION in version
+    config = json.loads(seeded)
+    assert config["hasCompletedOnboarding"] is True
+    assert config["projects"]["/workspace"]["hasTrustDialogAccepted"] is True
+    assert config["customApiKeyResponses"] == {"approved": approved, "rejected": []}
+    assert mode == "600"  # only the sandbox user reads it (it names part of the key)
+
+
+def test_claude_wrapper_leaves_an_existing_config_alone(client, built):
+    code, out, err = run_hardened(
+        client,
+        image_ref("claude"),
+        ["sh", "-c", "echo '{}' > /tmp/.claude.json && sandbox-orch-claude --version "
+         "&& cat /tmp/.claude.json"],
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.strip().split("\n")[-1] == "{}"
 
 
 class _ProxyStandIn(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -54,7 +54,9 @@ def test_an_unknown_runtime_is_reported_as_such_whatever_else_is_given(tmp_path,
 
 
 def test_a_known_runtime_still_gets_its_own_hint(tmp_path):
-    assert "needs --prompt" in refusal(SingleRequest("claude", tmp_path))
+    assert "no --prompt, and stdin or stdout is not a terminal" in refusal(
+        SingleRequest("claude", tmp_path)
+    )
     assert "after --" in refusal(SingleRequest("shell", tmp_path))
 
 

@@ -1,0 +1,113 @@
+"""Interactive sessions (`single claude` with no prompt), without an engine: the node
+`single` builds for one, its refusals, and the container settings it asks for."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+
+from sandbox_orch.backend.memory import MemoryBackend
+from sandbox_orch.backend.readback import differences
+from sandbox_orch.backend.settings import container_kwargs
+from sandbox_orch.errors import InputRefused
+from sandbox_orch.execution import NodeRunner
+from sandbox_orch.policy import POLICIES_DIR, load_policy
+from sandbox_orch.single import SingleRequest, single_plan
+from sandbox_orch.single.request import NO_TERMINAL, check_session
+
+from ..conftest import REPO
+from .helpers import admitted, default_policy
+
+WORKSPACE = Path("/tmp/ws")
+API = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")
+
+
+def session(runtime: str, *args: str) -> SingleRequest:
+    return SingleRequest(runtime, WORKSPACE, args=args, interactive=True)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "argv"),
+    [
+        ("claude", ("sandbox-orch-claude", "--permission-mode", "acceptEdits")),
+        ("codex", ("sandbox-orch-codex", "--sandbox-orch-session", "--sandbox", "read-only")),
+    ],
+)
+def test_a_session_runs_the_cli_interface_with_the_prompted_defaults(runtime, argv):
+    node = single_plan(session(runtime, "--model", "m")).nodes["single"]
+    assert node.argv == (*argv, "--model", "m")
+    assert "-p" not in node.argv and "exec" not in node.argv
+    # Its output is the user's screen: nothing is parsed, so nothing can fail the node.
+    assert node.parse.format == "none"
+    # The same secrets and API host a prompted run of the preset gets.
+    assert node.secrets == node.runtime.secrets and node.egress == node.runtime.egress
+
+
+def test_no_prompt_and_no_terminal_is_refused_with_a_hint():
+    request = dataclasses.replace(session("claude"), interactive=False)
+    with pytest.raises(InputRefused) as refused:
+        single_plan(request)
+    (problem,) = refused.value.problems
+    assert problem.message == NO_TERMINAL
+    assert "--prompt TEXT" in NO_TERMINAL and "terminal" in NO_TERMINAL
+
+
+def test_a_prompt_wins_over_a_terminal():
+    request = SingleRequest("claude", WORKSPACE, prompt="fix it", interactive=True)
+    node = single_plan(request).nodes["single"]
+    assert node.argv[:2] == ("claude", "-p") and node.argv[-1] == "fix it"
+
+
+def test_a_policy_with_agent_rules_refuses_a_session():
+    """Settings can be changed and spending cannot be metered from the keyboard."""
+    agents = load_policy(POLICIES_DIR / "agents.yaml")
+    with pytest.raises(InputRefused) as refused:
+        check_session(session("claude"), agents)
+    assert "interactive session" in refused.value.problems[0].message
+    check_session(dataclasses.replace(session("claude"), interactive=False), agents)
+    check_session(session("claude"), default_policy())  # no agents: rules
+
+
+def test_a_terminal_container_has_a_tty_and_open_stdin_and_both_are_read_back():
+    plan, sandboxes = admitted('version: 1\nname: t\nnodes:\n  a: {command: ["true"]}\n')
+    spec = NodeRunner(MemoryBackend(), "r", "o").spec(plan.nodes["a"], sandboxes["a"], 1)
+    assert spec.tty is False
+    plain = container_kwargs(spec, API)
+    assert plain["tty"] is False and plain["stdin_open"] is False
+    kwargs = container_kwargs(dataclasses.replace(spec, tty=True), API)
+    assert kwargs["tty"] is True and kwargs["stdin_open"] is True
+    # An engine that dropped either is caught before the container starts.
+    attrs = {
+        "Config": {"Tty": False, "OpenStdin": True, "Image": kwargs["image"]},
+        "HostConfig": {},
+    }
+    found = differences(kwargs, attrs, {})
+    assert "Tty" in found and "OpenStdin" not in found
+
+
+def test_the_command_without_prompt_or_terminal_exits_2_with_one_line(tmp_path):
+    """As a script would run it (stdin and stdout not terminals): refused before anything
+    starts (no engine is asked: DOCKER_HOST points nowhere), nothing in the run store."""
+    store = tmp_path / "store"
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    env = {**os.environ, "SANDBOX_ORCH_HOME": str(store), "DOCKER_HOST": "unix:///nonexistent"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox_orch", "single", "claude", "--workspace", str(workspace)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"single: --prompt: {NO_TERMINAL}"]
+    assert proc.stdout == ""
+    assert not (store / "runs").exists()
