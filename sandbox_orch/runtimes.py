@@ -76,6 +76,12 @@ def runtimes_of(workflow: Workflow) -> dict[str, Runtime]:
     return table
 
 
+# Settings from the user's home only (the container's own): a workspace is untrusted
+# input, and its .claude/settings*.json could choose the model, widen permissions or add
+# hooks; its .mcp.json, start servers. The policy decides those.
+CLAUDE_OWN_SETTINGS = ("--setting-sources", "user", "--strict-mcp-config")
+
+
 def agent_argv(runtime: Runtime, prompt: str, extra: list[str], flags: Sequence[str]) -> list[str]:
     """The real CLI, headless, with machine-readable output (CONTRACT 3).
 
@@ -90,14 +96,10 @@ def agent_argv(runtime: Runtime, prompt: str, extra: list[str], flags: Sequence[
     option (`--dangerously-skip-permissions ...` would be one).
     """
     if runtime.name == "claude":
-        # Settings from the user's home only (the container's own, empty): a workspace is
-        # untrusted input, and its .claude/settings*.json could choose the model, widen
-        # permissions or add hooks; its .mcp.json, start servers. The policy decides those.
         # Partial messages: each API response's usage as it completes (message_delta),
         # not only at the end, so live usage and budgets see output tokens in time.
         head = ["claude", "-p", "--output-format", "stream-json", "--verbose",
-                "--include-partial-messages", "--setting-sources", "user",
-                "--strict-mcp-config"]  # fmt: skip
+                "--include-partial-messages", *CLAUDE_OWN_SETTINGS]  # fmt: skip
         return [*head, *flags, *extra, "--", prompt]
     codex = ["sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check"]
     return [*codex, *flags, *extra, "--", prompt]
@@ -109,8 +111,8 @@ def interactive_argv(runtime: Runtime, extra: list[str], flags: Sequence[str]) -
     settings in the sandbox's home (onboarding done, /workspace trusted, the key in the
     environment approved) so the session opens straight at the agent's prompt. `flags`
     are the same explicit defaults a prompted run gets."""
-    if runtime.name == "claude":
-        return ["sandbox-orch-claude", *flags, *extra]
+    if runtime.name == "claude":  # settings and MCP servers as for a prompted run
+        return ["sandbox-orch-claude", *CLAUDE_OWN_SETTINGS, *flags, *extra]
     return ["sandbox-orch-codex", "--sandbox-orch-session", *flags, *extra]
 
 

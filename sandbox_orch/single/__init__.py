@@ -57,16 +57,16 @@ async def run_single(
 ) -> RunReport:
     """Admit, copy the workspace, run the node, and return its changes as a patch.
     An interactive request runs attached to this process's terminal (stdin, stdout)."""
-    plan = single_plan(request)
+    plan = single_plan(request, policy.agents)
     kept = None
     if request.continue_from is not None:
         kept = session.kept_session(request.continue_from, request.runtime)
         plan = session.resumed(plan, request.runtime)
-    check_session(request, policy)
+    admitting = check_session(request, policy)
     terminal = HostTerminal(interrupt) if request.interactive else None
     if terminal is not None:
         emit = terminal.holding(emit)
-    sandboxes = admit(plan, policy)
+    sandboxes = admit(plan, admitting)
     delivery = Delivery(request.apply, request.branch)
     check_delivery(request.workspace, delivery)
     copy = copy_workspace(request.workspace, run_id, policy, request.excludes)

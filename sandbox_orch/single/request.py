@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from ..agents.prompts import escape
 from ..errors import InputRefused, Problem
 from ..loading import validate_document
 from ..planning import Plan, make_plan
-from ..policy import Policy
+from ..policy import AgentRules, Policy
 from ..runtimes import PRESETS, Runtime, interactive_argv
 from ..workflow import Workflow
 from ..yamlsafe import Document
@@ -45,7 +46,7 @@ class SingleRequest:
     interactive: bool = False
 
 
-def single_plan(request: SingleRequest) -> Plan:
+def single_plan(request: SingleRequest, rules: AgentRules | None = None) -> Plan:
     """The one-node workflow `single` runs: the same validation as a file would get."""
     node: dict[str, Any] = {"runtime": request.runtime, "workdir": WORKSPACE}
     runtime = PRESETS.get(request.runtime)
@@ -53,7 +54,7 @@ def single_plan(request: SingleRequest) -> Plan:
         known = ", ".join(PRESETS)
         raise refused("RUNTIME", f"unknown runtime {request.runtime!r} (runtimes: {known})")
     if runtime.agent and request.prompt is None:
-        node.update(_session_node(runtime, request))
+        node.update(_session_node(runtime, request, rules))
     elif runtime.agent:
         node["prompt"] = escape(request.prompt)  # taken as typed: `${{` is no template here
         if request.args:
@@ -76,27 +77,69 @@ def single_plan(request: SingleRequest) -> Plan:
     return make_plan(document, validate_document(document, Workflow))
 
 
-def _session_node(runtime: Runtime, request: SingleRequest) -> dict[str, Any]:
+def _session_node(
+    runtime: Runtime, request: SingleRequest, rules: AgentRules | None
+) -> dict[str, Any]:
     """An interactive session: the CLI's own interface, with the explicit defaults a
-    prompted run gets, and nothing to parse (its output is the user's screen)."""
+    prompted run gets (plus the policy's never-allowed tools, denied), and nothing to
+    parse (its output is the user's screen)."""
     if not request.interactive:
         raise refused("--prompt", NO_TERMINAL)
     flags = list(agent_flags(runtime.name, None).flags)
+    if rules is not None and runtime.name == "claude":
+        flags += [f"--disallowedTools={tool}" for tool in rules.never_allow_tools]
     argv = interactive_argv(runtime, list(request.args), flags)
     return {"command": argv, "outputs": {"parse": {"format": "none"}}}
 
 
-def check_session(request: SingleRequest, policy: Policy) -> None:
-    """An interactive session is steered from the keyboard, and its output is a screen,
-    not a stream to meter: a policy whose `agents:` rules limit settings (models,
-    permission modes, tools) or spending could not hold in it, so it is refused."""
-    rules = policy.agents
-    if request.interactive and (rules.restricts_settings or rules.budget is not None):
+# What a person reaches from the keyboard in each CLI's own interface, however it was
+# started: Claude Code's Shift+Tab cycles these three (bypassPermissions only when started
+# with a flag a session never gets); Codex's /approvals offers full access too.
+KEYBOARD_MODES = {
+    "claude": frozenset({"default", "acceptEdits", "plan"}),
+    "codex": frozenset({"default", "acceptEdits", "plan", "bypassPermissions"}),
+}
+_TOOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # a deny rule on the command line
+
+
+def session_conflicts(request: SingleRequest, rules: AgentRules) -> list[str]:
+    """The policy's `agents:` rules that could not hold in an interactive session, where
+    a person steers the agent and its output is a screen, not a stream to meter."""
+    found = []
+    if rules.budget is not None:
+        found.append("agents.budget: a session's spending cannot be metered")
+    if rules.models is not None:
+        found.append("agents.models: the model can be changed from the keyboard")
+    reachable = KEYBOARD_MODES.get(request.runtime, frozenset())
+    if rules.permission_modes is not None and not reachable <= set(rules.permission_modes):
+        missing = ", ".join(sorted(reachable - set(rules.permission_modes)))
+        found.append(f"agents.permission_modes: {request.runtime} can be switched to {missing}")
+    tools = rules.never_allow_tools
+    if tools and (request.runtime != "claude" or not all(map(_TOOL_NAME.match, tools))):
+        found.append("agents.never_allow_tools: only claude, and only exact tool names, can "
+                     "be denied for a session")  # fmt: skip
+    if rules.restricts_settings and request.args:
+        found.append("extra CLI arguments could override the agents: rules")
+    return found
+
+
+def check_session(request: SingleRequest, policy: Policy) -> Policy:
+    """The policy an interactive session is admitted under. Its `agents:` rules hold only
+    where the session's command line enforces them (permission modes the keyboard cannot
+    leave, never-allowed tools denied); any other is refused. Admission then judges the
+    rest (secrets, egress, limits) as for any node, with those rules already applied."""
+    if not request.interactive:
+        return policy
+    conflicts = session_conflicts(request, policy.agents)
+    if conflicts:
+        instead = "--policy sessions (shipped for this)" if request.runtime == "claude" else (
+            "a policy without those rules")  # fmt: skip
         raise refused(
             "--policy",
-            "the policy's agents: rules (settings, budget) cannot hold in an interactive "
-            "session: give --prompt TEXT, or use a policy without an agents: section",
+            f"an interactive session cannot hold the policy's {'; '.join(conflicts)}: "
+            f"give --prompt TEXT, or use {instead}",
         )
+    return dataclasses.replace(policy, agents=AgentRules())
 
 
 def refused(field: str, message: str) -> InputRefused:

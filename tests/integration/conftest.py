@@ -40,18 +40,23 @@ def mock_requests(base_url: str) -> list[dict]:
         return json.loads(response.read())
 
 
+def for_the_mock(name: str, runtime: str, mock_api: str, directory: Path) -> Path:
+    """The shipped policy `name` with the mock's address as the API host, under
+    `runtime`; shell is granted too, for the nodes that probe the environment."""
+    host = mock_api.removeprefix("http://")
+    text = (REPO / "policies" / f"{name}.yaml").read_text()
+    text = text.replace("api.anthropic.com:443", host).replace("api.openai.com:443", host)
+    text = text.replace("oci_runtime: runsc", f"oci_runtime: {runtime}")
+    text = text.replace("runtimes: [claude, codex]", "runtimes: [claude, codex, shell]")
+    path = directory / f"{name}-{runtime}.yaml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(params=["runc", "runsc"])
 def agent_policy(request, tmp_path, mock_api):
-    """policies/agents.yaml with the mock's address as the API host, under each runtime;
-    shell is granted too, for the nodes that probe the environment."""
-    host = mock_api.removeprefix("http://")
-    text = (REPO / "policies" / "agents.yaml").read_text()
-    text = text.replace("api.anthropic.com:443", host).replace("api.openai.com:443", host)
-    text = text.replace("oci_runtime: runsc", f"oci_runtime: {request.param}")
-    text = text.replace("runtimes: [claude, codex]", "runtimes: [claude, codex, shell]")
-    path = tmp_path / f"agents-{request.param}.yaml"
-    path.write_text(text)
-    return path, request.param
+    """policies/agents.yaml for the mock (for_the_mock), under each runtime."""
+    return for_the_mock("agents", request.param, mock_api, tmp_path), request.param
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from ..conftest import REPO, labelled_leftovers, unique
-from .conftest import ANSWER, without_agent_rules
+from .conftest import ANSWER, for_the_mock, without_agent_rules
 
 pytestmark = pytest.mark.engine
 
@@ -139,8 +139,8 @@ def project(tmp_path: Path) -> Path:
 def test_claude_session_in_a_terminal_writes_a_file_that_comes_back_as_a_patch(
     agent_policy, mock_api, tmp_path, keys, docker_client, terminal
 ):
-    policy, _ = agent_policy
-    without_agent_rules(policy)  # a session cannot be held to them (refused otherwise)
+    # The shipped policy for sessions: its agent rules hold on the session's command line.
+    policy = for_the_mock("sessions", agent_policy[1], mock_api, tmp_path)
     store, workspace = tmp_path / "store", project(tmp_path)
     command = session_command(store, "claude", workspace, policy, f"ANTHROPIC_BASE_URL={mock_api}")
     terminal.start(command, {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]})

@@ -17,7 +17,8 @@ from sandbox_orch.backend.readback import differences
 from sandbox_orch.backend.settings import container_kwargs
 from sandbox_orch.errors import InputRefused
 from sandbox_orch.execution import NodeRunner
-from sandbox_orch.policy import POLICIES_DIR, load_policy
+from sandbox_orch.policy import POLICIES_DIR, AgentRules, load_policy
+from sandbox_orch.runtimes import CLAUDE_OWN_SETTINGS
 from sandbox_orch.single import SingleRequest, single_plan
 from sandbox_orch.single.request import NO_TERMINAL, check_session
 
@@ -35,7 +36,10 @@ def session(runtime: str, *args: str) -> SingleRequest:
 @pytest.mark.parametrize(
     ("runtime", "argv"),
     [
-        ("claude", ("sandbox-orch-claude", "--permission-mode", "acceptEdits")),
+        (
+            "claude",
+            ("sandbox-orch-claude", *CLAUDE_OWN_SETTINGS, "--permission-mode", "acceptEdits"),
+        ),
         ("codex", ("sandbox-orch-codex", "--sandbox-orch-session", "--sandbox", "read-only")),
     ],
 )
@@ -64,14 +68,58 @@ def test_a_prompt_wins_over_a_terminal():
     assert node.argv[:2] == ("claude", "-p") and node.argv[-1] == "fix it"
 
 
-def test_a_policy_with_agent_rules_refuses_a_session():
-    """Settings can be changed and spending cannot be metered from the keyboard."""
-    agents = load_policy(POLICIES_DIR / "agents.yaml")
+SESSIONS = load_policy(POLICIES_DIR / "sessions.yaml")
+AGENTS = load_policy(POLICIES_DIR / "agents.yaml")
+
+
+def session_refusal(request: SingleRequest, policy) -> str:
     with pytest.raises(InputRefused) as refused:
-        check_session(session("claude"), agents)
-    assert "interactive session" in refused.value.problems[0].message
-    check_session(dataclasses.replace(session("claude"), interactive=False), agents)
-    check_session(session("claude"), default_policy())  # no agents: rules
+        check_session(request, policy)
+    (problem,) = refused.value.problems
+    return problem.message
+
+
+def test_the_agents_policy_refuses_a_session_and_names_the_one_that_admits_it():
+    """Its budget cannot be metered from a screen."""
+    message = session_refusal(session("claude"), AGENTS)
+    assert "agents.budget" in message and "--policy sessions" in message
+    assert "--prompt TEXT" in message
+    # A prompted run is not a session: nothing to refuse.
+    assert (
+        check_session(dataclasses.replace(session("claude"), interactive=False), AGENTS) is AGENTS
+    )
+
+
+def test_the_sessions_policy_admits_claude_with_its_rules_on_the_command_line():
+    admitting = check_session(session("claude"), SESSIONS)
+    assert admitting.agents == AgentRules()  # the rules that hold are in the argv below
+    assert admitting.secrets == SESSIONS.secrets and admitting.egress == SESSIONS.egress
+    argv = single_plan(session("claude"), SESSIONS.agents).nodes["single"].argv
+    assert "--disallowedTools=WebFetch" in argv and "--disallowedTools=WebSearch" in argv
+    assert "--permission-mode" in argv and "acceptEdits" in argv
+    assert not any("dangerously" in arg for arg in argv)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "rules", "args", "said"),
+    [
+        ("codex", {}, (), "codex can be switched to bypassPermissions"),
+        ("claude", {"models": ("claude-sonnet-*",)}, (), "agents.models"),
+        ("claude", {"permission_modes": ("plan",)}, (), "switched to acceptEdits, default"),
+        ("claude", {"never_allow_tools": ("Web*",)}, (), "exact tool names"),
+        ("claude", {}, ("--dangerously-skip-permissions",), "extra CLI arguments"),
+    ],
+)
+def test_a_rule_the_keyboard_could_break_refuses_the_session(runtime, rules, args, said):
+    policy = dataclasses.replace(SESSIONS, agents=dataclasses.replace(SESSIONS.agents, **rules))
+    assert said in session_refusal(session(runtime, *args), policy)
+
+
+def test_a_policy_without_agent_rules_admits_any_session():
+    for runtime in ("claude", "codex"):
+        assert check_session(session(runtime, "--model", "m"), default_policy()).agents == (
+            AgentRules()
+        )
 
 
 def test_a_terminal_container_has_a_tty_and_open_stdin_and_both_are_read_back():
