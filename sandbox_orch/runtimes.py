@@ -76,10 +76,10 @@ def runtimes_of(workflow: Workflow) -> dict[str, Runtime]:
     return table
 
 
-# Settings from the user's home only (the container's own): a workspace is untrusted
-# input, and its .claude/settings*.json could choose the model, widen permissions or add
-# hooks; its .mcp.json, start servers. The policy decides those.
-CLAUDE_OWN_SETTINGS = ("--setting-sources", "user", "--strict-mcp-config")
+# MCP servers only from flags: a workspace is untrusted input, and its .mcp.json would
+# start servers. (Its .claude/settings*.json, which --setting-sources would leave out only
+# with the project's slash commands, are kept out of `single`'s copy instead.)
+CLAUDE_OWN_SETTINGS = ("--strict-mcp-config",)
 
 
 def agent_argv(runtime: Runtime, prompt: str, extra: list[str], flags: Sequence[str]) -> list[str]:

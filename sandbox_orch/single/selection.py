@@ -16,6 +16,11 @@ from pathlib import Path
 from .gitcommand import git_output, run_git
 
 SKIPPED = (b".git", b".sandbox-orch")  # history and our own run store stay on the host
+# Claude Code's project settings: a workspace is untrusted input, and these would choose
+# the agent's model, widen its permissions (WebSearch, which runs on the provider's side)
+# or add hooks, past the policy. Not copied, so never read; never in the patch either.
+# (Its project slash commands, .claude/commands, stay: they are prompts.)
+AGENT_SETTINGS = (b".claude/settings.json", b".claude/settings.local.json")
 GITLINK = 0o160000  # a submodule in git's index: copied as an empty directory
 
 
@@ -101,8 +106,9 @@ def excluded(path: bytes, patterns: Iterable[str]) -> bool:
 
 
 def skipped(path: bytes, store: bytes | None) -> bool:
-    """`.git` and `.sandbox-orch` anywhere, and the run store wherever it lies inside."""
-    if any(part in SKIPPED for part in path.split(b"/")):
+    """`.git` and `.sandbox-orch` anywhere, the agent's project settings, and the run
+    store wherever it lies inside."""
+    if any(part in SKIPPED for part in path.split(b"/")) or path in AGENT_SETTINGS:
         return True
     return store is not None and (path == store or path.startswith(store + b"/"))
 

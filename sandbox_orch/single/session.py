@@ -130,18 +130,14 @@ def keep_state(scratch: Path | None, runtime: str, run_id: str, limit: int) -> s
 
 def _scrubbed(line: str) -> str:
     """A transcript line with every secret this process read redacted, still JSON when it
-    was (a match that began inside an escape sequence would break it)."""
+    was (scrub_json); a line left as it was when there is nothing to redact."""
     scrubbed = scrub(line)
     if scrubbed == line:
         return line
     try:
-        json.loads(scrubbed)
+        return scrub_json(json.loads(line), separators=(",", ":")) + "\n"
     except ValueError:
-        try:
-            return scrub_json(json.loads(line)) + "\n"
-        except ValueError:
-            pass
-    return scrubbed  # write_text scrubs again: nothing read survives either way
+        return scrubbed  # not JSON: as text (write_text scrubs again anyway)
 
 
 def _regular_files(root: Path) -> list[tuple[Path, int]] | None:

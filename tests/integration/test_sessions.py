@@ -192,6 +192,20 @@ def test_codex_session_in_a_terminal_answers_and_ends_cleanly(
     assert labelled_leftovers(docker_client, run_id) == []
 
 
+def start_claude_session(
+    term: Terminal, policy: Path, mock_api: str, tmp_path: Path, keys: dict[str, str]
+) -> Path:
+    """A Claude session at its prompt, under `policy` without its agent rules; returns
+    the run store."""
+    without_agent_rules(policy)
+    store = tmp_path / "store"
+    env = f"ANTHROPIC_BASE_URL={mock_api}"
+    term.start(session_command(store, "claude", project(tmp_path), policy, env),
+               {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]})  # fmt: skip
+    term.wait_for_text("accept edits")
+    return store
+
+
 def session_process(term: Terminal) -> psutil.Process:
     """The `sandbox-orch single` process running in the terminal's shell."""
     shell = psutil.Process(int(term.tmux("display-message", "-p", "-t", "main", "#{pane_pid}")))
@@ -206,12 +220,7 @@ def test_a_sigint_goes_to_the_agent_and_a_sigterm_ends_the_session_cleanly(
     """A SIGINT sent from outside during a session is the agent's Ctrl-C (it asks for a
     second one), not a cancelled run; a SIGTERM cancels the run: the terminal is restored
     and nothing is left behind."""
-    policy, _ = agent_policy
-    without_agent_rules(policy)
-    store, workspace = tmp_path / "store", project(tmp_path)
-    command = session_command(store, "claude", workspace, policy, f"ANTHROPIC_BASE_URL={mock_api}")
-    terminal.start(command, {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]})
-    terminal.wait_for_text("accept edits")
+    store = start_claude_session(terminal, agent_policy[0], mock_api, tmp_path, keys)
     process = session_process(terminal)
     process.send_signal(signal.SIGINT)
     terminal.wait_for(lambda s: "again" in s.lower(), "the agent's own Ctrl-C hint")
@@ -230,12 +239,7 @@ def test_closing_the_terminal_during_a_session_leaves_nothing_behind(
     agent_policy, mock_api, tmp_path, keys, docker_client, terminal
 ):
     """The window closed (SIGHUP): the run is cancelled and its container removed."""
-    policy, _ = agent_policy
-    without_agent_rules(policy)
-    store, workspace = tmp_path / "store", project(tmp_path)
-    command = session_command(store, "claude", workspace, policy, f"ANTHROPIC_BASE_URL={mock_api}")
-    terminal.start(command, {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]})
-    terminal.wait_for_text("accept edits")
+    store = start_claude_session(terminal, agent_policy[0], mock_api, tmp_path, keys)
     process = session_process(terminal)
     (run,) = (store / "runs").iterdir()
     terminal.close()

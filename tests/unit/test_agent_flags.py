@@ -14,8 +14,7 @@ from sandbox_orch.errors import InputRefused
 from .helpers import plan_of
 
 CLAUDE_HEAD = ("claude", "-p", "--output-format", "stream-json", "--verbose",
-               "--include-partial-messages", "--setting-sources", "user",
-               "--strict-mcp-config")  # fmt: skip
+               "--include-partial-messages", "--strict-mcp-config")  # fmt: skip
 CODEX_HEAD = ("sandbox-orch-codex", "exec", "--json", "--skip-git-repo-check")
 
 

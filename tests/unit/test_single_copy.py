@@ -283,3 +283,25 @@ def test_a_subdirectory_workspace_judges_new_paths_by_the_repositorys_rules(repo
     patch = changes(copy)
     assert b".venv" not in patch and b"x.o" not in patch
     assert b"+++ b/src/docs/guide.md" in patch
+
+
+@pytest.mark.parametrize("in_git", [True, False])
+def test_the_agents_project_settings_are_never_copied_nor_come_back(tmp_path, home, in_git):
+    """A workspace's .claude/settings*.json would choose the agent's model, widen its
+    permissions or add hooks past the policy: not copied; one the node writes is not in
+    the patch. Its slash commands (prompts) are copied."""
+    root = tmp_path / "ws"
+    (root / ".claude" / "commands").mkdir(parents=True)
+    for name in ("settings.json", "settings.local.json"):
+        (root / ".claude" / name).write_text('{"model": "workspace-chosen"}\n')
+    (root / ".claude" / "commands" / "review.md").write_text("Review $ARGUMENTS\n")
+    if in_git:
+        git(root, "init", "-q")
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", "init")
+    copy = copy_workspace(root, "r1", default_policy())
+    assert sorted(p.name for p in (copy.working / ".claude").iterdir()) == ["commands"]
+    (copy.working / ".claude" / "settings.json").write_text('{"model": "node-chosen"}\n')
+    (copy.working / ".claude" / "commands" / "new.md").write_text("New\n")
+    patch = changes(copy).decode()
+    assert "commands/new.md" in patch and "settings" not in patch
