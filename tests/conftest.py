@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
@@ -107,15 +108,19 @@ def labelled_leftovers(client, run_id: str) -> list[str]:
     return found
 
 
-def start_cli(*args: str) -> subprocess.Popen:
-    """Start the command line without waiting (for interrupt tests)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "sandbox_orch", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+def start_cli(*args: str, measured: bool = False) -> subprocess.Popen:
+    """Start the command line without waiting (for interrupt tests). `measured`: through
+    tests/peak_rss.py, so that wait_for_peak_rss can tell its own peak RSS."""
+    command = [sys.executable, "-m", "sandbox_orch", *args]
+    peak_file = None
+    if measured:
+        fd, peak_file = tempfile.mkstemp(prefix="peak-rss-")
+        os.close(fd)
+        command = [sys.executable, str(REPO / "tests" / "peak_rss.py"), peak_file, *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO)  # fmt: skip
+    proc.peak_file = peak_file  # type: ignore[attr-defined]
+    return proc
 
 
 def interrupt(
@@ -159,15 +164,16 @@ def created_by_process(docker_client, since: float, pid: int) -> list[dict[str, 
     return [labels for labels in found if labels["sandbox-orch.owner"].startswith(prefix)]
 
 
-def wait_with_usage(proc, deadline_s: float = 120) -> Any:
-    """Reap the CLI and return its own resource usage (ru_maxrss: its peak RSS, KiB)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the CLI did not finish in time")
-        time.sleep(0.1)  # polling the real condition (the child exited), bounded above
+def wait_for_peak_rss(proc: subprocess.Popen, deadline_s: float = 120) -> int:
+    """Wait for a CLI started with start_cli(..., measured=True); its peak RSS in bytes.
+    Its output pipes are left to read (it writes little: the view never echoes floods)."""
+    try:
+        proc.wait(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the CLI did not finish in time") from None
+    peak = Path(proc.peak_file)  # type: ignore[attr-defined]
+    try:
+        return int(peak.read_text()) * 1024  # Linux reports KiB
+    finally:
+        peak.unlink()

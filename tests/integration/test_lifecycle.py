@@ -28,7 +28,7 @@ from tests.conftest import (
     run_workflow,
     start_cli,
     unique,
-    wait_with_usage,
+    wait_for_peak_rss,
     write_workflow,
 )
 from tests.integration.test_hardening import read_events_until, wait_for_running_container
@@ -62,8 +62,8 @@ def test_flood_of_output_is_bounded(workdir, built_images, docker_client):
         """,
     )
     results_path = workdir / "results.json"
-    proc = start_cli("run", str(path), "--ci", "--results", str(results_path))
-    usage = wait_with_usage(proc)
+    proc = start_cli("run", str(path), "--ci", "--results", str(results_path), measured=True)
+    peak_rss = wait_for_peak_rss(proc)
     out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 0, out + err
     results = json.loads(results_path.read_text())
@@ -78,7 +78,6 @@ def test_flood_of_output_is_bounded(workdir, built_images, docker_client):
     }
     assert 0 < len(node["stdout_tail"]) <= 4096 and set(node["stdout_tail"]) == {"a"}
     assert 0 < len(node["stderr_tail"]) <= 4096 and set(node["stderr_tail"]) == {"b"}
-    peak_rss = usage.ru_maxrss * 1024  # Linux reports KiB
     assert peak_rss < 200 * MIB, f"the orchestrator peaked at {peak_rss / MIB:.0f} MiB"
 
 
@@ -96,14 +95,14 @@ def test_chatty_nodes_in_sequence_do_not_accumulate_memory(workdir, built_images
     path = write_workflow(workdir, flood_workflow(nodes, size))
     results_path = workdir / "results.json"
     proc = start_cli(
-        "run", str(path), "--ci", "--max-parallel", "1", "--results", str(results_path)
-    )
-    usage = wait_with_usage(proc)
+        "run", str(path), "--ci", "--max-parallel", "1", "--results", str(results_path),
+        measured=True,
+    )  # fmt: skip
+    peak_rss = wait_for_peak_rss(proc)
     assert proc.returncode == 0, proc.stdout.read() + proc.stderr.read()
     results = json.loads(results_path.read_text())
     assert labelled_leftovers(docker_client, results["run_id"]) == []
     assert [n["output_bytes"]["stdout"] for n in results["nodes"].values()] == [size] * nodes
-    peak_rss = usage.ru_maxrss * 1024
     # One node at a time: the peak should be that of one flooding node, whatever their number.
     assert peak_rss < 200 * MIB, f"the orchestrator peaked at {peak_rss / MIB:.0f} MiB"
 
