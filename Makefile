@@ -10,10 +10,10 @@ STAMP  := $(VENV)/.installed
 demo: images
 	$(BIN)/sandbox-orch run configs/examples/hello.yaml
 
-# Two workers, a test file each at a time: the engine tests mostly wait on containers.
+# Three workers, a test file each at a time: the engine tests mostly wait on containers.
 test: images
 	$(BIN)/ruff check sandbox_orch tests bench
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 3 --dist loadfile
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
