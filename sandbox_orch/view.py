@@ -61,7 +61,7 @@ class PlainView:
                 self._timer.cancel()
         line = _line(event)
         if line:
-            _write(self.out, scrub(line))
+            write_line(self.out, scrub(line))
 
     def _arm(self) -> None:
         with contextlib.suppress(RuntimeError):  # no loop (a view used outside a run)
@@ -71,7 +71,9 @@ class PlainView:
     def _progress(self) -> None:
         for event in list(self.latest.values()):
             activity = f": {event.activity}" if event.activity else ""
-            _write(self.out, scrub(f"  running {event.node} [{usage_text(event.usage)}]{activity}"))
+            write_line(
+                self.out, scrub(f"  running {event.node} [{usage_text(event.usage)}]{activity}")
+            )
         self._arm()
 
 
@@ -82,22 +84,18 @@ class JsonView:
         self.out = out or sys.stdout
 
     def __call__(self, event: Event) -> None:
-        _write(self.out, scrub_json(event_json(event)))
+        write_line(self.out, scrub_json(event_json(event)))
 
 
 _GONE: set[int] = set()  # descriptors whose reader went away (now /dev/null)
 
 
-def _write(out: TextIO, line: str) -> None:
-    """One line, flushed. A reader that went away (`| head`) stops the view, never the
-    run: it goes on to the end and cleans up, its exit code unchanged, and what it would
-    still print goes to /dev/null (so no later write, nor Python's exit flush, fails)."""
-    write_line(out, line)
-
-
 def write_line(out: TextIO, line: str) -> bool:
-    """`_write`, saying whether the line reached a reader: False once it went away, so
-    what must not be lost (where the patch is) can be said on stderr instead."""
+    """One line, flushed; whether it reached a reader. A reader that went away (`| head`)
+    stops the view, never the run: it goes on to the end and cleans up, its exit code
+    unchanged, and what it would still print goes to /dev/null (so no later write, nor
+    Python's exit flush, fails). False then, so what must not be lost (where the patch
+    is) can be said on stderr instead."""
     if _gone(out):
         return False
     try:

@@ -18,7 +18,7 @@ from ..policy import choose_policy_path, load_policy
 from ..redaction import scrub
 from ..runtimes import is_agent
 from ..single.outcome import closing_lines
-from ..single.request import NODE
+from ..single.request import NODE, SingleRequest
 from ..status import RunStatus
 from ..store import new_run_id
 from ..view import LiveView, write_line
@@ -92,10 +92,9 @@ def single(
 
     After `--`, ARGS is the command (shell, python, node) or extra CLI arguments (agents).
     """
-    from ..single import SingleRequest, run_single, single_plan
-    from ..single.delivery import apply_command, apply_root, default_workspace
-    from ..single.selection import find_repo
-    from ..single.session import continue_hint, kept_session
+    from ..single import run_single, single_plan
+    from ..single.delivery import default_workspace
+    from ..single.session import kept_session
 
     request = SingleRequest(
         runtime=runtime,
@@ -136,6 +135,16 @@ def single(
     finally:
         if isinstance(view, LiveView):
             view.close()
+    sys.exit(int(_say_how_it_ended(report, request, as_json)))
+
+
+def _say_how_it_ended(report: RunReport, request: SingleRequest, as_json: bool) -> ExitCode:
+    """The answer (or the agent's error), where the changes are and what became of them;
+    the exit code. The patch is already written: a Ctrl-C now only shortens the telling."""
+    from ..single.delivery import apply_command, apply_root
+    from ..single.selection import find_repo
+    from ..single.session import continue_hint
+
     interrupted = report.status == RunStatus.CANCELLED
     try:
         if not as_json:
@@ -154,12 +163,12 @@ def single(
             )
         if report.delivered is not None and not as_json:
             _tell(report.delivered, essential=True)
-        if (hint := continue_hint(report.run_id, runtime)) and not as_json:
+        if (hint := continue_hint(report.run_id, request.runtime)) and not as_json:
             _tell(hint)
     except KeyboardInterrupt:  # while saying it: the patch is written, say where
-        interrupted = True
         click.echo(f"sandbox-orch: interrupted; changes: {report.patch}", err=True)
-    sys.exit(int(ExitCode.INTERRUPTED if interrupted else RUN_EXIT[report.status]))
+        return ExitCode.INTERRUPTED
+    return ExitCode.INTERRUPTED if interrupted else RUN_EXIT[report.status]
 
 
 def _in_terminal() -> bool:
