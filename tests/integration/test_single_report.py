@@ -42,6 +42,18 @@ def _lines(proc: subprocess.Popen) -> queue.Queue:
     return lines
 
 
+def _finish(proc: subprocess.Popen, lines: queue.Queue, timeout: float = 120) -> str:
+    """Its stderr once it exited, after _lines' reader saw stdout end (communicate would
+    read stdout from under that reader)."""
+    deadline = time.monotonic() + timeout
+    while lines.get(timeout=max(deadline - time.monotonic(), 0.01)) is not None:
+        pass
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+    return err
+
+
 def _wait_for(lines: queue.Queue, pattern: str, deadline: float) -> tuple[str, list[str]]:
     """The first line matching `pattern`, and every line before it; fails at `deadline`."""
     seen: list[str] = []
@@ -141,7 +153,7 @@ def test_an_unreachable_model_endpoint_is_said_within_30_seconds(
         said, _ = _wait_for(lines, "cannot reach", started + SAID_WITHIN)
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        err = _finish(proc, lines)
     assert said == f"  network single: cannot reach {dead}: connection refused\n"
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -220,7 +232,7 @@ def test_ctrl_c_keeps_what_the_node_changed_so_far(workspace, workdir, docker_cl
         assert time.monotonic() < deadline and proc.poll() is None, "the node never wrote"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = _finish(proc, lines)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert f"+++ b/{marker}" in _changes(err).read_text()
