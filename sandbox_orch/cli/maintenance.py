@@ -277,6 +277,5 @@ def policy_review(
         console = Console(highlight=False)
         if not console.is_terminal and not os.environ.get("COLUMNS"):
             console = Console(highlight=False, width=120)
-        for renderable in reviewing.to_table(report):
-            console.print(renderable)
+        reviewing.print_table(report, console)
     sys.exit(int(ExitCode.FAILED if report.failed else ExitCode.OK))

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from .as_json import to_json
 from .as_sarif import INFORMATION_URI, SARIF_SCHEMA, artifact_uri, to_sarif
-from .as_table import to_table
+from .as_table import print_table, to_table
 from .changes import compare
 from .checking import (
     AGENT_RUNTIMES,
@@ -99,6 +99,7 @@ __all__ = [
     "compare",
     "failing",
     "format_duration",
+    "print_table",
     "privileges",
     "review",
     "to_json",

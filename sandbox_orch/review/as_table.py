@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from .model import _RANK, Report
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
 
 _STYLE = {
     "critical": "bold white on red",
@@ -82,8 +82,11 @@ def to_table(report: Report) -> list[RenderableType]:
         )
         if report.changes:
             table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-            for name in ("change", "area", "what"):
-                table.add_column(name, overflow="fold")
+            # The direction and area are single words a reader scans for (and greps):
+            # only the description may wrap, however narrow the log.
+            table.add_column("change", no_wrap=True)
+            table.add_column("area", no_wrap=True)
+            table.add_column("what", ratio=1, overflow="fold")
             table.add_column("where", no_wrap=True)
             for c in report.changes:
                 table.add_row(
@@ -104,6 +107,24 @@ def to_table(report: Report) -> list[RenderableType]:
         )
         out.append(Text(verdict, style="bold red" if report.failed else "bold green"))
     return out
+
+
+def print_table(report: Report, console: Console) -> None:
+    """Print `to_table`, each part at least as wide as its unbreakable columns need.
+
+    A narrow terminal or CI log must never turn a severity, a rule id or a file:line
+    into "…": such a line is wider than the window, and the window wraps it, losing
+    nothing.
+    """
+    from rich.measure import Measurement
+
+    window = console.width
+    unbounded = console.options.update_width(100_000)
+    for renderable in to_table(report):
+        # `print(width=)` only narrows: widening takes the console's own width.
+        console.width = max(window, Measurement.get(console, unbounded, renderable).minimum)
+        console.print(renderable)
+    console.width = window
 
 
 def _privileges_table(nodes: dict[str, dict[str, Any]]) -> RenderableType:

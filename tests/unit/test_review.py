@@ -34,8 +34,9 @@ def findings_of(path: Path) -> list[reviewing.Finding]:
     return reviewing.review(load_policy(path))
 
 
-def review_cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, ["policy", "review", *map(str, args)])
+def review_cli(*args: str, columns: int | None = None) -> tuple[int, str, str]:
+    env = {"COLUMNS": str(columns)} if columns else None
+    result = CliRunner().invoke(main, ["policy", "review", *map(str, args)], env=env)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -283,6 +284,22 @@ def test_against_from_the_command_line():
     assert "widens" in directions
     code, out, _ = review_cli(DEFAULT_POLICY, "--against", PERMISSIVE)
     assert code == 0 and "narrows" in out and "0 widen" in out
+
+
+@pytest.mark.parametrize("columns", [60, 80, 120])
+def test_a_narrow_log_never_splits_the_direction_or_area_of_a_change(tmp_path, columns):
+    """A CI log's width and a deep checkout path squeeze the table: only the prose wraps."""
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 4)
+    deep.mkdir(parents=True)
+    old = deep / "permissive.yaml"
+    old.write_text(PERMISSIVE.read_text())
+    code, out, _ = review_cli(DEFAULT_POLICY, "--against", old, columns=columns)
+    assert code == 0
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["narrows"]]
+    changes = json.loads(review_cli(DEFAULT_POLICY, "--against", old, "--format", "json")[1])
+    narrowed = [c for c in changes["changes"] if c["direction"] == "narrows"]
+    assert len(rows) == len(narrowed) > 0
+    assert {row[1] for row in rows} == {c["area"] for c in narrowed}
 
 
 def write_policy(directory: Path, name: str, text: str) -> Path:
