@@ -1,6 +1,6 @@
 """The egress proxy's answers, exactly: each refusal's status and reason, grants as
 written, the resolver's contract, splicing both ways, and what close() leaves behind.
-Over real Unix and loopback sockets (no engine); written to kill mutants of egress.py."""
+Over real Unix and loopback sockets (no engine); written to kill mutants of the egress package."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import stat
 import pytest
 
 from sandbox_orch import egress
-from sandbox_orch.egress import SOCKET_NAME, EgressProxy, Grant, Refused, _target_of
+from sandbox_orch.egress import SOCKET_NAME, EgressProxy, Grant, Refused
+from sandbox_orch.egress.http import reply, splice, target_of
 
 LOOPBACK_2 = "127.0.0.2"  # loopback, but not where a connection to "no host" goes
 
@@ -149,13 +150,13 @@ def test_plain_http_is_forwarded_in_origin_form_without_proxy_headers():
         (b"Connection", b"keep-alive"),
         (b"X-Kept", b"yes"),
     )
-    grant, head = _target_of(request)
+    grant, head = target_of(request)
     assert grant == Grant("api.example", 8080)
     assert head == b"GET / HTTP/1.1\r\nhost: h\r\nx-kept: yes\r\nconnection: close\r\n\r\n"
 
 
 def test_plain_http_defaults_to_port_80_and_keeps_the_query():
-    grant, head = _target_of(_request(b"http://a.example/p/q?x=1&y=2"))
+    grant, head = target_of(_request(b"http://a.example/p/q?x=1&y=2"))
     assert grant == Grant("a.example", 80)
     assert head.startswith(b"GET /p/q?x=1&y=2 HTTP/1.1\r\n")
 
@@ -197,7 +198,7 @@ def test_connect_splices_both_ways_after_the_answer():
 
 
 def test_a_silent_client_is_dropped_after_the_head_timeout(monkeypatch):
-    monkeypatch.setattr(egress, "HEAD_TIMEOUT", 0.2)
+    monkeypatch.setattr(egress.proxy, "HEAD_TIMEOUT", 0.2)
 
     async def scenario():
         proxy = EgressProxy("t")
@@ -258,7 +259,7 @@ def test_a_reply_to_a_gone_client_is_not_an_error():
             raise ConnectionResetError
 
     gone = Gone()
-    run(egress._reply(gone, 418, "teapot"))
+    run(reply(gone, 418, "teapot"))
     assert gone.written.startswith(b"HTTP/1.1 418 Error\r\n")
     assert gone.written.endswith(b"\r\n\r\nsandbox-orch egress proxy: teapot\n")
 
@@ -272,7 +273,7 @@ def test_a_target_that_never_accepts_is_a_bad_gateway_after_the_connect_timeout(
     async def never(*_args, **_kwargs):
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(egress, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(egress.proxy, "CONNECT_TIMEOUT", 0.2)
     monkeypatch.setattr(asyncio, "open_connection", never)
     raw = b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: x\r\n\r\n"
     (line, body), _ = refused(raw, ["192.0.2.1:443"])
@@ -308,7 +309,6 @@ class _ClosingSink:
 @pytest.mark.parametrize("error", [OSError, ConnectionResetError, RuntimeError])
 def test_a_splice_ends_quietly_when_a_side_cannot_be_half_closed(error):
     """A connection whose other end vanished must end the splice, not the proxy task."""
-    from sandbox_orch.egress import _splice
 
     async def scenario():
         node, upstream = asyncio.StreamReader(), asyncio.StreamReader()
@@ -317,7 +317,7 @@ def test_a_splice_ends_quietly_when_a_side_cannot_be_half_closed(error):
         upstream.feed_data(b"answer")
         upstream.feed_eof()
         to_node, to_upstream = _ClosingSink(error), _ClosingSink(error)
-        await _splice(node, to_node, upstream, to_upstream)
+        await splice(node, to_node, upstream, to_upstream)
         return to_node, to_upstream
 
     to_node, to_upstream = run(scenario())
@@ -342,7 +342,7 @@ def test_a_socket_directory_that_cannot_be_made_is_an_infrastructure_error(monke
     def refuse(**_kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(egress.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(egress.proxy.tempfile, "mkdtemp", refuse)
     with pytest.raises(InfrastructureError) as raised:
         EgressProxy("run-1")
     assert str(raised.value) == (
@@ -401,7 +401,7 @@ def test_a_connect_timeout_is_reported_as_no_answer(monkeypatch):
     async def never(*_args, **_kwargs):
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(egress, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(egress.proxy, "CONNECT_TIMEOUT", 0.2)
     monkeypatch.setattr(asyncio, "open_connection", never)
     raw = b"GET http://192.0.2.1:8080/v1 HTTP/1.1\r\nHost: x\r\n\r\n"
     _, reports = unreachable_reports(raw, ["192.0.2.1:8080"])
@@ -418,7 +418,7 @@ def test_refusals_and_reachable_targets_are_not_reported_as_unreachable():
 
 
 def test_unreachable_reports_per_node_are_bounded(monkeypatch):
-    monkeypatch.setattr(egress, "MAX_REPORTED", 2)
+    monkeypatch.setattr(egress.proxy, "MAX_REPORTED", 2)
     ports = [_free_port() for _ in range(4)]
     reports: list[tuple[str, str, str]] = []
 

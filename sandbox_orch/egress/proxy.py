@@ -1,71 +1,29 @@
-"""The egress proxy: the only way out of a sandbox, and only to what was granted.
-
-Nodes keep network `none`, also when they have egress (gVisor cannot join Docker networks
-here, ENGINE.md). For each node with egress, the orchestrator listens on a Unix socket in
-a directory of its own, bind-mounted read-only into that node at /run/egress; inside,
-`sandbox-orch-egress` forwards 127.0.0.1:3128 to it. One socket per node means the proxy
-knows whose allowlist applies without trusting anything the node says.
-
-The proxy speaks HTTP forward-proxy: CONNECT host:port (for TLS) and absolute-form plain
-HTTP requests. Request heads are parsed with h11, never by hand. A target must be granted
-exactly as `host:port`; a name is resolved once, here, and refused if any address it
-resolves to is not globally routable (private, loopback, link-local, metadata, ...)
-unless the grant is that IP literal. The proxy connects to the address it checked, so a
-second DNS answer cannot redirect it (no rebinding). Every refusal is recorded.
-
-A granted target that cannot be reached (its name does not resolve, the connection is
-refused or times out) is reported as it happens (`on_unreachable`), once per node, target
-and reason: the agents' CLIs retry with backoff, silently, for minutes.
-"""
+"""The run's proxy: a Unix socket per node with egress, its allowlist, its refusals."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
-import socket
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import h11
-
-from .errors import InfrastructureError
-from .store import private_dir
+from ..errors import InfrastructureError
+from ..store import private_dir
+from .grants import Grant, Resolver, routable, system_resolver
+from .http import Refused, read_head, reply, splice, target_of
 
 SOCKET_NAME = "proxy.sock"
 CONTAINER_DIR = "/run/egress"
 PROXY_URL = "http://127.0.0.1:3128"
 CONNECT_TIMEOUT = 10.0
 HEAD_TIMEOUT = 30.0
-MAX_HEAD = 16 * 1024
 
 MAX_REPORTED = 20  # distinct unreachable reports per node: bounded whatever the node asks
 
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 Unreachable = Callable[[str, str, str], None]  # (node, "host:port", why)
-
-
-@dataclass(frozen=True)
-class Grant:
-    host: str  # lower case, no trailing dot
-    port: int
-
-    @staticmethod
-    def parse(text: str) -> Grant:
-        host, _, port = text.rpartition(":")
-        return Grant(host.strip("[]").lower().rstrip("."), int(port))
-
-    @property
-    def is_ip_literal(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
 
 
 @dataclass
@@ -75,14 +33,6 @@ class Violation:
 
     def as_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "detail": self.detail}
-
-
-class Refused(Exception):
-    """The request may not leave; `status` is the HTTP status given to the node."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
 
 
 class NotResolved(Refused):
@@ -103,21 +53,6 @@ def why_unreachable(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror[:200].lower()
     return str(error)[:200] or type(error).__name__
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def routable(address: str) -> bool:
-    """Globally routable: not private, loopback, link-local (metadata), reserved, ..."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 @dataclass
@@ -212,17 +147,17 @@ class EgressProxy:
         self, egress: NodeEgress, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            request, rest = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
-            target, forward = _target_of(request)
+            request, rest = await asyncio.wait_for(read_head(reader), HEAD_TIMEOUT)
+            target, forward = target_of(request)
             grant = self._check_grant(egress, target)
             address = await self._check_address(grant)
         except NotResolved as refused:  # granted: a network failure, not a violation
             self._unreachable(egress, refused.grant, refused.why)
-            await _reply(writer, refused.status, str(refused))
+            await reply(writer, refused.status, str(refused))
             return
         except Refused as refused:
             egress.violations.append(Violation("egress", str(refused)))
-            await _reply(writer, refused.status, str(refused))
+            await reply(writer, refused.status, str(refused))
             return
         try:
             up_reader, up_writer = await asyncio.wait_for(
@@ -231,14 +166,14 @@ class EgressProxy:
         except (OSError, TimeoutError) as error:
             why = why_unreachable(error)
             self._unreachable(egress, grant, why)
-            await _reply(writer, 502, f"cannot connect to {grant.host}:{grant.port}: {why}")
+            await reply(writer, 502, f"cannot connect to {grant.host}:{grant.port}: {why}")
             return
         if forward is None:  # CONNECT: the node speaks TLS end to end from here
             writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         else:
             up_writer.write(forward)
         up_writer.write(rest)
-        await _splice(reader, writer, up_reader, up_writer)
+        await splice(reader, writer, up_reader, up_writer)
 
     def _unreachable(self, egress: NodeEgress, target: Grant, why: str) -> None:
         """Report a granted target that cannot be reached, once per target and reason."""
@@ -270,85 +205,3 @@ class EgressProxy:
                 403, f"{grant.host} resolves to a non-public address ({', '.join(bad)}): refused"
             )
         return addresses[0]
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[h11.Request, bytes]:
-    """Read and parse one request head; return it and whatever bytes followed it."""
-    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-    while True:
-        try:
-            event = connection.next_event()
-        except h11.RemoteProtocolError as error:
-            raise Refused(400, f"bad request: {error}") from None
-        if isinstance(event, h11.Request):
-            rest, _ = connection.trailing_data
-            return event, bytes(rest)
-        if event is h11.NEED_DATA:
-            data = await reader.read(65536)
-            if not data:
-                raise Refused(400, "the connection closed before a request")
-            connection.receive_data(data)  # only buffers: next_event() parses (and raises)
-            continue
-        raise Refused(400, "expected an HTTP request")
-
-
-def _target_of(request: h11.Request) -> tuple[Grant, bytes | None]:
-    """The host:port asked for, and for plain HTTP the head to send upstream."""
-    target = request.target.decode("ascii", "replace")
-    if request.method == b"CONNECT":
-        try:
-            return Grant.parse(target), None
-        except ValueError:
-            raise Refused(400, f"bad CONNECT target {target!r}") from None
-    parts = urlsplit(target)
-    if parts.scheme != "http" or not parts.hostname:
-        raise Refused(400, "only CONNECT and absolute http:// requests go through this proxy")
-    grant = Grant(parts.hostname.lower().rstrip("."), parts.port or 80)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    # Forward the same request in origin form, without proxy headers; one request per
-    # connection (`Connection: close`), so nothing can ride on to another target.
-    headers = [
-        (name, value)
-        for name, value in request.headers
-        if not name.lower().startswith(b"proxy-") and name.lower() != b"connection"
-    ]
-    headers.append((b"connection", b"close"))
-    client = h11.Connection(h11.CLIENT)
-    head = client.send(h11.Request(method=request.method, target=path, headers=headers))
-    return grant, bytes(head or b"")
-
-
-async def _reply(writer: asyncio.StreamWriter, status: int, detail: str) -> None:
-    body = f"sandbox-orch egress proxy: {detail}\n".encode()
-    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}.get(status, "Error")
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    ).encode()
-    writer.write(head + body)
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-
-
-async def _splice(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-) -> None:
-    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        finally:
-            with contextlib.suppress(OSError, RuntimeError):
-                if sink.can_write_eof():
-                    sink.write_eof()
-
-    try:
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-    finally:
-        up_writer.close()

@@ -1,0 +1,48 @@
+"""The egress proxy: the only way out of a sandbox, and only to what was granted.
+
+Nodes keep network `none`, also when they have egress (gVisor cannot join Docker networks
+here, ENGINE.md). For each node with egress, the orchestrator listens on a Unix socket in
+a directory of its own, bind-mounted read-only into that node at /run/egress; inside,
+`sandbox-orch-egress` forwards 127.0.0.1:3128 to it. One socket per node means the proxy
+knows whose allowlist applies without trusting anything the node says.
+
+The proxy speaks HTTP forward-proxy: CONNECT host:port (for TLS) and absolute-form plain
+HTTP requests. Request heads are parsed with h11, never by hand. A target must be granted
+exactly as `host:port`; a name is resolved once, here, and refused if any address it
+resolves to is not globally routable (private, loopback, link-local, metadata, ...)
+unless the grant is that IP literal. The proxy connects to the address it checked, so a
+second DNS answer cannot redirect it (no rebinding). Every refusal is recorded.
+
+A granted target that cannot be reached (its name does not resolve, the connection is
+refused or times out) is reported as it happens (`on_unreachable`), once per node, target
+and reason: the agents' CLIs retry with backoff, silently, for minutes.
+"""
+
+from .grants import Grant, Resolver, routable, system_resolver
+from .http import Refused
+from .proxy import (
+    CONNECT_TIMEOUT,
+    CONTAINER_DIR,
+    PROXY_URL,
+    SOCKET_NAME,
+    EgressProxy,
+    Unreachable,
+    Violation,
+    why_unreachable,
+)
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "CONTAINER_DIR",
+    "PROXY_URL",
+    "SOCKET_NAME",
+    "EgressProxy",
+    "Grant",
+    "Refused",
+    "Resolver",
+    "Unreachable",
+    "Violation",
+    "routable",
+    "system_resolver",
+    "why_unreachable",
+]
