@@ -12,6 +12,7 @@ import h11
 from .grants import Grant
 
 MAX_HEAD = 16 * 1024
+PROXY_URL = "http://127.0.0.1:3128"  # where a node reaches its proxy (and its broker)
 
 
 class Refused(Exception):

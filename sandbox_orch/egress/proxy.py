@@ -6,18 +6,18 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InfrastructureError
 from ..store import private_dir
+from .broker import Brokered
 from .grants import Grant, Resolver, routable, system_resolver
 from .http import Refused, read_head, reply, splice, target_of
 
 SOCKET_NAME = "proxy.sock"
 CONTAINER_DIR = "/run/egress"
-PROXY_URL = "http://127.0.0.1:3128"
 CONNECT_TIMEOUT = 10.0
 HEAD_TIMEOUT = 30.0
 
@@ -66,6 +66,7 @@ class NodeEgress:
     violations: list[Violation] = field(default_factory=list)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     reported: set[tuple[str, str]] = field(default_factory=set)  # unreachable (target, why)
+    brokered: tuple[Brokered, ...] = ()  # secrets injected into requests to their upstream
 
 
 class EgressProxy:
@@ -90,13 +91,15 @@ class EgressProxy:
             raise InfrastructureError(f"cannot make the egress socket directory: {error}") from None
         self.nodes: dict[str, NodeEgress] = {}
 
-    async def open(self, node: str, grants: list[str]) -> Path:
-        """Start listening for `node`; returns the directory to mount at /run/egress."""
+    async def open(self, node: str, grants: list[str], brokered: Sequence[Brokered] = ()) -> Path:
+        """Start listening for `node`; returns the directory to mount at /run/egress.
+        A node with only brokered secrets (no grants) gets its socket too."""
         if node in self.nodes:
             return self.nodes[node].directory
         directory = self.root / node
         directory.mkdir(mode=0o755)
         egress = NodeEgress(node, frozenset(Grant.parse(g) for g in grants), directory)
+        egress.brokered = tuple(brokered)
         path = directory / SOCKET_NAME
         # The path as a Path, never as text: nothing but this directory can be bound.
         egress.server = await asyncio.start_unix_server(
