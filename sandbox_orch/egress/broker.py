@@ -118,7 +118,7 @@ def base_url(upstream: str) -> str:
 
 _AUTHORITY = re.compile(r"([^/?]*)(.*)", re.DOTALL)
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-# Percent-encoded '.', '/', '\\', '%' and control characters: an upstream (or a gateway in
+# Percent-encoded '.', '/', '\', '%' and control characters: an upstream (or a gateway in
 # front of it) that decodes before routing would see a different path than we checked.
 _HIDDEN = re.compile(r"%(2[eEfF]|5[cC]|25|[01][0-9a-fA-F]|7[fF])")
 _CONTROL = re.compile(r"[\x00-\x20\x7f-\xff]")
@@ -174,7 +174,9 @@ def route(node: str, brokered: Sequence[Brokered], request: h11.Request) -> Rout
     if not entries:
         raise refuse(f"the method is not one of {', '.join(allowed_methods)}")
     target = entries[0].target
-    headers = upstream_headers(request.headers, entries, authority)
+    # Any header that carries one of the node's secrets is a credential header.
+    credentials = CREDENTIALS | {e.header.encode() for e in brokered}
+    headers = upstream_headers(request.headers, entries, authority, credentials)
     if not path_and_query.startswith("/"):
         path_and_query = "/" + path_and_query
     upstream = h11.Request(method=request.method, target=path_and_query, headers=headers)
@@ -184,7 +186,7 @@ def route(node: str, brokered: Sequence[Brokered], request: h11.Request) -> Rout
 def unsafe(path: str) -> str | None:
     """Why a path is refused before its prefix is even looked at, or None."""
     if _CONTROL.search(path):
-        return "the path has a control character or space"
+        return "the path has a space, control or non-ASCII character"
     if "\\" in path:
         return "the path has a backslash"
     if "#" in path:
@@ -202,10 +204,14 @@ def unsafe(path: str) -> str | None:
 
 
 def upstream_headers(
-    headers: Sequence[tuple[bytes, bytes]], entries: Sequence[Brokered], authority: str
+    headers: Sequence[tuple[bytes, bytes]],
+    entries: Sequence[Brokered],
+    authority: str,
+    credentials: frozenset[bytes],
 ) -> list[tuple[bytes, bytes]]:
     """The node's headers as the upstream gets them: placeholders swapped for the value,
-    any other credential dropped, hop-by-hop headers removed, Host set, connection closed.
+    any other value of a `credentials` header dropped, hop-by-hop headers removed, Host
+    set, connection closed.
 
     Dropped rather than refused: clients send credentials of their own in good faith
     (a cookie an earlier answer set, an Authorization header an SDK adds by default), and
@@ -221,7 +227,6 @@ def upstream_headers(
         (e.header.encode(), (e.scheme + e.placeholder).encode()): (e.scheme + e.value).encode()
         for e in entries
     }
-    credentials = CREDENTIALS | {e.header.encode() for e in entries}
     kept: list[tuple[bytes, bytes]] = [(b"host", authority.encode())]
     for name, value in headers:
         name = name.lower()
@@ -254,7 +259,7 @@ def why_tls(error: BaseException) -> str | None:
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {error.verify_message}"
     if isinstance(error, ssl.SSLError):
-        return f"TLS handshake failed: {(error.reason or str(error)).lower()}"
+        return f"TLS handshake failed: {(getattr(error, 'reason', None) or str(error)).lower()}"
     return None
 
 
@@ -284,9 +289,10 @@ async def forward(
     body = asyncio.ensure_future(_send_body(node, reader, upstream, up_writer))
     try:
         await _send_answer(upstream, up_reader, node, writer)
-    except h11.RemoteProtocolError as error:
+    except (h11.ProtocolError, OSError) as error:  # not HTTP, cut short, TLS broken
         if node.our_state is h11.SEND_RESPONSE:  # nothing sent yet: the node can be told
-            raise Refused(502, f"bad answer from {route.authority}: {error}") from None
+            why = str(error)[:200] or type(error).__name__
+            raise Refused(502, f"bad answer from {route.authority}: {why}") from None
         # Mid-answer, closing the connection is all that is left to say.
     finally:
         body.cancel()
@@ -318,7 +324,7 @@ async def _send_body(
                 up_writer.write(upstream.send(h11.EndOfMessage()) or b"")
                 await up_writer.drain()
                 return
-    except (h11.ProtocolError, ConnectionError):
+    except (h11.ProtocolError, OSError):
         pass
     up_writer.close()
 
