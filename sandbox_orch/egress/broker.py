@@ -291,6 +291,8 @@ async def forward(
         await _send_answer(upstream, up_reader, node, writer)
     except (h11.ProtocolError, OSError) as error:  # not HTTP, cut short, TLS broken
         if node.our_state is h11.SEND_RESPONSE:  # nothing sent yet: the node can be told
+            if body.done() and (broken := body.result()) is not None:
+                raise Refused(400, broken) from None  # the node's request, not the answer
             why = str(error)[:200] or type(error).__name__
             raise Refused(502, f"bad answer from {route.authority}: {why}") from None
         # Mid-answer, closing the connection is all that is left to say.
@@ -306,15 +308,17 @@ async def _send_body(
     reader: asyncio.StreamReader,
     upstream: h11.Connection,
     up_writer: asyncio.StreamWriter,
-) -> None:
-    """The node's request body, event by event. A body that is malformed or cut short can
-    never make a complete request: the upstream connection is closed, ending the answer."""
+) -> str | None:
+    """The node's request body, event by event; None once it is all sent. A body that is
+    malformed or cut short can never make a complete request: the upstream connection is
+    closed, which ends the answer, and the reason is returned."""
     try:
         while True:
             event = node.next_event()
             if event is h11.NEED_DATA:
                 data = await reader.read(65536)
                 if not data:
+                    broken = "the request ended before its body did"
                     break
                 node.receive_data(data)
             elif isinstance(event, h11.Data):
@@ -323,10 +327,13 @@ async def _send_body(
             elif isinstance(event, h11.EndOfMessage):  # trailers are not forwarded
                 up_writer.write(upstream.send(h11.EndOfMessage()) or b"")
                 await up_writer.drain()
-                return
-    except (h11.ProtocolError, OSError):
-        pass
+                return None
+    except h11.RemoteProtocolError as error:  # the node's framing
+        broken = f"bad request body: {error}"
+    except OSError:  # the upstream went away: the answer says how
+        broken = None
     up_writer.close()
+    return broken
 
 
 async def _send_answer(

@@ -860,3 +860,61 @@ def test_an_upstream_that_does_not_speak_tls_is_a_bad_gateway_and_reported(ca_fi
         "HTTP/1.1 502 Bad Gateway",
         PROXY + f"cannot connect to 127.0.0.1:{port}: {why}\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("head", "sent", "status", "detail"),
+    [
+        (b"content-length: 10", b"abc", "400 Bad Request", "the request ended before its body did"),
+        (b"transfer-encoding: chunked", b"zz\r\n", "400 Bad Request", "bad request body: "),
+    ],
+)
+def test_a_request_body_cut_short_or_malformed_never_completes_upstream(
+    ca, ca_file, head, sent, status, detail
+):
+    async def scenario():
+        upstream = await Upstream(server_context(ca, "127.0.0.1")).start()
+        proxy = EgressProxy("t")
+        directory = await proxy.open("n", [], local(ca_file)(upstream.port))
+        reader, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
+        writer.write(
+            f"POST /_broker/127.0.0.1:{upstream.port}/v1/x HTTP/1.1\r\nHost: x\r\n".encode()
+            + head
+            + b"\r\n\r\n"
+            + sent
+        )
+        writer.write_eof()  # the node sends no more
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        violations = proxy.violations("n")
+        await proxy.close()
+        upstream.close()
+        return answer_of(data), upstream.requests, violations
+
+    (line, body), requests, violations = run(scenario())
+    assert line == f"HTTP/1.1 {status}" and body.startswith(PROXY + detail)
+    assert requests == [] and violations == []
+
+
+def test_the_value_is_in_no_answer_violation_report_or_log(ca, ca_file, caplog):
+    """Every way a broker request can fail, with the real value configured: it appears
+    nowhere the node, the run's results or its logs could see."""
+    caplog.set_level("DEBUG")
+    context = server_context(ca, "127.0.0.1")
+    placeholder = b"x-api-key: " + PLACEHOLDER.encode()
+    outcomes = [
+        broker(post(b"/v2/x", placeholder), local(ca_file), context),
+        broker(post(b"/v1/%2e%2e/x", placeholder), local(ca_file), context),
+        broker(post(b"/v1/x", placeholder).replace(b"POST", b"PUT", 1), local(ca_file), context),
+        broker(
+            post(b"/v1/x", placeholder), local(ca_file), server_context(trustme.CA(), "127.0.0.1")
+        ),
+        broker(post(b"/v1/x", placeholder), lambda _: [entry("https://127.0.0.1:1", ca_file)]),
+        broker(post(b"/v1/x", placeholder), lambda _: [entry("https://api.example", ca_file)]),
+    ]
+    seen = repr([(o.answer, o.violations, o.reports) for o in outcomes]) + caplog.text
+    assert SECRET not in seen
+    assert [o.status for o in outcomes] == [
+        "HTTP/1.1 403 Forbidden", "HTTP/1.1 403 Forbidden", "HTTP/1.1 403 Forbidden",
+        "HTTP/1.1 502 Bad Gateway", "HTTP/1.1 502 Bad Gateway", "HTTP/1.1 403 Forbidden",
+    ]  # fmt: skip
