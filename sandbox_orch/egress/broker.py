@@ -39,6 +39,7 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 # Credentials a node might add of its own. Only an entry's exact `scheme + placeholder` in
 # its own header is forwarded (as `scheme + value`); any other value of these is dropped.
+FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"cookie", b"proxy-authorization"})
 
 # A header value h11 accepts: visible ASCII, inner spaces only. Checked when an entry is
@@ -131,7 +132,9 @@ class Route:
     target: Grant
     authority: str
     entries: tuple[Brokered, ...]  # the node's entries for this upstream allowing it
-    request: h11.Request  # the request to send upstream (origin form, headers rewritten)
+    # The request to send upstream (origin form, headers rewritten): it holds the value,
+    # so it is never in a repr.
+    request: h11.Request = field(repr=False)
 
 
 def addressed(request: h11.Request) -> str | None:
@@ -217,12 +220,14 @@ def upstream_headers(
     (a cookie an earlier answer set, an Authorization header an SDK adds by default), and
     refusing would break them for nothing; dropped, nothing the node holds reaches the
     upstream but the placeholder's swap, which is the point."""
+    # Headers the node's Connection names are hop-by-hop too, but never the framing: h11
+    # frames the body by them, and must agree with what the node sends.
     named = {
         token.strip().lower()
         for name, value in headers
         if name.lower() == b"connection"
         for token in value.split(b",")
-    }
+    } - FRAMING
     swap = {
         (e.header.encode(), (e.scheme + e.placeholder).encode()): (e.scheme + e.value).encode()
         for e in entries
@@ -328,7 +333,7 @@ async def _send_body(
                 up_writer.write(upstream.send(h11.EndOfMessage()) or b"")
                 await up_writer.drain()
                 return None
-    except h11.RemoteProtocolError as error:  # the node's framing
+    except h11.ProtocolError as error:  # the node's framing
         broken = f"bad request body: {error}"
     except OSError:  # the upstream went away: the answer says how
         broken = None

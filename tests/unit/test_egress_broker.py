@@ -14,6 +14,7 @@ import h11
 import pytest
 import trustme
 
+from sandbox_orch import egress
 from sandbox_orch.egress import SOCKET_NAME, Brokered, EgressProxy, base_url
 from sandbox_orch.egress.broker import (
     addressed,
@@ -272,6 +273,15 @@ def _opened_node(made: Brokered):
     return run(scenario())
 
 
+def test_a_route_holds_the_value_but_never_shows_it():
+    headers = (b"x-api-key", PLACEHOLDER.encode())
+    routed = route(
+        "n", [entry("https://a.example")], _request(b"GET", b"/_broker/a.example/v1/", headers)
+    )
+    assert (b"x-api-key", SECRET.encode()) in routed.request.headers
+    assert SECRET not in repr(routed) and "a.example" in repr(routed)
+
+
 def test_a_node_with_only_brokered_secrets_gets_its_socket():
     made = entry("https://a.example")
     node = _opened_node(made)
@@ -469,6 +479,14 @@ def test_credentials_the_node_adds_are_not_forwarded(ca, ca_file):
     assert dict(request.headers)[b"connection"] == b"close"
 
 
+def test_a_connection_header_cannot_unframe_the_body(ca, ca_file):
+    raw = post(b"/v1/x", b"Connection: content-length, transfer-encoding", body=b"framed")
+    outcome = broker(raw, local(ca_file), server_context(ca, "127.0.0.1"))
+    assert outcome.status == "HTTP/1.1 200 OK"
+    ((request, body),) = outcome.requests
+    assert body == b"framed" and (b"content-length", b"6") in request.headers
+
+
 def test_a_bearer_placeholder_is_swapped_with_its_scheme(ca, ca_file):
     entries = local(
         ca_file, header="authorization", scheme="Bearer ", name="OPENAI_API_KEY", paths=("/v1/",)
@@ -530,6 +548,18 @@ def test_an_answer_that_is_not_http_is_a_bad_gateway(ca, ca_file):
     assert outcome.status == "HTTP/1.1 502 Bad Gateway"
     assert outcome.body.startswith(PROXY + "bad answer from 127.0.0.1:")
     assert outcome.violations == []
+
+
+def test_an_answer_head_past_max_head_is_a_bad_gateway(ca, ca_file):
+    async def answer(request, body, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 8 * egress.http.MAX_HEAD + b"\r\n\r\n")
+
+    outcome = broker(post(), local(ca_file), server_context(ca, "127.0.0.1"), answer)
+    port = request_port(outcome)
+    assert (outcome.status, outcome.body) == (
+        "HTTP/1.1 502 Bad Gateway",
+        PROXY + f"bad answer from 127.0.0.1:{port}: Receive buffer too long\n",
+    )
 
 
 def test_an_answer_cut_short_closes_the_nodes_connection(ca, ca_file):
