@@ -54,6 +54,8 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def normalise_host(host: str) -> str:
     """The one spelling names are matched in (see the module docstring)."""
     name = host.removesuffix(".")
+    if name.endswith("."):  # idna keeps one trailing dot: `a.b..` would stay `a.b.`
+        raise GrantError(f"{host!r} is not a valid host name (IDNA: Empty Label)")
     ip = _ip(name)
     if ip is not None:
         return str(ip)
