@@ -186,15 +186,19 @@ def _check_prompt(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
 
 
 def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    if not node.egress:
+        return
+    missing = set(uncovered(node.egress, policy.egress))  # exact, or under a wide suffix
     for index, target in enumerate(node.egress):
+        if target not in missing:
+            continue
         loc = _loc(node, "network", ("network", "egress", index))
         try:
             Grant.of(target)  # a runtime's default or base URL: not checked by the schema
         except GrantError as error:
             refuse(loc, f"egress: {error}")
             continue
-        if uncovered([target], policy.egress):  # exact, or under an equal or wider suffix
-            refuse(loc, f"egress to {target!r} is not granted by the policy")
+        refuse(loc, f"egress to {target!r} is not granted by the policy")
 
 
 def _login(node: PlannedNode, policy: Policy, environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -113,8 +113,9 @@ class Grant:
         return Grant(name, int(port), suffix)
 
     def normalised(self) -> Grant:
-        """A target in the spelling grants are matched in (GrantError if it has none)."""
-        return Grant(normalise_host(self.host), self.port, self.suffix)
+        """A target (never a suffix) in the spelling grants are matched in (GrantError if
+        it has none)."""
+        return Grant(normalise_host(self.host), self.port)
 
     @property
     def is_ip_literal(self) -> bool:

@@ -209,18 +209,14 @@ class EgressProxy:
             addresses = await self._resolve(grant.host, grant.port)
         except OSError as error:
             raise NotResolved(grant, error) from None
-        if grant in self._private_names:
-            bad = [a for a in addresses if not (self._allowed_address(a) or private_allowed(a))]
-            if bad or not addresses:
-                raise Refused(
-                    403,
-                    f"{grant.host} resolves to an address network.private_names does not open "
-                    f"({', '.join(bad)}): refused",
-                )
-            return addresses[0]
-        bad = [a for a in addresses if not self._allowed_address(a)]
+        opted_in = grant in self._private_names  # network.private_names: one exact name
+        allowed = private_allowed if opted_in else self._allowed_address
+        bad = [a for a in addresses if not (self._allowed_address(a) or allowed(a))]
         if bad or not addresses:
-            raise Refused(
-                403, f"{grant.host} resolves to a non-public address ({', '.join(bad)}): refused"
+            why = (
+                "an address network.private_names does not open"
+                if opted_in
+                else "a non-public address"
             )
+            raise Refused(403, f"{grant.host} resolves to {why} ({', '.join(bad)}): refused")
         return addresses[0]
