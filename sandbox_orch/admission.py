@@ -16,7 +16,7 @@ from .agents import admission as agents
 from .agents.prompts import PromptError, literal_size, split
 from .artifacts.lifetimes import certain_peak
 from .containerpaths import forbidden_target, forbidden_workdir
-from .egress.grants import Grant, GrantError, uncovered
+from .egress.grants import grant_problem, uncovered
 from .envnames import denied_env
 from .errors import InputRefused, Problem
 from .gitpaths import MAX_GIT_PATHS, inside_git
@@ -193,12 +193,11 @@ def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
         if target not in missing:
             continue
         loc = _loc(node, "network", ("network", "egress", index))
-        try:
-            Grant.of(target)  # a runtime's default or base URL: not checked by the schema
-        except GrantError as error:
-            refuse(loc, f"egress: {error}")
-            continue
-        refuse(loc, f"egress to {target!r} is not granted by the policy")
+        # A runtime's default or base URL: not checked by the workflow's schema.
+        why = grant_problem(target)
+        refuse(
+            loc, f"egress: {why}" if why else f"egress to {target!r} is not granted by the policy"
+        )
 
 
 def _login(node: PlannedNode, policy: Policy, environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -191,6 +191,15 @@ def private_allowed(address: str) -> bool:
     )
 
 
+def grant_problem(text: str) -> str | None:
+    """Why `text` is not a valid grant, or None."""
+    try:
+        Grant.of(text)
+    except GrantError as error:
+        return str(error)
+    return None
+
+
 def private_name_problem(entry: str, egress: Iterable[str]) -> str | None:
     """Why a `network.private_names` entry is refused: it must be one exact host name
     (never a suffix, never an IP literal, taken as meant anyway) that `egress` grants."""

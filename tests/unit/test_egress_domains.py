@@ -9,6 +9,7 @@ import pytest
 from sandbox_orch.egress.grants import (
     Grant,
     GrantError,
+    grant_problem,
     is_public_suffix,
     normalise_host,
     private_allowed,
@@ -262,3 +263,12 @@ def test_private_allowed(address, allowed):
 def test_private_name_problem(entry, problem):
     egress = ["mirror.corp.example:443", "*.build.example:443", "10.0.0.1:443"]
     assert private_name_problem(entry, egress) == problem
+
+
+def test_grant_problem_says_why_or_nothing():
+    assert grant_problem("a.example:443") is None
+    assert grant_problem("*.example.com:443") is None
+    assert grant_problem("*:443") == (
+        "'*:443' would grant every host: name the hosts, or a domain suffix such as "
+        "*.example.com:443"
+    )
