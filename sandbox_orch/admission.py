@@ -16,6 +16,7 @@ from .agents import admission as agents
 from .agents.prompts import PromptError, literal_size, split
 from .artifacts.lifetimes import certain_peak
 from .containerpaths import forbidden_target, forbidden_workdir
+from .egress.grants import grant_problem, uncovered
 from .envnames import denied_env
 from .errors import InputRefused, Problem
 from .gitpaths import MAX_GIT_PATHS, inside_git
@@ -185,10 +186,18 @@ def _check_prompt(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
 
 
 def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
+    if not node.egress:
+        return
+    missing = set(uncovered(node.egress, policy.egress))  # exact, or under a wide suffix
     for index, target in enumerate(node.egress):
-        if target not in policy.egress:
-            loc = _loc(node, "network", ("network", "egress", index))
-            refuse(loc, f"egress to {target!r} is not granted by the policy")
+        if target not in missing:
+            continue
+        loc = _loc(node, "network", ("network", "egress", index))
+        # A runtime's default or base URL: not checked by the workflow's schema.
+        why = grant_problem(target)
+        refuse(
+            loc, f"egress: {why}" if why else f"egress to {target!r} is not granted by the policy"
+        )
 
 
 def _login(node: PlannedNode, policy: Policy, environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -201,7 +210,7 @@ def _login(node: PlannedNode, policy: Policy, environ: Mapping[str, str]) -> tup
         grant = policy.secrets.get(name)
         if grant is None or node.runtime.name not in grant.runtimes:
             continue
-        if not set(node.egress) - set(grant.egress) and not source_problem(grant, environ):
+        if not uncovered(node.egress, grant.egress) and not source_problem(grant, environ):
             return (name,)
     return node.secrets
 
@@ -213,7 +222,6 @@ def _check_secrets(
     refuse: Refuse,
     environ: Mapping[str, str],
 ) -> None:
-    egress = set(node.egress)
     logins = node.runtime.logins
     defaulted = bool(logins) and "secrets" not in node.request.model_fields_set
     hint = f" ({node.runtime.name} logs in with any one of {', '.join(logins)})"
@@ -225,7 +233,7 @@ def _check_secrets(
             refuse(loc, f"secret {name} is not granted by the policy{hint}")
         elif node.runtime.name not in grant.runtimes:
             refuse(loc, f"secret {name} is not granted to runtime {node.runtime.name!r}{hint}")
-        elif wider := sorted(egress - set(grant.egress)):
+        elif wider := sorted(set(uncovered(node.egress, grant.egress))):
             # The secret could leave through a host it was never meant for.
             refuse(loc, f"secret {name} cannot go to a node with egress to {', '.join(wider)}")
         elif problem := source_problem(grant, environ):

@@ -19,6 +19,7 @@ from .agents.budgets import Budget
 from .agents.settings import PERMISSION_MODES
 from .bounded.limits import DEFAULT_PROMPT_BYTES, MAX_PROMPT_BYTES
 from .containerpaths import normalise
+from .egress.grants import Grant, private_name_problem
 from .errors import InputRefused, Problem
 from .units import parse_count, parse_cpus, parse_duration, parse_size
 from .yamlsafe import Document, load_file
@@ -71,7 +72,8 @@ _DURATION = {"check_with": _checker(parse_duration)}
 _CPUS = {"check_with": _checker(parse_cpus)}
 _PIDS = {"check_with": _checker(parse_count)}
 _STRINGS = {"type": "list", "schema": {"type": "string", "empty": False}}
-_HOST_PORT = {"type": "list", "schema": {"type": "string", "regex": r"^[^\s:/]+:\d{1,5}$"}}
+# host:port, [IPv6]:port or *.domain:port, checked and normalised as egress matches them.
+_HOST_PORT = {"type": "list", "schema": {"type": "string", "check_with": _checker(Grant.of)}}
 
 SCHEMA: dict[str, Any] = {
     "version": {"check_with": _checker(_version), "required": True},
@@ -91,7 +93,11 @@ SCHEMA: dict[str, Any] = {
             },
         },
     },
-    "network": {"type": "dict", "schema": {"egress": _HOST_PORT}},
+    "network": {
+        "type": "dict",
+        # private_names: exact granted names that may resolve to private addresses.
+        "schema": {"egress": _HOST_PORT, "private_names": _HOST_PORT},
+    },
     "mounts": {
         "type": "list",
         "schema": {
@@ -217,6 +223,7 @@ class Policy:
     user: str = "10001:10001"
     tmpfs: dict[str, int] = field(default_factory=lambda: {"/tmp": 64 * 1024**2})
     egress: tuple[str, ...] = ()
+    private_names: tuple[str, ...] = ()  # granted names opted in to private addresses
     mounts: tuple[MountGrant, ...] = ()
     env_deny: tuple[str, ...] = ()
     secrets: dict[str, SecretGrant] = field(default_factory=dict)
@@ -269,7 +276,18 @@ def load_policy(path: Path) -> Policy:
     if not isinstance(document.data, dict) or not validator.validate(document.data):
         errors = validator.errors if isinstance(document.data, dict) else {"": ["not a mapping"]}
         raise InputRefused([document.problem(loc, msg) for loc, msg in _flatten(errors)])
+    if problems := _private_name_problems(document):
+        raise InputRefused(problems)
     return _policy(document)
+
+
+def _private_name_problems(document: Document) -> list[Problem]:
+    network = document.data.get("network", {})
+    return [
+        document.problem(("network", "private_names", index), why)
+        for index, entry in enumerate(network.get("private_names", ()))
+        if (why := private_name_problem(entry, network.get("egress", ())))
+    ]
 
 
 def _flatten(errors: Any, loc: tuple = ()) -> list[tuple[tuple, str]]:
@@ -301,6 +319,7 @@ def _policy(document: Document) -> Policy:
             normalise(k): parse_size(v) for k, v in isolation.get("tmpfs", {"/tmp": "64m"}).items()
         },
         egress=tuple(data.get("network", {}).get("egress", ())),
+        private_names=tuple(data.get("network", {}).get("private_names", ())),
         mounts=tuple(
             MountGrant(Path(m["source"]), tuple(m["modes"])) for m in data.get("mounts", ())
         ),

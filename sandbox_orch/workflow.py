@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,6 +25,7 @@ from .agents.budgets import Budget
 from .agents.settings import AgentSettings
 from .bounded.patterns import PatternError, compile_pattern
 from .containerpaths import normalise
+from .egress.grants import Grant
 from .units import parse_count, parse_cpus, parse_duration, parse_factor, parse_size
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -131,8 +133,13 @@ class Retries(Strict):
         return 0.0 if value in (0, "0", "0s") else value
 
 
+def _egress_grant(entry: str) -> str:
+    Grant.of(entry)  # host:port or *.domain:port, checked as the policy's grants are
+    return entry
+
+
 class Network(Strict):
-    egress: list[str] = []
+    egress: list[Annotated[str, AfterValidator(_egress_grant)]] = []
 
 
 class Mount(Strict):

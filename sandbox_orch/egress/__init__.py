@@ -8,9 +8,12 @@ knows whose allowlist applies without trusting anything the node says.
 
 The proxy speaks HTTP forward-proxy: CONNECT host:port (for TLS) and absolute-form plain
 HTTP requests. Request heads are parsed with h11, never by hand. A target must be granted
-exactly as `host:port`; a name is resolved once, here, and refused if any address it
-resolves to is not globally routable (private, loopback, link-local, metadata, ...)
-unless the grant is that IP literal. The proxy connects to the address it checked, so a
+as `host:port`, or fall under a `*.domain:port` suffix grant; it is matched as the client
+named it (normalised: lower case, no trailing dot, IDNA), before any resolution. A name is
+then resolved once, here, and refused if any address it resolves to is not globally
+routable (private, loopback, link-local, metadata, ...) unless the grant is that IP
+literal, or the policy opts the exact name in (`network.private_names`: private and
+loopback addresses, never link-local). The proxy connects to the address it checked, so a
 second DNS answer cannot redirect it (no rebinding). Every refusal is recorded.
 
 A granted target that cannot be reached (its name does not resolve, the connection is
@@ -24,7 +27,7 @@ verified TLS to the upstream itself, so that the key never enters the sandbox.
 """
 
 from .broker import Brokered, base_url
-from .grants import Grant, Resolver, routable, system_resolver
+from .grants import Grant, GrantError, Resolver, routable, system_resolver
 from .http import PROXY_URL, Refused
 from .proxy import (
     CONNECT_TIMEOUT,
@@ -44,6 +47,7 @@ __all__ = [
     "Brokered",
     "EgressProxy",
     "Grant",
+    "GrantError",
     "Refused",
     "Resolver",
     "Unreachable",

@@ -7,7 +7,7 @@ import contextlib
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import h11
 from ..errors import InfrastructureError
 from ..store import private_dir
 from .broker import Brokered, addressed, forward, route, tls_context, why_tls
-from .grants import Grant, Resolver, routable, system_resolver
+from .grants import Grant, GrantError, Resolver, private_allowed, routable, system_resolver
 from .http import Refused, read_head, reply, server_connection, splice, target_of
 
 SOCKET_NAME = "proxy.sock"
@@ -81,9 +81,12 @@ class EgressProxy:
         resolver: Resolver = system_resolver,
         allowed_address: Callable[[str], bool] = routable,
         on_unreachable: Unreachable | None = None,
+        private_names: Iterable[str] = (),
     ) -> None:
         self._resolve = resolver
         self._allowed_address = allowed_address
+        # The policy's opt-in: these exact names may resolve to private addresses too.
+        self._private_names = frozenset(Grant.of(name) for name in private_names)
         self.on_unreachable = on_unreachable  # the run reports it as an event
         # Private (0700), in a directory no policy can mount (mounts.never_mountable): only
         # a node's own bind mount exposes its socket, never another node's or run's.
@@ -101,7 +104,7 @@ class EgressProxy:
             return self.nodes[node].directory
         directory = self.root / node
         directory.mkdir(mode=0o755)
-        egress = NodeEgress(node, frozenset(Grant.parse(g) for g in grants), directory)
+        egress = NodeEgress(node, frozenset(Grant.of(g) for g in grants), directory)
         egress.brokered = tuple(brokered)
         path = directory / SOCKET_NAME
         # The path as a Path, never as text: nothing but this directory can be bound.
@@ -253,9 +256,16 @@ class EgressProxy:
         self.on_unreachable(egress.node, *key)
 
     def _check_grant(self, egress: NodeEgress, target: Grant) -> Grant:
-        if target not in egress.grants:
+        """Matched on the name the client asked for, before any resolution."""
+        try:
+            target = target.normalised()
+        except GrantError as error:
+            raise Refused(400, f"refused: {error}") from None
+        if not any(grant.matches(target) for grant in egress.grants):
+            apex = Grant(target.host, target.port, suffix=True) in egress.grants
+            note = f" (*.{target.host} matches names below it only)" if apex else ""
             raise Refused(
-                403, f"{target.host}:{target.port} is not granted to node {egress.node!r}"
+                403, f"{target.host}:{target.port} is not granted to node {egress.node!r}{note}"
             )
         return target
 
@@ -266,9 +276,14 @@ class EgressProxy:
             addresses = await self._resolve(grant.host, grant.port)
         except OSError as error:
             raise NotResolved(grant, error) from None
-        bad = [a for a in addresses if not self._allowed_address(a)]
+        opted_in = grant in self._private_names  # network.private_names: one exact name
+        allowed = private_allowed if opted_in else self._allowed_address
+        bad = [a for a in addresses if not (self._allowed_address(a) or allowed(a))]
         if bad or not addresses:
-            raise Refused(
-                403, f"{grant.host} resolves to a non-public address ({', '.join(bad)}): refused"
+            why = (
+                "an address network.private_names does not open"
+                if opted_in
+                else "a non-public address"
             )
+            raise Refused(403, f"{grant.host} resolves to {why} ({', '.join(bad)}): refused")
         return addresses[0]

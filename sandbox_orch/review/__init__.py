@@ -5,22 +5,23 @@ node's effective privileges; with an older policy, what the change widens or nar
 nothing here reads a file or talks to an engine. The command line loads and prints.
 
 Rule ids are stable: a rule is never renumbered and an id is never reused (retire it).
+Retired: SO101 (egress to any host) and SO104 (egress port 0 or above 65535): since
+egress grants may be domain suffixes, the policy schema refuses both (exit 2).
 Severities: critical > high > medium > low > info.
 
 | id    | severity | what it flags |
 |-------|----------|---------------|
-| SO101 | critical | egress to any host (`*`, `*:443`, `*.*`) |
-| SO102 | high     | egress wildcard anyone can register under (`*.com`, `api.*`, `*example.com`) |
-| SO103 | medium   | egress wildcard over one domain's subdomains (`*.example.com`) |
-| SO104 | medium   | egress port that is not a real port (0, above 65535) |
+| SO102 | high     | egress suffix over a shared hosting domain (`*.githubusercontent.com`) |
+| SO103 | medium   | egress suffix over one owner's domain (`*.example.com`) |
 | SO105 | medium   | egress to a shell, mail, DNS, database or control-plane port (22, 2375...) |
 | SO106 | medium   | egress to a public IP literal |
 | SO107 | high     | egress to a private, loopback, link-local or otherwise non-public IP literal |
 | SO108 | critical | egress to a cloud metadata address (169.254.169.254, ...) |
 | SO109 | medium   | agent runtimes granted egress beyond their model APIs |
 | SO110 | medium   | egress to an internal host name (localhost, *.internal, metadata names...) |
+| SO111 | medium   | a name opted in to private addresses (`network.private_names`) |
 | SO201 | low      | secret with no egress list (implicit: nodes holding it get no egress) |
-| SO202 | critical | secret that may be sent to any host (wildcard egress) |
+| SO202 | critical | secret that may be sent to a shared hosting suffix (anyone's host) |
 | SO203 | medium   | secret whose egress is more than its one API host |
 | SO204 | high     | secret granted to a general-purpose runtime (shell, python, node) |
 | SO205 | high     | secret granted to a runtime name no preset has (a workflow defines it) |

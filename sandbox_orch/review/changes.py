@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..egress.grants import uncovered
 from ..policy import Limits, Policy
 from ..units import format_size
 from ..yamlsafe import Loc, dotted
@@ -41,8 +42,16 @@ class _Diff:
         self._add("changes", area, summary, self.new, loc)
 
 
+Covered = Callable[[str, Iterable[str]], bool]
+
+
 def _covered(item: str, patterns: Iterable[str]) -> bool:
     return any(item == p or fnmatch.fnmatchcase(item, p) for p in patterns)
+
+
+def _granted(entry: str, grants: Iterable[str]) -> bool:
+    """An egress entry is covered as admission covers it: exactly, or under a suffix."""
+    return not uncovered([entry], grants)
 
 
 def _list_of(policy: Policy, *path: str) -> list[Any]:
@@ -52,13 +61,15 @@ def _list_of(policy: Policy, *path: str) -> list[Any]:
     return list(data or ())
 
 
-def _compare_patterns(d: _Diff, area: str, noun: str, path: tuple[str, ...]) -> None:
+def _compare_patterns(
+    d: _Diff, area: str, noun: str, path: tuple[str, ...], covered: Covered = _covered
+) -> None:
     old, new = _list_of(d.old, *path), _list_of(d.new, *path)
     for index, item in enumerate(new):
-        if not _covered(item, old):
+        if not covered(item, old):
             d.widens(area, f"{noun} {item} granted", (*path, index))
     for index, item in enumerate(old):
-        if not _covered(item, new):
+        if not covered(item, new):
             d.narrows(area, f"{noun} {item} no longer granted", (*path, index), removed=True)
 
 
@@ -121,11 +132,11 @@ def _compare_secrets(d: _Diff) -> None:
                 summary = f"secret {name} no longer granted to {runtime}"
                 d.narrows("secrets", summary, loc, removed=True)
         for index, entry in enumerate(egress):
-            if not _covered(entry, egress_before):
+            if not _granted(entry, egress_before):
                 loc = (*base, "egress", index)
                 d.widens("secrets", f"secret {name} may now be sent to {entry}", loc)
         for index, entry in enumerate(egress_before):
-            if not _covered(entry, egress):
+            if not _granted(entry, egress):
                 loc = (*base, "egress", index)
                 summary = f"secret {name} no longer sent to {entry}"
                 d.narrows("secrets", summary, loc, removed=True)
@@ -231,7 +242,8 @@ def compare(old: Policy, new: Policy) -> list[Change]:
     d = _Diff(old, new)
     _compare_patterns(d, "runtimes", "runtime", ("runtimes",))
     _compare_patterns(d, "images", "image", ("images",))
-    _compare_patterns(d, "egress", "egress", ("network", "egress"))
+    _compare_patterns(d, "egress", "egress", ("network", "egress"), _granted)
+    _compare_patterns(d, "egress", "private name", ("network", "private_names"), _granted)
     _compare_mounts(d)
     _compare_secrets(d)
     _compare_isolation(d)

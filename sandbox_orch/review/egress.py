@@ -1,12 +1,15 @@
-"""Rules on network egress: wildcards, ports, IP literals, internal names, agents' extra
-hosts (SO101-SO110). The address checks also serve the secrets' egress lists."""
+"""Rules on network egress: suffix grants by breadth, ports, IP literals, internal names,
+agents' extra hosts, private-name opt-ins (SO102-SO111). The address checks also serve
+the secrets' egress lists."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
 
+from ..egress.grants import SUFFIX_MARK, normalise_host
 from ..yamlsafe import Loc
 from .checking import AGENT_RUNTIMES, MODEL_API_HOSTS, _Review
 from .rules import RULES
@@ -50,24 +53,24 @@ def _split_host_port(entry: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@functools.cache
+def _all_suffixes():  # type: ignore[no-untyped-def]
+    """The whole Public Suffix List, with its private section (domains under which their
+    owner lets anyone have a name: github.io, githubusercontent.com, cloudfront.net...)."""
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
 def _wildcard_scope(host: str) -> str | None:
-    """None (no wildcard), 'any', 'broad' (reaches strangers) or 'subdomains' (one domain)."""
-    positions = [i for i, c in enumerate(host) if c in _WILDCARD_CHARS]
-    if not positions:
+    """None (an exact host), 'broad' (a suffix under which anyone can publish) or
+    'subdomains' (the names below one owner's domain). The policy schema has already
+    refused `*` alone, public suffixes (`*.com`) and `*` anywhere but the first label."""
+    if not host.startswith(SUFFIX_MARK):
         return None
-    if not host.translate(str.maketrans("", "", "*?[]!.-")):
-        return "any"  # only wildcards and separators: `*`, `*.*`
-    suffix = host[positions[-1] + 1 :]
-    if "]" in suffix:  # a character class `[...]`: the suffix starts after it
-        suffix = suffix[suffix.index("]") + 1 :]
-    if not suffix.startswith(".") or any(c in suffix for c in _WILDCARD_CHARS):
-        return "broad"  # `api.*`, `*example.com` (evilexample.com), `a*.b`
-    labels = suffix[1:].lower().split(".")
-    if len(labels) < 2 or ".".join(labels) in _SHARED_SUFFIXES:
-        return "broad"
-    if len(labels) == 2 and labels[0] in {"co", "com", "org", "net", "ac", "gov", "edu"}:
-        return "broad"  # `*.co.uk`: a public suffix
-    return "subdomains"
+    domain = normalise_host(host.removeprefix(SUFFIX_MARK))
+    shared = _all_suffixes().is_public(domain) or domain in _SHARED_SUFFIXES
+    return "broad" if shared else "subdomains"
 
 
 def _ip_of(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, bool] | None:
@@ -90,9 +93,7 @@ def _egress_address_checks(r: _Review, entry: str, loc: Loc, whose: str) -> bool
     """Rules on one host:port about addresses, names and ports. True if any fired."""
     host, port = _split_host_port(entry)
     fired = len(r.findings)
-    if port == 0 or port > 65535:
-        r.add("SO104", loc, f"{whose}egress {entry}: port {port} does not exist")
-    elif port in _SENSITIVE_PORTS:
+    if port in _SENSITIVE_PORTS:  # out of range: refused by the schema
         r.add("SO105", loc, f"{whose}egress {entry}: port {port} is {_SENSITIVE_PORTS[port]}")
     ip = _ip_of(host)
     if ip is not None:
@@ -134,15 +135,16 @@ def _check_network(r: _Review) -> None:
         host, _ = _split_host_port(entry)
         scope = _wildcard_scope(host)
         flagged = _egress_address_checks(r, entry, loc, "")
-        if scope == "any":
-            r.add("SO101", loc, f"egress {entry}: any host")
-        elif scope == "broad":
-            r.add("SO102", loc, f"egress {entry}: wildcard reaching hosts anyone can register")
+        if scope == "broad":
+            r.add("SO102", loc, f"egress {entry}: every name under a shared hosting domain")
         elif scope == "subdomains":
-            r.add("SO103", loc, f"egress {entry}: every subdomain of {host.split('.', 1)[1]}")
+            r.add("SO103", loc, f"egress {entry}: every name below {host.split('.', 1)[1]}")
         elif agents and not flagged and host.lower() not in MODEL_API_HOSTS:
             r.add(
                 "SO109",
                 loc,
                 f"egress {entry} is granted to a policy with agent runtimes ({', '.join(agents)})",
             )
+    for index, entry in enumerate(r.data.get("network", {}).get("private_names") or ()):
+        loc = ("network", "private_names", index)
+        r.add("SO111", loc, f"private name {entry}: may resolve to a private or loopback address")

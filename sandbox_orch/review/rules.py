@@ -22,40 +22,26 @@ def _rules(*rules: Rule) -> dict[str, Rule]:
 
 RULES: dict[str, Rule] = _rules(
     # ---- network egress
+    # SO101 (egress to any host: `*`, `*:443`) is retired: the policy schema refuses
+    # such grants since egress matches domain suffixes; the id is never reused.
     Rule(
-        "SO101", "critical", "egress-any-host", "Egress to any host",
-        "Meant as: a node may connect to any host on the internet, send away everything "
-        "it can read (the mounted workspace, outputs, secrets) and fetch any tool it wants."
-" Today sandbox-orch matches egress grants exactly (host:port, no patterns), so "
-        "the wildcard grants nothing yet; it states an intent no reviewer should "
-        "approve, and becomes exactly that if grants ever match patterns as `images` do.",
-        "List each host:port that nodes need, e.g. \"api.example.com:443\".",
+        "SO102", "high", "egress-broad-wildcard", "Egress suffix over a shared hosting domain",
+        "Anyone can get a name under this suffix (githubusercontent.com, amazonaws.com, "
+        "cloudfront.net, github.io, ...) and host content there: the grant reaches servers "
+        "that strangers control. It is an exfiltration channel (a node uploads the "
+        "workspace or its key to an attacker's bucket or site, through a name that looks "
+        "trusted) and a source of code nobody reviewed.",
+        "Name the exact hosts nodes need (e.g. \"raw.githubusercontent.com:443\"), or a "
+        "suffix of a domain you own: \"*.example.com:443\".",
     ),
     Rule(
-        "SO102", "high", "egress-broad-wildcard", "Egress wildcard wider than one organisation",
-        "The pattern covers hosts that anyone can register or publish under (a whole "
-        "top-level domain, a shared hosting suffix, or a name prefix): an attacker's "
-        "server among them."
-" Today sandbox-orch matches egress grants exactly (host:port, no patterns), so "
-        "the wildcard grants nothing yet; it states an intent no reviewer should "
-        "approve, and becomes exactly that if grants ever match patterns as `images` do.",
-        "Name the exact host, or at least one domain you control: \"*.example.com:443\".",
+        "SO103", "medium", "egress-subdomain-wildcard", "Egress suffix over one domain",
+        "The suffix covers every present and future name below the domain, including ones "
+        "that host user content or are taken over after a DNS record goes stale. Narrower "
+        "than a shared hosting suffix (SO102): one owner decides what lives there.",
+        "List the exact hosts nodes need instead of the suffix, or a narrower suffix.",
     ),
-    Rule(
-        "SO103", "medium", "egress-subdomain-wildcard", "Egress wildcard over a domain",
-        "The pattern covers every present and future subdomain, including ones that host "
-        "user content or are taken over after a DNS record goes stale."
-" Today sandbox-orch matches egress grants exactly (host:port, no patterns), so "
-        "the wildcard grants nothing yet; it states an intent no reviewer should "
-        "approve, and becomes exactly that if grants ever match patterns as `images` do.",
-        "List the exact hosts nodes need instead of the wildcard.",
-    ),
-    Rule(
-        "SO104", "medium", "egress-invalid-port", "Egress port that is not a real port",
-        "Port 0 and ports above 65535 do not exist: such a grant is either dead or read "
-        "as 'any port' or a wrapped-around port by whatever enforces it.",
-        "Use the real port, e.g. 443.",
-    ),
+    # SO104 (egress port 0 or above 65535) is retired: the policy schema refuses it.
     Rule(
         "SO105", "medium", "egress-sensitive-port", "Egress to a sensitive service port",
         "Remote shells, mail, DNS, databases and control planes (Docker, Kubernetes, etcd) "
@@ -93,9 +79,19 @@ RULES: dict[str, Rule] = _rules(
     Rule(
         "SO110", "medium", "egress-internal-name", "Egress to an internal host name",
         "The name points at the host, the container engine, a cluster or a metadata "
-        "service. Names that resolve to private addresses are refused at connect time, "
-        "so this grant is either dead or relies on that one check alone.",
+        "service. Names that resolve to private addresses are refused at connect time "
+        "(unless listed in `network.private_names`), so this grant is either dead or "
+        "relies on that one check alone.",
         "Remove the grant.",
+    ),
+    Rule(
+        "SO111", "medium", "egress-private-name", "Egress opt-in to a private address",
+        "A name listed in `network.private_names` may resolve to a private or loopback "
+        "address: nodes granted it reach a host inside the operator's network (or the "
+        "host itself), where services often trust whoever connects. Whoever controls the "
+        "name's DNS decides which internal address that is.",
+        "Keep it to the one internal service nodes need (a package mirror), on its "
+        "service port, in a policy for trusted workflows; serve it authenticated.",
     ),
     # ---- secrets
     Rule(
@@ -108,11 +104,10 @@ RULES: dict[str, Rule] = _rules(
         "`egress: []` if nodes holding it need no network.",
     ),
     Rule(
-        "SO202", "critical", "secret-egress-any", "Secret that may be sent to any host",
-        "Meant as: a node holding the secret may send it to a server of its choice."
-" Today sandbox-orch matches egress grants exactly (host:port, no patterns), so "
-        "the wildcard grants nothing yet; it states an intent no reviewer should "
-        "approve, and becomes exactly that if grants ever match patterns as `images` do.",
+        "SO202", "critical", "secret-egress-any", "Secret that may be sent to anyone's host",
+        "The secret's egress includes a suffix under which anyone can host a server "
+        "(a shared hosting domain): a node holding the secret may send it to a server of "
+        "its choice there.",
         "Name the one API host that accepts the secret, e.g. \"api.anthropic.com:443\".",
     ),
     Rule(

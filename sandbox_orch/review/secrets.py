@@ -36,7 +36,7 @@ def _check_secrets(r: _Review) -> None:
             hosts.add(host.lower())
             scope = _wildcard_scope(host)
             _egress_address_checks(r, entry, loc, f"secret {name}: ")
-            if scope in ("any", "broad"):
+            if scope == "broad":
                 r.add("SO202", loc, f"secret {name} may be sent to any host matching {entry}")
             elif scope == "subdomains":
                 wide_subdomains = True
