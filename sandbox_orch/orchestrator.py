@@ -279,7 +279,9 @@ class _RunResources:
                 backend, labels, run_dir(run_id) / "artifacts", plan.nodes,
                 policy.limits.artifacts_total,
             )  # fmt: skip
-        egress = EgressProxy(run_id) if any(s.egress for s in sandboxes.values()) else None
+        egress = (
+            EgressProxy(run_id) if any(s.egress or s.brokered for s in sandboxes.values()) else None
+        )
         secrets = SecretStore(policy.secrets, redactor)
         # Its memory limit grows with the largest output a node may print.
         evaluator = Evaluator(max((s.output_limit for s in sandboxes.values()), default=0))
