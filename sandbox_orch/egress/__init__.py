@@ -16,14 +16,19 @@ second DNS answer cannot redirect it (no rebinding). Every refusal is recorded.
 A granted target that cannot be reached (its name does not resolve, the connection is
 refused or times out) is reported as it happens (`on_unreachable`), once per node, target
 and reason: the agents' CLIs retry with backoff, silently, for minutes.
+
+Brokered secrets (broker.py): a node may also send plain-HTTP requests to
+`http://127.0.0.1:3128/_broker/<host>/...`; the proxy checks them against the node's
+`Brokered` entries, puts the real credential in place of the node's placeholder and opens
+verified TLS to the upstream itself, so that the key never enters the sandbox.
 """
 
+from .broker import Brokered, base_url
 from .grants import Grant, Resolver, routable, system_resolver
-from .http import Refused
+from .http import PROXY_URL, Refused
 from .proxy import (
     CONNECT_TIMEOUT,
     CONTAINER_DIR,
-    PROXY_URL,
     SOCKET_NAME,
     EgressProxy,
     Unreachable,
@@ -36,12 +41,14 @@ __all__ = [
     "CONTAINER_DIR",
     "PROXY_URL",
     "SOCKET_NAME",
+    "Brokered",
     "EgressProxy",
     "Grant",
     "Refused",
     "Resolver",
     "Unreachable",
     "Violation",
+    "base_url",
     "routable",
     "system_resolver",
     "why_unreachable",

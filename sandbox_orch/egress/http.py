@@ -12,6 +12,7 @@ import h11
 from .grants import Grant
 
 MAX_HEAD = 16 * 1024
+PROXY_URL = "http://127.0.0.1:3128"  # where a node reaches its proxy (and its broker)
 
 
 class Refused(Exception):
@@ -22,17 +23,21 @@ class Refused(Exception):
         self.status = status
 
 
-async def read_head(reader: asyncio.StreamReader) -> tuple[h11.Request, bytes]:
-    """Read and parse one request head; return it and whatever bytes followed it."""
-    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+def server_connection() -> h11.Connection:
+    """The node's side of one connection, parsed by h11, heads bounded by MAX_HEAD."""
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+
+
+async def read_head(reader: asyncio.StreamReader, connection: h11.Connection) -> h11.Request:
+    """Read and parse one request head; what followed it stays buffered in `connection`
+    (`trailing_data`, or the body's events)."""
     while True:
         try:
             event = connection.next_event()
         except h11.RemoteProtocolError as error:
             raise Refused(400, f"bad request: {error}") from None
         if isinstance(event, h11.Request):
-            rest, _ = connection.trailing_data
-            return event, bytes(rest)
+            return event
         if event is h11.NEED_DATA:
             data = await reader.read(65536)
             if not data:

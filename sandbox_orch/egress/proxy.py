@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h11
+
 from ..errors import InfrastructureError
 from ..store import private_dir
+from .broker import Brokered, addressed, forward, route, tls_context, why_tls
 from .grants import Grant, Resolver, routable, system_resolver
-from .http import Refused, read_head, reply, splice, target_of
+from .http import Refused, read_head, reply, server_connection, splice, target_of
 
 SOCKET_NAME = "proxy.sock"
 CONTAINER_DIR = "/run/egress"
-PROXY_URL = "http://127.0.0.1:3128"
 CONNECT_TIMEOUT = 10.0
 HEAD_TIMEOUT = 30.0
 
@@ -66,6 +69,7 @@ class NodeEgress:
     violations: list[Violation] = field(default_factory=list)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     reported: set[tuple[str, str]] = field(default_factory=set)  # unreachable (target, why)
+    brokered: tuple[Brokered, ...] = ()  # secrets injected into requests to their upstream
 
 
 class EgressProxy:
@@ -90,13 +94,15 @@ class EgressProxy:
             raise InfrastructureError(f"cannot make the egress socket directory: {error}") from None
         self.nodes: dict[str, NodeEgress] = {}
 
-    async def open(self, node: str, grants: list[str]) -> Path:
-        """Start listening for `node`; returns the directory to mount at /run/egress."""
+    async def open(self, node: str, grants: list[str], brokered: Sequence[Brokered] = ()) -> Path:
+        """Start listening for `node`; returns the directory to mount at /run/egress.
+        A node with only brokered secrets (no grants) gets its socket too."""
         if node in self.nodes:
             return self.nodes[node].directory
         directory = self.root / node
         directory.mkdir(mode=0o755)
         egress = NodeEgress(node, frozenset(Grant.parse(g) for g in grants), directory)
+        egress.brokered = tuple(brokered)
         path = directory / SOCKET_NAME
         # The path as a Path, never as text: nothing but this directory can be bound.
         egress.server = await asyncio.start_unix_server(
@@ -146,8 +152,12 @@ class EgressProxy:
     async def _serve(
         self, egress: NodeEgress, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        connection = server_connection()
         try:
-            request, rest = await asyncio.wait_for(read_head(reader), HEAD_TIMEOUT)
+            request = await asyncio.wait_for(read_head(reader, connection), HEAD_TIMEOUT)
+            if addressed(request) is not None:  # for the broker, not a granted target
+                await self._broker(egress, connection, request, reader, writer)
+                return
             target, forward = target_of(request)
             grant = self._check_grant(egress, target)
             address = await self._check_address(grant)
@@ -159,21 +169,77 @@ class EgressProxy:
             egress.violations.append(Violation("egress", str(refused)))
             await reply(writer, refused.status, str(refused))
             return
-        try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(address, grant.port), CONNECT_TIMEOUT
-            )
-        except (OSError, TimeoutError) as error:
-            why = why_unreachable(error)
-            self._unreachable(egress, grant, why)
-            await reply(writer, 502, f"cannot connect to {grant.host}:{grant.port}: {why}")
+        streams = await self._connect(egress, grant, address, writer)
+        if streams is None:
             return
+        up_reader, up_writer = streams
         if forward is None:  # CONNECT: the node speaks TLS end to end from here
             writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         else:
             up_writer.write(forward)
-        up_writer.write(rest)
+        up_writer.write(bytes(connection.trailing_data[0]))
         await splice(reader, writer, up_reader, up_writer)
+
+    async def _connect(
+        self,
+        egress: NodeEgress,
+        grant: Grant,
+        address: str,
+        writer: asyncio.StreamWriter,
+        tls: ssl.SSLContext | None = None,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Connect to the checked address (TLS verified against `grant.host` if `tls`);
+        None once a failure is reported and answered."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_connection(
+                    address,
+                    grant.port,
+                    **({"ssl": tls, "server_hostname": grant.host} if tls else {}),
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as error:  # ssl.SSLError is an OSError
+            why = why_tls(error) or why_unreachable(error)
+        self._unreachable(egress, grant, why)
+        await reply(writer, 502, f"cannot connect to {grant.host}:{grant.port}: {why}")
+        return None
+
+    async def _broker(
+        self,
+        egress: NodeEgress,
+        connection: h11.Connection,
+        request: h11.Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """A request for a brokered upstream: checked, its credential swapped, sent over
+        verified TLS (broker.py). Refusals are violations of kind `broker`."""
+        try:
+            routed = route(egress.node, egress.brokered, request)
+            address = await self._check_address(routed.target)
+        except NotResolved as refused:
+            self._unreachable(egress, refused.grant, refused.why)
+            await reply(writer, refused.status, str(refused))
+            return
+        except Refused as refused:
+            egress.violations.append(Violation("broker", str(refused)))
+            await reply(writer, refused.status, str(refused))
+            return
+        try:
+            tls = tls_context(routed.entries[0].ca_bundle)
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            why = f"cannot load the CA bundle: {why_unreachable(error)}"
+            self._unreachable(egress, routed.target, why)
+            await reply(writer, 502, f"cannot connect to {routed.authority}: {why}")
+            return
+        streams = await self._connect(egress, routed.target, address, writer, tls)
+        if streams is None:
+            return
+        try:
+            await forward(connection, reader, writer, *streams, routed)
+        except Refused as refused:  # the upstream's answer was not HTTP
+            await reply(writer, refused.status, str(refused))
 
     def _unreachable(self, egress: NodeEgress, target: Grant, why: str) -> None:
         """Report a granted target that cannot be reached, once per target and reason."""
