@@ -62,8 +62,10 @@ def loaded(tmp_path: Path, broker: str, runtimes: str = "[claude]") -> BrokerGra
     ],
 )  # fmt: skip
 def test_an_upstream_is_https_host_and_port_only(tmp_path, upstream, message):
-    broker = f"upstream: {upstream!r}\nheader: x-api-key\n" if isinstance(upstream, str) else (
-        f"upstream: {upstream}\nheader: x-api-key\n"
+    broker = (
+        f"upstream: {upstream!r}\nheader: x-api-key\n"
+        if isinstance(upstream, str)
+        else (f"upstream: {upstream}\nheader: x-api-key\n")
     )
     assert refusals(tmp_path, broker) == [f"9: secrets.K.broker.upstream: {message}"]
 
@@ -135,9 +137,9 @@ def test_authorization_is_bearer_only(tmp_path, scheme, message):
         ("[/v1/, 'x']", "[1]: 'x': a path prefix starts with /"),
         ("[7]", "[0]: 7: a path prefix starts with /"),
         ("['/v1 /']", "[0]: '/v1 /': a path prefix has no spaces or control characters"),
-        ("[\"/v1\\t\"]", "[0]: '/v1\\t': a path prefix has no spaces or control characters"),
-        ("[\"/v1\\x7f\"]", "[0]: '/v1\\x7f': a path prefix has no spaces or control characters"),
-        ("[\"/v1\\x1f\"]", "[0]: '/v1\\x1f': a path prefix has no spaces or control characters"),
+        ('["/v1\\t"]', "[0]: '/v1\\t': a path prefix has no spaces or control characters"),
+        ('["/v1\\x7f"]', "[0]: '/v1\\x7f': a path prefix has no spaces or control characters"),
+        ('["/v1\\x1f"]', "[0]: '/v1\\x1f': a path prefix has no spaces or control characters"),
         ("/v1/", " must be of list type"),
     ],
 )
