@@ -122,9 +122,17 @@ def test_claude_logs_in_with_a_subscription_token(agent_policy, mock_api, tmp_pa
     before = len(mock_requests(mock_api))
     proc, results = single("claude", workspace, policy, "hello", env=env)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert results["nodes"]["single"]["sandbox"]["secrets"] == ["CLAUDE_CODE_OAUTH_TOKEN"]
-    asked = [r for r in mock_requests(mock_api)[before:] if r["path"].startswith("/v1/messages")]
-    assert asked and all(r["headers"].get("authorization") == f"Bearer {token}" for r in asked)
+    node = results["nodes"]["single"]
+    assert node["sandbox"]["secrets"] == ["CLAUDE_CODE_OAUTH_TOKEN"]
+    assert node["sandbox"]["secret_delivery"] == {
+        "CLAUDE_CODE_OAUTH_TOKEN": f"brokered to {mock_api}"
+    }
+    # Claude Code with a subscription token asks only below /v1/ (the broker's default
+    # prefix): nothing was refused, and every request carried the real token.
+    assert node["violations"] == []
+    asked = mock_requests(mock_api)[before:]
+    assert asked and all(r["path"].startswith("/v1/messages") for r in asked)
+    assert all(r["headers"].get("authorization") == f"Bearer {token}" for r in asked)
     assert token not in proc.stdout + proc.stderr + store_text(workdir / "store")
 
 
