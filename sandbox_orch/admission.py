@@ -223,7 +223,7 @@ def _brokers_login(node: PlannedNode, grant: SecretGrant | None) -> bool:
         and grant.name in (runtime.logins or runtime.secrets)
         and runtime.name in grant.runtimes
         and "network" not in node.request.model_fields_set
-        and not node.env.get(runtime.base_url_env or "")  # a gateway of its own: refused
+        and runtime.base_url_env not in node.env  # a gateway of its own: refused
     )
 
 

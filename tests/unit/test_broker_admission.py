@@ -110,6 +110,59 @@ def test_a_node_with_network_of_its_own_keeps_it():
     assert box.egress == ("pypi.org:443",) and box.env == {"ANTHROPIC_BASE_URL": ANTHROPIC}
 
 
+def test_a_login_granted_to_another_runtime_keeps_the_api_host_asked():
+    """Not brokered to this node (granted to codex only): its API host is still asked,
+    and refused with the secret."""
+    grant = dataclasses.replace(AGENTS.secrets["ANTHROPIC_API_KEY"], runtimes=("codex",))
+    policy = dataclasses.replace(
+        AGENTS,
+        secrets={**AGENTS.secrets, "ANTHROPIC_API_KEY": grant, "CLAUDE_CODE_OAUTH_TOKEN": grant},
+    )
+    assert refusals(node("runtime: claude\nprompt: hi"), policy) == [
+        "wf.yaml:5: nodes.a.runtime: node 'a': egress to 'api.anthropic.com:443' is not "
+        "granted by the policy",
+        "wf.yaml:5: nodes.a.runtime: node 'a': secret ANTHROPIC_API_KEY is not granted to "
+        "runtime 'claude' (claude logs in with any one of ANTHROPIC_API_KEY, "
+        "CLAUDE_CODE_OAUTH_TOKEN)",
+    ]
+
+
+def test_a_brokered_secret_that_is_not_the_login_keeps_the_api_host():
+    """Claude with its key in the environment and another secret brokered: it still
+    needs its API host; the other secret is brokered all the same."""
+    key = env_grant("ANTHROPIC_API_KEY", ("claude",), ("api.anthropic.com:443",))
+    token = broker_grant(base_url_env="API_URL")
+    token = dataclasses.replace(token, runtimes=("claude",), egress=("api.anthropic.com:443",))
+    policy = dataclasses.replace(
+        AGENTS,
+        egress=("api.anthropic.com:443",),
+        secrets={"ANTHROPIC_API_KEY": key, "TOKEN": token},
+    )
+    text = node("runtime: claude\nprompt: hi\nsecrets: [ANTHROPIC_API_KEY, TOKEN]")
+    box = admit(plan_of(text), policy, {**KEYS, "TOKEN": "t-0123456789"})["a"]
+    assert box.egress == ("api.anthropic.com:443",)
+    assert box.brokered == {"TOKEN": "https://api.example"}
+    assert box.env == {"API_URL": base_url("https://api.example")}
+    assert box.describe()["secret_delivery"] == {
+        "ANTHROPIC_API_KEY": "env",
+        "TOKEN": "brokered to https://api.example",
+    }
+
+
+def test_an_empty_base_url_of_its_own_is_refused_too():
+    text = node("runtime: claude\nprompt: hi\nsecrets: [ANTHROPIC_API_KEY]\n"
+                "env: {ANTHROPIC_BASE_URL: ''}")  # fmt: skip
+    assert refusals(text) == [
+        "wf.yaml:5: nodes.a.runtime: node 'a': egress to 'api.anthropic.com:443' is not "
+        "granted by the policy",
+        "wf.yaml:7: nodes.a.secrets[0]: node 'a': secret ANTHROPIC_API_KEY cannot go to a "
+        "node with egress to api.anthropic.com:443",
+        "wf.yaml:8: nodes.a.env.ANTHROPIC_BASE_URL: node 'a': secret ANTHROPIC_API_KEY is "
+        "brokered to https://api.anthropic.com: sandbox-orch sets ANTHROPIC_BASE_URL to the "
+        "node's broker, the node cannot set it",
+    ]
+
+
 def env_grant(name: str, runtimes: tuple[str, ...], egress: tuple[str, ...]) -> SecretGrant:
     return SecretGrant(name, name, None, runtimes, egress)
 
@@ -192,6 +245,7 @@ def test_the_value_goes_to_the_proxy_and_the_node_holds_a_placeholder(tmp_path, 
     spec = runner.spec(plan.nodes["a"], box, 1)
     spec = asyncio.run(runner._with_egress_and_secrets(spec, plan.nodes["a"], box))
     placeholder = spec.env["ANTHROPIC_API_KEY"]
+    assert PLACEHOLDER_PREFIX == "sandbox-orch-brokered-"  # plainly not a key
     assert placeholder.startswith(PLACEHOLDER_PREFIX) and len(placeholder) == 22 + 32
     assert spec.env["ANTHROPIC_BASE_URL"] == ANTHROPIC
     assert KEYS["ANTHROPIC_API_KEY"] not in repr(spec)
