@@ -15,6 +15,7 @@ from sandbox_orch.brokerpolicy import BrokerGrant
 from sandbox_orch.egress.broker import Brokered, base_url
 from sandbox_orch.errors import InputRefused
 from sandbox_orch.execution import NodeRunner
+from sandbox_orch.plan_render import render_text
 from sandbox_orch.policy import POLICIES_DIR, SecretGrant, load_policy
 from sandbox_orch.redaction import Redactor
 from sandbox_orch.secrets import PLACEHOLDER_PREFIX, SecretStore
@@ -53,6 +54,15 @@ def test_claude_gets_a_placeholder_slot_and_its_broker_not_its_api_host(policy):
     }
     assert described["network"] == "none+egress-proxy" and described["egress"] == []
     assert KEYS["ANTHROPIC_API_KEY"] not in repr(box)
+
+
+def test_the_plan_says_how_each_secret_is_delivered():
+    plan = plan_of(node("runtime: claude\nprompt: hi"))
+    text = render_text(plan, admit(plan, AGENTS, KEYS))
+    assert "\n    secrets: ANTHROPIC_API_KEY (brokered to https://api.anthropic.com)" in text
+    assert KEYS["ANTHROPIC_API_KEY"] not in text
+    shell = plan_of(node("command: [x]"))
+    assert "secrets:" not in render_text(shell, admit(shell, default_policy(), KEYS))
 
 
 def test_codex_is_told_its_provider_url_with_v1():
