@@ -39,6 +39,7 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 # Credentials a node might add of its own. Only an entry's exact `scheme + placeholder` in
 # its own header is forwarded (as `scheme + value`); any other value of these is dropped.
+FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"cookie", b"proxy-authorization"})
 
 # A header value h11 accepts: visible ASCII, inner spaces only. Checked when an entry is
@@ -86,7 +87,7 @@ def upstream_of(upstream: str) -> Grant:
     parts = urlsplit(upstream)
     try:
         port = 443 if parts.port is None else parts.port
-    except ValueError:  # not a number, or out of range
+    except ValueError:  # not a number, or past 65535
         port = 0
     if (
         parts.scheme != "https"
@@ -96,7 +97,7 @@ def upstream_of(upstream: str) -> Grant:
         or parts.path not in ("", "/")
         or parts.query
         or parts.fragment
-        or not 0 < port < 65536
+        or port == 0
     ):
         raise ValueError(f"broker upstream {upstream!r} is not https://host[:port]")
     return Grant(parts.hostname.lower().rstrip("."), port)
@@ -131,7 +132,9 @@ class Route:
     target: Grant
     authority: str
     entries: tuple[Brokered, ...]  # the node's entries for this upstream allowing it
-    request: h11.Request  # the request to send upstream (origin form, headers rewritten)
+    # The request to send upstream (origin form, headers rewritten): it holds the value,
+    # so it is never in a repr.
+    request: h11.Request = field(repr=False)
 
 
 def addressed(request: h11.Request) -> str | None:
@@ -148,7 +151,7 @@ def addressed(request: h11.Request) -> str | None:
 def route(node: str, brokered: Sequence[Brokered], request: h11.Request) -> Route:
     """Check a broker request against the node's entries; Refused(403) says why not."""
     rest = addressed(request)
-    assert rest is not None, "route() is only asked about broker requests"
+    assert rest is not None  # only broker requests are routed
     match = _AUTHORITY.fullmatch(rest)
     assert match is not None  # the pattern matches any text
     authority, path_and_query = match[1].lower(), match[2]
@@ -217,12 +220,14 @@ def upstream_headers(
     (a cookie an earlier answer set, an Authorization header an SDK adds by default), and
     refusing would break them for nothing; dropped, nothing the node holds reaches the
     upstream but the placeholder's swap, which is the point."""
+    # Headers the node's Connection names are hop-by-hop too, but never the framing: h11
+    # frames the body by them, and must agree with what the node sends.
     named = {
         token.strip().lower()
         for name, value in headers
         if name.lower() == b"connection"
         for token in value.split(b",")
-    }
+    } - FRAMING
     swap = {
         (e.header.encode(), (e.scheme + e.placeholder).encode()): (e.scheme + e.value).encode()
         for e in entries
@@ -284,17 +289,16 @@ async def forward(
     Refused(502) if the upstream's answer is not HTTP before anything was sent back."""
     upstream = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     if node.they_are_waiting_for_100_continue:  # Expect was not forwarded: answer it here
-        writer.write(node.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
-    up_writer.write(upstream.send(route.request) or b"")
+        _send(node, h11.InformationalResponse(status_code=100, headers=[]), writer)
+    _send(upstream, route.request, up_writer)
     body = asyncio.ensure_future(_send_body(node, reader, upstream, up_writer))
     try:
         await _send_answer(upstream, up_reader, node, writer)
     except (h11.ProtocolError, OSError) as error:  # not HTTP, cut short, TLS broken
         if node.our_state is h11.SEND_RESPONSE:  # nothing sent yet: the node can be told
-            if body.done() and (broken := body.result()) is not None:
+            if body.done() and (broken := body.result()):
                 raise Refused(400, broken) from None  # the node's request, not the answer
-            why = str(error)[:200] or type(error).__name__
-            raise Refused(502, f"bad answer from {route.authority}: {why}") from None
+            raise Refused(502, f"bad answer from {route.authority}: {in_words(error)}") from None
         # Mid-answer, closing the connection is all that is left to say.
     finally:
         body.cancel()
@@ -322,15 +326,15 @@ async def _send_body(
                     break
                 node.receive_data(data)
             elif isinstance(event, h11.Data):
-                up_writer.write(upstream.send(h11.Data(data=event.data)) or b"")
+                _send(upstream, h11.Data(data=event.data), up_writer)
                 await up_writer.drain()
             elif isinstance(event, h11.EndOfMessage):  # trailers are not forwarded
-                up_writer.write(upstream.send(h11.EndOfMessage()) or b"")
+                _send(upstream, h11.EndOfMessage(), up_writer)
                 await up_writer.drain()
                 return None
-    except h11.RemoteProtocolError as error:  # the node's framing
+    except h11.ProtocolError as error:  # the node's framing
         broken = f"bad request body: {error}"
-    except OSError:  # the upstream went away: the answer says how
+    except OSError:  # the upstream went away: the answer says how (falsy: not the node's)
         broken = None
     up_writer.close()
     return broken
@@ -357,7 +361,18 @@ async def _send_answer(
             event = h11.EndOfMessage()  # trailers are not forwarded
         elif not isinstance(event, h11.Data):
             continue  # an informational answer: we sent no Expect, the node waits for none
-        writer.write(node.send(event) or b"")
+        _send(node, event, writer)
         await writer.drain()
         if isinstance(event, h11.EndOfMessage):
             return
+
+
+def _send(connection: h11.Connection, event: h11.Event, writer: asyncio.StreamWriter) -> None:
+    data = connection.send(event)
+    assert data is not None  # h11 sends nothing only for ConnectionClosed, never sent here
+    writer.write(data)
+
+
+def in_words(error: BaseException) -> str:
+    """An error in at most 200 characters, never empty."""
+    return str(error)[:200] or type(error).__name__
