@@ -56,9 +56,10 @@ def _tls_mock(directory: Path) -> tuple[subprocess.Popen[str], MockAPI]:
 
 
 @pytest.fixture(scope="module")
-def mock_api(tmp_path_factory):
+def mock_api(built_images, tmp_path_factory):
     """The mock model API over TLS on the host: the brokered keys' upstream. Yields its
-    base URL (https://127.0.0.1:PORT, with `.ca`)."""
+    base URL (https://127.0.0.1:PORT, with `.ca`). The agents' images are built first,
+    as every test using the mock runs them."""
     proc, url = _tls_mock(tmp_path_factory.mktemp("mock-tls"))
     try:
         yield url
