@@ -214,8 +214,10 @@ def _login(node: PlannedNode, policy: Policy, environ: Mapping[str, str]) -> tup
 
 
 def _brokers_login(node: PlannedNode, grant: SecretGrant | None) -> bool:
-    """Whether the node's API host is only its runtime's default and `grant`, one of its
-    logins, is brokered: then it reaches its API through the broker, not that host."""
+    """Whether the node asks no network of its own and `grant`, one of its runtime's
+    logins, is brokered: then it reaches its API through the broker, and needs neither
+    its runtime's API host nor the gateway its own base-URL variable names (that
+    variable is refused, _check_brokered: only that refusal is said)."""
     runtime = node.runtime
     return (
         grant is not None
@@ -223,7 +225,6 @@ def _brokers_login(node: PlannedNode, grant: SecretGrant | None) -> bool:
         and grant.name in (runtime.logins or runtime.secrets)
         and runtime.name in grant.runtimes
         and "network" not in node.request.model_fields_set
-        and runtime.base_url_env not in node.env  # a gateway of its own: refused
     )
 
 

@@ -86,29 +86,36 @@ def test_a_node_asking_the_key_by_name_is_brokered_too():
     assert box.egress == () and box.env == {"ANTHROPIC_BASE_URL": ANTHROPIC}
 
 
-def test_a_node_that_sets_its_base_url_while_its_key_is_brokered_is_refused():
+BASE_URL_REFUSED = (
+    "wf.yaml:{line}: nodes.a.env.ANTHROPIC_BASE_URL: node 'a': secret ANTHROPIC_API_KEY is "
+    "brokered to https://api.anthropic.com: sandbox-orch sets ANTHROPIC_BASE_URL to the "
+    "node's broker, the node cannot set it"
+)
+
+
+@pytest.mark.parametrize("value", ["https://gw.example", ""])
+def test_a_node_that_sets_its_base_url_while_its_key_is_brokered_is_refused(value):
+    """Only that is said: the gateway's host is not asked (the key would not go there)."""
     text = node("runtime: claude\nprompt: hi\nsecrets: [ANTHROPIC_API_KEY]\n"
-                "env: {ANTHROPIC_BASE_URL: 'https://gw.example'}")  # fmt: skip
-    assert refusals(text) == [
-        "wf.yaml:5: nodes.a.runtime: node 'a': egress to 'gw.example:443' is not granted by "
-        "the policy",
-        "wf.yaml:7: nodes.a.secrets[0]: node 'a': secret ANTHROPIC_API_KEY cannot go to a "
-        "node with egress to gw.example:443",
-        "wf.yaml:8: nodes.a.env.ANTHROPIC_BASE_URL: node 'a': secret ANTHROPIC_API_KEY is "
-        "brokered to https://api.anthropic.com: sandbox-orch sets ANTHROPIC_BASE_URL to the "
-        "node's broker, the node cannot set it",
-    ]
+                f"env: {{ANTHROPIC_BASE_URL: '{value}'}}")  # fmt: skip
+    assert refusals(text) == [BASE_URL_REFUSED.format(line=8)]
 
 
 def test_a_default_login_with_a_base_url_of_its_own_is_refused_saying_why():
-    """Asked nothing, the login is not chosen for a node pointed elsewhere: refused."""
     text = node("runtime: claude\nprompt: hi\nenv: {ANTHROPIC_BASE_URL: 'https://gw.example'}")
-    lines = refusals(text)
-    assert any(
-        "nodes.a.env.ANTHROPIC_BASE_URL: node 'a': secret ANTHROPIC_API_KEY is brokered to "
-        "https://api.anthropic.com: sandbox-orch sets ANTHROPIC_BASE_URL" in line
-        for line in lines
-    ), lines
+    assert refusals(text) == [BASE_URL_REFUSED.format(line=7)]
+
+
+def test_a_base_url_with_network_of_its_own_is_refused_with_the_rest():
+    text = node("runtime: claude\nprompt: hi\nnetwork: {egress: ['gw.example:443']}\n"
+                "env: {ANTHROPIC_BASE_URL: 'https://gw.example'}")  # fmt: skip
+    assert refusals(text) == [
+        "wf.yaml:7: nodes.a.network.egress[0]: node 'a': egress to 'gw.example:443' is not "
+        "granted by the policy",
+        "wf.yaml:5: nodes.a.runtime: node 'a': secret ANTHROPIC_API_KEY cannot go to a "
+        "node with egress to gw.example:443",
+        BASE_URL_REFUSED.format(line=8),
+    ]
 
 
 def test_a_node_with_network_of_its_own_keeps_it():
@@ -157,20 +164,6 @@ def test_a_brokered_secret_that_is_not_the_login_keeps_the_api_host():
         "ANTHROPIC_API_KEY": "env",
         "TOKEN": "brokered to https://api.example",
     }
-
-
-def test_an_empty_base_url_of_its_own_is_refused_too():
-    text = node("runtime: claude\nprompt: hi\nsecrets: [ANTHROPIC_API_KEY]\n"
-                "env: {ANTHROPIC_BASE_URL: ''}")  # fmt: skip
-    assert refusals(text) == [
-        "wf.yaml:5: nodes.a.runtime: node 'a': egress to 'api.anthropic.com:443' is not "
-        "granted by the policy",
-        "wf.yaml:7: nodes.a.secrets[0]: node 'a': secret ANTHROPIC_API_KEY cannot go to a "
-        "node with egress to api.anthropic.com:443",
-        "wf.yaml:8: nodes.a.env.ANTHROPIC_BASE_URL: node 'a': secret ANTHROPIC_API_KEY is "
-        "brokered to https://api.anthropic.com: sandbox-orch sets ANTHROPIC_BASE_URL to the "
-        "node's broker, the node cannot set it",
-    ]
 
 
 def env_grant(name: str, runtimes: tuple[str, ...], egress: tuple[str, ...]) -> SecretGrant:
