@@ -231,7 +231,8 @@ class EgressProxy:
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
             why = f"cannot load the CA bundle: {why_unreachable(error)}"
             self._unreachable(egress, routed.target, why)
-            await reply(writer, 502, f"cannot connect to {routed.authority}: {why}")
+            target = f"{routed.target.host}:{routed.target.port}"
+            await reply(writer, 502, f"cannot connect to {target}: {why}")
             return
         streams = await self._connect(egress, routed.target, address, writer, tls)
         if streams is None:

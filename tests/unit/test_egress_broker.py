@@ -1014,3 +1014,33 @@ def test_the_value_is_in_no_answer_violation_report_or_log(ca, ca_file, caplog):
         "HTTP/1.1 403 Forbidden", "HTTP/1.1 403 Forbidden", "HTTP/1.1 403 Forbidden",
         "HTTP/1.1 502 Bad Gateway", "HTTP/1.1 502 Bad Gateway", "HTTP/1.1 403 Forbidden",
     ]  # fmt: skip
+
+
+def test_the_broker_leaves_grants_and_other_requests_as_they_were():
+    """A node with brokered secrets and grants: CONNECT to a grant still splices; a request
+    to the local proxy outside the broker prefix is an ordinary, ungranted target."""
+
+    async def scenario():
+        async def echo(reader, writer):
+            writer.write(await reader.read(100))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proxy = EgressProxy("t")
+        directory = await proxy.open("n", [f"127.0.0.1:{port}"], [entry("https://api.example")])
+        spliced = await ask(
+            directory, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\nhello".encode()
+        )
+        other = await ask(directory, b"GET http://127.0.0.1:3128/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        violations = proxy.violations("n")
+        await proxy.close()
+        server.close()
+        return spliced, answer_of(other), violations
+
+    spliced, other, violations = run(scenario())
+    assert spliced == b"HTTP/1.1 200 Connection Established\r\n\r\nhello"
+    detail = "127.0.0.1:3128 is not granted to node 'n'"
+    assert other == ("HTTP/1.1 403 Forbidden", PROXY + detail + "\n")
+    assert violations == [{"kind": "egress", "detail": detail}]
