@@ -6,6 +6,7 @@ refusal of the run is collected and reported together (CONTRACT 1).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import stat
@@ -15,14 +16,16 @@ from pathlib import Path
 from .agents import admission as agents
 from .agents.prompts import PromptError, literal_size, split
 from .artifacts.lifetimes import certain_peak
+from .brokerpolicy import BrokerGrant
 from .containerpaths import forbidden_target, forbidden_workdir
+from .egress.broker import base_url
 from .egress.grants import grant_problem, uncovered
 from .envnames import denied_env
 from .errors import InputRefused, Problem
 from .gitpaths import MAX_GIT_PATHS, inside_git
 from .mounts import BindMount, Walk, grant_for, masks, never_mountable, resolve, walk
 from .planning import Plan, PlannedNode
-from .policy import Policy, shipped_granting
+from .policy import Policy, SecretGrant, shipped_granting
 from .sandbox import Sandbox
 from .secrets import source_problem
 from .units import format_size
@@ -69,13 +72,15 @@ def admit_node(
     walked: dict[Path, Walk] | None = None,
 ) -> Sandbox | None:
     before = _Tracked(refuse)
+    secrets = _login(node, policy, environ)
+    node = _without_api_egress(node, policy, secrets)
     _check_runtime(node, policy, before)
     _check_artifact_paths(node, before)
     _check_distinct_targets(node, policy, before)
     _check_artifacts_total(node, policy, before)
     _check_network(node, policy, before)
-    secrets = _login(node, policy, environ)
     _check_secrets(node, secrets, policy, before, environ)
+    brokered = _check_brokered(node, secrets, policy, before)
     _check_env(node, policy, before)
     mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
     _check_workdir(node, mounts, before)
@@ -97,11 +102,12 @@ def admit_node(
         artifact_limit=policy.limits.artifacts,
         prompt_limit=policy.limits.prompt,
         tmpfs=dict(policy.tmpfs),
-        env=dict(node.env),
+        env={**node.env, **_broker_env(node, brokered)},
         workdir=node.request.workdir,
         mounts=mounts,
         egress=node.egress,
         secrets=secrets,
+        brokered={name: grant.upstream for name, grant in brokered.items()},
     )
 
 
@@ -210,9 +216,77 @@ def _login(node: PlannedNode, policy: Policy, environ: Mapping[str, str]) -> tup
         grant = policy.secrets.get(name)
         if grant is None or node.runtime.name not in grant.runtimes:
             continue
-        if not uncovered(node.egress, grant.egress) and not source_problem(grant, environ):
+        egress = () if _brokers_login(node, grant) else node.egress
+        if not uncovered(egress, grant.egress) and not source_problem(grant, environ):
             return (name,)
     return node.secrets
+
+
+def _brokers_login(node: PlannedNode, grant: SecretGrant | None) -> bool:
+    """Whether the node asks no network of its own and `grant`, one of its runtime's
+    logins, is brokered: then it reaches its API through the broker, and needs neither
+    its runtime's API host nor the gateway its own base-URL variable names (that
+    variable is refused, _check_brokered: only that refusal is said)."""
+    runtime = node.runtime
+    return (
+        grant is not None
+        and grant.broker is not None
+        and grant.name in (runtime.logins or runtime.secrets)
+        and runtime.name in grant.runtimes
+        and "network" not in node.request.model_fields_set
+    )
+
+
+def _without_api_egress(node: PlannedNode, policy: Policy, secrets: tuple[str, ...]) -> PlannedNode:
+    """The node without its runtime's API host when its login is brokered."""
+    if any(_brokers_login(node, policy.secrets.get(name)) for name in secrets):
+        return dataclasses.replace(node, egress=())
+    return node
+
+
+def _check_brokered(
+    node: PlannedNode, secrets: tuple[str, ...], policy: Policy, refuse: Refuse
+) -> dict[str, BrokerGrant]:
+    """The node's brokered secrets (granted to its runtime), each with the variable that
+    tells the node where its broker is; refused when the node sets that variable itself
+    (it would send the placeholder elsewhere, and the agent would not work)."""
+    brokered: dict[str, BrokerGrant] = {}
+    for index, name in enumerate(secrets):
+        grant = policy.secrets.get(name)
+        if grant is None or grant.broker is None or node.runtime.name not in grant.runtimes:
+            continue
+        variable = _base_url_env(node, grant.broker)
+        if variable is None:
+            loc = _loc(node, "secrets", ("secrets", index))
+            message = (
+                f"secret {name} is brokered, but runtime {node.runtime.name!r} has no "
+                "base-URL variable: the policy's broker.base_url_env must name one"
+            )
+            refuse(loc, message)
+        elif variable in node.env:
+            message = (
+                f"secret {name} is brokered to {grant.broker.upstream}: sandbox-orch sets "
+                f"{variable} to the node's broker, the node cannot set it"
+            )
+            refuse((*node.loc, "env", variable), message)
+        else:
+            brokered[name] = grant.broker
+    return brokered
+
+
+def _base_url_env(node: PlannedNode, broker: BrokerGrant) -> str | None:
+    return broker.base_url_env or node.runtime.base_url_env
+
+
+def _broker_env(node: PlannedNode, brokered: Mapping[str, BrokerGrant]) -> dict[str, str]:
+    """Where the node's API is: its broker, with the path its CLI expects after the host
+    (Codex's provider wants /v1). The secrets' placeholders are set when it starts."""
+    env = {}
+    for broker in brokered.values():
+        variable = _base_url_env(node, broker)
+        assert variable is not None  # refused otherwise
+        env[variable] = base_url(broker.upstream) + node.runtime.base_url_path
+    return env
 
 
 def _check_secrets(

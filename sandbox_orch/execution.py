@@ -25,6 +25,7 @@ from .backend import Backend, BackendError, ContainerSpec, OutputSink
 from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .capture import NodeOutput
 from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
+from .egress.broker import Brokered
 from .mounts import BindMount
 from .parsing import ParseError, agent_parsed, check_size
 from .planning import PlannedNode
@@ -311,11 +312,13 @@ class NodeRunner:
     async def _with_egress_and_secrets(
         self, spec: ContainerSpec, node: PlannedNode, sandbox: Sandbox
     ) -> ContainerSpec:
-        """The node's way out (its own proxy socket) and its secrets, read now."""
+        """The node's way out (its own proxy socket) and its secrets, read now: a brokered
+        one goes to the proxy only, the node gets its placeholder."""
         env, mounts, argv = dict(spec.env), spec.mounts, spec.argv
-        if sandbox.egress:
+        brokered = [self._brokered(name) for name in sandbox.brokered]
+        if sandbox.egress or brokered:
             assert self.egress is not None, "a run with egress has an egress proxy"
-            directory = await self.egress.open(node.name, list(sandbox.egress))
+            directory = await self.egress.open(node.name, list(sandbox.egress), brokered)
             mounts = (*mounts, BindMount(str(directory), CONTAINER_DIR, read_only=True))
             argv = ("sandbox-orch-egress", *argv)
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
@@ -323,9 +326,29 @@ class NodeRunner:
             env["NO_PROXY"] = env["no_proxy"] = ""
         for name in sandbox.secrets:
             assert self.secrets is not None, "a run with secrets has a secret store"
-            env[name] = self.secrets.value(name)
+            if name in sandbox.brokered:
+                env[name] = self.secrets.placeholder(name)
+            else:
+                env[name] = self.secrets.value(name)
         return dataclasses.replace(
             spec, env=env, mounts=mounts, argv=argv, engine_log=not sandbox.secrets
+        )
+
+    def _brokered(self, name: str) -> Brokered:
+        """What the proxy needs to add secret `name` to the node's requests (read now)."""
+        assert self.secrets is not None, "a run with secrets has a secret store"
+        broker = self.secrets.broker(name)
+        assert broker is not None, "admission brokers only secrets with a broker"
+        return Brokered(
+            name=name,
+            upstream=broker.upstream,
+            header=broker.header,
+            scheme=broker.scheme,
+            placeholder=self.secrets.placeholder(name),
+            value=self.secrets.value(name),
+            paths=broker.paths,
+            methods=broker.methods,
+            ca_bundle=str(broker.ca_bundle) if broker.ca_bundle else None,
         )
 
     async def _with_artifacts(

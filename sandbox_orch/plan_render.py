@@ -65,6 +65,9 @@ def render_text(plan: Plan, sandboxes: dict[str, Sandbox]) -> str:
                 f"    limits: cpus {limits['cpus']:g}, memory {limits['memory']},"
                 f" pids {limits['pids']}, timeout {limits['timeout_s']:g}s"
             )
+            if delivery := box["secret_delivery"]:  # names and how, never a value
+                said = ", ".join(f"{name} ({how})" for name, how in delivery.items())
+                lines.append(f"    secrets: {said}")
     return "\n".join(lines)
 
 

@@ -15,12 +15,15 @@ from typing import Any
 import cerberus
 from pydantic import ValidationError
 
+from . import brokerpolicy
 from .agents.budgets import Budget
 from .agents.settings import PERMISSION_MODES
 from .bounded.limits import DEFAULT_PROMPT_BYTES, MAX_PROMPT_BYTES
+from .brokerpolicy import BrokerGrant
 from .containerpaths import normalise
 from .egress.grants import Grant, private_name_problem
 from .errors import InputRefused, Problem
+from .runtimes import PRESETS
 from .units import parse_count, parse_cpus, parse_duration, parse_size
 from .yamlsafe import Document, load_file
 
@@ -119,6 +122,7 @@ SCHEMA: dict[str, Any] = {
                 "from_file": {"type": "string", "empty": False, "excludes": "from_env"},
                 "runtimes": _STRINGS,
                 "egress": _HOST_PORT,
+                "broker": brokerpolicy.schema(_checker),
             },
         },
     },
@@ -183,6 +187,7 @@ class SecretGrant:
     from_file: str | None
     runtimes: tuple[str, ...]
     egress: tuple[str, ...]
+    broker: BrokerGrant | None = None  # None: handed to the node in its environment
 
 
 @dataclass(frozen=True)
@@ -276,7 +281,7 @@ def load_policy(path: Path) -> Policy:
     if not isinstance(document.data, dict) or not validator.validate(document.data):
         errors = validator.errors if isinstance(document.data, dict) else {"": ["not a mapping"]}
         raise InputRefused([document.problem(loc, msg) for loc, msg in _flatten(errors)])
-    if problems := _private_name_problems(document):
+    if problems := _private_name_problems(document) + _broker_problems(document):
         raise InputRefused(problems)
     return _policy(document)
 
@@ -287,6 +292,19 @@ def _private_name_problems(document: Document) -> list[Problem]:
         document.problem(("network", "private_names", index), why)
         for index, entry in enumerate(network.get("private_names", ()))
         if (why := private_name_problem(entry, network.get("egress", ())))
+    ]
+
+
+def _broker_problems(document: Document) -> list[Problem]:
+    preset_env = {n: r.base_url_env for n, r in PRESETS.items() if r.base_url_env}
+    base_dir = Path(document.path).resolve().parent
+    return [
+        document.problem(("secrets", name, "broker", *loc), message)
+        for name, grant in document.data.get("secrets", {}).items()
+        if "broker" in grant
+        for loc, message in brokerpolicy.problems(
+            grant["broker"], grant.get("runtimes", []), base_dir, preset_env
+        )
     ]
 
 
@@ -306,6 +324,7 @@ def _flatten(errors: Any, loc: tuple = ()) -> list[tuple[tuple, str]]:
 def _policy(document: Document) -> Policy:
     data = document.data
     isolation = data.get("isolation", {})
+    base_dir = Path(document.path).resolve().parent  # a CA bundle is relative to the policy
     return Policy(
         name=data["name"],
         path=document.path,
@@ -331,6 +350,7 @@ def _policy(document: Document) -> Policy:
                 grant.get("from_file"),
                 tuple(grant.get("runtimes", ())),
                 tuple(grant.get("egress", ())),
+                brokerpolicy.grant(grant["broker"], base_dir) if "broker" in grant else None,
             )
             for name, grant in data.get("secrets", {}).items()
         },

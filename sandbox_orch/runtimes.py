@@ -20,6 +20,7 @@ class Runtime:
     secrets: tuple[str, ...] = ()
     egress: tuple[str, ...] = ()
     base_url_env: str | None = None  # the variable that points the CLI at a gateway
+    base_url_path: str = ""  # what the CLI expects after the host in it (Codex: /v1)
     # Secrets any one of which logs the CLI in: asked nothing, a node gets the first the
     # policy grants it and can read (admission), else `secrets` (and its refusal).
     logins: tuple[str, ...] = ()
@@ -48,6 +49,7 @@ PRESETS: dict[str, Runtime] = {
         secrets=("OPENAI_API_KEY",),
         egress=("api.openai.com:443",),
         base_url_env="OPENAI_BASE_URL",
+        base_url_path="/v1",  # its provider's base_url; it appends /responses
     ),
 }
 

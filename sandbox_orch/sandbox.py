@@ -64,6 +64,9 @@ class Sandbox:
     mounts: tuple[BindMount, ...] = ()
     egress: tuple[str, ...] = ()  # host:port pairs, through the run's egress proxy
     secrets: tuple[str, ...] = ()  # names only: values are read when the node starts
+    # Those the egress proxy adds to the node's requests to an upstream (name -> upstream):
+    # the node holds a placeholder. The rest are in its environment.
+    brokered: dict[str, str] = field(default_factory=dict)
 
     @property
     def pids_mechanism(self) -> str:
@@ -83,9 +86,13 @@ class Sandbox:
             "oci_runtime": self.oci_runtime,
             "user": self.user,
             # The container's network stays `none`; egress goes through the proxy socket.
-            "network": "none" if not self.egress else "none+egress-proxy",
+            "network": "none+egress-proxy" if self.egress or self.brokered else "none",
             "egress": list(self.egress),
             "secrets": list(self.secrets),
+            "secret_delivery": {
+                name: f"brokered to {self.brokered[name]}" if name in self.brokered else "env"
+                for name in self.secrets
+            },
             "read_only_rootfs": True,
             "cap_drop": list(CAP_DROP),
             "image": self.image,

@@ -8,7 +8,9 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from secrets import token_hex
 
+from .brokerpolicy import BrokerGrant
 from .errors import InputRefused
 from .policy import SecretGrant
 from .redaction import MIN_REDACTED, Redactor, remember, variants
@@ -16,6 +18,7 @@ from .yamlsafe import kind_of, read_regular
 
 __all__ = ["MIN_REDACTED", "Redactor", "SecretStore", "SecretUnavailable", "variants"]
 
+PLACEHOLDER_PREFIX = "sandbox-orch-brokered-"
 MAX_SECRET_BYTES = 64 * 1024  # a token or a key file, never a log or a device
 
 
@@ -75,6 +78,17 @@ class SecretStore:
     def __init__(self, grants: Mapping[str, SecretGrant], redactor: Redactor) -> None:
         self._grants = grants
         self.redactor = redactor
+        self._placeholders: dict[str, str] = {}
+
+    def broker(self, name: str) -> BrokerGrant | None:
+        return self._grants[name].broker
+
+    def placeholder(self, name: str) -> str:
+        """What a node holds instead of brokered secret `name`: random for each run and
+        secret (never derived from the value), and plainly not a key."""
+        if name not in self._placeholders:
+            self._placeholders[name] = f"{PLACEHOLDER_PREFIX}{token_hex(16)}"
+        return self._placeholders[name]
 
     def value(self, name: str) -> str:
         value = read_secret(self._grants[name])

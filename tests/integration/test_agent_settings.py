@@ -58,7 +58,6 @@ def test_claude_gets_its_model_and_turn_limit(agent_policy, mock_api, workdir, k
           review:
             runtime: claude
             prompt: "WRITE_FILE:/tmp/NOTES.md add notes"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
             agent: {{model: {model}, max_turns: 1, permission_mode: plan}}
         """,
         policy,
@@ -93,7 +92,6 @@ def test_claude_without_a_turn_limit_takes_two_turns(agent_policy, mock_api, wor
           review:
             runtime: claude
             prompt: "WRITE_FILE:/tmp/NOTES.md add notes"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
             agent: {{model: {model}}}
         """,
         policy,
@@ -120,7 +118,6 @@ def test_claude_gets_the_appended_system_prompt(agent_policy, mock_api, workdir,
           review:
             runtime: claude
             prompt: "Say hello"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
             agent: {{model: {model}, system_prompt_append: "WRITE_FILE:/tmp/NOTES.md"}}
         """,
         policy,
@@ -147,7 +144,6 @@ def test_claude_does_not_run_a_disallowed_tool(agent_policy, mock_api, workdir, 
           review:
             runtime: claude
             prompt: "LIST_WORKSPACE and say what is there"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
             agent: {{model: {model}, disallowed_tools: [Bash], allowed_tools: [Read]}}
         """,
         policy,
@@ -174,7 +170,6 @@ def test_codex_gets_its_model(agent_policy, mock_api, workdir, keys):
           job:
             runtime: codex
             prompt: "Summarise the repository"
-            env: {{OPENAI_BASE_URL: "{mock_api}/v1"}}
             agent: {{model: {model}, system_prompt_append: "Answer in \\"one\\" line.\\n"}}
         """,
         policy,
@@ -229,12 +224,10 @@ def test_a_prompt_that_looks_like_an_option_reaches_the_model_as_text(
           claude:
             runtime: claude
             prompt: "{prompt}"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
             agent: {{model: {claude_model}}}
           codex:
             runtime: codex
             prompt: "{prompt}"
-            env: {{OPENAI_BASE_URL: "{mock_api}/v1"}}
             agent: {{model: {codex_model}}}
         """,
         policy,

@@ -49,8 +49,7 @@ name: {name}
 nodes:
   agent:
     runtime: claude
-    prompt: "{prompt}"
-    env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}{lines}
+    prompt: "{prompt}"{lines}
 """
 
 
@@ -106,7 +105,7 @@ def test_a_block_budget_stops_the_node_between_answers_and_keeps_its_usage(
     before = len(mock_requests(mock_api))
     proc, _events, results = run_json(
         workdir,
-        f"""
+        """
         version: 1
         name: budget-stop
         fail_fast: false
@@ -114,14 +113,12 @@ def test_a_block_budget_stops_the_node_between_answers_and_keeps_its_usage(
           spender:
             runtime: claude
             prompt: "TOOL_TURNS:10 OUTPUT_TOKENS:10000 HOLD:5"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
-            budget: {{usd: 0.5}}
+            budget: {usd: 0.5}
             timeout: 5m
           next:
             needs: [spender]
             runtime: claude
             prompt: "hello"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
         """,
         policy,
         keys,
@@ -148,21 +145,19 @@ def test_a_spent_run_budget_skips_the_next_agent_and_a_warn_budget_only_warns(
     policy, _ = agent_policy
     proc, events, results = run_json(
         workdir,
-        f"""
+        """
         version: 1
         name: run-budget
         fail_fast: false
-        budget: {{tokens: 40, turns: {{limit: 1, mode: warn}}}}
+        budget: {tokens: 40, turns: {limit: 1, mode: warn}}
         nodes:
           first:
             runtime: claude
             prompt: "hello"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
           second:
             needs: [first]
             runtime: claude
             prompt: "hello again"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
         """,
         policy,
         keys,
@@ -176,20 +171,18 @@ def test_a_spent_run_budget_skips_the_next_agent_and_a_warn_budget_only_warns(
     # the CLI's budget joins the workflow's: the first answer's 11 tokens cross 10
     proc, _events, results = run_json(
         workdir,
-        f"""
+        """
         version: 1
         name: run-budget
         fail_fast: false
-        budget: {{usd: 5}}
+        budget: {usd: 5}
         nodes:
           first:
             runtime: claude
             prompt: "LIST_WORKSPACE"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
           second:
             runtime: claude
             prompt: "hello again"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
         """,
         policy,
         keys,
@@ -240,7 +233,7 @@ def test_an_error_result_keeps_its_usage_and_its_own_reason(agent_policy, mock_a
     without_agent_rules(policy)
     proc, _events, results = run_json(
         workdir,
-        f"""
+        """
         version: 1
         name: errors
         fail_fast: false
@@ -250,11 +243,10 @@ def test_an_error_result_keeps_its_usage_and_its_own_reason(agent_policy, mock_a
             command: >-
               claude -p "TOOL_TURNS:3 OUTPUT_TOKENS:1000" --output-format stream-json
               --verbose --include-partial-messages --max-budget-usd 0.00001
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
           refused:
             runtime: claude
             prompt: "MOCK_ERROR"
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}", CLAUDE_CODE_MAX_RETRIES: "0"}}
+            env: {CLAUDE_CODE_MAX_RETRIES: "0"}
         """,
         policy,
         keys,

@@ -32,8 +32,7 @@ def test_a_workspaces_own_claude_settings_are_not_read(agent_policy, mock_api, t
     marker = f"settings-probe-{secrets.token_hex(4)}"
     proc = cli(
         "single", "claude", "--workspace", str(workspace), "--policy", str(policy), "--ci",
-        "--prompt", marker, "--env", f"ANTHROPIC_BASE_URL={mock_api}",
-        "--results", str(tmp_path / "results.json"),
+        "--prompt", marker,        "--results", str(tmp_path / "results.json"),
         env=keys,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -57,8 +56,7 @@ def test_a_workspaces_own_codex_config_is_not_read(agent_policy, mock_api, tmp_p
     marker = f"settings-probe-{secrets.token_hex(4)}"
     proc = cli(
         "single", "codex", "--workspace", str(workspace), "--policy", str(policy), "--ci",
-        "--prompt", marker, "--env", f"OPENAI_BASE_URL={mock_api}/v1",
-        env=keys,
+        "--prompt", marker,        env=keys,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
     seen = [r for r in mock_requests(mock_api) if marker in json.dumps(r.get("prompt"))]

@@ -20,7 +20,13 @@ from ..conftest import (
     unique,
     write_workflow,
 )
-from .conftest import ANSWER, mock_requests, tool_results_seen, without_agent_rules
+from .conftest import (
+    ANSWER,
+    for_the_mock,
+    mock_requests,
+    tool_results_seen,
+    without_agent_rules,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -57,17 +63,16 @@ def test_claude_reviews_and_its_answer_gates_the_next_node(
     # same proxy (it must be refused and recorded); envdump shows another node's view.
     proc, results = run(
         workdir,
-        f"""
+        """
         version: 1
         name: agent-review
         nodes:
           review:
             runtime: claude
-            env: {{ANTHROPIC_BASE_URL: "{mock_api}"}}
             command: >-
               claude -p "Review the diff and list risks" --output-format stream-json --verbose
-              && node -e "require('http').get({{host: '127.0.0.1', port: 3128,
-              path: 'http://example.com/'}}, r => {{ console.error('other host:', r.statusCode); }})"
+              && node -e "require('http').get({host: '127.0.0.1', port: 3128,
+              path: 'http://example.com/'}, r => { console.error('other host:', r.statusCode); })"
           approve:
             needs: [review]
             when: nodes.review.outputs.result.contains("all good") && !nodes.review.outputs.is_error
@@ -105,14 +110,13 @@ def test_codex_job_output_and_usage_are_in_the_summary(agent_policy, mock_api, w
     policy, runtime = agent_policy
     proc, results = run(
         workdir,
-        f"""
+        """
         version: 1
         name: codex-job
         nodes:
           job:
             runtime: codex
             prompt: "Summarise the repository"
-            env: {{OPENAI_BASE_URL: "{mock_api}/v1"}}
         """,
         policy,
         keys,
@@ -146,7 +150,6 @@ def test_single_claude_returns_a_patch_and_leaves_the_workspace_alone(
     proc = cli(
         "single", "claude", "--workspace", str(workspace), "--policy", str(policy), "--ci",
         "--prompt", "WRITE_FILE:/workspace/NOTES.md add notes",
-        "--env", f"ANTHROPIC_BASE_URL={mock_api}",
         env=keys,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -160,15 +163,15 @@ def test_single_claude_returns_a_patch_and_leaves_the_workspace_alone(
     assert (workspace / "NOTES.md").read_text() == "written by the mock model\n"
 
 
-def test_an_unreachable_api_fails_the_node_with_the_cli_error(agent_policy, workdir, keys):
+def test_an_unreachable_api_fails_the_node_with_the_cli_error(
+    agent_policy, mock_api, workdir, keys
+):
     policy, _ = agent_policy
-    host = "127.0.0.1:9"  # granted as an IP literal, nothing listens: the proxy says 502
-    text = policy.read_text().replace('egress: ["', f'egress: ["{host}", "', 1)
-    text = text.replace("runtimes: [claude], egress: [", f'runtimes: [claude], egress: ["{host}", ')
-    policy.write_text(text)
+    host = "127.0.0.1:9"  # the brokered upstream, where nothing listens: the proxy says 502
+    policy.write_text(policy.read_text().replace(mock_api, f"https://{host}"))
     proc, results = run(
         workdir,
-        f"""
+        """
         version: 1
         name: unreachable
         fail_fast: false
@@ -176,7 +179,7 @@ def test_an_unreachable_api_fails_the_node_with_the_cli_error(agent_policy, work
           review:
             runtime: claude
             prompt: "hello"
-            env: {{ANTHROPIC_BASE_URL: "http://{host}", CLAUDE_CODE_MAX_RETRIES: "0"}}
+            env: {CLAUDE_CODE_MAX_RETRIES: "0"}
             timeout: 2m
           after:
             command: ["echo", "still runs"]
@@ -188,6 +191,7 @@ def test_an_unreachable_api_fails_the_node_with_the_cli_error(agent_policy, work
     review = results["nodes"]["review"]
     assert review["status"] == "failed"
     assert review["stderr_tail"] or review["stdout_tail"]
+    assert f"cannot reach {host}" in proc.stdout + proc.stderr
     assert results["nodes"]["after"]["status"] == "succeeded"
 
 
@@ -217,7 +221,7 @@ def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path,
     proc = cli(
         "single", "claude", "--workspace", str(workspace), "--policy", str(policy), "--ci",
         "--prompt", "LIST_WORKSPACE and say what is there",
-        "--env", f"ANTHROPIC_BASE_URL={mock_api}", "--results", str(results_path),
+        "--results", str(results_path),
         env=keys,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -231,15 +235,16 @@ def test_claude_shell_tool_lists_the_workspace(agent_policy, mock_api, tmp_path,
     assert node["outputs"]["result"] == ANSWER and node["outputs"]["num_turns"] == 2
 
 
-@pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)  # runtime-independent
 def test_an_agent_hands_its_answer_to_the_next_and_a_secret_in_it_arrives_redacted(
-    agent_policy, mock_api, workdir, keys, docker_client
+    mock_api_plain, tmp_path, workdir, keys, docker_client
 ):
     """`${{ nodes.X.outputs.result }}` in a prompt: the first claude node's answer (the
     mock's) is in the second one's prompt as the model receives it. A node that prints
     its Anthropic key as its answer hands it to a codex node (granted only the OpenAI
-    key): the prompt that leaves for the model holds the redaction marker, not the key."""
-    policy, runtime = agent_policy
+    key): the prompt that leaves for the model holds the redaction marker, not the key.
+    The environment mode (keys not brokered), which a policy may still choose."""
+    mock_api, runtime = mock_api_plain, "runc"
+    policy = for_the_mock("agents", runtime, mock_api, tmp_path)
     without_agent_rules(policy)  # `leak` runs its own command line
     tag = secrets.token_hex(6)  # finds this test's requests among the shared mock's
     leak = (

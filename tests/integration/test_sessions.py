@@ -85,12 +85,12 @@ def terminal():
     term.close()
 
 
-def session_command(store: Path, runtime: str, workspace: Path, policy: Path, env: str) -> str:
+def session_command(store: Path, runtime: str, workspace: Path, policy: Path) -> str:
     """The user's shell line: the session, then its exit code and the terminal's modes
     (read after it, from the same terminal), then a pause to read them."""
     argv = [
         sys.executable, "-m", "sandbox_orch", "single", runtime,
-        "--workspace", str(workspace), "--policy", str(policy), "--env", env,
+        "--workspace", str(workspace), "--policy", str(policy),
     ]  # fmt: skip
     line = " ".join(shlex.quote(a) for a in argv)
     return (
@@ -142,7 +142,7 @@ def test_claude_session_in_a_terminal_writes_a_file_that_comes_back_as_a_patch(
     # The shipped policy for sessions: its agent rules hold on the session's command line.
     policy = for_the_mock("sessions", agent_policy[1], mock_api, tmp_path)
     store, workspace = tmp_path / "store", project(tmp_path)
-    command = session_command(store, "claude", workspace, policy, f"ANTHROPIC_BASE_URL={mock_api}")
+    command = session_command(store, "claude", workspace, policy)
     terminal.start(command, {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]})
     # Straight at the prompt (no onboarding, trust or API-key dialog), at the window's
     # width: the size reached the container at the start.
@@ -176,7 +176,7 @@ def test_codex_session_in_a_terminal_answers_and_ends_cleanly(
     policy, _ = agent_policy
     without_agent_rules(policy)
     store, workspace = tmp_path / "store", project(tmp_path)
-    command = session_command(store, "codex", workspace, policy, f"OPENAI_BASE_URL={mock_api}/v1")
+    command = session_command(store, "codex", workspace, policy)
     terminal.start(command, {"OPENAI_API_KEY": keys["OPENAI_API_KEY"]})
     terminal.wait_for_text("Ask Codex to do anything")  # no trust dialog first
     terminal.type("hello there")
@@ -199,8 +199,7 @@ def start_claude_session(
     the run store."""
     without_agent_rules(policy)
     store = tmp_path / "store"
-    env = f"ANTHROPIC_BASE_URL={mock_api}"
-    term.start(session_command(store, "claude", project(tmp_path), policy, env),
+    term.start(session_command(store, "claude", project(tmp_path), policy),
                {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]})  # fmt: skip
     term.wait_for_text("accept edits")
     return store

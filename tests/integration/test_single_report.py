@@ -102,8 +102,7 @@ def test_single_prints_the_agent_s_answer_and_on_failure_its_own_error(
     agent_policy, mock_api, workspace, workdir, keys
 ):
     policy, _ = agent_policy
-    common = ("--workspace", str(workspace), "--policy", str(policy), "--ci",
-              "--env", f"ANTHROPIC_BASE_URL={mock_api}")  # fmt: skip
+    common = ("--workspace", str(workspace), "--policy", str(policy), "--ci")
     proc = cli("single", "claude", *common, "--prompt", "say hello", env=keys)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert f"\nanswer:\n  | {ANSWER}\n" in proc.stdout
@@ -121,8 +120,7 @@ def test_single_codex_prints_its_answer(agent_policy, mock_api, workspace, workd
     policy, _ = agent_policy
     proc = cli(
         "single", "codex", "--workspace", str(workspace), "--policy", str(policy), "--ci",
-        "--prompt", "say hello", "--env", f"OPENAI_BASE_URL={mock_api}/v1",
-        env=keys,
+        "--prompt", "say hello", env=keys,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert f"\nanswer:\n  | {ANSWER}\n" in proc.stdout
@@ -136,16 +134,16 @@ def test_an_unreachable_model_endpoint_is_said_within_30_seconds(
     proxy's failed connection is on the terminal within 30 s, while the CLI would retry
     in silence for minutes. Ctrl-C then ends it, leaving nothing behind."""
     policy, _ = agent_policy
-    dead = f"127.0.0.1:{_free_port()}"  # granted as an IP literal; refused at connect
+    dead = f"127.0.0.1:{_free_port()}"  # the brokered upstream; refused at connect
     text = policy.read_text()
-    host = re.search(r'egress: \["([^"]+)"', text).group(1)  # the mock's, as granted
-    policy.write_text(text.replace(host, dead))
+    upstream = re.search(r'upstream: "(https://[^"]+)"', text).group(1)  # the mock's
+    policy.write_text(text.replace(upstream, f"https://{dead}"))
     for name, value in keys.items():
         monkeypatch.setenv(name, value)
     started = time.monotonic()
     proc = start_cli(
         "single", "claude", "--workspace", str(workspace), "--policy", str(policy), "--ci",
-        "--prompt", "hello", "--env", f"ANTHROPIC_BASE_URL=http://{dead}",
+        "--prompt", "hello",
     )  # fmt: skip
     try:
         lines = _lines(proc)

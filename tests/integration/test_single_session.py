@@ -50,7 +50,7 @@ def test_claude_continues_its_session_from_the_kept_state(
     (workspace / "app.py").write_text("print('hello')\n")
     marker, key = f"REMEMBER-{secrets.token_hex(4)}", keys["ANTHROPIC_API_KEY"]
     env = {**keys, "CLAUDE_CODE_OAUTH_TOKEN": ""}
-    base = ("--env", f"ANTHROPIC_BASE_URL={mock_api}")
+    base: tuple[str, ...] = ()  # the broker's URL is set by sandbox-orch
     before = len(mock_requests(mock_api))
     first, _ = single("claude", workspace, policy, f"{marker} the key is {key}", *base, env=env)
     assert first.returncode == 0, first.stderr + first.stdout
@@ -91,7 +91,7 @@ def test_codex_resumes_its_session_in_exec_mode(agent_policy, mock_api, tmp_path
     workspace = tmp_path / "project"
     workspace.mkdir()
     marker, key = f"REMEMBER-{secrets.token_hex(4)}", keys["OPENAI_API_KEY"]
-    base = ("--env", f"OPENAI_BASE_URL={mock_api}/v1")
+    base: tuple[str, ...] = ()  # the broker's URL is set by sandbox-orch
     before = len(mock_requests(mock_api))
     first, _ = single("codex", workspace, policy, f"{marker} the key is {key}", *base, env=keys)
     assert first.returncode == 0, first.stderr + first.stdout
@@ -120,13 +120,19 @@ def test_claude_logs_in_with_a_subscription_token(agent_policy, mock_api, tmp_pa
     token = f"sk-ant-oat01-e2e-{secrets.token_hex(12)}"
     env = {"ANTHROPIC_API_KEY": "", "CLAUDE_CODE_OAUTH_TOKEN": token}
     before = len(mock_requests(mock_api))
-    proc, results = single(
-        "claude", workspace, policy, "hello", "--env", f"ANTHROPIC_BASE_URL={mock_api}", env=env
-    )
+    proc, results = single("claude", workspace, policy, "hello", env=env)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert results["nodes"]["single"]["sandbox"]["secrets"] == ["CLAUDE_CODE_OAUTH_TOKEN"]
-    asked = [r for r in mock_requests(mock_api)[before:] if r["path"].startswith("/v1/messages")]
-    assert asked and all(r["headers"].get("authorization") == f"Bearer {token}" for r in asked)
+    node = results["nodes"]["single"]
+    assert node["sandbox"]["secrets"] == ["CLAUDE_CODE_OAUTH_TOKEN"]
+    assert node["sandbox"]["secret_delivery"] == {
+        "CLAUDE_CODE_OAUTH_TOKEN": f"brokered to {mock_api}"
+    }
+    # Claude Code with a subscription token asks only below /v1/ (the broker's default
+    # prefix): nothing was refused, and every request carried the real token.
+    assert node["violations"] == []
+    asked = mock_requests(mock_api)[before:]
+    assert asked and all(r["path"].startswith("/v1/messages") for r in asked)
+    assert all(r["headers"].get("authorization") == f"Bearer {token}" for r in asked)
     assert token not in proc.stdout + proc.stderr + store_text(workdir / "store")
 
 

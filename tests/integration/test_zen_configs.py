@@ -70,9 +70,8 @@ def test_a_zen_config_runs_as_parallel_claude_nodes(
     config.write_text(json.dumps(CONFIG, indent=2))
     results_path = tmp_path / "results.json"
     before, since = len(mock_requests(mock_api)), time.time()
-    env = {**keys, "ANTHROPIC_BASE_URL": mock_api}
     args = ("--policy", str(policy), "--ci", "--results", str(results_path))
-    proc = cli("run", str(config), *args, env=env)
+    proc = cli("run", str(config), *args, env=keys)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     results = json.loads(results_path.read_text())
     assert results["workflow"] == {

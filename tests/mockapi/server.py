@@ -4,7 +4,8 @@ Speaks just enough of Anthropic Messages (streaming) and OpenAI Responses (strea
 Claude Code and Codex to finish a turn, and records every request it receives so tests
 can check what reached it (paths, API key headers, the last user message, and every user
 message: the history a continued session sends). Run:
-`python server.py [PORT]`.
+`python server.py [PORT] [--tls CERT_AND_KEY_PEM] [--host HOST]` (over TLS: the brokered
+secrets' upstream, reached by the host-side egress proxy).
 
 Behaviour is chosen by the prompt, so a test controls it from the workflow:
 - `WRITE_FILE:<path>` makes the first answer a `Write` tool call creating <path>;
@@ -28,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import ssl
 import sys
 import threading
 import time
@@ -344,7 +346,19 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error": "not mocked"}', "application/json")
 
 
+def serve(argv: list[str]) -> None:
+    """`server.py [PORT] [--tls CERT_AND_KEY_PEM] [--host HOST]`: PORT 0 picks a free
+    one; the line printed once listening names the port taken."""
+    port = int(argv[0]) if argv and not argv[0].startswith("--") else 8080
+    host = argv[argv.index("--host") + 1] if "--host" in argv else "0.0.0.0"
+    server = ThreadingHTTPServer((host, port), Handler)
+    if "--tls" in argv:  # the broker's upstream: HTTPS with a test CA's certificate
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(argv[argv.index("--tls") + 1])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    print(f"mock model API on :{server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
 if __name__ == "__main__":
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
-    print(f"mock model API on :{port}", flush=True)
-    ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
+    serve(sys.argv[1:])

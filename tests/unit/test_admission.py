@@ -190,7 +190,8 @@ def test_agent_preset_requests_its_own_api_host_and_key():
         in line
     )
     box = admit(plan, agents, environ={"ANTHROPIC_API_KEY": "k-123456"})["r"]
-    assert box.egress == ("api.anthropic.com:443",) and box.secrets == ("ANTHROPIC_API_KEY",)
+    assert box.egress == () and box.secrets == ("ANTHROPIC_API_KEY",)  # brokered: no host
+    assert plan.nodes["r"].egress == ("api.anthropic.com:443",)  # asked, unless brokered
     assert plan.nodes["r"].argv[:2] == ("claude", "-p") and plan.nodes["r"].argv[-1] == "review"
 
 

@@ -193,7 +193,9 @@ def test_the_cli_names_a_shipped_policy_from_another_directory(tmp_path, monkeyp
 def test_claude_logs_in_with_a_subscription_token_when_no_api_key_is_set():
     box = admit(plan_of(CLAUDE), AGENTS, environ={"CLAUDE_CODE_OAUTH_TOKEN": "tok-123456"})["r"]
     assert box.secrets == ("CLAUDE_CODE_OAUTH_TOKEN",)
-    assert box.egress == ("api.anthropic.com:443",)
+    assert box.egress == () and box.brokered == {
+        "CLAUDE_CODE_OAUTH_TOKEN": "https://api.anthropic.com"
+    }
 
 
 def test_the_api_key_comes_first_when_both_are_set():
@@ -204,7 +206,8 @@ def test_the_api_key_comes_first_when_both_are_set():
 def test_a_token_the_policy_does_not_grant_to_claude_is_not_taken(tmp_path):
     text = (POLICIES_DIR / "agents.yaml").read_text()
     changed = text.replace(
-        "CLAUDE_CODE_OAUTH_TOKEN, runtimes: [claude]", "CLAUDE_CODE_OAUTH_TOKEN, runtimes: [codex]"
+        "from_env: CLAUDE_CODE_OAUTH_TOKEN\n    runtimes: [claude]",
+        "from_env: CLAUDE_CODE_OAUTH_TOKEN\n    runtimes: [codex]",
     )
     assert changed != text
     (tmp_path / "p.yaml").write_text(changed)
@@ -240,7 +243,7 @@ def agents_policy_with(tmp_path, old: str, new: str):
 
 
 def test_a_token_is_taken_when_the_api_key_is_not_granted_at_all(tmp_path):
-    policy = agents_policy_with(tmp_path, "  ANTHROPIC_API_KEY: {", "  OTHER_KEY: {")
+    policy = agents_policy_with(tmp_path, "  ANTHROPIC_API_KEY:\n", "  OTHER_KEY:\n")
     environ = {"CLAUDE_CODE_OAUTH_TOKEN": "tok-123456", "ANTHROPIC_API_KEY": "k-123456"}
     assert admit(plan_of(CLAUDE), policy, environ=environ)["r"].secrets == (
         "CLAUDE_CODE_OAUTH_TOKEN",
@@ -248,11 +251,14 @@ def test_a_token_is_taken_when_the_api_key_is_not_granted_at_all(tmp_path):
 
 
 def test_a_token_that_may_not_go_to_the_node_s_host_is_not_taken(tmp_path):
+    """In the environment mode (not brokered), the token must be allowed to the API host."""
     policy = agents_policy_with(
         tmp_path,
-        'CLAUDE_CODE_OAUTH_TOKEN, runtimes: [claude], egress: ["api.anthropic.com:443"]',
-        'CLAUDE_CODE_OAUTH_TOKEN, runtimes: [claude], egress: ["other.example:443"]',
+        "    runtimes: [claude]\n    egress: []\n"
+        '    broker: {upstream: "https://api.anthropic.com", authorization: Bearer}\n',
+        '    runtimes: [claude]\n    egress: ["other.example:443"]\n',
     )
+    assert policy.secrets["CLAUDE_CODE_OAUTH_TOKEN"].broker is None
     with pytest.raises(InputRefused) as caught:
         admit(plan_of(CLAUDE), policy, environ={"CLAUDE_CODE_OAUTH_TOKEN": "tok-123456"})
     (problem,) = caught.value.problems
@@ -274,12 +280,14 @@ def test_the_login_hint_is_given_for_a_defaulted_claude_secret_only(tmp_path):
     assert "logs in with" not in refusals(asked)
     codex = "version: 1\nname: x\nnodes:\n  r: {runtime: codex, prompt: review}\n"
     assert "logs in with" not in refusals(codex)
-    ungranted = agents_policy_with(tmp_path, "  ANTHROPIC_API_KEY: {", "  OTHER_KEY: {")
+    ungranted = agents_policy_with(tmp_path, "  ANTHROPIC_API_KEY:\n", "  OTHER_KEY:\n")
     assert refusals(CLAUDE, ungranted).endswith(
         f"secret ANTHROPIC_API_KEY is not granted by the policy {hint}"
     )
     elsewhere = agents_policy_with(
-        tmp_path, "ANTHROPIC_API_KEY, runtimes: [claude]", "ANTHROPIC_API_KEY, runtimes: [codex]"
+        tmp_path,
+        "from_env: ANTHROPIC_API_KEY\n    runtimes: [claude]",
+        "from_env: ANTHROPIC_API_KEY\n    runtimes: [codex]",
     )
     assert refusals(CLAUDE, elsewhere).endswith(
         f"secret ANTHROPIC_API_KEY is not granted to runtime 'claude' {hint}"
