@@ -257,7 +257,10 @@ class ArtifactVolumes:
         path = f"{HOLDER_ROOT}/{held.name}"
         argv = ["sh", "-c", _USAGE_SCRIPT, "sh", path]
         code, out = await self.backend.run_in(held.holder, argv)
-        if code == _EXEC_NOT_STARTED:  # the engine's failure, not the volume's: ask again once
+        # The engine's failures, not the volume's: ask again once. An exec that did not
+        # start, or one whose output the engine lost (Docker 20.10, under load: exit 0 and
+        # nothing printed, which the script cannot do).
+        if code == _EXEC_NOT_STARTED or (code == 0 and not out):
             code, out = await self.backend.run_in(held.holder, argv)
         fields = out.split()
         if code != 0 or len(fields) < 5 or not all(f.isdigit() for f in fields[:5]):

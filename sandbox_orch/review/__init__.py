@@ -28,6 +28,10 @@ Severities: critical > high > medium > low > info.
 | SO206 | low      | secret granted to a runtime the policy does not allow (dead grant) |
 | SO207 | low      | secret that names no runtime (dead grant) |
 | SO208 | low      | secret with no source (neither from_env nor from_file) |
+| SO209 | medium   | an agent runtime's secret delivered in its environment (not brokered) |
+| SO210 | low      | a secret delivered in a node's environment (not brokered) |
+| SO211 | low      | a brokered upstream verified against the policy's own CA bundle |
+| SO212 | low      | a broker that allows the path `/` or methods beyond GET and POST |
 | SO301 | high     | agent runtime (claude, codex) under runc instead of gVisor (runsc) |
 | SO302 | low      | nodes run under runc: they share the host's kernel |
 | SO303 | low      | container uid or gid below 10000 (likely a host account) |

@@ -144,10 +144,25 @@ def _compare_secrets(d: _Diff) -> None:
             if grant.get(key) != before.get(key):
                 shown = f"{before.get(key) or '-'} -> {grant.get(key) or '-'}"
                 d.changes_("secrets", f"secret {name}: {key} {shown}", (*base, key))
+        _compare_delivery(d, name, before.get("broker"), grant.get("broker"))
     for name in old:
         if name not in new:
             summary = f"secret {name} no longer granted"
             d.narrows("secrets", summary, ("secrets", name), removed=True)
+
+
+def _compare_delivery(d: _Diff, name: str, before: Any, after: Any) -> None:
+    """Brokered (the node holds a placeholder) or in the node's environment (it holds
+    the value): to the environment widens, to the broker narrows, another upstream or
+    broker setting changes what the key may do."""
+    base: Loc = ("secrets", name)
+    if before is None and after is not None:
+        upstream = after.get("upstream")
+        d.narrows("secrets", f"secret {name} now brokered to {upstream}", (*base, "broker"))
+    elif before is not None and after is None:
+        d.widens("secrets", f"secret {name} now in its node's environment (was brokered)", base)
+    elif before is not None and before != after:
+        d.changes_("secrets", f"secret {name}: broker settings changed", (*base, "broker"))
 
 
 def _uid_below(user: str) -> bool:

@@ -146,6 +146,40 @@ RULES: dict[str, Rule] = _rules(
         "The grant says neither `from_env` nor `from_file`, so it has no value to give.",
         "Add `from_env: NAME` (or `from_file: PATH`), or remove the grant.",
     ),
+    Rule(
+        "SO209", "medium", "secret-env-agent", "Agent's secret in its environment",
+        "The agent holds the value: any process in its node reads it from the environment "
+        "or from /proc/*/environ, and the engine shows it in `docker inspect` while the "
+        "node runs. A prompt-injected agent can send it to any host it may reach, or "
+        "encode it (reversed, split) into its outputs where no redaction recognises it, "
+        "and the key stays usable after the run.",
+        "Broker it: `broker: {upstream: \"https://API_HOST\", header: x-api-key}` (or "
+        "`authorization: Bearer`). The node then holds a placeholder, and the run's egress "
+        "proxy adds the key to the node's requests to that upstream only (docs/security.md).",
+    ),
+    Rule(
+        "SO210", "low", "secret-env", "Secret in a node's environment",
+        "The node holds the value: any process in it reads it from the environment or "
+        "from /proc/*/environ, and can encode it past redaction into its outputs or send "
+        "it to the hosts the node may reach.",
+        "If it is an HTTP API credential, broker it (`broker:`, docs/security.md); if a "
+        "program must hold it, keep the node's egress to the one host that needs it.",
+    ),
+    Rule(
+        "SO211", "low", "broker-ca-bundle", "Brokered upstream verified by the policy's own CA",
+        "The proxy trusts the named CA bundle instead of the system trust store for this "
+        "upstream: whoever holds that CA's key can present a certificate for it and "
+        "receive the secret.",
+        "Use the system trust store (remove `ca_bundle`) unless the upstream is a private "
+        "gateway whose CA you control; then keep the bundle to that one CA.",
+    ),
+    Rule(
+        "SO212", "low", "broker-scope-broad", "Broker wider than the API it is for",
+        "A brokered secret is added to every request within its paths and methods: the "
+        "path `/` (the upstream's whole surface, account and admin endpoints included) or "
+        "methods beyond GET and POST let a node do more with the key than call the API.",
+        "List the API's path prefix (e.g. `paths: [\"/v1/\"]`) and the methods it uses.",
+    ),
     # ---- isolation
     Rule(
         "SO301", "high", "agent-without-gvisor", "Agent runtime under runc",

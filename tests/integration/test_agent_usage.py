@@ -193,8 +193,11 @@ def test_a_spent_run_budget_skips_the_next_agent_and_a_warn_budget_only_warns(
     )
     first, second = results["nodes"]["first"], results["nodes"]["second"]
     assert first["status"] == "failed"
-    assert first["reason"] == "budget exceeded (the run's): tokens 11 > 10"
-    assert first["usage"]["total_tokens"] >= 11
+    # Crossed at the first answer's 11 tokens; the CLI may have printed its next turn's
+    # usage in the same read, so the total seen when the crossing is noticed can be more.
+    reason, _, spent = first["reason"].partition(" > 10")[0].rpartition(" ")
+    assert reason == "budget exceeded (the run's): tokens" and first["reason"].endswith(" > 10")
+    assert 11 <= int(spent) <= first["usage"]["total_tokens"], first
     assert second["status"] == "skipped"
     assert second["skip_reason"].startswith("not started: the run's tokens budget is spent")
 

@@ -229,6 +229,21 @@ def test_an_exec_the_engine_could_not_start_is_asked_again_once(tmp_path):
     assert len(backend.asked) == 2 and backend.asked[0] == backend.asked[1]
 
 
+def test_an_answer_the_engine_lost_is_asked_again_once(tmp_path):
+    backend = Answers((0, b""), MEASURED)
+    assert usage_of(backend, tmp_path) == Usage(100, 60, 1024, 1000, 4096)
+    assert len(backend.asked) == 2 and backend.asked[0] == backend.asked[1]
+    twice = Answers((0, b""), (0, b""), MEASURED)
+    assert usage_of(twice, tmp_path) == "the holder's `stat -f` and `du` exited 0, printing b''"
+    assert len(twice.asked) == 2
+
+
+@pytest.mark.parametrize("answer", [(0, b"\n"), (0, b"100 60 1024 1000\n")])
+def test_an_answer_with_some_output_is_not_asked_again(tmp_path, answer):
+    backend = Answers(answer, MEASURED)
+    assert isinstance(usage_of(backend, tmp_path), str) and len(backend.asked) == 1
+
+
 def test_an_exec_that_twice_cannot_start_is_not_trusted(tmp_path):
     backend = Answers(NOT_STARTED, NOT_STARTED, MEASURED)
     found = usage_of(backend, tmp_path)

@@ -533,3 +533,47 @@ def test_sarif_is_valid_and_complete():
 def test_sarif_uri_of_a_relative_path_is_relative():
     assert reviewing.artifact_uri("policies/my policy.yaml") == "policies/my%20policy.yaml"
     assert reviewing.artifact_uri("/etc/p.yaml") == "file:///etc/p.yaml"
+
+
+def test_how_a_secret_is_delivered_is_compared(tmp_path):
+    """The environment widens (the node holds the value), the broker narrows, another
+    broker setting is a change a reviewer reads."""
+    body = """\
+        version: 1
+        name: {name}
+        runtimes: [claude]
+        images: []
+        isolation: {{oci_runtime: runsc, user: "10001:10001", tmpfs: {{/tmp: 64m}}}}
+        network: {{egress: []}}
+        mounts: []
+        env: {{deny: []}}
+        secrets:
+          ANTHROPIC_API_KEY:
+            from_env: ANTHROPIC_API_KEY
+            runtimes: [claude]
+            egress: []
+        {broker}
+        limits: {{cpus: 2, memory: 2g, pids: 512, timeout: 30m, output: 16m, artifacts: 1g}}
+        defaults: {{cpus: 1, memory: 512m, pids: 256, timeout: 10m}}
+        """
+    indent = " " * 4
+    broker = indent + 'broker: {{upstream: "https://{host}", header: x-api-key}}'
+    env = write_policy(tmp_path, "env", body.format(name="p", broker=""))
+    brokered = write_policy(
+        tmp_path, "brokered", body.format(name="p", broker=broker.format(host="api.anthropic.com"))
+    )
+    gateway = write_policy(
+        tmp_path, "gateway", body.format(name="p", broker=broker.format(host="gw.example.com"))
+    )
+
+    def changes(new: Path, old: Path) -> list[tuple[str, str]]:
+        document = json.loads(review_cli(new, "--against", old, "--format", "json")[1])
+        return [(c["direction"], c["summary"]) for c in document["changes"]]
+
+    to_broker = "secret ANTHROPIC_API_KEY now brokered to https://api.anthropic.com"
+    assert changes(brokered, env) == [("narrows", to_broker)]
+    to_env = "secret ANTHROPIC_API_KEY now in its node's environment (was brokered)"
+    assert changes(env, brokered) == [("widens", to_env)]
+    changed = "secret ANTHROPIC_API_KEY: broker settings changed"
+    assert changes(gateway, brokered) == [("changes", changed)]
+    assert changes(brokered, brokered) == []
