@@ -81,6 +81,7 @@ def admit_node(
     _check_network(node, policy, before)
     _check_secrets(node, secrets, policy, before, environ)
     brokered = _check_brokered(node, secrets, policy, before)
+    _check_setup(node, policy, secrets, brokered, before)
     _check_env(node, policy, before)
     mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
     _check_workdir(node, mounts, before)
@@ -108,6 +109,9 @@ def admit_node(
         egress=node.egress,
         secrets=secrets,
         brokered={name: grant.upstream for name, grant in brokered.items()},
+        setup_argv=node.setup_argv,
+        setup_egress=node.setup_egress,
+        setup_timeout=node.request.setup.timeout if node.request.setup else None,
     )
 
 
@@ -203,6 +207,39 @@ def _check_network(node: PlannedNode, policy: Policy, refuse: Refuse) -> None:
         why = grant_problem(target)
         refuse(
             loc, f"egress: {why}" if why else f"egress to {target!r} is not granted by the policy"
+        )
+
+
+def _check_setup(
+    node: PlannedNode,
+    policy: Policy,
+    secrets: tuple[str, ...],
+    brokered: Mapping[str, BrokerGrant],
+    refuse: Refuse,
+) -> None:
+    """Setup's egress is granted like the node's own; a secret in the node's environment
+    is refused (setup code could read it from /proc/*/environ); brokered ones are fine
+    (the proxy adds them only after setup). Setup's timeout is within the node's."""
+    setup = node.request.setup
+    if setup is None:
+        return
+    missing = set(uncovered(node.setup_egress, policy.egress))
+    for index, target in enumerate(node.setup_egress):
+        if target in missing:
+            loc = (*node.loc, "setup", "network", "egress", index)
+            refuse(loc, f"setup egress to {target!r} is not granted by the policy")
+    for name in secrets:
+        if name not in brokered:
+            refuse(
+                (*node.loc, "setup"),
+                f"secret {name} is in the node's environment, which setup code could read: "
+                "a node with setup gets only brokered secrets",
+            )
+    timeout = node.timeout or policy.defaults.timeout  # the node's, as _check_limits
+    if setup.timeout is not None and setup.timeout > timeout:
+        refuse(
+            (*node.loc, "setup", "timeout"),
+            f"setup timeout {setup.timeout:g}s is longer than the node's ({timeout:g}s)",
         )
 
 

@@ -62,6 +62,7 @@ class Attempt:
     output_bytes: dict[str, int] = field(default_factory=dict)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     violations: list[dict[str, str]] = field(default_factory=list)
+    setup: dict[str, Any] | None = None  # a node with `setup:`: exit_code, duration_s, violations
 
     @property
     def retry_reason(self) -> str:
@@ -126,6 +127,14 @@ def _with_agent_words(attempt: Attempt, said: str | None) -> str:
     lines = [line for line in attempt.stderr_tail.splitlines() if line.strip()]
     last = said or (one_line(lines[-1].strip())[:300] if lines else "")
     return f"{attempt.reason}: {last}" if last else str(attempt.reason)
+
+
+def _phased(sandbox: Sandbox) -> tuple[str, ...]:
+    """With `setup:`, sandbox-orch-phases runs it before the command (images/base)."""
+    if not sandbox.setup_argv:
+        return ()
+    limit = "-" if sandbox.setup_timeout is None else f"{sandbox.setup_timeout:.3f}"
+    return ("sandbox-orch-phases", limit, str(len(sandbox.setup_argv)), *sandbox.setup_argv)
 
 
 def _byte_counts(output: NodeOutput) -> dict[str, int]:
@@ -206,6 +215,7 @@ class NodeRunner:
         full: list[str] = []  # why they are over the policy's limits
         live = self._follow(node, number, output)
         stopped: list[str] = []  # why a budget stopped it, if one did
+        setup_from: float | None = None  # when its container started (setup's clock)
 
         def finished(
             status: NodeStatus, exit_code: int | None, oom: bool, reason: str | None
@@ -234,6 +244,7 @@ class NodeRunner:
             container_id = await self._create(spec)
             if live is not None and self.spending is not None:
                 self.spending.attach(node.name, self._stopper(container_id, stopped))
+            setup_from = time.monotonic()
             async with self._started(container_id, live or output):
                 status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
             if live is not None:  # its last words count against budgets before it is judged
@@ -255,6 +266,8 @@ class NodeRunner:
             if container_id is not None:
                 await asyncio.shield(self._dispose(container_id))
         attempt = finished(status, exit_code, oom, reason)
+        if setup_from is not None and sandbox.setup_argv:
+            self._judge_setup(attempt, node, setup_from)
         if live is not None:
             _agent_outcome(attempt, live, sandbox.output_limit)
         if held and status != NodeStatus.ERRORED and self.artifacts is not None:
@@ -309,6 +322,32 @@ class NodeRunner:
 
         return stop
 
+    def _judge_setup(self, attempt: Attempt, node: PlannedNode, started: float) -> None:
+        """Its setup phase as the proxy saw it; a setup that failed, never ended, or was
+        ended by setup code itself fails the node (its command never ran)."""
+        phase = self.egress.setup_phase(node.name) if self.egress is not None else None
+        if phase is None:
+            return
+        ended = phase.ended_at
+        attempt.setup = {
+            "exit_code": phase.exit_code,
+            "duration_s": round(ended - started, 3) if ended is not None else None,
+            "violations": list(phase.violations),
+        }
+        if attempt.status not in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+            if not phase.ended:  # timed out or cancelled: say it was still in setup
+                attempt.reason = f"{attempt.reason} (during setup)"
+            return
+        if not phase.ended:
+            why = "setup did not finish"
+        elif phase.flipped_again:
+            why = "the setup phase was ended twice (by setup code): the command did not run"
+        elif phase.exit_code:
+            why = f"setup failed (exit {phase.exit_code})"
+        else:
+            return
+        attempt.status, attempt.reason = NodeStatus.FAILED, why
+
     async def _with_egress_and_secrets(
         self, spec: ContainerSpec, node: PlannedNode, sandbox: Sandbox
     ) -> ContainerSpec:
@@ -316,11 +355,12 @@ class NodeRunner:
         one goes to the proxy only, the node gets its placeholder."""
         env, mounts, argv = dict(spec.env), spec.mounts, spec.argv
         brokered = [self._brokered(name) for name in sandbox.brokered]
-        if sandbox.egress or brokered:
+        setup = list(sandbox.setup_egress) if sandbox.setup_argv else None
+        if sandbox.egress or brokered or setup is not None:
             assert self.egress is not None, "a run with egress has an egress proxy"
-            directory = await self.egress.open(node.name, list(sandbox.egress), brokered)
+            directory = await self.egress.open(node.name, list(sandbox.egress), brokered, setup)
             mounts = (*mounts, BindMount(str(directory), CONTAINER_DIR, read_only=True))
-            argv = ("sandbox-orch-egress", *argv)
+            argv = ("sandbox-orch-egress", *_phased(sandbox), *argv)
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
                 env[name] = PROXY_URL
             env["NO_PROXY"] = env["no_proxy"] = ""

@@ -281,7 +281,7 @@ class _RunResources:
             )  # fmt: skip
         egress = (
             EgressProxy(run_id, private_names=policy.private_names)
-            if any(s.egress or s.brokered for s in sandboxes.values())
+            if any(s.egress or s.brokered or s.setup_argv for s in sandboxes.values())
             else None
         )
         secrets = SecretStore(policy.secrets, redactor)

@@ -79,6 +79,9 @@ class PlannedNode:
     # A prompt with `${{ ... }}`: rendered at launch into argv[prompt.slot] (which holds
     # the template until then, so `plan` shows the template, never a value).
     prompt: PromptTemplate | None = None
+    # `setup:`: its argv (a string goes to /bin/sh -c; no runtime entrypoint) and egress.
+    setup_argv: tuple[str, ...] = ()
+    setup_egress: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -404,7 +407,13 @@ def _plan_node(
         parse=parse,
         group=entry.group,
         prompt=template,
+        setup_argv=_setup_argv(request.setup.command) if request.setup else (),
+        setup_egress=tuple(request.setup.network.egress) if request.setup else (),
     )
+
+
+def _setup_argv(command: str | list[str]) -> tuple[str, ...]:
+    return ("/bin/sh", "-c", command) if isinstance(command, str) else tuple(command)
 
 
 # Stands for the prompt while the argv is built, to find its place (by identity: an

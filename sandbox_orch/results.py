@@ -113,6 +113,7 @@ def _node(
         "usage": total(a.usage for a in record.attempts) if _agent_usage(record) else None,
         "artifacts": last.artifacts if last else [],
         "violations": list(last.violations) if last else [],
+        **({"setup": last.setup} if last and last.setup is not None else {}),
         "attempt_details": [
             {
                 "attempt": a.number,

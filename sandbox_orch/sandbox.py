@@ -67,6 +67,10 @@ class Sandbox:
     # Those the egress proxy adds to the node's requests to an upstream (name -> upstream):
     # the node holds a placeholder. The rest are in its environment.
     brokered: dict[str, str] = field(default_factory=dict)
+    # `setup:` (setup phase): its argv, its own egress (only until it ends), its timeout.
+    setup_argv: tuple[str, ...] = ()
+    setup_egress: tuple[str, ...] = ()
+    setup_timeout: float | None = None
 
     @property
     def pids_mechanism(self) -> str:
@@ -86,8 +90,11 @@ class Sandbox:
             "oci_runtime": self.oci_runtime,
             "user": self.user,
             # The container's network stays `none`; egress goes through the proxy socket.
-            "network": "none+egress-proxy" if self.egress or self.brokered else "none",
+            "network": "none+egress-proxy"
+            if self.egress or self.brokered or self.setup_argv
+            else "none",
             "egress": list(self.egress),
+            **({"setup_egress": list(self.setup_egress)} if self.setup_argv else {}),
             "secrets": list(self.secrets),
             "secret_delivery": {
                 name: f"brokered to {self.brokered[name]}" if name in self.brokered else "env"

@@ -142,6 +142,22 @@ class Network(Strict):
     egress: list[Annotated[str, AfterValidator(_egress_grant)]] = []
 
 
+class Setup(Strict):
+    """A command run first, in the same container, with its own egress (setup phase):
+    when it ends the proxy drops these grants for good, then the node's command runs."""
+
+    command: str | list[str]
+    network: Network = Network()
+    timeout: Duration | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _some_command(cls, command: str | list[str]) -> str | list[str]:
+        if not command or (isinstance(command, list) and not command[0]):
+            raise ValueError("setup needs a command")
+        return command
+
+
 class Mount(Strict):
     source: str
     target: str
@@ -175,6 +191,7 @@ class NodeFields(Strict):
     agent: AgentSettings | None = None  # agent runtimes: model, tools, permissions, turns
     budget: Budget | None = None  # what this node may spend (agents)
     start_delay: Duration | None = None  # wait this long once due, before starting
+    setup: Setup | None = None  # run first with its own egress (setup phase)
 
     @field_validator("workdir")
     @classmethod

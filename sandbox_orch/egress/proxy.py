@@ -18,6 +18,7 @@ from ..store import private_dir
 from .broker import Brokered, addressed, forward, route, tls_context, why_tls
 from .grants import Grant, GrantError, Resolver, private_allowed, routable, system_resolver
 from .http import Refused, read_head, reply, server_connection, splice, target_of
+from .phases import SetupPhase, flip_exit_code, is_phase_request
 
 SOCKET_NAME = "proxy.sock"
 CONTAINER_DIR = "/run/egress"
@@ -70,6 +71,16 @@ class NodeEgress:
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     reported: set[tuple[str, str]] = field(default_factory=set)  # unreachable (target, why)
     brokered: tuple[Brokered, ...] = ()  # secrets injected into requests to their upstream
+    setup: SetupPhase | None = None  # this attempt's setup phase, if the node has one
+
+    @property
+    def in_setup(self) -> bool:
+        return self.setup is not None and not self.setup.ended
+
+    @property
+    def active_grants(self) -> frozenset[Grant]:
+        """Setup's grants until the flip, the node's own after it."""
+        return self.setup.grants if self.setup is not None and self.in_setup else self.grants
 
 
 class EgressProxy:
@@ -97,15 +108,25 @@ class EgressProxy:
             raise InfrastructureError(f"cannot make the egress socket directory: {error}") from None
         self.nodes: dict[str, NodeEgress] = {}
 
-    async def open(self, node: str, grants: list[str], brokered: Sequence[Brokered] = ()) -> Path:
+    async def open(
+        self,
+        node: str,
+        grants: list[str],
+        brokered: Sequence[Brokered] = (),
+        setup: Sequence[str] | None = None,
+    ) -> Path:
         """Start listening for `node`; returns the directory to mount at /run/egress.
-        A node with only brokered secrets (no grants) gets its socket too."""
+        A node with only brokered secrets (no grants) gets its socket too. With `setup`
+        (its setup grants), each attempt starts in phase setup (phases.py)."""
         if node in self.nodes:
-            return self.nodes[node].directory
+            egress = self.nodes[node]
+            egress.setup = self._setup(egress, setup)  # a retry: its own setup phase
+            return egress.directory
         directory = self.root / node
         directory.mkdir(mode=0o755)
         egress = NodeEgress(node, frozenset(Grant.of(g) for g in grants), directory)
         egress.brokered = tuple(brokered)
+        egress.setup = self._setup(egress, setup)
         path = directory / SOCKET_NAME
         # The path as a Path, never as text: nothing but this directory can be bound.
         egress.server = await asyncio.start_unix_server(
@@ -118,6 +139,27 @@ class EgressProxy:
     def violations(self, node: str) -> list[dict[str, str]]:
         egress = self.nodes.get(node)
         return [v.as_dict() for v in egress.violations] if egress else []
+
+    @staticmethod
+    def _setup(egress: NodeEgress, grants: Sequence[str] | None) -> SetupPhase | None:
+        if grants is None:
+            return None
+        return SetupPhase(frozenset(Grant.of(g) for g in grants), len(egress.violations))
+
+    def setup_phase(self, node: str) -> SetupPhase | None:
+        """The node's setup phase as it stands (its attempt ended): the violations of
+        a setup that never flipped are moved into it, never left as the command's."""
+        egress = self.nodes.get(node)
+        if egress is None or egress.setup is None:
+            return None
+        if not egress.setup.ended:
+            self._split_violations(egress, egress.setup)
+        return egress.setup
+
+    @staticmethod
+    def _split_violations(egress: NodeEgress, setup: SetupPhase) -> None:
+        setup.violations += [v.as_dict() for v in egress.violations[setup.mark :]]
+        del egress.violations[setup.mark :]
 
     async def close(self) -> None:
         for egress in self.nodes.values():
@@ -158,6 +200,9 @@ class EgressProxy:
         connection = server_connection()
         try:
             request = await asyncio.wait_for(read_head(reader, connection), HEAD_TIMEOUT)
+            if is_phase_request(request):  # for the proxy itself: setup ended
+                await self._flip(egress, request, writer)
+                return
             if addressed(request) is not None:  # for the broker, not a granted target
                 await self._broker(egress, connection, request, reader, writer)
                 return
@@ -219,6 +264,8 @@ class EgressProxy:
         """A request for a brokered upstream: checked, its credential swapped, sent over
         verified TLS (broker.py). Refusals are violations of kind `broker`."""
         try:
+            if egress.in_setup:
+                raise Refused(403, "the broker is closed until setup ends")
             routed = route(egress.node, egress.brokered, request)
             address = await self._check_address(routed.target)
         except NotResolved as refused:
@@ -245,6 +292,31 @@ class EgressProxy:
         except Refused as refused:  # the upstream's answer was not HTTP
             await reply(writer, refused.status, str(refused))
 
+    async def _flip(
+        self, egress: NodeEgress, request: h11.Request, writer: asyncio.StreamWriter
+    ) -> None:
+        """Setup ended: its grants go for good, and with them every open connection."""
+        try:
+            exit_code = flip_exit_code(request)
+            if egress.setup is None:
+                raise Refused(403, f"node {egress.node!r} has no setup phase")
+            if egress.setup.ended:
+                egress.setup.flipped_again = True
+                raise Refused(403, "the setup phase has already ended")
+        except Refused as refused:
+            egress.violations.append(Violation("phase", str(refused)))
+            await reply(writer, refused.status, str(refused))
+            return
+        setup = egress.setup
+        setup.end(exit_code)
+        self._split_violations(egress, setup)
+        current = asyncio.current_task()
+        for task in list(egress.connections):
+            if task is not current:
+                task.cancel()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+
     def _unreachable(self, egress: NodeEgress, target: Grant, why: str) -> None:
         """Report a granted target that cannot be reached, once per target and reason."""
         key = (f"{target.host}:{target.port}", why)
@@ -261,11 +333,14 @@ class EgressProxy:
             target = target.normalised()
         except GrantError as error:
             raise Refused(400, f"refused: {error}") from None
-        if not any(grant.matches(target) for grant in egress.grants):
-            apex = Grant(target.host, target.port, suffix=True) in egress.grants
+        grants = egress.active_grants
+        if not any(grant.matches(target) for grant in grants):
+            apex = Grant(target.host, target.port, suffix=True) in grants
             note = f" (*.{target.host} matches names below it only)" if apex else ""
+            phase = " during setup" if egress.in_setup else ""
             raise Refused(
-                403, f"{target.host}:{target.port} is not granted to node {egress.node!r}{note}"
+                403,
+                f"{target.host}:{target.port} is not granted to node {egress.node!r}{phase}{note}",
             )
         return target
 

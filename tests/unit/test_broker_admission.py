@@ -233,7 +233,7 @@ class FakeProxy:
         self.root = root
         self.opened: list[tuple[str, list[str], list[Brokered]]] = []
 
-    async def open(self, node, grants, brokered=()):
+    async def open(self, node, grants, brokered=(), setup=None):
         self.opened.append((node, grants, list(brokered)))
         return self.root
 
