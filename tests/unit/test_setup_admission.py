@@ -11,10 +11,12 @@ import pytest
 
 from sandbox_orch.admission import admit
 from sandbox_orch.brokerpolicy import BrokerGrant
+from sandbox_orch.egress.phases import SetupPhase
 from sandbox_orch.errors import InputRefused
-from sandbox_orch.execution import _phased
+from sandbox_orch.execution import Attempt, NodeRunner, _phased
 from sandbox_orch.loading import validate_document
 from sandbox_orch.policy import SecretGrant
+from sandbox_orch.status import NodeStatus
 from sandbox_orch.workflow import Workflow
 from sandbox_orch.yamlsafe import load_text
 
@@ -168,3 +170,73 @@ def test_a_setup_timeout_up_to_the_nodes_is_admitted(node_timeout, setup_timeout
     text = node(f"command: [x]\n{node_timeout}setup: {{command: [i], timeout: {setup_timeout}}}")
     box = admit(plan_of(text), POLICY, {})["a"]
     assert box.setup_timeout == float(setup_timeout.removesuffix("s"))
+
+
+# --- judging an attempt by its setup phase ------------------------------------------------
+
+
+class _Proxy:
+    def __init__(self, phase):
+        self.phase = phase
+
+    def setup_phase(self, node):
+        return self.phase
+
+
+def judged(phase, status=NodeStatus.SUCCEEDED, reason=None, started=100.0):
+    from datetime import UTC, datetime
+
+    runner = NodeRunner(backend=None, run_id="r", owner="o", egress=_Proxy(phase))
+    now = datetime.now(UTC)
+    attempt = Attempt(1, status, now, now, 1.0, exit_code=0, reason=reason)
+    planned = plan_of(node("command: [x]\nsetup: {command: [i]}")).nodes["a"]
+    runner._judge_setup(attempt, planned, started)
+    return attempt
+
+
+def phase(ended=True, code=0, again=False, violations=()):
+    setup = SetupPhase(frozenset(), 0, violations=list(violations), flipped_again=again)
+    if ended:
+        setup.ended, setup.exit_code, setup.ended_at = True, code, 102.5
+    return setup
+
+
+def test_a_setup_that_ended_well_leaves_the_attempt_as_it_was():
+    attempt = judged(phase(violations=[{"kind": "egress", "detail": "d"}]))
+    assert (attempt.status, attempt.reason) == (NodeStatus.SUCCEEDED, None)
+    assert attempt.setup == {
+        "exit_code": 0,
+        "duration_s": 2.5,
+        "violations": [{"kind": "egress", "detail": "d"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (phase(code=3), "setup failed (exit 3)"),
+        (phase(code=255), "setup failed (exit 255)"),
+        (phase(ended=False), "setup did not finish"),
+        (phase(again=True),
+         "the setup phase was ended twice (by setup code): the command did not run"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("status", [NodeStatus.SUCCEEDED, NodeStatus.FAILED])
+def test_a_setup_that_failed_fails_the_node(setup, reason, status):
+    attempt = judged(setup, status, reason="exited with code 3")
+    assert (attempt.status, attempt.reason) == (NodeStatus.FAILED, reason)
+    assert attempt.setup["exit_code"] == setup.exit_code
+    assert attempt.setup["duration_s"] == (2.5 if setup.ended else None)
+
+
+@pytest.mark.parametrize("status", [NodeStatus.TIMED_OUT, NodeStatus.CANCELLED])
+def test_a_node_stopped_during_setup_says_so(status):
+    attempt = judged(phase(ended=False), status, reason="killed after 5s")
+    assert (attempt.status, attempt.reason) == (status, "killed after 5s (during setup)")
+    attempt = judged(phase(), status, reason="killed after 5s")
+    assert (attempt.status, attempt.reason) == (status, "killed after 5s")
+
+
+def test_no_setup_phase_no_setup_block():
+    attempt = judged(None)
+    assert attempt.setup is None and attempt.status == NodeStatus.SUCCEEDED
