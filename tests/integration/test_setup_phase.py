@@ -155,7 +155,8 @@ def test_a_failed_setup_fails_the_node_and_the_command_never_runs(
             command: [sh, -c, "echo COMMAND-RAN"]
     """
     policy = write_policy(workdir, runtime, 1)
-    result = run_workflow(workdir, text, "--policy", str(policy))
+    junit = workdir / "junit.xml"
+    result = run_workflow(workdir, text, "--policy", str(policy), "--junit", str(junit))
     assert result.results is not None, result.stderr
     node = result.node("probe")
     assert node["status"] == "failed"
@@ -165,7 +166,9 @@ def test_a_failed_setup_fails_the_node_and_the_command_never_runs(
     assert node["setup"]["exit_code"] == 3
     assert node["violations"] == []
     assert result.exit_code == 1
-    assert 'message="setup failed (exit 3)"' in result.stdout  # --ci: JUnit names it
+    assert "failed    probe exit 3" in result.stdout
+    assert ": setup failed (exit 3)" in result.stdout  # --ci names it
+    assert '<failure message="setup failed (exit 3)"' in junit.read_text()
     assert labelled_leftovers(docker_client, result.results["run_id"]) == []
 
 
@@ -187,8 +190,7 @@ def test_setup_that_ends_the_phase_itself_loses_its_grants_and_the_command_never
     built_images,
 ):
     url = f"http://localhost:{mirror}/"
-    after = GET + f"\nprint('AFTER-FORGE', get({url!r}))\n"
-    setup = f"python3 -c {json.dumps(FORGE)} && python3 -c {json.dumps(after)} >&2"
+    setup = ["python3", "-c", FORGE + GET + f"\nprint('AFTER-FORGE', get({url!r}))\n"]
     text = f"""
         version: 1
         name: setup-forges
