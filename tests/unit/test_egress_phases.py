@@ -185,6 +185,15 @@ def test_a_bad_phase_request_is_refused_and_does_not_flip(raw, shown):
     assert violations == []
 
 
+def test_a_bad_phase_request_is_quoted_up_to_100_characters():
+    target = "/_phase/" + "x" * 92
+    request = h11.Request(method="POST", target=target + "yz", headers=[("host", "x")])
+    with pytest.raises(Refused) as raised:
+        flip_exit_code(request)
+    assert str(raised.value) == f"bad phase request POST {target}"
+    assert len(target) == 100
+
+
 @pytest.mark.parametrize("code", [0, 1, 9, 10, 99, 100, 255])
 def test_every_exit_code_from_0_to_255_is_read(code):
     request = h11.Request(
