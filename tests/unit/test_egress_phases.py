@@ -247,3 +247,22 @@ def test_an_unknown_node_has_no_setup_phase():
         return phases
 
     assert run(scenario()) == (None, None)
+
+
+def test_the_flip_answers_exactly_and_setup_keeps_every_refusal_read_before_it():
+    async def scenario():
+        proxy = EgressProxy("t")
+        directory = await proxy.open("n", [], setup=[])
+        await exchange(directory, BROKER)
+        early = list(proxy.setup_phase("n").violations)  # read while setup still runs
+        await exchange(directory, BROKER)
+        answer = await exchange(directory, flip(0))
+        phase = proxy.setup_phase("n")
+        await proxy.close()
+        return early, answer, phase
+
+    early, answer, phase = run(scenario())
+    closed = {"kind": "broker", "detail": "the broker is closed until setup ends"}
+    assert early == [closed]
+    assert answer == b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    assert phase.violations == [closed, closed]
