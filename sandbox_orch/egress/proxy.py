@@ -209,13 +209,8 @@ class EgressProxy:
             target, forward = target_of(request)
             grant = self._check_grant(egress, target)
             address = await self._check_address(grant)
-        except NotResolved as refused:  # granted: a network failure, not a violation
-            self._unreachable(egress, refused.grant, refused.why)
-            await reply(writer, refused.status, str(refused))
-            return
         except Refused as refused:
-            egress.violations.append(Violation("egress", str(refused)))
-            await reply(writer, refused.status, str(refused))
+            await self._refuse(egress, refused, "egress", writer)
             return
         streams = await self._connect(egress, grant, address, writer)
         if streams is None:
@@ -268,13 +263,8 @@ class EgressProxy:
                 raise Refused(403, "the broker is closed until setup ends")
             routed = route(egress.node, egress.brokered, request)
             address = await self._check_address(routed.target)
-        except NotResolved as refused:
-            self._unreachable(egress, refused.grant, refused.why)
-            await reply(writer, refused.status, str(refused))
-            return
         except Refused as refused:
-            egress.violations.append(Violation("broker", str(refused)))
-            await reply(writer, refused.status, str(refused))
+            await self._refuse(egress, refused, "broker", writer)
             return
         try:
             tls = tls_context(routed.entries[0].ca_bundle)
@@ -316,6 +306,17 @@ class EgressProxy:
                 task.cancel()
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
         await writer.drain()
+
+    async def _refuse(
+        self, egress: NodeEgress, refused: Refused, kind: str, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer a refusal. A granted name that does not resolve is a network failure,
+        reported as unreachable; anything else is a violation of `kind`."""
+        if isinstance(refused, NotResolved):
+            self._unreachable(egress, refused.grant, refused.why)
+        else:
+            egress.violations.append(Violation(kind, str(refused)))
+        await reply(writer, refused.status, str(refused))
 
     def _unreachable(self, egress: NodeEgress, target: Grant, why: str) -> None:
         """Report a granted target that cannot be reached, once per target and reason."""

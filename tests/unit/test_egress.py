@@ -8,6 +8,8 @@ import pytest
 
 from sandbox_orch.egress import SOCKET_NAME, EgressProxy, routable
 
+from .proxytalk import exchange
+
 
 class Upstream:
     """A loopback server that records what it receives and answers a fixed response."""
@@ -27,15 +29,6 @@ class Upstream:
         return self.server.sockets[0].getsockname()[1]
 
 
-async def ask(directory, raw: bytes) -> bytes:
-    reader, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
-    writer.write(raw)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    return data
-
-
 def run(coro):
     return asyncio.run(coro)
 
@@ -46,7 +39,7 @@ def test_plain_http_to_a_granted_ip_literal_is_forwarded_in_origin_form():
         port = await upstream.start()
         proxy = EgressProxy("t")
         directory = await proxy.open("n", [f"127.0.0.1:{port}"])
-        answer = await ask(
+        answer = await exchange(
             directory,
             f"GET http://127.0.0.1:{port}/v1/x?q=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Proxy-Authorization: secret\r\n\r\n".encode(),
@@ -73,7 +66,7 @@ def test_connect_to_a_granted_target_splices_bytes_both_ways():
         port = server.sockets[0].getsockname()[1]
         proxy = EgressProxy("t")
         directory = await proxy.open("n", [f"127.0.0.1:{port}"])
-        answer = await ask(
+        answer = await exchange(
             directory,
             f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\nhello".encode(),
         )
@@ -96,7 +89,7 @@ def test_targets_not_granted_are_refused_and_recorded(request_line):
     async def scenario():
         proxy = EgressProxy("t", resolver=_never_resolve)
         directory = await proxy.open("n", ["api.granted.test:443"])
-        answer = await ask(directory, request_line)
+        answer = await exchange(directory, request_line)
         await proxy.close()
         return answer, proxy.violations("n")
 
@@ -118,7 +111,7 @@ def test_a_granted_name_resolving_to_a_non_public_address_is_refused(addresses):
     async def scenario():
         proxy = EgressProxy("t", resolver=resolve)
         directory = await proxy.open("n", ["api.granted.test:443"])
-        answer = await ask(
+        answer = await exchange(
             directory,
             b"CONNECT api.granted.test:443 HTTP/1.1\r\nHost: api.granted.test:443\r\n\r\n",
         )
@@ -143,7 +136,7 @@ def test_the_checked_address_is_the_one_connected_to():
 
         proxy = EgressProxy("t", resolver=resolve, allowed_address=lambda a: a == "127.0.0.1")
         directory = await proxy.open("n", [f"api.granted.test:{port}"])
-        answer = await ask(
+        answer = await exchange(
             directory, f"GET http://api.granted.test:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         )
         await proxy.close()
@@ -167,7 +160,7 @@ def test_malformed_or_unsupported_requests_are_refused(raw):
     async def scenario():
         proxy = EgressProxy("t", resolver=_never_resolve)
         directory = await proxy.open("n", ["127.0.0.1:80"])
-        answer = await ask(directory, raw)
+        answer = await exchange(directory, raw)
         await proxy.close()
         return answer
 
@@ -182,7 +175,7 @@ def test_each_node_has_its_own_socket_and_allowlist():
         allowed = await proxy.open("a", [f"127.0.0.1:{port}"])
         other = await proxy.open("b", [])
         request = f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-        first, second = await ask(allowed, request), await ask(other, request)
+        first, second = await exchange(allowed, request), await exchange(other, request)
         await proxy.close()
         return first, second, proxy
 

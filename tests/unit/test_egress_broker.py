@@ -29,6 +29,8 @@ from sandbox_orch.egress.broker import (
 from sandbox_orch.egress.grants import Grant
 from sandbox_orch.egress.http import Refused
 
+from .proxytalk import answer_of, exchange
+
 SECRET = "sk-real-0123456789abcdef"
 PLACEHOLDER = "sandbox-orch-placeholder-ANTHROPIC_API_KEY"
 PROXY = "sandbox-orch egress proxy: "
@@ -120,20 +122,6 @@ def entry(upstream: str, ca_bundle: str | None = None, **kwargs) -> Brokered:
     return Brokered(**values)
 
 
-async def ask(directory, raw: bytes) -> bytes:
-    reader, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
-    writer.write(raw)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return data
-
-
-def answer_of(data: bytes) -> tuple[str, str]:
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0].decode(), body.decode()
-
-
 @dataclass
 class Outcome:
     answer: bytes
@@ -169,7 +157,7 @@ def broker(
             "t", on_unreachable=lambda *report: reports.append(report), **proxy_kwargs
         )
         directory = await proxy.open("n", [], entries_for(port))
-        data = await ask(directory, raw.replace(b"PORT", str(port).encode()))
+        data = await exchange(directory, raw.replace(b"PORT", str(port).encode()))
         violations = proxy.violations("n")
         await proxy.close()
         if upstream is not None:
@@ -942,7 +930,7 @@ def test_an_upstream_that_does_not_speak_tls_is_a_bad_gateway_and_reported(ca_fi
         reports = []
         proxy = EgressProxy("t", on_unreachable=lambda *report: reports.append(report))
         directory = await proxy.open("n", [], [entry(f"https://127.0.0.1:{port}", ca_file)])
-        data = await ask(
+        data = await exchange(
             directory, f"GET /_broker/127.0.0.1:{port}/v1/x HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         )
         await proxy.close()
@@ -1030,10 +1018,12 @@ def test_the_broker_leaves_grants_and_other_requests_as_they_were():
         port = server.sockets[0].getsockname()[1]
         proxy = EgressProxy("t")
         directory = await proxy.open("n", [f"127.0.0.1:{port}"], [entry("https://api.example")])
-        spliced = await ask(
+        spliced = await exchange(
             directory, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\nhello".encode()
         )
-        other = await ask(directory, b"GET http://127.0.0.1:3128/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        other = await exchange(
+            directory, b"GET http://127.0.0.1:3128/v1/x HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         violations = proxy.violations("n")
         await proxy.close()
         server.close()

@@ -11,7 +11,8 @@ import pytest
 
 from sandbox_orch.egress import SOCKET_NAME, EgressProxy
 
-from .test_egress_refusals import LOOPBACK_2, PROXY, Resolver, answer_of, exchange, run
+from .proxytalk import LOOPBACK_2, answer_of, echo_server, exchange
+from .test_egress_refusals import PROXY, Resolver, run
 
 SUFFIX = "*.githubusercontent.com:443"
 
@@ -90,22 +91,12 @@ def test_punycode_asked_matches_a_unicode_grant_and_resolves_the_a_label():
     assert resolver.asked == [("shop.xn--bcher-kva.example", 443)]
 
 
-async def _echo_server():
-    async def echo(reader, writer):
-        while data := await reader.read(100):
-            writer.write(data.upper())
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(echo, LOOPBACK_2, 0)
-
-
 def through(target: str, grants, resolver, private_names=(), allowed_address=None):
     """CONNECT `target`:<echo port> and send a line: (status head, echoed, violations).
     `{port}` in a grant or private name is the echo server's port."""
 
     async def scenario():
-        server = await _echo_server()
+        server = await echo_server()
         port = server.sockets[0].getsockname()[1]
         options = {"allowed_address": allowed_address} if allowed_address else {}
         private = [name.format(port=port) for name in private_names]

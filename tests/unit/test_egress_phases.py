@@ -12,23 +12,14 @@ import pytest
 from sandbox_orch.egress import SOCKET_NAME, EgressProxy, Refused
 from sandbox_orch.egress.phases import flip_exit_code, is_phase_request
 
-from .test_egress_refusals import LOOPBACK_2, PROXY, answer_of, exchange, run
+from .proxytalk import LOOPBACK_2, answer_of, echo_server, exchange
+from .test_egress_refusals import PROXY, run
 
 
 def flip(code: int | str = 0) -> bytes:
     return (
         f"POST /_phase/setup-ended/{code} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
     )
-
-
-async def echo_server():
-    async def echo(reader, writer):
-        while data := await reader.read(100):
-            writer.write(data.upper())
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(echo, LOOPBACK_2, 0)
 
 
 async def connect(directory, port: int):

@@ -15,28 +15,11 @@ from sandbox_orch import egress
 from sandbox_orch.egress import SOCKET_NAME, EgressProxy, Grant, Refused
 from sandbox_orch.egress.http import reply, splice, target_of
 
-LOOPBACK_2 = "127.0.0.2"  # loopback, but not where a connection to "no host" goes
+from .proxytalk import LOOPBACK_2, answer_of, echo_server, exchange
 
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
-
-
-async def exchange(directory, raw: bytes, eof: bool = False) -> bytes:
-    reader, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))
-    writer.write(raw)
-    if eof:
-        writer.write_eof()
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    return data
-
-
-def answer_of(data: bytes) -> tuple[str, str]:
-    """(status line, body) of the proxy's reply."""
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0].decode(), body.decode()
 
 
 class Resolver:
@@ -169,13 +152,7 @@ def test_the_system_resolver_returns_each_address_once():
 
 def test_connect_splices_both_ways_after_the_answer():
     async def scenario():
-        async def echo(reader, writer):
-            while data := await reader.read(100):
-                writer.write(data.upper())
-                await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(echo, LOOPBACK_2, 0)
+        server = await echo_server()
         port = server.sockets[0].getsockname()[1]
         proxy = EgressProxy("t")
         directory = await proxy.open("n", [f"{LOOPBACK_2}:{port}"])
