@@ -11,6 +11,20 @@ from sandbox_orch.egress import SOCKET_NAME
 LOOPBACK_2 = "127.0.0.2"  # loopback, but not where a connection to "no host" goes
 
 
+class Resolver:
+    """A resolver that answers every name with `answer` (or raises `error`), and
+    remembers what it was asked."""
+
+    def __init__(self, answer: list[str] | None = None, error: OSError | None = None):
+        self.answer, self.error, self.asked = answer or [], error, []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
 async def exchange(directory: Path, raw: bytes, eof: bool = False) -> bytes:
     """Send `raw` on the node's socket; everything the proxy answers until it closes."""
     reader, writer = await asyncio.open_unix_connection(str(directory / SOCKET_NAME))

@@ -29,7 +29,7 @@ from sandbox_orch.egress.broker import (
 from sandbox_orch.egress.grants import Grant
 from sandbox_orch.egress.http import Refused
 
-from .proxytalk import answer_of, exchange
+from .proxytalk import Resolver, answer_of, exchange
 
 SECRET = "sk-real-0123456789abcdef"
 PLACEHOLDER = "sandbox-orch-placeholder-ANTHROPIC_API_KEY"
@@ -833,17 +833,6 @@ def test_a_name_is_verified_against_the_certificate_and_reached_at_its_checked_a
     )
     assert wrong.status == "HTTP/1.1 502 Bad Gateway"
     assert wrong.reports == [("n", reported_target(wrong), why)]
-
-
-class Resolver:
-    def __init__(self, answer: list[str] | None = None, error: OSError | None = None):
-        self.answer, self.error, self.asked = answer or [], error, []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.asked.append((host, port))
-        if self.error is not None:
-            raise self.error
-        return self.answer
 
 
 def test_a_name_resolving_to_a_private_address_is_refused_as_a_violation(ca, ca_file):

@@ -11,8 +11,8 @@ import pytest
 
 from sandbox_orch.egress import SOCKET_NAME, EgressProxy
 
-from .proxytalk import LOOPBACK_2, answer_of, echo_server, exchange
-from .test_egress_refusals import PROXY, Resolver, run
+from .proxytalk import LOOPBACK_2, Resolver, answer_of, echo_server, exchange
+from .test_egress_refusals import PROXY, run
 
 SUFFIX = "*.githubusercontent.com:443"
 

@@ -15,22 +15,11 @@ from sandbox_orch import egress
 from sandbox_orch.egress import SOCKET_NAME, EgressProxy, Grant, Refused
 from sandbox_orch.egress.http import reply, splice, target_of
 
-from .proxytalk import LOOPBACK_2, answer_of, echo_server, exchange
+from .proxytalk import LOOPBACK_2, Resolver, answer_of, echo_server, exchange
 
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
-
-
-class Resolver:
-    def __init__(self, answer: list[str] | None = None, error: OSError | None = None):
-        self.answer, self.error, self.asked = answer or [], error, []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.asked.append((host, port))
-        if self.error is not None:
-            raise self.error
-        return self.answer
 
 
 def refused(raw: bytes, grants: list[str], resolver=None, eof: bool = False):
