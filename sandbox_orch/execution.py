@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ NODE_LABEL = "sandbox-orch.node"
 OWNER_LABEL = "sandbox-orch.owner"
 ATTEMPT_LABEL = "sandbox-orch.attempt"
 KILL_GRACE = 10.0  # seconds to wait for a killed container to be reported stopped
+GATE = "sandbox-orch-gate"  # holds a prepared container's command (images/base)
 
 
 @dataclass
@@ -68,6 +69,16 @@ class Attempt:
     def retry_reason(self) -> str:
         """The category `retries.on` names: oom, or the status."""
         return "oom" if self.oom_killed else self.status.value
+
+
+@dataclass
+class Prepared:
+    """A node's first container, created and started ahead of time: its gate holds the
+    command until the attempt releases it. Its output is read from its start on."""
+
+    container_id: str
+    output: NodeOutput
+    live: LiveStream | None
 
 
 class AttemptCancelled(asyncio.CancelledError):
@@ -137,6 +148,13 @@ def _phased(sandbox: Sandbox) -> tuple[str, ...]:
     return ("sandbox-orch-phases", limit, str(len(sandbox.setup_argv)), *sandbox.setup_argv)
 
 
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """A background removal's failure is not lost: the container stays in the ledger
+    and close() reports it. Retrieved here so asyncio does not log it meanwhile."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _byte_counts(output: NodeOutput) -> dict[str, int]:
     out, err = output.stdout, output.stderr
     return {
@@ -177,6 +195,9 @@ class NodeRunner:
         self.ledger: set[str] = set()
         self._creating: set[asyncio.Future[str]] = set()
         self._kills: set[asyncio.Future[None]] = set()  # budget stops under way
+        # Containers prepared ahead of time (by node, until claimed or discarded).
+        self._prepared: dict[str, asyncio.Future[Prepared]] = {}
+        self._removals: set[asyncio.Future[None]] = set()  # see _dispose_soon
         # `single` with no prompt: the host terminal its one node's container is attached
         # to (created with a TTY; its output is the user's screen, not captured).
         self.terminal: HostTerminal | None = None
@@ -207,13 +228,14 @@ class NodeRunner:
         )
 
     async def attempt(self, node: PlannedNode, sandbox: Sandbox, number: int) -> Attempt:
-        output = NodeOutput(sandbox.output_limit)
+        prepared = await self._claim(node.name) if number == 1 else None
+        output = prepared.output if prepared else NodeOutput(sandbox.output_limit)
         redactor = self.secrets.redactor if self.secrets is not None else None
         started_at, clock = datetime.now(UTC), time.monotonic()
-        container_id: str | None = None
+        container_id = prepared.container_id if prepared else None
         held = False  # volumes of its own were made for this attempt
         full: list[str] = []  # why they are over the policy's limits
-        live = self._follow(node, number, output)
+        live = prepared.live if prepared else self._follow(node, number, output)
         stopped: list[str] = []  # why a budget stopped it, if one did
         setup_from: float | None = None  # when its container started (setup's clock)
 
@@ -237,15 +259,13 @@ class NodeRunner:
             )
 
         try:
-            spec = self.spec(node, sandbox, number)
-            spec = await self._with_egress_and_secrets(spec, node, sandbox)
-            spec = await self._with_artifacts(spec, node, sandbox, number)
-            held = bool(node.artifacts) and self.artifacts is not None
-            container_id = await self._create(spec)
-            if live is not None and self.spending is not None:
-                self.spending.attach(node.name, self._stopper(container_id, stopped))
+            if container_id is None:
+                spec = await self._node_spec(node, sandbox, number)
+                held = bool(node.artifacts) and self.artifacts is not None
+                container_id = await self._create(spec)
+            self._attach_spending(node, live, container_id, stopped)
             setup_from = time.monotonic()
-            async with self._started(container_id, live or output):
+            async with self._started(container_id, live or output, prepared is not None):
                 status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
             if live is not None:  # its last words count against budgets before it is judged
                 live.finish()
@@ -264,7 +284,7 @@ class NodeRunner:
             ) from None
         finally:
             if container_id is not None:
-                await asyncio.shield(self._dispose(container_id))
+                self._dispose_soon(container_id)
         attempt = finished(status, exit_code, oom, reason)
         if setup_from is not None and sandbox.setup_argv:
             self._judge_setup(attempt, node, setup_from)
@@ -283,16 +303,84 @@ class NodeRunner:
                 raise AttemptCancelled(attempt) from None
         return attempt
 
+    async def _node_spec(self, node: PlannedNode, sandbox: Sandbox, number: int) -> ContainerSpec:
+        spec = self.spec(node, sandbox, number)
+        spec = await self._with_egress_and_secrets(spec, node, sandbox)
+        return await self._with_artifacts(spec, node, sandbox, number)
+
+    def _attach_spending(
+        self, node: PlannedNode, live: LiveStream | None, container_id: str, stopped: list[str]
+    ) -> None:
+        if live is not None and self.spending is not None:
+            self.spending.attach(node.name, self._stopper(container_id, stopped))
+
     @contextlib.asynccontextmanager
-    async def _started(self, container_id: str, sink: OutputSink) -> AsyncIterator[None]:
-        """Started with its output into `sink`, or, in an interactive session, attached to
-        the host terminal until it exits (the terminal is restored on leaving)."""
-        if self.terminal is None:
+    async def _started(
+        self, container_id: str, sink: OutputSink, prepared: bool = False
+    ) -> AsyncIterator[None]:
+        """Started with its output into `sink` (a prepared one was, and is released
+        now), or, in an interactive session, attached to the host terminal until it exits
+        (the terminal is restored on leaving)."""
+        if prepared:
+            await self.backend.release(container_id)
+            yield
+        elif self.terminal is None:
             await self.backend.start(container_id, sink)
             yield
         else:
             async with self.terminal.attached(self.backend, container_id):
                 yield
+
+    # --- ahead of time: a node's first container, prepared while its needs run ----------
+
+    def prepare(self, node: PlannedNode, sandbox: Sandbox) -> None:
+        """Create and start the node's first container now, held by its gate, as the
+        plan admitted it (the scheduler chose a node whose inputs are final, see
+        timing/ahead.py); its attempt releases it, or `discard` removes it unrun."""
+        if self.terminal is None and node.name not in self._prepared:
+            self._prepared[node.name] = asyncio.ensure_future(self._prepare(node, sandbox))
+
+    async def _prepare(self, node: PlannedNode, sandbox: Sandbox) -> Prepared:
+        output = NodeOutput(sandbox.output_limit)
+        live = self._follow(node, 1, output)
+        spec = await self._node_spec(node, sandbox, 1)
+        spec = dataclasses.replace(spec, argv=(GATE, *spec.argv), gated=True)
+        container_id = await self._create(spec)
+        try:
+            await self.backend.start(container_id, live or output)
+        except BaseException:
+            await asyncio.shield(self._dispose(container_id))
+            raise
+        return Prepared(container_id, output, live)
+
+    async def _claim(self, name: str) -> Prepared | None:
+        """The node's prepared container, if one was and it is ready; None: create one
+        (a preparation that failed leaves nothing: the attempt meets the failure again)."""
+        task = self._prepared.pop(name, None)
+        if task is None:
+            return None
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._discard(task)
+            raise
+        except Exception:
+            return None
+
+    def discard(self, name: str) -> None:
+        """The node will not run: remove its prepared container, if any, unrun."""
+        task = self._prepared.pop(name, None)
+        if task is not None:
+            self._discard(task)
+
+    def _discard(self, task: asyncio.Future[Prepared]) -> None:
+        task.cancel()  # a create under way still lands in the ledger (see _create)
+        self._in_background(self._remove_prepared(task))
+
+    async def _remove_prepared(self, task: asyncio.Future[Prepared]) -> None:
+        await asyncio.gather(task, return_exceptions=True)
+        if not task.cancelled() and task.exception() is None:
+            await self._dispose(task.result().container_id)
 
     def _follow(self, node: PlannedNode, number: int, output: NodeOutput) -> LiveStream | None:
         """A live reader for an agent's stream (its parse format says it is one)."""
@@ -455,6 +543,18 @@ class NodeRunner:
             return NodeStatus.FAILED, exit_status.exit_code, False, reason
         return NodeStatus.SUCCEEDED, 0, False, None
 
+    def _dispose_soon(self, container_id: str) -> None:
+        """Remove it in the background: a finished node's result (and the nodes it lets
+        start) does not wait the ~100 ms of its container's removal. It stays in the
+        ledger until removed; close() waits for every removal, and retries a failed one."""
+        self._in_background(self._dispose(container_id))
+
+    def _in_background(self, removal: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(removal)
+        self._removals.add(task)
+        task.add_done_callback(_retrieved)
+        task.add_done_callback(self._removals.discard)
+
     async def _dispose(self, container_id: str) -> None:
         """Remove (a forced remove kills it first); the ledger forgets it only once removed."""
         await self.backend.remove(container_id)
@@ -467,6 +567,9 @@ class NodeRunner:
         failures: list[str] = []
         if self._owns_evaluator:
             await self.evaluator.close()
+        for name in list(self._prepared):
+            self.discard(name)
+        await asyncio.gather(*self._removals, return_exceptions=True)
         await asyncio.gather(*self._creating, return_exceptions=True)
         if self.artifacts is not None:
             await self.artifacts.finish()  # copies may read holders: before removing them

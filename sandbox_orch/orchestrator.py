@@ -60,6 +60,9 @@ class RunOptions:
     countdown_every: float | None = None  # a countdown event at once, then this often
     stagger: float = 0.0  # `--stagger`: consecutive agent starts at least this far apart
     terminal: HostTerminal | None = None  # `single` with no prompt: its session's terminal
+    # `--ahead`: how many nodes' containers may be prepared (held) before they are due;
+    # None: as many as --max-parallel, 0: none (timing/ahead.py).
+    ahead: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ async def run_plan(
         evaluator=run.evaluator,
         spending=spending,
         stagger=options.stagger,
+        ahead=run.runner,
+        hold=options.max_parallel if options.ahead is None else options.ahead,
     )
     if _needs_evaluation(plan):  # start it beside the first containers, not after them
         run.evaluator.warm(conditions=any(_costly(node) for node in plan.nodes.values()))

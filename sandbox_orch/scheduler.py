@@ -36,6 +36,7 @@ from .planning import Plan, PlannedNode
 from .redaction import scrub
 from .sandbox import Sandbox
 from .status import NodeStatus, RunStatus
+from .timing.ahead import Preparer, dependents, to_prepare
 from .timing.pacing import StartPacer
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,10 @@ class Scheduler:
         evaluator: Evaluator | None = None,
         spending: Spending | None = None,
         stagger: float = 0.0,
+        ahead: Preparer | None = None,
+        hold: int = 0,
     ) -> None:
+        """`ahead` prepares the containers of up to `hold` nodes due next (timing/ahead.py)."""
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
         self.plan = plan
@@ -113,6 +117,11 @@ class Scheduler:
         self._owns_evaluator = evaluator is None
         self.spending = spending  # agents' usage and the budgets it is held to
         self._pacer = StartPacer(stagger) if stagger else None  # `run --stagger`: agents only
+        self._ahead = ahead if hold > 0 else None
+        self._hold = hold
+        self._held: set[str] = set()  # prepared, not yet started or finished
+        self._offered: deque[str] = deque()  # dependents of nodes that started or finished
+        self._dependents = dependents(plan) if self._ahead is not None else {}
 
     async def run(self, interrupt: asyncio.Event) -> dict[str, NodeRecord]:
         graph = {name: [e.source for e in node.needs] for name, node in self.plan.nodes.items()}
@@ -153,6 +162,7 @@ class Scheduler:
                         continue
                     name = running.pop(task)  # type: ignore[arg-type]
                     self._settle(name)
+                    self._offer(name)  # an input's producer finished
                     sorter.done(name)
         finally:
             stop.cancel()
@@ -198,7 +208,29 @@ class Scheduler:
                 waiting.extend(keep)
         while waiting and len(running) < self.max_parallel:
             name = waiting.popleft()
+            self._held.discard(name)  # its attempt takes the prepared container
+            self.records[name].status = NodeStatus.RUNNING  # its dependents are due next
             running[asyncio.create_task(self._run_node(name), name=name)] = name
+            self._offer(name)
+        self._prepare_ahead()
+
+    def _offer(self, name: str) -> None:
+        if self._ahead is not None:
+            self._offered.extend(self._dependents[name])
+
+    def _prepare_ahead(self) -> None:
+        """Prepare the containers of nodes due next, up to `hold` at a time; none once
+        the run is halted or interrupted."""
+        if self._ahead is None or self._halted_by is not None or self.interrupted:
+            return
+        room = self._hold - len(self._held)
+        status = self._status
+        for name in to_prepare(self._offered, self.plan, status, self._held, room):
+            self._held.add(name)
+            self._ahead.prepare(self.plan.nodes[name], self.sandboxes[name])
+
+    def _status(self, name: str) -> NodeStatus:
+        return self.records[name].status
 
     def _judge(self, name: str) -> bool | None:
         """Start it (True), or give it its final state here (False), or None: its
@@ -291,6 +323,9 @@ class Scheduler:
     def _finish(self, name: str, status: NodeStatus, reason: str) -> bool:
         record = self.records[name]
         record.status, record.reason = status, reason
+        if self._ahead is not None:  # skipped, errored or cancelled unstarted: never run
+            self._held.discard(name)
+            self._ahead.discard(name)
         self._emit(NodeFinished(name, status, None, reason, len(record.attempts), None, _now()))
         self._settle(name)
         return False
@@ -304,7 +339,6 @@ class Scheduler:
     async def _run_node(self, name: str) -> None:
         record = self.records[name]
         node, sandbox = self.plan.nodes[name], self.sandboxes[name]
-        record.status = NodeStatus.RUNNING
         try:
             delayed = node.request.start_delay or self._pacer is not None
             if delayed and not await self._wait_to_start(node):

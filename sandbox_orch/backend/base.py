@@ -76,6 +76,9 @@ class ContainerSpec:
     # An interactive session (`single` with no prompt): created with a terminal and its
     # stdin open, started with `start_terminal` instead of `start`.
     tty: bool = False
+    # Prepared ahead of time: its argv starts with sandbox-orch-gate (images/base), which
+    # holds the command until `release`; created with stdin open once, for the "go".
+    gated: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,11 @@ class Backend(ABC):
     async def resize(self, container_id: str, rows: int, columns: int) -> None:
         """Tell a `tty` container's terminal its window size (it gets a SIGWINCH)."""
         raise BackendError(f"{type(self).__name__} has no interactive terminals")
+
+    async def release(self, container_id: str) -> None:
+        """Let a started `gated` container run its command (its gate reads "go"). Not
+        releasing it and removing it instead means its command never ran."""
+        raise BackendError(f"{type(self).__name__} cannot hold containers")
 
     @abstractmethod
     async def wait(self, container_id: str) -> ExitStatus:

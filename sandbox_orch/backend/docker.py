@@ -81,6 +81,8 @@ class DockerBackend(Backend):
         self._killed: set[str] = set()  # containers we sent SIGKILL ourselves
         self._image_envs: dict[str, dict[str, str]] = {}  # image id -> its Env
         self._terminals: dict[str, Any] = {}  # attach sockets' owners, kept until removal
+        self._gated: set[str] = set()  # created held: started with their stdin attached
+        self._gates: dict[str, Any] = {}  # a held container's stdin, until its release
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -107,6 +109,8 @@ class DockerBackend(Backend):
                 self._api.remove_container(container_id, force=True, v=True)
             raise
         if not differ:
+            if spec.gated:
+                self._gated.add(container_id)
             return container_id
         message = f"the engine did not apply these settings: {', '.join(differ)}"
         try:
@@ -132,12 +136,19 @@ class DockerBackend(Backend):
         return str(attrs["Id"]), env
 
     async def start(self, container_id: str, sink: OutputSink | None) -> None:
-        if sink is None:
-            await self._call(self._api.start, container_id)
-        else:
-            await self._call(self._attach_and_start, container_id, sink)
+        await self._call(self._attach_and_start, container_id, sink)
 
-    def _attach_and_start(self, container_id: str, sink: OutputSink) -> None:
+    def _attach_and_start(self, container_id: str, sink: OutputSink | None) -> None:
+        if container_id in self._gated:
+            # Its gate's stdin, attached before start: the "go" is written here later.
+            self._gates[container_id] = self._api.attach_socket(
+                container_id, {"stdin": 1, "stream": 1}
+            )
+        if sink is not None:
+            self._attach_output(container_id, sink)
+        self._api.start(container_id)
+
+    def _attach_output(self, container_id: str, sink: OutputSink) -> None:
         # Attach before start, so not one byte of output is missed.
         frames = self._api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
         reader = threading.Thread(
@@ -145,7 +156,6 @@ class DockerBackend(Backend):
         )
         reader.start()
         self._readers[container_id] = reader
-        self._api.start(container_id)
 
     def _read(self, container_id: str, frames: Any, sink: OutputSink) -> None:
         try:
@@ -164,14 +174,19 @@ class DockerBackend(Backend):
         # Attached before start, as output is: the first screen is never lost.
         params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": DETACH_KEYS}
         raw = self._api.attach_socket(container_id, params)
-        # On a Unix socket the SDK hands back the socket's SocketIO, which owns it (and
-        # closes it when collected): kept until the container is removed.
+        # The socket's owner (see _socket_of) is kept until the container is removed.
         self._terminals[container_id] = raw
-        sock = getattr(raw, "_sock", raw)
+        sock = _socket_of(raw)
         if not isinstance(sock, socket.socket):
             raise BackendError("interactive terminals need the engine on a Unix or TCP socket")
         self._api.start(container_id)
         return sock
+
+    async def release(self, container_id: str) -> None:
+        gate = self._gates.pop(container_id, None)
+        if gate is None:
+            raise BackendError(f"container {container_id[:12]} is not held")
+        await self._call(_say_go, gate)
 
     async def resize(self, container_id: str, rows: int, columns: int) -> None:
         await self._call(self._api.resize, container_id, height=rows, width=columns)
@@ -221,6 +236,10 @@ class DockerBackend(Backend):
         self._readers.pop(container_id, None)
         self._terminals.pop(container_id, None)
         self._killed.discard(container_id)
+        self._gated.discard(container_id)
+        gate = self._gates.pop(container_id, None)
+        if gate is not None:  # removed still held: its command never ran
+            _close_socket(gate)
         try:
             await self._call(self._api.remove_container, container_id, force=True, v=True)
         except BackendError as error:
@@ -396,6 +415,29 @@ class _ChunkReader(io.RawIOBase):
         buffer[:count] = self._pending[:count]
         self._pending = self._pending[count:]
         return count
+
+
+def _say_go(gate: Any) -> None:
+    """The gate's line, then the end of its stdin (the command's is /dev/null)."""
+    try:
+        _socket_of(gate).sendall(b"go\n")
+    except OSError as error:
+        raise BackendError(f"releasing a held container failed: {_describe(error)}") from None
+    finally:
+        _close_socket(gate)
+
+
+def _socket_of(raw: Any) -> socket.socket:
+    """An attach's socket: on a Unix socket the SDK hands back the socket's SocketIO,
+    which owns it (and closes it when collected)."""
+    return getattr(raw, "_sock", raw)
+
+
+def _close_socket(raw: Any) -> None:
+    with contextlib.suppress(OSError):
+        _socket_of(raw).close()
+    with contextlib.suppress(OSError):
+        raw.close()
 
 
 def _describe(error: BaseException) -> str:

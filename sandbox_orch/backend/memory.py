@@ -8,6 +8,7 @@ the scheduler's promises (order, parallelism, cleanup) without containers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import itertools
 import shutil
@@ -56,6 +57,8 @@ class _Container:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     status: ExitStatus | None = None
     task: asyncio.Task[None] | None = None
+    # A `gated` one runs its command only once released (as sandbox-orch-gate does).
+    go: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class MemoryBackend(Backend):
@@ -94,10 +97,21 @@ class MemoryBackend(Backend):
     ) -> None:
         container = self.containers[container_id]
         container.started = True
+        self.log.append(("start", _node(container)))
+        if not container.spec.gated:
+            self._running(container)
+        container.task = asyncio.create_task(self._run(container, sink, terminal))
+
+    def _running(self, container: _Container) -> None:
         self.running += 1
         self.peak_running = max(self.peak_running, self.running)
-        self.log.append(("start", container.spec.labels.get("sandbox-orch.node", "")))
-        container.task = asyncio.create_task(self._run(container, sink, terminal))
+        container.go.set()
+
+    async def release(self, container_id: str) -> None:
+        container = self.containers[container_id]
+        assert container.spec.gated and container.started and not container.go.is_set()
+        self.log.append(("release", _node(container)))
+        self._running(container)
 
     async def start_terminal(self, container_id: str) -> socket.socket:
         ours, theirs = socket.socketpair()
@@ -110,7 +124,11 @@ class MemoryBackend(Backend):
     async def _run(
         self, container: _Container, sink: OutputSink | None, terminal: socket.socket | None
     ) -> None:
-        outcome = self.script(container.spec)
+        spec = container.spec
+        if spec.gated:  # held: what runs once released is the gate's command
+            await container.go.wait()
+            spec = dataclasses.replace(spec, argv=spec.argv[1:])
+        outcome = self.script(spec)
         if not isinstance(outcome, Outcome):
             outcome = await outcome
         if terminal is not None:
@@ -128,8 +146,9 @@ class MemoryBackend(Backend):
     def _exit(self, container: _Container, status: ExitStatus) -> None:
         if container.status is None:
             container.status = status
-            self.running -= 1
-            self.log.append(("exit", container.spec.labels.get("sandbox-orch.node", "")))
+            if container.go.is_set():
+                self.running -= 1
+            self.log.append(("exit", _node(container)))
             container.done.set()
 
     async def wait(self, container_id: str) -> ExitStatus:
@@ -226,3 +245,7 @@ class MemoryBackend(Backend):
         tarfile.open(fileobj=empty, mode="w").close()
         empty.seek(0)
         return consume(empty)
+
+
+def _node(container: _Container) -> str:
+    return container.spec.labels.get("sandbox-orch.node", "")

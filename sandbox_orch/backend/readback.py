@@ -61,6 +61,10 @@ def differences(
     for argument, name in CONFIG_FIELDS.items():
         if kwargs.get(argument) is not None and config.get(name) != kwargs[argument]:
             found.append(name)
+    # An open stdin must close with our attach (the SDK asks so): a held container's
+    # gate then ends, its command never run, if this process dies before its "go".
+    if bool(config.get("StdinOnce")) != bool(kwargs.get("stdin_open")):
+        found.append("StdinOnce")
     found += _image(kwargs["image"], attrs)
     found += _environment(kwargs.get("environment") or {}, config.get("Env") or [], image_env)
     labels = config.get("Labels") or {}

@@ -71,9 +71,10 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         "hostname": HOSTNAME,
         "host_config": host_config,
         "network_disabled": True,
-        # Only an interactive session (`single` with no prompt) has a terminal and an
-        # open stdin; the read-back checks both either way.
-        "stdin_open": spec.tty,
+        # Only an interactive session (`single` with no prompt) has a terminal, and only
+        # it and a held container (for its gate's "go") an open stdin, which the SDK
+        # makes "once": closed when our attach ends. The read-back checks all three.
+        "stdin_open": spec.tty or spec.gated,
         "tty": spec.tty,
     }
 

@@ -109,6 +109,14 @@ def plan(workflow: Path, policy: str | None, fmt: str) -> None:
 @workflow_argument
 @policy_option
 @click.option("--max-parallel", type=click.IntRange(1, 256), default=DEFAULT_MAX_PARALLEL)
+@click.option(
+    "--ahead",
+    type=click.IntRange(0, 256),
+    default=None,
+    metavar="N",
+    help="Prepare up to N nodes' containers while their needs run, held until due "
+    "(0: none).  [default: --max-parallel]",
+)
 @click.option("--keep-going", is_flag=True, help="Do not stop starting nodes after a failure.")
 @click.option("--results", "results_file", type=OUTPUT_FILE)
 @click.option(
@@ -154,6 +162,7 @@ def run(
     workflow: Path,
     policy: str | None,
     max_parallel: int,
+    ahead: int | None,
     keep_going: bool,
     results_file: Path | None,
     junit_file: Path | None,
@@ -179,6 +188,7 @@ def run(
         start_at=_start_at(start_at),
         countdown_every=CI_COUNTDOWN_EVERY if isinstance(view, PlainView) else None,
         stagger=_stagger(stagger),
+        ahead=ahead,
     )
     try:
         report = asyncio.run(
