@@ -46,10 +46,13 @@ def run_on_memory(
     evaluator: Evaluator | None = None,
     spending: Spending | None = None,
     interrupt_when: Callable[[MemoryBackend], bool] | None = None,
+    hold: int = 0,
+    backend: MemoryBackend | None = None,
 ) -> tuple[Scheduler, dict[str, Any], MemoryBackend, list[Any]]:
     """Run a plan on the in-memory backend, `script(spec)` giving each container's outcome;
-    `interrupt_when(backend)`, asked after each start, interrupts the run when true."""
-    backend = MemoryBackend(script)
+    `interrupt_when(backend)`, asked after each start, interrupts the run when true;
+    `hold`: how many nodes' containers may be prepared ahead of time."""
+    backend = backend or MemoryBackend(script)
     runner = NodeRunner(backend, "test-run", "owner", evaluator=evaluator, spending=spending)
     events: list[Any] = []
     scheduler = Scheduler(
@@ -61,6 +64,8 @@ def run_on_memory(
         fail_fast=fail_fast,
         evaluator=evaluator,
         spending=spending,
+        ahead=runner,
+        hold=hold,
     )
 
     async def go() -> dict[str, Any]:
