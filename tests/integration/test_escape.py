@@ -3,7 +3,9 @@
 Every attack is a node whose command attempts the attack and prints one machine-checkable
 verdict line, `ATTACK <name> <json>`. One workflow per runtime holds every attack node
 (`fail_fast: false`, `--max-parallel 4`), so the containers run once per runtime; each
-attack is then judged by its own test function from that run's results file.
+attack is then judged by its own test function from that run's results file. Each runtime
+runs it twice: once started as due, once from containers prepared ahead of time (held by
+sandbox-orch-gate while a first node runs, then released).
 
 Runtimes: runc under `policies/default.yaml`, and runsc (gVisor) under a copy of the same
 policy that only changes `isolation.oci_runtime`. Under gVisor some mechanisms differ (the
@@ -13,21 +15,32 @@ containment, and the verdicts record what each runtime answered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandbox_orch.execution import RUN_LABEL
 from tests.conftest import REPO, CliResult, labelled_leftovers, run_workflow
 
 pytestmark = pytest.mark.engine
 
 SANDBOX_UID = 10001
 RUNTIMES = ("runc", "runsc")
+# Each runtime twice: containers started when due, and prepared ahead of time (held by
+# their gate while a first node runs, then released: issue 14): the same attacks, the
+# same verdicts.
+RUNS = (*RUNTIMES, *(f"{runtime}-held" for runtime in RUNTIMES))
+# How long the first node runs in a held run, so that every attack node's container is
+# made and held meanwhile (about 20 containers; gVisor's start is slower).
+HOLD_SECONDS = {"runc": 8, "runsc": 15}
 PROBE_ENV = "SANDBOX_ORCH_ESCAPE_PROBE"
 PROBE_VALUE = "host-secret-value-42"
 ZERO_CAPS = "0" * 16
@@ -423,7 +436,9 @@ def _python_node(name: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-def escape_workflow() -> str:
+def escape_workflow(held_after: float | None = None) -> str:
+    """Every attack node; with `held_after`, each needs a first node that runs that long,
+    so that their containers are prepared ahead of time and held meanwhile."""
     nodes: dict[str, Any] = {}
     for image in ("shell", "python", "node"):
         nodes[f"caps-{image}"] = {"runtime": image, "command": CAPS_SHELL, "timeout": "1m"}
@@ -432,8 +447,15 @@ def escape_workflow() -> str:
             nodes[name] = _python_node(name)
     nodes["pids"] = _python_node("pids", resources={"pids": PIDS_LIMIT})
     nodes["memory"] = _python_node("memory", resources={"memory": MEMORY_LIMIT})
+    if held_after is not None:
+        for node in nodes.values():
+            node["needs"] = [FIRST]
+        nodes[FIRST] = {"runtime": "shell", "command": ["sleep", str(held_after)]}
     workflow = {"version": 1, "name": "escape-suite", "fail_fast": False, "nodes": nodes}
     return json.dumps(workflow, indent=2)  # JSON is YAML, and it quotes the scripts safely
+
+
+FIRST = "first"  # a held run's first node
 
 
 @dataclass
@@ -442,6 +464,8 @@ class EscapeRun:
     result: CliResult
     leftovers: list[str]
     seconds: float
+    held: bool = False
+    created: dict[str, float] = field(default_factory=dict)  # node -> its container's create
 
     @property
     def results(self) -> dict[str, Any]:
@@ -480,39 +504,71 @@ def _policy_for(runtime: str, directory: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=RUNTIMES)
+@pytest.fixture(scope="module", params=RUNS)
 def escape_run(request, tmp_path_factory, docker_client, built_images) -> EscapeRun:
-    """Every attack node, run once per runtime. The `workdir` fixture is per test, so this
-    module-scoped run makes its own scratch directory and run store the same way."""
-    runtime = request.param
-    directory = tmp_path_factory.mktemp(f"escape-{runtime}")
+    """Every attack node, run once per runtime and way of starting. The `workdir` fixture
+    is per test, so this module-scoped run makes its own scratch directory and run store
+    the same way."""
+    runtime, held = request.param.removesuffix("-held"), request.param.endswith("-held")
+    directory = tmp_path_factory.mktemp(f"escape-{request.param}")
     env = {"SANDBOX_ORCH_HOME": str(directory / "store"), PROBE_ENV: PROBE_VALUE}
     policy = _policy_for(runtime, directory)
-    started = time.monotonic()
+    workflow = escape_workflow(HOLD_SECONDS[runtime] if held else None)
+    creations, started = _Creations(docker_client), time.monotonic()
     result = run_workflow(
-        directory, escape_workflow(), "--policy", str(policy), "--max-parallel", "4", env=env
-    )
+        directory, workflow, "--policy", str(policy), "--max-parallel", "4", "--ahead", "64",
+        env=env,
+    )  # fmt: skip
     seconds = time.monotonic() - started
     assert result.results is not None, result.stderr
-    leftovers = labelled_leftovers(docker_client, result.results["run_id"])
-    return EscapeRun(runtime, result, leftovers, seconds)
+    run_id = result.results["run_id"]
+    leftovers = labelled_leftovers(docker_client, run_id)
+    return EscapeRun(runtime, result, leftovers, seconds, held, creations.of_run(run_id))
+
+
+class _Creations:
+    """Every container the engine creates while it is open, with when (the engine's
+    event history is short and shared: it is read live, not asked afterwards)."""
+
+    def __init__(self, docker_client) -> None:
+        filters = {"type": "container", "event": "create", "label": RUN_LABEL}
+        self._events = docker_client.events(since=time.time(), filters=filters, decode=True)
+        self._seen: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):  # ends when closed
+            self._seen.extend(self._events)
+
+    def of_run(self, run_id: str) -> dict[str, float]:
+        """When each node's first container was created."""
+        self._events.close()
+        self._reader.join(timeout=10)
+        created: dict[str, float] = {}
+        for event in self._seen:
+            labels = event["Actor"]["Attributes"]
+            if labels.get(RUN_LABEL) == run_id:
+                created.setdefault(labels["sandbox-orch.node"], event["timeNano"] / 1e9)
+        return created
 
 
 def on_runtimes(**weaknesses: str) -> pytest.MarkDecorator:
-    """Both runtimes, as the fixture's own params would be; a runtime named here is one
-    where the attack is known to succeed: xfail(strict), so a fix turns the test red
-    until the mark is removed, and a regression elsewhere stays red."""
+    """Both runtimes (each either way of starting), as the fixture's own params would be;
+    a runtime named here is one where the attack is known to succeed: xfail(strict), so a
+    fix turns the test red until the mark is removed, and a regression elsewhere stays
+    red."""
     return pytest.mark.parametrize(
         "escape_run",
         [
             pytest.param(
-                runtime,
-                id=runtime,
+                run,
+                id=run,
                 marks=[pytest.mark.xfail(strict=True, reason=weaknesses[runtime])]
-                if runtime in weaknesses
+                if (runtime := run.removesuffix("-held")) in weaknesses
                 else [],
             )
-            for runtime in RUNTIMES
+            for run in RUNS
         ],
         indirect=True,
     )
@@ -538,6 +594,13 @@ def test_run_completed_and_left_nothing_behind(escape_run):
     }
     assert run.leftovers == []
     assert run.seconds < 120
+    if run.held:  # every attack ran in a container made while the first node still ran
+        first_ended = datetime.fromisoformat(run.node(FIRST)["finished_at"]).timestamp()
+        late = {
+            n: t - first_ended for n, t in run.created.items() if n != FIRST and t > first_ended
+        }
+        assert not late, late
+        assert len(run.created) == len(run.results["nodes"])
 
 
 @pytest.mark.parametrize("image", ["shell", "python", "node"])
