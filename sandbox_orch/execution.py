@@ -197,7 +197,7 @@ class NodeRunner:
         self._kills: set[asyncio.Future[None]] = set()  # budget stops under way
         # Containers prepared ahead of time (by node, until claimed or discarded).
         self._prepared: dict[str, asyncio.Future[Prepared]] = {}
-        self._removals: set[asyncio.Future[None]] = set()  # see _dispose_soon
+        self._removals: set[asyncio.Future[None]] = set()  # see _remove_after
         # `single` with no prompt: the host terminal its one node's container is attached
         # to (created with a TTY; its output is the user's screen, not captured).
         self.terminal: HostTerminal | None = None
@@ -284,7 +284,7 @@ class NodeRunner:
             ) from None
         finally:
             if container_id is not None:
-                self._dispose_soon(container_id)
+                await self._remove_after(node, container_id)
         attempt = finished(status, exit_code, oom, reason)
         if setup_from is not None and sandbox.setup_argv:
             self._judge_setup(attempt, node, setup_from)
@@ -337,7 +337,9 @@ class NodeRunner:
         """Create and start the node's first container now, held by its gate, as the
         plan admitted it (the scheduler chose a node whose inputs are final, see
         timing/ahead.py); its attempt releases it, or `discard` removes it unrun."""
-        if self.terminal is None and node.name not in self._prepared:
+        if not self.backend.holds_containers or self.terminal is not None:
+            return
+        if node.name not in self._prepared:
             self._prepared[node.name] = asyncio.ensure_future(self._prepare(node, sandbox))
 
     async def _prepare(self, node: PlannedNode, sandbox: Sandbox) -> Prepared:
@@ -543,11 +545,16 @@ class NodeRunner:
             return NodeStatus.FAILED, exit_status.exit_code, False, reason
         return NodeStatus.SUCCEEDED, 0, False, None
 
-    def _dispose_soon(self, container_id: str) -> None:
-        """Remove it in the background: a finished node's result (and the nodes it lets
-        start) does not wait the ~100 ms of its container's removal. It stays in the
-        ledger until removed; close() waits for every removal, and retries a failed one."""
-        self._in_background(self._dispose(container_id))
+    async def _remove_after(self, node: PlannedNode, container_id: str) -> None:
+        """An attempt's container goes in the background: its result (and the nodes it
+        lets start) does not wait the ~100 ms of its removal. It stays in the ledger until
+        removed; close() waits for every removal, and retries a failed one. One that
+        mounts artifact volumes goes at once: they are released (removed) right after
+        it, which a volume still in use refuses."""
+        if node.artifacts or node.inputs:
+            await asyncio.shield(self._dispose(container_id))
+        else:
+            self._in_background(self._dispose(container_id))
 
     def _in_background(self, removal: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(removal)

@@ -116,6 +116,9 @@ class SettingsDiffer(BackendError):
 
 
 class Backend(ABC):
+    # Whether `release` works: the scheduler prepares containers ahead of time only then.
+    holds_containers = False
+
     @abstractmethod
     async def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container and read it back; return its id. One that the

@@ -39,6 +39,7 @@ from .base import (
     VolumeStore,
     inode_limit,
 )
+from .exits import EVENTS, Exit, Exits
 from .settings import container_kwargs  # also imported from here (tests, bench)
 
 T = TypeVar("T")
@@ -67,6 +68,8 @@ def runtimes_of(info: dict[str, Any]) -> dict[str, list[str]]:
 
 
 class DockerBackend(Backend):
+    holds_containers = True
+
     def __init__(
         self, client: docker.DockerClient, threads: int = 64, volumes: VolumeSetting = "auto"
     ) -> None:
@@ -83,6 +86,7 @@ class DockerBackend(Backend):
         self._terminals: dict[str, Any] = {}  # attach sockets' owners, kept until removal
         self._gated: set[str] = set()  # created held: started with their stdin attached
         self._gates: dict[str, Any] = {}  # a held container's stdin, until its release
+        self._exits = Exits(lambda: self._api.events(filters=EVENTS, decode=True))
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -111,6 +115,7 @@ class DockerBackend(Backend):
         if not differ:
             if spec.gated:
                 self._gated.add(container_id)
+            self._exits.follow(container_id)
             return container_id
         message = f"the engine did not apply these settings: {', '.join(differ)}"
         try:
@@ -192,20 +197,39 @@ class DockerBackend(Backend):
         await self._call(self._api.resize, container_id, height=rows, width=columns)
 
     async def wait(self, container_id: str) -> ExitStatus:
-        return await self._call(self._wait, container_id)
+        announced = await self._first_exit(container_id)
+        return await self._call(self._collect, container_id, announced)
 
-    def _wait(self, container_id: str) -> ExitStatus:
-        result = self._api.wait(container_id)
+    async def _first_exit(self, container_id: str) -> Exit:
+        """The exit from the engine's `die` event or its `wait`, whichever comes first
+        (see exits.py); a failed `wait` is an engine error either way."""
+        exited = self._exits.exited(container_id)
+        waited = asyncio.ensure_future(self._call(self._api.wait, container_id))
+        pending: set[asyncio.Future[Any]] = {waited} if exited is None else {waited, exited}
+        try:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in pending:
+                future.cancel()  # a `wait` already sent ends with the container anyway
+        if exited is not None and exited in done:
+            return exited.result()
+        return Exit(int(waited.result()["StatusCode"]), oom_seen=None)
+
+    def _collect(self, container_id: str, announced: Exit) -> ExitStatus:
         reader = self._readers.pop(container_id, None)
         if reader is not None:
             reader.join()  # the streams close when the container's last process exits
         error = self._reader_errors.pop(container_id, None)
         if error is not None:
             raise BackendError(f"reading output failed: {_describe(error)}")
-        state = self._api.inspect_container(container_id)["State"]
-        exit_code, oom_killed = int(result["StatusCode"]), bool(state["OOMKilled"])
-        if exit_code == 137 and not oom_killed and container_id not in self._killed:
-            oom_killed = self._late_oom(container_id, state["StartedAt"])
+        exit_code, oom_killed = announced.exit_code, bool(announced.oom_seen)
+        ours = container_id in self._killed
+        late = exit_code == 137 and not oom_killed and not ours
+        if announced.oom_seen is None or late:  # asked of the engine only when needed
+            state = self._api.inspect_container(container_id)["State"]
+            oom_killed = bool(state["OOMKilled"])
+            if late and not oom_killed:
+                oom_killed = self._late_oom(container_id, state["StartedAt"])
         return ExitStatus(exit_code=exit_code, oom_killed=oom_killed)
 
     def _late_oom(self, container_id: str, started_at: str) -> bool:
@@ -237,6 +261,7 @@ class DockerBackend(Backend):
         self._terminals.pop(container_id, None)
         self._killed.discard(container_id)
         self._gated.discard(container_id)
+        self._exits.forget(container_id)
         gate = self._gates.pop(container_id, None)
         if gate is not None:  # removed still held: its command never ran
             _close_socket(gate)
@@ -391,6 +416,7 @@ class DockerBackend(Backend):
         return await self._call(run)
 
     async def close(self) -> None:
+        self._exits.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
 

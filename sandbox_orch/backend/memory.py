@@ -62,6 +62,8 @@ class _Container:
 
 
 class MemoryBackend(Backend):
+    holds_containers = True
+
     def __init__(
         self,
         script: Script | None = None,

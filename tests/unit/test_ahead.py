@@ -284,3 +284,14 @@ def test_a_held_container_has_an_open_stdin_closed_with_our_attach_and_no_termin
     assert plain["stdin_open"] is False
     stray = {**attrs, "Config": {**config, "OpenStdin": False, "StdinOnce": True}}
     assert "StdinOnce" in differences(plain, stray, {})
+
+
+def test_a_backend_that_cannot_hold_containers_gets_none_prepared():
+    class Plain(Recording):
+        holds_containers = False
+
+    backend = Plain(lambda spec: Outcome())
+    plan, sandboxes = admitted(CHAIN)
+    _, records, _, _ = run_on_memory(plan, sandboxes, backend.script, hold=4, backend=backend)
+    assert not any(s.gated for specs in backend.specs.values() for s in specs)
+    assert all(r.status == NodeStatus.SUCCEEDED for r in records.values())
