@@ -32,6 +32,7 @@ from .bounded.limits import (
     MAX_MACRO_NESTING,
     MAX_MACROS,
 )
+from .cel import environment
 
 STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
 # Functions callable as f(x) besides the status functions; methods x.f(...) below.
@@ -41,7 +42,6 @@ METHODS = frozenset({"contains", "startsWith", "endsWith", "size"}) | MACROS
 MAX_LENGTH = MAX_CONDITION_LENGTH
 # The fields of a node a condition sees that are small scalars (not `outputs`).
 SCALAR_FIELDS = ("status", "exit_code", "duration", "attempts")
-_ENVIRONMENT = celpy.Environment()
 
 
 class ConditionError(Exception):
@@ -73,7 +73,7 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
     if len(source) > MAX_LENGTH:
         raise ConditionError(f"a condition is limited to {MAX_LENGTH} characters")
     try:
-        tree = _ENVIRONMENT.compile(source)
+        tree = environment().compile(source)
     except celpy.CELParseError as error:
         raise ConditionError(f"syntax error: {_first_line(error)}") from None
     _check_depth(tree)  # first: the checks below are iterative, evaluation is not
@@ -92,7 +92,7 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
     functions = {name: _unset for name in STATUS_FUNCTIONS}
     return Condition(
         source=source,
-        program=_ENVIRONMENT.program(tree, functions=functions),
+        program=environment().program(tree, functions=functions),
         status_aware=bool(called & STATUS_FUNCTIONS),
         handles_failure=bool(called & {"failure", "always"}),
         references=references,
@@ -122,7 +122,7 @@ def evaluate_value(
         "always": lambda: celtypes.BoolType(True),
         "cancelled": lambda: celtypes.BoolType(state.cancelled),
     }
-    program = _ENVIRONMENT.program(condition.program.ast, functions=functions)
+    program = environment().program(condition.program.ast, functions=functions)
     try:
         result = program.evaluate({"nodes": celpy.json_to_cel(nodes)})
     except celpy.CELEvalError as error:
