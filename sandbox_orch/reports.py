@@ -113,10 +113,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+# ElementTree and secrets are imported where they are used: every command imports this
+# module (through redaction.py) and most never write a report.
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 __all__ = [
     "escape_data",
@@ -205,6 +208,8 @@ def junit_xml(
     results: Mapping[str, Any], *, results_path: str | os.PathLike[str] | None = None
 ) -> str:
     """The run as a JUnit XML document (a str; write it as UTF-8). See the module doc."""
+    import xml.etree.ElementTree as ET
+
     workflow = _workflow_name(results)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     cases = []
@@ -250,6 +255,8 @@ def junit_xml(
 
 def _testcase(workflow: str, name: str, node: Mapping[str, Any]) -> tuple[ET.Element, str | None]:
     """One node's <testcase>, and which count it adds to (None: a pass)."""
+    import xml.etree.ElementTree as ET
+
     status = _text(node.get("status")) or "unknown"
     case = ET.Element(
         "testcase",
@@ -301,6 +308,8 @@ def _testcase(workflow: str, name: str, node: Mapping[str, Any]) -> tuple[ET.Ele
 
 
 def _properties(parent: ET.Element, pairs: list[tuple[str, Any]]) -> None:
+    import xml.etree.ElementTree as ET
+
     present = [(name, value) for name, value in pairs if value is not None]
     if not present:
         return
@@ -329,6 +338,8 @@ def escape_property(text: str) -> str:
 
 def github_annotations(results: Mapping[str, Any]) -> list[str]:
     """Workflow command lines for GitHub Actions (one per item). See the module doc."""
+    import secrets
+
     workflow = _workflow_name(results)
     lines: list[str] = []
     for name, node in _nodes_in_order(results):

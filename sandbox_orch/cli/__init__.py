@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +47,8 @@ def exits_with_contract_codes(command: F) -> F:
             click.echo(scrub(str(error) if refused else f"sandbox-orch: {error}"), err=True)
             sys.exit(int(error.exit_code))
         except Exception:
+            import traceback
+
             from ..redaction import scrub
 
             # A bug is never "the work failed" (exit 1) to a CI system reading the code.

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import ExitCode, InputRefused, Problem
-from ..events import Event, NodeFinished
 from ..status import RunStatus
 from . import OUTPUT_FILE, RUN_EXIT, exits_with_contract_codes, main, policy_option
 from .workflows import choose_view, with_backend
 
 if TYPE_CHECKING:
+    from ..events import Event
     from ..orchestrator import RunReport
     from ..single.request import SingleRequest
 
@@ -193,6 +193,7 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 def _answer_at_the_end(view: Callable[[Event], None]) -> Callable[[Event], None]:
     """For people, the agent's answer is printed once, whole, after the run (not as the
     view's few-line preview); --json keeps it in node_finished."""
+    from ..events import NodeFinished
 
     def show(event: Event) -> None:
         if isinstance(event, NodeFinished) and event.answer:

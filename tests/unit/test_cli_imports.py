@@ -41,11 +41,13 @@ NOT_FOR_HELP = (
     "sandbox_orch.cel", "sandbox_orch.policy", "sandbox_orch.planning",
     "sandbox_orch.backend", "sandbox_orch.engine", "sandbox_orch.single.request",
 )  # fmt: skip
-# Checking a workflow starts nothing: no engine client, no views, no run machinery.
+# Checking a workflow starts nothing: no engine client, no views, no run machinery, no
+# event loop; and hello.yaml has no conditions or output schemas: no CEL, no jsonschema.
 NOT_FOR_CHECKING = (
-    "docker", "rich", "psutil", "sandbox_orch.orchestrator", "sandbox_orch.view",
-    "sandbox_orch.engine", "sandbox_orch.backend.docker", "sandbox_orch.scheduler",
-    "sandbox_orch.execution", "sandbox_orch.cel.tables",
+    "docker", "rich", "psutil", "asyncio", "h11", "ssl", "celpy", "lark", "jsonschema",
+    "sandbox_orch.orchestrator", "sandbox_orch.view", "sandbox_orch.engine",
+    "sandbox_orch.backend.docker", "sandbox_orch.scheduler", "sandbox_orch.execution",
+    "sandbox_orch.cel.tables", "sandbox_orch.egress.proxy", "sandbox_orch.artifacts.volumes",
 )  # fmt: skip
 
 CASES = [
