@@ -111,6 +111,7 @@ Public API
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -137,8 +138,15 @@ _ERRORS = ("errored",)
 _SKIPS = ("skipped", "cancelled")
 _PASSES = ("succeeded",)
 
-# XML 1.0 Char: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+@functools.cache
+def _not_xml() -> re.Pattern[str]:
+    """XML 1.0 Char: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
+    Compiled on first use: every command imports this module (through redaction.py)
+    and this class costs milliseconds to compile."""
+    return re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 # Line breaks as the GitHub runner reads them (.NET ReadLine: CR, LF, CRLF).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _SUMMARY_REASON_CHARS = 300
@@ -168,7 +176,7 @@ def _text(value: Any) -> str:
 
 def xml_chars(value: Any) -> str:
     """Text with every character XML 1.0 cannot carry removed."""
-    return _NOT_XML.sub("", _text(value))
+    return _not_xml().sub("", _text(value))
 
 
 def _clean_body(value: Any) -> str:
