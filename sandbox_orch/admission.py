@@ -18,7 +18,6 @@ from .agents.prompts import PromptError, literal_size, split
 from .artifacts.lifetimes import certain_peak
 from .brokerpolicy import BrokerGrant
 from .containerpaths import forbidden_target, forbidden_workdir
-from .egress.broker import base_url
 from .egress.grants import grant_problem, uncovered
 from .envnames import denied_env
 from .errors import InputRefused, Problem
@@ -320,6 +319,8 @@ def _broker_env(node: PlannedNode, brokered: Mapping[str, BrokerGrant]) -> dict[
     (Codex's provider wants /v1). The secrets' placeholders are set when it starts."""
     env = {}
     for broker in brokered.values():
+        from .egress.broker import base_url  # here: the proxy's event loop, h11, TLS
+
         variable = _base_url_env(node, broker)
         assert variable is not None  # refused otherwise
         env[variable] = base_url(broker.upstream) + node.runtime.base_url_path

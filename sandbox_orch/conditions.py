@@ -19,11 +19,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import celpy
-import lark
-from celpy import celtypes
+from typing import TYPE_CHECKING, Any
 
 from .bounded.limits import (
     MAX_CONDITION_DEPTH,
@@ -32,6 +28,15 @@ from .bounded.limits import (
     MAX_MACRO_NESTING,
     MAX_MACROS,
 )
+from .cel import environment
+
+if TYPE_CHECKING:
+    import celpy
+    import lark
+    from celpy import celtypes
+
+# celpy and lark are imported where they are used: a workflow without conditions is
+# checked without them (the command line answers sooner).
 
 STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
 # Functions callable as f(x) besides the status functions; methods x.f(...) below.
@@ -41,7 +46,6 @@ METHODS = frozenset({"contains", "startsWith", "endsWith", "size"}) | MACROS
 MAX_LENGTH = MAX_CONDITION_LENGTH
 # The fields of a node a condition sees that are small scalars (not `outputs`).
 SCALAR_FIELDS = ("status", "exit_code", "duration", "attempts")
-_ENVIRONMENT = celpy.Environment()
 
 
 class ConditionError(Exception):
@@ -70,10 +74,12 @@ class NeedsState:
 
 def compile_condition(source: str, visible: set[str]) -> Condition:
     """Compile; `visible` are the node's needs and their ancestors."""
+    import celpy
+
     if len(source) > MAX_LENGTH:
         raise ConditionError(f"a condition is limited to {MAX_LENGTH} characters")
     try:
-        tree = _ENVIRONMENT.compile(source)
+        tree = environment().compile(source)
     except celpy.CELParseError as error:
         raise ConditionError(f"syntax error: {_first_line(error)}") from None
     _check_depth(tree)  # first: the checks below are iterative, evaluation is not
@@ -92,7 +98,7 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
     functions = {name: _unset for name in STATUS_FUNCTIONS}
     return Condition(
         source=source,
-        program=_ENVIRONMENT.program(tree, functions=functions),
+        program=environment().program(tree, functions=functions),
         status_aware=bool(called & STATUS_FUNCTIONS),
         handles_failure=bool(called & {"failure", "always"}),
         references=references,
@@ -103,6 +109,8 @@ def compile_condition(source: str, visible: set[str]) -> Condition:
 
 def evaluate(condition: Condition, nodes: dict[str, dict[str, Any]], state: NeedsState) -> bool:
     """True or False; ConditionError if evaluation fails or gives a non-boolean."""
+    from celpy import celtypes
+
     result = evaluate_value(condition, nodes, state)
     if not isinstance(result, celtypes.BoolType):
         raise ConditionError(f"must be true or false, not {type(result).__name__}")
@@ -115,6 +123,9 @@ def evaluate_value(
     """The expression's CEL value, of any type (prompts take strings); ConditionError if
     evaluation fails. A `state` is only needed by an expression that calls a status
     function (prompts may not)."""
+    import celpy
+    from celpy import celtypes
+
     state = state or NeedsState(success=True, failure=False, cancelled=False)
     functions: dict[str, Callable[[], celtypes.BoolType]] = {
         "success": lambda: celtypes.BoolType(state.success),
@@ -122,7 +133,7 @@ def evaluate_value(
         "always": lambda: celtypes.BoolType(True),
         "cancelled": lambda: celtypes.BoolType(state.cancelled),
     }
-    program = _ENVIRONMENT.program(condition.program.ast, functions=functions)
+    program = environment().program(condition.program.ast, functions=functions)
     try:
         result = program.evaluate({"nodes": celpy.json_to_cel(nodes)})
     except celpy.CELEvalError as error:
@@ -145,6 +156,8 @@ def _unset() -> celtypes.BoolType:
 
 def _check_depth(tree: lark.Tree) -> None:
     """cel-python evaluates recursively, a few frames per level of the parse tree."""
+    import lark
+
     stack = [(tree, 1)]
     while stack:
         node, depth = stack.pop()
@@ -184,6 +197,8 @@ def _check_macros(tree: lark.Tree) -> int:
 
 def _macros_in_body(macro: lark.Tree) -> Iterator[lark.Tree]:
     """The macros inside a macro's arguments (its body), at any depth."""
+    import lark
+
     if len(macro.children) < 3 or not isinstance(macro.children[2], lark.Tree):
         return
     for argument in macro.children[2].children[1:]:
@@ -195,6 +210,8 @@ def _macros_in_body(macro: lark.Tree) -> Iterator[lark.Tree]:
 def _literal_size(receiver: Any) -> int:
     """Elements of a list or map literal a macro iterates over; 1 for anything else
     (data, bounded at run time)."""
+    import lark
+
     node = receiver
     while isinstance(node, lark.Tree) and node.data not in ("list_lit", "map_lit"):
         trees = [c for c in node.children if isinstance(c, lark.Tree)]
@@ -264,6 +281,8 @@ def _count_nodes_idents(tree: lark.Tree) -> int:
 
 
 def _is_nodes(member: Any) -> bool:
+    import lark
+
     if not isinstance(member, lark.Tree) or member.data != "member":
         return False
     primary = member.children[0]

@@ -37,6 +37,7 @@ from .events import (
 from .execution import OWNER_LABEL, RUN_LABEL, NodeRunner
 from .planning import Plan, PlannedNode
 from .policy import Policy
+from .preparing import Prepared, prepare  # noqa: F401 (moved there; callers' import)
 from .results import RunFacts, build_results
 from .runstore import RunStore, RunStoreError
 from .sandbox import Sandbox
@@ -381,29 +382,3 @@ def _redacting(emit: Emit, redactor: Redactor) -> Emit:
         emit(event)
 
     return redacted
-
-
-@dataclass(frozen=True)
-class Prepared:
-    plan: Plan
-    policy: Policy
-    sandboxes: dict[str, Sandbox]
-    # What the whole run may spend: the workflow's budget under the policy's ceilings
-    # (agents/admission.run_budget); None when neither sets one.
-    budget: Budget | None = None
-
-
-def prepare(workflow_path: Path, policy_path: Path) -> Prepared:
-    """Load, plan and admit: everything `run` checks before touching the engine. Pure
-    apart from reading the two files; raises InputRefused (exit 2) on any problem."""
-    from .admission import admit
-    from .agents.admission import run_budget
-    from .loading import load_workflow
-    from .planning import make_plan
-    from .policy import load_policy
-
-    policy = load_policy(policy_path)
-    document, workflow = load_workflow(workflow_path)
-    plan = make_plan(document, workflow)
-    sandboxes = admit(plan, policy)
-    return Prepared(plan, policy, sandboxes, run_budget(plan, policy))

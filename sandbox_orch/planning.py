@@ -18,7 +18,6 @@ from .agents.prompts import PromptError, PromptTemplate, compile_template, liter
 from .conditions import Condition, ConditionError, compile_condition
 from .errors import InputRefused, Problem
 from .runtimes import DEFAULT_RUNTIME, PRESETS, Runtime, agent_argv, argv_for, runtimes_of
-from .schemas import SchemaProblem, load_schema
 from .workflow import (
     NODE_NAME,
     Group,
@@ -138,6 +137,10 @@ def make_plan(document: Document, workflow: Workflow) -> Plan:
 
 def _load_schemas(document: Document, nodes: dict[str, PlannedNode]) -> None:
     """Output schemas are read and checked now, so a bad one is exit 2, not a failed run."""
+    if all(node.parse.schema_ is None for node in nodes.values()):
+        return  # without importing jsonschema: the command line answers sooner
+    from .schemas import SchemaProblem, load_schema
+
     problems: list[Problem] = []
     workflow_dir = Path(document.path).resolve().parent
     for name, node in nodes.items():

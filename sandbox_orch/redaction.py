@@ -29,7 +29,6 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
-from xml.sax.saxutils import escape as xml_escape
 
 from .reports import escape_data, escape_property, markdown_cell, xml_chars
 from .text import one_line
@@ -64,6 +63,10 @@ def _python_bodies(text: str) -> set[str]:
 
 def _renderings(text: str) -> set[str]:
     """`text` after one encoding that a program or one of our sinks may apply."""
+    # Imported here: xml.sax imports urllib.request, which every command would pay at its
+    # start (the command line's first act is scrub_log_records, from this module).
+    from xml.sax.saxutils import escape as xml_escape
+
     forms = _python_bodies(text)
     forms |= {
         json.dumps(text)[1:-1],

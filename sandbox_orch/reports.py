@@ -111,12 +111,16 @@ Public API
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-import secrets
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+# ElementTree and secrets are imported where they are used: every command imports this
+# module (through redaction.py) and most never write a report.
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 __all__ = [
     "escape_data",
@@ -134,8 +138,15 @@ _ERRORS = ("errored",)
 _SKIPS = ("skipped", "cancelled")
 _PASSES = ("succeeded",)
 
-# XML 1.0 Char: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+@functools.cache
+def _not_xml() -> re.Pattern[str]:
+    """XML 1.0 Char: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
+    Compiled on first use: every command imports this module (through redaction.py)
+    and this class costs milliseconds to compile."""
+    return re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 # Line breaks as the GitHub runner reads them (.NET ReadLine: CR, LF, CRLF).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _SUMMARY_REASON_CHARS = 300
@@ -165,7 +176,7 @@ def _text(value: Any) -> str:
 
 def xml_chars(value: Any) -> str:
     """Text with every character XML 1.0 cannot carry removed."""
-    return _NOT_XML.sub("", _text(value))
+    return _not_xml().sub("", _text(value))
 
 
 def _clean_body(value: Any) -> str:
@@ -205,6 +216,8 @@ def junit_xml(
     results: Mapping[str, Any], *, results_path: str | os.PathLike[str] | None = None
 ) -> str:
     """The run as a JUnit XML document (a str; write it as UTF-8). See the module doc."""
+    import xml.etree.ElementTree as ET
+
     workflow = _workflow_name(results)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     cases = []
@@ -250,6 +263,8 @@ def junit_xml(
 
 def _testcase(workflow: str, name: str, node: Mapping[str, Any]) -> tuple[ET.Element, str | None]:
     """One node's <testcase>, and which count it adds to (None: a pass)."""
+    import xml.etree.ElementTree as ET
+
     status = _text(node.get("status")) or "unknown"
     case = ET.Element(
         "testcase",
@@ -301,6 +316,8 @@ def _testcase(workflow: str, name: str, node: Mapping[str, Any]) -> tuple[ET.Ele
 
 
 def _properties(parent: ET.Element, pairs: list[tuple[str, Any]]) -> None:
+    import xml.etree.ElementTree as ET
+
     present = [(name, value) for name, value in pairs if value is not None]
     if not present:
         return
@@ -329,6 +346,8 @@ def escape_property(text: str) -> str:
 
 def github_annotations(results: Mapping[str, Any]) -> list[str]:
     """Workflow command lines for GitHub Actions (one per item). See the module doc."""
+    import secrets
+
     workflow = _workflow_name(results)
     lines: list[str] = []
     for name, node in _nodes_in_order(results):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from .events import (
 )
 from .planning import Plan
 from .redaction import scrub, scrub_json
+from .stdout import write_line
 from .text import one_line
 from .timing.countdown import format_left
 
@@ -85,50 +85,6 @@ class JsonView:
 
     def __call__(self, event: Event) -> None:
         write_line(self.out, scrub_json(event_json(event)))
-
-
-_GONE: set[int] = set()  # descriptors whose reader went away (now /dev/null)
-
-
-def write_line(out: TextIO, line: str) -> bool:
-    """One line, flushed; whether it reached a reader. A reader that went away (`| head`)
-    stops the view, never the run: it goes on to the end and cleans up, its exit code
-    unchanged, and what it would still print goes to /dev/null (so no later write, nor
-    Python's exit flush, fails). False then, so what must not be lost (where the patch
-    is) can be said on stderr instead."""
-    if _gone(out):
-        return False
-    try:
-        print(line, file=out, flush=True)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
-        os.close(devnull)
-        _GONE.add(out.fileno())
-        return False
-    return True
-
-
-def closed_stdout_to_devnull() -> None:
-    """Started with stdout closed (`>&-`): /dev/null in its place, known as gone, so the
-    run goes on as for a reader that went away (what must not be lost goes to stderr)."""
-    if sys.stdout is not None:
-        return
-    fd = os.open(os.devnull, os.O_WRONLY)
-    if fd != 1:
-        os.dup2(fd, 1)
-        os.close(fd)
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (the process's own stdout)
-    _GONE.add(1)
-
-
-def _gone(out: TextIO) -> bool:
-    """Redirected to /dev/null by us (a descriptor number reused since is not)."""
-    try:
-        fd = out.fileno()
-        return fd in _GONE and os.path.samestat(os.fstat(fd), os.stat(os.devnull))
-    except (OSError, ValueError):  # io.UnsupportedOperation (StringIO), closed
-        return False
 
 
 def _line(event: Event) -> str | None:

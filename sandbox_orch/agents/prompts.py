@@ -29,8 +29,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from celpy import celtypes
-
 from ..bounded.limits import MAX_PROMPT_EXPRESSIONS
 from ..conditions import (
     STATUS_FUNCTIONS,
@@ -200,6 +198,8 @@ def _value_text(part: Expression, nodes: Mapping[str, Mapping[str, Any]]) -> str
 
 def as_text(value: Any) -> str:
     """The one rule from a CEL value to prompt text (see the module's docstring)."""
+    from celpy import celtypes  # here: a workflow without prompts is checked without celpy
+
     if isinstance(value, str):
         return str(value)
     if isinstance(value, bool | celtypes.BoolType):
@@ -218,6 +218,8 @@ def as_text(value: Any) -> str:
 
 def _plain(value: Any) -> Any:
     """A CEL list or map as plain JSON values; ValueError for what JSON cannot hold."""
+    from celpy import celtypes
+
     if isinstance(value, dict):
         return {str(k) if isinstance(k, str) else as_text(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):

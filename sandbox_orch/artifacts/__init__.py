@@ -2,9 +2,39 @@
 run-wide ceiling on them (lifetimes.py), and their copy to the host within a budget
 (copy.py)."""
 
-from .copy import MAX_DEPTH, ONLY_PLAIN, Budget, Extracted, apparent_size, copy_tree, extract
-from .lifetimes import ArtifactsRefused, Lifetimes, certain_peak
-from .volumes import HOLDER_IMAGE, HOLDER_ROOT, ArtifactVolumes, HeldVolume, Usage
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Each name from the submodule that defines it, imported on first use: checking a
+# workflow needs only lifetimes.py, not the volumes' event loop (the command line answers
+# sooner).
+_HOMES = {
+    "MAX_DEPTH": "copy",
+    "ONLY_PLAIN": "copy",
+    "Budget": "copy",
+    "Extracted": "copy",
+    "apparent_size": "copy",
+    "copy_tree": "copy",
+    "extract": "copy",
+    "ArtifactsRefused": "lifetimes",
+    "Lifetimes": "lifetimes",
+    "certain_peak": "lifetimes",
+    "HOLDER_IMAGE": "volumes",
+    "HOLDER_ROOT": "volumes",
+    "ArtifactVolumes": "volumes",
+    "HeldVolume": "volumes",
+    "Usage": "volumes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
 
 __all__ = [
     "HOLDER_IMAGE",

@@ -2,13 +2,16 @@
 
 This module holds the `main` group and what every command shares; the commands are in
 workflows.py (validate, plan, run), single.py, agents.py (convert, commands) and
-maintenance.py (runtimes, runs, images, gc, doctor, policy review)."""
+maintenance.py (runtimes, runs, images, gc, doctor, policy review).
+
+A command line that answers at once: these modules import click and light modules only;
+what a command uses is imported in its body, when it runs (`--help` imports no command's
+work). tests/unit/test_cli_imports.py holds each command to what it may import."""
 
 from __future__ import annotations
 
 import functools
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +20,6 @@ import click
 
 from .. import __version__
 from ..errors import ExitCode, InputRefused, SandboxOrchError
-from ..redaction import scrub, scrub_log_records
 from ..status import RunStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,11 +40,17 @@ def exits_with_contract_codes(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SandboxOrchError as error:
+            from ..redaction import scrub
+
             # A refusal is one `FILE:LINE: field: message` line per problem, nothing more.
             refused = isinstance(error, InputRefused)
             click.echo(scrub(str(error) if refused else f"sandbox-orch: {error}"), err=True)
             sys.exit(int(error.exit_code))
         except Exception:
+            import traceback
+
+            from ..redaction import scrub
+
             # A bug is never "the work failed" (exit 1) to a CI system reading the code.
             click.echo(scrub(traceback.format_exc()), err=True, nl=False)
             click.echo("sandbox-orch: internal error (a bug; the traceback is above)", err=True)
@@ -55,9 +63,10 @@ def exits_with_contract_codes(command: F) -> F:
 @click.version_option(__version__, prog_name="sandbox-orch")
 def main() -> None:
     """Run untrusted commands and AI coding agents in disposable, hardened containers."""
-    scrub_log_records()
-    from ..view import closed_stdout_to_devnull
+    from ..redaction import scrub_log_records
+    from ..stdout import closed_stdout_to_devnull
 
+    scrub_log_records()
     closed_stdout_to_devnull()  # `>&-`: a run that prints nowhere, not a traceback
 
 

@@ -3,7 +3,6 @@ health, and the security review of policies."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -12,15 +11,14 @@ from pathlib import Path
 
 import click
 
-from ..backend import ImageMissing
 from ..errors import ExitCode, InputRefused, Problem
-from ..orchestrator import prepare
-from ..policy import load_policy
 from . import (
     INPUT_FILE,
     exits_with_contract_codes,
     main,
 )
+
+# What a command does is imported when it runs (see __init__.py): `--help` stays fast.
 
 
 @main.command()
@@ -29,6 +27,8 @@ from . import (
 @exits_with_contract_codes
 def runtimes(as_json: bool, workflow: Path | None) -> None:
     """Presets (and a workflow's custom runtimes), their images and whether they are built."""
+    import asyncio
+
     from ..runtimes import PRESETS, runtimes_of
 
     table = PRESETS
@@ -64,6 +64,7 @@ def runtimes(as_json: bool, workflow: Path | None) -> None:
 
 
 async def _images_built(images: list[str]) -> dict[str, bool]:
+    from ..backend import ImageMissing
     from ..engine import docker_backend
 
     backend = docker_backend()
@@ -163,6 +164,8 @@ def images_build(names: tuple[str, ...]) -> None:
 @exits_with_contract_codes
 def gc() -> None:
     """Remove containers, networks and volumes of runs that are no longer alive."""
+    import asyncio
+
     from ..engine import docker_backend
     from ..gc import collect_garbage
 
@@ -184,6 +187,9 @@ def gc() -> None:
 @exits_with_contract_codes
 def doctor() -> None:
     """Engine, OCI runtimes, images, and the isolation each shipped policy would get."""
+    import asyncio
+
+    from ..backend import ImageMissing
     from ..backend.docker import runtimes_of
     from ..doctor import describe_volume_store, policy_isolations, protections, runtime_version
     from ..engine import docker_backend
@@ -254,6 +260,8 @@ def policy_review(
 ) -> None:
     """Security review of a policy: findings with id, severity, file:line, why and fix."""
     from .. import review as reviewing
+    from ..policy import load_policy
+    from ..preparing import prepare
 
     policy = load_policy(policy_file)
     privileges = None

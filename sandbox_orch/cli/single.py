@@ -3,27 +3,25 @@ changes come back as a patch."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import ExitCode, InputRefused, Problem
-from ..events import Event, NodeFinished
-from ..orchestrator import RunReport
-from ..policy import choose_policy_path, load_policy
-from ..redaction import scrub
-from ..runtimes import is_agent
-from ..single.outcome import closing_lines
-from ..single.request import NODE, SingleRequest
 from ..status import RunStatus
-from ..store import new_run_id
-from ..view import LiveView, write_line
 from . import OUTPUT_FILE, RUN_EXIT, exits_with_contract_codes, main, policy_option
 from .workflows import choose_view, with_backend
+
+if TYPE_CHECKING:
+    from ..events import Event
+    from ..orchestrator import RunReport
+    from ..single.request import SingleRequest
+
+# What the command does is imported when it runs (see __init__.py): `--help` stays fast.
 
 
 @main.command()
@@ -92,9 +90,16 @@ def single(
 
     After `--`, ARGS is the command (shell, python, node) or extra CLI arguments (agents).
     """
+    import asyncio
+
+    from ..policy import choose_policy_path, load_policy
+    from ..runtimes import is_agent
     from ..single import run_single, single_plan
     from ..single.delivery import default_workspace
+    from ..single.request import SingleRequest
     from ..single.session import kept_session
+    from ..store import new_run_id
+    from ..view import LiveView
 
     request = SingleRequest(
         runtime=runtime,
@@ -188,6 +193,7 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 def _answer_at_the_end(view: Callable[[Event], None]) -> Callable[[Event], None]:
     """For people, the agent's answer is printed once, whole, after the run (not as the
     view's few-line preview); --json keeps it in node_finished."""
+    from ..events import NodeFinished
 
     def show(event: Event) -> None:
         if isinstance(event, NodeFinished) and event.answer:
@@ -199,6 +205,9 @@ def _answer_at_the_end(view: Callable[[Event], None]) -> Callable[[Event], None]
 
 def _tell_outcome(report: RunReport) -> None:
     """The agent's final answer, or why the node failed (its own words, else stderr)."""
+    from ..single.outcome import closing_lines
+    from ..single.request import NODE
+
     node = report.results.get("nodes", {}).get(NODE, {})
     path = str(report.results_path) if report.results_path else None
     for line in closing_lines(node, path):
@@ -208,6 +217,9 @@ def _tell_outcome(report: RunReport) -> None:
 def _tell(line: str, essential: bool = False, on_stderr: bool = False) -> None:
     """A line for people on stdout; an essential one (where the patch is) goes to stderr
     when stdout's reader went away (`| head`), and when asked (Ctrl-C)."""
+    from ..redaction import scrub
+    from ..stdout import write_line
+
     line = scrub(line)
     if on_stderr or (not write_line(sys.stdout, line) and essential):
         click.echo(line, err=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -10,17 +9,11 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import InputRefused, Problem
-from ..orchestrator import RunOptions, prepare, run_plan
-from ..policy import choose_policy_path
-from ..redaction import scrub
-from ..scheduler import DEFAULT_MAX_PARALLEL
-from ..store import new_run_id
-from ..view import PROGRESS_EVERY, JsonView, LiveView, PlainView
 from . import (
     OUTPUT_FILE,
     RUN_EXIT,
@@ -29,6 +22,11 @@ from . import (
     policy_option,
     workflow_argument,
 )
+
+if TYPE_CHECKING:
+    import asyncio
+
+# What a command does is imported when it runs (see __init__.py): `--help` stays fast.
 
 
 def _budget_option(metric: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -70,6 +68,8 @@ def _duration_option(ctx: click.Context, param: click.Parameter, value: Any) -> 
 def validate(workflow: Path, policy: str | None, as_json: bool) -> None:
     """Parse, check the graph and admit every node against the policy; start nothing."""
     from ..agents.commandcheck import slash_command_warnings
+    from ..policy import choose_policy_path
+    from ..preparing import prepare
 
     prepared = prepare(workflow, choose_policy_path(policy))
     warnings = slash_command_warnings(prepared.plan, prepared.sandboxes)
@@ -100,6 +100,8 @@ def validate(workflow: Path, policy: str | None, as_json: bool) -> None:
 def plan(workflow: Path, policy: str | None, fmt: str) -> None:
     """Show what `run` would do: order, conditions, each node's effective sandbox."""
     from ..plan_render import RENDERERS
+    from ..policy import choose_policy_path
+    from ..preparing import prepare
 
     prepared = prepare(workflow, choose_policy_path(policy))
     click.echo(RENDERERS[fmt](prepared.plan, prepared.sandboxes))
@@ -108,7 +110,8 @@ def plan(workflow: Path, policy: str | None, fmt: str) -> None:
 @main.command()
 @workflow_argument
 @policy_option
-@click.option("--max-parallel", type=click.IntRange(1, 256), default=DEFAULT_MAX_PARALLEL)
+# Its default is the scheduler's (DEFAULT_MAX_PARALLEL), filled in when `run` runs.
+@click.option("--max-parallel", type=click.IntRange(1, 256), default=None)
 @click.option(
     "--ahead",
     type=click.IntRange(0, 256),
@@ -161,7 +164,7 @@ def plan(workflow: Path, policy: str | None, fmt: str) -> None:
 def run(
     workflow: Path,
     policy: str | None,
-    max_parallel: int,
+    max_parallel: int | None,
     ahead: int | None,
     keep_going: bool,
     results_file: Path | None,
@@ -175,13 +178,22 @@ def run(
     stagger: str | None,
 ) -> None:
     """Run a workflow: every node in its own disposable, hardened container."""
+    import asyncio
+
+    from ..orchestrator import RunOptions, run_plan
+    from ..policy import choose_policy_path
+    from ..preparing import prepare
+    from ..scheduler import DEFAULT_MAX_PARALLEL
+    from ..store import new_run_id
+    from ..view import LiveView, PlainView
+
     prepared = prepare(workflow, choose_policy_path(policy))
     from ..admission import check_report_files
 
     check_report_files({"--results": results_file, "--junit": junit_file}, prepared.sandboxes)
     view = choose_view(prepared.plan, as_json, ci, progress_every)
     options = RunOptions(
-        max_parallel=max_parallel,
+        max_parallel=DEFAULT_MAX_PARALLEL if max_parallel is None else max_parallel,
         keep_going=keep_going,
         results_file=results_file,
         budget=_cli_budget(budget_usd, budget_tokens, prepared.policy),
@@ -249,6 +261,7 @@ def _stagger(text: str | None) -> float:
 
 def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:
     """JUnit if asked; on GitHub Actions, log groups, annotations and a step summary."""
+    from ..redaction import scrub
     from ..reports import github_annotations, github_step_summary, in_github_actions, junit_xml
     from ..store import write_text
 
@@ -265,19 +278,26 @@ def _ci_reports(report: Any, junit_file: Path | None, as_json: bool) -> None:
 
 
 def choose_view(
-    plan: Any, as_json: bool, ci: bool, progress_every: float = PROGRESS_EVERY
+    plan: Any, as_json: bool, ci: bool, progress_every: float | None = None
 ) -> Callable[..., None]:
+    """The view of the run's events; `progress_every` defaults to the view's own."""
+    from ..view import PROGRESS_EVERY, JsonView, LiveView, PlainView
+
     if as_json:
         return JsonView()
     if ci or not sys.stdout.isatty() or os.environ.get("CI") == "true":
-        return PlainView(progress_every=progress_every)
+        every = PROGRESS_EVERY if progress_every is None else progress_every
+        return PlainView(progress_every=every)
     return LiveView(plan)
 
 
 async def with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
     """Run `work(backend, interrupt)`: SIGINT/SIGTERM set the interrupt (the run then
     removes what it started and reports `cancelled`); the backend is always closed."""
+    import asyncio
+
     from ..engine import docker_backend
+    from ..redaction import scrub
 
     interrupt = asyncio.Event()
     loop = asyncio.get_running_loop()

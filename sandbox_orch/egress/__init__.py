@@ -26,18 +26,40 @@ Brokered secrets (broker.py): a node may also send plain-HTTP requests to
 verified TLS to the upstream itself, so that the key never enters the sandbox.
 """
 
-from .broker import Brokered, base_url
-from .grants import Grant, GrantError, Resolver, routable, system_resolver
-from .http import PROXY_URL, Refused
-from .proxy import (
-    CONNECT_TIMEOUT,
-    CONTAINER_DIR,
-    SOCKET_NAME,
-    EgressProxy,
-    Unreachable,
-    Violation,
-    why_unreachable,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Each name from the submodule that defines it, imported on first use: checking a
+# workflow needs only grants.py, not the proxy's event loop, h11 and TLS (the command
+# line answers sooner).
+_HOMES = {
+    "Brokered": "broker",
+    "base_url": "broker",
+    "Grant": "grants",
+    "GrantError": "grants",
+    "Resolver": "grants",
+    "routable": "grants",
+    "system_resolver": "grants",
+    "PROXY_URL": "http",
+    "Refused": "http",
+    "CONNECT_TIMEOUT": "proxy",
+    "CONTAINER_DIR": "proxy",
+    "SOCKET_NAME": "proxy",
+    "EgressProxy": "proxy",
+    "Unreachable": "proxy",
+    "Violation": "proxy",
+    "why_unreachable": "proxy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
 
 __all__ = [
     "CONNECT_TIMEOUT",

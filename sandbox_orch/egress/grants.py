@@ -11,7 +11,6 @@ another service (grant it with one more line if it is meant).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import socket
@@ -163,6 +162,8 @@ def uncovered(requested: Iterable[str], granted: Iterable[str]) -> list[str]:
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
+    import asyncio  # here: checking a workflow needs grants, not the event loop
+
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )

@@ -17,7 +17,7 @@ from sandbox_orch.cli.single import _answer_at_the_end
 from sandbox_orch.events import NodeFinished, NodeStarted, RunFinished
 from sandbox_orch.single import _holding
 from sandbox_orch.single.outcome import LINE_CHARS, MAX_LINES, STDERR_LINES, closing_lines
-from sandbox_orch.view import write_line
+from sandbox_orch.stdout import write_line
 
 from ..conftest import REPO
 
@@ -143,7 +143,7 @@ def test_a_line_to_a_reader_that_went_away_says_so_and_so_does_every_later_one()
 def test_started_with_stdout_closed_the_patch_line_goes_to_stderr():
     code = (
         "import sys\n"
-        "from sandbox_orch.view import closed_stdout_to_devnull, write_line\n"
+        "from sandbox_orch.stdout import closed_stdout_to_devnull, write_line\n"
         "closed_stdout_to_devnull()\n"
         "print(write_line(sys.stdout, 'x'), file=sys.stderr)\n"
     )
