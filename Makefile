@@ -28,7 +28,7 @@ mutation: $(STAMP)
 	$(BIN)/python tests/mutation/check.py
 
 # Each prints its figures, its target and PASS/FAIL; --strict would make a miss fail.
-BENCHES := node_overhead scheduler_overhead chain_handoff artifact_transfer output_flood agent_budget workspace_copy
+BENCHES := node_overhead scheduler_overhead chain_handoff artifact_transfer output_flood agent_budget workspace_copy warm_chain end_to_end
 
 bench: images
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done

@@ -1,7 +1,7 @@
 """Nodes whose containers are ready before they are due: the overhead per node on the
 critical path, with and without ahead-of-time containers, under runc and gVisor.
 
-    .venv/bin/python bench/warm_chain.py [--reps N] [--runtimes runc runsc] [--strict]
+    .venv/bin/python bench/warm_chain.py [--reps N] [--runtimes runc runsc] [--probe] [--strict]
 
 Two shapes, every node `sleep 0.3` in the shell image:
 - chain: 20 nodes, each needs the previous one (longest path 20);
@@ -23,14 +23,18 @@ orchestrator runs it, not process start-up. Target: A's at most one eighth of B'
 shape and runtime (median of the per-repetition ratios A/B).
 
 Where the rest goes: sandbox_orch is wrapped at run time, never edited (the attempt, the
-claim of a prepared container, the backend's create/start/release/wait/remove). Each node
-prints `$EPOCHREALTIME` before and after its sleep (bash, so `bash -c` runs it; that costs
-its start-up and a fork for `sleep`, the same in both modes and reported as "command
-beyond its sleep"), which places the command's start and exit between the engine calls.
-The critical path is, per layer, the node that finished last; its wall time splits into
-consecutive segments (they add up to the run's wall time). Under gVisor the container's
-clock is gVisor's; it follows the host's closely (see agent_budget.py), and a segment
-that comes out negative is shown as it is.
+claim of a prepared container, the backend's create/start/release/wait/remove, and in the
+backend's wait the engine's `wait` and the `inspect` after it, whose State.FinishedAt is
+the engine's record of the exit: containerd's exit time). The critical path is, per layer,
+the node that finished last; its wall time splits into consecutive segments along it,
+which add up to the run's wall time: preflight, scheduler, waiting for the prepared
+container, release (or create and start), the command beyond its sleep until the engine
+records its exit, until the engine's wait answers, until the backend's wait returns, and
+the sweep at the end. With `--probe` every node runs `bash -c 'echo $EPOCHREALTIME; sleep
+0.3; echo $EPOCHREALTIME'` instead, which also places the command's start and exit (the
+shell's start-up and the fork of `sleep` then count as overhead in both modes). Under
+gVisor the container's clock is gVisor's; it follows the host's closely (see
+agent_budget.py); a segment that comes out negative is shown as it is.
 
 Exit status: 0, or 1 when --strict is given and a target is missed, or 2 when the
 benchmark itself broke (a run did not succeed, or containers were left behind).
@@ -48,6 +52,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +76,11 @@ from sandbox_orch.orchestrator import RunOptions
 REPO = Path(__file__).resolve().parent.parent
 SLEEP_S = 0.3
 TARGET_RATIO = 1 / 8
-PROBE = f'echo "$EPOCHREALTIME"; sleep {SLEEP_S}; echo "$EPOCHREALTIME"'
-COMMAND = f"command beyond its {SLEEP_S:g} s sleep (bash, fork)"
+PLAIN = ["sleep", f"{SLEEP_S:g}"]
+# --probe: the command prints the wall clock as it starts and before it exits.
+PROBE = ["bash", "-c", f'echo "$EPOCHREALTIME"; sleep {SLEEP_S:g}; echo "$EPOCHREALTIME"']
+BEYOND = f"minus the {SLEEP_S:g} s sleep"
+COMMAND = f"command starts -> exits, {BEYOND} (bash, fork)"
 MODES = {"ahead": None, "none": 0}  # RunOptions.ahead: None = --max-parallel, 0 = off
 
 
@@ -80,6 +88,7 @@ MODES = {"ahead": None, "none": 0}  # RunOptions.ahead: None = --max-parallel, 0
 class Shape:
     name: str
     layers: tuple[tuple[str, ...], ...]  # each node needs every node of the layer before
+    command: tuple[str, ...] = tuple(PLAIN)
 
     @property
     def longest(self) -> int:
@@ -93,20 +102,27 @@ class Shape:
                 lines += [
                     f"  {name}:",
                     "    runtime: shell",
-                    f"    command: {json.dumps(['bash', '-c', PROBE])}",
+                    f"    command: {json.dumps(list(self.command))}",
                 ]
                 if depth:
                     lines.append(f"    needs: [{', '.join(self.layers[depth - 1])}]")
         return "\n".join(lines) + "\n"
 
 
-def chain(nodes: int) -> Shape:
-    return Shape(f"chain{nodes}", tuple((f"c{i:02d}",) for i in range(nodes)))
+def chain(nodes: int, command: list[str] = PLAIN) -> Shape:
+    return Shape(f"chain{nodes}", tuple((f"c{i:02d}",) for i in range(nodes)), tuple(command))
 
 
-def layered(width: int, depth: int) -> Shape:
+def layered(width: int, depth: int, command: list[str] = PLAIN) -> Shape:
     layers = tuple(tuple(f"l{d}w{w}" for w in range(width)) for d in range(depth))
-    return Shape(f"layers{width}x{depth}", layers)
+    return Shape(f"layers{width}x{depth}", layers, tuple(command))
+
+
+def engine_time(stamp: str) -> float:
+    """An engine's RFC 3339 time (nanoseconds, Z) as seconds since the epoch."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return seconds + float(f"0.{fraction or 0}")
 
 
 @dataclass
@@ -167,6 +183,17 @@ class Bench:
         self._patches.around(self.backend, "create", by_node("create", created_node))
         for call in ("start", "release", "wait", "remove"):
             self._patches.around(self.backend, call, by_node(call, container_node))
+        # Inside the backend's wait: when the engine's wait answers, and when the engine
+        # recorded the exit (State.FinishedAt, read by the inspect that follows the wait).
+        self._patches.around(self.api, "wait", by_node("engine_wait", container_node))
+
+        def finished_at(args: tuple, _kw: dict, _began: float, _ended: float, result: Any) -> None:
+            node = container_node(args, result)
+            state = (result or {}).get("State") or {}
+            if node is not None and state.get("Status") == "exited":
+                t().mark(node, "engine_exit", engine_time(state["FinishedAt"]) - t().offset)
+
+        self._patches.around(self.api, "inspect_container", finished_at)
 
     def prepare(self, shape: Shape, policy: Path) -> orchestrator.Prepared:
         workflow = self.home / f"{shape.name}.yaml"
@@ -221,23 +248,27 @@ def segments(shape: Shape, t: Timeline) -> dict[str, float]:
              else "need returned -> attempt called (scheduler)", at["attempt_began"]),
             ("attempt -> claim returned (waits for a prepared container)", at["claim_ended"]),
         ]  # fmt: skip
-        if "release_began" in at:  # it ran in a prepared (held) container
-            steps += [
-                ("claim -> release called", at["release_began"]),
-                ("release called -> command starts", at["command_began"]),
-            ]
+        held = "release_began" in at  # it ran in a prepared (held) container
+        if held:
+            steps.append(("claim -> release called", at["release_began"]))
         else:
+            steps.append(("claim -> create returned", at["create_ended"]))
+        go = "release" if held else "create (start)"
+        if "command_began" in at:  # --probe: the command's own clock splits the middle
             steps += [
-                ("claim -> create returned", at["create_ended"]),
-                ("create -> command starts (start)", at["command_began"]),
+                (f"{go} -> command starts", at["command_began"]),
+                (COMMAND, at["command_ended"]),
+                ("command exit -> engine records it (FinishedAt)", at["engine_exit"]),
             ]
+        else:  # the sleep alone: from the go to the engine's record of its exit
+            steps.append((f"{go} -> exit (FinishedAt), {BEYOND}", at["engine_exit"]))
         steps += [
-            (COMMAND, at["command_ended"]),
-            ("command exit -> wait returns", at["wait_ended"]),
+            ("FinishedAt -> engine's wait answers", at["engine_wait_ended"]),
+            ("engine's wait -> wait returns (output, inspect)", at["wait_ended"]),
             ("wait -> attempt returns", at["attempt_ended"]),
         ]
         for label, instant in steps:
-            out[label] += instant - previous - (SLEEP_S if label == COMMAND else 0.0)
+            out[label] += instant - previous - (SLEEP_S if BEYOND in label else 0.0)
             previous = instant
     out["last attempt -> run_plan returns (sweep, results)"] += t.ended - previous
     return dict(out)
@@ -264,10 +295,11 @@ def figures_of(shape: Shape, t: Timeline) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, bench: Bench, runner: asyncio.Runner) -> dict[str, Any]:
-    shapes = [chain(args.chain), layered(args.width, args.depth)]
+    command = PROBE if args.probe else PLAIN
+    shapes = [chain(args.chain, command), layered(args.width, args.depth, command)]
     policies = {r: policy_with_runtime(args.policy, r, bench.home) for r in args.runtimes}
     prepared = {(r, s.name): bench.prepare(s, policies[r]) for r in args.runtimes for s in shapes}
-    warm = chain(3)
+    warm = chain(3, command)
     for runtime in args.runtimes:  # warm the client, the images' pages, the runtime
         for ahead in MODES.values():
             runner.run(bench.run(bench.prepare(warm, policies[runtime]), ahead))
@@ -345,11 +377,13 @@ SEGMENT_ORDER = (
     "need returned",
     "attempt ->",
     "claim -> release",
-    "release called",
     "claim -> create",
-    "create ->",
-    "command beyond",
+    "release ->",
+    "create (start)",
+    "command starts",
     "command exit",
+    "FinishedAt",
+    "engine's wait",
     "wait ->",
     "last attempt",
 )
@@ -411,6 +445,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chain", type=int, default=20, help="chain length (20)")
     parser.add_argument("--width", type=int, default=4, help="layer width (4)")
     parser.add_argument("--depth", type=int, default=5, help="layers (5)")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="nodes run bash printing the clock around the sleep: splits release -> exit"
+        " into release -> command starts, the command, exit -> FinishedAt (costs bash's"
+        " start-up and a fork in both modes)",
+    )
     parser.add_argument("--policy", type=Path, default=REPO / "policies" / "default.yaml")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args(argv)
