@@ -440,7 +440,7 @@ def report(f: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=3, help="repetitions (3)")
+    parser.add_argument("--reps", type=int, default=2, help="repetitions (2)")
     parser.add_argument("--runtimes", nargs="+", default=["runc", "runsc"])
     parser.add_argument("--chain", type=int, default=20, help="chain length (20)")
     parser.add_argument("--width", type=int, default=4, help="layer width (4)")
