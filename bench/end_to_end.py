@@ -201,13 +201,15 @@ class Script:
 # --- the benchmark --------------------------------------------------------------------------
 
 
-def printed(out: str) -> str:
-    """What the run's nodes printed: the CLI shows events, the results keep the output."""
+def results_of(out: str) -> dict[str, Any]:
+    """The run's results.json (the CLI prints where it is); {} when it printed none."""
     lines = [line for line in out.splitlines() if line.startswith("results: ")]
-    if not lines:
-        return ""
-    results = json.loads(Path(lines[-1].removeprefix("results: ")).read_text())
-    return "".join(node["stdout_tail"] for node in results["nodes"].values())
+    return json.loads(Path(lines[-1].removeprefix("results: ")).read_text()) if lines else {}
+
+
+def printed(results: dict[str, Any]) -> str:
+    """What the run's nodes printed: the CLI shows events, the results keep the output."""
+    return "".join(node["stdout_tail"] for node in (results.get("nodes") or {}).values())
 
 
 def measure(args: argparse.Namespace, script: Script, home: Path) -> dict[str, list[float]]:
@@ -216,17 +218,26 @@ def measure(args: argparse.Namespace, script: Script, home: Path) -> dict[str, l
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cli = [*shlex.split(args.cli), "run", str(WORKFLOW)]
     path = home / "hello.sh"
-    runs: dict[str, list[float]] = {"a_wall": [], "a_cpu": [], "b_wall": [], "b_cpu": []}
+    runs: dict[str, list[float]] = {
+        "a_wall": [],
+        "a_cpu": [],
+        "a_run": [],
+        "b_wall": [],
+        "b_cpu": [],
+    }
     for pair in range(args.warmup + args.pairs):
         path.write_text(script.text())
         for side, argv in (("a", cli), ("b", ["sh", str(path)])):
             out, code, wall, cpu = timed_child(argv, env)
-            missing = [e for e in EXPECTED if e not in (printed(out) if side == "a" else out)]
+            results = results_of(out) if side == "a" else {}
+            missing = [e for e in EXPECTED if e not in (printed(results) if side == "a" else out)]
             if code != 0 or missing:
                 raise RuntimeError(f"{side}: {shlex.join(argv)} exited {code}, missing {missing}")
             if pair >= args.warmup:
                 runs[f"{side}_wall"].append(wall)
                 runs[f"{side}_cpu"].append(cpu)
+                if side == "a":  # the run itself, from run_started to run_finished
+                    runs["a_run"].append(results["duration_s"])
         if pair >= args.warmup:
             print(
                 f"  pair {pair - args.warmup + 1}: A {runs['a_wall'][-1]:.3f} s"
@@ -247,6 +258,10 @@ def summarise(args: argparse.Namespace, runs: dict[str, list[float]]) -> dict[st
         "a_wall_s": round(median(runs["a_wall"]), 3),
         "b_wall_s": round(median(runs["b_wall"]), 3),
         "a_cpu_s": round(median(runs["a_cpu"]), 3),
+        "a_run_s": round(median(runs["a_run"]), 3),
+        "a_outside_run_s": round(
+            median([w - r for w, r in zip(runs["a_wall"], runs["a_run"], strict=True)]), 3
+        ),
         "b_cpu_s": round(median(runs["b_cpu"]), 3),
         "wall_ratio": round(median(ratios), 3),
         "wall_ratio_of_medians": round(median(runs["a_wall"]) / median(runs["b_wall"]), 3),
@@ -264,6 +279,10 @@ def report(f: dict[str, Any]) -> None:
     print(f"  {f['pairs']} interleaved pairs after warm-up; medians; CPU = the child's and its")
     print("  children's user+system (os.wait4), the engine's own CPU not counted")
     print(f"  A sandbox-orch   wall {f['a_wall_s']:.3f} s   cpu {f['a_cpu_s']:.3f} s")
+    print(
+        f"    of which the run (results duration_s) {f['a_run_s']:.3f} s; outside it (start-up,"
+        f" imports, validation, preflight, exit) {f['a_outside_run_s']:.3f} s"
+    )
     print(f"  B docker run sh  wall {f['b_wall_s']:.3f} s   cpu {f['b_cpu_s']:.3f} s")
     print(
         f"  wall A/B: median of per-pair ratios {f['wall_ratio']:.3f}, ratio of medians"
