@@ -28,7 +28,8 @@ mutation: $(STAMP)
 	$(BIN)/python tests/mutation/check.py
 
 # Each prints its figures, its target and PASS/FAIL; --strict would make a miss fail.
-BENCHES := node_overhead scheduler_overhead chain_handoff artifact_transfer output_flood agent_budget workspace_copy cli_latency
+BENCHES := node_overhead scheduler_overhead chain_handoff artifact_transfer output_flood agent_budget workspace_copy \
+           cli_latency end_to_end warm_chain
 
 bench: images
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done

@@ -1,6 +1,6 @@
 """Handoff between consecutive nodes of a chain, on a real engine.
 
-    .venv/bin/python bench/chain_handoff.py [--nodes N] [--warmup-nodes W] [--strict]
+    .venv/bin/python bench/chain_handoff.py [--nodes N] [--warmup-nodes W] [--ahead N] [--strict]
 
 A chain of N trivial nodes (`true` in the shell image; node i+1 needs node i; N = 200 by
 default) is written to a workflow file in a temporary directory and run once through the
@@ -9,14 +9,23 @@ a no-op emit, an interrupt never set and SANDBOX_ORCH_HOME in the temporary dire
 A short chain (W nodes, 3 by default) runs first, unmeasured, to warm the client's
 connection pool and the backend's threads.
 
+The run is pinned to `RunOptions(ahead=0)` by default (`--ahead 0`): every node's
+container is created when its node is due, which is what this benchmark has always
+measured. With `--ahead N` (N > 0; the CLI's default is --max-parallel), node i+1's
+container is created and started while node i runs, held, and its attempt only releases it
+(see warm_chain.py for what that saves on the critical path).
+
 sandbox_orch is wrapped at run time, never edited: `NodeRunner.attempt` (when each
-attempt begins and returns; it returns after its container is removed), the backend's
-`create` (when the create call begins) and `remove` (when it returns), and the
+attempt begins and returns; it returns once its container's wait returns: the container
+is removed in the background), the backend's `create` (when the create call begins),
+`release` (when it is called), `wait` and `remove` (when they return), and the
 `NodeOutput` each attempt makes first (how long making it takes). From these:
 
-handoff(i)  node i's attempt returned -> node i+1's `backend.create` called, for each
-            consecutive pair. It is split into the scheduler's part (attempt i returned ->
-            attempt i+1 called) and the runner's part (attempt i+1 called -> create).
+handoff(i)  node i's attempt returned -> node i+1's first engine step called: its
+            `backend.create` (or, when it was prepared ahead, its `backend.release`), for
+            each consecutive pair. It is split into the scheduler's part (attempt i
+            returned -> attempt i+1 called) and the runner's part (attempt i+1 called ->
+            create or release).
 
 The engine calls are timed too (as in node_overhead.py), and also when the create request
 really begins on a worker thread (`APIClient.create_container` entered), which shows what
@@ -96,6 +105,8 @@ class Timeline:
         self.attempt_began: dict[str, float] = {}
         self.attempt_ended: dict[str, float] = {}
         self.create_called: dict[str, float] = {}
+        self.release_called: dict[str, float] = {}  # prepared ahead: the attempt's "go"
+        self.wait_ended: dict[str, float] = {}
         self.create_entered: dict[str, float] = {}  # APIClient.create_container, on a thread
         self.remove_ended: dict[str, float] = {}
         self.output_buffers: list[float] = []  # seconds to make each attempt's NodeOutput
@@ -103,9 +114,10 @@ class Timeline:
 
 
 class Bench:
-    def __init__(self, home: Path, policy: Path) -> None:
+    def __init__(self, home: Path, policy: Path, ahead: int) -> None:
         self.home = home
         self.policy = policy
+        self.ahead = ahead
         self.owner = orchestrator.owner_token()  # run_plan labels with this same token
         self.backend = DockerBackend(connect())
         self.api = self.backend.client.api
@@ -127,10 +139,13 @@ class Bench:
             if result is not None:
                 self.timeline.node_of[result] = name
 
-        def remove(args: tuple, _kw: dict, _began: float, ended: float, _result: Any) -> None:
-            name = self.timeline.node_of.get(args[0])
-            if name is not None:
-                self.timeline.remove_ended[name] = ended
+        def by_container(instants: str, at_end: bool) -> Any:
+            def record(args: tuple, _kw: dict, began: float, ended: float, _r: Any) -> None:
+                name = self.timeline.node_of.get(args[0])
+                if name is not None:
+                    getattr(self.timeline, instants)[name] = ended if at_end else began
+
+            return record
 
         def output_made(_a: tuple, _kw: dict, began: float, ended: float, _r: Any) -> None:
             self.timeline.output_buffers.append(ended - began)
@@ -139,7 +154,9 @@ class Bench:
         if hasattr(execution, "NodeOutput"):  # the capture buffers each attempt first makes
             self._patches.around(execution, "NodeOutput", output_made)
         self._patches.around(self.backend, "create", create)
-        self._patches.around(self.backend, "remove", remove)
+        self._patches.around(self.backend, "remove", by_container("remove_ended", True))
+        self._patches.around(self.backend, "wait", by_container("wait_ended", True))
+        self._patches.around(self.backend, "release", by_container("release_called", False))
         # When the request really starts, on the backend's worker thread.
         create_container = self.api.create_container
 
@@ -165,6 +182,7 @@ class Bench:
             run_id,
             lambda _event: None,
             asyncio.Event(),
+            orchestrator.RunOptions(ahead=self.ahead),
         )
         took = time.perf_counter() - began
         if report.status.value != "succeeded" or report.cleanup_failures:
@@ -210,12 +228,15 @@ def summarise(bench: Bench, nodes: int, total: float, args: argparse.Namespace) 
         """late[node i+1] - early[node i], for each consecutive pair."""
         return [late[b] - early[a] for a, b in pairs]
 
-    handoff = gap(t.create_called, t.attempt_ended)
+    # A node's first engine step in its attempt: the release of its prepared container,
+    # else the create of its own.
+    go = {n: t.release_called.get(n, t.create_called[n]) for n in names}
+    handoff = gap(go, t.attempt_ended)
     scheduler_part = gap(t.attempt_began, t.attempt_ended)
-    runner_part = [t.create_called[n] - t.attempt_began[n] for n in names[1:]]
+    runner_part = [go[n] - t.attempt_began[n] for n in names[1:]]
     thread_hop = [t.create_entered[n] - t.create_called[n] for n in names[1:]]
-    after_remove = [t.attempt_ended[n] - t.remove_ended[n] for n in names if n in t.remove_ended]
-    between_containers = gap(t.create_called, t.remove_ended)
+    removed_after = [t.remove_ended[n] - t.attempt_ended[n] for n in names if n in t.remove_ended]
+    between_containers = gap(go, t.wait_ended)
     attempts = [t.attempt_ended[n] - t.attempt_began[n] for n in names]
     outside = total - sum(attempts)
     engine = bench.engine.iterations[-1]
@@ -229,7 +250,9 @@ def summarise(bench: Bench, nodes: int, total: float, args: argparse.Namespace) 
         "handoff_scheduler_part": stats(scheduler_part),
         "handoff_runner_part": stats(runner_part),
         "thread_hop_to_create_container": stats(thread_hop),
-        "attempt_tail_after_remove": stats(after_remove),
+        "ahead": bench.ahead,
+        "released": len(t.release_called),
+        "removed_after_attempt": stats(removed_after),
         "container_to_container": stats(between_containers),
         "output_buffers": stats(t.output_buffers) if t.output_buffers else None,
         "total_run_ms": ms(total),
@@ -264,15 +287,19 @@ def report(figures: dict) -> None:
         f"chain handoff: a chain of {f['nodes']} trivial nodes through run_plan on a real engine"
         f" (after a warm-up chain of {f['warmup_nodes']})"
     )
-    line("handoff: attempt i returned -> create i+1", f["handoff"])
+    print(
+        f"  --ahead {f['ahead']}: {f['released']} of {f['nodes']} nodes started from a"
+        " container prepared ahead (released), the others created their own"
+    )
+    line("handoff: attempt i returned -> create/release i+1", f["handoff"])
     line("  scheduler: attempt i returned -> attempt i+1", f["handoff_scheduler_part"])
-    line("  runner: attempt i+1 called -> create", f["handoff_runner_part"])
+    line("  runner: attempt i+1 called -> create/release", f["handoff_runner_part"])
     if f["output_buffers"]:
         line("    of which NodeOutput(output_limit)", f["output_buffers"])
     line("create called -> create_container on a thread", f["thread_hop_to_create_container"])
-    line("attempt: container removed -> attempt returned", f["attempt_tail_after_remove"])
-    line("container i removed -> create i+1 called", f["container_to_container"])
-    line("attempt (create .. removed)", f["attempt"])
+    line("attempt returned -> its container removed (background)", f["removed_after_attempt"])
+    line("wait i returned -> create/release i+1 called", f["container_to_container"])
+    line("attempt (create/release .. wait returned)", f["attempt"])
     print(
         f"  total run {f['total_run_ms']:.1f} ms = attempts {f['sum_attempts_ms']:.1f} ms"
         f" + outside attempts {f['outside_attempts_ms']:.1f} ms"
@@ -298,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup-nodes", type=int, default=3, help="nodes in the unmeasured warm-up chain (3)"
     )
+    parser.add_argument(
+        "--ahead",
+        type=int,
+        default=0,
+        help="containers prepared ahead (0, as measured before --ahead existed; the CLI's"
+        " default is --max-parallel)",
+    )
     parser.add_argument("--policy", type=Path, default=REPO / "policies" / "default.yaml")
     parser.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
     args = parser.parse_args(argv)
@@ -306,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-chain-handoff-") as tmp:
         os.environ[store.HOME_ENV] = tmp  # results.json of both runs lands here
-        bench = Bench(Path(tmp), args.policy)
+        bench = Bench(Path(tmp), args.policy, args.ahead)
         leaked: list[dict[str, Any]] = []
         try:
             with asyncio.Runner() as runner:

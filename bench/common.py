@@ -356,3 +356,42 @@ def raw_container_run(api: Any, spec: Any, keep_stdout: bool = False) -> RawRun:
     finally:
         api.remove_container(container_id, force=True, v=True)
     return RawRun(exit_code, oom, received[0], b"".join(kept))
+
+
+def policy_with_runtime(policy: Any, runtime: str, directory: Any) -> Any:
+    """A copy of `policy` (a policy file) in `directory` whose `oci_runtime` is `runtime`
+    (as tests/integration/conftest.py makes them): the same policy under runc or gVisor."""
+    from pathlib import Path
+
+    text = Path(policy).read_text()
+    for known in ("runc", "runsc"):
+        text = text.replace(f"oci_runtime: {known}", f"oci_runtime: {runtime}")
+    if f"oci_runtime: {runtime}" not in text:
+        raise ValueError(f"{policy} names no oci_runtime to replace")
+    path = Path(directory) / f"{Path(policy).stem}-{runtime}.yaml"
+    path.write_text(text)
+    return path
+
+
+def timed_child(
+    argv: Sequence[str], env: dict[str, str] | None = None
+) -> tuple[str, int, float, float]:
+    """Run a child process to its end: (its stdout and stderr, its exit code, its wall time
+    from spawn to exit, and its CPU time in seconds). The CPU time is user + system from
+    `os.wait4`, which includes every descendant the child waited for (a shell's commands)."""
+    began = time.perf_counter()
+    child = subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+    )
+    assert child.stdout is not None
+    try:
+        out = child.stdout.read()
+    except BaseException:
+        child.kill()
+        raise
+    finally:
+        child.stdout.close()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - began
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return out, child.returncode, wall, usage.ru_utime + usage.ru_stime

@@ -1,7 +1,8 @@
 """Scheduler overhead per node on large DAGs, with no engine at all.
 
     .venv/bin/python bench/scheduler_overhead.py [--sizes 1000 10000] [--repeats R]
-        [--warmup W] [--runner-repeats R] [--when-sizes N ...] [--strict] [--profile]
+        [--warmup W] [--runner-repeats R] [--when-sizes N ...] [--ahead N] [--strict]
+        [--profile]
 
 Three shapes of DAG, each at two sizes (1,000 and 10,000 nodes by default):
 
@@ -22,6 +23,11 @@ runner     `NodeRunner.attempt` on a `MemoryBackend`: the full runner path (spec
            it is slower, so it runs --runner-repeats times (1 by default), without warm-up.
 
 Every shape runs with max_parallel 4 (the default); the wide shape also runs with 64.
+The scheduler runs as `sandbox-orch run` has it by default: it may prepare up to
+max_parallel nodes ahead (`--ahead N` sets another bound, 0 none, as before ahead-of-time
+containers). In scheduler mode a no-op preparer stands in for NodeRunner, so what is
+timed is the scheduler's own deciding (timing/ahead.py); in runner mode the NodeRunner
+prepares held containers on the MemoryBackend and releases them.
 Workflow files are limited to 1,000 nodes, so the plan is built without the file: the
 header is validated as usual, every node with `Node.model_validate`, and the nodes are
 put in with `model_copy`; then `make_plan` and `admit` run as usual on a `Document` with
@@ -144,10 +150,22 @@ async def instant_attempt(node: PlannedNode, sandbox: Sandbox, number: int) -> A
     return Attempt(number, NodeStatus.SUCCEEDED, _EPOCH, _EPOCH, 0.0, exit_code=0)
 
 
-def attempt_fn(mode: str) -> AttemptFn:
+class NoPreparer:
+    """Scheduler mode's stand-in for NodeRunner's preparing: the scheduler still decides,
+    at every start and finish, which nodes to prepare (timing/ahead.py); nothing is made."""
+
+    def prepare(self, node: PlannedNode, sandbox: Sandbox) -> None:
+        pass
+
+    def discard(self, name: str) -> None:
+        pass
+
+
+def attempt_fn(mode: str) -> tuple[AttemptFn, NodeRunner | NoPreparer]:
     if mode == "scheduler":
-        return instant_attempt
-    return NodeRunner(MemoryBackend(), "bench-scheduler", "bench-owner").attempt
+        return instant_attempt, NoPreparer()
+    runner = NodeRunner(MemoryBackend(), "bench-scheduler", "bench-owner")
+    return runner.attempt, runner
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -162,11 +180,13 @@ class Case:
         return f"{self.shape}/{self.max_parallel}"
 
 
-async def _timed_run(scheduler: Scheduler) -> float:
+async def _timed_run(scheduler: Scheduler, preparer: Any = None) -> float:
     interrupt = asyncio.Event()
     began = time.perf_counter()
     records = await scheduler.run(interrupt)
     took = time.perf_counter() - began
+    if isinstance(preparer, NodeRunner):  # its background removals, untimed (as run_plan)
+        await preparer.close()
     bad = [r.name for r in records.values() if r.status != NodeStatus.SUCCEEDED]
     if bad or len(records) != len(scheduler.plan.nodes):
         raise RuntimeError(f"{len(bad)} node(s) did not succeed, e.g. {bad[:3]}")
@@ -179,10 +199,17 @@ def run_once(
     sandboxes: dict[str, Sandbox],
     mode: str,
     max_parallel: int,
+    ahead: int | None = None,
 ) -> float:
-    scheduler = Scheduler(plan, sandboxes, attempt_fn(mode), _no_emit, max_parallel=max_parallel)
+    attempt, preparer = attempt_fn(mode)
+    # As `sandbox-orch run` does by default: up to --max-parallel containers prepared ahead
+    # (--ahead 0 measures the scheduler without that bookkeeping).
+    hold = max_parallel if ahead is None else ahead
+    scheduler = Scheduler(
+        plan, sandboxes, attempt, _no_emit, max_parallel=max_parallel, ahead=preparer, hold=hold
+    )
     gc.collect()  # garbage of the previous repeat is not this one's cost
-    return runner.run(_timed_run(scheduler))
+    return runner.run(_timed_run(scheduler, preparer))
 
 
 def _no_emit(_event: object) -> None:
@@ -216,7 +243,7 @@ def measure(
             for case in cases:
                 for size in args.sizes:
                     plan, sandboxes = plans[(case.shape, size)]
-                    took = run_once(runner, plan, sandboxes, mode, case.max_parallel)
+                    took = run_once(runner, plan, sandboxes, mode, case.max_parallel, args.ahead)
                     if keep:
                         case.seconds.setdefault((size, mode), []).append(took)
         plans.clear()
@@ -228,7 +255,7 @@ def measure(
             if size <= MAX_NODES:
                 check_against_file(data, plan)
             when_chain[size] = [
-                run_once(runner, plan, sandboxes, "scheduler", DEFAULT_MAX_PARALLEL)
+                run_once(runner, plan, sandboxes, "scheduler", DEFAULT_MAX_PARALLEL, args.ahead)
                 for _ in range(min(args.repeats, 3))
             ]
     return cases, build_s, when_chain
@@ -393,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         help="measured runs per case in runner mode, no warm-up (1); 0 skips that mode",
     )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (1)")
+    parser.add_argument(
+        "--ahead", type=int, default=None, metavar="N",
+        help="nodes the scheduler may prepare ahead (default: max_parallel, as `run`; 0: none,"
+        " as before ahead-of-time containers)",
+    )  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
         "--profile", action="store_true", help="also cProfile one run per case at LARGE"
