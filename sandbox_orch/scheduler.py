@@ -219,15 +219,17 @@ class Scheduler:
             self._offered.extend(self._dependents[name])
 
     def _prepare_ahead(self) -> None:
-        """Prepare the containers of nodes due next, up to `hold` at a time; none once
+        """Prepare the containers of nodes due soon, up to `hold` at a time; none once
         the run is halted or interrupted."""
         if self._ahead is None or self._halted_by is not None or self.interrupted:
             return
-        room = self._hold - len(self._held)
-        status = self._status
-        for name in to_prepare(self._offered, self.plan, status, self._held, room):
-            self._held.add(name)
-            self._ahead.prepare(self.plan.nodes[name], self.sandboxes[name])
+        while chosen := to_prepare(
+            self._offered, self.plan, self._status, self._held, self._hold - len(self._held)
+        ):
+            for name in chosen:
+                self._held.add(name)
+                self._ahead.prepare(self.plan.nodes[name], self.sandboxes[name])
+                self._offer(name)  # its dependents may be held next, if there is room
 
     def _status(self, name: str) -> NodeStatus:
         return self.records[name].status

@@ -12,8 +12,8 @@ A node is prepared only when everything its container is made of is final by the
 - its own artifact volumes: none (they are reserved against the run's artifacts_total
   when they are made, which must not happen for a node that may never run);
 - no `start_delay` (it would be held for the whole delay).
-And only when it is due next: every need has started and some need is still running (so
-a chain holds one container ahead, not its whole length).
+And only when it is due soon: every need has started or is held itself, and some need
+is still unfinished; nearest first, as many as the bound (`--ahead`) allows.
 """
 
 from __future__ import annotations
@@ -56,15 +56,16 @@ def dependents(plan: Plan) -> dict[str, tuple[str, ...]]:
     return {name: tuple(names) for name, names in found.items()}
 
 
-def due(node: PlannedNode, status: Callable[[str], NodeStatus]) -> bool:
-    """Whether the node is due next: still pending, every need started, some need still
-    running, and every artifact input's producer finished."""
+def due(node: PlannedNode, status: Callable[[str], NodeStatus], held: Container[str] = ()) -> bool:
+    """Whether the node is due soon: still pending, every need started or itself held
+    (so a chain is prepared as far ahead as the bound allows), some need not finished,
+    and every artifact input's producer finished."""
     if status(node.name) != NodeStatus.PENDING or not node.needs:
         return False
-    needs = [status(edge.source) for edge in node.needs]
-    if any(need == NodeStatus.PENDING for need in needs):
+    needs = [edge.source for edge in node.needs]
+    if any(status(need) == NodeStatus.PENDING and need not in held for need in needs):
         return False
-    if all(need.finished for need in needs):
+    if all(status(need).finished for need in needs):
         return False  # ready: it is judged now, not prepared
     return all(status(needed.producer).finished for needed in node.inputs)
 
@@ -76,14 +77,15 @@ def to_prepare(
     held: Container[str],
     room: int,
 ) -> list[str]:
-    """Up to `room` nodes to prepare now, taken from the front of `offered` (nodes whose
-    need just started or finished). One not due is dropped: it is offered again when
-    another of its needs starts or finishes. What `room` leaves stays offered."""
+    """Up to `room` nodes to prepare now, taken from the front of `offered` (nodes one
+    of whose needs just started, was prepared or finished). One not due is dropped: it
+    is offered again when another of its needs does so. What `room` leaves stays."""
     chosen: list[str] = []
     while offered and len(chosen) < room:
         name = offered.popleft()
         node = plan.nodes[name]
-        if name in held or name in chosen or not preparable(node) or not due(node, status):
+        if name in held or name in chosen or not preparable(node):
             continue
-        chosen.append(name)
+        if due(node, status, {*held, *chosen}):
+            chosen.append(name)
     return chosen

@@ -51,6 +51,11 @@ def test_a_node_is_due_once_every_need_started_and_some_need_still_runs():
     assert not due(c, statuses(a=RUNNING, b=RUNNING, c=RUNNING))  # not pending
     assert not due(c, statuses(a=RUNNING, b=RUNNING, c=NodeStatus.SKIPPED))
     assert not due(plan_of(FAN).nodes["a"], statuses())  # a root is simply started
+    # A need that is held itself counts as started: prepared as far ahead as allowed.
+    d = plan_of(FAN).nodes["d"]
+    assert not due(d, statuses(a=RUNNING, b=RUNNING))
+    assert due(d, statuses(a=RUNNING, b=RUNNING), held={"c"})
+    assert due(c, statuses(a=RUNNING), held={"b"})
 
 
 def test_a_node_whose_input_producer_still_runs_is_not_due():
@@ -86,6 +91,9 @@ def test_to_prepare_takes_up_to_room_drops_what_is_not_due_and_keeps_the_rest():
     offered = deque(["c", "c"])
     assert to_prepare(offered, plan, status, set(), room=5) == ["c"]  # once
     assert to_prepare(deque(["c"]), plan, status, set(), room=0) == []
+    # What is chosen counts as held for what follows it in the same call.
+    assert to_prepare(deque(["c", "d"]), plan, status, set(), room=2) == ["c", "d"]
+    assert to_prepare(deque(["d", "c"]), plan, status, set(), room=2) == ["c"]
 
 
 # --- on the in-memory backend -------------------------------------------------------------
@@ -163,13 +171,22 @@ def test_a_held_container_runs_its_command_only_after_its_need_finished():
     scheduler, _, backend, _ = run_held(CHAIN, {"a*": Outcome()})
     log = backend.log
     assert log.index(("start", "b")) < log.index(("exit", "a"))  # ready before it was due
+    assert log.index(("start", "c")) < log.index(("exit", "a"))  # and the next one too
     assert log.index(("exit", "a")) < log.index(("release", "b"))
-    assert log.index(("release", "b")) < log.index(("start", "c"))  # one ahead, not all
+    assert log.index(("exit", "b")) < log.index(("release", "c"))
     assert [s.gated for s in backend.specs["b"]] == [True]
     assert backend.specs["b"][0].argv[0] == GATE
     assert backend.specs["a"][0].gated is False  # a root is started at once
     assert scheduler.run_status() == RunStatus.SUCCEEDED
     assert backend.containers == {}
+
+
+def test_a_chain_is_prepared_as_far_ahead_as_the_bound_allows():
+    _, records, backend, _ = run_held(CHAIN, {"a*": Outcome()}, hold=1)
+    log = backend.log
+    assert log.index(("start", "b")) < log.index(("exit", "a"))
+    assert log.index(("release", "b")) < log.index(("start", "c"))  # one ahead only
+    assert all(r.status == NodeStatus.SUCCEEDED for r in records.values())
 
 
 def test_a_node_whose_need_failed_is_removed_held_and_its_command_never_ran():
