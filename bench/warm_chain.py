@@ -24,13 +24,13 @@ shape and runtime (median of the per-repetition ratios A/B).
 
 Where the rest goes: sandbox_orch is wrapped at run time, never edited (the attempt, the
 claim of a prepared container, the backend's create/start/release/wait/remove, and in the
-backend's wait the engine's `wait` and the `inspect` after it, whose State.FinishedAt is
-the engine's record of the exit: containerd's exit time). The critical path is, per layer,
-the node that finished last; its wall time splits into consecutive segments along it,
-which add up to the run's wall time: preflight, scheduler, waiting for the prepared
+backend's wait the moment the exit is known: the engine's `die` event or its `wait`,
+whichever comes first, see sandbox_orch/backend/exits.py). The critical path is, per
+layer, the node that finished last; its wall time splits into consecutive segments along
+it, which add up to the run's wall time: preflight, scheduler, waiting for the prepared
 container, release (or create and start), the command beyond its sleep until the engine
-records its exit, until the engine's wait answers, until the backend's wait returns, and
-the sweep at the end. With `--probe` every node runs `bash -c 'echo $EPOCHREALTIME; sleep
+announces its exit, until the backend's wait returns (output, oom), and the sweep at the
+end. With `--probe` every node runs `bash -c 'echo $EPOCHREALTIME; sleep
 0.3; echo $EPOCHREALTIME'` instead, which also places the command's start and exit (the
 shell's start-up and the fork of `sleep` then count as overhead in both modes). Under
 gVisor the container's clock is gVisor's; it follows the host's closely (see
@@ -52,7 +52,6 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +117,6 @@ def layered(width: int, depth: int, command: list[str] = PLAIN) -> Shape:
     return Shape(f"layers{width}x{depth}", layers, tuple(command))
 
 
-def engine_time(stamp: str) -> float:
-    """An engine's RFC 3339 time (nanoseconds, Z) as seconds since the epoch."""
-    whole, _, fraction = stamp.rstrip("Z").partition(".")
-    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
-    return seconds + float(f"0.{fraction or 0}")
-
-
 @dataclass
 class Timeline:
     """perf_counter instants per node (from the wrappers), and the command's own start and
@@ -183,17 +175,9 @@ class Bench:
         self._patches.around(self.backend, "create", by_node("create", created_node))
         for call in ("start", "release", "wait", "remove"):
             self._patches.around(self.backend, call, by_node(call, container_node))
-        # Inside the backend's wait: when the engine's wait answers, and when the engine
-        # recorded the exit (State.FinishedAt, read by the inspect that follows the wait).
-        self._patches.around(self.api, "wait", by_node("engine_wait", container_node))
-
-        def finished_at(args: tuple, _kw: dict, _began: float, _ended: float, result: Any) -> None:
-            node = container_node(args, result)
-            state = (result or {}).get("State") or {}
-            if node is not None and state.get("Status") == "exited":
-                t().mark(node, "engine_exit", engine_time(state["FinishedAt"]) - t().offset)
-
-        self._patches.around(self.api, "inspect_container", finished_at)
+        # Inside the backend's wait: when the exit is known (the engine's `die` event or
+        # its `wait`, whichever comes first: backend/exits.py).
+        self._patches.around(self.backend, "_first_exit", by_node("exit_known", container_node))
 
     def prepare(self, shape: Shape, policy: Path) -> orchestrator.Prepared:
         workflow = self.home / f"{shape.name}.yaml"
@@ -258,13 +242,14 @@ def segments(shape: Shape, t: Timeline) -> dict[str, float]:
             steps += [
                 (f"{go} -> command starts", at["command_began"]),
                 (COMMAND, at["command_ended"]),
-                ("command exit -> engine records it (FinishedAt)", at["engine_exit"]),
+                ("command exit -> engine announces it (die or wait)", at["exit_known_ended"]),
             ]
-        else:  # the sleep alone: from the go to the engine's record of its exit
-            steps.append((f"{go} -> exit (FinishedAt), {BEYOND}", at["engine_exit"]))
+        else:  # the sleep alone: from the go to the engine's announcement of its exit
+            steps.append(
+                (f"{go} -> exit announced (die or wait), {BEYOND}", at["exit_known_ended"])
+            )
         steps += [
-            ("FinishedAt -> engine's wait answers", at["engine_wait_ended"]),
-            ("engine's wait -> wait returns (output, inspect)", at["wait_ended"]),
+            ("exit announced -> wait returns (output, oom)", at["wait_ended"]),
             ("wait -> attempt returns", at["attempt_ended"]),
         ]
         for label, instant in steps:
@@ -382,8 +367,7 @@ SEGMENT_ORDER = (
     "create (start)",
     "command starts",
     "command exit",
-    "FinishedAt",
-    "engine's wait",
+    "exit announced",
     "wait ->",
     "last attempt",
 )
@@ -449,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "--probe",
         action="store_true",
         help="nodes run bash printing the clock around the sleep: splits release -> exit"
-        " into release -> command starts, the command, exit -> FinishedAt (costs bash's"
+        " into release -> command starts, the command, exit -> announced (costs bash's"
         " start-up and a fork in both modes)",
     )
     parser.add_argument("--policy", type=Path, default=REPO / "policies" / "default.yaml")
