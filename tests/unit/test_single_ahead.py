@@ -112,7 +112,7 @@ def test_a_failed_copy_removes_the_held_container_unrun_and_leaves_nothing(
     monkeypatch.setattr(workspace_module, "_copy_one", unreadable)
     events: list[object] = []
     request = SingleRequest("shell", workspace, args=("sh", "-c", "true"))
-    with pytest.raises(InputRefused, match="cannot read zz-big.bin"):
+    with pytest.raises(InputRefused, match=r"cannot read zz-big\.bin"):
         asyncio.run(
             run_single(request, default_policy(), backend, "r2", events.append, asyncio.Event())
         )

@@ -1,0 +1,110 @@
+"""How soon `single claude` is ready: from the command's start to the agent's first
+request at the mock model API, on a workspace whose copy takes about a second.
+
+    .venv/bin/python bench/single_ready.py [--runs N] [--files N] [--mb MB]
+        [--checkout DIR ...]
+
+Needs the engine and the images (the claude image, the mock from tests/mockapi over TLS,
+the shipped agents policy pointed at it under runc, as the agent tests use it). Builds
+the workspace as bench/workspace_copy.py does (a committed git repository), times the
+copy alone in this process, then runs `python -m sandbox_orch single claude` as a whole
+process from each --checkout (default: this one; give another checkout of the project to
+compare, e.g. the commit before `single` prepared its container during the copy),
+interleaved, RUNS times each. Prints each checkout's median time to the first request,
+and that time minus the copy's: what the run adds after its copy (the container's
+create and start, when it is not overlapped; the agent's own start-up in any case).
+Not in `make bench`: a figure to compare checkouts by, with no target of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench`, `tests`, `sandbox_orch` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import median, ms, run_main
+from bench.workspace_copy import build_tree
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def copy_time(tree: Path, run_id: str) -> float:
+    from sandbox_orch.policy import load_policy
+    from sandbox_orch.single.workspace import copy_workspace, discard_copy
+
+    policy = load_policy(REPO / "policies" / "agents.yaml")
+    began = time.perf_counter()
+    copy = copy_workspace(tree, run_id, policy)
+    took = time.perf_counter() - began
+    discard_copy(copy)
+    return took
+
+
+def first_request(checkout: Path, tree: Path, policy: Path, mock: str, keys: dict) -> float:
+    """Seconds from the command's start to the mock's first request from its agent."""
+    from tests.integration.conftest import mock_requests
+
+    before = len(mock_requests(mock))
+    env = {**os.environ, **keys, "PYTHONPATH": str(checkout)}
+    began = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox_orch", "single", "claude", "--workspace", str(tree),
+         "--policy", str(policy), "--ci", "--prompt", "say hello"],
+        capture_output=True, text=True, env=env, cwd=checkout, timeout=600,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"single failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    requests = mock_requests(mock)[before:]
+    return min(r["received"] for r in requests) - began
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--files", type=int, default=1500)
+    parser.add_argument("--mb", type=int, default=30)
+    parser.add_argument("--checkout", type=Path, action="append", default=None)
+    args = parser.parse_args(argv)
+    checkouts = [c.resolve() for c in args.checkout or [REPO]]
+
+    import trustme  # noqa: F401  (the TLS mock's certificates: a test dependency)
+
+    from tests.integration.conftest import _tls_mock, for_the_mock
+
+    with tempfile.TemporaryDirectory(prefix="bench-ready-") as scratch:
+        base = Path(scratch)
+        os.environ["SANDBOX_ORCH_HOME"] = str(base / "home")
+        tree = base / "tree"
+        build_tree(tree, args.files, args.mb, 10, 1)
+        (base / "mock").mkdir()
+        proc, mock = _tls_mock(base / "mock")
+        try:
+            policy = for_the_mock("agents", "runc", mock, base)
+            keys = {"ANTHROPIC_API_KEY": "sk-ant-bench", "OPENAI_API_KEY": "sk-openai-bench"}
+            copies = [copy_time(tree, f"bench-copy-{i}") for i in range(args.runs)]
+            times: dict[Path, list[float]] = {c: [] for c in checkouts}
+            for _ in range(args.runs):
+                for checkout in checkouts:
+                    times[checkout].append(first_request(checkout, tree, policy, mock, keys))
+        finally:
+            proc.kill()
+            proc.wait()
+    copy = median(copies)
+    print(f"workspace: {args.files} files, {args.mb} MB; its copy alone: median {ms(copy):.0f} ms")
+    for checkout, found in times.items():
+        took = median(found)
+        print(f"{checkout}: first request after median {ms(took):.0f} ms "
+              f"(runs: {', '.join(f'{ms(t):.0f}' for t in found)}); "
+              f"minus the copy: {ms(took - copy):.0f} ms")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
