@@ -96,9 +96,7 @@ def test_the_container_starts_during_the_copy_and_runs_only_after_it(workspace, 
     assert "+made by the node" in patch and "zz-big.bin" not in patch
 
 
-def test_a_failed_copy_removes_the_held_container_unrun_and_leaves_nothing(
-    workspace, monkeypatch
-):
+def test_a_failed_copy_removes_the_held_container_unrun_and_leaves_nothing(workspace, monkeypatch):
     ran: list[object] = []
     backend = Started(lambda spec: ran.append(spec) or Outcome())
     copy_one = workspace_module._copy_one
