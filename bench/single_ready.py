@@ -13,6 +13,9 @@ compare, e.g. the commit before `single` prepared its container during the copy)
 interleaved, RUNS times each. Prints each checkout's median time to the first request,
 and that time minus the copy's: what the run adds after its copy (the container's
 create and start, when it is not overlapped; the agent's own start-up in any case).
+Beside it, less noisy: `single shell -- true` in process (a child per checkout), the time
+from the call to the copy's end and to the command's go (its container started, or its
+held container released), and the go's lag after the copy's end.
 Not in `make bench`: a figure to compare checkouts by, with no target of its own.
 """
 
@@ -60,9 +63,68 @@ def first_request(checkout: Path, tree: Path, policy: Path, mock: str, keys: dic
         capture_output=True, text=True, env=env, cwd=checkout, timeout=600,
     )  # fmt: skip
     if proc.returncode != 0:
-        raise RuntimeError(f"single failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        said = [line for line in (proc.stdout + proc.stderr).splitlines() if "copying" not in line]
+        raise RuntimeError(f"single failed ({proc.returncode}): " + "\n".join(said[-30:]))
     requests = mock_requests(mock)[before:]
     return min(r["received"] for r in requests) - began
+
+
+# Run in a child process from a checkout: `single shell -- true` on the tree, in process,
+# timing from the call to the copy's end and to the command's go (its container's start,
+# or the release of its held container). Prints "COPIED GO" in seconds.
+TO_GO = """
+import asyncio, json, sys, time
+from pathlib import Path
+from sandbox_orch.engine import docker_backend
+from sandbox_orch.policy import load_policy
+from sandbox_orch.single import SingleRequest, run_single
+from sandbox_orch.single import workspace
+from sandbox_orch.store import new_run_id
+
+marks = {}
+stamps = workspace._stamps
+def timed_stamps(*args):
+    found = stamps(*args)
+    marks["copied"] = time.perf_counter()
+    return found
+workspace._stamps = timed_stamps
+
+async def main():
+    backend = docker_backend()
+    start, release = backend.start, backend.release
+    async def started(cid, sink):
+        await start(cid, sink)
+        marks.setdefault("go", time.perf_counter())  # not held: its command runs now
+    async def released(cid):
+        marks.pop("go", None)  # held until now
+        await release(cid)
+        marks["go"] = time.perf_counter()
+    backend.start, backend.release = started, released
+    request = SingleRequest("shell", Path(sys.argv[1]), args=("true",))
+    policy = load_policy(Path(sys.argv[2]))
+    began = time.perf_counter()
+    try:
+        await run_single(request, policy, backend, new_run_id(), lambda e: None, asyncio.Event())
+    finally:
+        await backend.close()
+    print(marks["copied"] - began, marks["go"] - began)
+
+asyncio.run(main())
+"""
+
+
+def to_go(checkout: Path, tree: Path) -> tuple[float, float]:
+    """Seconds from run_single's call to the copy's end and to the command's go."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    policy = checkout / "policies" / "default.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-c", TO_GO, str(tree), str(policy)],
+        capture_output=True, text=True, env=env, cwd=checkout, timeout=600,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"to_go failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    copied, go = (float(x) for x in proc.stdout.split())
+    return copied, go
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             keys = {"ANTHROPIC_API_KEY": "sk-ant-bench", "OPENAI_API_KEY": "sk-openai-bench"}
             copies = [copy_time(tree, f"bench-copy-{i}") for i in range(args.runs)]
             times: dict[Path, list[float]] = {c: [] for c in checkouts}
+            gos: dict[Path, list[tuple[float, float]]] = {c: [] for c in checkouts}
             for _ in range(args.runs):
                 for checkout in checkouts:
+                    gos[checkout].append(to_go(checkout, tree))
                     times[checkout].append(first_request(checkout, tree, policy, mock, keys))
         finally:
             proc.kill()
@@ -103,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{checkout}: first request after median {ms(took):.0f} ms "
               f"(runs: {', '.join(f'{ms(t):.0f}' for t in found)}); "
               f"minus the copy: {ms(took - copy):.0f} ms")  # fmt: skip
+        copied = median([c for c, _ in gos[checkout]])
+        go = median([g for _, g in gos[checkout]])
+        lag = median([g - c for c, g in gos[checkout]])
+        print(f"  single shell, in process: copy done after median {ms(copied):.0f} ms, "
+              f"command's go after {ms(go):.0f} ms; go after the copy's end: median "
+              f"{ms(lag):.0f} ms")  # fmt: skip
     return 0
 
 

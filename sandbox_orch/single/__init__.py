@@ -8,6 +8,11 @@ git would keep (selection.py); it is copied once into the run's directory, its b
 kept in a scratch git index (workspace.py, scratch.py); the patch (changes.py) is the
 diff from that baseline to what the node left, never following symlinks (a link the
 agent planted shows as a link, not as the file it points at). delivery.py takes it back.
+
+The copy is made in a thread while the run prepares the node's container (created and
+started with the mounts admission decided, held by its gate: the copy's directory exists,
+empty, from the start, and a bind mount shows what is written into it later); the run
+releases it only once the copy is complete and checked (RunOptions.ready).
 """
 
 from __future__ import annotations
