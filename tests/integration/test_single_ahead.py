@@ -20,9 +20,10 @@ from sandbox_orch.engine import docker_backend
 from sandbox_orch.policy import load_policy
 from sandbox_orch.single import SingleRequest, run_single
 from sandbox_orch.single import workspace as workspace_module
-from sandbox_orch.store import new_run_id
+from sandbox_orch.store import new_run_id, run_dir
+from sandbox_orch.timing.countdown import StartCancelled
 
-from ..conftest import labelled_leftovers
+from ..conftest import REPO, labelled_leftovers
 from .conftest import mock_requests, tool_results_seen
 
 pytestmark = pytest.mark.engine
@@ -90,3 +91,67 @@ def test_the_agent_s_container_starts_during_the_copy_and_sees_all_of_it(
     }  # the whole file, as copied last
     assert report.patch is None  # it only read: the baseline is what it saw
     assert labelled_leftovers(docker_client, run_id) == []
+
+
+def test_an_interrupt_during_the_copy_removes_the_held_container_unrun(
+    tmp_path, workdir, monkeypatch, docker_client
+):
+    """Ctrl-C once the node's container is started (held) and before the copy's last
+    file: the copy stops, the container is removed with its command never run (it exits
+    as its gate does when held), nothing of the run is left."""
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    (workspace / "a.txt").write_text("a\n")
+    (workspace / os.fsdecode(LAST)).write_bytes(b"last\n")
+    started, stops = threading.Event(), []
+    interrupt = asyncio.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+    copy_one, finish = workspace_module._copy_one, single_module.finish_copy
+
+    def interrupted_before_last(src, dst, entry, owner, algorithm):
+        if entry.path == LAST:
+            assert started.wait(WAIT), "the container was not started during the copy"
+            loops[0].call_soon_threadsafe(interrupt.set)
+            assert stops[0].wait(WAIT), "the copy was not stopped"
+        return copy_one(src, dst, entry, owner, algorithm)
+
+    def kept_stop(pending, stop):
+        stops.append(stop)
+        return finish(pending, stop)
+
+    monkeypatch.setattr(workspace_module, "_copy_one", interrupted_before_last)
+    monkeypatch.setattr(single_module, "finish_copy", kept_stop)
+    run_id, since = new_run_id(), time.time()
+    request = SingleRequest("shell", workspace, args=("true",))
+
+    async def go():
+        loops.append(asyncio.get_running_loop())
+        backend = docker_backend()
+        start = backend.start
+
+        async def noting(container_id, sink):
+            await start(container_id, sink)
+            started.set()
+
+        backend.start = noting
+        try:
+            policy = load_policy(REPO / "policies" / "default.yaml")
+            await run_single(request, policy, backend, run_id, lambda e: None, interrupt)
+        finally:
+            await backend.close()
+
+    with pytest.raises(StartCancelled, match="nothing was started"):
+        asyncio.run(go())
+    events = docker_client.events(
+        since=since, until=time.time(), decode=True,
+        filters={"type": "container", "label": f"sandbox-orch.run={run_id}"},
+    )  # fmt: skip
+    seen = [(e["Action"], e["Actor"]["Attributes"].get("exitCode")) for e in events]
+    actions = [action for action, _ in seen]
+    assert actions.count("create") == 1 and "start" in actions and "destroy" in actions
+    # Its gate's exits only (images/base/sandbox-orch-gate): 125, stdin closed with no
+    # "go", or 137, killed while held; `true` would have exited 0.
+    (died,) = [code for action, code in seen if action == "die"]
+    assert died in ("125", "137")
+    assert labelled_leftovers(docker_client, run_id) == []
+    assert not run_dir(run_id).exists()
