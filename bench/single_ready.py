@@ -10,7 +10,7 @@ the workspace as bench/workspace_copy.py does (a committed git repository), time
 copy alone in this process, then runs `python -m sandbox_orch single claude` as a whole
 process from each --checkout (default: this one; give another checkout of the project to
 compare, e.g. the commit before `single` prepared its container during the copy),
-interleaved, RUNS times each. Prints each checkout's median time to the first request,
+interleaved (ABBA), RUNS times each. Prints each checkout's median time to the first request,
 and that time minus the copy's: what the run adds after its copy (the container's
 create and start, when it is not overlapped; the agent's own start-up in any case).
 Beside it, less noisy: `single shell -- true` in process (a child per checkout), the time
@@ -153,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             copies = [copy_time(tree, f"bench-copy-{i}") for i in range(args.runs)]
             times: dict[Path, list[float]] = {c: [] for c in checkouts}
             gos: dict[Path, list[tuple[float, float]]] = {c: [] for c in checkouts}
-            for _ in range(args.runs):
-                for checkout in checkouts:
+            for run in range(args.runs):
+                # ABBA: a copy made just after another run removed its copy is slower
+                # (ext4 skips recently freed inodes, see workspace_copy.py): each
+                # checkout goes first as often as last.
+                for checkout in checkouts if run % 2 == 0 else checkouts[::-1]:
                     gos[checkout].append(to_go(checkout, tree))
                     times[checkout].append(first_request(checkout, tree, policy, mock, keys))
         finally:
