@@ -155,3 +155,57 @@ def test_an_interrupt_during_the_copy_removes_the_held_container_unrun(
     assert died in ("125", "137")
     assert labelled_leftovers(docker_client, run_id) == []
     assert not run_dir(run_id).exists()
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_what_the_copy_writes_after_the_start_is_what_the_node_sees(
+    runtime, tmp_path, workdir, monkeypatch, docker_client
+):
+    """The whole copy (directories and files) is written into the bind mount's source
+    after the held container started: under runc and gVisor (whose gofer serves the
+    mount) the node sees all of it, and the patch holds only what it changed."""
+    workspace = tmp_path / "project"
+    (workspace / "sub").mkdir(parents=True)
+    (workspace / "sub" / "a.txt").write_text("a\n")
+    content = os.urandom(4 << 20)
+    (workspace / os.fsdecode(LAST)).write_bytes(content)
+    policy = tmp_path / "policy.yaml"
+    shipped = (REPO / "policies" / "default.yaml").read_text()
+    policy.write_text(shipped.replace("oci_runtime: runc", f"oci_runtime: {runtime}"))
+    started = threading.Event()
+    copy_one = workspace_module._copy_one
+
+    def after_the_start(src, dst, entry, owner, algorithm):
+        assert started.wait(WAIT), "the container was not started during the copy"
+        return copy_one(src, dst, entry, owner, algorithm)
+
+    monkeypatch.setattr(workspace_module, "_copy_one", after_the_start)
+    run_id = new_run_id()
+    script = "cat sub/a.txt; sha256sum zz-last.bin; echo new > sub/b.txt"
+    request = SingleRequest("shell", workspace, args=("sh", "-c", script))
+
+    async def go():
+        backend = docker_backend()
+        start = backend.start
+
+        async def noting(container_id, sink):
+            await start(container_id, sink)
+            started.set()
+
+        backend.start = noting
+        try:
+            loaded = load_policy(policy)
+            return await run_single(request, loaded, backend, run_id, lambda e: None,
+                                    asyncio.Event())  # fmt: skip
+        finally:
+            await backend.close()
+
+    report = asyncio.run(go())
+    node = report.results["nodes"]["single"]
+    assert report.status == "succeeded" and node["sandbox"]["oci_runtime"] == runtime, node
+    digest = hashlib.sha256(content).hexdigest()
+    assert node["stdout_tail"] == f"a\n{digest}  zz-last.bin\n"
+    assert report.patch is not None
+    patch = report.patch.read_text()
+    assert "+++ b/sub/b.txt" in patch and patch.count("+++ ") == 1
+    assert labelled_leftovers(docker_client, run_id) == []
