@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ from .status import RunStatus
 from .store import run_dir, save_results
 from .terminal import HostTerminal
 from .timing.countdown import StartCancelled, format_left, wait_until
+from .timing.ready import roots_to_prepare, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,11 @@ class RunOptions:
     # `--ahead`: how many nodes' containers may be prepared (held) before they are due;
     # None: as many as --max-parallel, 0: none (timing/ahead.py).
     ahead: int | None = None
+    # `single`: what the run waits for before any node starts (its workspace copy, made
+    # meanwhile); the first nodes' containers are prepared (held) during the wait. Until
+    # it is done nothing is recorded (no run_started, no run store row); if it fails, or
+    # the run is interrupted meanwhile (StartCancelled), their containers are removed unrun.
+    ready: Awaitable[object] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,10 +154,7 @@ async def run_plan(
         await _wait_to_start(options.start_at, options.countdown_every, run_id, emit, interrupt)
         # Images may have been rebuilt during the wait: run what is there now.
         image_ids = await preflight(backend, policy, sandboxes, artifacts=with_artifacts)
-    started_at = datetime.now(UTC)
-    run = _RunResources.open(
-        plan, policy, sandboxes, backend, run_id, started_at, with_artifacts, image_ids
-    )
+    run = _RunResources.open(plan, policy, sandboxes, backend, run_id, with_artifacts, image_ids)
     emit = run.releasing(_redacting(run.keeping_events(emit), run.redactor))
     if run.egress is not None:
         run.egress.on_unreachable = _unreachable(emit)
@@ -173,6 +177,10 @@ async def run_plan(
     )
     if _needs_evaluation(plan):  # start it beside the first containers, not after them
         run.evaluator.warm(conditions=any(_costly(node) for node in plan.nodes.values()))
+    if options.ready is not None:
+        await _when_ready(options.ready, run, plan, sandboxes, options, interrupt)
+    started_at = datetime.now(UTC)
+    run.store = _open_store(run_id, plan, policy, started_at)
     shown = budget.model_dump(exclude_none=True) if budget else None
     emit(RunStarted(run_id, plan.workflow.name, list(plan.nodes), started_at, shown))
     try:
@@ -195,6 +203,27 @@ async def run_plan(
                      str(path), usage))  # fmt: skip
     run.record(results)  # after run_finished, so the store has every event
     return RunReport(run_id, status, results, path, failures)
+
+
+async def _when_ready(
+    ready: Awaitable[object],
+    run: _RunResources,
+    plan: Plan,
+    sandboxes: dict[str, Sandbox],
+    options: RunOptions,
+    interrupt: asyncio.Event,
+) -> None:
+    """Wait for `ready` with the first nodes' containers prepared meanwhile (held until
+    their attempt releases them, which the scheduler starts only after this); on its
+    failure or an interrupt, everything the run holds is removed (unrun) and it raises."""
+    hold = options.max_parallel if options.ahead is None else options.ahead
+    for name in roots_to_prepare(plan, hold):
+        run.runner.prepare(plan.nodes[name], sandboxes[name])
+    try:
+        await wait_ready(ready, interrupt)
+    except BaseException:
+        await asyncio.shield(run.close_sandboxes())
+        raise
 
 
 def run_budget(plan: Plan, policy: Policy, options: RunOptions) -> Budget | None:
@@ -259,9 +288,9 @@ class _RunResources:
     runner: NodeRunner
     redactor: Redactor
     egress: EgressProxy | None
-    store: RunStore | None
     evaluator: Evaluator
     run_id: str = ""
+    store: RunStore | None = None  # opened once the run starts (see RunOptions.ready)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -272,7 +301,6 @@ class _RunResources:
         sandboxes: dict[str, Sandbox],
         backend: Backend,
         run_id: str,
-        started_at: datetime,
         with_artifacts: bool,
         image_ids: dict[str, str],
     ) -> _RunResources:
@@ -296,8 +324,7 @@ class _RunResources:
         runner = NodeRunner(
             backend, run_id, owner, egress, secrets, artifacts, image_ids, evaluator=evaluator
         )
-        store = _open_store(run_id, plan, policy, started_at)
-        return cls(runner, redactor, egress, store, evaluator, run_id)
+        return cls(runner, redactor, egress, evaluator, run_id)
 
     def keeping_events(self, emit: Emit) -> Emit:
         """Events (already redacted) are kept for the run store, written with the

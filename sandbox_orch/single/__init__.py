@@ -8,13 +8,18 @@ git would keep (selection.py); it is copied once into the run's directory, its b
 kept in a scratch git index (workspace.py, scratch.py); the patch (changes.py) is the
 diff from that baseline to what the node left, never following symlinks (a link the
 agent planted shows as a link, not as the file it points at). delivery.py takes it back.
+
+The copy is made in a thread while the run prepares the node's container (created and
+started with the mounts admission decided, held by its gate: the copy's directory exists,
+empty, from the start, and a bind mount shows what is written into it later); the run
+releases it only once the copy is complete and checked (RunOptions.ready).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
+import threading
 from pathlib import Path
 
 from ..admission import admit
@@ -29,7 +34,14 @@ from . import session
 from .changes import PATCH, write_patch
 from .delivery import Delivery, check_delivery, deliver
 from .request import NODE, WORKSPACE, SingleRequest, check_session, single_plan
-from .workspace import WorkspaceCopy, copy_workspace, with_workspace
+from .workspace import (
+    WorkspaceCopy,
+    begin_copy,
+    copy_workspace,
+    discard_copy,
+    finish_copy,
+    with_workspace,
+)
 
 __all__ = [
     "NODE",
@@ -69,19 +81,30 @@ async def run_single(
     sandboxes = admit(plan, admitting)
     delivery = Delivery(request.apply, request.branch)
     check_delivery(request.workspace, delivery)
-    copy = copy_workspace(request.workspace, run_id, policy, request.excludes)
+    pending = begin_copy(request.workspace, run_id, policy, request.excludes)
     finished: list[Event] = []  # run_finished, held until the patch is written
+    stop = threading.Event()
+    copying: asyncio.Future[WorkspaceCopy] | None = None
     try:
         state = session.prepare_state(request.runtime, run_id, policy, kept)
-        sandbox = session.with_state(with_workspace(sandboxes[NODE], copy), request.runtime, state)
+        sandbox = with_workspace(sandboxes[NODE], pending)  # the same mount once filled
+        sandbox = session.with_state(sandbox, request.runtime, state)
+        # The copy is made in a thread while the run prepares: preflight, the evaluation
+        # worker, the node's container created and started, held by its gate. The run
+        # releases it only once the copy is complete and checked (RunOptions.ready).
+        copying = asyncio.ensure_future(asyncio.to_thread(finish_copy, pending, stop))
         report = await run_plan(
             plan, policy, {NODE: sandbox}, backend, run_id, _holding(emit, finished),
-            interrupt, RunOptions(terminal=terminal),
+            interrupt, RunOptions(terminal=terminal, ready=copying),
         )  # fmt: skip
+        copy = copying.result()
         session.keep_state(state, request.runtime, run_id, policy.limits.artifacts)
         artifact = write_patch(copy, run_id)
     finally:
-        shutil.rmtree(copy.base, ignore_errors=True)
+        if copying is not None:  # stopped if the run failed before it started
+            stop.set()
+            await asyncio.shield(asyncio.gather(copying, return_exceptions=True))
+        discard_copy(pending)
     report.results["nodes"][NODE]["artifacts"] = [artifact] if artifact else []
     if terminal is not None:  # its output was the user's screen: no answer, no usage parsed
         report.results["nodes"][NODE]["interactive"] = True

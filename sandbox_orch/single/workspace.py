@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,10 +80,41 @@ class Progress:
         self.stream.flush()
 
 
+class CopyStopped(Exception):
+    """The copy was stopped (the run was interrupted or failed meanwhile)."""
+
+
+@dataclass(frozen=True)
+class PendingCopy:
+    """A copy decided but not yet made: what it will hold (selected and checked against
+    the size limit), and its directory, which exists (empty) from here on, so a
+    container can bind it before the copy fills it (a bind mount shows what is written
+    into its source later)."""
+
+    workspace: Path
+    working: Path
+    gitdir: Path
+    repo: GitRepo | None
+    excludes: tuple[str, ...]
+    entries: list[Entry]
+    user: str  # the policy's: the copy is made its own
+
+    @property
+    def base(self) -> Path:
+        return self.working.parent
+
+
 def copy_workspace(
     workspace: Path, run_id: str, policy: Policy, excludes: tuple[str, ...] = ()
 ) -> WorkspaceCopy:
     """Select, check the size, copy once (hashing), record the baseline."""
+    return finish_copy(begin_copy(workspace, run_id, policy, excludes))
+
+
+def begin_copy(
+    workspace: Path, run_id: str, policy: Policy, excludes: tuple[str, ...] = ()
+) -> PendingCopy:
+    """Select and check the size; make the copy's (empty) directory."""
     repo = find_repo(workspace)
     entries = select(workspace, repo, excludes, store_inside(workspace))
     size = total_size(entries)
@@ -92,31 +124,49 @@ def copy_workspace(
         )
     base = run_dir(run_id) / "single"
     working, gitdir = base / "work", base / "git"
-    base.mkdir(parents=True, exist_ok=True)
+    pending = PendingCopy(workspace, working, gitdir, repo, excludes, entries, policy.user)
     try:
-        baseline, stamps = _copy_and_record(workspace, working, gitdir, repo, entries, policy)
-    except BaseException:  # Ctrl-C or a failure: no half copy is left behind
-        shutil.rmtree(base, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            base.parent.rmdir()  # the run's directory, if the copy was all it held
+        base.mkdir(parents=True, exist_ok=True)
+        _make(working, _owner(policy.user))
+    except BaseException:
+        discard_copy(pending)
+        raise
+    return pending
+
+
+def finish_copy(pending: PendingCopy, stop: threading.Event | None = None) -> WorkspaceCopy:
+    """Copy (hashing) and record the baseline; complete and checked when it returns.
+    `stop` set: CopyStopped at the next file. On any failure no half copy is left."""
+    try:
+        baseline, stamps = _copy_and_record(pending, stop or threading.Event())
+    except BaseException:  # Ctrl-C, a stop or a failure: no half copy is left behind
+        discard_copy(pending)
         raise
     return WorkspaceCopy(
-        workspace, working, gitdir, repo, excludes, tuple(entries), baseline, stamps
-    )
+        pending.workspace, pending.working, pending.gitdir, pending.repo, pending.excludes,
+        tuple(pending.entries), baseline, stamps,
+    )  # fmt: skip
 
 
-def _copy_and_record(
-    workspace: Path, working: Path, gitdir: Path, repo: GitRepo | None,
-    entries: list[Entry], policy: Policy,
-) -> tuple[str, dict[bytes, Stamp]]:  # fmt: skip
-    """Copy the entries into `working`; their baseline tree in `gitdir` (its id), and the
-    copied files' stamps."""
-    owner = _owner(policy.user)
-    _make(working, owner)
-    init_scratch(gitdir, working, repo)
-    algorithm = repo.object_format if repo is not None else "sha1"
+def discard_copy(pending: PendingCopy | WorkspaceCopy) -> None:
+    """Remove the copy and its scratch repository; the run's directory too when they
+    were all it held."""
+    shutil.rmtree(pending.base, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        pending.base.parent.rmdir()
+
+
+def _copy_and_record(pending: PendingCopy, stop: threading.Event) -> tuple[str, dict[bytes, Stamp]]:
+    """Copy the entries into the (made) working directory; their baseline tree in the
+    scratch repository (its id), and the copied files' stamps."""
+    working, gitdir, entries = pending.working, pending.gitdir, pending.entries
+    owner = _owner(pending.user)
+    init_scratch(gitdir, working, pending.repo)
+    algorithm = pending.repo.object_format if pending.repo is not None else "sha1"
     progress = Progress(len(entries), total_size(entries))
-    records = _copy_all(workspace, working, entries, owner, progress, algorithm)
+    records = _copy_all(pending.workspace, working, entries, owner, progress, algorithm, stop)
+    if stop.is_set():
+        raise CopyStopped
     _write_missing(gitdir, working, records)
     set_index(gitdir, working, (b"%o %s\t%s" % (m, o.encode(), p) for m, o, p in records))
     return scratch_git(gitdir, working, ["write-tree"]).decode().strip(), _stamps(
@@ -163,13 +213,15 @@ def stamp(st: os.stat_result) -> Stamp:
 
 def _copy_all(
     source: Path, target: Path, entries: list[Entry], owner: tuple[int, int] | None,
-    progress: Progress, algorithm: str,
+    progress: Progress, algorithm: str, stop: threading.Event,
 ) -> list[Record]:  # fmt: skip
     src, dst = os.fsencode(source), os.fsencode(target)
     made: set[bytes] = {b""}
     records: list[Record] = []
     copied = 0
     for count, entry in enumerate(entries, 1):
+        if stop.is_set():  # checked per file: a stop lands within one file's copy
+            raise CopyStopped
         _make_parents(dst, entry.path, made, owner)
         records.append(_copy_one(src, dst, entry, owner, algorithm))
         copied += entry.size
@@ -293,6 +345,10 @@ def _make(directory: Path, owner: tuple[int, int] | None) -> None:
         directory.chmod(0o777)
 
 
-def with_workspace(sandbox: Sandbox, copy: WorkspaceCopy) -> Sandbox:
+def with_workspace(sandbox: Sandbox, copy: PendingCopy | WorkspaceCopy) -> Sandbox:
+    """The copy bound read-write at /workspace. Its settings depend only on where the
+    copy is made, never on what it holds (no `.git`, no run store, no socket or special
+    file is ever copied: selection.py), so the mount is the same before and after it is
+    filled, and a container may be created with it first (`single` does, see run_single)."""
     mount = BindMount(str(copy.working), WORKSPACE, read_only=False)
     return dataclasses.replace(sandbox, mounts=(*sandbox.mounts, mount))

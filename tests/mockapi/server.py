@@ -10,6 +10,7 @@ secrets' upstream, reached by the host-side egress proxy).
 Behaviour is chosen by the prompt, so a test controls it from the workflow:
 - `WRITE_FILE:<path>` makes the first answer a `Write` tool call creating <path>;
 - `LIST_WORKSPACE` makes it a `Bash` tool call running `ls -la /workspace`;
+- `SHA256:<path>` makes it a `Bash` tool call running `sha256sum <path>`;
 - `TOOL_TURNS:<n>` makes the first n answers `Bash` tool calls (`echo step`), so the
   agent takes n + 1 turns;
 - `CACHE:<read>:<written>` reports that many cache-read and cache-creation tokens;
@@ -20,7 +21,7 @@ Behaviour is chosen by the prompt, so a test controls it from the workflow:
 - `MOCK_ERROR` answers HTTP 400 with an API error;
 - otherwise the answer is the text in $MOCK_ANSWER (default "MOCK: all good").
 Each answer has its own message id; GET /_requests lists what was served (the usage
-each answer reported, and when its usage was sent) beside what was asked.
+each answer reported, and when its usage was sent) beside what was asked (and when).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def tool_call(text: str) -> tuple[str, dict] | None:
             "file_path": wants_write.group(1),
             "content": "written by the mock model\n",
         }
+    wants_sum = re.search(r"SHA256:([\w./-]+)", text)
+    if wants_sum:
+        return "Bash", {"command": f"sha256sum {wants_sum.group(1)}", "description": "Checksum"}
     if "LIST_WORKSPACE" in text:
         return "Bash", {"command": LIST_COMMAND, "description": "List the workspace"}
     return None
@@ -279,6 +283,7 @@ class Handler(BaseHTTPRequestHandler):
             REQUESTS.append(
                 {
                     "method": self.command,
+                    "received": time.time(),
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "model": parsed.get("model") if isinstance(parsed, dict) else None,
