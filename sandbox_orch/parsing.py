@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from .agents.streams import AgentStream, StreamProblem, reader_for
 from .bounded.nesting import NestingError, load_json
 from .bounded.patterns import compile_pattern
-from .schemas import violation
 
 if TYPE_CHECKING:  # the evaluation worker parses without importing pydantic's models
     from .workflow import ParseSpec
@@ -54,6 +53,8 @@ def _check(spec: ParseSpec, outputs: dict[str, Any], limit: int | None) -> None:
     the cap first, so a schema is never applied to more than the policy allows."""
     check_size(outputs, limit)
     if isinstance(spec.schema_, dict):
+        from .schemas import violation  # jsonschema: only for a node with a schema
+
         problem = violation(spec.schema_, outputs)
         if problem:
             raise ParseError(problem)

@@ -7,12 +7,7 @@ import contextlib
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .agents.display import answer_lines, budget_bars, cost_text, count, tools_text, usage_text
 from .agents.usage import spent_anything, total
@@ -34,6 +29,11 @@ from .redaction import scrub, scrub_json
 from .stdout import write_line
 from .text import one_line
 from .timing.countdown import format_left
+
+if TYPE_CHECKING:  # rich is imported by the live view only: plain and JSON runs skip it
+    from rich.console import Console, Group
+    from rich.table import Table
+    from rich.text import Text
 
 PROGRESS_EVERY = 30.0  # seconds between --ci progress lines of a running agent
 
@@ -132,6 +132,9 @@ class LiveView:
     duration and exit code; then a final summary. Redraws in place (rich)."""
 
     def __init__(self, plan: Plan, console: Console | None = None) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
         self.plan = plan
         self.console = console or Console()
         self.rows: dict[str, _Row] = {name: _Row() for name in plan.nodes}
@@ -200,6 +203,8 @@ class LiveView:
             self.live.stop()
 
     def countdown(self) -> Text:
+        from rich.text import Text
+
         """`--start-at`: one line, recomputed on every refresh, so it counts down."""
         assert self.waiting is not None
         now = datetime.now(UTC)
@@ -210,6 +215,9 @@ class LiveView:
         return Text(f"run {self.waiting.run_id}: starts {when}, in {left} (Ctrl-C cancels)")
 
     def table(self) -> Table:
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=self.header, title_justify="left", expand=False)
         for column in (
             "node",
@@ -293,6 +301,9 @@ class _Renderable:
         self.view = view
 
     def __rich__(self) -> Group | Table | Text:
+        from rich.console import Group
+        from rich.text import Text
+
         if self.view.waiting is not None:
             return self.view.countdown()
         table = self.view.table()
