@@ -71,6 +71,33 @@ class Attempt:
         return "oom" if self.oom_killed else self.status.value
 
 
+class DueStarts:
+    """The containers of due nodes being created and started. They are on the critical
+    path, and the engine serves them sooner alone: a preparation ahead of time waits
+    until none is."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self.none = asyncio.Event()
+        self.none.set()
+
+    def begin(self) -> Callable[[], None]:
+        """One more; call what it returns (once or more) when its container started."""
+        self._count += 1
+        self.none.clear()
+        ended = False
+
+        def end() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                self._count -= 1
+                if not self._count:
+                    self.none.set()
+
+        return end
+
+
 @dataclass
 class Prepared:
     """A node's first container, created and started ahead of time: its gate holds the
@@ -148,6 +175,10 @@ def _phased(sandbox: Sandbox) -> tuple[str, ...]:
     return ("sandbox-orch-phases", limit, str(len(sandbox.setup_argv)), *sandbox.setup_argv)
 
 
+def _nothing() -> None:
+    pass
+
+
 def _retrieved(task: asyncio.Future[None]) -> None:
     """A background removal's failure is not lost: the container stays in the ledger
     and close() reports it. Retrieved here so asyncio does not log it meanwhile."""
@@ -198,6 +229,7 @@ class NodeRunner:
         # Containers prepared ahead of time (by node, until claimed or discarded).
         self._prepared: dict[str, asyncio.Future[Prepared]] = {}
         self._removals: set[asyncio.Future[None]] = set()  # see _remove_after
+        self._due_starts = DueStarts()
         # `single` with no prompt: the host terminal its one node's container is attached
         # to (created with a TTY; its output is the user's screen, not captured).
         self.terminal: HostTerminal | None = None
@@ -258,6 +290,7 @@ class NodeRunner:
                 usage=live.snapshot()[0] if live else None,
             )
 
+        started = self._due_starts.begin() if prepared is None else _nothing
         try:
             if container_id is None:
                 spec = await self._node_spec(node, sandbox, number)
@@ -266,6 +299,7 @@ class NodeRunner:
             self._attach_spending(node, live, container_id, stopped)
             setup_from = time.monotonic()
             async with self._started(container_id, live or output, prepared is not None):
+                started()
                 status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
             if live is not None:  # its last words count against budgets before it is judged
                 live.finish()
@@ -283,6 +317,7 @@ class NodeRunner:
                 finished(NodeStatus.CANCELLED, None, False, "cancelled")
             ) from None
         finally:
+            started()
             if container_id is not None:
                 await self._remove_after(node, container_id)
         attempt = finished(status, exit_code, oom, reason)
@@ -343,6 +378,7 @@ class NodeRunner:
             self._prepared[node.name] = asyncio.ensure_future(self._prepare(node, sandbox))
 
     async def _prepare(self, node: PlannedNode, sandbox: Sandbox) -> Prepared:
+        await self._due_starts.none.wait()  # due nodes first
         output = NodeOutput(sandbox.output_limit)
         live = self._follow(node, 1, output)
         spec = await self._node_spec(node, sandbox, 1)

@@ -312,3 +312,37 @@ def test_a_backend_that_cannot_hold_containers_gets_none_prepared():
     _, records, _, _ = run_on_memory(plan, sandboxes, backend.script, hold=4, backend=backend)
     assert not any(s.gated for specs in backend.specs.values() for s in specs)
     assert all(r.status == NodeStatus.SUCCEEDED for r in records.values())
+
+
+def test_a_preparation_waits_while_a_due_nodes_container_is_being_started():
+    """Due nodes are on the critical path: the engine serves their creates and starts
+    alone, and preparations ahead of time follow."""
+
+    async def scenario() -> list[str]:
+        backend = Recording(lambda spec: Outcome())
+        started = asyncio.Event()
+        original_start = backend.start
+
+        async def slow_start(container_id, sink):
+            await started.wait()
+            await original_start(container_id, sink)
+
+        backend.start = slow_start  # type: ignore[method-assign]
+        runner = NodeRunner(backend, "r", "o")
+        plan, sandboxes = admitted(CHAIN)
+        due = asyncio.ensure_future(runner.attempt(plan.nodes["a"], sandboxes["a"], 1))
+        while "a" not in backend.specs:  # a's container is being made
+            await asyncio.sleep(0)
+        runner.prepare(plan.nodes["b"], sandboxes["b"])
+        for _ in range(20):
+            await asyncio.sleep(0)
+        created_before = sorted(backend.specs)
+        started.set()
+        await due
+        await runner._claim("b")
+        await runner.close()
+        return created_before, sorted(backend.specs)
+
+    before, after = asyncio.run(scenario())
+    assert before == ["a"]  # b's preparation waited for a's start
+    assert after == ["a", "b"]
