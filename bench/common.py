@@ -295,10 +295,21 @@ def run_child(
     `on_start(pid)` is called while the child runs (e.g. to learn its start time).
     """
     child = subprocess.Popen(list(argv), stdout=subprocess.PIPE, env=env, text=True)
+    if on_start is not None:
+        try:
+            on_start(child.pid)
+        except BaseException:
+            child.kill()
+            raise
+    out, usage = _read_and_reap(child)
+    return out, child.returncode, round(usage.ru_maxrss / 1024, 1)
+
+
+def _read_and_reap(child: subprocess.Popen[str]) -> tuple[str, resource.struct_rusage]:
+    """A child's whole stdout, then the child reaped here (not by Popen), its return code
+    set, and its resource usage (os.wait4: its own and its waited-for descendants')."""
     assert child.stdout is not None
     try:
-        if on_start is not None:
-            on_start(child.pid)
         out = child.stdout.read()
     except BaseException:
         child.kill()
@@ -306,8 +317,8 @@ def run_child(
     finally:
         child.stdout.close()
     _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return out, child.returncode, round(usage.ru_maxrss / 1024, 1)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return out, usage
 
 
 def run_main(main: Callable[[], int]) -> None:
@@ -383,15 +394,6 @@ def timed_child(
     child = subprocess.Popen(
         list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
     )
-    assert child.stdout is not None
-    try:
-        out = child.stdout.read()
-    except BaseException:
-        child.kill()
-        raise
-    finally:
-        child.stdout.close()
-    _, status, usage = os.wait4(child.pid, 0)
+    out, usage = _read_and_reap(child)
     wall = time.perf_counter() - began
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return out, child.returncode, wall, usage.ru_utime + usage.ru_stime

@@ -4,8 +4,7 @@ run-wide ceiling on them (lifetimes.py), and their copy to the host within a bud
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazyexports import lazy_exports
 
 # Each name from the submodule that defines it, imported on first use: checking a
 # workflow needs only lifetimes.py, not the volumes' event loop (the command line answers
@@ -29,11 +28,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+__getattr__ = lazy_exports(__name__, _HOMES)
 
 
 __all__ = [

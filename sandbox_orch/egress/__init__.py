@@ -28,8 +28,7 @@ verified TLS to the upstream itself, so that the key never enters the sandbox.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazyexports import lazy_exports
 
 # Each name from the submodule that defines it, imported on first use: checking a
 # workflow needs only grants.py, not the proxy's event loop, h11 and TLS (the command
@@ -54,11 +53,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+__getattr__ = lazy_exports(__name__, _HOMES)
 
 
 __all__ = [

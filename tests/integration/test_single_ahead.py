@@ -32,6 +32,24 @@ LAST = b"zz-last.bin"  # sorted last: the copy's last file
 WAIT = 120.0  # a bound on waiting for the engine, never reached when all is well
 
 
+async def run_noting_start(request, policy_path, run_id, started, interrupt=None):
+    """run_single on the real engine, `started` set once its container has started."""
+    backend = docker_backend()
+    start = backend.start
+
+    async def noting(container_id, sink):
+        await start(container_id, sink)
+        started.set()
+
+    backend.start = noting
+    try:
+        policy = load_policy(policy_path)
+        return await run_single(request, policy, backend, run_id, lambda e: None,
+                                interrupt or asyncio.Event())  # fmt: skip
+    finally:
+        await backend.close()
+
+
 @pytest.mark.parametrize("agent_policy", ["runc"], indirect=True)
 def test_the_agent_s_container_starts_during_the_copy_and_sees_all_of_it(
     agent_policy, mock_api, tmp_path, workdir, keys, monkeypatch, docker_client
@@ -64,23 +82,7 @@ def test_the_agent_s_container_starts_during_the_copy_and_sees_all_of_it(
     run_id, before = new_run_id(), len(mock_requests(mock_api))
     request = SingleRequest("claude", workspace, prompt=f"SHA256:/workspace/{LAST.decode()}")
 
-    async def go():
-        backend = docker_backend()
-        start = backend.start
-
-        async def noting(container_id, sink):
-            await start(container_id, sink)
-            started.set()
-
-        backend.start = noting
-        try:
-            policy = load_policy(policy_path)
-            return await run_single(request, policy, backend, run_id, lambda e: None,
-                                    asyncio.Event())  # fmt: skip
-        finally:
-            await backend.close()
-
-    report = asyncio.run(go())
+    report = asyncio.run(run_noting_start(request, policy_path, run_id, started))
     assert report.status == "succeeded", report.results["nodes"]["single"]
     requests = mock_requests(mock_api)[before:]
     assert times["last file"] < times["copied"] <= requests[0]["received"]
@@ -126,19 +128,8 @@ def test_an_interrupt_during_the_copy_removes_the_held_container_unrun(
 
     async def go():
         loops.append(asyncio.get_running_loop())
-        backend = docker_backend()
-        start = backend.start
-
-        async def noting(container_id, sink):
-            await start(container_id, sink)
-            started.set()
-
-        backend.start = noting
-        try:
-            policy = load_policy(REPO / "policies" / "default.yaml")
-            await run_single(request, policy, backend, run_id, lambda e: None, interrupt)
-        finally:
-            await backend.close()
+        policy = REPO / "policies" / "default.yaml"
+        await run_noting_start(request, policy, run_id, started, interrupt)
 
     with pytest.raises(StartCancelled, match="nothing was started"):
         asyncio.run(go())
@@ -184,23 +175,7 @@ def test_what_the_copy_writes_after_the_start_is_what_the_node_sees(
     script = "cat sub/a.txt; sha256sum zz-last.bin; echo new > sub/b.txt"
     request = SingleRequest("shell", workspace, args=("sh", "-c", script))
 
-    async def go():
-        backend = docker_backend()
-        start = backend.start
-
-        async def noting(container_id, sink):
-            await start(container_id, sink)
-            started.set()
-
-        backend.start = noting
-        try:
-            loaded = load_policy(policy)
-            return await run_single(request, loaded, backend, run_id, lambda e: None,
-                                    asyncio.Event())  # fmt: skip
-        finally:
-            await backend.close()
-
-    report = asyncio.run(go())
+    report = asyncio.run(run_noting_start(request, policy, run_id, started))
     node = report.results["nodes"]["single"]
     assert report.status == "succeeded" and node["sandbox"]["oci_runtime"] == runtime, node
     digest = hashlib.sha256(content).hexdigest()
