@@ -41,6 +41,7 @@ OWNER_LABEL = "sandbox-orch.owner"
 ATTEMPT_LABEL = "sandbox-orch.attempt"
 KILL_GRACE = 10.0  # seconds to wait for a killed container to be reported stopped
 GATE = "sandbox-orch-gate"  # holds a prepared container's command (images/base)
+DURING_SETUP = " (during setup)"  # a reason's end: the node was stopped in its setup phase
 
 
 @dataclass
@@ -312,10 +313,12 @@ class NodeRunner:
         except ArtifactsRefused as error:  # refused before its container was created
             status, exit_code, oom, reason = NodeStatus.FAILED, None, False, str(error)
         except asyncio.CancelledError:
-            # Stopped from outside: what it did so far still belongs in the results.
-            raise AttemptCancelled(
-                finished(NodeStatus.CANCELLED, None, False, "cancelled")
-            ) from None
+            # Stopped from outside: what it did so far still belongs in the results,
+            # its setup phase included (and that it was still in it).
+            cancelled = finished(NodeStatus.CANCELLED, None, False, "cancelled")
+            if setup_from is not None and sandbox.setup_argv:
+                self._judge_setup(cancelled, node, setup_from)
+            raise AttemptCancelled(cancelled) from None
         finally:
             started()
             if container_id is not None:
@@ -462,7 +465,7 @@ class NodeRunner:
         }
         if attempt.status not in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
             if not phase.ended:  # timed out or cancelled: say it was still in setup
-                attempt.reason = f"{attempt.reason} (during setup)"
+                attempt.reason = f"{attempt.reason}{DURING_SETUP}"
             return
         if not phase.ended:
             why = "setup did not finish"

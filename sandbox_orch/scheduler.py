@@ -31,7 +31,7 @@ from .agents.usage import total
 from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .conditions import Condition, ConditionError, NeedsState, evaluate
 from .events import Emit, NodeDelayed, NodeFinished, NodeStarted
-from .execution import Attempt, AttemptCancelled
+from .execution import DURING_SETUP, Attempt, AttemptCancelled
 from .planning import Plan, PlannedNode
 from .redaction import scrub
 from .sandbox import Sandbox
@@ -453,10 +453,12 @@ class Scheduler:
         else:
             status, reason = NodeStatus.TIMED_OUT, f"workflow timeout after {self.timeout:g}s"
         for name in running.values():
-            last = self.records[name].last
+            last, why = self.records[name].last, reason
             if last is not None and last.status == NodeStatus.CANCELLED:
-                last.status, last.reason = status, reason
-            self._finish(name, status, reason)
+                if (last.reason or "").endswith(DURING_SETUP):
+                    why = f"{reason}{DURING_SETUP}"
+                last.status, last.reason = status, why
+            self._finish(name, status, why)
         running.clear()
 
     def _finish_unfinished(self) -> None:

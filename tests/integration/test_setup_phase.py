@@ -11,12 +11,15 @@ itself to get past it (the command never runs either). Synchronised on files, no
 from __future__ import annotations
 
 import json
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, labelled_leftovers, run_workflow
+from tests.conftest import REPO, interrupt, labelled_leftovers, run_workflow, start_cli
 from tests.integration.test_egress_domains import mirror  # noqa: F401  (a fixture)
+from tests.integration.test_hardening import read_events_until, wait_for_running_container
 
 pytestmark = pytest.mark.engine
 
@@ -219,3 +222,45 @@ def test_setup_that_ends_the_phase_itself_loses_its_grants_and_the_command_never
         {"kind": "phase", "detail": "the setup phase has already ended"},
     ]
     assert labelled_leftovers(docker_client, result.results["run_id"]) == []
+
+
+def test_ctrl_c_during_setup_says_so_and_keeps_the_setup_block(
+    workdir, docker_client, built_images
+):
+    """Interrupted while setup still runs: the node is `cancelled` with the reason
+    `run interrupted (during setup)`, and its results keep the setup block (not ended:
+    no exit code, no duration). The command never ran. runc only: the bookkeeping is the
+    orchestrator's, the same under either runtime."""
+    path = workdir / "workflow.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            version: 1
+            name: setup-interrupted
+            nodes:
+              probe:
+                runtime: shell
+                setup: {command: "echo installing >&2; sleep 60"}
+                command: [sh, -c, "echo COMMAND-RAN"]
+            """
+        )
+    )
+    results = workdir / "results.json"
+    policy = write_policy(workdir, "runc", 1)
+    proc = start_cli("run", str(path), "--json", "--policy", str(policy), "--results", str(results))
+    try:
+        run_id = read_events_until(proc, "node_started")[0]["run_id"]
+        container = wait_for_running_container(docker_client, run_id, "probe")
+        for _ in range(600):  # until setup has begun: its first line is in the log
+            if b"installing" in container.logs(stdout=False, stderr=True):
+                break
+            time.sleep(0.05)  # polls the container's own log, a real condition
+    finally:
+        code, _out, err = interrupt(proc)
+    assert code == 130, err
+    node = json.loads(results.read_text())["nodes"]["probe"]
+    assert node["status"] == "cancelled"
+    assert node["reason"] == "run interrupted (during setup)"
+    assert node["setup"] == {"exit_code": None, "duration_s": None, "violations": []}
+    assert "COMMAND-RAN" not in node["stdout_tail"]
+    assert labelled_leftovers(docker_client, run_id) == []

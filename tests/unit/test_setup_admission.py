@@ -4,8 +4,10 @@ the node's), and what the node's sandbox and container then carry."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import textwrap
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,14 +15,15 @@ from sandbox_orch.admission import admit
 from sandbox_orch.brokerpolicy import BrokerGrant
 from sandbox_orch.egress.phases import SetupPhase
 from sandbox_orch.errors import InputRefused
-from sandbox_orch.execution import Attempt, NodeRunner, _phased
+from sandbox_orch.execution import DURING_SETUP, Attempt, AttemptCancelled, NodeRunner, _phased
 from sandbox_orch.loading import validate_document
 from sandbox_orch.policy import SecretGrant
+from sandbox_orch.scheduler import Scheduler
 from sandbox_orch.status import NodeStatus
 from sandbox_orch.workflow import Workflow
 from sandbox_orch.yamlsafe import load_text
 
-from .helpers import default_policy, plan_of
+from .helpers import admitted, default_policy, plan_of
 
 POLICY = dataclasses.replace(
     default_policy(), egress=("pypi.org:443", "*.pythonhosted.org:443", "api.example.com:443")
@@ -240,3 +243,34 @@ def test_a_node_stopped_during_setup_says_so(status):
 def test_no_setup_phase_no_setup_block():
     attempt = judged(None)
     assert attempt.setup is None and attempt.status == NodeStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("in_setup", [True, False])
+def test_an_interrupt_during_setup_says_so_in_the_results(in_setup):
+    """The attempt cancelled in its setup phase keeps saying so once the scheduler gives
+    it the run's reason (issue 13's note: Ctrl-C during setup said only 'interrupted')."""
+    plan, sandboxes = admitted("version: 1\nname: s\nnodes:\n  a: {command: [x]}\n")
+    began = asyncio.Event()
+
+    async def attempt(node, sandbox, number):
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            now = datetime.now(UTC)
+            reason = f"cancelled{DURING_SETUP}" if in_setup else "cancelled"
+            cancelled = Attempt(1, NodeStatus.CANCELLED, now, now, 0.0, reason=reason)
+            raise AttemptCancelled(cancelled) from None
+
+    async def go():
+        stop = asyncio.Event()
+        scheduler = Scheduler(plan, sandboxes, attempt, lambda event: None)
+        running = asyncio.ensure_future(scheduler.run(stop))
+        await began.wait()
+        stop.set()
+        return await running
+
+    record = asyncio.run(go())["a"]
+    expected = "run interrupted" + (DURING_SETUP if in_setup else "")
+    assert (record.status, record.reason) == (NodeStatus.CANCELLED, expected)
+    assert record.last.reason == expected
