@@ -1,6 +1,6 @@
 """How fast the command line answers, as whole processes, beside the docker CLI.
 
-    .venv/bin/python bench/cli_latency.py [--rounds N] [--warmup W] [--via module|script]
+    .venv/bin/python bench/cli_latency.py [--rounds N] [--warmup W] [--via script|module]
                                           [--no-bytecode-cache] [--strict]
 
 Each round runs every command once, in turn (so drift on a shared machine hits all of
@@ -14,10 +14,12 @@ asks the engine), and `python -c pass` (the interpreter's own start, the floor).
 
 Targets: `--help` and `--version` under 150 ms, `validate` under 300 ms (the median).
 
-sandbox-orch runs as `python -m sandbox_orch` from this checkout (PYTHONPATH), with the
-interpreter running this benchmark; `--via script` runs the virtual environment's
-`sandbox-orch` console script instead, which is what users type (it runs the installed
-copy). `-m` adds runpy's start, a millisecond or two. The warm-up writes Python's bytecode
+sandbox-orch runs as users type it: the virtual environment's `sandbox-orch` console
+script (it runs the installed copy: this checkout, for the editable install of `make
+venv`); `--via module` runs `python -m sandbox_orch` from this checkout (PYTHONPATH) with
+the interpreter running this benchmark instead (for a worktree whose code the venv does
+not install). `-m` costs more than it seems: 50-80 ms here (runpy, the package imported
+as a package first). The warm-up writes Python's bytecode
 caches, as an installed package has them (PYTHONDONTWRITEBYTECODE is cleared for the
 children); `--no-bytecode-cache` measures without any (the children read and write caches
 only in an empty temporary PYTHONPYCACHEPREFIX, and write none: every module, the
@@ -193,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--via",
         choices=["module", "script"],
-        default="module",
-        help="python -m sandbox_orch from this checkout (default), or the venv's script",
+        default="script",
+        help="the venv's sandbox-orch script (default), or python -m sandbox_orch from here",
     )
     parser.add_argument(
         "--no-bytecode-cache", action="store_true", help="children compile every module"
