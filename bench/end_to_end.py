@@ -4,10 +4,11 @@ and identical hardening.
 
     .venv/bin/python bench/end_to_end.py [--pairs N] [--warmup W] [--cli CMD] [--strict]
 
-A  the command line, as a user runs it: `python -m sandbox_orch run hello.yaml` with this
-   checkout first on PYTHONPATH (`--cli` gives another command, e.g. `--cli
-   .venv/bin/sandbox-orch` for the installed console script), stdout and stderr to pipes
-   (not a terminal), SANDBOX_ORCH_HOME in a temporary directory, the default policy.
+A  the command line, as a user runs it: the virtual environment's `sandbox-orch` console
+   script, `run hello.yaml` (`--cli` gives another command, e.g. `--cli "$PWD/.venv/bin/python
+   -m sandbox_orch"` for a worktree, with this checkout first on PYTHONPATH), stdout and
+   stderr to pipes (not a terminal), SANDBOX_ORCH_HOME in a temporary directory, the
+   default policy.
 B  `sh script.sh`: greet first, then whoami and python in parallel (as the workflow's needs
    say), each `docker run --rm` with the flags derived from
    `sandbox_orch.backend.settings.container_kwargs` for the spec the plan admitted
@@ -298,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured pairs first (1)")
     parser.add_argument(
         "--cli",
-        default=f"{shlex.quote(sys.executable)} -m sandbox_orch",
-        help="the command line to measure (default: this Python -m sandbox_orch, this checkout)",
+        default=shlex.quote(str(Path(sys.executable).parent / "sandbox-orch")),
+        help="the command line to measure (default: the venv's sandbox-orch script)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
     args = parser.parse_args(argv)
