@@ -72,6 +72,11 @@ class RunOptions:
     # the run is interrupted meanwhile (StartCancelled), their containers are removed unrun.
     ready: Awaitable[object] | None = None
 
+    @property
+    def hold(self) -> int:
+        """How many containers may be held at once (`ahead`, else `max_parallel`)."""
+        return self.max_parallel if self.ahead is None else self.ahead
+
 
 @dataclass(frozen=True)
 class RunReport:
@@ -173,7 +178,7 @@ async def run_plan(
         spending=spending,
         stagger=options.stagger,
         ahead=run.runner,
-        hold=options.max_parallel if options.ahead is None else options.ahead,
+        hold=options.hold,
     )
     if _needs_evaluation(plan):  # start it beside the first containers, not after them
         run.evaluator.warm(conditions=any(_costly(node) for node in plan.nodes.values()))
@@ -216,8 +221,7 @@ async def _when_ready(
     """Wait for `ready` with the first nodes' containers prepared meanwhile (held until
     their attempt releases them, which the scheduler starts only after this); on its
     failure or an interrupt, everything the run holds is removed (unrun) and it raises."""
-    hold = options.max_parallel if options.ahead is None else options.ahead
-    for name in roots_to_prepare(plan, hold):
+    for name in roots_to_prepare(plan, options.hold):
         run.runner.prepare(plan.nodes[name], sandboxes[name])
     try:
         await wait_ready(ready, interrupt)
