@@ -47,7 +47,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import median, ms, p90, run_main, verdict
+from bench.common import installed_env, median, ms, p90, run_main, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = "configs/examples/hello.yaml"
@@ -103,8 +103,7 @@ def docker_answers() -> bool:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = installed_env(dict(os.environ))
     if args.no_bytecode_cache:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["PYTHONPYCACHEPREFIX"] = args.empty_cache_dir

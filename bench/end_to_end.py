@@ -8,7 +8,8 @@ A  the command line, as a user runs it: the virtual environment's `sandbox-orch`
    script, `run hello.yaml` (`--cli` gives another command, e.g. `--cli "$PWD/.venv/bin/python
    -m sandbox_orch"` for a worktree, with this checkout first on PYTHONPATH), stdout and
    stderr to pipes (not a terminal), SANDBOX_ORCH_HOME in a temporary directory, the
-   default policy.
+   default policy, PYTHONDONTWRITEBYTECODE cleared (the warm-up pair writes the bytecode
+   caches an installed tool has).
 B  `sh script.sh`: greet first, then whoami and python in parallel (as the workflow's needs
    say), each `docker run --rm` with the flags derived from
    `sandbox_orch.backend.settings.container_kwargs` for the spec the plan admitted
@@ -54,6 +55,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `sandbox_orch
 
 from bench.common import (
     containers_labelled,
+    installed_env,
     median,
     run_main,
     sweep_containers,
@@ -214,7 +216,8 @@ def printed(results: dict[str, Any]) -> str:
 
 
 def measure(args: argparse.Namespace, script: Script, home: Path) -> dict[str, list[float]]:
-    env = {k: v for k, v in os.environ.items() if k != POLICY_ENV}  # the default policy
+    # The default policy; the warm-up pair writes bytecode caches, as an installed tool has.
+    env = installed_env({k: v for k, v in os.environ.items() if k != POLICY_ENV})
     env[store.HOME_ENV] = str(home)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cli = [*shlex.split(args.cli), "run", str(WORKFLOW)]
