@@ -22,7 +22,8 @@ from . import exits_with_contract_codes, main
 @exits_with_contract_codes
 def setup(require_runsc: bool) -> None:
     """Install and start the Docker engine with gVisor, as root on Debian (what `make
-    engine` does); elsewhere, say what to install. Does nothing to an engine that answers."""
+    engine` does); elsewhere, say what to install. An engine that answers is kept as it
+    is (only an out-of-date gVisor registration of ours is renewed)."""
     from ..enginesetup import NO_BASH, engine_up_command, gvisor_outcome, run_engine_up
     from ..enginesetup import script_outcome as outcome_of
 
