@@ -84,10 +84,10 @@ def user(installed, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SANDBOX_ORCH_POLICY")}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", SANDBOX_ORCH_HOME=str(tmp_path / "store"))
 
-    def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(*args: str | Path, timeout: float = 120, **more: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(a) for a in args], capture_output=True, text=True, cwd=home, env=env,
-            timeout=timeout,
+            [str(a) for a in args], capture_output=True, text=True, cwd=home,
+            env={**env, **more}, timeout=timeout,
         )  # fmt: skip
 
     run.home = home
@@ -107,6 +107,12 @@ def test_the_wheel_carries_the_shipped_files_with_their_modes(installed):
 def test_the_installed_tool_works_from_another_directory(installed, user, built_images):
     _, _, site = installed
     assert user("sandbox-orch", "--version").stdout == f"sandbox-orch, version {__version__}\n"
+    # Shell completion as the README has it: the script, and what it asks the command.
+    script = user("sandbox-orch", _SANDBOX_ORCH_COMPLETE="bash_source")
+    assert "complete -o nosort -F _sandbox_orch_completion sandbox-orch" in script.stdout
+    words = {"COMP_WORDS": "sandbox-orch i", "COMP_CWORD": "1"}
+    offered = user("sandbox-orch", _SANDBOX_ORCH_COMPLETE="bash_complete", **words)
+    assert offered.stdout.split() == ["plain,images", "plain,init"]
 
     # The package and every shipped file it uses are the installation's, not the clone's.
     where = user(
