@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ExitCode
 from .shipped import ENGINE_UP
@@ -30,10 +31,34 @@ NO_BASH = (
 
 @dataclass(frozen=True)
 class Outcome:
-    """What setup ends with: its exit code and the line(s) it prints (may be empty)."""
+    """What setup ends with: its exit code and the line it prints (may be empty), on
+    stderr when it is a problem (even one that does not fail setup)."""
 
     code: ExitCode
     message: str = ""
+    problem: bool = False
+
+
+def engine_info() -> dict[str, Any] | None:
+    """The `info` of the engine in the environment (DOCKER_HOST or the default socket), or
+    None when none answers."""
+    import docker
+    import requests.exceptions
+
+    try:
+        client = docker.from_env(timeout=10)
+        try:
+            return client.info()
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return None
+
+
+def needs_script(engine_answers: bool, docker_command: bool) -> bool:
+    """The script looks for an engine with the docker command: without one it would not
+    see the engine that answers here (a DOCKER_HOST socket) and would install another."""
+    return docker_command or not engine_answers
 
 
 def engine_up_command(script: Path = ENGINE_UP, bash: str | None = None) -> list[str] | None:
@@ -68,7 +93,7 @@ def gvisor_outcome(runtimes: dict[str, list[str]], *, require: bool) -> Outcome:
         f"/etc/docker/daemon.json as {json.dumps({'runtimes': RUNSC_ENTRY})}, "
         "then reload the engine (kill -HUP $(pidof dockerd), or systemctl reload docker)"
     )
-    return Outcome(ExitCode.INFRASTRUCTURE if require else ExitCode.OK, message)
+    return Outcome(ExitCode.INFRASTRUCTURE if require else ExitCode.OK, message, problem=True)
 
 
 def run_engine_up(command: list[str]) -> int:

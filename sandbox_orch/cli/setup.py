@@ -24,29 +24,43 @@ def setup(require_runsc: bool) -> None:
     """Install and start the Docker engine with gVisor, as root on Debian (what `make
     engine` does); elsewhere, say what to install. An engine that answers is kept as it
     is (only an out-of-date gVisor registration of ours is renewed)."""
-    from ..enginesetup import NO_BASH, engine_up_command, gvisor_outcome, run_engine_up
-    from ..enginesetup import script_outcome as outcome_of
+    import shutil
+
+    from ..enginesetup import CALLER, engine_info, gvisor_outcome, needs_script
+    from ..errors import InfrastructureError
+
+    info = engine_info()
+    if needs_script(info is not None, shutil.which("docker") is not None):
+        _run_script()
+        info = engine_info()
+    else:
+        click.echo(f"{CALLER}: engine already answering (no docker command here)", err=True)
+    if info is None:
+        raise InfrastructureError("no Docker engine answers after set-up (see above)")
+
+    from ..backend.docker import runtimes_of
+
+    gvisor = gvisor_outcome(runtimes_of(info), require=require_runsc)
+    click.echo(gvisor.message, err=gvisor.problem)
+    if gvisor.code != ExitCode.OK:
+        sys.exit(int(gvisor.code))
+    click.echo(f"engine ready: server version {info.get('ServerVersion', '?')}")
+    click.echo("next: sandbox-orch images build")
+
+
+def _run_script() -> None:
+    """engine-up; exits 3 when it cannot make an engine answer."""
+    from ..enginesetup import NO_BASH, engine_up_command, run_engine_up, script_outcome
 
     command = engine_up_command()
     if command is None:
         click.echo(NO_BASH, err=True)
         sys.exit(int(ExitCode.INFRASTRUCTURE))
-    outcome = outcome_of(run_engine_up(command))
+    outcome = script_outcome(run_engine_up(command))
     if outcome.code != ExitCode.OK:
         if outcome.message:
             click.echo(outcome.message, err=True)
         sys.exit(int(outcome.code))
-
-    from ..backend.docker import runtimes_of
-    from ..engine import docker_backend
-
-    info = docker_backend().client.info()
-    gvisor = gvisor_outcome(runtimes_of(info), require=require_runsc)
-    click.echo(gvisor.message, err=gvisor.code != ExitCode.OK)
-    if gvisor.code != ExitCode.OK:
-        sys.exit(int(gvisor.code))
-    click.echo(f"engine ready: Docker {info.get('ServerVersion', '?')}")
-    click.echo("next: sandbox-orch images build")
 
 
 @main.command()

@@ -126,7 +126,7 @@ def test_the_scripts_status_becomes_a_contract_code(returncode, code, message):
 def test_gvisor_registered_as_needed():
     args = [*RUNSC_ARGS, "--debug"]
     outcome = gvisor_outcome({"runc": [], "runsc": args}, require=True)
-    assert outcome.code == ExitCode.OK
+    assert (outcome.code, outcome.problem) == (ExitCode.OK, False)
     assert outcome.message == f"{CALLER}: gVisor: runtime runsc {' '.join(args)}"
 
 
@@ -141,11 +141,26 @@ def test_gvisor_registered_as_needed():
 def test_gvisor_missing_is_explained_and_fails_only_when_required(runtimes, state, require):
     outcome = gvisor_outcome(runtimes, require=require)
     assert outcome.code == (ExitCode.INFRASTRUCTURE if require else ExitCode.OK)
+    assert outcome.problem
     assert outcome.message.startswith(f"{CALLER}: gVisor (runtime runsc) {state}: policies with")
     assert json.dumps({"runtimes": RUNSC_ENTRY}) in outcome.message
 
 
+@pytest.mark.parametrize(
+    ("answers", "docker_command", "runs"),
+    [(False, False, True), (False, True, True), (True, True, True), (True, False, False)],
+)
+def test_the_script_runs_unless_it_could_not_see_the_engine_that_answers(
+    answers, docker_command, runs
+):
+    assert enginesetup.needs_script(answers, docker_command) is runs
+
+
+NOWHERE = "unix:///nonexistent/docker.sock"  # no engine answers there
+
+
 def test_setup_without_bash_says_so_and_exits_3(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", NOWHERE)
     monkeypatch.setattr(enginesetup.shutil, "which", lambda _name: None)
     ran = []
     monkeypatch.setattr(enginesetup, "run_engine_up", ran.append)
@@ -154,15 +169,24 @@ def test_setup_without_bash_says_so_and_exits_3(monkeypatch):
     assert ran == []
 
 
-def test_setup_stops_at_a_failed_script_without_asking_the_engine(monkeypatch):
+def test_setup_stops_at_a_failed_script(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", NOWHERE)
     monkeypatch.setattr(enginesetup, "run_engine_up", lambda _command: 100)
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # never reached
     result = CliRunner().invoke(main, ["setup"])
     assert result.exit_code == 3
     assert result.stderr == f"{CALLER}: setting up the engine failed (exit 100; see above)\n"
 
 
-def test_setup_hands_the_script_its_name(monkeypatch, tmp_path):
+def test_setup_fails_when_the_script_ends_well_but_no_engine_answers(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", NOWHERE)
+    monkeypatch.setattr(enginesetup, "run_engine_up", lambda _command: 0)
+    result = CliRunner().invoke(main, ["setup"])
+    assert result.exit_code == 3
+    assert result.stderr == "sandbox-orch: no Docker engine answers after set-up (see above)\n"
+
+
+def test_setup_hands_the_script_its_name(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", NOWHERE)
     seen = {}
 
     def fake_run(command, env, check):
@@ -174,3 +198,35 @@ def test_setup_hands_the_script_its_name(monkeypatch, tmp_path):
     assert (result.exit_code, result.stderr) == (3, "")
     assert seen == {"command": [seen["command"][0], str(ENGINE_UP)], "name": CALLER}
     assert os.path.basename(seen["command"][0]) == "bash"
+
+
+def engine_with(monkeypatch, runtimes):
+    """An engine that answers (as through DOCKER_HOST) where no docker command is."""
+    info = {"ServerVersion": "26.1.5", "Runtimes": runtimes}
+    monkeypatch.setattr(enginesetup, "engine_info", lambda: info)
+    monkeypatch.setattr(enginesetup, "run_engine_up", lambda _command: pytest.fail("ran"))
+    real_which = enginesetup.shutil.which
+    monkeypatch.setattr(
+        enginesetup.shutil, "which", lambda name: None if name == "docker" else real_which(name)
+    )
+
+
+def test_setup_keeps_an_engine_the_script_could_not_see(monkeypatch):
+    engine_with(monkeypatch, {"runc": {}, "runsc": {"runtimeArgs": list(RUNSC_ARGS)}})
+    result = CliRunner().invoke(main, ["setup", "--require-runsc"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"{CALLER}: engine already answering (no docker command here)\n"
+    assert result.stdout.splitlines() == [
+        f"{CALLER}: gVisor: runtime runsc {' '.join(RUNSC_ARGS)}",
+        "engine ready: server version 26.1.5",
+        "next: sandbox-orch images build",
+    ]
+
+
+@pytest.mark.parametrize(("require", "code"), [(False, 0), (True, 3)])
+def test_setup_without_gvisor_says_what_is_missing(monkeypatch, require, code):
+    engine_with(monkeypatch, {"runc": {}})
+    result = CliRunner().invoke(main, ["setup", *(["--require-runsc"] if require else [])])
+    assert result.exit_code == code
+    assert f"{CALLER}: gVisor (runtime runsc) is not registered:" in result.stderr
+    assert ("next: sandbox-orch images build" in result.stdout) is not require
