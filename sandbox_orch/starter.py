@@ -60,6 +60,7 @@ limits: {cpus: 2, memory: 2g, pids: 512, timeout: 30m, output: 16m,
 defaults: {cpus: 1, memory: 512m, pids: 256, timeout: 10m}
 """
 
+EXISTS = "exists; not overwritten (--force overwrites)"
 # File name -> (text, what it is, as init reports it).
 FILES = {
     "workflow.yaml": (WORKFLOW, "a starter workflow"),
@@ -71,27 +72,24 @@ def write_starter(directory: Path, *, force: bool = False) -> list[tuple[Path, s
     """Write the starter files into `directory` (created if missing); returns each path
     with what it is. Refuses, writing nothing, when one exists and `force` is off."""
     paths = {name: directory / name for name in FILES}
-    if not force:
-        taken = [p for p in paths.values() if os.path.lexists(p)]
-        if taken:
-            raise InputRefused(
-                [
-                    Problem(str(p), None, "", "exists; not overwritten (--force overwrites)")
-                    for p in taken
-                ]
-            )
+    taken = [p for p in paths.values() if os.path.lexists(p)]
+    if taken and not force:
+        raise InputRefused([Problem(str(p), None, "", EXISTS) for p in taken])
+    if os.path.lexists(directory) and not directory.is_dir():
+        raise _refused(directory, "not a directory")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name, path in paths.items():
             _write(path, FILES[name][0], replace=force)
     except FileExistsError as error:  # created meanwhile: still never overwritten
-        message = "exists; not overwritten (--force overwrites)"
-        raise InputRefused([Problem(str(error.filename), None, "", message)]) from None
+        raise _refused(Path(error.filename), EXISTS) from None
     except OSError as error:
-        raise InputRefused(
-            [Problem(str(directory), None, "", f"cannot write: {error.strerror}")]
-        ) from None
+        raise _refused(directory, f"cannot write: {error.strerror}") from None
     return [(path, FILES[name][1]) for name, path in paths.items()]
+
+
+def _refused(path: Path, message: str) -> InputRefused:
+    return InputRefused([Problem(str(path), None, "", message)])
 
 
 def _write(path: Path, text: str, *, replace: bool) -> None:

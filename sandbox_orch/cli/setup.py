@@ -69,9 +69,11 @@ def _run_script() -> None:
 @exits_with_contract_codes
 def init(directory: Path, force: bool) -> None:
     """Write a starter workflow and policy into DIRECTORY (default: here)."""
+    import shlex
+
     from ..starter import write_starter
 
     for path, what in write_starter(directory, force=force):
         click.echo(f"wrote {path} ({what})")
-    workflow, policy = (directory / name for name in ("workflow.yaml", "policy.yaml"))
+    workflow, policy = (shlex.quote(str(directory / n)) for n in ("workflow.yaml", "policy.yaml"))
     click.echo(f"next: sandbox-orch run {workflow} --policy {policy}")

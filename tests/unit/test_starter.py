@@ -89,3 +89,18 @@ def test_an_unwritable_place_is_one_refusal_line(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith(f"{tmp_path / 'file' / 'sub'}: cannot write: ")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_file_where_the_directory_should_be_is_refused(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(main, ["init", str(tmp_path / "file")])
+    assert (result.exit_code, result.stderr) == (2, f"{tmp_path / 'file'}: not a directory\n")
+
+
+def test_the_next_command_quotes_the_paths(tmp_path):
+    target = tmp_path / "my project"
+    result = CliRunner().invoke(main, ["init", str(target)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        f"next: sandbox-orch run '{target}/workflow.yaml' --policy '{target}/policy.yaml'"
+    )
