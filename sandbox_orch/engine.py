@@ -12,7 +12,7 @@ import requests.exceptions
 from .backend.docker import DockerBackend, VolumeSetting, connect
 from .errors import InfrastructureError, InputRefused, Problem
 
-HOW_TO_START = "start one with `make engine` (runs scripts/engine-up) or set DOCKER_HOST"
+HOW_TO_START = "start one with `sandbox-orch setup` (in a clone: `make engine`) or set DOCKER_HOST"
 # Where artifact volumes live (backend/hostvolumes.py): auto, host or engine.
 VOLUMES_ENV = "SANDBOX_ORCH_VOLUMES"
 

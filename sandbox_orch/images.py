@@ -26,8 +26,8 @@ import docker.errors
 from docker.models.images import Image
 
 from sandbox_orch import __version__
+from sandbox_orch.shipped import IMAGES_DIR
 
-IMAGES_DIR: Path = Path(__file__).resolve().parent.parent / "images"
 REPOSITORY_PREFIX = "sandbox-orch/"
 BOOTSTRAP_REF = "sandbox-orch/bootstrap:bookworm"
 

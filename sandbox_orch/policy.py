@@ -24,10 +24,10 @@ from .containerpaths import normalise
 from .egress.grants import Grant, private_name_problem
 from .errors import InputRefused, Problem
 from .runtimes import PRESETS
+from .shipped import POLICIES_DIR
 from .units import parse_count, parse_cpus, parse_duration, parse_size
 from .yamlsafe import Document, load_file
 
-POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
 DEFAULT_POLICY = POLICIES_DIR / "default.yaml"
 POLICY_ENV = "SANDBOX_ORCH_POLICY"
 
