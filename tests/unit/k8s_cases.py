@@ -24,6 +24,7 @@ SECRET_VALUES = {
 }
 IMAGES = ("shell", "python", "node", "claude", "codex")
 SETTINGS = ClusterSettings(
+    namespace="sandbox-orch-test",
     runtime_classes={"runc": None, "runsc": "gvisor"},
     images={
         f"sandbox-orch/{name}": f"registry.example/sandbox-orch/{name}@sha256:"

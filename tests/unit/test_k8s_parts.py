@@ -4,6 +4,7 @@ restricted checker (each rule broken once), artifacts, egress and secrets."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -92,6 +93,13 @@ def test_job_names_are_legal_and_unique(node):
     )
 
 
+@pytest.mark.parametrize("namespace", ["default", "Bad_NS", ""])
+def test_nodes_never_go_to_the_default_namespace_or_an_illegal_one(namespace):
+    settings = dataclasses.replace(SETTINGS, namespace=namespace)
+    with pytest.raises(ManifestError, match="is not one to run nodes in"):
+        _job(settings=settings)
+
+
 def test_a_run_id_that_cannot_be_in_a_name_is_refused():
     with pytest.raises(ValueError, match="run id"):
         job_name("Run:1", "build", 1)
@@ -113,13 +121,17 @@ def _job(text=HELLO, policy=None, settings=SETTINGS, at=ATTEMPT, node="a"):
 
 
 def test_an_unmapped_runtime_is_an_error_never_dropped():
-    settings = ClusterSettings(runtime_classes={"runsc": "gvisor"}, images=SETTINGS.images)
+    settings = ClusterSettings(
+        namespace="ns", runtime_classes={"runsc": "gvisor"}, images=SETTINGS.images
+    )
     with pytest.raises(ManifestError, match="OCI runtime 'runc' has no RuntimeClass"):
         _job(settings=settings)
 
 
 def test_a_mapped_runtime_names_its_runtime_class():
-    settings = ClusterSettings(runtime_classes={"runc": "runc-hardened"}, images=SETTINGS.images)
+    settings = ClusterSettings(
+        namespace="ns", runtime_classes={"runc": "runc-hardened"}, images=SETTINGS.images
+    )
     assert _job(settings=settings)["spec"]["template"]["spec"]["runtimeClassName"] == (
         "runc-hardened"
     )
@@ -127,12 +139,14 @@ def test_a_mapped_runtime_names_its_runtime_class():
 
 def test_an_image_without_a_pinned_reference_is_refused():
     unpinned = ClusterSettings(
-        runtime_classes=SETTINGS.runtime_classes, images={"sandbox-orch/shell": "reg/shell:1"}
+        namespace="ns",
+        runtime_classes=SETTINGS.runtime_classes,
+        images={"sandbox-orch/shell": "reg/shell:1"},
     )
     with pytest.raises(ManifestError, match="not pinned by digest"):
         _job(settings=unpinned)
     with pytest.raises(ManifestError, match="no pinned reference"):
-        _job(settings=ClusterSettings(runtime_classes=SETTINGS.runtime_classes))
+        _job(settings=ClusterSettings(namespace="ns", runtime_classes=SETTINGS.runtime_classes))
 
 
 def test_the_job_runs_once_with_a_deadline_and_the_node_limits():
@@ -257,7 +271,7 @@ def test_egress_goes_through_the_proxy_and_secrets_by_reference(tmp_path, monkey
 
 
 def test_network_policies_deny_all_but_the_proxy_for_egress_pods():
-    deny, to_proxy = run_network_policies("r1", "h:1:2", 3128)
+    deny, to_proxy = run_network_policies("r1", "h:1:2", "ns", 3128)
     assert deny["spec"]["podSelector"]["matchLabels"] == {
         "sandbox-orch.run": "r1",
         "sandbox-orch.role": "node",

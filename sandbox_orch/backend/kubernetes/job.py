@@ -20,7 +20,7 @@ from .labels import EGRESS_LABEL, node_metadata
 from .names import job_name, secret_name
 from .quantities import byte_quantity, cpu_quantity
 from .security import container_security_context, pod_isolation, pod_security_context
-from .settings import ClusterSettings, pinned_image, runtime_class
+from .settings import ClusterSettings, checked_namespace, pinned_image, runtime_class
 from .volumes import node_volumes
 
 DEADLINE_GRACE = 60
@@ -108,7 +108,12 @@ def node_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "metadata": {
+            "name": name,
+            "namespace": checked_namespace(settings),
+            "labels": labels,
+            "annotations": annotations,
+        },
         "spec": {
             "backoffLimit": 0,  # retries are the scheduler's, with their own attempt
             "activeDeadlineSeconds": math.ceil(sandbox.timeout) + DEADLINE_GRACE,

@@ -14,14 +14,15 @@ from ...planning import Plan
 from ...sandbox import Sandbox
 from .job import NodeAttempt, node_job
 from .network import run_network_policies
-from .settings import ClusterSettings
+from .settings import ClusterSettings, checked_namespace
 
 
 def run_manifests(
     plan: Plan, sandboxes: dict[str, Sandbox], at: NodeAttempt, settings: ClusterSettings
 ) -> list[dict[str, Any]]:
     """The run's NetworkPolicies, then each node's first attempt's Job, in plan order."""
-    policies = run_network_policies(at.run_id, at.owner, settings.proxy_port)
+    namespace = checked_namespace(settings)
+    policies = run_network_policies(at.run_id, at.owner, namespace, settings.proxy_port)
     return policies + [
         node_job(node, sandboxes[name], at, settings) for name, node in plan.nodes.items()
     ]

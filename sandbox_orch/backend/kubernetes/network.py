@@ -21,13 +21,17 @@ from .names import PREFIX
 PROXY_ROLE = "egress-proxy"
 
 
-def run_network_policies(run_id: str, owner: str, proxy_port: int) -> list[dict[str, Any]]:
+def run_network_policies(
+    run_id: str, owner: str, namespace: str, proxy_port: int
+) -> list[dict[str, Any]]:
     run = label_value(run_id)
     nodes = {RUN_LABEL: run, ROLE_LABEL: "node"}
     proxy = {RUN_LABEL: run, ROLE_LABEL: PROXY_ROLE}
-    deny = _policy(f"{PREFIX}-{run_id}-deny", run_id, owner, nodes)
+    deny = _policy(f"{PREFIX}-{run_id}-deny", run_id, owner, namespace, nodes)
     deny["spec"].update(ingress=[], egress=[])
-    to_proxy = _policy(f"{PREFIX}-{run_id}-egress", run_id, owner, {**nodes, EGRESS_LABEL: "proxy"})
+    to_proxy = _policy(
+        f"{PREFIX}-{run_id}-egress", run_id, owner, namespace, {**nodes, EGRESS_LABEL: "proxy"}
+    )
     to_proxy["spec"].update(
         ingress=[],
         egress=[
@@ -40,12 +44,15 @@ def run_network_policies(run_id: str, owner: str, proxy_port: int) -> list[dict[
     return [deny, to_proxy]
 
 
-def _policy(name: str, run_id: str, owner: str, selected: dict[str, str]) -> dict[str, Any]:
+def _policy(
+    name: str, run_id: str, owner: str, namespace: str, selected: dict[str, str]
+) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
             "name": name,
+            "namespace": namespace,
             "labels": {RUN_LABEL: label_value(run_id)},
             "annotations": {RUN_LABEL: run_id, OWNER_LABEL: owner},
         },

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..base import BackendError
+from .names import legal_name
 
 PINNED = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 
@@ -28,11 +29,20 @@ class ClusterSettings:
     # oci_runtime -> RuntimeClass name; None: the cluster's default runtime (no
     # runtimeClassName), which the operator must say explicitly.
     runtime_classes: Mapping[str, str | None]
+    # Where the run's objects go (`--namespace`): one whose Pod Security admission
+    # enforces "restricted"; named in every manifest, never the default namespace.
+    namespace: str
     # image name as policies give it -> `registry/name@sha256:...`
     images: Mapping[str, str] = field(default_factory=dict)
     ttl_after_finished: int = 300  # a finished Job (and its pod) lingers this long at most
     proxy_port: int = 3128  # the run's egress-proxy pod listens here
     workspace_limit: int = 1024**3  # each mount's copy (a memory emptyDir), in bytes
+
+
+def checked_namespace(settings: ClusterSettings) -> str:
+    if not legal_name(settings.namespace) or settings.namespace == "default":
+        raise ManifestError(f"namespace {settings.namespace!r} is not one to run nodes in")
+    return settings.namespace
 
 
 def runtime_class(settings: ClusterSettings, oci_runtime: str) -> str | None:
