@@ -17,6 +17,7 @@ from sandbox_orch.backend.kubernetes.labels import label_value, legal_label_key,
 from sandbox_orch.backend.kubernetes.names import job_name, legal_name
 from sandbox_orch.backend.kubernetes.network import run_network_policies
 from sandbox_orch.backend.kubernetes.quantities import byte_quantity, cpu_quantity, is_quantity
+from sandbox_orch.backend.kubernetes.security import uid_gid
 from sandbox_orch.backend.kubernetes.settings import ClusterSettings
 from sandbox_orch.policy import load_policy
 
@@ -268,6 +269,30 @@ def test_egress_goes_through_the_proxy_and_secrets_by_reference(tmp_path, monkey
     no_proxy = NodeAttempt(ATTEMPT.run_id, ATTEMPT.owner)
     with pytest.raises(ValueError, match="egress-proxy address"):
         _job(EGRESS, policy=policy, at=no_proxy)
+
+
+@pytest.mark.parametrize("name", ["1X", "A B", "A:B"])
+def test_an_environment_name_the_api_refuses_is_refused_here(name):
+    workflow = f'version: 1\nname: t\nnodes:\n  a: {{command: ["true"], env: {{"{name}": v}}}}\n'
+    with pytest.raises(ManifestError, match=f"environment name '{name}' is not one"):
+        _job(workflow)
+
+
+def test_environment_names_with_dots_and_dashes_pass():
+    workflow = 'version: 1\nname: t\nnodes:\n  a: {command: ["true"], env: {A.b-c_D: v}}\n'
+    (container,) = _job(workflow)["spec"]["template"]["spec"]["containers"]
+    assert {"name": "A.b-c_D", "value": "v"} in container["env"]
+
+
+@pytest.mark.parametrize(
+    ("user", "ok"), [("10001:10002", (10001, 10002)), ("0:5", None), ("a:b", None), ("5", None)]
+)
+def test_the_user_is_numeric_and_never_root(user, ok):
+    if ok is None:
+        with pytest.raises(ValueError):
+            uid_gid(user)
+    else:
+        assert uid_gid(user) == ok
 
 
 def test_network_policies_deny_all_but_the_proxy_for_egress_pods():

@@ -13,13 +13,19 @@ wrapper, instead of Docker's per-node Unix socket).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ...egress import PROXY_URL
 from ...sandbox import Sandbox
+from .settings import ManifestError
 
 PROXY_ADDRESS_ENV = "SANDBOX_ORCH_EGRESS_PROXY"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+# What every supported version's API server takes (its relaxed rule, any printable ASCII
+# but `=`, is the default only from 1.34); a Secret's keys are narrower still.
+ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 def has_egress(sandbox: Sandbox) -> bool:
@@ -36,6 +42,9 @@ def node_env(sandbox: Sandbox, secret: str, proxy: str | None) -> list[dict[str,
         plain.update(dict.fromkeys(PROXY_VARIABLES, PROXY_URL))
         plain["NO_PROXY"] = plain["no_proxy"] = ""
         plain[PROXY_ADDRESS_ENV] = proxy
+    for name in [*plain, *sandbox.secrets]:
+        if not ENV_NAME.match(name) or (name in sandbox.secrets and not SECRET_KEY.match(name)):
+            raise ManifestError(f"environment name {name!r} is not one Kubernetes 1.33 accepts")
     # A secret's reference wins over any plain variable of its name (none is left).
     env: list[dict[str, Any]] = [
         {"name": k, "value": v} for k, v in plain.items() if k not in sandbox.secrets
