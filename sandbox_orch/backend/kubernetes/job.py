@@ -1,0 +1,143 @@
+"""A node's attempt as a batch/v1 Job: one pod, never restarted, hardened as on Docker.
+
+The runner's own timer decides a node's timeout from its container's start, as on
+Docker; the Job's activeDeadlineSeconds is the cluster-side backstop for when the runner
+is gone (its host died), so it allows DEADLINE_GRACE more, which also covers scheduling
+and the image pull (the deadline counts from the Job's start).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ...execution import _phased
+from ...planning import PlannedNode
+from ...sandbox import NOFILE, Sandbox
+from .env import has_egress, node_env
+from .labels import EGRESS_LABEL, node_metadata
+from .names import job_name, secret_name
+from .quantities import byte_quantity, cpu_quantity
+from .security import container_security_context, pod_isolation, pod_security_context
+from .settings import ClusterSettings, checked_namespace, pinned_image, runtime_class
+from .volumes import node_volumes
+
+DEADLINE_GRACE = 60
+# The root is read-only and every volume is in memory: only the kubelet's copy of the
+# container's log is written to the node's disk (rotated by the kubelet), and this bounds
+# it (the pod is evicted past it).
+EPHEMERAL_STORAGE = 64 * 1024**2
+CONTAINER = "node"
+
+
+@dataclass(frozen=True)
+class NodeAttempt:
+    """Which attempt of which node of which run, and who owns it."""
+
+    run_id: str
+    owner: str  # host:pid:start, as on Docker (an annotation here)
+    attempt: int = 1
+    proxy: str | None = None  # the run's egress-proxy pod, `ip:port` (nodes with egress)
+
+
+def limited(argv: tuple[str, ...], sandbox: Sandbox) -> list[str]:
+    """`prlimit` sets what Docker's ulimits do (a Pod has no field for them): no core
+    dumps, NOFILE files, and under gVisor RLIMIT_NPROC, its pids limit (see
+    Sandbox.pids_mechanism; the kubelet's podPidsLimit is the node-wide backstop)."""
+    limits = [f"--nofile={NOFILE}", "--core=0"]
+    if sandbox.pids_mechanism == "rlimit_nproc":
+        limits.append(f"--nproc={sandbox.pids}")
+    return ["prlimit", *limits, "--", *argv]
+
+
+def node_argv(node: PlannedNode, sandbox: Sandbox) -> list[str]:
+    argv = node.argv
+    if has_egress(sandbox):
+        argv = ("sandbox-orch-egress", *_phased(sandbox), *argv)
+    return limited(argv, sandbox)
+
+
+def resources(sandbox: Sandbox) -> dict[str, Any]:
+    """Requests equal to limits: the pod is "Guaranteed", first to keep its memory."""
+    amounts = {
+        "cpu": cpu_quantity(sandbox.cpus),
+        "memory": byte_quantity(sandbox.memory),
+        "ephemeral-storage": byte_quantity(EPHEMERAL_STORAGE),
+    }
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def node_job(
+    node: PlannedNode, sandbox: Sandbox, at: NodeAttempt, settings: ClusterSettings
+) -> dict[str, Any]:
+    name = job_name(at.run_id, node.name, at.attempt)
+    labels, annotations = node_metadata(at.run_id, node.name, at.owner, at.attempt, sandbox.pids)
+    if has_egress(sandbox):
+        labels[EGRESS_LABEL] = "proxy"
+    image = pinned_image(settings, sandbox.image)
+    volumes = node_volumes(node, sandbox, settings.workspace_limit)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": "Always",  # by digest: the same image, the registry's access check
+        "command": node_argv(node, sandbox),
+        "env": node_env(sandbox, secret_name(name), at.proxy),
+        "resources": resources(sandbox),
+        "securityContext": container_security_context(sandbox.user),
+        "volumeMounts": volumes.mounts,
+        "stdin": False,
+        "tty": False,
+        "terminationMessagePolicy": "File",
+    }
+    if sandbox.workdir:
+        container["workingDir"] = sandbox.workdir
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        **pod_isolation(),
+        "securityContext": pod_security_context(sandbox.user),
+        "terminationGracePeriodSeconds": 0,  # a kill is SIGKILL, as on Docker
+        "containers": [container],
+        "volumes": volumes.volumes,
+    }
+    if volumes.delivered:
+        pod["initContainers"] = [_deliverer(image, sandbox, volumes.delivered)]
+    runtime = runtime_class(settings, sandbox.oci_runtime)
+    if runtime is not None:
+        pod["runtimeClassName"] = runtime
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": checked_namespace(settings),
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": {
+            "backoffLimit": 0,  # retries are the scheduler's, with their own attempt
+            "activeDeadlineSeconds": math.ceil(sandbox.timeout) + DEADLINE_GRACE,
+            "ttlSecondsAfterFinished": settings.ttl_after_finished,
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+                "spec": pod,
+            },
+        },
+    }
+
+
+def _deliverer(image: str, sandbox: Sandbox, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Holds the pod before the node runs while the backend copies inputs and mounts in
+    (see volumes.py); "go" on its stdin runs `true`, and the node's container starts."""
+    return {
+        "name": "deliver",
+        "image": image,
+        "imagePullPolicy": "Always",
+        "command": limited(("sandbox-orch-gate", "true"), sandbox),
+        "resources": resources(sandbox),
+        "securityContext": container_security_context(sandbox.user),
+        "volumeMounts": mounts,
+        "stdin": True,
+        "stdinOnce": True,
+        "tty": False,
+    }

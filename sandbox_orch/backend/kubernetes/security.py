@@ -1,0 +1,63 @@
+"""The Pod Security "restricted" settings of every node's pod: the hardening lives here.
+
+As for Docker (backend/settings.py), none of it is an option: the Job builder takes no
+argument that could weaken it. `restricted.py` checks generated pods against the profile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...sandbox import CAP_DROP
+
+
+def uid_gid(user: str) -> tuple[int, int]:
+    """The policy's `uid:gid` as numbers; Kubernetes has no user names (runAsUser is a
+    number, and runAsNonRoot can only check a numeric user)."""
+    uid, _, gid = user.partition(":")
+    if not (uid.isdigit() and gid.isdigit()):
+        raise ValueError(f"user {user!r} is not numeric uid:gid")
+    if int(uid) == 0:
+        raise ValueError("a node never runs as root")
+    return int(uid), int(gid)
+
+
+def pod_security_context(user: str) -> dict[str, Any]:
+    uid, gid = uid_gid(user)
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        # The memory emptyDirs belong to this group, so the node's user can write them.
+        "fsGroup": gid,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "supplementalGroups": [],
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(user: str) -> dict[str, Any]:
+    uid, gid = uid_gid(user)
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "allowPrivilegeEscalation": False,  # no_new_privs, as no-new-privileges on Docker
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": list(CAP_DROP)},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_isolation() -> dict[str, Any]:
+    """Pod fields that keep the node off the host and away from the cluster's API."""
+    return {
+        "automountServiceAccountToken": False,  # no credentials for the cluster's API
+        "enableServiceLinks": False,  # no *_SERVICE_HOST variables naming the cluster
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
+        "shareProcessNamespace": False,
+        "hostname": "sandbox",  # the same for every node, as on Docker
+    }

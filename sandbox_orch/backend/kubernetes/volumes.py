@@ -1,0 +1,60 @@
+"""A node's volumes on a cluster: all of them memory `emptyDir`s, each with a size limit.
+
+- each tmpfs of the policy (`/tmp`): read-write, its size;
+- each artifact the node produces: read-write, the policy's artifact limit, copied out
+  over the exec API after the node exits (the pod is kept until then);
+- each input artifact and each mount (`mounts:`; a cluster has no host directory to bind,
+  and hostPath is forbidden): read-only in the node's container. Their content is put
+  there before the node runs, by the `deliver` init container: it mounts them read-write
+  and waits in sandbox-orch-gate while the backend copies into it over the exec API (the
+  same safe copy rules as on Docker), then it is told "go" and exits; only then does the
+  node's container start, seeing them read-only.
+
+Memory-backed volumes count against the pod's memory limit, as Docker's tmpfs mounts count
+against the container's. An emptyDir has no inode limit and no noexec (Docker's volumes
+have both): the README lists it among the differences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ...planning import PlannedNode
+from ...sandbox import Sandbox
+from .quantities import byte_quantity
+
+
+@dataclass(frozen=True)
+class NodeVolumes:
+    volumes: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]  # the node's container's
+    delivered: list[dict[str, Any]]  # the `deliver` init container's (read-write)
+
+
+def _memory(name: str, size: int) -> dict[str, Any]:
+    return {"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": byte_quantity(size)}}
+
+
+def node_volumes(node: PlannedNode, sandbox: Sandbox, workspace_limit: int) -> NodeVolumes:
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    delivered: list[dict[str, Any]] = []
+
+    def add(name: str, size: int, target: str, read_only: bool) -> None:
+        volumes.append(_memory(name, size))
+        mounts.append({"name": name, "mountPath": target, "readOnly": read_only})
+        if read_only:
+            delivered.append({"name": name, "mountPath": target, "readOnly": False})
+
+    for index, (path, size) in enumerate(sorted(sandbox.tmpfs.items())):
+        add(f"tmpfs-{index}", size, path, read_only=False)
+    for index, artifact in enumerate(node.artifacts):
+        add(f"artifact-{index}", sandbox.artifact_limit, artifact.path, read_only=False)
+    for index, needed in enumerate(node.inputs):
+        add(f"input-{index}", sandbox.artifact_limit, needed.path, read_only=True)
+    for index, mount in enumerate(sandbox.mounts):
+        # A read-write mount's changes would be copied back by the backend, as
+        # `single` copies a workspace's; here it is writable and nothing more.
+        add(f"mount-{index}", workspace_limit, mount.target, read_only=mount.read_only)
+    return NodeVolumes(volumes, mounts, delivered)

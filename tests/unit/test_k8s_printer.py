@@ -1,0 +1,55 @@
+"""`python -m sandbox_orch.backend.kubernetes`: prints a run's manifests (nothing created)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sandbox_orch.backend.kubernetes.__main__ import PROXY_PLACEHOLDER, main
+
+from .k8s_cases import ROOT
+
+HELLO = str(ROOT / "configs" / "examples" / "hello.yaml")
+POLICY = ["--policy", str(ROOT / "policies" / "default.yaml")]
+DIGEST = "@sha256:" + "ab" * 32
+IMAGES = [
+    "--image",
+    f"sandbox-orch/shell=r/shell{DIGEST}",
+    "--image",
+    f"sandbox-orch/python=r/py{DIGEST}",
+]
+
+
+def test_prints_the_runs_manifests(capsys):
+    assert main([HELLO, *POLICY, "--namespace", "ns", "--runtime-class", "runc=", *IMAGES]) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    kinds = [d["kind"] for d in documents]
+    assert kinds[:2] == ["NetworkPolicy", "NetworkPolicy"] and kinds.count("Job") == 3
+    pod = documents[2]["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in pod  # runc= maps to the cluster's default
+    assert pod["containers"][0]["image"] == f"r/shell{DIGEST}"
+
+
+def test_the_proxy_address_is_a_visible_placeholder():
+    assert "POD-IP" in PROXY_PLACEHOLDER
+
+
+def test_an_unmapped_image_exits_3(capsys):
+    assert main([HELLO, *POLICY, "--namespace", "ns", "--runtime-class", "runc="]) == 3
+    assert "sandbox-orch/shell" in capsys.readouterr().err
+
+
+def test_an_unmapped_runtime_exits_3(capsys):
+    assert main([HELLO, *POLICY, "--namespace", "ns", *IMAGES]) == 3
+    assert "OCI runtime 'runc' has no RuntimeClass" in capsys.readouterr().err
+
+
+def test_a_refused_workflow_exits_2(capsys):
+    workflow = str(ROOT / "configs" / "examples" / "agent-review.yaml")
+    assert main([workflow, *POLICY, "--namespace", "ns", "--runtime-class", "runc="]) == 2
+    assert "not granted by the policy" in capsys.readouterr().err
+
+
+def test_a_mapping_without_a_name_is_refused():
+    with pytest.raises(SystemExit, match="expected NAME=VALUE"):
+        main([HELLO, *POLICY, "--namespace", "ns", "--runtime-class", "runc"])
