@@ -1,0 +1,54 @@
+"""The workflow file's JSON Schema, from the pydantic models the loader validates with
+(workflow.py): `model_json_schema` in validation mode, then three documented steps.
+
+1. Booleans: pydantic reads a boolean field laxly, so `fail_fast: "yes"` (a string under
+   YAML 1.2) is true; the schema accepts the same spellings (`bool_schema` below).
+2. Node names: the `nodes` map's keys must match NODE_NAME (checked in planning.py);
+   pydantic would say that with patternProperties, which lets other keys through.
+3. Descriptions, written as docstrings under each field, are joined into one line.
+
+The values our own parsers read (durations, sizes, egress grants, container paths) are
+described on the types themselves with WithJsonSchema (editorschema/values.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from ..workflow import NODE_NAME, Workflow
+from . import tidy
+
+# What pydantic's lax mode takes as a boolean: these strings in any case, and 0 and 1.
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "t", "f", "y", "n", "1", "0")
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+LAX_BOOL: dict[str, Any] = {
+    "anyOf": [
+        {"type": "boolean"},
+        {"enum": [0, 1]},
+        {"type": "string", "pattern": f"^(?:{'|'.join(map(_any_case, BOOL_WORDS))})$"},
+    ]
+}
+
+
+class _LoaderSchema(GenerateJsonSchema):
+    def bool_schema(self, schema: core_schema.BoolSchema) -> JsonSchemaValue:
+        return LAX_BOOL if not schema.get("strict") else {"type": "boolean"}
+
+
+def workflow_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a workflow file."""
+    schema = Workflow.model_json_schema(mode="validation", schema_generator=_LoaderSchema)
+    nodes = schema["properties"]["nodes"]
+    ((pattern, entry),) = nodes.pop("patternProperties").items()
+    assert pattern == NODE_NAME.pattern  # the models' key type says the same
+    nodes["propertyNames"] = {"pattern": pattern}
+    nodes["additionalProperties"] = entry
+    return tidy.finished(schema, "workflow")
