@@ -53,8 +53,20 @@ MemoryFactor = Annotated[
     WithJsonSchema(values.factor(1.0, 16.0)),
 ]
 # A backoff may also be 0 (no wait), which no other duration may.
+
+
+def _backoff(value: Any) -> float:
+    # 0 is no wait, which no other duration may be (was a field_validator that ran before
+    # this type's own parser, which then refused the 0.0 it returned).
+    if not isinstance(value, bool) and value in (0, "0", "0s"):
+        return 0.0
+    return parse_duration(value)
+
+
 Backoff = Annotated[
-    Duration, WithJsonSchema({"anyOf": [values.DURATION, {"enum": [0, "0", "0s"]}]})
+    float,
+    BeforeValidator(_backoff),
+    WithJsonSchema({"anyOf": [values.DURATION, {"enum": [0, "0", "0s"]}]}),
 ]
 ContainerPath = Annotated[str, WithJsonSchema(values.CONTAINER_PATH)]  # checked by normalise
 ArtifactName = Annotated[str, WithJsonSchema({"type": "string", "pattern": ARTIFACT_NAME.pattern})]
@@ -190,11 +202,6 @@ class Retries(Strict):
     memory_factor: MemoryFactor = 1.0
     """After an OOM kill, multiply the memory limit by this (1 to 16), never beyond the
     policy's ceiling."""
-
-    @field_validator("backoff", mode="before")
-    @classmethod
-    def _zero_backoff(cls, value: Any) -> Any:
-        return 0.0 if value in (0, "0", "0s") else value
 
 
 def _egress_grant(entry: str) -> str:

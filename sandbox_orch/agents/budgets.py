@@ -86,7 +86,7 @@ def _schema_of(metric: str) -> WithJsonSchema:
     mode = {"enum": ["warn", "block"], "description": "warn: report it; block (default): stop"}
     mapping = {
         "type": "object",
-        "properties": {"limit": scalar, "mode": mode},
+        "properties": {"limit": {**scalar, "description": "The limit."}, "mode": mode},
         "required": ["limit"],
         "additionalProperties": False,
     }

@@ -28,6 +28,10 @@ DESCRIPTION = (
 )
 
 
+# Headers that frame the request never carry a secret, in any case.
+_FRAMING = "|".join(values.any_case(name) for name in brokerpolicy.NOT_A_SECRET_HEADER)
+
+
 def checks() -> Checks:
     """What each check_with parser of the policy schema accepts."""
     return {
@@ -42,12 +46,14 @@ def checks() -> Checks:
         policy._budget: Budget.model_json_schema(schema_generator=_LoaderSchema),
         brokerpolicy.check_upstream: {
             "type": "string",
-            "pattern": r"^[\x00-\x20]*[Hh][Tt][Tt][Pp][Ss]://[^/?#@]+$",  # urlsplit strips C0
+            # urlsplit strips C0 characters and spaces in front, takes the scheme in any case
+            "pattern": r"^[\x00-\x20]*[Hh][Tt][Tt][Pp][Ss]://(?:[^/?#@:\[\]]+|\[[^/?#@\]]+\])(?::[0-9]*)?$",
             "examples": ["https://api.anthropic.com"],
         },
         brokerpolicy.check_header: {
             "type": "string",
             "pattern": f"^{brokerpolicy.HEADER_NAME.pattern}$",
+            "not": {"pattern": f"^(?:{_FRAMING})$"},
         },
         brokerpolicy.check_scheme: {"const": "Bearer"},
         brokerpolicy.check_path: {"type": "string", "pattern": r"^/[^\s\x00-\x1f\x7f]*$"},

@@ -46,15 +46,26 @@ def thawed(value: Any) -> Any:
     return value
 
 
+def any_case(word: str) -> str:
+    """A pattern matching `word` in any case (JSON Schema's patterns have no flags)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
 def _anchored_with_blanks(pattern: str) -> str:
     """A parser's `^...$` pattern, as matched after str.strip(): blanks either side."""
     return r"^\s*" + pattern.removeprefix("^").removesuffix("$") + r"\s*$"
 
 
+# Patterns here use no lookaround: editors run them as ECMAScript, our tests with RE2
+# (schemas.py makes jsonschema match patterns with RE2); a `not` says what lookaround would.
 DURATION: Fragment = {
     "anyOf": [
         {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
-        {"type": "string", "pattern": _anchored_with_blanks(_DURATION.pattern)},
+        {
+            "type": "string",
+            "pattern": _anchored_with_blanks(_DURATION.pattern),
+            "not": {"pattern": r"^\s*[0.]*(?:ms|s|m|h)\s*$"},  # positive: never only zeros
+        },
     ],
     "examples": ["30s", "10m", "1h", "500ms"],
 }

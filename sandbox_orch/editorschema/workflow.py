@@ -3,8 +3,9 @@
 
 1. Booleans: pydantic reads a boolean field laxly, so `fail_fast: "yes"` (a string under
    YAML 1.2) is true; the schema accepts the same spellings (`bool_schema` below).
-2. Node names: the `nodes` map's keys must match NODE_NAME (checked in planning.py);
-   pydantic would say that with patternProperties, which lets other keys through.
+2. Names checked in planning.py: the `nodes` map's keys must match NODE_NAME (pydantic
+   would say that with patternProperties, which lets other keys through), and a custom
+   runtime is never named like a preset.
 3. Descriptions, written as docstrings under each field, are joined into one line.
 
 The values our own parsers read (durations, sizes, egress grants, container paths) are
@@ -18,22 +19,19 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from ..runtimes import PRESETS
 from ..workflow import NODE_NAME, Workflow
-from . import tidy
+from . import tidy, values
 
 # What pydantic's lax mode takes as a boolean: these strings in any case, and 0 and 1.
 BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "t", "f", "y", "n", "1", "0")
-
-
-def _any_case(word: str) -> str:
-    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
 
 
 LAX_BOOL: dict[str, Any] = {
     "anyOf": [
         {"type": "boolean"},
         {"enum": [0, 1]},
-        {"type": "string", "pattern": f"^(?:{'|'.join(map(_any_case, BOOL_WORDS))})$"},
+        {"type": "string", "pattern": f"^(?:{'|'.join(map(values.any_case, BOOL_WORDS))})$"},
     ]
 }
 
@@ -51,4 +49,5 @@ def workflow_schema() -> dict[str, Any]:
     assert pattern == NODE_NAME.pattern  # the models' key type says the same
     nodes["propertyNames"] = {"pattern": pattern}
     nodes["additionalProperties"] = entry
+    schema["properties"]["runtimes"]["propertyNames"] = {"not": {"enum": sorted(PRESETS)}}
     return tidy.finished(schema, "workflow")

@@ -57,6 +57,7 @@ CASES = [
     (["validate", "--help"], "Parse, check the graph", NOT_FOR_HELP),
     (["single", "--help"], "One node of RUNTIME", NOT_FOR_HELP),
     (["policy", "review", "--help"], "Security review of a policy", NOT_FOR_HELP),
+    (["schema", "--help"], "Print the JSON Schema", NOT_FOR_HELP),
     (["validate", HELLO], f"{HELLO}: valid (3 nodes, policy default)", NOT_FOR_CHECKING),
     (["plan", HELLO], "greet", NOT_FOR_CHECKING),
 ]
