@@ -146,7 +146,7 @@ class Artifact(Strict):
         # The name becomes a directory on the host: never absolute, never climbing out.
         if not name or name.startswith("/") or ".." in name.split("/") or "\\" in name:
             raise ValueError("an artifact name must be relative and must not contain '..'")
-        if not ARTIFACT_NAME.match(name):
+        if not ARTIFACT_NAME.fullmatch(name):  # `$` alone lets a final "\n" by
             raise ValueError("an artifact name is letters, digits, '.', '_' or '-' (at most 63)")
         return name
 
