@@ -81,11 +81,9 @@ def _no_bool(value: Any) -> Any:
 
 
 class Strict(BaseModel):
-    # use_attribute_docstrings: the string under a field is its description in the schema
-    # editors read (`sandbox-orch schema workflow`); it is the field's documentation here.
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
-    )
+    # The string under a field documents it, and is its description in the schema editors
+    # read (`sandbox-orch schema workflow`, editorschema/docstrings.py).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Resources(Strict):

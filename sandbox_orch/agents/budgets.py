@@ -48,8 +48,8 @@ _PARSERS = {"tokens": _tokens, "usd": parse_usd, "turns": _events, "tool_calls":
 
 
 class _Strict(BaseModel):
-    # The docstring under a field is its description in `sandbox-orch schema workflow`.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # The string under a field is its description in `sandbox-orch schema workflow`.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Limit(_Strict):

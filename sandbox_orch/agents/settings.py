@@ -18,8 +18,8 @@ ToolName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-
 class AgentSettings(BaseModel):
     """Runtime-neutral settings of the agent a node runs (the policy's `agents:` limits them)."""
 
-    # The docstring under a field is its description in `sandbox-orch schema workflow`.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # The string under a field is its description in `sandbox-orch schema workflow`.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = Field(
         default=None,

@@ -6,7 +6,7 @@
 2. Names checked in planning.py: the `nodes` map's keys must match NODE_NAME (pydantic
    would say that with patternProperties, which lets other keys through), and a custom
    runtime is never named like a preset.
-3. Descriptions, written as docstrings under each field, are joined into one line.
+3. Descriptions: the string under each field (docstrings.py), in one line.
 
 The values our own parsers read (durations, sizes, egress grants, container paths) are
 described on the types themselves with WithJsonSchema (editorschema/values.py).
@@ -22,6 +22,7 @@ from pydantic_core import core_schema
 from ..runtimes import PRESETS
 from ..workflow import NODE_NAME, Workflow
 from . import tidy, values
+from .docstrings import attribute_docstrings
 
 # What pydantic's lax mode takes as a boolean: these strings in any case, and 0 and 1.
 BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "t", "f", "y", "n", "1", "0")
@@ -39,6 +40,18 @@ LAX_BOOL: dict[str, Any] = {
 class _LoaderSchema(GenerateJsonSchema):
     def bool_schema(self, schema: core_schema.BoolSchema) -> JsonSchemaValue:
         return LAX_BOOL if not schema.get("strict") else {"type": "boolean"}
+
+    def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+        """A model's schema, each property described by the string under its field."""
+        json_schema = super().model_schema(schema)
+        cls = schema["cls"]
+        docs = attribute_docstrings(cls)
+        properties = json_schema.get("properties", {})
+        for name, info in cls.model_fields.items():
+            key = info.alias or name
+            if key in properties and name in docs:
+                properties[key].setdefault("description", docs[name])
+        return json_schema
 
 
 def workflow_schema() -> dict[str, Any]:
