@@ -20,7 +20,6 @@ from . import tidy, values
 from .fromcerberus import Checks, convert_schema
 from .workflow import _LoaderSchema
 
-TITLE = "sandbox-orch policy (version 1)"
 DESCRIPTION = (
     "The operator's policy: what nodes may be granted (runtimes, images, isolation, egress,"
     " mounts, secrets, limits). Chosen by the operator, never by a workflow; anything not"
@@ -65,4 +64,4 @@ def checks() -> Checks:
 def policy_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a policy file."""
     schema = convert_schema(policy.SCHEMA, checks())
-    return tidy.finished({"title": TITLE, "description": DESCRIPTION, **schema}, "policy")
+    return tidy.finished({"description": DESCRIPTION, **schema}, "policy")

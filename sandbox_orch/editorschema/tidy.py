@@ -1,4 +1,5 @@
-"""What both schemas get last: the dialect, an id, one-line descriptions, sorted keys."""
+"""What both schemas get last: the dialect, a title, one-line descriptions, sorted keys.
+No `$id`: the project publishes no schema URL; editors take the file's path."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import re
 from typing import Any
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-BASE_ID = "https://github.com/sandbox-orch/sandbox-orch/schemas/{kind}-v1.json"
 _BLANKS = re.compile(r"\s+")
 
 
 def finished(schema: dict[str, Any], kind: str) -> dict[str, Any]:
-    """`schema` with `$schema`, `$id` and descriptions in one line each."""
-    return {"$schema": DIALECT, "$id": BASE_ID.format(kind=kind), **_one_line(schema)}
+    """`schema` with `$schema`, its title, and descriptions in one line each."""
+    return {**_one_line(schema), "$schema": DIALECT, "title": f"sandbox-orch {kind} (version 1)"}
 
 
 def _one_line(value: Any) -> Any:
