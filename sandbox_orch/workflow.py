@@ -52,7 +52,6 @@ MemoryFactor = Annotated[
     BeforeValidator(lambda value: parse_factor(value, 1.0, 16.0)),
     WithJsonSchema(values.factor(1.0, 16.0)),
 ]
-# A backoff may also be 0 (no wait), which no other duration may.
 
 
 def _backoff(value: Any) -> float:
