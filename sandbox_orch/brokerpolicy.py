@@ -88,19 +88,54 @@ def check_env_name(value: Any) -> str:
 
 
 def schema(checker: Callable[[Callable[[Any], Any]], Any]) -> dict[str, Any]:
-    """The cerberus schema of `broker:`; `checker` turns a check into a check_with."""
-    return {
-        "type": "dict",
-        "schema": {
-            "upstream": {"required": True, "check_with": checker(check_upstream)},
-            "header": {"check_with": checker(check_header)},
-            "authorization": {"check_with": checker(check_scheme)},
-            "paths": {"type": "list", "schema": {"check_with": checker(check_path)}},
-            "methods": {"type": "list", "schema": {"check_with": checker(check_method)}},
-            "ca_bundle": {"type": "string", "empty": False},
-            "base_url_env": {"check_with": checker(check_env_name)},
+    """The cerberus schema of `broker:`; `checker` turns a check into a check_with. Each
+    field's `meta` is its description for editors (cerberus ignores it)."""
+    from .editorschema.values import documented as doc
+
+    return doc(
+        {
+            "type": "dict",
+            "schema": {
+                "upstream": doc(
+                    {"required": True, "check_with": checker(check_upstream)},
+                    "https://HOST[:PORT] the proxy sends the node's requests to, with the secret.",
+                    "https://api.anthropic.com",
+                ),
+                "header": doc(
+                    {"check_with": checker(check_header)},
+                    "The header that carries the secret (give this or authorization).",
+                    "x-api-key",
+                ),
+                "authorization": doc(
+                    {"check_with": checker(check_scheme)},
+                    "Bearer: send `Authorization: Bearer <secret>` (give this or header).",
+                    "Bearer",
+                ),
+                "paths": doc(
+                    {"type": "list", "schema": {"check_with": checker(check_path)}},
+                    "Path prefixes the node may ask for (default /v1/).",
+                    ["/v1/"],
+                ),
+                "methods": doc(
+                    {"type": "list", "schema": {"check_with": checker(check_method)}},
+                    "HTTP methods the node may use (default GET, POST).",
+                    ["GET", "POST"],
+                ),
+                "ca_bundle": doc(
+                    {"type": "string", "empty": False},
+                    "A CA bundle for the upstream, relative to the policy (default: the system's).",
+                ),
+                "base_url_env": doc(
+                    {"check_with": checker(check_env_name)},
+                    "The variable that tells the node where the broker is (default: the"
+                    " runtime preset's, e.g. ANTHROPIC_BASE_URL).",
+                    "ANTHROPIC_BASE_URL",
+                ),
+            },
         },
-    }
+        "Broker the secret: it never enters the node; the run's egress proxy adds it to the"
+        " node's requests to one upstream.",
+    )
 
 
 def problems(

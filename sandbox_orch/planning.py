@@ -249,7 +249,7 @@ def _expand(
     seen: set[str] = set()
 
     def claim(name: str, loc: Loc) -> bool:
-        if not NODE_NAME.match(name):
+        if not NODE_NAME.fullmatch(name):  # fullmatch: `$` alone would let "a\n" by
             problems.append(
                 document.problem(loc, f"invalid name {name!r}: use [a-z0-9][a-z0-9_-]*, at most 63")
             )

@@ -21,6 +21,7 @@ from .agents.settings import PERMISSION_MODES
 from .bounded.limits import DEFAULT_PROMPT_BYTES, MAX_PROMPT_BYTES
 from .brokerpolicy import BrokerGrant
 from .containerpaths import normalise
+from .editorschema.values import documented as _doc  # `meta`: for editors only
 from .egress.grants import Grant, private_name_problem
 from .errors import InputRefused, Problem
 from .runtimes import PRESETS
@@ -41,6 +42,7 @@ def _checker(parse: Callable[[Any], Any]) -> Callable[[str, Any, Any], None]:
         except ValueError as problem:
             error(field_name, str(problem))
 
+    check.parses = parse  # type: ignore[attr-defined]  # editorschema: what it accepts
     return check
 
 
@@ -78,86 +80,204 @@ _STRINGS = {"type": "list", "schema": {"type": "string", "empty": False}}
 # host:port, [IPv6]:port or *.domain:port, checked and normalised as egress matches them.
 _HOST_PORT = {"type": "list", "schema": {"type": "string", "check_with": _checker(Grant.of)}}
 
+
+def _numbers(what: str, timeout: str, *more: tuple[str, dict[str, Any], str]) -> dict[str, Any]:
+    """limits and defaults: the same numbers, ceilings or what a node gets."""
+    fields = {
+        "cpus": _doc(_CPUS, f"CPUs {what} (fractions allowed, 0.01 to 1024)."),
+        "memory": _doc(_SIZE, f"Memory {what}: bytes or a size such as 512m, 2g."),
+        "pids": _doc(_PIDS, f"Processes and threads {what}."),
+        "timeout": _doc(_DURATION, timeout),
+    }
+    return {**fields, **{name: _doc(rules, text) for name, rules, text in more}}
+
+
 SCHEMA: dict[str, Any] = {
-    "version": {"check_with": _checker(_version), "required": True},
-    "name": {"type": "string", "empty": False, "required": True},
-    "runtimes": _STRINGS,
-    "images": _STRINGS,
-    "isolation": {
-        "type": "dict",
-        "schema": {
-            "oci_runtime": {"type": "string", "allowed": ["runc", "runsc"]},
-            # Never root: the uid and gid must both be non-zero.
-            "user": {"type": "string", "regex": r"^[1-9]\d*:[1-9]\d*$"},
-            "tmpfs": {
+    "version": _doc(
+        {"check_with": _checker(_version), "required": True}, "The file format's version: 1."
+    ),
+    "name": _doc(
+        {"type": "string", "empty": False, "required": True},
+        "The policy's name (in results and reviews).",
+        "default",
+    ),
+    "runtimes": _doc(
+        _STRINGS,
+        "Runtimes nodes may use: presets and custom runtime names.",
+        ["shell", "python", "node"],
+    ),
+    "images": _doc(_STRINGS, "Images custom runtimes may use (patterns).", ["sandbox-orch/*"]),
+    "isolation": _doc(
+        {
+            "type": "dict",
+            "schema": {
+                "oci_runtime": _doc(
+                    {"type": "string", "allowed": ["runc", "runsc"]},
+                    "The OCI runtime: runc, or runsc (gVisor); runsc missing refuses the run"
+                    " (never falls back).",
+                ),
+                # Never root: the uid and gid must both be non-zero.
+                "user": _doc(
+                    {"type": "string", "regex": r"^[1-9]\d*:[1-9]\d*$"},
+                    "UID:GID nodes run as; never root (both non-zero).",
+                    "10001:10001",
+                ),
+                "tmpfs": _doc(
+                    {
+                        "type": "dict",
+                        "keysrules": {"type": "string", "check_with": _checker(normalise)},
+                        "valuesrules": _SIZE,
+                    },
+                    "Writable in-memory directories: container path to size.",
+                    {"/tmp": "64m"},
+                ),
+            },
+        },
+        "How nodes are isolated: OCI runtime, user, tmpfs.",
+    ),
+    "network": _doc(
+        {
+            "type": "dict",
+            "schema": {
+                "egress": _doc(
+                    _HOST_PORT,
+                    "HOST:PORT (or *.DOMAIN:PORT, [IPv6]:PORT) nodes may request; [] = none at all."
+                    " A granted name that resolves to a private, loopback, link-local or metadata"
+                    " address is refused at connect time; an IP literal is taken as meant.",
+                    ["api.anthropic.com:443", "*.githubusercontent.com:443"],
+                ),
+                "private_names": _doc(
+                    _HOST_PORT,
+                    "Granted names (exactly as in egress) that may resolve to private or loopback"
+                    " addresses (never link-local or metadata).",
+                    ["git.internal.example:443"],
+                ),
+            },
+        },
+        "Egress nodes may request.",
+    ),
+    "mounts": _doc(
+        {
+            "type": "list",
+            "schema": {
                 "type": "dict",
-                "keysrules": {"type": "string", "check_with": _checker(normalise)},
-                "valuesrules": _SIZE,
+                "schema": {
+                    "source": _doc(
+                        {"type": "string", "empty": False, "required": True},
+                        "A host root nodes may mount, relative to the workflow file.",
+                        ".",
+                    ),
+                    "modes": _doc(
+                        {"type": "list", "allowed": ["ro", "rw"], "required": True},
+                        "The modes allowed under it: ro, rw.",
+                        ["ro"],
+                    ),
+                },
             },
         },
-    },
-    "network": {
-        "type": "dict",
-        # private_names: exact granted names that may resolve to private addresses.
-        "schema": {"egress": _HOST_PORT, "private_names": _HOST_PORT},
-    },
-    "mounts": {
-        "type": "list",
-        "schema": {
+        "Host roots nodes may mount, relative to the workflow file.",
+    ),
+    "env": _doc(
+        {
             "type": "dict",
             "schema": {
-                "source": {"type": "string", "empty": False, "required": True},
-                "modes": {"type": "list", "allowed": ["ro", "rw"], "required": True},
+                "deny": _doc(
+                    _STRINGS,
+                    "Names added to the built-in deny list"
+                    " (LD_PRELOAD, BASH_ENV, NODE_OPTIONS, ...).",
+                    ["PYTHONPATH"],
+                )
             },
         },
-    },
-    "env": {"type": "dict", "schema": {"deny": _STRINGS}},
-    "secrets": {
-        "type": "dict",
-        "keysrules": {"type": "string", "regex": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-        "valuesrules": {
+        "Environment variables nodes may not set.",
+    ),
+    "secrets": _doc(
+        {
             "type": "dict",
-            "schema": {
-                "from_env": {"type": "string", "empty": False, "excludes": "from_file"},
-                "from_file": {"type": "string", "empty": False, "excludes": "from_env"},
-                "runtimes": _STRINGS,
-                "egress": _HOST_PORT,
-                "broker": brokerpolicy.schema(_checker),
+            "keysrules": {"type": "string", "regex": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+            "valuesrules": {
+                "type": "dict",
+                "schema": {
+                    "from_env": _doc(
+                        {"type": "string", "empty": False, "excludes": "from_file"},
+                        "Read from this environment variable of sandbox-orch.",
+                        "ANTHROPIC_API_KEY",
+                    ),
+                    "from_file": _doc(
+                        {"type": "string", "empty": False, "excludes": "from_env"},
+                        "Read from this file (a regular file).",
+                    ),
+                    "runtimes": _doc(_STRINGS, "Runtimes whose nodes may have it.", ["claude"]),
+                    "egress": _doc(
+                        _HOST_PORT,
+                        "Where nodes holding it may connect (HOST:PORT).",
+                        ["api.anthropic.com:443"],
+                    ),
+                    "broker": brokerpolicy.schema(_checker),
+                },
             },
         },
-    },
-    "limits": {
-        "type": "dict",
-        "schema": {
-            "cpus": _CPUS,
-            "memory": _SIZE,
-            "pids": _PIDS,
-            "timeout": _DURATION,
-            "output": _SIZE,
-            "artifacts": _SIZE,
-            "artifacts_total": _SIZE,
-            "prompt": {"check_with": _checker(_prompt_size)},  # an agent's whole prompt
+        "Secrets by name: where each is read from, and which runtimes and hosts get it.",
+    ),
+    "limits": _doc(
+        {
+            "type": "dict",
+            "schema": _numbers(
+                "at most, per node",
+                "How long a node may run, at most.",
+                ("output", _SIZE, "Output a node may write, at most."),
+                ("artifacts", _SIZE, "Size of each artifact, at most."),
+                ("artifacts_total", _SIZE, "All artifact volumes a run holds at once, at most."),
+                # an agent's whole prompt
+                (
+                    "prompt",
+                    {"check_with": _checker(_prompt_size)},
+                    "An agent's prompt as launched (default 64k, at most 120k).",
+                ),
+            ),
         },
-    },
-    "defaults": {
-        "type": "dict",
-        "schema": {
-            "cpus": _CPUS,
-            "memory": _SIZE,
-            "pids": _PIDS,
-            "timeout": _DURATION,
+        "Ceilings: asking for more is refused.",
+        {"cpus": 2, "memory": "2g", "pids": 512, "timeout": "30m"},
+    ),
+    "defaults": _doc(
+        {
+            "type": "dict",
+            "schema": _numbers(
+                "a node gets when it asks nothing", "A node's timeout when it sets none."
+            ),
         },
-    },
+        "What a node gets when it asks nothing.",
+        {"cpus": 1, "memory": "512m", "pids": 256, "timeout": "10m"},
+    ),
     # What agent nodes may set in their `agent:` block, and what a run may spend.
-    "agents": {
-        "type": "dict",
-        "schema": {
-            "models": _STRINGS,  # patterns as in `images`; absent: any model
-            "permission_modes": {"type": "list", "allowed": list(PERMISSION_MODES)},
-            "never_allow_tools": _STRINGS,  # patterns, matched on the tool's name
-            "budget": {"check_with": _checker(_budget)},  # ceilings no workflow may raise
+    "agents": _doc(
+        {
+            "type": "dict",
+            "schema": {
+                "models": _doc(
+                    _STRINGS,
+                    "Models agent nodes may use (patterns); absent: any.",
+                    ["claude-sonnet-*"],
+                ),
+                "permission_modes": _doc(
+                    {"type": "list", "allowed": list(PERMISSION_MODES)},
+                    "Permission modes agent nodes may use; absent: any.",
+                    ["default", "acceptEdits", "plan"],
+                ),
+                "never_allow_tools": _doc(
+                    _STRINGS,
+                    "Tool patterns no node may put in allowed_tools.",
+                    ["WebFetch", "WebSearch"],
+                ),
+                "budget": _doc(
+                    {"check_with": _checker(_budget)},
+                    "Ceilings no workflow may raise, in the workflow's budget syntax.",
+                    {"usd": 10, "tokens": 5000000},
+                ),
+            },
         },
-    },
+        "What agent nodes may set in their agent: block, and what a run may spend.",
+    ),
 }
 
 

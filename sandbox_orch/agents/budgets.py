@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
 from ..units import parse_count
 
@@ -48,6 +48,7 @@ _PARSERS = {"tokens": _tokens, "usd": parse_usd, "turns": _events, "tool_calls":
 
 
 class _Strict(BaseModel):
+    # The string under a field is its description in `sandbox-orch schema workflow`.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -71,13 +72,40 @@ def _limit_of(metric: str) -> Any:
     return BeforeValidator(parse)
 
 
+_SCALAR_SCHEMAS: dict[str, dict[str, Any]] = {
+    "tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS},
+    "usd": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_USD},
+    "turns": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS},
+    "tool_calls": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS},
+}
+
+
+def _schema_of(metric: str) -> WithJsonSchema:
+    """For editors: what `_limit_of(metric)` accepts, a bare limit or `{limit, mode}`."""
+    scalar = _SCALAR_SCHEMAS[metric]
+    mode = {"enum": ["warn", "block"], "description": "warn: report it; block (default): stop"}
+    mapping = {
+        "type": "object",
+        "properties": {"limit": {**scalar, "description": "The limit."}, "mode": mode},
+        "required": ["limit"],
+        "additionalProperties": False,
+    }
+    return WithJsonSchema({"anyOf": [scalar, mapping]})
+
+
 class Budget(_Strict):
     """`budget:` on a workflow (the whole run) or on a node."""
 
-    tokens: Annotated[Limit, _limit_of("tokens")] | None = None
-    usd: Annotated[Limit, _limit_of("usd")] | None = None
-    turns: Annotated[Limit, _limit_of("turns")] | None = None
-    tool_calls: Annotated[Limit, _limit_of("tool_calls")] | None = None
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})  # see _something
+
+    tokens: Annotated[Limit, _limit_of("tokens"), _schema_of("tokens")] | None = None
+    """Input plus output tokens: a number (blocks), or `{limit, mode: warn|block}`."""
+    usd: Annotated[Limit, _limit_of("usd"), _schema_of("usd")] | None = None
+    """US dollars (cents allowed): a number (blocks), or `{limit, mode: warn|block}`."""
+    turns: Annotated[Limit, _limit_of("turns"), _schema_of("turns")] | None = None
+    """Agent turns: a number (blocks), or `{limit, mode: warn|block}`."""
+    tool_calls: Annotated[Limit, _limit_of("tool_calls"), _schema_of("tool_calls")] | None = None
+    """Tool calls: a number (blocks), or `{limit, mode: warn|block}`."""
 
     @model_validator(mode="after")
     def _something(self) -> Budget:

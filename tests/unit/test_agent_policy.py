@@ -67,24 +67,7 @@ def test_without_the_section_nothing_is_restricted(tmp_path):
     assert not policy_with(tmp_path, "budget: {usd: 1}").agents.restricts_settings
 
 
-@pytest.mark.parametrize(
-    ("section", "expected"),
-    [
-        ("permission_modes: [yolo]", ":3: agents.permission_modes: unallowed values ('yolo',)"),
-        ("budget: {usd: -1}", ":3: agents.budget: usd: an amount of US dollars is finite"),
-        ("budget: {}", ":3: agents.budget: a budget names at least one of"),
-        ("budget: {dollars: 1}", ":3: agents.budget: dollars: Extra inputs are not permitted"),
-        ("models: ['']", ":3: agents.models[0]: empty values not allowed"),
-        ("never_allow: [Bash]", ":3: agents.never_allow: unknown key"),
-    ],
-)
-def test_a_bad_section_is_refused_with_its_line(tmp_path, section, expected):
-    path = tmp_path / "p.yaml"
-    path.write_text(f"version: 1\nagents:\n  {section}\nname: p\n")
-    with pytest.raises(InputRefused) as caught:
-        load_policy(path)
-    (line,) = [str(p) for p in caught.value.problems]
-    assert line.startswith(str(path) + expected), line
+# A bad `agents:` section: tests/corpus/refused/policy/agents-*.yaml
 
 
 # ---------------------------------------------------------------- admission: settings

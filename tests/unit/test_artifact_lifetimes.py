@@ -371,9 +371,6 @@ def test_an_unset_ceiling_is_four_artifacts(tmp_path):
     assert load_policy(path).limits.artifacts_total == 4 * 64 * 1024**2
     path.write_text("version: 1\nname: p\nlimits: {artifacts: 64m, artifacts_total: 1g}\n")
     assert load_policy(path).limits.artifacts_total == 1024**3
-    path.write_text("version: 1\nname: p\nlimits: {artifacts_total: lots}\n")
-    with pytest.raises(InputRefused, match="artifacts_total"):
-        load_policy(path)
 
 
 def test_an_interrupt_mid_chain_still_removes_every_volume_view_and_holder(store):

@@ -1,11 +1,11 @@
-"""Bad files and bad numbers through the real command line: exit 2, one clear line,
-never a hang or a traceback (`validate` and `run` alike; nothing reaches an engine)."""
+"""Bad files through the real command line: exit 2, one clear line, never a hang or a
+traceback (`validate` and `run` alike; nothing reaches an engine). Bad numbers and other
+refused documents are files in tests/corpus/refused (test_refused_corpus.py)."""
 
 from __future__ import annotations
 
 import os
 import socket
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -121,107 +121,6 @@ def test_a_schema_file_that_is_a_fifo_is_refused(special_files):
     )
     line = refused("validate", str(workflow))
     assert "fifo" in line and "not a regular file (a FIFO)" in line
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "message"),
-    [
-        ("memory", "1e12", "expected a size"),
-        ("memory", "1.5", "expected a size"),
-        ("memory", "true", "expected a size"),
-        ("memory", "-5", "must be positive"),
-        ("memory", "99999999999g", "at most"),
-        ("memory", "[1]", "expected a size"),
-        ("cpus", ".nan", "finite"),
-        ("cpus", ".inf", "finite"),
-        ("cpus", "-.inf", "finite"),
-        ("cpus", "true", "expected a number of CPUs"),
-        ("cpus", "-1", "at least 0.01"),
-        ("cpus", "1e300", "at most"),
-        ("cpus", "'2'", "expected a number of CPUs"),
-        ("pids", "2.0", "expected a whole number"),
-        ("pids", "true", "expected a whole number"),
-        ("pids", "0", "from 1"),
-        ("pids", "99999999999999", "from 1"),
-    ],
-)
-def test_bad_resource_numbers_are_refused_in_workflows(tmp_path, field, value, message):
-    workflow = tmp_path / "wf.yaml"
-    workflow.write_text(
-        f"version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    resources: {{{field}: {value}}}\n"
-    )
-    line = refused("validate", str(workflow))
-    assert line.startswith(f"{workflow}:6: nodes.a.resources.{field}: ") and message in line, line
-
-
-@pytest.mark.parametrize(
-    ("text", "where", "message"),
-    [
-        ("timeout: .nan", "nodes.a.timeout", "finite"),
-        ("timeout: .inf", "nodes.a.timeout", "finite"),
-        ("timeout: 1e12", "nodes.a.timeout", "at most"),
-        ("timeout: 99999999h", "nodes.a.timeout", "at most"),
-        ("timeout: true", "nodes.a.timeout", "expected a duration"),
-        ("timeout: [1]", "nodes.a.timeout", "expected a duration"),
-        ("retries: {limit: 2.0}", "nodes.a.retries.limit", "whole number"),
-        ("retries: {limit: true}", "nodes.a.retries.limit", "whole number"),
-        ("retries: {limit: 1, memory_factor: .nan}", "memory_factor", "from 1 to 16"),
-        ("retries: {limit: 1, memory_factor: true}", "memory_factor", "expected a number"),
-    ],
-)
-def test_bad_durations_and_counts_are_refused_in_workflows(tmp_path, text, where, message):
-    workflow = tmp_path / "wf.yaml"
-    workflow.write_text(f"version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    {text}\n")
-    line = refused("validate", str(workflow))
-    assert where in line and message in line, line
-
-
-def test_version_true_is_not_version_1(tmp_path):
-    workflow = tmp_path / "wf.yaml"
-    workflow.write_text(GOOD_WORKFLOW.replace("version: 1", "version: true"))
-    assert "version" in refused("validate", str(workflow))
-
-
-@pytest.mark.parametrize(
-    ("section", "text", "message"),
-    [
-        ("limits", "cpus: .nan", "finite"),
-        ("limits", "cpus: .inf", "finite"),
-        ("limits", "cpus: true", "expected a number of CPUs"),
-        ("limits", "memory: 1e12", "expected a size"),
-        ("limits", "memory: 99999999999g", "at most"),
-        ("limits", "pids: true", "whole number"),
-        ("limits", "pids: 1.0", "whole number"),
-        ("limits", "timeout: .nan", "finite"),
-        ("limits", "output: -1", "positive"),
-        ("defaults", "cpus: .nan", "finite"),
-        ("defaults", "memory: 1.5", "expected a size"),
-    ],
-)
-def test_bad_numbers_are_refused_in_policies(tmp_path, section, text, message):
-    workflow = tmp_path / "wf.yaml"
-    workflow.write_text(GOOD_WORKFLOW)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        textwrap.dedent(
-            f"""\
-            version: 1
-            name: p
-            runtimes: [shell]
-            {section}: {{{text}}}
-            """
-        )
-    )
-    line = refused("validate", str(workflow), "--policy", str(policy))
-    assert line.startswith(f"{policy}:4: {section}.") and message in line, line
-
-
-def test_policy_version_true_is_refused(tmp_path):
-    workflow = tmp_path / "wf.yaml"
-    workflow.write_text(GOOD_WORKFLOW)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("version: true\nname: p\n")
-    assert "version" in refused("validate", str(workflow), "--policy", str(policy))
 
 
 def test_policy_tmpfs_paths_are_normalised(tmp_path):

@@ -43,24 +43,25 @@ def loaded(tmp_path: Path, broker: str, runtimes: str = "[claude]") -> BrokerGra
     return grant
 
 
-@pytest.mark.parametrize(
-    ("upstream", "message"),
-    [
-        ("http://api.example", "'http://api.example': https only (the proxy opens TLS to the upstream itself)"),
-        ("api.example", "'api.example': https only (the proxy opens TLS to the upstream itself)"),
-        ("https://api.example/", "'https://api.example/': no path (`paths:` lists what the node may ask)"),
-        ("https://api.example/v1", "'https://api.example/v1': no path (`paths:` lists what the node may ask)"),
-        ("https://api.example?a=1", "'https://api.example?a=1': no path (`paths:` lists what the node may ask)"),
-        ("https://api.example#x", "'https://api.example#x': no path (`paths:` lists what the node may ask)"),
-        ("https://api.example?", "'https://api.example?': no path (`paths:` lists what the node may ask)"),
-        ("https://u:p@api.example", "'https://u:p@api.example' is not an https://HOST[:PORT] URL"),
-        ("https://", "'https://' is not an https://HOST[:PORT] URL"),
-        ("https://:443", "'https://:443' is not an https://HOST[:PORT] URL"),
-        ("https://api.example:99999", "'https://api.example:99999' is not an https://HOST[:PORT] URL (Port out of range 0-65535)"),
-        ("https://api.example:x", "'https://api.example:x' is not an https://HOST[:PORT] URL (Port could not be cast to integer value as 'x')"),
-        (7, "must be a string"),
-    ],
-)  # fmt: skip
+# Also checked against the editors' schema (test_editor_schema.py).
+UPSTREAM_REFUSALS = [
+    ("http://api.example", "'http://api.example': https only (the proxy opens TLS to the upstream itself)"),
+    ("api.example", "'api.example': https only (the proxy opens TLS to the upstream itself)"),
+    ("https://api.example/", "'https://api.example/': no path (`paths:` lists what the node may ask)"),
+    ("https://api.example/v1", "'https://api.example/v1': no path (`paths:` lists what the node may ask)"),
+    ("https://api.example?a=1", "'https://api.example?a=1': no path (`paths:` lists what the node may ask)"),
+    ("https://api.example#x", "'https://api.example#x': no path (`paths:` lists what the node may ask)"),
+    ("https://api.example?", "'https://api.example?': no path (`paths:` lists what the node may ask)"),
+    ("https://u:p@api.example", "'https://u:p@api.example' is not an https://HOST[:PORT] URL"),
+    ("https://", "'https://' is not an https://HOST[:PORT] URL"),
+    ("https://:443", "'https://:443' is not an https://HOST[:PORT] URL"),
+    ("https://api.example:99999", "'https://api.example:99999' is not an https://HOST[:PORT] URL (Port out of range 0-65535)"),
+    ("https://api.example:x", "'https://api.example:x' is not an https://HOST[:PORT] URL (Port could not be cast to integer value as 'x')"),
+    (7, "must be a string"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("upstream", "message"), UPSTREAM_REFUSALS)
 def test_an_upstream_is_https_host_and_port_only(tmp_path, upstream, message):
     broker = (
         f"upstream: {upstream!r}\nheader: x-api-key\n"
@@ -97,67 +98,71 @@ def test_exactly_one_of_header_and_authorization(tmp_path, fields, line):
     ]
 
 
-@pytest.mark.parametrize(
-    ("header", "message"),
-    [
-        ("x api key", "'x api key' is not an HTTP header name"),
-        ("'x-api-key:'", "'x-api-key:' is not an HTTP header name"),
-        ("''", "'' is not an HTTP header name"),
-        ("7", "7 is not an HTTP header name"),
-        ("Host", "'Host' cannot carry a secret"),
-        ("content-length", "'content-length' cannot carry a secret"),
-        ("Transfer-Encoding", "'Transfer-Encoding' cannot carry a secret"),
-        ("connection", "'connection' cannot carry a secret"),
-    ],
-)
+# Also checked against the editors' schema (test_editor_schema.py).
+HEADER_REFUSALS = [
+    ("x api key", "'x api key' is not an HTTP header name"),
+    ("'x-api-key:'", "'x-api-key:' is not an HTTP header name"),
+    ("''", "'' is not an HTTP header name"),
+    ("7", "7 is not an HTTP header name"),
+    ("Host", "'Host' cannot carry a secret"),
+    ("content-length", "'content-length' cannot carry a secret"),
+    ("Transfer-Encoding", "'Transfer-Encoding' cannot carry a secret"),
+    ("connection", "'connection' cannot carry a secret"),
+]
+
+
+@pytest.mark.parametrize(("header", "message"), HEADER_REFUSALS)
 def test_a_header_is_a_token_that_does_not_frame_the_request(tmp_path, header, message):
     broker = f"upstream: https://api.example\nheader: {header}\n"
     assert refusals(tmp_path, broker) == [f"10: secrets.K.broker.header: {message}"]
 
 
-@pytest.mark.parametrize(
-    ("scheme", "message"),
-    [
-        ("Basic", "'Basic': only Bearer (sends `Authorization: Bearer <secret>`)"),
-        ("bearer", "'bearer': only Bearer (sends `Authorization: Bearer <secret>`)"),
-        ("'Bearer '", "'Bearer ': only Bearer (sends `Authorization: Bearer <secret>`)"),
-        ("true", "True: only Bearer (sends `Authorization: Bearer <secret>`)"),
-    ],
-)
+# Also checked against the editors' schema (test_editor_schema.py).
+SCHEME_REFUSALS = [
+    ("Basic", "'Basic': only Bearer (sends `Authorization: Bearer <secret>`)"),
+    ("bearer", "'bearer': only Bearer (sends `Authorization: Bearer <secret>`)"),
+    ("'Bearer '", "'Bearer ': only Bearer (sends `Authorization: Bearer <secret>`)"),
+    ("true", "True: only Bearer (sends `Authorization: Bearer <secret>`)"),
+]
+
+
+@pytest.mark.parametrize(("scheme", "message"), SCHEME_REFUSALS)
 def test_authorization_is_bearer_only(tmp_path, scheme, message):
     broker = f"upstream: https://api.example\nauthorization: {scheme}\n"
     assert refusals(tmp_path, broker) == [f"10: secrets.K.broker.authorization: {message}"]
 
 
-@pytest.mark.parametrize(
-    ("paths", "message"),
-    [
-        ("[v1/]", "[0]: 'v1/': a path prefix starts with /"),
-        ("['']", "[0]: '': a path prefix starts with /"),
-        ("[/v1/, 'x']", "[1]: 'x': a path prefix starts with /"),
-        ("[7]", "[0]: 7: a path prefix starts with /"),
-        ("['/v1 /']", "[0]: '/v1 /': a path prefix has no spaces or control characters"),
-        ('["/v1\\t"]', "[0]: '/v1\\t': a path prefix has no spaces or control characters"),
-        ('["/v1\\x7f"]', "[0]: '/v1\\x7f': a path prefix has no spaces or control characters"),
-        ('["/v1\\x1f"]', "[0]: '/v1\\x1f': a path prefix has no spaces or control characters"),
-        ("/v1/", " must be of list type"),
-    ],
-)
+# Also checked against the editors' schema (test_editor_schema.py).
+PATHS_REFUSALS = [
+    ("[v1/]", "[0]: 'v1/': a path prefix starts with /"),
+    ("['']", "[0]: '': a path prefix starts with /"),
+    ("[/v1/, 'x']", "[1]: 'x': a path prefix starts with /"),
+    ("[7]", "[0]: 7: a path prefix starts with /"),
+    ("['/v1 /']", "[0]: '/v1 /': a path prefix has no spaces or control characters"),
+    ('["/v1\\t"]', "[0]: '/v1\\t': a path prefix has no spaces or control characters"),
+    ('["/v1\\x7f"]', "[0]: '/v1\\x7f': a path prefix has no spaces or control characters"),
+    ('["/v1\\x1f"]', "[0]: '/v1\\x1f': a path prefix has no spaces or control characters"),
+    ("/v1/", " must be of list type"),
+]
+
+
+@pytest.mark.parametrize(("paths", "message"), PATHS_REFUSALS)
 def test_paths_are_prefixes_from_the_root(tmp_path, paths, message):
     broker = f"upstream: https://api.example\nheader: x-api-key\npaths: {paths}\n"
     sep = "" if message.startswith("[") else ":"
     assert refusals(tmp_path, broker) == [f"11: secrets.K.broker.paths{sep}{message}"]
 
 
-@pytest.mark.parametrize(
-    ("methods", "message"),
-    [
-        ("[GET, FETCH]", "[1]: unknown method 'FETCH'"),
-        ("[get]", "[0]: unknown method 'get'"),
-        ("[CONNECT]", "[0]: unknown method 'CONNECT'"),
-        ("[TRACE]", "[0]: unknown method 'TRACE'"),
-    ],
-)
+# Also checked against the editors' schema (test_editor_schema.py).
+METHODS_REFUSALS = [
+    ("[GET, FETCH]", "[1]: unknown method 'FETCH'"),
+    ("[get]", "[0]: unknown method 'get'"),
+    ("[CONNECT]", "[0]: unknown method 'CONNECT'"),
+    ("[TRACE]", "[0]: unknown method 'TRACE'"),
+]
+
+
+@pytest.mark.parametrize(("methods", "message"), METHODS_REFUSALS)
 def test_methods_are_known_ones_in_capitals(tmp_path, methods, message):
     broker = f"upstream: https://api.example\nheader: x-api-key\nmethods: {methods}\n"
     known = " (known: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
@@ -172,7 +177,11 @@ def test_every_known_method_is_accepted(tmp_path):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["1BAD", "A-B", "A B", "''", "7", "Ä"])
+# Also checked against the editors' schema (test_editor_schema.py).
+ENV_NAME_REFUSALS = ["1BAD", "A-B", "A B", "''", "7", "Ä"]
+
+
+@pytest.mark.parametrize("name", ENV_NAME_REFUSALS)
 def test_base_url_env_is_an_environment_name(tmp_path, name):
     broker = f"upstream: https://api.example\nheader: x-api-key\nbase_url_env: {name}\n"
     shown = repr(int(name)) if name.isdigit() else repr(name.strip("'"))

@@ -1,12 +1,7 @@
 """Which policy applies: --policy, else $SANDBOX_ORCH_POLICY, else the default; never the
 workflow's choice (CONTRACT 1)."""
 
-import pytest
-
-from sandbox_orch.errors import InputRefused
 from sandbox_orch.policy import DEFAULT_POLICY, POLICY_ENV, choose_policy_path, load_policy
-
-from .helpers import plan_of
 
 
 def test_option_beats_environment_beats_default(monkeypatch, tmp_path):
@@ -17,9 +12,7 @@ def test_option_beats_environment_beats_default(monkeypatch, tmp_path):
     assert choose_policy_path(str(tmp_path / "opt.yaml")) == tmp_path / "opt.yaml"
 
 
-def test_a_workflow_cannot_name_its_policy():
-    with pytest.raises(InputRefused, match="policy: unknown key"):
-        plan_of("version: 1\nname: x\npolicy: permissive.yaml\nnodes:\n  a: {command: [x]}\n")
+# A workflow that names its policy: tests/corpus/refused/workflow/workflow-names-its-policy.yaml
 
 
 def test_every_shipped_policy_loads():

@@ -1,4 +1,7 @@
-"""Workflow files: every refusal is one line `FILE:LINE: field: message`."""
+"""Workflow files: every refusal is one line `FILE:LINE: field: message`.
+
+The refused documents themselves are files in tests/corpus/refused/workflow, checked by
+test_refused_corpus.py (and against the editors' schema by test_editor_schema.py)."""
 
 import pytest
 
@@ -50,55 +53,22 @@ def test_contract_example_workflow_validates():
     assert plan.nodes["build"].argv == ("python", "-c", "print(1)")
 
 
-def test_unknown_key_privileged_is_refused_with_its_line(tmp_path):
-    found = problems(
-        tmp_path,
-        "version: 1\nname: x\nnodes:\n  a:\n    command: [echo]\n    privileged: true\n",
+@pytest.mark.parametrize("backoff", ["0", "0s", 0, 0.0])
+def test_a_zero_backoff_means_no_wait(backoff):
+    plan = plan_of(
+        f"version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n"
+        f"    retries: {{limit: 1, backoff: {backoff!r}}}\n"
     )
-    assert found == [f"{tmp_path}/wf.yaml:6: nodes.a.privileged: unknown key"]
+    assert plan.nodes["a"].retries.backoff == 0.0
 
 
-def test_every_problem_is_reported_each_on_its_line(tmp_path):
-    found = problems(
-        tmp_path,
-        "version: 1\nname: x\nnodes:\n  a:\n    command: 5\n    timeout: 3x\n"
-        "  b:\n    command: [x]\n    resources: {memory: lots}\n",
-    )
-    assert [line.split(": ", 2)[0].rsplit(":", 1)[1] for line in found] == ["5", "6", "9"]
-    assert (
-        "nodes.a.command: Input should be a valid string; Input should be a valid list" in found[0]
-    )
-    assert "nodes.a.timeout: '3x' is not a duration" in found[1]
-    assert "nodes.b.resources.memory: 'lots' is not a size" in found[2]
-
-
-def test_missing_required_key_is_named(tmp_path):
-    (line,) = problems(tmp_path, "version: 1\nnodes:\n  a: {command: [x]}\n")
-    assert line.endswith(": required key 'name' is missing")
-
-
-def test_wrong_version_is_refused(tmp_path):
-    (line,) = problems(tmp_path, "version: 2\nname: x\nnodes:\n  a: {command: [x]}\n")
-    assert ":1: version:" in line
-
-
-@pytest.mark.parametrize("name", ["/abs", "../up", "a/../../b", ""])
-def test_artifact_names_that_escape_are_refused(tmp_path, name):
+@pytest.mark.parametrize("backoff", ["false", "-1", "'0.0s'"])
+def test_a_backoff_is_zero_or_a_duration(tmp_path, backoff):
     (line,) = problems(
         tmp_path,
-        "version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n"
-        f"    outputs:\n      artifacts: [{{name: '{name}', path: /out}}]\n",
+        f"version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n    retries: {{limit: 1, backoff: {backoff}}}\n",
     )
-    assert "must be relative" in line and ":7:" in line
-
-
-def test_regex_parser_needs_a_valid_pattern(tmp_path):
-    (line,) = problems(
-        tmp_path,
-        "version: 1\nname: x\nnodes:\n  a:\n    command: [x]\n"
-        "    outputs: {parse: {format: regex, pattern: '(unclosed'}}\n",
-    )
-    assert "not a valid regular expression" in line
+    assert ":6: nodes.a.retries.backoff: " in line and "duration" in line
 
 
 def test_more_than_a_thousand_nodes_is_refused(tmp_path):
