@@ -7,6 +7,7 @@ schema: an unknown key is an error, so a typo cannot silently widen or drop a gr
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ SCHEMA: dict[str, Any] = {
                 ),
                 # Never root: the uid and gid must both be non-zero.
                 "user": _doc(
-                    {"type": "string", "regex": r"^[1-9]\d*:[1-9]\d*$"},
+                    {"type": "string", "regex": r"^[1-9][0-9]*:[1-9][0-9]*$"},
                     "UID:GID nodes run as; never root (both non-zero).",
                     "10001:10001",
                 ),
@@ -395,9 +396,19 @@ def shipped_granting(runtime: str) -> str | None:
     return None
 
 
+class _Validator(cerberus.Validator):
+    """Cerberus, with `regex` matching the whole value: its own appends `$` and uses
+    `re.match`, and `$` also matches before a final newline ("10001:10001\\n" passed)."""
+
+    def _validate_regex(self, pattern: str, field: str, value: object) -> None:
+        """{'type': 'string'}"""
+        if isinstance(value, str) and not re.fullmatch(pattern, value):
+            self._error(field, cerberus.errors.REGEX_MISMATCH)
+
+
 def load_policy(path: Path) -> Policy:
     document = load_file(path)
-    validator = cerberus.Validator(SCHEMA)  # unknown keys refused: allow_unknown is False
+    validator = _Validator(SCHEMA)  # unknown keys refused: allow_unknown is False
     if not isinstance(document.data, dict) or not validator.validate(document.data):
         errors = validator.errors if isinstance(document.data, dict) else {"": ["not a mapping"]}
         raise InputRefused([document.problem(loc, msg) for loc, msg in _flatten(errors)])

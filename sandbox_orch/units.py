@@ -14,9 +14,9 @@ import math
 import re
 from typing import Any
 
-_DURATION = re.compile(r"^(\d{1,12}(?:\.\d{1,9})?)(ms|s|m|h)$")
+_DURATION = re.compile(r"^([0-9]{1,12}(?:\.[0-9]{1,9})?)(ms|s|m|h)$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SIZE = re.compile(r"^(\d{1,20})([kmg]?)$")
+_SIZE = re.compile(r"^([0-9]{1,20})([kmg]?)$")
 _SIZE_FACTOR = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 MAX_SECONDS = 30 * 24 * 3600.0  # a month
