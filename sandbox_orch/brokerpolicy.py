@@ -39,6 +39,10 @@ class BrokerGrant:
 def check_upstream(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    # urlsplit drops blanks and control characters, so the URL checked would not be the
+    # string kept and used.
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ValueError(f"{value!r}: no blanks or control characters")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (reading it raises on a port that is no port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -76,6 +77,17 @@ def test_an_upstream_is_https_host_and_port_only(tmp_path, upstream, message):
 )
 def test_an_upstream_may_be_a_name_or_an_ip_literal_with_a_port(tmp_path, upstream):
     assert loaded(tmp_path, f"upstream: {upstream!r}\nheader: x-api-key\n").upstream == upstream
+
+
+@pytest.mark.parametrize(
+    "upstream", [" https://api.example", "https://api.example ", "https://ho\nst", "\x01https://h",
+                 "https://api.\texample", "https://api.example\u2028"]
+)  # fmt: skip
+def test_an_upstream_with_blanks_or_control_characters_is_refused(tmp_path, upstream):
+    broker = f"upstream: {json.dumps(upstream)}\nheader: x-api-key\n"
+    assert refusals(tmp_path, broker) == [
+        f"9: secrets.K.broker.upstream: {upstream!r}: no blanks or control characters"
+    ]
 
 
 def test_without_upstream_is_refused(tmp_path):
