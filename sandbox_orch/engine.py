@@ -10,6 +10,7 @@ import docker.errors
 import requests.exceptions
 
 from .backend.docker import DockerBackend, VolumeSetting, connect
+from .backend.engines import Engine, identify, refusal
 from .errors import InfrastructureError, InputRefused, Problem
 
 HOW_TO_START = "start one with `make engine` (runs scripts/engine-up) or set DOCKER_HOST"
@@ -30,7 +31,21 @@ def docker_backend() -> DockerBackend:
     volumes = volumes_setting()
     try:
         client = connect()
-        client.ping()
+        engine = _identify(client)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
         raise InfrastructureError(f"no Docker engine answers ({error}); {HOW_TO_START}") from None
-    return DockerBackend(client, volumes=volumes)
+    refused = refusal(engine)
+    if refused:
+        client.close()
+        raise InfrastructureError(refused)
+    return DockerBackend(client, volumes=volumes, engine=engine)
+
+
+def _identify(client: docker.DockerClient) -> Engine:
+    """Docker or Podman (backend/engines.py); `version` answers as `ping` does, and only
+    Podman's rootless mode needs `info` (cgroup version) asked too."""
+    version = client.version()
+    engine = identify(version, {})
+    if engine.podman:
+        engine = identify(version, client.info())
+    return engine
