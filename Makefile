@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint mutation bench engine images venv clean
+.PHONY: demo test test-podman unit lint mutation bench engine images venv clean
 
 demo: images
 	$(BIN)/sandbox-orch run configs/examples/hello.yaml
@@ -14,6 +14,19 @@ demo: images
 test: images
 	$(BIN)/ruff check sandbox_orch tests bench
 	$(BIN)/pytest -n 3 --dist loadfile
+
+# The hardening suite again with rootful Podman as the engine, through its Docker API
+# (installed, configured and started by scripts/podman-up, here only). Nothing may be
+# left behind on it.
+PODMAN_HOST := unix:///run/podman/podman.sock
+PODMAN_TESTS := tests/integration/test_hardening.py
+
+test-podman: images
+	scripts/podman-up
+	DOCKER_HOST=$(PODMAN_HOST) SANDBOX_ORCH_TEST_IMAGES="shell python" $(BIN)/pytest -p no:cacheprovider $(PODMAN_TESTS)
+	@left=$$(podman ps -aq --filter label=sandbox-orch.run | wc -l); \
+	if [ "$$left" -ne 0 ]; then echo "test-podman: $$left labelled container(s) left" >&2; \
+	  podman ps -a --filter label=sandbox-orch.run >&2; exit 1; fi
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
