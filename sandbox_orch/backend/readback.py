@@ -282,7 +282,28 @@ def podman_as_docker(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> 
             del seen[key]
     if _podman_cpu_quota(expected, seen):
         del seen["CpuPeriod"], seen["CpuQuota"]
+    if expected.get("Mounts") and seen.get("Mounts") is None and seen.get("Binds"):
+        seen["Mounts"] = [_podman_bind(entry, expected["Mounts"]) for entry in seen.pop("Binds")]
     return seen
+
+
+_PROPAGATIONS = frozenset({"private", "rprivate", "shared", "rshared", "slave", "rslave"})
+
+
+def _podman_bind(entry: str, asked: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One of Podman's `Binds` (`source:target:options`) as the mount Docker reports:
+    `bind` (not `rbind`) is a non-recursive bind. A volume's no-copy it does not report:
+    taken as asked for the same target."""
+    source, target, options = [*entry.split(":", 2), "", ""][:3]
+    flags = options.split(",")
+    mount: dict[str, Any] = {"Target": target, "Source": source, "ReadOnly": "ro" in flags}
+    if not source.startswith("/"):
+        same = [m for m in asked if m.get("Target") == target]
+        no_copy = bool(same and (same[0].get("VolumeOptions") or {}).get("NoCopy"))
+        return {**mount, "Type": "volume", "VolumeOptions": {"NoCopy": no_copy}}
+    propagation = next((flag for flag in flags if flag in _PROPAGATIONS), "")
+    options_seen = {"Propagation": propagation, "NonRecursive": "rbind" not in flags}
+    return {**mount, "Type": "bind", "BindOptions": options_seen}
 
 
 def _podman_cpu_quota(expected: Mapping[str, Any], seen: Mapping[str, Any]) -> bool:

@@ -441,3 +441,47 @@ def test_a_stopped_watch_ends(tmp_path):
     watch = OomWatch("c3", root=tmp_path, timeout_s=60)
     watch.stop()
     assert watch.done.wait(5) and not watch.watching
+
+
+def test_podmans_binds_are_read_as_the_mounts_asked():
+    """Podman reports a container's mounts as `Binds` (HostConfig.Mounts null)."""
+    kwargs = podman_kwargs()
+    attrs = podman_echo(kwargs)
+    attrs["HostConfig"]["Mounts"] = None
+    attrs["HostConfig"]["Binds"] = [
+        "/srv/project:/work:ro,rprivate,bind",
+        "sandbox-orch-r1-build-1-dist:/out/dist:rw,rprivate,nosuid,nodev,rbind",
+    ]
+    assert differences(kwargs, attrs, IMAGE_ENV, podman=True) == []
+    for changed in (
+        "/srv/project:/work:rw,rprivate,bind",  # writable
+        "/srv/project:/work:ro,rprivate,rbind",  # recursive
+        "/srv/project:/work:ro,rshared,bind",  # another propagation
+        "/srv/elsewhere:/work:ro,rprivate,bind",  # another source
+    ):
+        attrs["HostConfig"]["Binds"][0] = changed
+        assert differences(kwargs, attrs, IMAGE_ENV, podman=True) == ["Mounts"], changed
+    attrs["HostConfig"]["Binds"] = attrs["HostConfig"]["Binds"][1:]  # one missing
+    assert differences(kwargs, attrs, IMAGE_ENV, podman=True) == ["Mounts"]
+
+
+def test_podman_bind_entries_exactly():
+    from sandbox_orch.backend.readback import _podman_bind
+
+    asked = [{"Target": "/v", "VolumeOptions": {"NoCopy": True}}, {"Target": "/w"}]
+    assert _podman_bind("/a:/b:ro,rslave,bind", asked) == {
+        "Target": "/b", "Source": "/a", "ReadOnly": True, "Type": "bind",
+        "BindOptions": {"Propagation": "rslave", "NonRecursive": True},
+    }  # fmt: skip
+    assert _podman_bind("/a:/b:rw,rbind", asked)["BindOptions"] == {
+        "Propagation": "", "NonRecursive": False,
+    }  # fmt: skip
+    assert _podman_bind("vol:/v:rw,rprivate,rbind", asked) == {
+        "Target": "/v", "Source": "vol", "ReadOnly": False, "Type": "volume",
+        "VolumeOptions": {"NoCopy": True},
+    }  # fmt: skip
+    assert _podman_bind("vol:/w:ro", asked)["VolumeOptions"] == {"NoCopy": False}
+    assert _podman_bind("vol:/x", asked) == {
+        "Target": "/x", "Source": "vol", "ReadOnly": False, "Type": "volume",
+        "VolumeOptions": {"NoCopy": False},
+    }  # fmt: skip
