@@ -148,7 +148,7 @@ class DockerBackend(Backend):
         if why is not None:
             raise BackendError(f"Podman's seccomp profile cannot be put on its host: {why}")
         path = Path(PODMAN_PROFILE_PATH)
-        if not path.exists():
+        if not path.is_file() or path.read_text() != PODMAN_PROFILE:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             temporary = path.with_suffix(f".{os.getpid()}.tmp")
             temporary.write_text(PODMAN_PROFILE)
@@ -181,9 +181,13 @@ class DockerBackend(Backend):
             )
         if sink is not None:
             self._attach_output(container_id, sink)
-        if self._podman:  # before start: its cgroup is watched from its creation
-            self._oom_watches[container_id] = OomWatch(container_id)
+        self._watch_oom(container_id)
         self._api.start(container_id)
+
+    def _watch_oom(self, container_id: str) -> None:
+        """Podman: its memory cgroup watched from its creation (call before start)."""
+        if self._podman:
+            self._oom_watches[container_id] = OomWatch(container_id)
 
     def _attach_output(self, container_id: str, sink: OutputSink) -> None:
         # Attach before start, so not one byte of output is missed.
@@ -216,6 +220,7 @@ class DockerBackend(Backend):
         sock = _socket_of(raw)
         if not isinstance(sock, socket.socket):
             raise BackendError("interactive terminals need the engine on a Unix or TCP socket")
+        self._watch_oom(container_id)
         self._api.start(container_id)
         return sock
 

@@ -485,3 +485,31 @@ def test_podman_bind_entries_exactly():
         "Target": "/x", "Source": "vol", "ReadOnly": False, "Type": "volume",
         "VolumeOptions": {"NoCopy": False},
     }  # fmt: skip
+
+
+def test_podmans_profile_file_is_written_once_on_its_host(monkeypatch, tmp_path):
+    path = tmp_path / "seccomp" / "podman-x.json"
+    monkeypatch.setattr(docker_module, "PODMAN_PROFILE_PATH", str(path))
+    monkeypatch.setattr(docker_module.hostvolumes, "unavailable", lambda _path: None)
+    backend = podman_backend()
+    backend._write_podman_profile()
+    assert path.read_text() == PODMAN_PROFILE and backend._profile_written
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    path.write_text("{}")  # not ours: written again
+    backend._write_podman_profile()
+    assert path.read_text() == PODMAN_PROFILE
+    assert sorted(p.name for p in path.parent.iterdir()) == ["podman-x.json"]
+
+
+def test_podmans_profile_needs_the_engine_on_this_host(monkeypatch):
+    monkeypatch.setattr(
+        docker_module.hostvolumes,
+        "unavailable",
+        lambda _path: "the engine runs in another PID namespace",
+    )
+    with pytest.raises(BackendError) as raised:
+        podman_backend()._write_podman_profile()
+    assert str(raised.value) == (
+        "Podman's seccomp profile cannot be put on its host: the engine runs in another "
+        "PID namespace"
+    )
