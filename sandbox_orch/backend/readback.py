@@ -88,9 +88,7 @@ def differences(
     return found
 
 
-def _host_config(
-    expected: Mapping[str, Any], actual: Mapping[str, Any], podman: bool = False
-) -> list[str]:
+def _host_config(expected: Mapping[str, Any], actual: Mapping[str, Any], podman: bool) -> list[str]:
     found = [
         key
         for key, value in expected.items()
@@ -310,7 +308,7 @@ def _podman_cpu_quota(expected: Mapping[str, Any], seen: Mapping[str, Any]) -> b
     """Podman turns NanoCpus into a CFS quota per period; true when that is all it is."""
     if "CpuPeriod" in expected or "CpuQuota" in expected:
         return False
-    period, quota = seen.get("CpuPeriod"), seen.get("CpuQuota")
-    if not isinstance(period, int) or not isinstance(quota, int) or period <= 0:
+    period, quota, nano = seen.get("CpuPeriod"), seen.get("CpuQuota"), expected.get("NanoCpus")
+    if not (isinstance(period, int) and isinstance(quota, int) and isinstance(nano, int)):
         return False
-    return quota * 1_000_000_000 == int(expected.get("NanoCpus") or 0) * period
+    return period > 0 and quota * 1_000_000_000 == nano * period

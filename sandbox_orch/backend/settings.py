@@ -101,7 +101,7 @@ def _mask(target: str) -> Mount:
     return Mount(target, None, "tmpfs", read_only=True, tmpfs_size=4096, tmpfs_mode=0o555)
 
 
-def _security_options(spec: ContainerSpec, podman: bool = False) -> list[str]:
+def _security_options(spec: ContainerSpec, podman: bool) -> list[str]:
     """no-new-privileges always; the engine's default seccomp profile under runc, ours
     under gVisor and on Podman (see seccomp.py for why the defaults cannot be used)."""
     if spec.oci_runtime == "runsc":
@@ -133,7 +133,7 @@ PODMAN_READ_ONLY_TMPFS = {
 PODMAN_NPROC = 4096
 
 
-def _tmpfs(spec: ContainerSpec, podman: bool = False) -> dict[str, str]:
+def _tmpfs(spec: ContainerSpec, podman: bool) -> dict[str, str]:
     mounts = {path: f"rw,noexec,nosuid,nodev,size={size}" for path, size in spec.tmpfs.items()}
     if spec.oci_runtime == "runsc":
         mounts.update(GVISOR_CGROUP_MASK)
@@ -142,7 +142,7 @@ def _tmpfs(spec: ContainerSpec, podman: bool = False) -> dict[str, str]:
     return mounts
 
 
-def _ulimits(spec: ContainerSpec, podman: bool = False) -> list[Ulimit]:
+def _ulimits(spec: ContainerSpec, podman: bool) -> list[Ulimit]:
     limits = [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE), Ulimit(name="core", soft=0, hard=0)]
     if spec.pids_mechanism == "rlimit_nproc":
         limits.append(Ulimit(name="nproc", soft=spec.pids, hard=spec.pids))

@@ -281,6 +281,10 @@ def _podman_changed(path: str, value: Any) -> list[str]:
         ("HostConfig.CapDrop", sorted(PODMAN_DEFAULT_CAPS - {"NET_RAW"}), ["CapDrop"]),
         ("HostConfig.CapAdd", ["NET_RAW"], ["CapAdd"]),
         ("HostConfig.LogConfig", {"Type": "k8s-file", "Config": None}, ["LogConfig"]),
+        ("HostConfig.LogConfig", {"Type": "json-file", "Config": {"max-size": "9m"}},
+         ["LogConfig"]),
+        ("Config.OpenStdin", True, ["OpenStdin"]),
+        ("Config.Tty", True, ["Tty"]),
         ("HostConfig.CgroupnsMode", "host", ["CgroupnsMode"]),
         ("HostConfig.PidMode", "host", ["PidMode"]),
         ("HostConfig.UTSMode", "host", ["UTSMode"]),
@@ -513,3 +517,39 @@ def test_podmans_profile_needs_the_engine_on_this_host(monkeypatch):
         "Podman's seccomp profile cannot be put on its host: the engine runs in another "
         "PID namespace"
     )
+
+
+@pytest.mark.parametrize(
+    ("asked", "period", "quota", "explained"),
+    [
+        ({"NanoCpus": 1_000_000_000}, 100000, 100000, True),
+        ({"NanoCpus": 500_000_000}, 100000, 50000, True),
+        ({"NanoCpus": 1_000_000_000}, 1, 1, True),  # any period: the ratio is the limit
+        ({"NanoCpus": 1_000_000_000}, 100000, 100001, False),
+        ({"NanoCpus": 0}, 0, 0, False),  # no period: nothing to explain
+        ({"NanoCpus": 1_000_000_000}, -100000, -100000, False),
+        ({}, 1_000_000_000, 1, False),  # no NanoCpus asked: Podman's own quota, flagged
+        ({}, 100000, 0, False),
+        ({"NanoCpus": 1_000_000_000}, "100000", 100000, False),
+        ({"NanoCpus": 1_000_000_000}, 100000, None, False),
+        ({"NanoCpus": 1_000_000_000, "CpuQuota": 100000}, 100000, 100000, False),
+        ({"NanoCpus": 1_000_000_000, "CpuPeriod": 100000}, 100000, 100000, False),
+    ],
+)
+def test_podmans_cpu_quota_is_explained_only_by_the_cpus_asked(asked, period, quota, explained):
+    seen = podman_as_docker(asked, {"CpuPeriod": period, "CpuQuota": quota})
+    assert ("CpuPeriod" not in seen and "CpuQuota" not in seen) is explained
+    if not explained:
+        assert (seen["CpuPeriod"], seen["CpuQuota"]) == (period, quota)
+
+
+def test_podmans_log_options_are_taken_as_asked_only_when_it_reports_none():
+    asked = {"LogConfig": {"Type": "json-file", "Config": {"max-size": "1m"}}}
+    assert podman_as_docker(asked, {"LogConfig": {"Type": "json-file", "Config": None}}) == {
+        "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m"}},
+    }
+    reported = {"LogConfig": {"Type": "json-file", "Config": {"max-size": "9m"}}}
+    assert podman_as_docker(asked, reported) == reported
+    # Not asked for: left as reported (and then flagged as a setting nobody asked for).
+    unasked = {"LogConfig": {"Type": "json-file", "Config": None}}
+    assert podman_as_docker({}, unasked) == unasked
