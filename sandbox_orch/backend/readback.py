@@ -292,7 +292,8 @@ def _podman_bind(entry: str, asked: list[Mapping[str, Any]]) -> dict[str, Any]:
     """One of Podman's `Binds` (`source:target:options`) as the mount Docker reports:
     `bind` (not `rbind`) is a non-recursive bind. A volume's no-copy it does not report:
     taken as asked for the same target."""
-    source, target, options = [*entry.split(":", 2), "", ""][:3]
+    source, _, rest = entry.partition(":")
+    target, _, options = rest.partition(":")
     flags = options.split(",")
     mount: dict[str, Any] = {"Target": target, "Source": source, "ReadOnly": "ro" in flags}
     if not source.startswith("/"):

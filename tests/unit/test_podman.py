@@ -553,3 +553,26 @@ def test_podmans_log_options_are_taken_as_asked_only_when_it_reports_none():
     # Not asked for: left as reported (and then flagged as a setting nobody asked for).
     unasked = {"LogConfig": {"Type": "json-file", "Config": None}}
     assert podman_as_docker({}, unasked) == unasked
+
+
+def test_podman_bind_entries_split_at_the_first_two_colons():
+    from sandbox_orch.backend.readback import _podman_bind
+
+    assert _podman_bind("/a:/b:ro:x", []) == {
+        "Target": "/b", "Source": "/a", "ReadOnly": False, "Type": "bind",
+        "BindOptions": {"Propagation": "", "NonRecursive": True},
+    }  # fmt: skip
+    assert _podman_bind("/a", []) == {
+        "Target": "", "Source": "/a", "ReadOnly": False, "Type": "bind",
+        "BindOptions": {"Propagation": "", "NonRecursive": True},
+    }  # fmt: skip
+
+
+def test_podmans_binds_are_read_only_when_it_reports_no_mounts():
+    asked = podman_kwargs()["host_config"]
+    reported = {"Mounts": [], "Binds": ["/srv/project:/work:ro,rprivate,bind"]}
+    seen = podman_as_docker(asked, reported)
+    assert (seen["Mounts"], seen["Binds"]) == ([], reported["Binds"])
+    assert podman_as_docker(asked, {"Mounts": None, "Binds": []})["Mounts"] is None
+    unasked = podman_as_docker({**asked, "Mounts": []}, {"Binds": reported["Binds"]})
+    assert unasked["Binds"] == reported["Binds"] and "Mounts" not in unasked
