@@ -10,7 +10,7 @@ import docker.errors
 import requests.exceptions
 
 from .backend.docker import DockerBackend, VolumeSetting, connect
-from .backend.engines import Engine, identify, refusal
+from .backend.engines import Engine, identify, pinged_podman, refusal
 from .errors import InfrastructureError, InputRefused, Problem
 
 HOW_TO_START = "start one with `make engine` (runs scripts/engine-up) or set DOCKER_HOST"
@@ -42,10 +42,12 @@ def docker_backend() -> DockerBackend:
 
 
 def _identify(client: docker.DockerClient) -> Engine:
-    """Docker or Podman (backend/engines.py); `version` answers as `ping` does, and only
-    Podman's rootless mode needs `info` (cgroup version) asked too."""
-    version = client.version()
-    engine = identify(version, {})
-    if engine.podman:
-        engine = identify(version, client.info())
-    return engine
+    """Docker or Podman (backend/engines.py), from the ping that checks the engine answers;
+    only Podman is asked its version and `info` (rootless, cgroup version). On Docker the
+    version stays unknown here (`doctor` asks it)."""
+    api = client.api
+    response = api._get(api._url("/_ping"))
+    api._raise_for_status(response)
+    if not pinged_podman(response.headers):
+        return identify({}, {})
+    return identify(client.version(), client.info())

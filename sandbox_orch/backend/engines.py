@@ -57,6 +57,13 @@ def identify(version: Mapping[str, Any], info: Mapping[str, Any]) -> Engine:
     )
 
 
+def pinged_podman(headers: Mapping[str, str]) -> bool:
+    """Does a `_ping` answer come from Podman? It adds its own API version header: a
+    check as cheap as the ping, where Docker's `version` costs ~10 ms (it asks containerd
+    and runc), so Docker is never asked it on a run."""
+    return any(name.lower() == "libpod-api-version" for name in headers)
+
+
 def refusal(engine: Engine) -> str | None:
     """Why nodes must not run on this engine, or None."""
     if engine.podman and engine.rootless and engine.cgroup_version == "1":

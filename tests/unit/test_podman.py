@@ -25,6 +25,7 @@ from sandbox_orch.backend.engines import (
     PODMAN,
     Engine,
     identify,
+    pinged_podman,
     refusal,
     version_tuple,
 )
@@ -117,33 +118,56 @@ def test_podman_caps_its_own_tmpfs_volumes_from_4_8(version, capped):
     assert Engine(DOCKER, version, False, "1").tmpfs_volumes is True
 
 
+class _Pinged:
+    """A client whose engine answers `_ping` with `headers` (and counts what is asked)."""
+
+    def __init__(self, headers: dict[str, str], version: dict, info: dict) -> None:
+        self.asked: list[str] = []
+        self.closed = False
+        response = SimpleNamespace(headers=headers, status_code=200)
+        self.api = SimpleNamespace(
+            _url=lambda path: path,
+            _get=lambda url: self.asked.append(url) or response,
+            _raise_for_status=lambda _response: None,
+        )
+        self.version = lambda: self.asked.append("version") or version
+        self.info = lambda: self.asked.append("info") or info
+
+    def close(self) -> None:
+        self.closed = True
+
+
+PODMAN_PING = {"Api-Version": "1.41", "Libpod-Api-Version": "4.3.1", "Server": "Libpod/4.3.1"}
+DOCKER_PING = {"Api-Version": "1.41", "Server": "Docker/20.10.24+dfsg1 (linux)"}
+
+
+def test_podman_is_told_from_its_ping():
+    assert pinged_podman(PODMAN_PING)
+    assert pinged_podman({"libpod-api-version": "5.0"})
+    assert not pinged_podman(DOCKER_PING)
+    assert not pinged_podman({})
+
+
 def test_docker_backend_refuses_rootless_podman_on_cgroup_v1(monkeypatch):
-    closed = []
-    client = SimpleNamespace(
-        version=lambda: PODMAN_VERSION, info=lambda: ROOTLESS_V1, close=lambda: closed.append(1)
-    )
+    client = _Pinged(PODMAN_PING, PODMAN_VERSION, ROOTLESS_V1)
     monkeypatch.setattr(engine_module, "connect", lambda: client)
     with pytest.raises(InfrastructureError) as raised:
         engine_module.docker_backend()
     assert str(raised.value) == refusal(identify(PODMAN_VERSION, ROOTLESS_V1))
     assert raised.value.exit_code == 3 and "\n" not in str(raised.value)
-    assert closed == [1]
+    assert client.closed
 
 
-def test_docker_backend_asks_docker_only_its_version(monkeypatch):
-    asked = []
-    client = SimpleNamespace(
-        api=SimpleNamespace(), close=lambda: None,
-        version=lambda: asked.append("version") or DOCKER_VERSION,
-        info=lambda: asked.append("info") or ROOTFUL_V1,
-    )  # fmt: skip
-    monkeypatch.setattr(engine_module, "connect", lambda: client)
+def test_docker_backend_asks_docker_nothing_but_the_ping(monkeypatch):
+    docker_client = _Pinged(DOCKER_PING, DOCKER_VERSION, ROOTFUL_V1)
+    monkeypatch.setattr(engine_module, "connect", lambda: docker_client)
     backend = engine_module.docker_backend()
-    assert asked == ["version"] and backend.engine.name == DOCKER
-    asked.clear()
-    client.version = lambda: asked.append("version") or PODMAN_VERSION
+    assert docker_client.asked == ["/_ping"] and backend.engine == identify({}, {})
+    podman_client = _Pinged(PODMAN_PING, PODMAN_VERSION, ROOTFUL_V1)
+    monkeypatch.setattr(engine_module, "connect", lambda: podman_client)
     backend = engine_module.docker_backend()
-    assert asked == ["version", "info"] and backend.engine == PODMAN_431
+    assert podman_client.asked == ["/_ping", "version", "info"]
+    assert backend.engine == PODMAN_431 and not podman_client.closed
 
 
 # --- settings.py ----------------------------------------------------------------------------
