@@ -27,7 +27,9 @@ test-podman: images
 	scripts/podman-up $(PODMAN_IMAGES)
 	DOCKER_HOST=$(PODMAN_HOST) SANDBOX_ORCH_TEST_IMAGES="$(PODMAN_IMAGES)" $(BIN)/pytest -p no:cacheprovider $(PODMAN_TESTS)
 	@left=$$(podman ps -aq --filter label=sandbox-orch.run | wc -l); \
-	if [ "$$left" -ne 0 ]; then echo "test-podman: $$left labelled container(s) left" >&2; \
+	volumes=$$(podman volume ls -q --filter label=sandbox-orch.run | wc -l); \
+	if [ "$$left" -ne 0 ] || [ "$$volumes" -ne 0 ]; then \
+	  echo "test-podman: $$left labelled container(s), $$volumes volume(s) left" >&2; \
 	  podman ps -a --filter label=sandbox-orch.run >&2; exit 1; fi
 
 unit: $(STAMP)
