@@ -89,16 +89,25 @@ def security_options(info: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return found
 
 
+# What differs on Podman (backend/engines.py; README, Podman).
+PODMAN_CGROUPNS = (
+    "nodes share the engine's cgroup namespace (Podman's API ignores a private one: a "
+    "node sees its own cgroup's path)"
+)
+PODMAN_SECCOMP = "seccomp: sandbox-orch's profile (runc on Podman, and gVisor)"
+
+
 def protections(
-    info: Mapping[str, Any], runtimes: dict[str, list[str]], runsc_version: str | None
+    info: Mapping[str, Any],
+    runtimes: dict[str, list[str]],
+    runsc_version: str | None,
+    podman: bool = False,
 ) -> list[str]:
     """`doctor`'s lines on what protects nodes on this engine and what does not. Pure."""
     options = security_options(info)
     cgroup = f"v{info.get('CgroupVersion') or '1'}"
-    lines = [
-        f"cgroups: {cgroup}, driver {info.get('CgroupDriver') or 'unknown'}; "
-        "every node gets a private cgroup namespace",
-    ]
+    namespace = PODMAN_CGROUPNS if podman else "every node gets a private cgroup namespace"
+    lines = [f"cgroups: {cgroup}, driver {info.get('CgroupDriver') or 'unknown'}; {namespace}"]
     if "runsc" in runtimes:
         lines.append(f"runsc version: {runsc_version or 'unknown (not on this host)'}")
     seccomp = options.get("seccomp")
@@ -116,8 +125,11 @@ def protections(
         if remapped
         else "user namespaces: not remapped (uid 10001 in a node is uid 10001 on the host)"
     )
-    protects, lacks = [ALWAYS], []
-    if seccomp is not None:
+    always = ALWAYS.replace(", a private cgroup namespace", "") if podman else ALWAYS
+    protects, lacks = [always], []
+    if seccomp is not None and podman:
+        protects.append(PODMAN_SECCOMP)
+    elif seccomp is not None:
         protects.append("seccomp: the engine's default profile (runc), sandbox-orch's (gVisor)")
     else:
         lacks.append("no seccomp: runc nodes run without a system call filter")

@@ -10,6 +10,7 @@ import docker.errors
 import requests.exceptions
 
 from .backend.docker import DockerBackend, VolumeSetting, connect
+from .backend.engines import Engine, identify, pinged_podman, refusal
 from .errors import InfrastructureError, InputRefused, Problem
 
 HOW_TO_START = "start one with `sandbox-orch setup` (in a clone: `make engine`) or set DOCKER_HOST"
@@ -30,7 +31,23 @@ def docker_backend() -> DockerBackend:
     volumes = volumes_setting()
     try:
         client = connect()
-        client.ping()
+        engine = _identify(client)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
         raise InfrastructureError(f"no Docker engine answers ({error}); {HOW_TO_START}") from None
-    return DockerBackend(client, volumes=volumes)
+    refused = refusal(engine)
+    if refused:
+        client.close()
+        raise InfrastructureError(refused)
+    return DockerBackend(client, volumes=volumes, engine=engine)
+
+
+def _identify(client: docker.DockerClient) -> Engine:
+    """Docker or Podman (backend/engines.py), from the ping that checks the engine answers;
+    only Podman is asked its version and `info` (rootless, cgroup version). On Docker the
+    version stays unknown here (`doctor` asks it)."""
+    api = client.api
+    response = api._get(api._url("/_ping"))
+    api._raise_for_status(response)
+    if not pinged_podman(response.headers):
+        return identify({}, {})
+    return identify(client.version(), client.info())

@@ -16,6 +16,7 @@ answers ENOSYS, so its flags cannot smuggle a namespace in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -69,3 +70,20 @@ def runsc_profile() -> dict[str, Any]:
 
 
 RUNSC_SECURITY_OPT = "seccomp=" + json.dumps(runsc_profile(), separators=(",", ":"))
+
+
+def podman_profile() -> dict[str, Any]:
+    """For runc nodes on Podman, whose default profile lets a node create user, mount and
+    other namespaces (`unshare -r` works): gVisor's profile, and `clone3` failing with
+    ENOSYS, as Docker's default profile has it (its flags cannot be filtered; glibc then
+    falls back to `clone`, whose flags are). runc honours `errnoRet`."""
+    profile = runsc_profile()
+    profile["syscalls"].append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38})
+    return profile
+
+
+# Podman takes a profile only as a file on its own host (the API's `seccomp=` names a
+# path): the backend writes it there, named by its content, before the first container.
+PODMAN_PROFILE = json.dumps(podman_profile(), separators=(",", ":"), sort_keys=True)
+_PODMAN_DIGEST = hashlib.sha256(PODMAN_PROFILE.encode()).hexdigest()[:16]
+PODMAN_PROFILE_PATH = f"/run/sandbox-orch/seccomp/podman-{_PODMAN_DIGEST}.json"

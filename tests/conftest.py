@@ -40,12 +40,21 @@ def docker_client():
     client.close()
 
 
+def engine_of(client):
+    """Docker or Podman (sandbox_orch/backend/engines.py), as the backend tells them."""
+    from sandbox_orch.backend.engines import identify
+
+    return identify(client.version(), client.info())
+
+
 @pytest.fixture(scope="session")
 def built_images(docker_client):
-    """The project's images, built if missing or stale (a no-op when up to date)."""
+    """The project's images, built if missing or stale (a no-op when up to date).
+    $SANDBOX_ORCH_TEST_IMAGES names fewer (`make test-podman` loads only those)."""
     from sandbox_orch.images import build_images
 
-    return {o.name: o for o in build_images(docker_client, log=lambda _line: None)}
+    names = os.environ.get("SANDBOX_ORCH_TEST_IMAGES", "").split() or None
+    return {o.name: o for o in build_images(docker_client, names, log=lambda _line: None)}
 
 
 @dataclass

@@ -11,6 +11,7 @@ import asyncio
 import calendar
 import contextlib
 import io
+import os
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from ..seccomp import PODMAN_PROFILE, PODMAN_PROFILE_PATH
 from . import hostvolumes, readback
 from .base import (
     ALL_KINDS,
@@ -39,7 +41,9 @@ from .base import (
     VolumeStore,
     inode_limit,
 )
+from .engines import Engine, identify
 from .exits import EVENTS, Exit, Exits
+from .oomwatch import OomWatch
 from .settings import container_kwargs  # also imported from here (tests, bench)
 
 T = TypeVar("T")
@@ -71,10 +75,19 @@ class DockerBackend(Backend):
     holds_containers = True
 
     def __init__(
-        self, client: docker.DockerClient, threads: int = 64, volumes: VolumeSetting = "auto"
+        self,
+        client: docker.DockerClient,
+        threads: int = 64,
+        volumes: VolumeSetting = "auto",
+        engine: Engine | None = None,
     ) -> None:
         self._api: docker.APIClient = client.api
         self.client = client
+        # Docker unless told (engine.py identifies it once per process, before this).
+        self.engine = engine or identify({}, {})
+        self._podman = self.engine.podman
+        self._oom_watches: dict[str, OomWatch] = {}  # Podman only (see oomwatch.py)
+        self._profile_written = False  # Podman only: its seccomp profile file
         self._volumes = volumes
         self._store: VolumeStore | None = None
         self.volume_store_reason = ""  # why the store chosen is the one it is
@@ -103,11 +116,14 @@ class DockerBackend(Backend):
     def _create_checked(self, spec: ContainerSpec) -> str:
         """Create, then read the container back (one inspect, a few ms) and compare it with
         what was asked: an engine that dropped a setting never starts the node."""
-        kwargs = container_kwargs(spec, self._api)
+        if self._podman and not self._profile_written:
+            self._write_podman_profile()
+        kwargs = container_kwargs(spec, self._api, self._podman)
         container_id = str(self._api.create_container(**kwargs)["Id"])
         try:
             attrs = self._api.inspect_container(container_id)
-            differ = readback.differences(kwargs, attrs, self._image_env(kwargs["image"]))
+            image_env = self._image_env(kwargs["image"])
+            differ = readback.differences(kwargs, attrs, image_env, self._podman)
         except BaseException:
             with contextlib.suppress(*_ENGINE_ERRORS):
                 self._api.remove_container(container_id, force=True, v=True)
@@ -124,6 +140,20 @@ class DockerBackend(Backend):
             message += f"; removing container {container_id[:12]} failed: {_describe(error)}"
             raise SettingsDiffer(message + " (`sandbox-orch gc` removes it)") from None
         raise SettingsDiffer(message + "; the container was removed before it started")
+
+    def _write_podman_profile(self) -> None:
+        """Podman reads a seccomp profile only from a file on its own host (seccomp.py);
+        it is written there once, named by its content, root's alone."""
+        why = hostvolumes.unavailable(self.socket_path)
+        if why is not None:
+            raise BackendError(f"Podman's seccomp profile cannot be put on its host: {why}")
+        path = Path(PODMAN_PROFILE_PATH)
+        if not path.is_file() or path.read_text() != PODMAN_PROFILE:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(PODMAN_PROFILE)
+            os.replace(temporary, path)
+        self._profile_written = True
 
     def _image_env(self, image: str) -> dict[str, str]:
         """The image's own environment (the engine merges it into the container's). Kept
@@ -151,7 +181,13 @@ class DockerBackend(Backend):
             )
         if sink is not None:
             self._attach_output(container_id, sink)
+        self._watch_oom(container_id)
         self._api.start(container_id)
+
+    def _watch_oom(self, container_id: str) -> None:
+        """Podman: its memory cgroup watched from its creation (call before start)."""
+        if self._podman:
+            self._oom_watches[container_id] = OomWatch(container_id)
 
     def _attach_output(self, container_id: str, sink: OutputSink) -> None:
         # Attach before start, so not one byte of output is missed.
@@ -184,6 +220,7 @@ class DockerBackend(Backend):
         sock = _socket_of(raw)
         if not isinstance(sock, socket.socket):
             raise BackendError("interactive terminals need the engine on a Unix or TCP socket")
+        self._watch_oom(container_id)
         self._api.start(container_id)
         return sock
 
@@ -224,6 +261,8 @@ class DockerBackend(Backend):
             raise BackendError(f"reading output failed: {_describe(error)}")
         exit_code, oom_killed = announced.exit_code, bool(announced.oom_seen)
         ours = container_id in self._killed
+        if self._podman:
+            return ExitStatus(exit_code, exit_code == 137 and not ours and self._oom(container_id))
         late = exit_code == 137 and not oom_killed and not ours
         if announced.oom_seen is None or late:  # asked of the engine only when needed
             state = self._api.inspect_container(container_id)["State"]
@@ -231,6 +270,16 @@ class DockerBackend(Backend):
             if late and not oom_killed:
                 oom_killed = self._late_oom(container_id, state["StartedAt"])
         return ExitStatus(exit_code=exit_code, oom_killed=oom_killed)
+
+    def _oom(self, container_id: str) -> bool:
+        """Podman: did the kernel count an OOM kill in its memory cgroup (oomwatch.py)?
+        The count is read when the kill wakes the watcher, before the exit is reported;
+        only a watcher that never got to register is waited for, briefly."""
+        watch = self._oom_watches.get(container_id)
+        if watch is None:
+            return False
+        watch.done.wait(OOM_EVENT_WINDOW_S)
+        return watch.killed
 
     def _late_oom(self, container_id: str, started_at: str) -> bool:
         """Was a SIGKILL we did not send the OOM killer's? The engine sets OOMKilled from an
@@ -262,6 +311,9 @@ class DockerBackend(Backend):
         self._killed.discard(container_id)
         self._gated.discard(container_id)
         self._exits.forget(container_id)
+        watch = self._oom_watches.pop(container_id, None)
+        if watch is not None:
+            watch.stop()
         gate = self._gates.pop(container_id, None)
         if gate is not None:  # removed still held: its command never ran
             _close_socket(gate)
@@ -329,13 +381,20 @@ class DockerBackend(Backend):
         return self._store
 
     def _choose_store(self) -> VolumeStore:
-        if self._volumes == "engine":
+        # Podman before 4.8 cannot size-cap its own tmpfs volumes: only the host's will do.
+        capped = self.engine.tmpfs_volumes
+        if self._volumes == "engine" and capped:
             self.volume_store_reason = "as configured"
             return "engine"
         why = hostvolumes.unavailable(self.socket_path)  # no socket path, no host store
         if why is None:
             self.volume_store_reason = "the engine shares this host's mounts"
             return "host"
+        if not capped:
+            raise BackendError(
+                f"{self.engine.name} {self.engine.version} cannot cap the size of its own "
+                f"volumes (before 4.8), and volumes cannot be kept on this host: {why}"
+            )
         if self._volumes == "host":
             raise BackendError(f"volumes cannot be kept on this host: {why}")
         self.volume_store_reason = why

@@ -50,15 +50,26 @@ CONFIG_FIELDS = {
 
 
 def differences(
-    kwargs: Mapping[str, Any], attrs: Mapping[str, Any], image_env: Mapping[str, str]
+    kwargs: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    image_env: Mapping[str, str],
+    podman: bool = False,
 ) -> list[str]:
     """Names of the settings in `kwargs` (create_container's arguments) that the created
     container (`attrs`, the engine's inspect) does not have. `image_env` is the image's
-    own environment, which the engine merges into the container's."""
-    found = _host_config(kwargs["host_config"], attrs.get("HostConfig") or {})
+    own environment, which the engine merges into the container's. `podman`: the engine
+    is Podman, which reports some settings in its own terms (see podman_as_docker)."""
+    expected_host = kwargs["host_config"]
+    actual_host = attrs.get("HostConfig") or {}
+    if podman:
+        actual_host = podman_as_docker(expected_host, actual_host)
+        image_env = {**PODMAN_ENV, "HOSTNAME": str(kwargs.get("hostname")), **image_env}
+    found = _host_config(expected_host, actual_host, podman)
     found += _mount_points(kwargs["host_config"].get("Mounts") or [], attrs.get("Mounts") or [])
     config = attrs.get("Config") or {}
     for argument, name in CONFIG_FIELDS.items():
+        if podman and name == "NetworkDisabled" and actual_host.get("NetworkMode") == "none":
+            continue  # Podman does not report it; network mode none is checked instead
         if kwargs.get(argument) is not None and config.get(name) != kwargs[argument]:
             found.append(name)
     # An open stdin must close with our attach (the SDK asks so): a held container's
@@ -77,7 +88,7 @@ def differences(
     return found
 
 
-def _host_config(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
+def _host_config(expected: Mapping[str, Any], actual: Mapping[str, Any], podman: bool) -> list[str]:
     found = [
         key
         for key, value in expected.items()
@@ -88,6 +99,8 @@ def _host_config(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list
             continue  # asked for and compared above, or empty: nothing added
         if key not in ENGINE_DEFAULTS:
             found.append(key)  # a setting nobody asked for (CapAdd, Devices, PidMode, ...)
+    if podman:
+        return found  # Podman does not report its masked and read-only paths
     if not set(actual.get("MaskedPaths") or ()) >= DEFAULT_MASKED_PATHS:
         found.append("MaskedPaths")
     if not set(actual.get("ReadonlyPaths") or ()) >= DEFAULT_READONLY_PATHS:
@@ -109,7 +122,11 @@ def _restart(value: Any) -> tuple[str, int]:
 
 
 def _ulimits(value: Any) -> frozenset[tuple[str, int, int]]:
-    return frozenset((u["Name"], int(u["Soft"]), int(u["Hard"])) for u in value or ())
+    """Podman names them as the kernel does (RLIMIT_NOFILE), Docker as asked (nofile)."""
+    return frozenset(
+        (u["Name"].lower().removeprefix("rlimit_"), int(u["Soft"]), int(u["Hard"]))
+        for u in value or ()
+    )
 
 
 def _log(value: Any) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -200,3 +217,99 @@ def _environment(
 def environment_of(entries: list[str] | None) -> dict[str, str]:
     """An image's or container's `Env` list as a mapping."""
     return dict(entry.split("=", 1) if "=" in entry else (entry, "") for entry in entries or ())
+
+
+# Podman (through its Docker API) reports some settings in its own terms; each is turned
+# into what Docker reports for the same setting, only when it says exactly that.
+# Asked value -> Podman's word for it: an IPC namespace of the container's own (Podman's
+# "shareable" is one too: others may join it by name, none of ours does); the runtime
+# Podman was configured with (make test-podman: runc) it calls "oci".
+PODMAN_WORDS = {"IpcMode": ("private", "shareable"), "Runtime": ("runc", "oci")}
+# What Podman fills in unasked: fresh PID and UTS namespaces, the kernel's swappiness.
+PODMAN_DEFAULTS = {"PidMode": "private", "UTSMode": "private", "MemorySwappiness": -1}
+# Docker's default capabilities: with ALL dropped, Podman reports these as CapDrop (it
+# reports a container's capabilities as a difference from this set).
+PODMAN_DEFAULT_CAPS = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "NET_RAW",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+# Mount options Podman adds to every tmpfs (the mount is private; the image's files
+# there, none in ours, are copied up).
+PODMAN_TMPFS_OPTIONS = ",rprivate,tmpcopyup"
+# Variables Podman adds to every container (HOSTNAME too, as the hostname asked).
+PODMAN_ENV = {"container": "podman", "TERM": "xterm"}
+
+
+def podman_as_docker(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> dict[str, Any]:
+    """Podman's HostConfig in Docker's terms. What it cannot report is taken as asked:
+    the log driver's options (it reports none; the size cap is applied) and the cgroup
+    namespace (Podman 4's API ignores it; README, Podman)."""
+    seen = dict(actual)
+    for key, (asked, word) in PODMAN_WORDS.items():
+        if expected.get(key) == asked and seen.get(key) == word:
+            seen[key] = asked
+    drop = set(seen.get("CapDrop") or ())
+    if list(expected.get("CapDrop") or ()) == ["ALL"] and drop >= PODMAN_DEFAULT_CAPS:
+        seen["CapDrop"] = ["ALL"]
+    log = seen.get("LogConfig") or {}
+    if "LogConfig" in expected and log.get("Config") is None:
+        seen["LogConfig"] = {**log, "Config": (expected["LogConfig"] or {}).get("Config")}
+    if "CgroupnsMode" in expected and not seen.get("CgroupnsMode"):
+        seen["CgroupnsMode"] = expected["CgroupnsMode"]
+    if seen.get("Tmpfs"):
+        seen["Tmpfs"] = {
+            path: options.removesuffix(PODMAN_TMPFS_OPTIONS)
+            for path, options in seen["Tmpfs"].items()
+        }
+    for key, value in PODMAN_DEFAULTS.items():
+        if key not in expected and seen.get(key) == value:
+            del seen[key]
+    if _podman_cpu_quota(expected, seen):
+        del seen["CpuPeriod"], seen["CpuQuota"]
+    if expected.get("Mounts") and seen.get("Mounts") is None and seen.get("Binds"):
+        seen["Mounts"] = [_podman_bind(entry, expected["Mounts"]) for entry in seen.pop("Binds")]
+    return seen
+
+
+_PROPAGATIONS = frozenset({"private", "rprivate", "shared", "rshared", "slave", "rslave"})
+
+
+def _podman_bind(entry: str, asked: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One of Podman's `Binds` (`source:target:options`) as the mount Docker reports:
+    `bind` (not `rbind`) is a non-recursive bind. A volume's no-copy it does not report:
+    taken as asked for the same target."""
+    source, _, rest = entry.partition(":")
+    target, _, options = rest.partition(":")
+    flags = options.split(",")
+    mount: dict[str, Any] = {"Target": target, "Source": source, "ReadOnly": "ro" in flags}
+    if not source.startswith("/"):
+        same = [m for m in asked if m.get("Target") == target]
+        no_copy = bool(same and (same[0].get("VolumeOptions") or {}).get("NoCopy"))
+        return {**mount, "Type": "volume", "VolumeOptions": {"NoCopy": no_copy}}
+    propagation = next((flag for flag in flags if flag in _PROPAGATIONS), "")
+    options_seen = {"Propagation": propagation, "NonRecursive": "rbind" not in flags}
+    return {**mount, "Type": "bind", "BindOptions": options_seen}
+
+
+def _podman_cpu_quota(expected: Mapping[str, Any], seen: Mapping[str, Any]) -> bool:
+    """Podman turns NanoCpus into a CFS quota per period; true when that is all it is."""
+    if "CpuPeriod" in expected or "CpuQuota" in expected:
+        return False
+    period, quota, nano = seen.get("CpuPeriod"), seen.get("CpuQuota"), expected.get("NanoCpus")
+    if not (isinstance(period, int) and isinstance(quota, int) and isinstance(nano, int)):
+        return False
+    return period > 0 and quota * 1_000_000_000 == nano * period

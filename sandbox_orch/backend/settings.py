@@ -14,7 +14,7 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from ..mounts import BindMount
 from ..sandbox import CAP_DROP, NOFILE, cgroup_pids_limit
-from ..seccomp import RUNSC_SECURITY_OPT
+from ..seccomp import PODMAN_PROFILE_PATH, RUNSC_SECURITY_OPT
 from .base import ContainerSpec
 
 # The engine keeps a small capped log beside our own stream: enough for `docker logs`
@@ -24,17 +24,20 @@ NO_LOG = LogConfig(type="none")
 HOSTNAME = "sandbox"
 
 
-def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, Any]:
+def container_kwargs(
+    spec: ContainerSpec, api: docker.APIClient, podman: bool = False
+) -> dict[str, Any]:
     """The create_container arguments for a spec: the hardening lives here, nowhere else.
 
     Benchmarks build the raw-SDK baseline from this same function, so both sides run
-    containers with identical settings.
+    containers with identical settings. `podman`: the engine is Podman (engines.py),
+    which needs two settings more (see _tmpfs and _ulimits).
     """
     host_config = api.create_host_config(
         cap_drop=list(CAP_DROP),
-        security_opt=_security_options(spec),
+        security_opt=_security_options(spec, podman),
         read_only=True,
-        tmpfs=_tmpfs(spec),
+        tmpfs=_tmpfs(spec, podman),
         network_mode="none",
         ipc_mode="private",
         # The node sees its own cgroup as the root, never the host's hierarchy (and
@@ -45,7 +48,7 @@ def container_kwargs(spec: ContainerSpec, api: docker.APIClient) -> dict[str, An
         mem_limit=spec.memory,
         memswap_limit=spec.memory,  # memory = swap: no swapping past the limit
         nano_cpus=int(spec.cpus * 1e9),
-        ulimits=_ulimits(spec),
+        ulimits=_ulimits(spec, podman),
         init=True,
         log_config=LOG_CONFIG if spec.engine_log else NO_LOG,
         restart_policy={"Name": "no"},
@@ -98,11 +101,13 @@ def _mask(target: str) -> Mount:
     return Mount(target, None, "tmpfs", read_only=True, tmpfs_size=4096, tmpfs_mode=0o555)
 
 
-def _security_options(spec: ContainerSpec) -> list[str]:
+def _security_options(spec: ContainerSpec, podman: bool) -> list[str]:
     """no-new-privileges always; the engine's default seccomp profile under runc, ours
-    under gVisor (see seccomp.py for why the default cannot be used there)."""
+    under gVisor and on Podman (see seccomp.py for why the defaults cannot be used)."""
     if spec.oci_runtime == "runsc":
         return ["no-new-privileges", RUNSC_SECURITY_OPT]
+    if podman:
+        return ["no-new-privileges", f"seccomp={PODMAN_PROFILE_PATH}"]
     return ["no-new-privileges"]
 
 
@@ -114,15 +119,33 @@ def _security_options(spec: ContainerSpec) -> list[str]:
 GVISOR_CGROUP_MASK = {"/sys/fs/cgroup": "ro,noexec,nosuid,nodev,size=4k"}
 
 
-def _tmpfs(spec: ContainerSpec) -> dict[str, str]:
+# Podman's API mounts a writable tmpfs, uncapped and exec-able, at /run and /var/tmp
+# of a read-only container (its --read-only-tmpfs, which the API cannot turn off). An
+# empty read-only one asked for there instead leaves nothing writable but our /tmp.
+PODMAN_READ_ONLY_TMPFS = {
+    "/run": "ro,noexec,nosuid,nodev,size=4k",
+    "/var/tmp": "ro,noexec,nosuid,nodev,size=4k",
+}
+# Podman sets RLIMIT_NPROC to 1048576 unless asked, more than root may raise it to where
+# it lacks CAP_SYS_RESOURCE (runc then fails to start the container). The limit is per
+# user id, shared by every node's processes (all run as the same user), so it is a
+# host-wide ceiling, not the node's limit: that stays the pids cgroup.
+PODMAN_NPROC = 4096
+
+
+def _tmpfs(spec: ContainerSpec, podman: bool) -> dict[str, str]:
     mounts = {path: f"rw,noexec,nosuid,nodev,size={size}" for path, size in spec.tmpfs.items()}
     if spec.oci_runtime == "runsc":
         mounts.update(GVISOR_CGROUP_MASK)
+    if podman:
+        mounts = {**PODMAN_READ_ONLY_TMPFS, **mounts}  # the spec's own tmpfs wins
     return mounts
 
 
-def _ulimits(spec: ContainerSpec) -> list[Ulimit]:
+def _ulimits(spec: ContainerSpec, podman: bool) -> list[Ulimit]:
     limits = [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE), Ulimit(name="core", soft=0, hard=0)]
     if spec.pids_mechanism == "rlimit_nproc":
         limits.append(Ulimit(name="nproc", soft=spec.pids, hard=spec.pids))
+    elif podman:
+        limits.append(Ulimit(name="nproc", soft=PODMAN_NPROC, hard=PODMAN_NPROC))
     return limits

@@ -191,6 +191,7 @@ def doctor() -> None:
 
     from ..backend import ImageMissing
     from ..backend.docker import runtimes_of
+    from ..backend.engines import identify
     from ..doctor import describe_volume_store, policy_isolations, protections, runtime_version
     from ..engine import docker_backend
     from ..images import available_images, image_ref
@@ -198,9 +199,9 @@ def doctor() -> None:
     async def check() -> None:
         backend = docker_backend()
         try:
-            version = backend.client.version().get("Version", "?")
-            click.echo(f"engine: Docker {version}")
             info = await backend.info()
+            engine = identify(backend.client.version(), info)
+            click.echo(f"engine: {engine.describe()}")
             runtimes = runtimes_of(info)
             for name in ("runc", "runsc"):
                 state = "missing"
@@ -211,7 +212,7 @@ def doctor() -> None:
             # Run the registered runsc only when the engine is on this host.
             path = ((info.get("Runtimes") or {}).get("runsc") or {}).get("path")
             runsc = runtime_version(path) if backend.socket_path else None
-            for line in protections(info, runtimes, runsc):
+            for line in protections(info, runtimes, runsc, engine.podman):
                 click.echo(line)
             click.echo(f"artifact volumes: {await describe_volume_store(backend)}")
             for name in available_images():

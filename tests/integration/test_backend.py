@@ -511,6 +511,8 @@ def test_doctor_reports_what_protects_nodes_here(docker_client):
     lines = proc.stdout.splitlines()
     info = docker_client.info()
     assert lines[0].startswith("engine: Docker ")  # the existing report is kept
+    mode = "rootless" if "name=rootless" in (info.get("SecurityOptions") or []) else "rootful"
+    assert lines[0].endswith(f" ({mode}, cgroup v{info['CgroupVersion']})")  # engines.py
     assert any(line.startswith("runtime runc: available") for line in lines)
     cgroups = f"cgroups: v{info.get('CgroupVersion') or '1'}, driver {info['CgroupDriver']}"
     assert any(line.startswith(cgroups) for line in lines), lines

@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 
+from sandbox_orch.backend.readback import PODMAN_DEFAULT_CAPS
+from sandbox_orch.backend.settings import PODMAN_NPROC
+from sandbox_orch.seccomp import PODMAN_PROFILE_PATH
 from tests.conftest import (
     CliResult,
+    engine_of,
     interrupt,
     labelled_leftovers,
     run_workflow,
@@ -319,7 +323,7 @@ echo "pid1=$(cat /proc/1/comm)"; echo "self=$$"
     assert found["core"] == found["core_hard"] == "0"
     assert found["raise"] == "refused"
     assert found["core_raise"] == "refused"
-    assert found["pid1"] in ("docker-init", "tini")
+    assert found["pid1"] in ("docker-init", "tini", "podman-init")  # Podman's: catatonit
     assert found["self"] != "1"
 
 
@@ -372,6 +376,8 @@ def test_container_settings_seen_from_the_engine(workdir, built_images, docker_c
     assert results["nodes"][name]["status"] == "cancelled"
 
     host = attrs["HostConfig"]
+    if engine_of(docker_client).podman:
+        return podman_settings_seen(attrs, run_id, name)
     assert host["CapDrop"] == ["ALL"]
     assert not host["CapAdd"]
     assert "no-new-privileges" in host["SecurityOpt"]
@@ -400,3 +406,36 @@ def test_container_settings_seen_from_the_engine(workdir, built_images, docker_c
     assert labels["sandbox-orch.node"] == name
     assert attrs["Config"]["User"] == f"{SANDBOX_UID}:{SANDBOX_UID}"
     assert attrs["Config"]["NetworkDisabled"] is True
+
+
+def podman_settings_seen(attrs: dict[str, Any], run_id: str, name: str) -> None:
+    """The same settings as Podman reports them (each in its own terms; README, Podman)."""
+    host = attrs["HostConfig"]
+    assert set(host["CapDrop"]) >= PODMAN_DEFAULT_CAPS  # Docker's defaults, all dropped
+    assert not host["CapAdd"]
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert f"seccomp={PODMAN_PROFILE_PATH}" in host["SecurityOpt"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["NetworkMode"] == "none"
+    assert host["Privileged"] is False
+    assert host["PidMode"] == host["UTSMode"] == "private" and host["UsernsMode"] == ""
+    assert host["IpcMode"] == "shareable"  # a namespace of its own, as "private"
+    assert not host["Binds"] and not host["Devices"] and not attrs["Mounts"]
+    assert host["PidsLimit"] == 48
+    assert host["Memory"] == host["MemorySwap"] == 96 * MIB
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Init"] is True
+    assert host["LogConfig"]["Type"] == "json-file"
+    assert host["RestartPolicy"]["Name"] == "no"
+    tmp_options = host["Tmpfs"]["/tmp"].split(",")
+    assert "noexec" in tmp_options and "nosuid" in tmp_options
+    assert f"size={64 * MIB}" in tmp_options
+    for path in ("/run", "/var/tmp"):  # Podman's own tmpfs there, made read-only and empty
+        assert host["Tmpfs"][path].split(",")[0] == "ro", path
+    ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
+    nproc = (PODMAN_NPROC, PODMAN_NPROC)
+    assert ulimits == {"RLIMIT_NOFILE": (1024, 1024), "RLIMIT_CORE": (0, 0), "RLIMIT_NPROC": nproc}
+    labels = attrs["Config"]["Labels"]
+    assert labels["sandbox-orch.run"] == run_id
+    assert labels["sandbox-orch.node"] == name
+    assert attrs["Config"]["User"] == f"{SANDBOX_UID}:{SANDBOX_UID}"
