@@ -382,20 +382,11 @@ def test_container_settings_seen_from_the_engine(workdir, built_images, docker_c
     assert not host["CapAdd"]
     assert "no-new-privileges" in host["SecurityOpt"]
     assert not any("unconfined" in opt for opt in host["SecurityOpt"])
-    assert host["ReadonlyRootfs"] is True
-    assert host["NetworkMode"] == "none"
-    assert host["Privileged"] is False
+    both_engines_seen(attrs)
     assert host["PidMode"] == "" and host["UsernsMode"] == "" and host["UTSMode"] == ""
     assert host["IpcMode"] in ("private", "none")
     assert host["CgroupnsMode"] == "private"
-    assert not host["Binds"] and not host["Devices"] and not attrs["Mounts"]
-    assert host["PidsLimit"] == 48
-    assert host["Memory"] == host["MemorySwap"] == 96 * MIB
-    assert host["NanoCpus"] == 500_000_000
-    assert host["Init"] is True
-    assert host["LogConfig"]["Type"] == "json-file"
     assert "max-size" in host["LogConfig"]["Config"]
-    assert host["RestartPolicy"]["Name"] == "no"
     tmp_options = host["Tmpfs"]["/tmp"].split(",")
     assert "noexec" in tmp_options and "nosuid" in tmp_options
     assert f"size={64 * MIB}" in tmp_options
@@ -408,18 +399,12 @@ def test_container_settings_seen_from_the_engine(workdir, built_images, docker_c
     assert attrs["Config"]["NetworkDisabled"] is True
 
 
-def podman_settings_seen(attrs: dict[str, Any], run_id: str, name: str) -> None:
-    """The same settings as Podman reports them (each in its own terms; README, Podman)."""
+def both_engines_seen(attrs: dict[str, Any]) -> None:
+    """What Docker and Podman report alike."""
     host = attrs["HostConfig"]
-    assert set(host["CapDrop"]) >= PODMAN_DEFAULT_CAPS  # Docker's defaults, all dropped
-    assert not host["CapAdd"]
-    assert "no-new-privileges" in host["SecurityOpt"]
-    assert f"seccomp={PODMAN_PROFILE_PATH}" in host["SecurityOpt"]
     assert host["ReadonlyRootfs"] is True
     assert host["NetworkMode"] == "none"
     assert host["Privileged"] is False
-    assert host["PidMode"] == host["UTSMode"] == "private" and host["UsernsMode"] == ""
-    assert host["IpcMode"] == "shareable"  # a namespace of its own, as "private"
     assert not host["Binds"] and not host["Devices"] and not attrs["Mounts"]
     assert host["PidsLimit"] == 48
     assert host["Memory"] == host["MemorySwap"] == 96 * MIB
@@ -427,6 +412,18 @@ def podman_settings_seen(attrs: dict[str, Any], run_id: str, name: str) -> None:
     assert host["Init"] is True
     assert host["LogConfig"]["Type"] == "json-file"
     assert host["RestartPolicy"]["Name"] == "no"
+
+
+def podman_settings_seen(attrs: dict[str, Any], run_id: str, name: str) -> None:
+    """The same settings as Podman reports them (each in its own terms; README, Podman)."""
+    host = attrs["HostConfig"]
+    assert set(host["CapDrop"]) >= PODMAN_DEFAULT_CAPS  # Docker's defaults, all dropped
+    assert not host["CapAdd"]
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert f"seccomp={PODMAN_PROFILE_PATH}" in host["SecurityOpt"]
+    both_engines_seen(attrs)
+    assert host["PidMode"] == host["UTSMode"] == "private" and host["UsernsMode"] == ""
+    assert host["IpcMode"] == "shareable"  # a namespace of its own, as "private"
     tmp_options = host["Tmpfs"]["/tmp"].split(",")
     assert "noexec" in tmp_options and "nosuid" in tmp_options
     assert f"size={64 * MIB}" in tmp_options

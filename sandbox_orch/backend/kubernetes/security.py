@@ -22,31 +22,35 @@ def uid_gid(user: str) -> tuple[int, int]:
     return int(uid), int(gid)
 
 
-def pod_security_context(user: str) -> dict[str, Any]:
+def _runs_as(user: str) -> dict[str, Any]:
+    """Who runs, and the seccomp profile: the same on the pod and on its container."""
     uid, gid = uid_gid(user)
     return {
         "runAsNonRoot": True,
         "runAsUser": uid,
         "runAsGroup": gid,
-        # The memory emptyDirs belong to this group, so the node's user can write them.
-        "fsGroup": gid,
-        "fsGroupChangePolicy": "OnRootMismatch",
-        "supplementalGroups": [],
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
-def container_security_context(user: str) -> dict[str, Any]:
-    uid, gid = uid_gid(user)
+def pod_security_context(user: str) -> dict[str, Any]:
+    gid = uid_gid(user)[1]
     return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": gid,
+        **_runs_as(user),
+        # The memory emptyDirs belong to this group, so the node's user can write them.
+        "fsGroup": gid,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "supplementalGroups": [],
+    }
+
+
+def container_security_context(user: str) -> dict[str, Any]:
+    return {
+        **_runs_as(user),
         "allowPrivilegeEscalation": False,  # no_new_privs, as no-new-privileges on Docker
         "privileged": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": list(CAP_DROP)},
-        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
