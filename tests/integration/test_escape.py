@@ -20,6 +20,7 @@ import json
 import platform
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -530,7 +531,8 @@ def escape_run(request, tmp_path_factory, docker_client, built_images) -> Escape
     assert result.results is not None, result.stderr
     run_id = result.results["run_id"]
     leftovers = labelled_leftovers(docker_client, run_id)
-    return EscapeRun(runtime, result, leftovers, seconds, held, creations.of_run(run_id))
+    created = creations.of_run(run_id, result.results["nodes"])
+    return EscapeRun(runtime, result, leftovers, seconds, held, created)
 
 
 class _Creations:
@@ -542,17 +544,30 @@ class _Creations:
         filters = {"type": "container", "event": "create"}
         self._events = docker_client.events(since=time.time(), filters=filters, decode=True)
         self._seen: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         with contextlib.suppress(Exception):  # ends when closed
-            self._seen.extend(self._events)
+            for event in self._events:
+                with self._changed:
+                    self._seen.append(event)
+                    self._changed.notify_all()
 
-    def of_run(self, run_id: str) -> dict[str, float]:
-        """When each node's first container was created."""
+    def of_run(self, run_id: str, nodes: Iterable[str]) -> dict[str, float]:
+        """When each node's first container was created. Waits (30 s at most) until every
+        node of `nodes` was seen: an engine may deliver its events late (Podman's come from
+        its event log file)."""
+        wanted = set(nodes)
+        with self._changed:
+            self._changed.wait_for(lambda: wanted <= set(self._created(run_id)), timeout=30)
         self._events.close()
         self._reader.join(timeout=10)
+        with self._changed:
+            return self._created(run_id)
+
+    def _created(self, run_id: str) -> dict[str, float]:
         created: dict[str, float] = {}
         for event in self._seen:
             labels = event["Actor"]["Attributes"]
