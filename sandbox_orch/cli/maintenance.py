@@ -153,9 +153,8 @@ def images_build(names: tuple[str, ...]) -> None:
         raise InputRefused([Problem("images", None, "", str(error))]) from None
     backend = docker_backend()
     try:
-        for outcome in build_images(backend.client, list(names) or None, log=click.echo):
-            state = "built" if outcome.built else "up to date"
-            click.echo(f"{outcome.ref}: {state} ({outcome.image_id[:19]})")
+        # It says itself, per image, "up to date", or "building" then "built".
+        build_images(backend.client, list(names) or None, log=click.echo)
     except RuntimeError as error:
         raise InfrastructureError(str(error)) from None
 

@@ -136,6 +136,7 @@ def test_the_installed_tool_works_from_another_directory(installed, user, built_
     states = [line for line in build.stdout.splitlines() if line.startswith("sandbox-orch/")]
     expected = {f"sandbox-orch/{name}: up to date" for name in built_images}
     assert {line.split(" (")[0] for line in states} >= expected
+    assert len(states) == len(set(states))  # each image said once
 
     # setup on the running engine: it is found and kept as it is.
     setup = user("sandbox-orch", "setup")
