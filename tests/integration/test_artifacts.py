@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -27,6 +28,7 @@ from tests.conftest import (
     CliResult,
     cli,
     created_containers,
+    engine_of,
     labelled_leftovers,
     run_workflow,
     start_cli,
@@ -45,10 +47,12 @@ TAIL_CHARS = 4096
 
 
 @pytest.fixture(params=["host", "engine"])
-def volume_store(request, monkeypatch) -> str:
+def volume_store(request, monkeypatch, docker_client) -> str:
     """Where the run keeps artifact volumes (backend/hostvolumes.py): every attack runs
     against both, as a tmpfs mounted on this host and as the engine's own tmpfs volume
     kept by a holder container."""
+    if request.param == "engine" and not engine_of(docker_client).tmpfs_volumes:
+        pytest.skip("Podman before 4.8 keeps every volume on this host (README, Podman)")
     monkeypatch.setenv(VOLUMES_ENV, request.param)
     return request.param
 
@@ -110,15 +114,34 @@ def host_mounts(run_id: str) -> list[str]:
 
 def volume_events(docker_client, since: float, prefix: str, event: str) -> list[str]:
     """Names of volumes starting with `prefix` that had `event` since `since` (volume
-    events carry no labels; ours are named sandbox-orch-<run>-<node>-<attempt>-<name>)."""
+    events carry no labels; ours are named sandbox-orch-<run>-<node>-<attempt>-<name>).
+    Podman (4.3) takes whole seconds, calls `destroy` `remove`, and names the volume in
+    the event's attributes (its ID is empty)."""
+    podman = engine_of(docker_client).podman
     found = docker_client.events(
-        since=since,
-        until=time.time(),
-        filters={"type": "volume", "event": event},
+        since=math.floor(since) if podman else since,
+        until=math.ceil(time.time()) if podman else time.time(),
+        filters={"type": "volume", "event": "remove" if podman and event == "destroy" else event},
         decode=True,
     )
+    names = {e["Actor"]["ID"] or e["Actor"]["Attributes"]["name"] for e in found}
     # (the engine may report one volume's create more than once: once per mount)
-    return sorted({e["Actor"]["ID"] for e in found if e["Actor"]["ID"].startswith(prefix)})
+    return sorted(name for name in names if name.startswith(prefix))
+
+
+def containers_created(docker_client, since: float, nodes: set[str]) -> list[dict[str, str]]:
+    """created_containers (tests/conftest.py), also on Podman (4.3), which takes whole
+    seconds and filters events only by `key=value` labels: matched here instead."""
+    if not engine_of(docker_client).podman:
+        return created_containers(docker_client, since, nodes)
+    events = docker_client.events(
+        since=math.floor(since),
+        until=math.ceil(time.time()),
+        filters={"type": "container", "event": "create"},
+        decode=True,
+    )
+    found = [event["Actor"]["Attributes"] for event in events]
+    return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]
 
 
 def etc_passwd_markers() -> list[bytes]:
@@ -625,7 +648,7 @@ def test_a_producer_past_the_ceiling_fails_with_the_reason_and_starts_nothing(
     prefix = f"sandbox-orch-{run_id}-"
     assert volume_events(docker_client, since, prefix, "create") == [f"{prefix}{other}-1-a"]
     started = [
-        c for c in created_containers(docker_client, since, {"one", "two"})
+        c for c in containers_created(docker_client, since, {"one", "two"})
         if c.get("sandbox-orch.run") == run_id and c.get("sandbox-orch.role") != "artifact-holder"
     ]  # fmt: skip
     assert [c["sandbox-orch.node"] for c in started] == [other]
@@ -650,7 +673,7 @@ nodes:
     checked = cli("validate", str(path), "--policy", str(policy))
     ran = cli("run", str(path), "--ci", "--policy", str(policy))
     assert checked.returncode == 2 and ran.returncode == 2, checked.stderr + ran.stderr
-    assert created_containers(docker_client, since, {node}) == []
+    assert containers_created(docker_client, since, {node}) == []
     (line,) = checked.stderr.splitlines()
     assert line.startswith(
         f"{path}:{line_of(text, 'artifacts: [')}: nodes.{node}.outputs.artifacts: "
@@ -772,7 +795,7 @@ def refused_before_start(docker_client, workdir: Path, text: str, nodes: set[str
     ran = cli("run", str(path), "--ci")
     assert checked.returncode == 2, checked.stdout + checked.stderr
     assert ran.returncode == 2, ran.stdout + ran.stderr
-    assert created_containers(docker_client, since, nodes) == []
+    assert containers_created(docker_client, since, nodes) == []
     assert not (store_home() / "runs").exists()
     assert ran.stderr == checked.stderr
     return checked.stderr.splitlines()
@@ -912,7 +935,7 @@ def test_retried_producer_gets_fresh_volumes_and_leaves_none(
     assert volume_events(docker_client, since, prefix, "destroy") == created
     assert docker_client.volumes.list(filters={"name": prefix}) == []
     # Per attempt: the node's container, and for an engine volume the holder keeping it.
-    containers = created_containers(docker_client, since, {node})
+    containers = containers_created(docker_client, since, {node})
     holders = [c for c in containers if c.get("sandbox-orch.role") == "artifact-holder"]
     attempts = sorted(c["sandbox-orch.attempt"] for c in containers if c not in holders)
     assert len(holders) == (2 if volume_store == "engine" else 0), containers
@@ -985,11 +1008,15 @@ def mount_options(path: Path) -> tuple[set[str], str]:
 
 
 @pytest.mark.parametrize("setting", ["auto", "engine", "host"])
-def test_doctor_names_where_artifact_volumes_live(built_images, monkeypatch, setting):
+def test_doctor_names_where_artifact_volumes_live(
+    built_images, docker_client, monkeypatch, setting
+):
     monkeypatch.setenv(VOLUMES_ENV, setting)
     proc = cli("doctor")
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("artifact volumes: ")]
-    on_host = setting != "engine" and os.geteuid() == 0
+    # Podman before 4.8 keeps them on this host whatever the setting (README, Podman).
+    anywhere = setting != "engine" or not engine_of(docker_client).tmpfs_volumes
+    on_host = anywhere and os.geteuid() == 0
     if on_host:
         assert proc.returncode == 0, proc.stderr
         assert f"tmpfs mounts on this host, under {hostvolumes.ROOT}" in line, line
