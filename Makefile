@@ -16,12 +16,21 @@ test: images $(CHECKOV)
 	$(BIN)/ruff check sandbox_orch tests bench
 	$(BIN)/pytest -n 3 --dist loadfile
 
-# The hardening suite (each hardening promise, and the escape attempts) again with
-# rootful Podman as the engine, through its Docker API (installed, configured and started
-# by scripts/podman-up, here only; runc only: the gVisor cases skip). Nothing may be left
-# behind on it.
+# The hardening suite (each hardening promise, the escape attempts, and the artifact
+# hand-off with the attacks on its volumes) again with rootful Podman as the engine,
+# through its Docker API (installed, configured and started by scripts/podman-up, here
+# only; runc only: the gVisor cases skip). Nothing may be left behind on it.
 PODMAN_HOST := unix:///run/podman/podman.sock
-PODMAN_TESTS := tests/integration/test_hardening.py tests/integration/test_escape.py
+ARTIFACTS := tests/integration/test_artifacts.py
+PODMAN_TESTS := tests/integration/test_hardening.py tests/integration/test_escape.py \
+	$(ARTIFACTS)::test_producer_files_reach_consumer_read_only_and_host_copy \
+	$(ARTIFACTS)::test_symlinks_are_refused_and_never_followed \
+	$(ARTIFACTS)::test_sparse_files_fail_the_node_and_are_never_expanded_on_the_host \
+	$(ARTIFACTS)::test_many_entries_fail_the_node_and_reach_the_host_bounded \
+	$(ARTIFACTS)::test_a_binary_in_an_artifact_volume_does_not_run \
+	$(ARTIFACTS)::test_a_script_in_an_artifact_volume_does_not_run \
+	$(ARTIFACTS)::test_a_chain_of_producers_holds_under_a_ceiling_only_met_by_releasing \
+	$(ARTIFACTS)::test_retried_producer_gets_fresh_volumes_and_leaves_none
 PODMAN_IMAGES := shell python node
 
 test-podman: images

@@ -46,6 +46,7 @@ from ..backend import (
     VolumeMount,
     inode_limit,
 )
+from ..mounts import BindMount
 from ..planning import PlannedNode
 from ..sandbox import Sandbox
 from ..units import format_size
@@ -164,7 +165,10 @@ class ArtifactVolumes:
         self._groups.append(group)
         for volume in held:
             self.current[(node.name, volume.name)] = volume
-        return tuple(VolumeMount(v.name, a.path, read_only=False) for a, v in volumes.items())
+        return tuple(
+            VolumeMount(v.name, a.path, False, _host_bind(v, a.path, False))
+            for a, v in volumes.items()
+        )
 
     async def _reserve(self, sizes: list[int]) -> None:
         """Reserve, after the releases already due if it does not fit at once: a volume
@@ -207,14 +211,17 @@ class ArtifactVolumes:
 
     def for_consumer(self, node: PlannedNode) -> tuple[VolumeMount, ...]:
         """Each input's read-only view. Read-only at its source, so mounted as it is: a
-        read-only mount would be remounted by runc, dropping noexec, nosuid and nodev."""
+        read-only mount would be remounted by runc, dropping noexec, nosuid and nodev.
+        (Podman remounts every mount with its own options: there, a host view is a bind
+        asked read-only, to which Podman adds the flags its source has; settings.py.)"""
         mounts = []
         for needed in node.inputs:
             held = self.current.get((needed.producer, needed.name))
             if held is None:
                 continue  # a producer that never ran has none
             assert held.view is not None  # planning gives every consumed artifact a view
-            mounts.append(VolumeMount(held.view.name, needed.path, read_only=False))
+            view = held.view
+            mounts.append(VolumeMount(view.name, needed.path, False, _host_bind(view, needed.path)))
         return tuple(mounts)
 
     # --- what the producer left ------------------------------------------------------------
@@ -400,3 +407,10 @@ class ArtifactVolumes:
                 for a, v in volumes.items()
             ),
         )
+
+
+def _host_bind(volume: Volume, target: str, read_only: bool = True) -> BindMount | None:
+    """A host-store volume as a bind of its mount (what Podman is given, settings.py)."""
+    if volume.host_path is None:
+        return None
+    return BindMount(str(volume.host_path), target, read_only)

@@ -50,6 +50,9 @@ class VolumeMount:
     volume: str  # a volume this run created
     target: str
     read_only: bool
+    # A host-store volume (hostvolumes.py) as a bind of its mount, read-only for a view:
+    # how Podman mounts it (settings.py), never Docker.
+    host_bind: BindMount | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from docker.types import LogConfig, Mount, Ulimit
 from ..mounts import BindMount
 from ..sandbox import CAP_DROP, NOFILE, cgroup_pids_limit
 from ..seccomp import PODMAN_PROFILE_PATH, RUNSC_SECURITY_OPT
-from .base import ContainerSpec
+from .base import ContainerSpec, VolumeMount
 
 # The engine keeps a small capped log beside our own stream: enough for `docker logs`
 # while debugging, never enough to fill the host disk.
@@ -56,11 +56,7 @@ def container_kwargs(
         mounts=[_bind(m) for m in spec.mounts]
         + [_bind(kept) for m in spec.mounts for kept in _kept_read_only(m)]
         + [_mask(path) for m in spec.mounts for path in m.masks]
-        + [
-            # no_copy: nothing from the image is copied into a run's volume
-            Mount(v.target, v.volume, type="volume", read_only=v.read_only, no_copy=True)
-            for v in spec.volumes
-        ],
+        + [_volume(v, podman) for v in spec.volumes],
     )
     return {
         "image": spec.image,
@@ -87,6 +83,18 @@ def _bind(mount: BindMount) -> Mount:
     bind = Mount(mount.target, mount.source, "bind", mount.read_only, propagation="rprivate")
     bind["BindOptions"]["NonRecursive"] = True
     return bind
+
+
+def _volume(volume: VolumeMount, podman: bool) -> Mount:
+    """A run's volume. On Podman, a host-store one is bound from its mount instead: Podman
+    remounts a named volume with only its own options (nosuid, nodev), which drops the
+    volume's noexec and a view's read-only, and chowns it on first use (a view refuses);
+    a bind it neither chowns nor strips, adding the noexec, nosuid and nodev its source
+    has. The labelled engine volume stays, for gc."""
+    if podman and volume.host_bind is not None:
+        return _bind(volume.host_bind)
+    # no_copy: nothing from the image is copied into a run's volume
+    return Mount(volume.target, volume.volume, "volume", volume.read_only, no_copy=True)
 
 
 def _kept_read_only(mount: BindMount) -> list[BindMount]:

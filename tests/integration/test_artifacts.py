@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -27,6 +28,7 @@ from tests.conftest import (
     CliResult,
     cli,
     created_containers,
+    engine_of,
     labelled_leftovers,
     run_workflow,
     start_cli,
@@ -34,6 +36,7 @@ from tests.conftest import (
     wait_for_peak_rss,
     write_workflow,
 )
+from tests.integration.test_escape import PODMAN_RUNSC
 
 pytestmark = pytest.mark.engine
 
@@ -45,10 +48,12 @@ TAIL_CHARS = 4096
 
 
 @pytest.fixture(params=["host", "engine"])
-def volume_store(request, monkeypatch) -> str:
+def volume_store(request, monkeypatch, docker_client) -> str:
     """Where the run keeps artifact volumes (backend/hostvolumes.py): every attack runs
     against both, as a tmpfs mounted on this host and as the engine's own tmpfs volume
     kept by a holder container."""
+    if request.param == "engine" and not engine_of(docker_client).tmpfs_volumes:
+        pytest.skip("Podman before 4.8 keeps every volume on this host (README, Podman)")
     monkeypatch.setenv(VOLUMES_ENV, request.param)
     return request.param
 
@@ -110,15 +115,44 @@ def host_mounts(run_id: str) -> list[str]:
 
 def volume_events(docker_client, since: float, prefix: str, event: str) -> list[str]:
     """Names of volumes starting with `prefix` that had `event` since `since` (volume
-    events carry no labels; ours are named sandbox-orch-<run>-<node>-<attempt>-<name>)."""
-    found = docker_client.events(
-        since=since,
-        until=time.time(),
-        filters={"type": "volume", "event": event},
-        decode=True,
-    )
+    events carry no labels; ours are named sandbox-orch-<run>-<node>-<attempt>-<name>).
+    Podman (4.3) calls `destroy` `remove` and names the volume in the event's attributes
+    (its ID is empty)."""
+    podman = engine_of(docker_client).podman
+    if podman:
+        event = "remove" if event == "destroy" else event
+        found = podman_events(docker_client, since, {"type": "volume", "event": event})
+    else:
+        filters = {"type": "volume", "event": event}
+        found = docker_client.events(since=since, until=time.time(), filters=filters, decode=True)
+    names = {e["Actor"]["ID"] or e["Actor"]["Attributes"]["name"] for e in found}
     # (the engine may report one volume's create more than once: once per mount)
-    return sorted({e["Actor"]["ID"] for e in found if e["Actor"]["ID"].startswith(prefix)})
+    return sorted(name for name in names if name.startswith(prefix))
+
+
+def podman_events(docker_client, since: float, filters: dict[str, str]) -> list[dict]:
+    """Podman's (4.3) events since `since`, as many as it has, without waiting: asked not
+    to stream (its own query parameter), since it takes whole seconds and stops reading
+    its log at `until` on the clock, even with events left to read."""
+    api = docker_client.api
+    params = {
+        "since": str(math.floor(since)),
+        "stream": "false",
+        "filters": json.dumps({key: [value] for key, value in filters.items()}),
+    }
+    response = api._get(api._url("/events"), params=params)
+    response.raise_for_status()
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def containers_created(docker_client, since: float, nodes: set[str]) -> list[dict[str, str]]:
+    """created_containers (tests/conftest.py), also on Podman, whose event filter takes
+    only `key=value` labels: matched here instead."""
+    if not engine_of(docker_client).podman:
+        return created_containers(docker_client, since, nodes)
+    events = podman_events(docker_client, since, {"type": "container", "event": "create"})
+    found = [event["Actor"]["Attributes"] for event in events]
+    return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]
 
 
 def etc_passwd_markers() -> list[bytes]:
@@ -441,6 +475,8 @@ _HOSTILE: dict[tuple[str, str], tuple[CliResult, float]] = {}
 @pytest.fixture(params=RUNTIMES)
 def hostile(request, workdir, built_images, docker_client, volume_store):
     """The hostile workflow, run once per (volume store, runtime) for the tests below."""
+    if request.param == "runsc" and engine_of(docker_client).podman:
+        pytest.skip(PODMAN_RUNSC)
     key = (volume_store, request.param)
     if key not in _HOSTILE:
         policy = small_artifacts_policy(workdir, request.param)
@@ -625,7 +661,7 @@ def test_a_producer_past_the_ceiling_fails_with_the_reason_and_starts_nothing(
     prefix = f"sandbox-orch-{run_id}-"
     assert volume_events(docker_client, since, prefix, "create") == [f"{prefix}{other}-1-a"]
     started = [
-        c for c in created_containers(docker_client, since, {"one", "two"})
+        c for c in containers_created(docker_client, since, {"one", "two"})
         if c.get("sandbox-orch.run") == run_id and c.get("sandbox-orch.role") != "artifact-holder"
     ]  # fmt: skip
     assert [c["sandbox-orch.node"] for c in started] == [other]
@@ -650,7 +686,7 @@ nodes:
     checked = cli("validate", str(path), "--policy", str(policy))
     ran = cli("run", str(path), "--ci", "--policy", str(policy))
     assert checked.returncode == 2 and ran.returncode == 2, checked.stderr + ran.stderr
-    assert created_containers(docker_client, since, {node}) == []
+    assert containers_created(docker_client, since, {node}) == []
     (line,) = checked.stderr.splitlines()
     assert line.startswith(
         f"{path}:{line_of(text, 'artifacts: [')}: nodes.{node}.outputs.artifacts: "
@@ -772,7 +808,7 @@ def refused_before_start(docker_client, workdir: Path, text: str, nodes: set[str
     ran = cli("run", str(path), "--ci")
     assert checked.returncode == 2, checked.stdout + checked.stderr
     assert ran.returncode == 2, ran.stdout + ran.stderr
-    assert created_containers(docker_client, since, nodes) == []
+    assert containers_created(docker_client, since, nodes) == []
     assert not (store_home() / "runs").exists()
     assert ran.stderr == checked.stderr
     return checked.stderr.splitlines()
@@ -912,7 +948,7 @@ def test_retried_producer_gets_fresh_volumes_and_leaves_none(
     assert volume_events(docker_client, since, prefix, "destroy") == created
     assert docker_client.volumes.list(filters={"name": prefix}) == []
     # Per attempt: the node's container, and for an engine volume the holder keeping it.
-    containers = created_containers(docker_client, since, {node})
+    containers = containers_created(docker_client, since, {node})
     holders = [c for c in containers if c.get("sandbox-orch.role") == "artifact-holder"]
     attempts = sorted(c["sandbox-orch.attempt"] for c in containers if c not in holders)
     assert len(holders) == (2 if volume_store == "engine" else 0), containers
@@ -985,11 +1021,15 @@ def mount_options(path: Path) -> tuple[set[str], str]:
 
 
 @pytest.mark.parametrize("setting", ["auto", "engine", "host"])
-def test_doctor_names_where_artifact_volumes_live(built_images, monkeypatch, setting):
+def test_doctor_names_where_artifact_volumes_live(
+    built_images, docker_client, monkeypatch, setting
+):
     monkeypatch.setenv(VOLUMES_ENV, setting)
     proc = cli("doctor")
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("artifact volumes: ")]
-    on_host = setting != "engine" and os.geteuid() == 0
+    # Podman before 4.8 keeps them on this host whatever the setting (README, Podman).
+    anywhere = setting != "engine" or not engine_of(docker_client).tmpfs_volumes
+    on_host = anywhere and os.geteuid() == 0
     if on_host:
         assert proc.returncode == 0, proc.stderr
         assert f"tmpfs mounts on this host, under {hostvolumes.ROOT}" in line, line

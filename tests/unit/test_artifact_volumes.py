@@ -767,3 +767,13 @@ def test_finish_waits_past_a_cancelled_copy(tmp_path):
         return volumes._copies["make"].cancelled()
 
     assert asyncio.run(go()) is True
+
+
+def test_a_host_store_volume_carries_its_bind_a_view_read_only():
+    from sandbox_orch.artifacts.volumes import _host_bind
+    from sandbox_orch.mounts import BindMount
+
+    on_host = Volume("v", Path("/run/so/v"))
+    assert _host_bind(on_host, "/out/d", False) == BindMount("/run/so/v", "/out/d", False)
+    assert _host_bind(on_host, "/in/d") == BindMount("/run/so/v", "/in/d", True)
+    assert _host_bind(Volume("v"), "/in/d") is None  # the engine's own: no bind

@@ -19,6 +19,7 @@ import pytest
 from sandbox_orch import engine as engine_module
 from sandbox_orch.backend import BackendError, ExitStatus
 from sandbox_orch.backend import docker as docker_module
+from sandbox_orch.backend.base import VolumeMount
 from sandbox_orch.backend.docker import DockerBackend, container_kwargs
 from sandbox_orch.backend.engines import (
     DOCKER,
@@ -37,6 +38,7 @@ from sandbox_orch.backend.readback import (
 )
 from sandbox_orch.backend.settings import PODMAN_NPROC, PODMAN_READ_ONLY_TMPFS
 from sandbox_orch.errors import InfrastructureError
+from sandbox_orch.mounts import BindMount
 from sandbox_orch.seccomp import (
     NAMESPACE_FLAGS,
     PODMAN_PROFILE,
@@ -208,6 +210,60 @@ def test_a_spec_tmpfs_at_run_wins_over_podmans_read_only_one():
     host = container_kwargs(spec(tmpfs={"/run": 1 << 20}), API, podman=True)["host_config"]
     assert host["Tmpfs"]["/run"] == "rw,noexec,nosuid,nodev,size=1048576"
     assert host["Tmpfs"]["/var/tmp"] == PODMAN_READ_ONLY_TMPFS["/var/tmp"]
+
+
+# A host-store producer volume and a consumer's read-only view (artifacts/volumes.py).
+HOST_VOLUMES = (
+    VolumeMount("v-dist", "/out/dist", False, BindMount("/run/so/v-dist", "/out/dist", False)),
+    VolumeMount("v-in-ro", "/in/x", False, BindMount("/run/so/v-in-ro", "/in/x", True)),
+)
+
+
+def test_on_podman_host_volumes_are_non_recursive_private_binds_of_their_mounts():
+    mounts = container_kwargs(spec(volumes=HOST_VOLUMES), API, podman=True)["host_config"]
+    assert mounts["Mounts"][-2:] == [
+        {"Target": "/out/dist", "Source": "/run/so/v-dist", "Type": "bind", "ReadOnly": False,
+         "BindOptions": {"Propagation": "rprivate", "NonRecursive": True}},
+        {"Target": "/in/x", "Source": "/run/so/v-in-ro", "Type": "bind", "ReadOnly": True,
+         "BindOptions": {"Propagation": "rprivate", "NonRecursive": True}},
+    ]  # fmt: skip
+
+
+def test_docker_mounts_host_volumes_as_named_volumes_as_before():
+    host = container_kwargs(spec(volumes=HOST_VOLUMES), API)["host_config"]
+    assert host["Mounts"][-2:] == [
+        {"Target": "/out/dist", "Source": "v-dist", "Type": "volume", "ReadOnly": False,
+         "VolumeOptions": {"NoCopy": True}},
+        {"Target": "/in/x", "Source": "v-in-ro", "Type": "volume", "ReadOnly": False,
+         "VolumeOptions": {"NoCopy": True}},
+    ]  # fmt: skip
+    plain = tuple(VolumeMount(v.volume, v.target, v.read_only) for v in HOST_VOLUMES)
+    assert container_kwargs(spec(volumes=HOST_VOLUMES), API) == container_kwargs(
+        spec(volumes=plain), API
+    )
+
+
+def test_on_podman_an_engine_store_volume_stays_a_named_volume():
+    engine = (VolumeMount("v-held", "/held", True),)
+    host = container_kwargs(spec(volumes=engine), API, podman=True)["host_config"]
+    assert host["Mounts"][-1] == {
+        "Target": "/held", "Source": "v-held", "Type": "volume", "ReadOnly": True,
+        "VolumeOptions": {"NoCopy": True},
+    }  # fmt: skip
+
+
+def test_podmans_report_of_host_volume_binds_is_read_as_asked():
+    kwargs = container_kwargs(spec(volumes=HOST_VOLUMES), API, podman=True)
+    attrs = podman_echo(kwargs)
+    attrs["HostConfig"]["Mounts"] = None
+    attrs["HostConfig"]["Binds"] = [
+        "/srv/project:/work:ro,rprivate,bind",
+        "/run/so/v-dist:/out/dist:rw,rprivate,bind,noexec,nosuid,nodev",
+        "/run/so/v-in-ro:/in/x:ro,rprivate,bind,noexec,nosuid,nodev",
+    ]
+    assert differences(kwargs, attrs, IMAGE_ENV, podman=True) == []
+    attrs["HostConfig"]["Binds"][2] = "/run/so/v-in-ro:/in/x:rw,rprivate,bind,noexec"
+    assert differences(kwargs, attrs, IMAGE_ENV, podman=True) == ["Mounts"]  # a view writable
 
 
 # --- seccomp.py -------------------------------------------------------------------------------
