@@ -25,6 +25,7 @@ from sandbox_orch.artifacts import (
 )
 from sandbox_orch.backend import BackendError, ContainerSpec, Resource, Volume, VolumeMount
 from sandbox_orch.backend.memory import MemoryBackend
+from sandbox_orch.mounts import BindMount
 
 from .helpers import admitted
 
@@ -125,6 +126,20 @@ def test_a_consumer_mounts_each_inputs_read_only_view_at_its_path(tmp_path):
     volumes, _, _, plan, _ = produced(MemoryBackend(), tmp_path)
     assert volumes.for_consumer(plan.nodes["use"]) == (
         VolumeMount("sandbox-orch-r1-make-1-dist-ro", "/in", read_only=False),
+    )
+
+
+def test_host_volumes_carry_their_binds_writable_for_the_producer_a_view_read_only(tmp_path):
+    root = tmp_path / "v"
+    volumes, mounts, _, plan, _ = produced(MemoryBackend(volume_root=root), tmp_path)
+    dist, logs = "sandbox-orch-r1-make-1-dist", "sandbox-orch-r1-make-1-logs"
+    assert mounts == (
+        VolumeMount(dist, "/out", False, BindMount(str(root / dist), "/out", False)),
+        VolumeMount(logs, "/logs", False, BindMount(str(root / logs), "/logs", False)),
+    )
+    view = f"{dist}-ro"
+    assert volumes.for_consumer(plan.nodes["use"]) == (
+        VolumeMount(view, "/in", False, BindMount(str(root / view), "/in", True)),
     )
 
 
@@ -771,7 +786,6 @@ def test_finish_waits_past_a_cancelled_copy(tmp_path):
 
 def test_a_host_store_volume_carries_its_bind_a_view_read_only():
     from sandbox_orch.artifacts.volumes import _host_bind
-    from sandbox_orch.mounts import BindMount
 
     on_host = Volume("v", Path("/run/so/v"))
     assert _host_bind(on_host, "/out/d", False) == BindMount("/run/so/v", "/out/d", False)
