@@ -284,7 +284,8 @@ def test_against_from_the_command_line():
     directions = {c["direction"] for c in document["changes"]}
     assert "widens" in directions
     code, out, _ = review_cli(DEFAULT_POLICY, "--against", PERMISSIVE)
-    assert code == 0 and "narrows" in out and "0 widen" in out
+    words = " ".join(out.split())  # the summary wraps at the width when the paths are deep
+    assert code == 0 and "narrows" in words and "0 widen, " in words
 
 
 @pytest.mark.parametrize("columns", [60, 80, 120])
