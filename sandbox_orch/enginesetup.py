@@ -45,8 +45,10 @@ def engine_info() -> dict[str, Any] | None:
     import docker
     import requests.exceptions
 
+    from .backend.docker import connect
+
     try:
-        client = docker.from_env(timeout=10)
+        client = connect(timeout=10)
         try:
             return client.info()
         finally:
