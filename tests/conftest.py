@@ -4,6 +4,7 @@ fail (never skip) when no engine answers, so a green run always means they ran."
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import signal
@@ -147,15 +148,35 @@ def unique(prefix: str) -> str:
 
 def created_containers(docker_client, since: float, nodes: set[str]) -> list[dict[str, str]]:
     """Labels of every container the engine created since `since` for these node names:
-    catches containers that were created and already removed, which a listing cannot."""
-    events = docker_client.events(
-        since=since,
-        until=time.time(),
-        filters={"type": "container", "event": "create", "label": "sandbox-orch.node"},
-        decode=True,
-    )
+    catches containers that were created and already removed, which a listing cannot.
+    Podman's event filter takes only `key=value` labels: matched here instead."""
+    if engine_of(docker_client).podman:
+        events = podman_events(docker_client, since, {"type": "container", "event": "create"})
+    else:
+        events = docker_client.events(
+            since=since,
+            until=time.time(),
+            filters={"type": "container", "event": "create", "label": "sandbox-orch.node"},
+            decode=True,
+        )
     found = [event["Actor"]["Attributes"] for event in events]
     return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]
+
+
+def podman_events(docker_client, since: float, filters: dict[str, str]) -> list[dict]:
+    """Podman's (4.3) events since `since`, as many as its log has, without waiting: asked
+    not to stream (its own query parameter), since it takes whole seconds and, streaming,
+    stops reading its log at `until` on the clock, or delivers late, even with events left
+    to read."""
+    api = docker_client.api
+    params = {
+        "since": str(math.floor(since)),
+        "stream": "false",
+        "filters": json.dumps({key: [value] for key, value in filters.items()}),
+    }
+    response = api._get(api._url("/events"), params=params)
+    response.raise_for_status()
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 
 
 def created_by_process(docker_client, since: float, pid: int) -> list[dict[str, str]]:

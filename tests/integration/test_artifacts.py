@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import math
 import os
 import re
 import stat
@@ -30,6 +29,7 @@ from tests.conftest import (
     created_containers,
     engine_of,
     labelled_leftovers,
+    podman_events,
     run_workflow,
     start_cli,
     unique,
@@ -128,31 +128,6 @@ def volume_events(docker_client, since: float, prefix: str, event: str) -> list[
     names = {e["Actor"]["ID"] or e["Actor"]["Attributes"]["name"] for e in found}
     # (the engine may report one volume's create more than once: once per mount)
     return sorted(name for name in names if name.startswith(prefix))
-
-
-def podman_events(docker_client, since: float, filters: dict[str, str]) -> list[dict]:
-    """Podman's (4.3) events since `since`, as many as it has, without waiting: asked not
-    to stream (its own query parameter), since it takes whole seconds and stops reading
-    its log at `until` on the clock, even with events left to read."""
-    api = docker_client.api
-    params = {
-        "since": str(math.floor(since)),
-        "stream": "false",
-        "filters": json.dumps({key: [value] for key, value in filters.items()}),
-    }
-    response = api._get(api._url("/events"), params=params)
-    response.raise_for_status()
-    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-
-
-def containers_created(docker_client, since: float, nodes: set[str]) -> list[dict[str, str]]:
-    """created_containers (tests/conftest.py), also on Podman, whose event filter takes
-    only `key=value` labels: matched here instead."""
-    if not engine_of(docker_client).podman:
-        return created_containers(docker_client, since, nodes)
-    events = podman_events(docker_client, since, {"type": "container", "event": "create"})
-    found = [event["Actor"]["Attributes"] for event in events]
-    return [labels for labels in found if labels.get("sandbox-orch.node") in nodes]
 
 
 def etc_passwd_markers() -> list[bytes]:
@@ -661,7 +636,7 @@ def test_a_producer_past_the_ceiling_fails_with_the_reason_and_starts_nothing(
     prefix = f"sandbox-orch-{run_id}-"
     assert volume_events(docker_client, since, prefix, "create") == [f"{prefix}{other}-1-a"]
     started = [
-        c for c in containers_created(docker_client, since, {"one", "two"})
+        c for c in created_containers(docker_client, since, {"one", "two"})
         if c.get("sandbox-orch.run") == run_id and c.get("sandbox-orch.role") != "artifact-holder"
     ]  # fmt: skip
     assert [c["sandbox-orch.node"] for c in started] == [other]
@@ -686,7 +661,7 @@ nodes:
     checked = cli("validate", str(path), "--policy", str(policy))
     ran = cli("run", str(path), "--ci", "--policy", str(policy))
     assert checked.returncode == 2 and ran.returncode == 2, checked.stderr + ran.stderr
-    assert containers_created(docker_client, since, {node}) == []
+    assert created_containers(docker_client, since, {node}) == []
     (line,) = checked.stderr.splitlines()
     assert line.startswith(
         f"{path}:{line_of(text, 'artifacts: [')}: nodes.{node}.outputs.artifacts: "
@@ -808,7 +783,7 @@ def refused_before_start(docker_client, workdir: Path, text: str, nodes: set[str
     ran = cli("run", str(path), "--ci")
     assert checked.returncode == 2, checked.stdout + checked.stderr
     assert ran.returncode == 2, ran.stdout + ran.stderr
-    assert containers_created(docker_client, since, nodes) == []
+    assert created_containers(docker_client, since, nodes) == []
     assert not (store_home() / "runs").exists()
     assert ran.stderr == checked.stderr
     return checked.stderr.splitlines()
@@ -948,7 +923,7 @@ def test_retried_producer_gets_fresh_volumes_and_leaves_none(
     assert volume_events(docker_client, since, prefix, "destroy") == created
     assert docker_client.volumes.list(filters={"name": prefix}) == []
     # Per attempt: the node's container, and for an engine volume the holder keeping it.
-    containers = containers_created(docker_client, since, {node})
+    containers = created_containers(docker_client, since, {node})
     holders = [c for c in containers if c.get("sandbox-orch.role") == "artifact-holder"]
     attempts = sorted(c["sandbox-orch.attempt"] for c in containers if c not in holders)
     assert len(holders) == (2 if volume_store == "engine" else 0), containers

@@ -20,7 +20,6 @@ import json
 import platform
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +28,14 @@ from typing import Any
 import pytest
 
 from sandbox_orch.execution import RUN_LABEL
-from tests.conftest import REPO, CliResult, engine_of, labelled_leftovers, run_workflow
+from tests.conftest import (
+    REPO,
+    CliResult,
+    engine_of,
+    labelled_leftovers,
+    podman_events,
+    run_workflow,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -531,43 +537,36 @@ def escape_run(request, tmp_path_factory, docker_client, built_images) -> Escape
     assert result.results is not None, result.stderr
     run_id = result.results["run_id"]
     leftovers = labelled_leftovers(docker_client, run_id)
-    created = creations.of_run(run_id, result.results["nodes"])
-    return EscapeRun(runtime, result, leftovers, seconds, held, created)
+    return EscapeRun(runtime, result, leftovers, seconds, held, creations.of_run(run_id))
 
 
 class _Creations:
-    """Every container the engine creates while it is open, with when (the engine's
-    event history is short and shared: it is read live, not asked afterwards)."""
+    """Every container the engine creates while it is open, with when. Docker's event
+    history is short and shared: it is read live. Podman's streamed events arrive late or
+    not at all (4.3): its log is asked after the run instead."""
 
     def __init__(self, docker_client) -> None:
-        # Labels are matched below: Podman's event filter takes only `key=value` labels.
-        filters = {"type": "container", "event": "create"}
-        self._events = docker_client.events(since=time.time(), filters=filters, decode=True)
+        self._client, self._since = docker_client, time.time()
+        self._podman = engine_of(docker_client).podman
         self._seen: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        if not self._podman:
+            filters = {"type": "container", "event": "create"}
+            self._events = docker_client.events(since=self._since, filters=filters, decode=True)
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
 
     def _read(self) -> None:
         with contextlib.suppress(Exception):  # ends when closed
-            for event in self._events:
-                with self._changed:
-                    self._seen.append(event)
-                    self._changed.notify_all()
+            self._seen.extend(self._events)
 
-    def of_run(self, run_id: str, nodes: Iterable[str]) -> dict[str, float]:
-        """When each node's first container was created. Waits (30 s at most) until every
-        node of `nodes` was seen: an engine may deliver its events late (Podman's come from
-        its event log file)."""
-        wanted = set(nodes)
-        with self._changed:
-            self._changed.wait_for(lambda: wanted <= set(self._created(run_id)), timeout=30)
-        self._events.close()
-        self._reader.join(timeout=10)
-        with self._changed:
-            return self._created(run_id)
-
-    def _created(self, run_id: str) -> dict[str, float]:
+    def of_run(self, run_id: str) -> dict[str, float]:
+        """When each node's first container was created."""
+        if self._podman:
+            filters = {"type": "container", "event": "create"}
+            self._seen = podman_events(self._client, self._since, filters)
+        else:
+            self._events.close()
+            self._reader.join(timeout=10)
         created: dict[str, float] = {}
         for event in self._seen:
             labels = event["Actor"]["Attributes"]
