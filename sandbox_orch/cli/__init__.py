@@ -88,4 +88,4 @@ policy_option = click.option(
 
 
 # The commands, registered on `main` as their modules load.
-from . import agents, maintenance, schema, setup, single, workflows  # noqa: E402, F401
+from . import agents, export, maintenance, schema, setup, single, workflows  # noqa: E402, F401
