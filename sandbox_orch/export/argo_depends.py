@@ -191,11 +191,10 @@ def status_is(task: str, statuses: set[str], shown: str) -> Expr:
             f"{shown}: Argo reports a timed-out task as Failed too; test both "
             "(status in ['failed', 'timed_out']) or use failure()"
         )
-    results = [
-        Result(task, r) for s in sorted(statuses - FAILED_STATUSES) for r in STATUS_RESULTS[s]
-    ]
+    wanted = {r for status in statuses - FAILED_STATUSES for r in STATUS_RESULTS[status]}
     if statuses & FAILED_STATUSES:
-        results.append(Result(task, FAILED))
+        wanted.add(FAILED)
+    results = [Result(task, r) for r in FINISHED_RESULTS if r in wanted]
     return any_of(results)
 
 
