@@ -60,6 +60,7 @@ CASES = [
     (["setup", "--help"], "Install and start the Docker engine", NOT_FOR_HELP),
     (["init", "--help"], "Write a starter workflow and policy", NOT_FOR_HELP),
     (["schema", "--help"], "Print the JSON Schema", NOT_FOR_HELP),
+    (["export", "--help"], "Print WORKFLOW as an Argo Workflow", NOT_FOR_HELP),
     (["validate", HELLO], f"{HELLO}: valid (3 nodes, policy default)", NOT_FOR_CHECKING),
     (["plan", HELLO], "greet", NOT_FOR_CHECKING),
 ]
