@@ -91,7 +91,8 @@ def all_of(operands: Sequence[Expr]) -> Expr:
 
 
 def _join(kind: str, operands: Sequence[Expr]) -> Expr:
-    """`kind` over operands, constants folded away (`true || x` is true, ...)."""
+    """`kind` over operands, flattened, constants folded away (`true || x` is true, ...),
+    repeats dropped."""
     absorbing = kind == "||"  # true absorbs ||, false absorbs &&
     kept: list[Expr] = []
     for operand in operands:
@@ -99,9 +100,8 @@ def _join(kind: str, operands: Sequence[Expr]) -> Expr:
             if operand.value == absorbing:
                 return operand
             continue
-        kept.extend(
-            operand.operands if isinstance(operand, Op) and operand.kind == kind else [operand]
-        )
+        flat = operand.operands if isinstance(operand, Op) and operand.kind == kind else [operand]
+        kept.extend(o for o in flat if o not in kept)  # `x && x` is x
     if not kept:
         return Const(not absorbing)
     return kept[0] if len(kept) == 1 else Op(kind, tuple(kept))

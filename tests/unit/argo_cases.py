@@ -20,6 +20,8 @@ POLICIES = sorted((ROOT / "policies").glob("*.yaml")) + sorted(
     (ROOT / "policies" / "examples").glob("*.yaml")
 )
 NAMESPACE = "sandbox-orch-test"
+# Ours: what the examples do not show (conditions that translate, names Argo renames).
+OURS = sorted((Path(__file__).parent / "data" / "argo").glob("*.yaml"))
 
 
 def argo_settings(keep_going: bool = False, namespace: str = NAMESPACE) -> ArgoSettings:
@@ -53,7 +55,7 @@ def all_cases(directory: Path) -> Cases:
     """The caller sets k8s_cases.SECRET_VALUES in the environment first."""
     cases = Cases()
     for policy in POLICIES:
-        for workflow in [*WORKFLOWS, *readme_workflows(directory)]:
+        for workflow in [*WORKFLOWS, *readme_workflows(directory), *OURS]:
             pair = f"{policy.stem} {workflow.stem}"
             try:
                 prepared = prepare(workflow, policy)

@@ -273,3 +273,10 @@ def test_the_exactness_check_fails_for_argos_own_dependencies_rule():
     results = {"a": "Skipped", "b": "Succeeded"}
     statuses = {"root": "succeeded", "a": "skipped", "b": "succeeded"}
     assert argo_starts(task, results) != scheduler_starts(None, statuses, tolerated=False)
+
+
+def test_a_repeated_operand_is_written_once():
+    assert translated("success() && nodes.a.status == 'succeeded'") == "a.Succeeded && b.Succeeded"
+    assert translated("nodes.b.status == 'skipped' || nodes.b.status == 'skipped'") == (
+        "b.Skipped || b.Omitted"
+    )

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sandbox_orch.export.argo import (
     EXPORTED_LABEL,
     TEMPLATE_POD_FIELDS,
     export_token,
+    task_name,
     task_names,
 )
 
@@ -257,3 +259,44 @@ def test_no_secret_value_in_any_workflow(cases):
     text = json.dumps(cases.exported)
     for value in SECRET_VALUES.values():
         assert value not in text
+
+
+# Argo's own reading of `depends` (workflow/common/ancestry.go, v4.1.2): every word is a
+# task, optionally with a result; the results it accepts.
+ARGO_TASK_WORD = re.compile(
+    r"([a-zA-Z0-9][-a-zA-Z0-9]*?\.[A-Z][a-zA-Z]+)|([a-zA-Z0-9][-a-zA-Z0-9]*)"
+)
+ARGO_RESULTS = {"Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned"}
+ARGO_FIELD_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")  # task and template names
+
+
+def test_depends_reads_as_argo_reads_it_and_names_are_argos(cases):
+    checked = 0
+    for case, document in cases.exported.items():
+        templates = document["spec"]["templates"]
+        tasks = templates[0]["dag"]["tasks"]
+        names = {t["name"] for t in tasks}
+        assert {t["template"] for t in tasks} == {t["name"] for t in templates[1:]}
+        for task in tasks:
+            assert ARGO_FIELD_NAME.match(task["name"]) and not task["name"][0].isdigit()
+            assert len(task["template"]) <= 128 and ARGO_FIELD_NAME.match(task["template"])
+            for with_result, bare in ARGO_TASK_WORD.findall(task.get("depends", "")):
+                assert not bare, f"{case}: {bare!r} would be read as a task"
+                name, result = with_result.split(".")
+                assert name in names and result in ARGO_RESULTS, (case, with_result)
+                checked += 1
+            rest = ARGO_TASK_WORD.sub("", task.get("depends", ""))
+            assert set(rest) <= set("!&|() "), (case, rest)
+    assert checked > 50
+
+
+def test_our_workflow_renames_what_argo_does_not_take_and_keeps_its_timeout(cases):
+    document = cases.exported["default conditions"]
+    tasks = {t["name"]: t for t in document["spec"]["templates"][0]["dag"]["tasks"]}
+    first, build = task_name("1st"), task_name("build_x")
+    assert first.startswith("n-1st-") and build.startswith("n-build-x-")
+    assert tasks["test"]["depends"] == f"{build}.Succeeded || {build}.Failed || {build}.Errored"
+    assert tasks["lint"]["depends"] == f"test.Succeeded && (format.Succeeded || {build}.Errored)"
+    assert tasks["never"]["when"] == "false"
+    assert document["spec"]["activeDeadlineSeconds"] == 1200
+    assert document["metadata"]["generateName"] == export_token("Conditions & Names") + "-"
