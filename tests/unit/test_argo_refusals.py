@@ -217,3 +217,36 @@ def test_an_unmapped_image_or_runtime_exits_2_and_prints_nothing():
 def test_a_mapping_without_a_name_is_a_usage_error():
     result = CliRunner().invoke(main, ["export", "--to", "argo", HELLO, "--image", "x"])
     assert result.exit_code == 2 and "expected NAME=VALUE" in result.stderr
+
+
+def test_a_prompt_rendered_from_outputs_is_refused(tmp_path):
+    agent = "    runtime: claude\n    outputs: {parse: {format: none}}\n"
+    agent += "    network: {egress: []}\n    secrets: []\n"
+    (tmp_path / "w.yaml").write_text(
+        f"{HEAD}  a:\n{agent}    prompt: hi\n"
+        f"  b:\n{agent}    needs: [a]\n    prompt: 'x ${{{{ nodes.a.outputs.y }}}}'\n"
+    )
+    prepared = prepare(tmp_path / "w.yaml", ROOT / "policies" / "agents.yaml")
+    with pytest.raises(InputRefused) as refused:
+        argo_workflow(prepared.plan, prepared.sandboxes, argo_settings())
+    assert str(refused.value) == (
+        f"{tmp_path / 'w.yaml'}:17: nodes.b.prompt: a prompt's ${{{{ ... }}}} is rendered by "
+        "sandbox-orch's runner from other nodes' outputs, which Argo cannot see"
+    )
+
+
+def test_a_brokered_secret_is_refused_on_its_field(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-SECRET-for-argo")
+    (tmp_path / "w.yaml").write_text(
+        f"{HEAD}  a:\n    runtime: claude\n    prompt: hi\n    outputs: {{parse: {{format: none}}}}\n"
+        "    network: {egress: []}\n    secrets: [ANTHROPIC_API_KEY]\n"
+    )
+    prepared = prepare(tmp_path / "w.yaml", ROOT / "policies" / "agents.yaml")
+    with pytest.raises(InputRefused) as refused:
+        argo_workflow(prepared.plan, prepared.sandboxes, argo_settings())
+    assert str(refused.value) == (
+        f"{tmp_path / 'w.yaml'}:10: nodes.a.secrets: egress goes through sandbox-orch's "
+        "egress proxy, which an Argo Workflow does not run (a setup phase and brokered "
+        "secrets need it too)"
+    )
+    assert "sk-ant-SECRET" not in str(refused.value)
