@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..backend.kubernetes import ClusterSettings, NodeAttempt, node_job
+from ..backend.kubernetes import ClusterSettings, ManifestError, NodeAttempt, node_job
 from ..backend.kubernetes.env import has_egress
 from ..backend.kubernetes.job import CONTAINER
-from ..backend.kubernetes.names import job_name, secret_name
+from ..backend.kubernetes.names import job_name, legal_name, secret_name
 from ..errors import InputRefused, Problem
 from ..execution import OWNER_LABEL, RUN_LABEL
 from ..planning import Plan, PlannedNode
@@ -71,6 +71,9 @@ def argo_workflow(
 ) -> dict[str, Any]:
     """The Workflow; InputRefused (exit 2) for what Argo cannot run as sandbox-orch would,
     ManifestError for what the cluster settings do not map."""
+    if not legal_name(settings.executor_service_account):
+        account = settings.executor_service_account
+        raise ManifestError(f"executor service account {account!r} is not a legal name")
     problems = _workflow_problems(plan, settings)
     for node in plan.nodes.values():
         problem = _node_problem(plan, node, sandboxes[node.name])

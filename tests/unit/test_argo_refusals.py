@@ -250,3 +250,12 @@ def test_a_brokered_secret_is_refused_on_its_field(tmp_path, monkeypatch):
         "secrets need it too)"
     )
     assert "sk-ant-SECRET" not in str(refused.value)
+
+
+def test_an_illegal_executor_service_account_exits_2():
+    result = CliRunner().invoke(
+        main,
+        ["export", "--to", "argo", HELLO, *MAPPED, "--executor-service-account", "Not_Legal"],
+    )
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"{HELLO}: executor service account 'Not_Legal' is not a legal name\n")
