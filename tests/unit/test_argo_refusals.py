@@ -259,3 +259,11 @@ def test_an_illegal_executor_service_account_exits_2():
     )
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (f"{HELLO}: executor service account 'Not_Legal' is not a legal name\n")
+
+
+def test_the_command_lines_default_executor_account_is_the_builders():
+    from sandbox_orch.cli.export import export as command
+    from sandbox_orch.export.argo import DEFAULT_EXECUTOR_ACCOUNT
+
+    (option,) = [p for p in command.params if p.name == "executor_service_account"]
+    assert option.default == DEFAULT_EXECUTOR_ACCOUNT
