@@ -20,6 +20,21 @@ def home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.cwd() / ".sandbox-orch")
 
 
+IGNORED = "# sandbox-orch's run store: never part of the project's history\n*\n"
+
+
+def keep_out_of_git() -> None:
+    """The default store (`.sandbox-orch/` in the working directory, often inside the
+    user's repository) ignores itself in git, so `git status` and `git add -A` pass it
+    by. Not a store of $SANDBOX_ORCH_HOME's: that can be any directory of the user's."""
+    if os.environ.get(HOME_ENV):
+        return
+    with contextlib.suppress(OSError):  # exists already (or a link: never followed)
+        descriptor = os.open(home() / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(IGNORED)
+
+
 def private_root() -> Path:
     """Where files no node may ever see are kept (egress sockets): root's /run/sandbox-orch,
     else a directory of this user's in the temporary directory (made 0700 by its user)."""

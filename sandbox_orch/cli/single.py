@@ -140,10 +140,13 @@ def single(
     finally:
         if isinstance(view, LiveView):
             view.close()
-    sys.exit(int(_say_how_it_ended(report, request, as_json)))
+    given = choose_policy_path(policy) if policy else None  # for the continue hint
+    sys.exit(int(_say_how_it_ended(report, request, as_json, given)))
 
 
-def _say_how_it_ended(report: RunReport, request: SingleRequest, as_json: bool) -> ExitCode:
+def _say_how_it_ended(
+    report: RunReport, request: SingleRequest, as_json: bool, policy: Path | None = None
+) -> ExitCode:
     """The answer (or the agent's error), where the changes are and what became of them;
     the exit code. The patch is already written: a Ctrl-C now only shortens the telling."""
     from ..single.delivery import apply_command, apply_root
@@ -168,7 +171,8 @@ def _say_how_it_ended(report: RunReport, request: SingleRequest, as_json: bool) 
             )
         if report.delivered is not None and not as_json:
             _tell(report.delivered, essential=True)
-        if (hint := continue_hint(report.run_id, request.runtime)) and not as_json:
+        hint = continue_hint(report.run_id, request.runtime, policy, request.interactive)
+        if hint and not as_json:
             _tell(hint)
     except KeyboardInterrupt:  # while saying it: the patch is written, say where
         click.echo(f"sandbox-orch: interrupted; changes: {report.patch}", err=True)

@@ -1,5 +1,6 @@
 """What `single` says at the end, for people (pure): the agent's final answer in full, or
-on failure why, in its own words where it gave any, else the tail of its stderr.
+on failure why, in its own words where it gave any, else the tail of its stderr (and of
+its stdout, for a command).
 
 All of it is untrusted (the agent, or what it ran, wrote it): every line is escaped
 (`one_line`) and begins with our own prefix, so no line is of its choosing (a CI runner
@@ -11,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..runtimes import is_agent
 from ..text import one_line
 
 MAX_LINES = 200  # of an answer or of the agent's error text
 STDERR_LINES = 10
+STDOUT_LINES = 20  # of a failed command's (not an agent's)
 LINE_CHARS = 1000
 PREFIX = "  | "
 FAILED = ("failed", "timed_out", "errored")
@@ -36,6 +39,9 @@ def closing_lines(node: Mapping[str, Any], results_path: str | None = None) -> l
     if outputs.get("is_error") is True and text and one_line(text.strip()) not in reason:
         return lines + _block("the agent said:", text, MAX_LINES, results_path)
     if not reason.startswith(AGENT_SAID):
+        if not is_agent(str(node.get("runtime"))):  # a command's story (a test run's) is
+            stdout = str(node.get("stdout_tail") or "")  # often on stdout; an agent's is JSON
+            lines += _block("stdout (last lines):", stdout, -STDOUT_LINES, results_path)
         stderr = str(node.get("stderr_tail") or "")
         lines += _block("stderr (last lines):", stderr, -STDERR_LINES, results_path)
     return lines

@@ -16,7 +16,7 @@ from ..agents.prompts import escape
 from ..errors import InputRefused, Problem
 from ..loading import validate_document
 from ..planning import Plan, make_plan
-from ..policy import AgentRules, Policy
+from ..policy import POLICIES_DIR, AgentRules, Policy, load_policy, shipped_policies
 from ..runtimes import PRESETS, Runtime, interactive_argv
 from ..workflow import Workflow
 from ..yamlsafe import Document
@@ -130,6 +130,14 @@ def check_session(request: SingleRequest, policy: Policy) -> Policy:
     rest (secrets, egress, limits) as for any node, with those rules already applied."""
     if not request.interactive:
         return policy
+    if request.runtime not in policy.runtimes and (shipped := _shipped_session(request)):
+        # Before admission's own refusal, which names the shipped policy granting the
+        # runtime (`agents`): that one would refuse the session in turn.
+        raise refused(
+            "--policy",
+            f"runtime {request.runtime!r} is not granted by the policy: for an interactive "
+            f"session, use --policy {shipped} (shipped for this), or give --prompt TEXT",
+        )
     conflicts = session_conflicts(request, policy.agents)
     if conflicts:
         instead = "--policy sessions (shipped for this)" if request.runtime == "claude" else (
@@ -140,6 +148,15 @@ def check_session(request: SingleRequest, policy: Policy) -> Policy:
             f"give --prompt TEXT, or use {instead}",
         )
     return dataclasses.replace(policy, agents=AgentRules())
+
+
+def _shipped_session(request: SingleRequest) -> str | None:
+    """The shipped policy that grants the runtime and admits its session, if one does."""
+    for name in shipped_policies():
+        shipped = load_policy(POLICIES_DIR / f"{name}.yaml")
+        if request.runtime in shipped.runtimes and not session_conflicts(request, shipped.agents):
+            return name
+    return None
 
 
 def refused(field: str, message: str) -> InputRefused:

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from ..mounts import BindMount
 from ..planning import Plan
-from ..policy import Policy
+from ..policy import POLICIES_DIR, Policy, shipped_policies
 from ..redaction import scrub, scrub_json
 from ..sandbox import Sandbox
 from ..store import run_dir, write_text
@@ -65,12 +66,19 @@ def kept_session(run_id: str, runtime: str) -> Path:
     return kept / runtime
 
 
-def continue_hint(run_id: str, runtime: str) -> str | None:
-    """What to type to continue the session the run kept, if it kept one."""
+def continue_hint(
+    run_id: str, runtime: str, policy: Path | None = None, interactive: bool = False
+) -> str | None:
+    """What to type to continue the session the run kept, if it kept one: with the
+    policy given by --policy (else the default would refuse the agent), its shipped name
+    or its absolute path; a session is continued as one (no --prompt)."""
     if not (run_dir(run_id) / KEPT / runtime).is_dir():
         return None
-    command = f"sandbox-orch single {runtime} --continue {run_id} --prompt ..."
-    return f"session kept: continue with {command}"
+    command = f"sandbox-orch single {runtime} --continue {run_id}"
+    if policy is not None:
+        shipped = policy.parent == POLICIES_DIR and policy.stem in shipped_policies()
+        command += f" --policy {policy.stem if shipped else shlex.quote(str(policy.resolve()))}"
+    return f"session kept: continue with {command}{'' if interactive else ' --prompt ...'}"
 
 
 def resumed(plan: Plan, runtime: str) -> Plan:

@@ -22,7 +22,7 @@ from typing import TextIO
 from ..mounts import BindMount
 from ..policy import Policy
 from ..sandbox import Sandbox
-from ..store import home, run_dir
+from ..store import home, keep_out_of_git, run_dir
 from .request import WORKSPACE, refused
 from .scratch import init_scratch, missing_objects, scratch_git, set_index, write_blob
 from .selection import GITLINK, Entry, GitRepo, find_repo, select, total_size
@@ -127,6 +127,7 @@ def begin_copy(
     pending = PendingCopy(workspace, working, gitdir, repo, excludes, entries, policy.user)
     try:
         base.mkdir(parents=True, exist_ok=True)
+        keep_out_of_git()
         _make(working, _owner(policy.user))
     except BaseException:
         discard_copy(pending)

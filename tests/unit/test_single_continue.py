@@ -11,6 +11,7 @@ import pytest
 
 from sandbox_orch.errors import InputRefused
 from sandbox_orch.mounts import BindMount
+from sandbox_orch.policy import POLICIES_DIR
 from sandbox_orch.redaction import forget_all, remember
 from sandbox_orch.single import SingleRequest, single_plan
 from sandbox_orch.single import session as s
@@ -210,3 +211,17 @@ def test_a_scrubbed_transcript_line_stays_json(store, request):
     scrubbed = s._scrubbed(line)
     assert "nsecretvalue99" not in json.loads(scrubbed)["k"]
     assert json.loads(scrubbed)["m"] == "a\nsecretvalue99"  # not the secret: kept as it was
+
+
+def test_the_hint_carries_the_policy_given_and_a_session_continues_as_one(store, tmp_path):
+    """The default policy grants no agent: a hint without the --policy the run was given
+    would be refused."""
+    run_id = new_run_id()
+    (run_dir(run_id) / "session" / "claude").mkdir(parents=True)
+    start = f"session kept: continue with sandbox-orch single claude --continue {run_id}"
+    shipped = POLICIES_DIR / "sessions.yaml"
+    assert s.continue_hint(run_id, "claude", shipped, True) == f"{start} --policy sessions"
+    mine = tmp_path / "my policy.yaml"
+    assert s.continue_hint(run_id, "claude", mine) == f"{start} --policy '{mine}' --prompt ..."
+    assert s.continue_hint(run_id, "claude", interactive=True) == start
+    assert s.continue_hint(run_id, "codex", shipped) is None  # kept for claude only

@@ -305,3 +305,26 @@ def test_the_agents_project_settings_are_never_copied_nor_come_back(tmp_path, ho
     (copy.working / ".claude" / "commands" / "new.md").write_text("New\n")
     patch = changes(copy).decode()
     assert "commands/new.md" in patch and "settings" not in patch
+
+
+def test_the_default_store_inside_the_repository_stays_out_of_its_status(repo, monkeypatch):
+    """Run from a subdirectory, the store lands there (`.sandbox-orch/`): it ignores
+    itself, so `git status` does not show it and `git add -A` cannot commit it."""
+    monkeypatch.delenv("SANDBOX_ORCH_HOME", raising=False)
+    monkeypatch.chdir(repo / "src")
+    copy_workspace(repo, "r1", default_policy())
+    store = repo / "src" / ".sandbox-orch"
+    assert (store / "runs" / "r1").is_dir()
+    assert ".sandbox-orch" not in git(repo, "status", "--porcelain", "--untracked-files=all")
+    git(repo, "add", "-A")
+    assert ".sandbox-orch" not in git(repo, "diff", "--cached", "--name-only")
+    # A file of that name already there (the user's own, or a link) is left as it is.
+    (store / ".gitignore").unlink()
+    os.symlink(repo / "notes.md", store / ".gitignore")
+    copy_workspace(repo, "r2", default_policy())
+    assert (repo / "notes.md").read_text() == "untracked\n"
+
+
+def test_a_store_of_sandbox_orch_home_s_is_left_as_it_is(repo, home):
+    copy_workspace(repo, "r1", default_policy())
+    assert (home / "runs" / "r1").is_dir() and not (home / ".gitignore").exists()

@@ -16,7 +16,13 @@ from pathlib import Path
 from sandbox_orch.cli.single import _answer_at_the_end
 from sandbox_orch.events import NodeFinished, NodeStarted, RunFinished
 from sandbox_orch.single import _holding
-from sandbox_orch.single.outcome import LINE_CHARS, MAX_LINES, STDERR_LINES, closing_lines
+from sandbox_orch.single.outcome import (
+    LINE_CHARS,
+    MAX_LINES,
+    STDERR_LINES,
+    STDOUT_LINES,
+    closing_lines,
+)
 from sandbox_orch.stdout import write_line
 
 from ..conftest import REPO
@@ -93,6 +99,35 @@ def test_without_the_agent_s_words_the_last_lines_of_stderr_follow():
     assert lines[2:] == [f"  | err {n}" for n in range(3, STDERR_LINES + 3)]
     timed_out = {"status": "timed_out", "reason": "killed after 2s", "stderr_tail": ""}
     assert closing_lines(timed_out) == ["error: killed after 2s"]
+
+
+def test_a_failed_command_shows_its_stdout_s_last_lines_before_its_stderr_s():
+    """`single shell -- pytest`: the failures are on stdout; not only "exited with code 1"."""
+    stdout = "".join(f"out {n}\n" for n in range(STDOUT_LINES + 2))
+    node = {
+        "status": "failed", "runtime": "shell", "reason": "exited with code 1",
+        "stdout_tail": stdout + "::error::x\n", "stderr_tail": "make: *** Error 1\n",
+    }  # fmt: skip
+    assert closing_lines(node) == [
+        "error: exited with code 1",
+        "stdout (last lines):",
+        *[f"  | out {n}" for n in range(3, STDOUT_LINES + 2)],
+        "  | ::error::x",
+        "stderr (last lines):",
+        "  | make: *** Error 1",
+    ]
+    # Succeeded, a command says nothing more (its output is in the results file).
+    assert closing_lines({**node, "status": "succeeded", "outputs": {}}) == []
+
+
+def test_a_failed_agent_s_stdout_is_its_event_stream_and_never_shown():
+    node = {
+        "status": "failed", "runtime": "claude", "reason": "exited with code 1",
+        "stdout_tail": '{"type":"system"}\n', "stderr_tail": "boom\n",
+    }  # fmt: skip
+    assert closing_lines(node) == [
+        "error: exited with code 1", "stderr (last lines):", "  | boom",
+    ]  # fmt: skip
 
 
 def test_a_reason_with_line_breaks_stays_one_line():

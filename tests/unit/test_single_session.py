@@ -90,6 +90,24 @@ def test_the_agents_policy_refuses_a_session_and_names_the_one_that_admits_it():
     )
 
 
+def test_a_policy_without_the_agent_names_the_shipped_one_that_admits_its_session():
+    """Not `agents`, which grants the runtime but refuses the session in turn."""
+    message = session_refusal(session("claude"), default_policy())
+    assert message == (
+        "runtime 'claude' is not granted by the policy: for an interactive session, "
+        "use --policy sessions (shipped for this), or give --prompt TEXT"
+    )
+
+
+def test_without_a_shipped_policy_admitting_the_session_admission_says_it():
+    """No shipped policy admits a codex session (it can switch to full access): the
+    runtime's refusal is admission's, as for a prompted run."""
+    policy = default_policy()
+    assert check_session(session("codex"), policy).runtimes == policy.runtimes
+    prompted = dataclasses.replace(session("claude"), interactive=False)
+    assert check_session(prompted, policy) is policy
+
+
 def test_the_sessions_policy_admits_claude_with_its_rules_on_the_command_line():
     admitting = check_session(session("claude"), SESSIONS)
     assert admitting.agents == AgentRules()  # the rules that hold are in the argv below
