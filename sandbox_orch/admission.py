@@ -84,6 +84,7 @@ def admit_node(
     _check_env(node, policy, before)
     mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
     _check_workdir(node, mounts, before)
+    _check_nested_targets(node, mounts, before)
     cpus, memory, pids, timeout = _check_limits(node, policy, before)
     _check_prompt(node, policy, before)
     agents.check_node(node, policy.agents, before)
@@ -447,6 +448,38 @@ def _check_workdir(node: PlannedNode, mounts: tuple[BindMount, ...], refuse: Ref
                 why = f"{workdir} goes through a symlink in the mounted {mount.source}"
     if why:
         refuse((*node.loc, "workdir"), why)
+
+
+def _check_nested_targets(node: PlannedNode, mounts: tuple[BindMount, ...], refuse: Refuse) -> None:
+    """A mount, artifact or input placed below another of the node's is reached through
+    what is at that other place when the container is made, and the engine follows a
+    symlink there: with `/w/link -> /usr/local/bin`, a mount at `/w/link/x` landed at
+    /usr/local/bin/x, past the check of the path as written. So nothing is placed below a
+    read-write mount, an artifact or an input (a node of the run writes them), and below a
+    read-only mount only where the mounted host directory holds no symlink on the way."""
+    places = [(("mounts", i, "target"), m.target) for i, m in enumerate(node.request.mounts)]
+    places += [(("outputs", "artifacts", i, "path"), a.path) for i, a in enumerate(node.artifacts)]
+    places += [(("inputs", i, "path"), a.path) for i, a in enumerate(node.inputs)]
+    writable = [(m.target, "a read-write mount") for m in mounts if not m.read_only]
+    writable += [(a.path, "an artifact") for a in node.artifacts]
+    writable += [(i.path, "an input") for i in node.inputs]
+    for loc, path in places:
+        why = next(
+            (
+                f"{path} is inside {what} at {target}, where a node could put a symlink "
+                "the engine would follow"
+                for target, what in writable
+                if _below(path, target)  # '' (the same place) is another refusal's
+            ),
+            None,
+        )
+        for mount in mounts:
+            if why is None and mount.read_only and (rest := _below(path, mount.target)):
+                host = os.path.join(mount.source, rest)
+                if os.path.realpath(host) != os.path.normpath(host):
+                    why = f"{path} goes through a symlink in the mounted {mount.source}"
+        if why:
+            refuse((*node.loc, *loc), why)
 
 
 def _below(path: str, root: str) -> str | None:

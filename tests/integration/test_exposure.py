@@ -462,3 +462,68 @@ def test_a_policy_granting_root_still_refuses_system_and_own_paths(
         mine = [line for line in lines if f"node '{names[name]}'" in line]
         assert len(mine) == 1 and why in mine[0], (name, mine)
     assert created_containers(docker_client, since, set(names.values())) == []
+
+
+# --- mounts placed, or sources swapped, through a symlink ---------------------------------
+
+SECRET = "HOST-ONLY-SECRET"
+
+
+def test_a_mount_placed_through_a_symlink_is_refused(runtime, project, tmp_path, docker_client):
+    """The engine follows a symlink on the way to a mount's target, inside the container:
+    `/w/link/x` with `link -> /usr/local/bin` put a host directory at /usr/local/bin/x (seen
+    in /proc/mounts), past every check of the path as written. Below a read-only mount the
+    host directory must hold no symlink on the way; below a read-write mount, an artifact
+    or an input (which nodes write) nothing is placed at all."""
+    (project / "m1").mkdir()
+    (project / "m1" / "link").symlink_to("/usr/local/bin")
+    (project / "m1" / "real" / "x").mkdir(parents=True)  # a read-only mount's mount point
+    (project / "m2").mkdir()
+    names = {name: unique(name) for name in ("via-ro", "via-rw", "via-input", "producer")}
+    text = f"""
+        version: 1
+        name: placed
+        fail_fast: false
+        nodes:
+          {names["producer"]}:
+            command: [ln, -s, /usr/local/bin, /out/a/link]
+            outputs: {{artifacts: [{{name: a, path: /out/a}}]}}
+          {names["via-ro"]}:
+            command: [x]
+            mounts: [{{source: m1, target: /w}}, {{source: m2, target: /w/link/x}}]
+          {names["via-rw"]}:
+            command: [x]
+            mounts: [{{source: m1, target: /w, mode: rw}}, {{source: m2, target: /w/real/x}}]
+          {names["via-input"]}:
+            needs: [{names["producer"]}]
+            command: [x]
+            inputs: [{{from: {names["producer"]}/a, path: /in}}]
+            outputs: {{artifacts: [{{name: b, path: /in/link/b}}]}}
+    """
+    since = time.time()
+    proc, results = run_cli(project, text, write_policy(tmp_path, runtime), tmp_path / "r.json")
+    assert proc.returncode == 2 and results is None, proc.stderr
+    lines = proc.stderr.splitlines()
+    expected = {
+        "via-ro": f"/w/link/x goes through a symlink in the mounted {project / 'm1'}",
+        "via-rw": "/w/real/x is inside a read-write mount at /w, where a node could put a symlink",
+        "via-input": "/in/link/b is inside an input at /in, where a node could put a symlink",
+    }
+    for name, why in expected.items():
+        mine = [line for line in lines if f"node '{names[name]}'" in line]
+        assert len(mine) == 1 and why in mine[0], (name, mine)
+    assert created_containers(docker_client, since, set(names.values())) == []
+    # Without the symlink the same nesting runs, and the mount is where it was written.
+    text = f"""
+        version: 1
+        name: placed
+        nodes:
+          {names["via-ro"]}:
+            command: [grep, -c, " /w/real/x ", /proc/mounts]
+            mounts: [{{source: m1, target: /w}}, {{source: m2, target: /w/real/x}}]
+    """
+    proc, results = run_cli(project, text, write_policy(tmp_path, runtime), tmp_path / "ok.json")
+    assert proc.returncode == 0 and results is not None, proc.stdout + proc.stderr
+    assert results["nodes"][names["via-ro"]]["stdout_tail"].strip() == "1"
+    assert labelled_leftovers(docker_client, results["run_id"]) == []
+
