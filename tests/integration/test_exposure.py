@@ -527,3 +527,62 @@ def test_a_mount_placed_through_a_symlink_is_refused(runtime, project, tmp_path,
     assert results["nodes"][names["via-ro"]]["stdout_tail"].strip() == "1"
     assert labelled_leftovers(docker_client, results["run_id"]) == []
 
+
+SWAPPER = """
+mv /w/nested /w/moved && mkdir /w/nested && ln -s {secret} /w/nested/.git &&
+mv /w/data /w/data-moved && ln -s {secret} /w/data && echo SWAPPED
+"""
+
+
+def test_a_source_swapped_for_a_symlink_by_an_earlier_node_is_never_mounted(
+    runtime, project, tmp_path, docker_client, built_images
+):
+    """An earlier node with `.` read-write renames a directory the run will mount (a
+    source, or the parent of a git directory a read-write mount binds again read-only) and
+    puts a symlink to a host directory in its place: the engine follows it on the host,
+    and a later node read a host file no policy granted. Checked just before each start:
+    the later nodes error (exit 3) and read nothing."""
+    secret_dir = tmp_path / "host-only"
+    secret_dir.mkdir()
+    (secret_dir / "KEY").write_text(SECRET)
+    (project / "data").mkdir()
+    assert subprocess.run(["git", "init", "-q", str(project / "nested")]).returncode == 0
+    for path in [project, *project.rglob("*")]:  # the worst case: nodes may rename anything
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    read = "cat /w/nested/.git/KEY /d/KEY"
+    text = f"""
+        version: 1
+        name: swapped
+        fail_fast: false
+        nodes:
+          swapper:
+            command: {json.dumps(SWAPPER.format(secret=secret_dir))}
+            mounts: [{{source: ., target: /w, mode: rw}}]
+          git-reader:
+            needs: [swapper]
+            command: {json.dumps(read)}
+            mounts: [{{source: ., target: /w, mode: rw}}]
+          source-reader:
+            needs: [swapper]
+            command: {json.dumps(read)}
+            mounts: [{{source: data, target: /d}}]
+    """
+    # Not made ahead of time (a container started while the swapper runs has its mounts
+    # already, from before any swap): each reader's container is made after the swap.
+    policy = write_policy(tmp_path, runtime)
+    proc, results = run_cli(project, text, policy, tmp_path / "r.json", "--ahead", "0")
+    assert results is not None, proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    nodes = results["nodes"]
+    assert nodes["swapper"]["status"] == "succeeded", nodes["swapper"]
+    assert "SWAPPED" in nodes["swapper"]["stdout_tail"]
+    for name, source in (("git-reader", "nested/.git"), ("source-reader", "data")):
+        node = nodes[name]
+        assert node["status"] == "errored" and node["exit_code"] is None, node
+        assert node["reason"] == (
+            f"mount source {project / source} now goes through a symlink, which the engine "
+            "would follow on the host (it did not when the run was admitted)"
+        )
+        assert SECRET not in json.dumps(node)
+    assert SECRET not in proc.stdout + proc.stderr
+    assert labelled_leftovers(docker_client, results["run_id"]) == []

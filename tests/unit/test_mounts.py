@@ -335,3 +335,31 @@ def test_a_source_mounted_by_many_nodes_is_walked_once(tmp_path, monkeypatch):
     plan = plan_of(f"version: 1\nname: x\nnodes:\n{nodes}", path=str(tmp_path / "wf.yaml"))
     assert len(admission.admit(plan, default_policy())) == 20
     assert walks == [tmp_path.resolve()]
+
+
+# --- sources swapped for a symlink after admission ----------------------------------------
+
+
+def test_a_source_or_kept_git_path_now_through_a_symlink_is_moved(tmp_path):
+    from sandbox_orch.mounts import BindMount, moved
+
+    (tmp_path / "src" / "sub" / ".git").mkdir(parents=True)
+    (tmp_path / "host-only").mkdir()
+    source = str(tmp_path / "src")
+    kept = BindMount(source, "/w", False, read_only_inside=("sub/.git",))
+    plain = BindMount(str(tmp_path / "host-only"), "/h", True)
+    assert moved([plain, kept]) is None
+    (tmp_path / "src" / "sub").rename(tmp_path / "src" / "was")
+    (tmp_path / "src" / "sub").mkdir()
+    (tmp_path / "src" / "sub" / ".git").symlink_to(tmp_path / "host-only")
+    assert moved([plain, kept]) == (
+        f"mount source {source}/sub/.git now goes through a symlink, which the engine would "
+        "follow on the host (it did not when the run was admitted)"
+    )
+    (tmp_path / "src").rename(tmp_path / "src-was")
+    (tmp_path / "src").symlink_to(tmp_path / "host-only")
+    assert moved([kept]) == (
+        f"mount source {source} now goes through a symlink, which the engine would "
+        "follow on the host (it did not when the run was admitted)"
+    )
+    assert moved([]) is None
