@@ -22,7 +22,16 @@ from .egress.grants import grant_problem, uncovered
 from .envnames import denied_env
 from .errors import InputRefused, Problem
 from .gitpaths import MAX_GIT_PATHS, inside_git
-from .mounts import BindMount, Walk, grant_for, masks, never_mountable, resolve, walk
+from .mounts import (
+    BindMount,
+    Walk,
+    grant_for,
+    masks,
+    never_mountable,
+    resolve,
+    through_symlink,
+    walk,
+)
 from .planning import Plan, PlannedNode
 from .policy import Policy, SecretGrant, shipped_granting
 from .sandbox import Sandbox
@@ -454,31 +463,26 @@ def _check_nested_targets(node: PlannedNode, mounts: tuple[BindMount, ...], refu
     """A mount, artifact or input placed below another of the node's is reached through
     what is at that other place when the container is made, and the engine follows a
     symlink there: with `/w/link -> /usr/local/bin`, a mount at `/w/link/x` landed at
-    /usr/local/bin/x, past the check of the path as written. So nothing is placed below a
-    read-write mount, an artifact or an input (a node of the run writes them), and below a
-    read-only mount only where the mounted host directory holds no symlink on the way."""
+    /usr/local/bin/x, past the check of the path as written. So nothing is placed below an
+    artifact or an input (nodes write them, no one can look first), and below a mount
+    only where its host directory holds no symlink on the way (checked again just before
+    the container starts, mounts.moved: a read-write mount's may change meanwhile)."""
     places = [(("mounts", i, "target"), m.target) for i, m in enumerate(node.request.mounts)]
     places += [(("outputs", "artifacts", i, "path"), a.path) for i, a in enumerate(node.artifacts)]
     places += [(("inputs", i, "path"), a.path) for i, a in enumerate(node.inputs)]
-    writable = [(m.target, "a read-write mount") for m in mounts if not m.read_only]
-    writable += [(a.path, "an artifact") for a in node.artifacts]
-    writable += [(i.path, "an input") for i in node.inputs]
+    volumes = [(a.path, "an artifact") for a in node.artifacts]
+    volumes += [(i.path, "an input") for i in node.inputs]
     for loc, path in places:
         why = next(
             (
                 f"{path} is inside {what} at {target}, where a node could put a symlink "
                 "the engine would follow"
-                for target, what in writable
+                for target, what in volumes
                 if _below(path, target)  # '' (the same place) is another refusal's
             ),
             None,
         )
-        for mount in mounts:
-            if why is None and mount.read_only and (rest := _below(path, mount.target)):
-                host = os.path.join(mount.source, rest)
-                if os.path.realpath(host) != os.path.normpath(host):
-                    why = f"{path} goes through a symlink in the mounted {mount.source}"
-        if why:
+        if why := why or through_symlink(path, mounts):
             refuse((*node.loc, *loc), why)
 
 

@@ -297,7 +297,7 @@ class NodeRunner:
                 spec = await self._node_spec(node, sandbox, number)
                 held = bool(node.artifacts) and self.artifacts is not None
                 container_id = await self._create(spec)
-                _still_as_admitted(sandbox)
+                _still_as_admitted(node, sandbox)
             self._attach_spending(node, live, container_id, stopped)
             setup_from = time.monotonic()
             async with self._started(container_id, live or output, prepared is not None):
@@ -389,7 +389,7 @@ class NodeRunner:
         spec = dataclasses.replace(spec, argv=(GATE, *spec.argv), gated=True)
         container_id = await self._create(spec)
         try:
-            _still_as_admitted(sandbox)
+            _still_as_admitted(node, sandbox)
             await self.backend.start(container_id, live or output)
         except BaseException:
             await asyncio.shield(self._dispose(container_id))
@@ -641,9 +641,11 @@ class NodeRunner:
         return failures
 
 
-def _still_as_admitted(sandbox: Sandbox) -> None:
-    """BackendError (the node errors, its container is removed) if a mount's host source
-    has changed into a path through a symlink since admission: the last moment before the
-    engine mounts it at start."""
-    if why := moved(sandbox.mounts):
+def _still_as_admitted(node: PlannedNode, sandbox: Sandbox) -> None:
+    """BackendError (the node errors, its container is removed) if a mount's host source,
+    or the way to a target below a mount, has changed into a path through a symlink since
+    admission: the last moment before the engine mounts it at start."""
+    targets = [m.target for m in sandbox.mounts]
+    targets += [a.path for a in node.artifacts] + [i.path for i in node.inputs]
+    if why := moved(sandbox.mounts, targets):
         raise BackendError(why)

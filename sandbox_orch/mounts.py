@@ -250,14 +250,17 @@ def _outermost(paths: list[Path], source: Path) -> tuple[str, ...]:
     return tuple(p.relative_to(source).as_posix() for p in kept)
 
 
-def moved(binds: Iterable[BindMount]) -> str | None:
+def moved(binds: Iterable[BindMount], targets: Iterable[str] = ()) -> str | None:
     """Why an admitted mount would no longer reach what was admitted, or None; checked
     just before its container starts. Sources were resolved when the run was admitted (no
     symlink on the way). Since then a node that can write where one lies (an earlier node
     of the run, or a failed attempt before its retry) may have put a symlink on the way:
     the engine follows it on the host when it mounts, to any host path. So may the git
     directories bound again read-only inside a read-write mount (rename their parent,
-    link a new `.git` to /root/.ssh): they are sources too."""
+    link a new `.git` to /root/.ssh): they are sources too. And a symlink on the way to
+    another of the node's `targets` below a bind's target, in the bind's host directory,
+    would take that mount elsewhere in the container (/usr/local/bin)."""
+    binds = list(binds)
     for bind in binds:
         for path in (bind.source, *(os.path.join(bind.source, r) for r in bind.read_only_inside)):
             if os.path.realpath(path) != os.path.normpath(path):
@@ -265,6 +268,21 @@ def moved(binds: Iterable[BindMount]) -> str | None:
                     f"mount source {path} now goes through a symlink, which the engine would "
                     "follow on the host (it did not when the run was admitted)"
                 )
+    for target in targets:
+        if why := through_symlink(target, binds):
+            return f"{why} (it did not when the run was admitted)"
+    return None
+
+
+def through_symlink(target: str, binds: Iterable[BindMount]) -> str | None:
+    """Why `target` (normal form) is reached through a symlink of a bind's host directory
+    (the engine follows it, inside the container, on the way to the mount), or None."""
+    for bind in binds:
+        prefix = bind.target.rstrip("/") + "/"
+        if target.startswith(prefix):
+            host = os.path.join(bind.source, target[len(prefix) :])
+            if os.path.realpath(host) != os.path.normpath(host):
+                return f"{target} goes through a symlink in the mounted {bind.source}"
     return None
 
 

@@ -472,9 +472,9 @@ SECRET = "HOST-ONLY-SECRET"
 def test_a_mount_placed_through_a_symlink_is_refused(runtime, project, tmp_path, docker_client):
     """The engine follows a symlink on the way to a mount's target, inside the container:
     `/w/link/x` with `link -> /usr/local/bin` put a host directory at /usr/local/bin/x (seen
-    in /proc/mounts), past every check of the path as written. Below a read-only mount the
-    host directory must hold no symlink on the way; below a read-write mount, an artifact
-    or an input (which nodes write) nothing is placed at all."""
+    in /proc/mounts), past every check of the path as written. Below a mount the host
+    directory must hold no symlink on the way (read-only or read-write); below an
+    artifact or an input (which nodes write) nothing is placed at all."""
     (project / "m1").mkdir()
     (project / "m1" / "link").symlink_to("/usr/local/bin")
     (project / "m1" / "real" / "x").mkdir(parents=True)  # a read-only mount's mount point
@@ -493,7 +493,7 @@ def test_a_mount_placed_through_a_symlink_is_refused(runtime, project, tmp_path,
             mounts: [{{source: m1, target: /w}}, {{source: m2, target: /w/link/x}}]
           {names["via-rw"]}:
             command: [x]
-            mounts: [{{source: m1, target: /w, mode: rw}}, {{source: m2, target: /w/real/x}}]
+            mounts: [{{source: m1, target: /w, mode: rw}}, {{source: m2, target: /w/link/y}}]
           {names["via-input"]}:
             needs: [{names["producer"]}]
             command: [x]
@@ -506,7 +506,7 @@ def test_a_mount_placed_through_a_symlink_is_refused(runtime, project, tmp_path,
     lines = proc.stderr.splitlines()
     expected = {
         "via-ro": f"/w/link/x goes through a symlink in the mounted {project / 'm1'}",
-        "via-rw": "/w/real/x is inside a read-write mount at /w, where a node could put a symlink",
+        "via-rw": f"/w/link/y goes through a symlink in the mounted {project / 'm1'}",
         "via-input": "/in/link/b is inside an input at /in, where a node could put a symlink",
     }
     for name, why in expected.items():
@@ -530,7 +530,8 @@ def test_a_mount_placed_through_a_symlink_is_refused(runtime, project, tmp_path,
 
 SWAPPER = """
 mv /w/nested /w/moved && mkdir /w/nested && ln -s {secret} /w/nested/.git &&
-mv /w/data /w/data-moved && ln -s {secret} /w/data && echo SWAPPED
+mv /w/data /w/data-moved && ln -s {secret} /w/data &&
+mv /w/sub /w/sub-moved && ln -s /usr/local/bin /w/sub && echo SWAPPED
 """
 
 
@@ -546,6 +547,8 @@ def test_a_source_swapped_for_a_symlink_by_an_earlier_node_is_never_mounted(
     secret_dir.mkdir()
     (secret_dir / "KEY").write_text(SECRET)
     (project / "data").mkdir()
+    (project / "sub" / "x").mkdir(parents=True)
+    (project / "other").mkdir()
     assert subprocess.run(["git", "init", "-q", str(project / "nested")]).returncode == 0
     for path in [project, *project.rglob("*")]:  # the worst case: nodes may rename anything
         path.chmod(0o777 if path.is_dir() else 0o666)
@@ -566,6 +569,10 @@ def test_a_source_swapped_for_a_symlink_by_an_earlier_node_is_never_mounted(
             needs: [swapper]
             command: {json.dumps(read)}
             mounts: [{{source: data, target: /d}}]
+          target-placer:
+            needs: [swapper]
+            command: [ls, /usr/local/bin/x]
+            mounts: [{{source: ., target: /w}}, {{source: other, target: /w/sub/x}}]
     """
     # Not made ahead of time (a container started while the swapper runs has its mounts
     # already, from before any swap): each reader's container is made after the swap.
@@ -584,5 +591,10 @@ def test_a_source_swapped_for_a_symlink_by_an_earlier_node_is_never_mounted(
             "would follow on the host (it did not when the run was admitted)"
         )
         assert SECRET not in json.dumps(node)
+    placer = nodes["target-placer"]
+    assert placer["status"] == "errored" and placer["reason"] == (
+        f"/w/sub/x goes through a symlink in the mounted {project} "
+        "(it did not when the run was admitted)"
+    ), placer
     assert SECRET not in proc.stdout + proc.stderr
     assert labelled_leftovers(docker_client, results["run_id"]) == []

@@ -363,3 +363,23 @@ def test_a_source_or_kept_git_path_now_through_a_symlink_is_moved(tmp_path):
         "follow on the host (it did not when the run was admitted)"
     )
     assert moved([]) is None
+
+
+def test_a_target_below_a_bind_now_through_a_symlink_is_moved(tmp_path):
+    from sandbox_orch.mounts import BindMount, moved, through_symlink
+
+    (tmp_path / "src" / "out").mkdir(parents=True)
+    bind = BindMount(str(tmp_path / "src"), "/w", False)
+    targets = ["/w", "/w/out/x", "/wx/out", "/other"]
+    assert moved([bind], targets) is None and through_symlink("/w/out/x", [bind]) is None
+    (tmp_path / "src" / "out").rename(tmp_path / "src" / "was")
+    (tmp_path / "src" / "out").symlink_to("/usr/local/bin")
+    assert through_symlink("/w/out/x", [bind]) == (
+        f"/w/out/x goes through a symlink in the mounted {tmp_path / 'src'}"
+    )
+    assert moved([bind], targets) == (
+        f"/w/out/x goes through a symlink in the mounted {tmp_path / 'src'} "
+        "(it did not when the run was admitted)"
+    )
+    assert moved([bind], ["/w", "/wx/out/x"]) is None
+    assert through_symlink("/w/out", [BindMount(str(tmp_path / "src"), "/w/", True)]) is not None
