@@ -30,6 +30,7 @@ from .mounts import (
     never_mountable,
     resolve,
     through_symlink,
+    via_symlink,
     walk,
 )
 from .planning import Plan, PlannedNode
@@ -379,7 +380,11 @@ def _check_mounts(
     targets += [a.path for a in node.artifacts] + [i.path for i in node.inputs]
     for index, mount in enumerate(node.request.mounts):
         loc = (*node.loc, "mounts", index)
-        path = resolve(mount.source, base_dir)
+        try:
+            path = resolve(mount.source, base_dir)
+        except OSError as error:  # /proc/1/root: a link we may not follow
+            refuse((*loc, "source"), f"mount {mount.source!r}: cannot resolve: {error.strerror}")
+            continue
         why = (
             never_mountable(path, mount.mode)
             or (None if path.exists() else "does not exist")
@@ -451,10 +456,9 @@ def _check_workdir(node: PlannedNode, mounts: tuple[BindMount, ...], refuse: Ref
         if why is None and _below(workdir, target):  # '' (the root itself) is fine
             why = f"{workdir} is inside {what} at {target}, where a node could put a symlink"
     for mount in mounts:
-        if why is None and (rest := _below(workdir, mount.target)):
-            host = os.path.join(mount.source, rest)
-            if os.path.realpath(host) != os.path.normpath(host):
-                why = f"{workdir} goes through a symlink in the mounted {mount.source}"
+        rest = None if why else _below(workdir, mount.target)
+        if rest and via_symlink(os.path.join(mount.source, rest)):
+            why = f"{workdir} goes through a symlink in the mounted {mount.source}"
     if why:
         refuse((*node.loc, "workdir"), why)
 

@@ -263,7 +263,7 @@ def moved(binds: Iterable[BindMount], targets: Iterable[str] = ()) -> str | None
     binds = list(binds)
     for bind in binds:
         for path in (bind.source, *(os.path.join(bind.source, r) for r in bind.read_only_inside)):
-            if os.path.realpath(path) != os.path.normpath(path):
+            if via_symlink(path):
                 return (
                     f"mount source {path} now goes through a symlink, which the engine would "
                     "follow on the host (it did not when the run was admitted)"
@@ -274,15 +274,23 @@ def moved(binds: Iterable[BindMount], targets: Iterable[str] = ()) -> str | None
     return None
 
 
+def via_symlink(path: str) -> bool:
+    """Whether the host path `path` (absolute) goes through a symlink; one that cannot
+    be resolved (a directory on the way we may not search) counts as one: fail closed."""
+    try:
+        return os.path.realpath(path) != os.path.normpath(path)
+    except OSError:
+        return True
+
+
 def through_symlink(target: str, binds: Iterable[BindMount]) -> str | None:
     """Why `target` (normal form) is reached through a symlink of a bind's host directory
     (the engine follows it, inside the container, on the way to the mount), or None."""
     for bind in binds:
         prefix = bind.target.rstrip("/") + "/"
-        if target.startswith(prefix):
-            host = os.path.join(bind.source, target[len(prefix) :])
-            if os.path.realpath(host) != os.path.normpath(host):
-                return f"{target} goes through a symlink in the mounted {bind.source}"
+        inside = target.startswith(prefix)
+        if inside and via_symlink(os.path.join(bind.source, target[len(prefix) :])):
+            return f"{target} goes through a symlink in the mounted {bind.source}"
     return None
 
 

@@ -391,3 +391,21 @@ def test_nothing_is_placed_below_what_a_node_writes(linked, mounts, extra, loc, 
         f"nodes.a.{loc}: node 'a': {why}, where a node could put a symlink the engine would follow"
     )
     assert [x.split(": ", 1)[1] for x in found] == [line], found
+
+
+def test_a_source_that_cannot_be_resolved_is_one_refusal(tmp_path, monkeypatch):
+    """/proc/1/root, as root here: realpath raised PermissionError (a traceback, exit 3)."""
+    import os
+
+    real = os.path.realpath
+
+    def denied(path, *args, **kwargs):
+        if "forbidden" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", denied)
+    found = nested_refusals(tmp_path, "[{source: forbidden/x, target: /w}]")
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "nodes.a.mounts[0].source: node 'a': mount 'forbidden/x': cannot resolve: Permission denied"
+    ]

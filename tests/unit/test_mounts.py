@@ -383,3 +383,16 @@ def test_a_target_below_a_bind_now_through_a_symlink_is_moved(tmp_path):
     )
     assert moved([bind], ["/w", "/wx/out/x"]) is None
     assert through_symlink("/w/out", [BindMount(str(tmp_path / "src"), "/w/", True)]) is not None
+
+
+def test_a_path_that_cannot_be_resolved_counts_as_through_a_symlink(tmp_path, monkeypatch):
+    from sandbox_orch.mounts import BindMount, moved, via_symlink
+
+    assert via_symlink(str(tmp_path)) is False
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(mounts.os.path, "realpath", denied)
+    assert via_symlink(str(tmp_path)) is True
+    assert moved([BindMount(str(tmp_path), "/w", True)]) is not None
