@@ -409,3 +409,40 @@ def test_a_source_that_cannot_be_resolved_is_one_refusal(tmp_path, monkeypatch):
     assert [line.split(": ", 1)[1] for line in found] == [
         "nodes.a.mounts[0].source: node 'a': mount 'forbidden/x': cannot resolve: Permission denied"
     ]
+
+
+def test_an_input_below_another_input_is_refused_naming_it(tmp_path):
+    text = (
+        "version: 1\nname: x\nnodes:\n"
+        "  p: {command: [x], outputs: {artifacts: [{name: a, path: /a}, {name: b, path: /b}]}}\n"
+        "  c:\n    command: [x]\n    needs: [p]\n"
+        "    inputs: [{from: p/a, path: /in}, {from: p/b, path: /in/x}]\n"
+    )
+    plan = plan_of(text, path=str(tmp_path / "wf.yaml"))
+    with pytest.raises(InputRefused) as refused:
+        admit(plan, default_policy())
+    assert [str(p).split(": ", 1)[1] for p in refused.value.problems] == [
+        "nodes.c.inputs[1].path: node 'c': /in/x is inside an input at /in, where a node "
+        "could put a symlink the engine would follow"
+    ]
+
+
+def test_every_mount_is_judged_after_one_that_cannot_be_resolved(tmp_path, monkeypatch):
+    import os
+
+    real = os.path.realpath
+
+    def denied(path, *args, **kwargs):
+        if "forbidden" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", denied)
+    (tmp_path / "ok").mkdir()
+    found = nested_refusals(
+        tmp_path, "[{source: forbidden, target: /w}, {source: ok, target: /etc}]"
+    )
+    assert [line.split(": ", 2)[1] for line in found] == [
+        "nodes.a.mounts[0].source",
+        "nodes.a.mounts[1].target",
+    ]

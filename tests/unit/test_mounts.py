@@ -396,3 +396,14 @@ def test_a_path_that_cannot_be_resolved_counts_as_through_a_symlink(tmp_path, mo
     monkeypatch.setattr(mounts.os.path, "realpath", denied)
     assert via_symlink(str(tmp_path)) is True
     assert moved([BindMount(str(tmp_path), "/w", True)]) is not None
+
+
+def test_a_bind_target_ending_in_any_letter_still_holds_what_is_below_it(tmp_path):
+    from sandbox_orch.mounts import BindMount, through_symlink
+
+    (tmp_path / "link").symlink_to("/usr/local/bin")
+    bind = BindMount(str(tmp_path), "/dataX", True)
+    assert through_symlink("/dataX/link/y", [bind]) == (
+        f"/dataX/link/y goes through a symlink in the mounted {tmp_path}"
+    )
+    assert through_symlink("/dataXY/link/y", [bind]) is None
