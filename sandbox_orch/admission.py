@@ -22,7 +22,17 @@ from .egress.grants import grant_problem, uncovered
 from .envnames import denied_env
 from .errors import InputRefused, Problem
 from .gitpaths import MAX_GIT_PATHS, inside_git
-from .mounts import BindMount, Walk, grant_for, masks, never_mountable, resolve, walk
+from .mounts import (
+    BindMount,
+    Walk,
+    grant_for,
+    masks,
+    never_mountable,
+    resolve,
+    through_symlink,
+    via_symlink,
+    walk,
+)
 from .planning import Plan, PlannedNode
 from .policy import Policy, SecretGrant, shipped_granting
 from .sandbox import Sandbox
@@ -84,6 +94,7 @@ def admit_node(
     _check_env(node, policy, before)
     mounts = _check_mounts(node, policy, base_dir, before, {} if walked is None else walked)
     _check_workdir(node, mounts, before)
+    _check_nested_targets(node, mounts, before)
     cpus, memory, pids, timeout = _check_limits(node, policy, before)
     _check_prompt(node, policy, before)
     agents.check_node(node, policy.agents, before)
@@ -369,7 +380,11 @@ def _check_mounts(
     targets += [a.path for a in node.artifacts] + [i.path for i in node.inputs]
     for index, mount in enumerate(node.request.mounts):
         loc = (*node.loc, "mounts", index)
-        path = resolve(mount.source, base_dir)
+        try:
+            path = resolve(mount.source, base_dir)
+        except OSError as error:  # /proc/1/root: a link we may not follow
+            refuse((*loc, "source"), f"mount {mount.source!r}: cannot resolve: {error.strerror}")
+            continue
         why = (
             never_mountable(path, mount.mode)
             or (None if path.exists() else "does not exist")
@@ -441,12 +456,38 @@ def _check_workdir(node: PlannedNode, mounts: tuple[BindMount, ...], refuse: Ref
         if why is None and _below(workdir, target):  # '' (the root itself) is fine
             why = f"{workdir} is inside {what} at {target}, where a node could put a symlink"
     for mount in mounts:
-        if why is None and (rest := _below(workdir, mount.target)):
-            host = os.path.join(mount.source, rest)
-            if os.path.realpath(host) != os.path.normpath(host):
-                why = f"{workdir} goes through a symlink in the mounted {mount.source}"
+        rest = None if why else _below(workdir, mount.target)
+        if rest and via_symlink(os.path.join(mount.source, rest)):
+            why = f"{workdir} goes through a symlink in the mounted {mount.source}"
     if why:
         refuse((*node.loc, "workdir"), why)
+
+
+def _check_nested_targets(node: PlannedNode, mounts: tuple[BindMount, ...], refuse: Refuse) -> None:
+    """A mount, artifact or input placed below another of the node's is reached through
+    what is at that other place when the container is made, and the engine follows a
+    symlink there: with `/w/link -> /usr/local/bin`, a mount at `/w/link/x` landed at
+    /usr/local/bin/x, past the check of the path as written. So nothing is placed below an
+    artifact or an input (nodes write them, no one can look first), and below a mount
+    only where its host directory holds no symlink on the way (checked again just before
+    the container starts, mounts.moved: a read-write mount's may change meanwhile)."""
+    places = [(("mounts", i, "target"), m.target) for i, m in enumerate(node.request.mounts)]
+    places += [(("outputs", "artifacts", i, "path"), a.path) for i, a in enumerate(node.artifacts)]
+    places += [(("inputs", i, "path"), a.path) for i, a in enumerate(node.inputs)]
+    volumes = [(a.path, "an artifact") for a in node.artifacts]
+    volumes += [(i.path, "an input") for i in node.inputs]
+    for loc, path in places:
+        why = next(
+            (
+                f"{path} is inside {what} at {target}, where a node could put a symlink "
+                "the engine would follow"
+                for target, what in volumes
+                if _below(path, target)  # '' (the same place) is another refusal's
+            ),
+            None,
+        )
+        if why := why or through_symlink(path, mounts):
+            refuse((*node.loc, *loc), why)
 
 
 def _below(path: str, root: str) -> str | None:

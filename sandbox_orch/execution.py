@@ -26,7 +26,7 @@ from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .capture import NodeOutput
 from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
 from .egress.broker import Brokered
-from .mounts import BindMount
+from .mounts import BindMount, moved
 from .parsing import ParseError, agent_parsed, check_size
 from .planning import PlannedNode
 from .sandbox import Sandbox
@@ -297,6 +297,7 @@ class NodeRunner:
                 spec = await self._node_spec(node, sandbox, number)
                 held = bool(node.artifacts) and self.artifacts is not None
                 container_id = await self._create(spec)
+                _still_as_admitted(node, sandbox)
             self._attach_spending(node, live, container_id, stopped)
             setup_from = time.monotonic()
             async with self._started(container_id, live or output, prepared is not None):
@@ -388,6 +389,7 @@ class NodeRunner:
         spec = dataclasses.replace(spec, argv=(GATE, *spec.argv), gated=True)
         container_id = await self._create(spec)
         try:
+            _still_as_admitted(node, sandbox)
             await self.backend.start(container_id, live or output)
         except BaseException:
             await asyncio.shield(self._dispose(container_id))
@@ -637,3 +639,13 @@ class NodeRunner:
         except BackendError as error:
             failures.append(str(error))
         return failures
+
+
+def _still_as_admitted(node: PlannedNode, sandbox: Sandbox) -> None:
+    """BackendError (the node errors, its container is removed) if a mount's host source,
+    or the way to a target below a mount, has changed into a path through a symlink since
+    admission: the last moment before the engine mounts it at start."""
+    targets = [m.target for m in sandbox.mounts]
+    targets += [a.path for a in node.artifacts] + [i.path for i in node.inputs]
+    if why := moved(sandbox.mounts, targets):
+        raise BackendError(why)

@@ -16,7 +16,7 @@ import re
 import site
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,6 +248,50 @@ def _outermost(paths: list[Path], source: Path) -> tuple[str, ...]:
         if not any(k in path.parents for k in kept):
             kept.append(path)
     return tuple(p.relative_to(source).as_posix() for p in kept)
+
+
+def moved(binds: Iterable[BindMount], targets: Iterable[str] = ()) -> str | None:
+    """Why an admitted mount would no longer reach what was admitted, or None; checked
+    just before its container starts. Sources were resolved when the run was admitted (no
+    symlink on the way). Since then a node that can write where one lies (an earlier node
+    of the run, or a failed attempt before its retry) may have put a symlink on the way:
+    the engine follows it on the host when it mounts, to any host path. So may the git
+    directories bound again read-only inside a read-write mount (rename their parent,
+    link a new `.git` to /root/.ssh): they are sources too. And a symlink on the way to
+    another of the node's `targets` below a bind's target, in the bind's host directory,
+    would take that mount elsewhere in the container (/usr/local/bin)."""
+    binds = list(binds)
+    for bind in binds:
+        for path in (bind.source, *(os.path.join(bind.source, r) for r in bind.read_only_inside)):
+            if via_symlink(path):
+                return (
+                    f"mount source {path} now goes through a symlink, which the engine would "
+                    "follow on the host (it did not when the run was admitted)"
+                )
+    for target in targets:
+        if why := through_symlink(target, binds):
+            return f"{why} (it did not when the run was admitted)"
+    return None
+
+
+def via_symlink(path: str) -> bool:
+    """Whether the host path `path` (absolute) goes through a symlink; one that cannot
+    be resolved (a directory on the way we may not search) counts as one: fail closed."""
+    try:
+        return os.path.realpath(path) != os.path.normpath(path)
+    except OSError:
+        return True
+
+
+def through_symlink(target: str, binds: Iterable[BindMount]) -> str | None:
+    """Why `target` (normal form) is reached through a symlink of a bind's host directory
+    (the engine follows it, inside the container, on the way to the mount), or None."""
+    for bind in binds:
+        prefix = bind.target.rstrip("/") + "/"
+        inside = target.startswith(prefix)
+        if inside and via_symlink(os.path.join(bind.source, target[len(prefix) :])):
+            return f"{target} goes through a symlink in the mounted {bind.source}"
+    return None
 
 
 def grant_for(path: Path, mode: str, grants: tuple[MountGrant, ...], base_dir: Path) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .agents.streams import AgentStream, StreamProblem, reader_for
-from .bounded.nesting import NestingError, load_json
+from .bounded.nesting import ConstantError, NestingError, load_json
 from .bounded.patterns import compile_pattern
 
 if TYPE_CHECKING:  # the evaluation worker parses without importing pydantic's models
@@ -92,6 +92,8 @@ def _json(text: str, complete: bool) -> dict[str, Any]:
             value = load_json(candidate)
         except NestingError as error:
             raise ParseError(f"json parser: the value is {error}") from None
+        except ConstantError as error:
+            raise ParseError(f"json parser: the value {error}") from None
         except ValueError:
             continue
         if not isinstance(value, dict):

@@ -145,7 +145,10 @@ def load_text(text: str, path: str) -> Document:
     """Parse YAML text strictly; raise InputRefused with FILE:LINE on anything refused."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise InputRefused([Problem(path, None, "", f"file is larger than {MAX_BYTES} bytes")])
-    loader = _StrictLoader(text)
+    try:  # the reader checks for control characters as it is made
+        loader = _StrictLoader(text)
+    except yaml.reader.ReaderError as error:
+        raise InputRefused([_unprintable(error, text, path)]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -160,12 +163,21 @@ def load_text(text: str, path: str) -> Document:
         line = mark.line + 1 if mark else None
         message = " ".join(filter(None, [error.context, error.problem]))
         raise InputRefused([Problem(path, line, "", f"invalid YAML: {message}")]) from None
-    except yaml.YAMLError as error:
-        raise InputRefused([Problem(path, None, "", f"invalid YAML: {error}")]) from None
+    except yaml.YAMLError as error:  # one line: the library's messages span several
+        message = " ".join(str(error).split())
+        raise InputRefused([Problem(path, None, "", f"invalid YAML: {message}")]) from None
     finally:
         loader.dispose()
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return Document(path=path, data=data, lines=lines, sha256=digest)
+
+
+def _unprintable(error: yaml.reader.ReaderError, text: str, path: str) -> Problem:
+    """A control character (NUL, BEL, ...) YAML refuses anywhere, even quoted: one line
+    naming where, never the library's several."""
+    line = text.count("\n", 0, error.position) + 1
+    message = f"invalid YAML: unprintable character U+{error.character:04X} is not allowed"
+    return Problem(path, line, "", message)
 
 
 def load_file(path: Path) -> Document:
@@ -206,6 +218,8 @@ def read_regular(path: Path, limit: int) -> bytes:
             raise InputRefused(
                 [Problem(shown, None, "", f"cannot read: {error.strerror}")]
             ) from None
+    if raw is None:  # a "regular" file that would block (/proc/kmsg): not one to read
+        raise InputRefused([Problem(shown, None, "", "cannot read: it would block")])
     if len(raw) > limit:
         raise InputRefused([Problem(shown, None, "", f"file is larger than {limit} bytes")])
     return raw

@@ -4,11 +4,16 @@ Python's json module recurses once per level and raises RecursionError near a th
 levels (`'[' * 100000` is 16 lines of shell away); code that walks a value recursively
 later (schemas, CEL, redaction) would fail the same way. So a value is refused above a
 documented depth, with one message whichever of the two notices it first.
+
+`NaN`, `Infinity` and `-Infinity` are refused too: Python's json module reads them, but
+they are not JSON, and a value holding one would make the results file, the run store's
+rows and `--json` events unreadable to any strict JSON reader (jq, JavaScript).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .limits import MAX_JSON_DEPTH
@@ -21,11 +26,31 @@ class NestingError(ValueError):
         super().__init__(f"nested deeper than {limit} levels of arrays and objects")
 
 
+class ConstantError(ValueError):
+    """`NaN`, `Infinity` or `-Infinity`: Python reads them, JSON has no such values."""
+
+    def __init__(self, name: str, why: str = "which is not a JSON value") -> None:
+        super().__init__(f"holds {name}, {why}")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ConstantError(name)
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one past a double's range would be read as infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise ConstantError(text[:32], "beyond the range of a double")
+    return value
+
+
 def load_json(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
-    """json.loads, refusing values nested deeper than `limit` (NestingError); other
-    malformed input raises ValueError as json.loads does."""
+    """json.loads, refusing values nested deeper than `limit` (NestingError) and the
+    non-JSON constants NaN and Infinity (ConstantError); other malformed input raises
+    ValueError as json.loads does."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
         raise NestingError(limit) from None
     check_depth(value, limit)

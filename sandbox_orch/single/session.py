@@ -113,7 +113,8 @@ def prepare_state(runtime: str, run_id: str, policy: Policy, kept: Path | None) 
 def with_state(sandbox: Sandbox, runtime: str, scratch: Path | None) -> Sandbox:
     if scratch is None:
         return sandbox
-    mount = BindMount(str(scratch), STATES[runtime].home, read_only=False)
+    # Resolved, as admitted sources are: checked again to go through no symlink at start.
+    mount = BindMount(os.path.realpath(scratch), STATES[runtime].home, read_only=False)
     return dataclasses.replace(sandbox, mounts=(*sandbox.mounts, mount))
 
 

@@ -351,5 +351,6 @@ def with_workspace(sandbox: Sandbox, copy: PendingCopy | WorkspaceCopy) -> Sandb
     copy is made, never on what it holds (no `.git`, no run store, no socket or special
     file is ever copied: selection.py), so the mount is the same before and after it is
     filled, and a container may be created with it first (`single` does, see run_single)."""
-    mount = BindMount(str(copy.working), WORKSPACE, read_only=False)
+    # Resolved, as admitted sources are: checked again to go through no symlink at start.
+    mount = BindMount(os.path.realpath(copy.working), WORKSPACE, read_only=False)
     return dataclasses.replace(sandbox, mounts=(*sandbox.mounts, mount))

@@ -364,6 +364,14 @@ DROPS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "Image": ("runc", lambda b: b.update(Image="sandbox-orch/python"), "Image"),
     "User": ("runsc", lambda b: b.update(User="0:0"), "User"),
     "Env LD_PRELOAD": ("runc", lambda b: b["Env"].append("LD_PRELOAD=/tmp/x.so"), "Env LD_PRELOAD"),
+    # Settings we never ask for, added: each would open the container to the host.
+    "Privileged": ("runsc", _host(lambda h: h.update(Privileged=True)), "Privileged"),
+    "extra Binds": ("runsc", _host(lambda h: h.update(Binds=["/etc:/host-etc:ro"])), "Binds"),
+    "mount Source": (
+        "runc",
+        _host(lambda h: [m.update(Source="/etc") for m in h["Mounts"] if m["Target"] == "/data"]),
+        "mount /data",
+    ),
 }
 
 

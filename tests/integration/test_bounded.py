@@ -147,6 +147,7 @@ def test_hostile_outputs_fail_their_node_with_a_reason(
     at_limit = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
     deep_line = python("print('log'); print('{\"a\": ' * 5000)")
     fine = python(f"print('{{\"a\": {at_limit}}}')")
+    nan = python("print('{\"x\": [1, NaN]}')")
     result = run_workflow(
         workdir,
         f"""
@@ -170,6 +171,9 @@ def test_hostile_outputs_fail_their_node_with_a_reason(
           agent-stream:
             command: {python("import json; print(json.dumps({'type': 'result', 'num_turns': '9' * 5000}))")}
             outputs: {{parse: {{format: claude}}}}
+          nan:
+            command: {nan}
+            outputs: {{parse: {{format: json}}}}
           fine:
             command: {fine}
             outputs: {{parse: {{format: json}}}}
@@ -190,6 +194,9 @@ def test_hostile_outputs_fail_their_node_with_a_reason(
     assert reasons["schema-loop"][:3] == ("failed", 0, 1)
     assert "refers to itself" in reasons["schema-loop"][3]
     assert reasons["agent-stream"] == ("failed", 0, 1, "claude parser: num_turns is not a count")
+    # Python reads NaN, but no strict JSON reader could read the results file holding it.
+    nan = "json parser: the value holds NaN, which is not a JSON value"
+    assert reasons["nan"] == ("failed", 0, 1, nan)
     assert reasons["fine"] == ("succeeded", 0, 1, None)
     assert nodes["fine"]["outputs"] == {"a": json.loads(at_limit)}
     assert nodes["deep"]["sandbox"]["oci_runtime"] == runtime

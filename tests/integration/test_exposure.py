@@ -462,3 +462,139 @@ def test_a_policy_granting_root_still_refuses_system_and_own_paths(
         mine = [line for line in lines if f"node '{names[name]}'" in line]
         assert len(mine) == 1 and why in mine[0], (name, mine)
     assert created_containers(docker_client, since, set(names.values())) == []
+
+
+# --- mounts placed, or sources swapped, through a symlink ---------------------------------
+
+SECRET = "HOST-ONLY-SECRET"
+
+
+def test_a_mount_placed_through_a_symlink_is_refused(runtime, project, tmp_path, docker_client):
+    """The engine follows a symlink on the way to a mount's target, inside the container:
+    `/w/link/x` with `link -> /usr/local/bin` put a host directory at /usr/local/bin/x (seen
+    in /proc/mounts), past every check of the path as written. Below a mount the host
+    directory must hold no symlink on the way (read-only or read-write); below an
+    artifact or an input (which nodes write) nothing is placed at all."""
+    (project / "m1").mkdir()
+    (project / "m1" / "link").symlink_to("/usr/local/bin")
+    (project / "m1" / "real" / "x").mkdir(parents=True)  # a read-only mount's mount point
+    (project / "m2").mkdir()
+    names = {name: unique(name) for name in ("via-ro", "via-rw", "via-input", "producer")}
+    text = f"""
+        version: 1
+        name: placed
+        fail_fast: false
+        nodes:
+          {names["producer"]}:
+            command: [ln, -s, /usr/local/bin, /out/a/link]
+            outputs: {{artifacts: [{{name: a, path: /out/a}}]}}
+          {names["via-ro"]}:
+            command: [x]
+            mounts: [{{source: m1, target: /w}}, {{source: m2, target: /w/link/x}}]
+          {names["via-rw"]}:
+            command: [x]
+            mounts: [{{source: m1, target: /w, mode: rw}}, {{source: m2, target: /w/link/y}}]
+          {names["via-input"]}:
+            needs: [{names["producer"]}]
+            command: [x]
+            inputs: [{{from: {names["producer"]}/a, path: /in}}]
+            outputs: {{artifacts: [{{name: b, path: /in/link/b}}]}}
+    """
+    since = time.time()
+    proc, results = run_cli(project, text, write_policy(tmp_path, runtime), tmp_path / "r.json")
+    assert proc.returncode == 2 and results is None, proc.stderr
+    lines = proc.stderr.splitlines()
+    expected = {
+        "via-ro": f"/w/link/x goes through a symlink in the mounted {project / 'm1'}",
+        "via-rw": f"/w/link/y goes through a symlink in the mounted {project / 'm1'}",
+        "via-input": "/in/link/b is inside an input at /in, where a node could put a symlink",
+    }
+    for name, why in expected.items():
+        mine = [line for line in lines if f"node '{names[name]}'" in line]
+        assert len(mine) == 1 and why in mine[0], (name, mine)
+    assert created_containers(docker_client, since, set(names.values())) == []
+    # Without the symlink the same nesting runs, and the mount is where it was written.
+    text = f"""
+        version: 1
+        name: placed
+        nodes:
+          {names["via-ro"]}:
+            command: [grep, -c, " /w/real/x ", /proc/mounts]
+            mounts: [{{source: m1, target: /w}}, {{source: m2, target: /w/real/x}}]
+    """
+    proc, results = run_cli(project, text, write_policy(tmp_path, runtime), tmp_path / "ok.json")
+    assert proc.returncode == 0 and results is not None, proc.stdout + proc.stderr
+    assert results["nodes"][names["via-ro"]]["stdout_tail"].strip() == "1"
+    assert labelled_leftovers(docker_client, results["run_id"]) == []
+
+
+SWAPPER = """
+mv /w/nested /w/moved && mkdir /w/nested && ln -s {secret} /w/nested/.git &&
+mv /w/data /w/data-moved && ln -s {secret} /w/data &&
+mv /w/sub /w/sub-moved && ln -s /usr/local/bin /w/sub && echo SWAPPED
+"""
+
+
+def test_a_source_swapped_for_a_symlink_by_an_earlier_node_is_never_mounted(
+    runtime, project, tmp_path, docker_client, built_images
+):
+    """An earlier node with `.` read-write renames a directory the run will mount (a
+    source, or the parent of a git directory a read-write mount binds again read-only) and
+    puts a symlink to a host directory in its place: the engine follows it on the host,
+    and a later node read a host file no policy granted. Checked just before each start:
+    the later nodes error (exit 3) and read nothing."""
+    secret_dir = tmp_path / "host-only"
+    secret_dir.mkdir()
+    (secret_dir / "KEY").write_text(SECRET)
+    (project / "data").mkdir()
+    (project / "sub" / "x").mkdir(parents=True)
+    (project / "other").mkdir()
+    assert subprocess.run(["git", "init", "-q", str(project / "nested")]).returncode == 0
+    for path in [project, *project.rglob("*")]:  # the worst case: nodes may rename anything
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    read = "cat /w/nested/.git/KEY /d/KEY"
+    text = f"""
+        version: 1
+        name: swapped
+        fail_fast: false
+        nodes:
+          swapper:
+            command: {json.dumps(SWAPPER.format(secret=secret_dir))}
+            mounts: [{{source: ., target: /w, mode: rw}}]
+          git-reader:
+            needs: [swapper]
+            command: {json.dumps(read)}
+            mounts: [{{source: ., target: /w, mode: rw}}]
+          source-reader:
+            needs: [swapper]
+            command: {json.dumps(read)}
+            mounts: [{{source: data, target: /d}}]
+          target-placer:
+            needs: [swapper]
+            command: [ls, /usr/local/bin/x]
+            mounts: [{{source: ., target: /w}}, {{source: other, target: /w/sub/x}}]
+    """
+    # Not made ahead of time (a container started while the swapper runs has its mounts
+    # already, from before any swap): each reader's container is made after the swap.
+    policy = write_policy(tmp_path, runtime)
+    proc, results = run_cli(project, text, policy, tmp_path / "r.json", "--ahead", "0")
+    assert results is not None, proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    nodes = results["nodes"]
+    assert nodes["swapper"]["status"] == "succeeded", nodes["swapper"]
+    assert "SWAPPED" in nodes["swapper"]["stdout_tail"]
+    for name, source in (("git-reader", "nested/.git"), ("source-reader", "data")):
+        node = nodes[name]
+        assert node["status"] == "errored" and node["exit_code"] is None, node
+        assert node["reason"] == (
+            f"mount source {project / source} now goes through a symlink, which the engine "
+            "would follow on the host (it did not when the run was admitted)"
+        )
+        assert SECRET not in json.dumps(node)
+    placer = nodes["target-placer"]
+    assert placer["status"] == "errored" and placer["reason"] == (
+        f"/w/sub/x goes through a symlink in the mounted {project} "
+        "(it did not when the run was admitted)"
+    ), placer
+    assert SECRET not in proc.stdout + proc.stderr
+    assert labelled_leftovers(docker_client, results["run_id"]) == []

@@ -324,3 +324,125 @@ def test_a_mount_holding_the_run_store_hides_it(tmp_path, monkeypatch):
     _, sandboxes = admitted_at(tmp_path, node("mounts: [{source: ., target: /w}]"))
     (mount,) = sandboxes["a"].mounts
     assert (mount.source, mount.masks) == (str(tmp_path), ("/w/state",))
+
+
+# --- a target placed through a symlink ---------------------------------------------------
+
+
+@pytest.fixture
+def linked(tmp_path):
+    """A granted directory `m1` holding a symlink to /usr/local/bin and a real directory."""
+    (tmp_path / "m1" / "real").mkdir(parents=True)
+    (tmp_path / "m1" / "link").symlink_to("/usr/local/bin")
+    (tmp_path / "m2").mkdir()
+    return tmp_path
+
+
+def nested_refusals(directory: Path, mounts: str, extra: str = "") -> list[str]:
+    text = node(f"mounts: {mounts}\n{extra}".rstrip("\n"))
+    plan = plan_of(text, path=str(directory / "wf.yaml"))
+    policy = dataclasses.replace(default_policy(), mounts=(MountGrant(".", ("ro", "rw")),))
+    try:
+        admit(plan, policy)
+    except InputRefused as refused:
+        return [str(p) for p in refused.problems]
+    return []
+
+
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+@pytest.mark.parametrize("target", ["/w/link/x", "/w/link", "/w/real/../link/x"])
+def test_a_mount_below_another_through_its_symlink_is_refused(linked, target, mode):
+    mounts = f"[{{source: m1, target: /w, mode: {mode}}}, {{source: m2, target: '{target}'}}]"
+    shown = target.replace("/real/..", "")
+    assert nested_refusals(linked, mounts) == [
+        f"{linked}/wf.yaml:6: nodes.a.mounts[1].target: node 'a': {shown} goes through a "
+        f"symlink in the mounted {linked}/m1"
+    ]
+
+
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+@pytest.mark.parametrize("target", ["/w/real/x", "/w/other", "/wx/link", "/w"])
+def test_a_mount_below_another_without_a_symlink_is_admitted(linked, target, mode):
+    mounts = f"[{{source: m1, target: /w, mode: {mode}}}, {{source: m2, target: '{target}'}}]"
+    found = nested_refusals(linked, mounts)
+    if target == "/w":  # the same place: the other refusal's, not this one's
+        assert found and all("symlink" not in line for line in found), found
+    else:
+        assert found == []
+
+
+@pytest.mark.parametrize(
+    ("mounts", "extra", "loc", "why"),
+    [
+        ("[{source: m2, target: /x}]", "outputs: {artifacts: [{name: d, path: /x/y/z}]}",
+         "outputs.artifacts[0].path", "/x/y/z is inside a read-only mount"),
+        ("[]", "outputs: {artifacts: [{name: d, path: /o}, {name: e, path: /o/e}]}",
+         "outputs.artifacts[1].path", "/o/e is inside an artifact at /o"),
+        ("[{source: m2, target: /o/m}]", "outputs: {artifacts: [{name: d, path: /o}]}",
+         "mounts[0].target", "/o/m is inside an artifact at /o"),
+    ],
+)  # fmt: skip
+def test_nothing_is_placed_below_what_a_node_writes(linked, mounts, extra, loc, why):
+    found = nested_refusals(linked, mounts, extra)
+    if "read-only mount" in why:  # below a mount with no symlink: admitted
+        assert found == []
+        return
+    line = (
+        f"nodes.a.{loc}: node 'a': {why}, where a node could put a symlink the engine would follow"
+    )
+    assert [x.split(": ", 1)[1] for x in found] == [line], found
+
+
+def test_a_source_that_cannot_be_resolved_is_one_refusal(tmp_path, monkeypatch):
+    """/proc/1/root, as root here: realpath raised PermissionError (a traceback, exit 3)."""
+    import os
+
+    real = os.path.realpath
+
+    def denied(path, *args, **kwargs):
+        if "forbidden" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", denied)
+    found = nested_refusals(tmp_path, "[{source: forbidden/x, target: /w}]")
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "nodes.a.mounts[0].source: node 'a': mount 'forbidden/x': cannot resolve: Permission denied"
+    ]
+
+
+def test_an_input_below_another_input_is_refused_naming_it(tmp_path):
+    text = (
+        "version: 1\nname: x\nnodes:\n"
+        "  p: {command: [x], outputs: {artifacts: [{name: a, path: /a}, {name: b, path: /b}]}}\n"
+        "  c:\n    command: [x]\n    needs: [p]\n"
+        "    inputs: [{from: p/a, path: /in}, {from: p/b, path: /in/x}]\n"
+    )
+    plan = plan_of(text, path=str(tmp_path / "wf.yaml"))
+    with pytest.raises(InputRefused) as refused:
+        admit(plan, default_policy())
+    assert [str(p).split(": ", 1)[1] for p in refused.value.problems] == [
+        "nodes.c.inputs[1].path: node 'c': /in/x is inside an input at /in, where a node "
+        "could put a symlink the engine would follow"
+    ]
+
+
+def test_every_mount_is_judged_after_one_that_cannot_be_resolved(tmp_path, monkeypatch):
+    import os
+
+    real = os.path.realpath
+
+    def denied(path, *args, **kwargs):
+        if "forbidden" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", denied)
+    (tmp_path / "ok").mkdir()
+    found = nested_refusals(
+        tmp_path, "[{source: forbidden, target: /w}, {source: ok, target: /etc}]"
+    )
+    assert [line.split(": ", 2)[1] for line in found] == [
+        "nodes.a.mounts[0].source",
+        "nodes.a.mounts[1].target",
+    ]

@@ -149,3 +149,39 @@ def test_a_secret_file_that_is_not_a_regular_file_is_refused(special_files, comm
     line = refused(command, str(workflow), "--policy", str(policy), *extra)
     assert line.startswith(f"{workflow}:4: nodes.a.secrets[0]: "), line
     assert line.endswith(f"secret T: file {path}: not a regular file ({kind})"), line
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_workflow_or_policy_holding_a_control_character_is_one_line(tmp_path, command):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"version: 1\nname: x\x00\nnodes:\n  a: {command: [echo, hi]}\n")
+    good = tmp_path / "wf.yaml"
+    good.write_text(GOOD_WORKFLOW)
+    extra = ["--ci"] if command == "run" else []
+    expected = f"{bad}:2: invalid YAML: unprintable character U+0000 is not allowed"
+    assert refused(command, str(bad), *extra) == expected
+    assert refused(command, str(good), "--policy", str(bad), *extra) == expected
+
+
+def test_a_regular_file_that_would_block_is_refused(tmp_path, monkeypatch):
+    """/proc/kmsg is a regular file whose read blocks until the kernel logs: the
+    non-blocking read gives None (which crashed). Not read here: that takes the host's
+    kernel messages."""
+    import io
+
+    from sandbox_orch import yamlsafe
+    from sandbox_orch.errors import InputRefused
+
+    class WouldBlock(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> None:
+            return None  # EAGAIN, as the raw file gives it
+
+    path = tmp_path / "kmsg"
+    path.write_text("a: 1\n")
+    monkeypatch.setattr(yamlsafe.os, "fdopen", lambda fd, mode: (os.close(fd), WouldBlock())[1])
+    with pytest.raises(InputRefused) as caught:
+        yamlsafe.read_regular(path, 100)
+    assert str(caught.value.problems[0]) == f"{path}: cannot read: it would block"

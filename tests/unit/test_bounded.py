@@ -18,7 +18,7 @@ import pytest
 from sandbox_orch.backend.memory import Outcome
 from sandbox_orch.bounded.evaluator import Evaluator
 from sandbox_orch.bounded.limits import MAX_JSON_DEPTH
-from sandbox_orch.bounded.nesting import NestingError, check_depth, load_json
+from sandbox_orch.bounded.nesting import ConstantError, NestingError, check_depth, load_json
 from sandbox_orch.bounded.patterns import PatternError, compile_pattern
 from sandbox_orch.conditions import ConditionError, NeedsState, compile_condition, evaluate
 from sandbox_orch.parsing import ParseError, parse_output
@@ -91,6 +91,23 @@ def test_depth_counts_objects_and_arrays_and_empty_ones():
     check_depth("text", 0)
 
 
+@pytest.mark.parametrize("name", ["NaN", "Infinity", "-Infinity"])
+def test_json_constants_python_reads_but_json_has_not_are_refused(name):
+    with pytest.raises(ConstantError, match=f"^holds {name}, which is not a JSON value$"):
+        load_json(f'{{"a": [1, {name}]}}')
+    with pytest.raises(ParseError) as refused:
+        parse_output(ParseSpec(format="json"), f'log\n{{"x": {name}}}\n'.encode())
+    assert str(refused.value) == f"json parser: the value holds {name}, which is not a JSON value"
+
+
+def test_a_float_past_the_double_range_is_refused_not_read_as_infinity():
+    # json reads 1e999 as inf without calling parse_constant: it is refused all the same.
+    with pytest.raises(ParseError) as refused:
+        parse_output(ParseSpec(format="json"), b'{"x": -1e999}')
+    assert str(refused.value) == "json parser: the value holds -1e999, beyond the range of a double"
+    assert load_json("[1e308, -1.5, 2]") == [1e308, -1.5, 2]
+
+
 def test_depth_check_is_fast_on_wide_values():
     wide = [{"k": [i]} for i in range(500_000)]
     began = time.monotonic()
@@ -102,7 +119,7 @@ def test_depth_check_is_fast_on_wide_values():
 
 ORDINARY_OUTPUTS = [
     (ParseSpec(format="json"), b'log\n{"coverage": 91, "files": ["a", "b"]}\n'),
-    (ParseSpec(format="json"), b'{"nan": NaN, "deep": [[[[1]]]], "u": "\\u00e9"}'),
+    (ParseSpec(format="json"), b'{"big": 1e308, "deep": [[[[1]]]], "u": "\\u00e9"}'),
     (ParseSpec(format="regex", pattern=r"(?P<file>[^:\s]+):(?P<line>\d+)"), b"a.py:3\n"),
     (ParseSpec(format="regex", pattern=r"(?P<w>\w+)=(?P<v>é+)?", all=True), "x=éé y=".encode()),
     (ParseSpec(format="claude"), b'{"type": "result", "result": "ok", "num_turns": 2}\n'),

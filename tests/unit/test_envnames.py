@@ -12,16 +12,23 @@ FAMILIES = {
     "loader and libc": ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_ANYTHING", "GCONV_PATH",
                         "GLIBC_TUNABLES", "LOCPATH", "MALLOC_CHECK_", "HOSTALIASES"],
     "shells": ["BASH_ENV", "ENV", "BASH_FUNC_ls%%", "PS4", "PROMPT_COMMAND", "SHELLOPTS",
-               "BASHOPTS", "IFS", "PATH"],
+               "BASHOPTS", "IFS", "PATH", "PS0", "PS1", "PS2", "PS3", "PROMPT", "ZDOTDIR"],
     "git": ["GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_CONFIG_GLOBAL",
             "GIT_CONFIG_KEY_0", "GIT_CONFIG_COUNT", "GIT_ASKPASS", "GIT_EDITOR", "GIT_PAGER",
             "GIT_EXTERNAL_DIFF", "GIT_PROXY_COMMAND", "GIT_TEMPLATE_DIR"],
     "ssh": ["SSH_ASKPASS", "SSH_AUTH_SOCK", "SUDO_ASKPASS"],
-    "editors and pagers": ["EDITOR", "VISUAL", "PAGER", "MANPAGER", "LESSOPEN", "LESSCLOSE"],
+    "editors and pagers": ["EDITOR", "VISUAL", "PAGER", "MANPAGER", "LESSOPEN", "LESSCLOSE",
+                           "SYSTEMD_PAGER", "SYSTEMD_EDITOR", "VIMINIT", "EXINIT", "MYVIMRC",
+                           "EMACSLOADPATH"],
     "python": ["PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PYTHONINSPECT", "PYTHONWARNINGS"],
     "node": ["NODE_OPTIONS", "NODE_PATH", "NPM_CONFIG_SCRIPT_SHELL", "npm_config_prefix"],
     "perl and ruby": ["PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB"],
     "java": ["JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH"],
+    ".net": ["DOTNET_STARTUP_HOOKS", "CORECLR_PROFILER_PATH", "COR_PROFILER_PATH",
+             "COMPlus_EnableDiagnostics"],
+    "other runtimes": ["PHPRC", "PHP_INI_SCAN_DIR", "R_PROFILE_USER", "R_ENVIRON_USER",
+                       "R_LIBS_USER", "JULIA_LOAD_PATH", "ERL_AFLAGS", "DENO_DIR",
+                       "BUN_OPTIONS", "UV_INDEX_URL", "DYLD_INSERT_LIBRARIES"],
     "proxies": ["HTTP_PROXY", "https_proxy", "ALL_PROXY", "NO_PROXY"],
     "configuration": ["HOME", "XDG_CONFIG_HOME", "OPENSSL_CONF"],
 }  # fmt: skip
@@ -50,6 +57,19 @@ def test_the_policy_adds_names_even_harmless_ones():
 
 def test_every_entry_has_a_reason():
     assert all(why.strip() for why in DENIED.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("PS1", "an interactive shell runs its command substitutions"),
+        ("VIMINIT", "vim runs these commands at start (`:!cmd`)"),
+        ("DOTNET_STARTUP_HOOKS", ".NET runs startup hooks and loads profilers from it"),
+        ("phprc", "PHP reads php.ini (auto_prepend_file runs code) from it"),
+    ],
+)
+def test_the_reason_is_the_families_own(name, why):
+    assert denied_env(name) == why
 
 
 def test_admission_names_the_reason():

@@ -335,3 +335,75 @@ def test_a_source_mounted_by_many_nodes_is_walked_once(tmp_path, monkeypatch):
     plan = plan_of(f"version: 1\nname: x\nnodes:\n{nodes}", path=str(tmp_path / "wf.yaml"))
     assert len(admission.admit(plan, default_policy())) == 20
     assert walks == [tmp_path.resolve()]
+
+
+# --- sources swapped for a symlink after admission ----------------------------------------
+
+
+def test_a_source_or_kept_git_path_now_through_a_symlink_is_moved(tmp_path):
+    from sandbox_orch.mounts import BindMount, moved
+
+    (tmp_path / "src" / "sub" / ".git").mkdir(parents=True)
+    (tmp_path / "host-only").mkdir()
+    source = str(tmp_path / "src")
+    kept = BindMount(source, "/w", False, read_only_inside=("sub/.git",))
+    plain = BindMount(str(tmp_path / "host-only"), "/h", True)
+    assert moved([plain, kept]) is None
+    (tmp_path / "src" / "sub").rename(tmp_path / "src" / "was")
+    (tmp_path / "src" / "sub").mkdir()
+    (tmp_path / "src" / "sub" / ".git").symlink_to(tmp_path / "host-only")
+    assert moved([plain, kept]) == (
+        f"mount source {source}/sub/.git now goes through a symlink, which the engine would "
+        "follow on the host (it did not when the run was admitted)"
+    )
+    (tmp_path / "src").rename(tmp_path / "src-was")
+    (tmp_path / "src").symlink_to(tmp_path / "host-only")
+    assert moved([kept]) == (
+        f"mount source {source} now goes through a symlink, which the engine would "
+        "follow on the host (it did not when the run was admitted)"
+    )
+    assert moved([]) is None
+
+
+def test_a_target_below_a_bind_now_through_a_symlink_is_moved(tmp_path):
+    from sandbox_orch.mounts import BindMount, moved, through_symlink
+
+    (tmp_path / "src" / "out").mkdir(parents=True)
+    bind = BindMount(str(tmp_path / "src"), "/w", False)
+    targets = ["/w", "/w/out/x", "/wx/out", "/other"]
+    assert moved([bind], targets) is None and through_symlink("/w/out/x", [bind]) is None
+    (tmp_path / "src" / "out").rename(tmp_path / "src" / "was")
+    (tmp_path / "src" / "out").symlink_to("/usr/local/bin")
+    assert through_symlink("/w/out/x", [bind]) == (
+        f"/w/out/x goes through a symlink in the mounted {tmp_path / 'src'}"
+    )
+    assert moved([bind], targets) == (
+        f"/w/out/x goes through a symlink in the mounted {tmp_path / 'src'} "
+        "(it did not when the run was admitted)"
+    )
+    assert moved([bind], ["/w", "/wx/out/x"]) is None
+    assert through_symlink("/w/out", [BindMount(str(tmp_path / "src"), "/w/", True)]) is not None
+
+
+def test_a_path_that_cannot_be_resolved_counts_as_through_a_symlink(tmp_path, monkeypatch):
+    from sandbox_orch.mounts import BindMount, moved, via_symlink
+
+    assert via_symlink(str(tmp_path)) is False
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(mounts.os.path, "realpath", denied)
+    assert via_symlink(str(tmp_path)) is True
+    assert moved([BindMount(str(tmp_path), "/w", True)]) is not None
+
+
+def test_a_bind_target_ending_in_any_letter_still_holds_what_is_below_it(tmp_path):
+    from sandbox_orch.mounts import BindMount, through_symlink
+
+    (tmp_path / "link").symlink_to("/usr/local/bin")
+    bind = BindMount(str(tmp_path), "/dataX", True)
+    assert through_symlink("/dataX/link/y", [bind]) == (
+        f"/dataX/link/y goes through a symlink in the mounted {tmp_path}"
+    )
+    assert through_symlink("/dataXY/link/y", [bind]) is None

@@ -81,3 +81,21 @@ def test_non_utf8_is_refused(tmp_path):
     path.write_bytes(b"a: \xff\xfe\n")
     with pytest.raises(InputRefused, match="not UTF-8"):
         load_file(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "code"),
+    [
+        ("a: 1\nb: x\x00y\n", 2, "0000"),
+        ("a: 'quoted \x07 bell'\n", 1, "0007"),
+        ("a: 1\n\n# \x1b[31m a comment\n", 3, "001B"),
+        ("a: \ufffe\n", 1, "FFFE"),
+    ],
+)
+def test_an_unprintable_character_is_one_line_naming_it(text, line, code):
+    """PyYAML refuses these as it makes its reader, outside its parse errors: it was a
+    traceback and exit 3 (a workflow holding a NUL, or /proc/self/environ given as one)."""
+    assert (
+        refused(text)
+        == f"w.yaml:{line}: invalid YAML: unprintable character U+{code} is not allowed"
+    )
