@@ -14,7 +14,7 @@ from typing import Any
 
 from ...execution import _phased
 from ...planning import PlannedNode
-from ...sandbox import NOFILE, Sandbox
+from ...sandbox import INIT, NOFILE, Sandbox
 from .env import has_egress, node_env
 from .labels import EGRESS_LABEL, node_metadata
 from .names import job_name, secret_name
@@ -52,10 +52,11 @@ def limited(argv: tuple[str, ...], sandbox: Sandbox) -> list[str]:
 
 
 def node_argv(node: PlannedNode, sandbox: Sandbox) -> list[str]:
+    """tini (sandbox.INIT) is PID 1, as on Docker: a Pod has no init of its own."""
     argv = node.argv
     if has_egress(sandbox):
         argv = ("sandbox-orch-egress", *_phased(sandbox), *argv)
-    return limited(argv, sandbox)
+    return [*INIT, *limited(argv, sandbox)]
 
 
 def resources(sandbox: Sandbox) -> dict[str, Any]:
