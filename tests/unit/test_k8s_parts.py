@@ -184,6 +184,16 @@ def test_under_gvisor_rlimit_nproc_carries_the_pids_limit():
     assert command[2:7] == ["prlimit", "--nofile=1024", "--core=0", "--nproc=100", "--"]
 
 
+def test_runc_pods_get_their_own_user_namespace_gvisor_pods_cannot():
+    policy = load_policy(Path(__file__).resolve().parents[2] / "policies" / "ci.yaml")
+    runc = _job()["spec"]["template"]["spec"]
+    gvisor = _job(policy=policy)["spec"]["template"]["spec"]
+    assert runc["hostUsers"] is False
+    assert gvisor["runtimeClassName"] == "gvisor" and gvisor["hostUsers"] is True
+    older = dataclasses.replace(SETTINGS, user_namespaces=False)  # said by the operator
+    assert _job(settings=older)["spec"]["template"]["spec"]["hostUsers"] is True
+
+
 # --- artifacts, egress, secrets ----------------------------------------------------------
 
 DAG = """

@@ -95,7 +95,7 @@ def node_job(
         container["workingDir"] = sandbox.workdir
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
-        **pod_isolation(),
+        **pod_isolation(settings.user_namespaces and sandbox.oci_runtime != "runsc"),
         "securityContext": pod_security_context(sandbox.user),
         "terminationGracePeriodSeconds": 0,  # a kill is SIGKILL, as on Docker
         "containers": [container],

@@ -54,9 +54,17 @@ def container_security_context(user: str) -> dict[str, Any]:
     }
 
 
-def pod_isolation() -> dict[str, Any]:
-    """Pod fields that keep the node off the host and away from the cluster's API."""
+def pod_isolation(user_namespace: bool) -> dict[str, Any]:
+    """Pod fields that keep the node off the host and away from the cluster's API.
+
+    `user_namespace`: the pod gets its own user namespace (`hostUsers: false`, GA in
+    1.36, on by default since 1.33; kernel 6.3+): its uid 10001 is an unprivileged id
+    of the host's, so an escape from runc's boundary gains no host user. The caller
+    asks it for runc pods only: a kubelet refuses it for gVisor's runtime handler
+    (runsc advertises no user-namespace support through the CRI), where the Sentry is
+    the boundary."""
     return {
+        "hostUsers": not user_namespace,
         "automountServiceAccountToken": False,  # no credentials for the cluster's API
         "enableServiceLinks": False,  # no *_SERVICE_HOST variables naming the cluster
         "hostNetwork": False,
