@@ -85,7 +85,7 @@ def node_job(
         "command": node_argv(node, sandbox),
         "env": node_env(sandbox, secret_name(name), at.proxy),
         "resources": resources(sandbox),
-        "securityContext": container_security_context(sandbox.user),
+        "securityContext": container_security_context(sandbox.user, sandbox.oci_runtime),
         "volumeMounts": volumes.mounts,
         "stdin": False,
         "tty": False,
@@ -96,7 +96,7 @@ def node_job(
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         **pod_isolation(settings.user_namespaces and sandbox.oci_runtime != "runsc"),
-        "securityContext": pod_security_context(sandbox.user),
+        "securityContext": pod_security_context(sandbox.user, sandbox.oci_runtime),
         "terminationGracePeriodSeconds": 0,  # a kill is SIGKILL, as on Docker
         "containers": [container],
         "volumes": volumes.volumes,
@@ -136,7 +136,7 @@ def _deliverer(image: str, sandbox: Sandbox, mounts: list[dict[str, Any]]) -> di
         "imagePullPolicy": "Always",
         "command": limited(("sandbox-orch-gate", "true"), sandbox),
         "resources": resources(sandbox),
-        "securityContext": container_security_context(sandbox.user),
+        "securityContext": container_security_context(sandbox.user, sandbox.oci_runtime),
         "volumeMounts": mounts,
         "stdin": True,
         "stdinOnce": True,
