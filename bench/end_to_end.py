@@ -101,6 +101,10 @@ def run_flags(kwargs: dict[str, Any]) -> list[str]:
     if kw.pop("stdin_open") or kw.pop("tty"):
         raise ValueError("a node with stdin or a terminal has no `docker run` equivalent here")
     image, command = kw.pop("image"), kw.pop("command")
+    # `docker run --entrypoint` takes the program only; its arguments lead the command.
+    program, *leading = kw.pop("entrypoint")
+    flags += ["--entrypoint", program]
+    command = [*leading, *command]
     if kw:
         raise ValueError(f"settings the converter does not know: {sorted(kw)}")
     flags += _host_flags(host)
@@ -122,8 +126,8 @@ def _host_flags(host: dict[str, Any]) -> list[str]:
     flags += [f"--pids-limit={take('PidsLimit')}", f"--memory={take('Memory')}b"]
     flags += [f"--memory-swap={take('MemorySwap')}b", f"--cpus={take('NanoCpus') / 1e9:g}"]
     flags += [f"--ulimit={u['Name']}={u['Soft']}:{u['Hard']}" for u in take("Ulimits")]
-    if take("Init"):
-        flags.append("--init")
+    if take("Init", False):
+        raise ValueError("the engine's init (the images bring their own, as the entrypoint)")
     log = take("LogConfig")
     flags.append(f"--log-driver={log['Type']}")
     flags += [f"--log-opt={k}={v}" for k, v in (log.get("Config") or {}).items()]

@@ -13,6 +13,11 @@ from .units import format_size
 # place, so results and the backend cannot disagree about what "hardened" means.
 CAP_DROP = ("ALL",)
 NOFILE = 1024
+# Every node's PID 1: tini, from the base image, forwards signals to the command and
+# reaps orphans. In the image rather than an engine's init flag (Docker's --init,
+# Podman's catatonit), so the same init runs on every engine and on Kubernetes, which
+# has no such flag; the backends set it as the entrypoint, and the read-back checks it.
+INIT = ("/usr/bin/tini", "--")
 
 
 # Under gVisor the host's pids cgroup counts gVisor's own threads besides the node's

@@ -70,6 +70,14 @@ def runsc_profile() -> dict[str, Any]:
 
 
 RUNSC_SECURITY_OPT = "seccomp=" + json.dumps(runsc_profile(), separators=(",", ":"))
+# On Kubernetes a pod names a profile file on its node (a `Localhost` profile, relative
+# to the kubelet's seccomp directory, /var/lib/kubelet/seccomp), which the operator
+# installs: named by its content, so a node holding another version fails the pod's start
+# instead of running it under a different filter.
+RUNSC_PROFILE = json.dumps(runsc_profile(), separators=(",", ":"), sort_keys=True)
+RUNSC_LOCALHOST_PROFILE = (
+    f"sandbox-orch/runsc-{hashlib.sha256(RUNSC_PROFILE.encode()).hexdigest()[:16]}.json"
+)
 
 
 def podman_profile() -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from ..enginesetup import RUNSC_ARGS
 from .base import (
     ALL_KINDS,
     Backend,
@@ -46,7 +47,8 @@ class Outcome:
 
 
 T = TypeVar("T")
-HARDENED_RUNTIMES = {"runc": [], "runsc": ["--network=none", "--host-uds=open", "--oci-seccomp"]}
+# As `sandbox-orch setup` registers them on a real engine.
+HARDENED_RUNTIMES = {"runc": [], "runsc": list(RUNSC_ARGS)}
 Script = Callable[[ContainerSpec], Outcome | Awaitable[Outcome]]
 
 

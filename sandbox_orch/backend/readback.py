@@ -40,6 +40,7 @@ DEFAULT_READONLY_PATHS = frozenset(
 # create_container arguments and where the engine reports them under Config.
 CONFIG_FIELDS = {
     "user": "User",
+    "entrypoint": "Entrypoint",
     "command": "Cmd",
     "working_dir": "WorkingDir",
     "hostname": "Hostname",

@@ -13,7 +13,7 @@ import docker
 from docker.types import LogConfig, Mount, Ulimit
 
 from ..mounts import BindMount
-from ..sandbox import CAP_DROP, NOFILE, cgroup_pids_limit
+from ..sandbox import CAP_DROP, INIT, NOFILE, cgroup_pids_limit
 from ..seccomp import PODMAN_PROFILE_PATH, RUNSC_SECURITY_OPT
 from .base import ContainerSpec, VolumeMount
 
@@ -49,7 +49,6 @@ def container_kwargs(
         memswap_limit=spec.memory,  # memory = swap: no swapping past the limit
         nano_cpus=int(spec.cpus * 1e9),
         ulimits=_ulimits(spec, podman),
-        init=True,
         log_config=LOG_CONFIG if spec.engine_log else NO_LOG,
         restart_policy={"Name": "no"},
         runtime=spec.oci_runtime,
@@ -60,6 +59,7 @@ def container_kwargs(
     )
     return {
         "image": spec.image,
+        "entrypoint": list(INIT),  # never the image's: our init, whatever the image says
         "command": list(spec.argv),
         "user": spec.user,
         "environment": dict(spec.env),

@@ -598,7 +598,7 @@ def on_runtimes(**weaknesses: str) -> pytest.MarkDecorator:
 
 # Known weaknesses: attacks that succeed on one runtime (the report has the details).
 RUNC_PTRACE = (
-    "runc: PID 1 (docker-init) runs as uid 10001 like the node and is dumpable, and the "
+    "runc: PID 1 (tini) runs as uid 10001 like the node and is dumpable, and the "
     "default seccomp profile allows ptrace: PTRACE_SEIZE/PTRACE_ATTACH of PID 1 and "
     "reading /proc/1/mem succeed (no privilege gained; a node can stop its own init)"
 )

@@ -19,7 +19,7 @@ from .k8s_cases import ROOT, SECRET_VALUES, all_cases
 
 CHECKOV = Path(os.environ.get("SANDBOX_ORCH_CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov"))
 # Each explained in README.md, "Kubernetes manifests".
-EXPLAINED = {"CKV_K8S_35"}
+EXPLAINED = {"CKV_K8S_31", "CKV_K8S_35"}
 
 
 def test_checkov_finds_only_what_the_readme_explains(tmp_path, monkeypatch):

@@ -167,8 +167,11 @@ def test_the_job_runs_once_with_a_deadline_and_the_node_limits():
     container = pod["containers"][0]
     amounts = {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "64Mi"}
     assert container["resources"] == {"requests": amounts, "limits": amounts}
-    # runc: no RLIMIT_NPROC (it would count the uid's processes on the whole node)
-    assert container["command"] == ["prlimit", "--nofile=1024", "--core=0", "--", "true"]
+    # tini is PID 1 (a Pod has no init); runc: no RLIMIT_NPROC (it would count the uid's
+    # processes on the whole node)
+    assert container["command"] == [
+        "/usr/bin/tini", "--", "prlimit", "--nofile=1024", "--core=0", "--", "true"
+    ]  # fmt: skip
     assert job["metadata"]["annotations"]["sandbox-orch.pids"] == "64"
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["fsGroup"] == 10001
@@ -178,7 +181,17 @@ def test_under_gvisor_rlimit_nproc_carries_the_pids_limit():
     policy = load_policy(Path(__file__).resolve().parents[2] / "policies" / "ci.yaml")
     job = _job(HELLO.replace('"true"]', '"true"], resources: {pids: 100}'), policy=policy)
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:5] == ["prlimit", "--nofile=1024", "--core=0", "--nproc=100", "--"]
+    assert command[2:7] == ["prlimit", "--nofile=1024", "--core=0", "--nproc=100", "--"]
+
+
+def test_runc_pods_get_their_own_user_namespace_gvisor_pods_cannot():
+    policy = load_policy(Path(__file__).resolve().parents[2] / "policies" / "ci.yaml")
+    runc = _job()["spec"]["template"]["spec"]
+    gvisor = _job(policy=policy)["spec"]["template"]["spec"]
+    assert runc["hostUsers"] is False
+    assert gvisor["runtimeClassName"] == "gvisor" and gvisor["hostUsers"] is True
+    older = dataclasses.replace(SETTINGS, user_namespaces=False)  # said by the operator
+    assert _job(settings=older)["spec"]["template"]["spec"]["hostUsers"] is True
 
 
 # --- artifacts, egress, secrets ----------------------------------------------------------
@@ -263,7 +276,7 @@ def test_egress_goes_through_the_proxy_and_secrets_by_reference(tmp_path, monkey
     }
     assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128"
     assert env["SANDBOX_ORCH_EGRESS_PROXY"] == "192.0.2.10:3128"
-    assert container["command"][3:] == ["--", "sandbox-orch-egress", "true"]
+    assert container["command"][5:] == ["--", "sandbox-orch-egress", "true"]
     assert job["metadata"]["labels"]["sandbox-orch.egress"] == "proxy"
     assert "sandbox-orch.egress" not in plain["metadata"]["labels"]
     no_proxy = NodeAttempt(ATTEMPT.run_id, ATTEMPT.owner)

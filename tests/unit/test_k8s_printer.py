@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import yaml
 
 from sandbox_orch.backend.kubernetes.__main__ import PROXY_PLACEHOLDER, main
+from sandbox_orch.seccomp import runsc_profile
 
 from .k8s_cases import ROOT
 
@@ -53,3 +57,23 @@ def test_a_refused_workflow_exits_2(capsys):
 def test_a_mapping_without_a_name_is_refused():
     with pytest.raises(SystemExit, match="expected NAME=VALUE"):
         main([HELLO, *POLICY, "--namespace", "ns", "--runtime-class", "runc"])
+
+
+def test_prints_the_gvisor_seccomp_profile_gvisor_pods_name(capsys):
+    assert main(["--seccomp-profile"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == runsc_profile()  # the filter gVisor nodes get on Docker
+    path = printed.err.strip()
+    digest = hashlib.sha256(printed.out.rstrip("\n").encode()).hexdigest()[:16]
+    assert path == f"/var/lib/kubelet/seccomp/sandbox-orch/runsc-{digest}.json"
+    ci = ["--policy", str(ROOT / "policies" / "ci.yaml")]
+    classes = ["--runtime-class", "runsc=gvisor"]
+    assert main([HELLO, *ci, "--namespace", "ns", *classes, *IMAGES]) == 0
+    job = list(yaml.safe_load_all(capsys.readouterr().out))[2]
+    pod = job["spec"]["template"]["spec"]
+    named = {
+        "type": "Localhost",
+        "localhostProfile": path.removeprefix("/var/lib/kubelet/seccomp/"),
+    }
+    assert pod["securityContext"]["seccompProfile"] == named
+    assert pod["containers"][0]["securityContext"]["seccompProfile"] == named

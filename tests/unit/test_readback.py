@@ -93,7 +93,7 @@ def echo(kwargs: dict[str, Any]) -> dict[str, Any]:
             "NetworkDisabled": kwargs["network_disabled"],
             "OpenStdin": False,
             "Tty": False,
-            "Entrypoint": None,
+            "Entrypoint": kwargs["entrypoint"],
         },
     }
 
@@ -174,7 +174,9 @@ ALTERATIONS = {
     "device added": (_set("HostConfig.Devices", [{"PathOnHost": "/dev/kmsg"}]), "Devices"),
     "sysctl added": (_set("HostConfig.Sysctls", {"kernel.x": "1"}), "Sysctls"),
     "runtime swapped": (_set("HostConfig.Runtime", "runc"), "Runtime"),
-    "init dropped": (_set("HostConfig.Init", False), "Init"),
+    "engine init added": (_set("HostConfig.Init", True), "Init"),
+    "init dropped": (_set("Config.Entrypoint", None), "Entrypoint"),
+    "image's entrypoint kept": (_set("Config.Entrypoint", ["/bin/sh"]), "Entrypoint"),
     "log driver changed": (
         _set("HostConfig.LogConfig", {"Type": "local", "Config": {}}),
         "LogConfig",

@@ -5,6 +5,11 @@
       --image sandbox-orch/shell=REGISTRY/sandbox-orch/shell@sha256:...
 
 Refused input exits 2 (as `plan`), what the cluster settings cannot express exits 3.
+
+  python -m sandbox_orch.backend.kubernetes --seccomp-profile
+
+prints the seccomp profile gVisor pods name (its path under the kubelet's seccomp
+directory on stderr, the file's content on stdout), for the operator to install.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import yaml
 from ...errors import InputRefused
 from ...policy import choose_policy_path
 from ...preparing import prepare
+from ...seccomp import RUNSC_LOCALHOST_PROFILE, RUNSC_PROFILE
 from ...store import new_run_id
 from .job import NodeAttempt
 from .manifests import run_manifests
@@ -38,6 +44,12 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox_orch.backend.kubernetes")
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv == ["--seccomp-profile"]:
+        print(f"/var/lib/kubelet/seccomp/{RUNSC_LOCALHOST_PROFILE}", file=sys.stderr)
+        print(RUNSC_PROFILE)
+        return 0
     parser.add_argument("workflow", type=Path)
     parser.add_argument("--policy")
     parser.add_argument("--namespace", required=True)

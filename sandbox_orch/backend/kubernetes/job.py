@@ -14,7 +14,7 @@ from typing import Any
 
 from ...execution import _phased
 from ...planning import PlannedNode
-from ...sandbox import NOFILE, Sandbox
+from ...sandbox import INIT, NOFILE, Sandbox
 from .env import has_egress, node_env
 from .labels import EGRESS_LABEL, node_metadata
 from .names import job_name, secret_name
@@ -52,10 +52,11 @@ def limited(argv: tuple[str, ...], sandbox: Sandbox) -> list[str]:
 
 
 def node_argv(node: PlannedNode, sandbox: Sandbox) -> list[str]:
+    """tini (sandbox.INIT) is PID 1, as on Docker: a Pod has no init of its own."""
     argv = node.argv
     if has_egress(sandbox):
         argv = ("sandbox-orch-egress", *_phased(sandbox), *argv)
-    return limited(argv, sandbox)
+    return [*INIT, *limited(argv, sandbox)]
 
 
 def resources(sandbox: Sandbox) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def node_job(
         "command": node_argv(node, sandbox),
         "env": node_env(sandbox, secret_name(name), at.proxy),
         "resources": resources(sandbox),
-        "securityContext": container_security_context(sandbox.user),
+        "securityContext": container_security_context(sandbox.user, sandbox.oci_runtime),
         "volumeMounts": volumes.mounts,
         "stdin": False,
         "tty": False,
@@ -94,8 +95,8 @@ def node_job(
         container["workingDir"] = sandbox.workdir
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
-        **pod_isolation(),
-        "securityContext": pod_security_context(sandbox.user),
+        **pod_isolation(settings.user_namespaces and sandbox.oci_runtime != "runsc"),
+        "securityContext": pod_security_context(sandbox.user, sandbox.oci_runtime),
         "terminationGracePeriodSeconds": 0,  # a kill is SIGKILL, as on Docker
         "containers": [container],
         "volumes": volumes.volumes,
@@ -135,7 +136,7 @@ def _deliverer(image: str, sandbox: Sandbox, mounts: list[dict[str, Any]]) -> di
         "imagePullPolicy": "Always",
         "command": limited(("sandbox-orch-gate", "true"), sandbox),
         "resources": resources(sandbox),
-        "securityContext": container_security_context(sandbox.user),
+        "securityContext": container_security_context(sandbox.user, sandbox.oci_runtime),
         "volumeMounts": mounts,
         "stdin": True,
         "stdinOnce": True,

@@ -37,6 +37,10 @@ class ClusterSettings:
     ttl_after_finished: int = 300  # a finished Job (and its pod) lingers this long at most
     proxy_port: int = 3128  # the run's egress-proxy pod listens here
     workspace_limit: int = 1024**3  # each mount's copy (a memory emptyDir), in bytes
+    # runc pods in their own user namespace (hostUsers: false; see security.py). An
+    # operator whose nodes cannot (Kubernetes < 1.33, kernel < 6.3, containerd < 2.0)
+    # turns it off explicitly: the pods would fail to start otherwise, never run without.
+    user_namespaces: bool = True
 
 
 def checked_namespace(settings: ClusterSettings) -> str:
