@@ -43,7 +43,7 @@ from .base import (
 )
 from .engines import Engine, identify
 from .exits import EVENTS, Exit, Exits
-from .oomwatch import OomWatch
+from .oomwatch import DOCKER_CGROUPS, OomWatch
 from .settings import container_kwargs  # also imported from here (tests, bench)
 
 T = TypeVar("T")
@@ -86,7 +86,9 @@ class DockerBackend(Backend):
         # Docker unless told (engine.py identifies it once per process, before this).
         self.engine = engine or identify({}, {})
         self._podman = self.engine.podman
-        self._oom_watches: dict[str, OomWatch] = {}  # Podman only (see oomwatch.py)
+        # Podman's containers, and gVisor's on a Docker on this host (see oomwatch.py).
+        self._oom_watches: dict[str, OomWatch] = {}
+        self._gvisor_here: set[str] = set()
         self._profile_written = False  # Podman only: its seccomp profile file
         self._volumes = volumes
         self._store: VolumeStore | None = None
@@ -131,6 +133,8 @@ class DockerBackend(Backend):
         if not differ:
             if spec.gated:
                 self._gated.add(container_id)
+            if spec.oci_runtime == "runsc" and not self._podman and self.socket_path:
+                self._gvisor_here.add(container_id)
             self._exits.follow(container_id)
             return container_id
         message = f"the engine did not apply these settings: {', '.join(differ)}"
@@ -185,9 +189,12 @@ class DockerBackend(Backend):
         self._api.start(container_id)
 
     def _watch_oom(self, container_id: str) -> None:
-        """Podman: its memory cgroup watched from its creation (call before start)."""
+        """Podman, and gVisor on Docker: its memory cgroup watched from its creation
+        (call before start)."""
         if self._podman:
             self._oom_watches[container_id] = OomWatch(container_id)
+        elif container_id in self._gvisor_here:
+            self._oom_watches[container_id] = OomWatch(container_id, cgroups=DOCKER_CGROUPS)
 
     def _attach_output(self, container_id: str, sink: OutputSink) -> None:
         # Attach before start, so not one byte of output is missed.
@@ -268,11 +275,14 @@ class DockerBackend(Backend):
             state = self._api.inspect_container(container_id)["State"]
             oom_killed = bool(state["OOMKilled"])
             if late and not oom_killed:
-                oom_killed = self._late_oom(container_id, state["StartedAt"])
+                oom_killed = self._oom(container_id) or self._late_oom(
+                    container_id, state["StartedAt"]
+                )
         return ExitStatus(exit_code=exit_code, oom_killed=oom_killed)
 
     def _oom(self, container_id: str) -> bool:
-        """Podman: did the kernel count an OOM kill in its memory cgroup (oomwatch.py)?
+        """Did the kernel count an OOM kill in its memory cgroup (oomwatch.py)? False
+        when it is not watched.
         The count is read when the kill wakes the watcher, before the exit is reported;
         only a watcher that never got to register is waited for, briefly."""
         watch = self._oom_watches.get(container_id)
@@ -310,6 +320,7 @@ class DockerBackend(Backend):
         self._terminals.pop(container_id, None)
         self._killed.discard(container_id)
         self._gated.discard(container_id)
+        self._gvisor_here.discard(container_id)
         self._exits.forget(container_id)
         watch = self._oom_watches.pop(container_id, None)
         if watch is not None:
