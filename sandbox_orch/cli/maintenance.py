@@ -17,6 +17,7 @@ from . import (
     exits_with_contract_codes,
     main,
 )
+from .cluster import backend_options, cluster_settings
 
 # What a command does is imported when it runs (see __init__.py): `--help` stays fast.
 
@@ -183,10 +184,25 @@ def gc() -> None:
 
 
 @main.command()
+@backend_options
 @exits_with_contract_codes
-def doctor() -> None:
+def doctor(
+    backend: str,
+    context: str | None,
+    namespace: str | None,
+    runtime_classes: tuple[str, ...],
+    images: tuple[str, ...],
+) -> None:
     """Engine, OCI runtimes, images, and the isolation each shipped policy would get."""
     import asyncio
+
+    settings = cluster_settings(backend, context, namespace, runtime_classes, images)
+    if settings is not None:
+        from ..backend.kubernetes.opening import doctor_lines
+
+        for line in asyncio.run(doctor_lines(settings, context)):
+            click.echo(line)
+        return
 
     from ..backend import ImageMissing
     from ..backend.docker import runtimes_of

@@ -84,7 +84,9 @@ class FakeKubelet:
             state: dict[str, Any] = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
             phase = "Running"
         else:
-            state = {"terminated": {"exitCode": script.exit_code, "reason": script.reason or "Completed"}}
+            state = {
+                "terminated": {"exitCode": script.exit_code, "reason": script.reason or "Completed"}
+            }
             phase = "Succeeded" if script.exit_code == 0 else "Failed"
         self.emulator[f"get /api/v1/namespaces/{NAMESPACE}/pods/{pod}/log"] << script.log
         self.emulator.objects[PODS, NAMESPACE, pod] = {
@@ -104,7 +106,11 @@ class FakeKubelet:
 
 
 def namespace_object(labels: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NAMESPACE, "labels": labels},
+    }
 
 
 @contextlib.asynccontextmanager
@@ -120,7 +126,8 @@ async def emulated(
         emulator[f"get /api/v1/namespaces/{NAMESPACE}"] << namespace_object(labels)
         for name in runtime_classes:
             emulator.objects[kmock.resource("node.k8s.io/v1/runtimeclasses"), None, name] = {
-                "metadata": {"name": name}, "handler": "runsc",
+                "metadata": {"name": name},
+                "handler": "runsc",
             }
         configuration = k8s.Configuration(host=str(server.url).rstrip("/"))
         cluster = Cluster(k8s.ApiClient(configuration), NAMESPACE)

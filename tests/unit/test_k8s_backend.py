@@ -124,7 +124,9 @@ def test_emulator_runs_a_workflow_success_failure_oom_timeout_and_removes_everyt
     assert kinds.count("NetworkPolicy") == 2
     jobs = [b for b in created if b["kind"] == "Job"]
     assert all(job["spec"]["suspend"] is True for job in jobs)
-    ok_secret = next(b for b in created if b["kind"] == "Secret" and "-ok-" in b["metadata"]["name"])
+    ok_secret = next(
+        b for b in created if b["kind"] == "Secret" and "-ok-" in b["metadata"]["name"]
+    )
     assert base64.b64decode(ok_secret["data"]["K8S_KEY"]).decode() == SECRET
     assert all(SECRET not in repr(job) for job in jobs)
     deletes = [r for r in list(emulator) if r.method == "DELETE" and "/jobs/" in str(r.url)]
@@ -164,6 +166,7 @@ def test_emulator_job_stored_differently_is_refused_at_create(policy):
 
     async def scenario():
         async with emulated() as (emulator, cluster, kubelet):
+
             def weakened(request):
                 body = copy.deepcopy(request.data)
                 body["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
@@ -205,7 +208,12 @@ def test_emulator_gc_finds_and_removes_a_dead_runs_objects_by_label(policy):
             return found, report, rest
 
     found, report, rest = asyncio.run(scenario())
-    assert sorted(r.id.split("/")[0] for r in found) == ["Job", "NetworkPolicy", "NetworkPolicy", "Secret"]
+    assert sorted(r.id.split("/")[0] for r in found) == [
+        "Job",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "Secret",
+    ]
     assert all(r.labels["sandbox-orch.owner"] == DEAD_OWNER for r in found)
     assert len(report.removed) == 4 and report.kept == []
     assert rest == {JOBS: {}, SECRETS: {}, POLICIES: {}}
@@ -214,11 +222,16 @@ def test_emulator_gc_finds_and_removes_a_dead_runs_objects_by_label(policy):
 @pytest.mark.parametrize(
     ("labels", "why"),
     [
-        ({}, 'namespace \'so-test\' does not enforce Pod Security "restricted" (no enforce '
-             "label); label it pod-security.kubernetes.io/enforce=restricted"),
-        ({"pod-security.kubernetes.io/enforce": "baseline"},
-         'namespace \'so-test\' does not enforce Pod Security "restricted" (enforces '
-         "'baseline'); label it pod-security.kubernetes.io/enforce=restricted"),
+        (
+            {},
+            "namespace 'so-test' does not enforce Pod Security \"restricted\" (no enforce "
+            "label); label it pod-security.kubernetes.io/enforce=restricted",
+        ),
+        (
+            {"pod-security.kubernetes.io/enforce": "baseline"},
+            "namespace 'so-test' does not enforce Pod Security \"restricted\" (enforces "
+            "'baseline'); label it pod-security.kubernetes.io/enforce=restricted",
+        ),
     ],
 )
 def test_emulator_namespace_not_restricted_is_refused(policy, labels, why):
@@ -279,8 +292,10 @@ def test_emulator_doctor_reports_labels_and_runtime_classes():
 
 
 def test_nodes_needing_egress_are_refused_before_connecting(policy, tmp_path):
-    text = textwrap.dedent(POLICY).replace("RUNTIME", "runc").replace(
-        "network: {egress: []}", "network: {egress: [example.com:443]}"
+    text = (
+        textwrap.dedent(POLICY)
+        .replace("RUNTIME", "runc")
+        .replace("network: {egress: []}", "network: {egress: [example.com:443]}")
     )
     (tmp_path / "egress.yaml").write_text(text)
     workflow = "version: 1\nname: e\nnodes:\n  out:\n    runtime: shell\n    command: [x]\n    network: {egress: [example.com:443]}\n"
@@ -309,3 +324,48 @@ def test_emulator_doctor_and_interactive_session_raise_clear_errors():
 
 def test_settings_differ_is_a_backend_error():
     assert issubclass(SettingsDiffer, Exception)
+
+
+# --- the command line: refusals before anything starts (no cluster needed) ----------
+
+
+def _cli(args, env=None):
+    from click.testing import CliRunner
+
+    from sandbox_orch.cli import main
+
+    return CliRunner().invoke(main, args, env=env)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--namespace", "x"], "--namespace: only with --backend kubernetes"),
+        (["--image", "a=b"], "--image: only with --backend kubernetes"),
+        (["--backend", "kubernetes"], "--namespace: needed with --backend kubernetes"),
+        (
+            ["--backend", "kubernetes", "--namespace", "x", "--runtime-class", "runc"],
+            "--runtime-class: 'runc': expected NAME=VALUE",
+        ),
+    ],
+)
+def test_cluster_options_are_refused_with_exit_2(args, says):
+    done = _cli(["run", "configs/examples/hello.yaml", *args])
+    assert done.exit_code == 2 and done.output.strip() == says
+
+
+def test_unreachable_cluster_exits_3_for_run_and_doctor(tmp_path):
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    env = {"KUBECONFIG": str(config), "SANDBOX_ORCH_HOME": str(tmp_path / "home")}
+    k8s = ["--backend", "kubernetes", "--namespace", "so-test", "--runtime-class", "runc="]
+    for args in (["run", "configs/examples/hello.yaml", "--ci", *k8s], ["doctor", *k8s]):
+        done = _cli(args, env)
+        assert done.exit_code == 3, done.output
+        assert done.output.startswith(
+            "sandbox-orch: read namespace so-test: the API server did not answer"
+        )

@@ -62,9 +62,7 @@ NOT_HERE = "the Kubernetes backend does not do {} yet (see the README)"
 class KubernetesBackend(Backend):
     holds_containers = False  # nothing is prepared ahead of time on a cluster (yet)
 
-    def __init__(
-        self, cluster: Cluster, settings: ClusterSettings, poll: float = POLL
-    ) -> None:
+    def __init__(self, cluster: Cluster, settings: ClusterSettings, poll: float = POLL) -> None:
         self.cluster = cluster
         self.settings = settings
         self.poll = poll
@@ -156,10 +154,9 @@ class KubernetesBackend(Backend):
         status = await self._ended(container_id)
         follower = self._logs.pop(container_id, None)
         if follower is not None:
-            try:
+            # Past LOG_DRAIN the node's result stands; its output's end is lost.
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(follower, LOG_DRAIN)
-            except TimeoutError:
-                pass  # the node's result stands; its output's end is lost
         return status
 
     async def _ended(self, job: str) -> ExitStatus:

@@ -36,7 +36,7 @@ def namespace_problem(name: str, namespace: Mapping[str, Any] | None) -> str | N
     if enforced != "restricted":
         shown = "no enforce label" if enforced is None else f"enforces {enforced!r}"
         return (
-            f"namespace {name!r} does not enforce Pod Security \"restricted\" ({shown}); "
+            f'namespace {name!r} does not enforce Pod Security "restricted" ({shown}); '
             f"label it {ENFORCE}=restricted"
         )
     return None

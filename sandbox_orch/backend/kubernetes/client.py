@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -39,8 +40,12 @@ class ClusterError(BackendError):
 async def connect(namespace: str, context: str | None = None) -> Cluster:
     """A client for `context` of the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
     configuration = k8s.Configuration()
+    # $KUBECONFIG as it is now (the client reads it once, when imported).
+    path = os.environ.get("KUBECONFIG") or None
     try:
-        await k8s_config.load_kube_config(context=context, client_configuration=configuration)
+        await k8s_config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration
+        )
     except (k8s_config.ConfigException, OSError, ValueError) as error:
         raise ClusterError(f"no usable kubeconfig ({error})") from None
     return Cluster(k8s.ApiClient(configuration), namespace)

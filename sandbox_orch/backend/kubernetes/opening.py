@@ -77,3 +77,17 @@ async def describe(cluster: Cluster, settings: ClusterSettings) -> list[str]:
     if not settings.runtime_classes:
         lines.append("runtime: none mapped (--runtime-class OCI=CLASS)")
     return lines
+
+
+async def doctor_lines(settings: ClusterSettings, context: str | None) -> list[str]:
+    """`doctor --backend kubernetes`: connect, describe, close (exit 3 if unreachable)."""
+    try:
+        cluster = await connect(checked_namespace(settings), context)
+    except BackendError as error:
+        raise InfrastructureError(str(error)) from None
+    try:
+        return await describe(cluster, settings)
+    except BackendError as error:
+        raise InfrastructureError(str(error)) from None
+    finally:
+        await cluster.close()

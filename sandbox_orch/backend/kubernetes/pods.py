@@ -20,7 +20,11 @@ KILLED_EXIT = 137  # 128 + SIGKILL: what Docker reports for a killed container
 
 def job_pods(pods: list[dict[str, Any]], job: str) -> list[dict[str, Any]]:
     """The pods of `job`, checked here too: a selector is the server's filter, not ours."""
-    return [p for p in pods if (p.get("metadata") or {}).get("labels", {}).get(JOB_NAME_LABEL) == job]
+    return [
+        p
+        for p in pods
+        if ((p.get("metadata") or {}).get("labels") or {}).get(JOB_NAME_LABEL) == job
+    ]
 
 
 def _state(pod: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -26,7 +26,7 @@ def differing(asked: Any, got: Any, path: str = "") -> list[str]:
         found: list[str] = []
         for key, value in asked.items():
             where = f"{path}.{key}" if path else str(key)
-            found += ([where] if key not in got else differing(value, got[key], where))
+            found += [where] if key not in got else differing(value, got[key], where)
         return found
     if isinstance(asked, list):
         if not isinstance(got, list) or len(got) != len(asked):
