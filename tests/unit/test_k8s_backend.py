@@ -369,3 +369,24 @@ def test_unreachable_cluster_exits_3_for_run_and_doctor(tmp_path):
         assert done.output.startswith(
             "sandbox-orch: read namespace so-test: the API server did not answer"
         )
+
+
+def test_emulator_oci_runtimes_are_the_existing_runtime_classes_with_declared_args():
+    from sandbox_orch.orchestrator import runtime_problem
+
+    async def scenario(annotated: bool):
+        async with emulated(runtime_classes=()) as (emulator, cluster, _):
+            import kmock
+
+            metadata = {"name": "gvisor"}
+            if annotated:
+                metadata["annotations"] = {"sandbox-orch.runtime-args": "--oci-seccomp"}
+            emulator.objects[kmock.resource("node.k8s.io/v1/runtimeclasses"), None, "gvisor"] = {
+                "metadata": metadata
+            }
+            return await KubernetesBackend(cluster, SETTINGS).oci_runtimes()
+
+    assert asyncio.run(scenario(True)) == {"runc": [], "runsc": ["--oci-seccomp"]}
+    bare = asyncio.run(scenario(False))
+    assert bare == {"runc": [], "runsc": []}
+    assert "lacks --oci-seccomp" in str(runtime_problem("runsc", bare))
