@@ -363,12 +363,15 @@ def test_unreachable_cluster_exits_3_for_run_and_doctor(tmp_path):
     )
     env = {"KUBECONFIG": str(config), "SANDBOX_ORCH_HOME": str(tmp_path / "home")}
     k8s = ["--backend", "kubernetes", "--namespace", "so-test", "--runtime-class", "runc="]
-    for args in (["run", "configs/examples/hello.yaml", "--ci", *k8s], ["doctor", *k8s]):
+    for args in (
+        ["run", "configs/examples/hello.yaml", "--ci", *k8s],
+        ["doctor", *k8s],
+        ["gc", *k8s],
+    ):
         done = _cli(args, env)
         assert done.exit_code == 3, done.output
-        assert done.output.startswith(
-            "sandbox-orch: read namespace so-test: the API server did not answer"
-        )
+        assert done.output.startswith("sandbox-orch: ")
+        assert ": the API server did not answer (Cannot connect to host 127.0.0.1:9" in done.output
 
 
 def test_emulator_oci_runtimes_are_the_existing_runtime_classes_with_declared_args():

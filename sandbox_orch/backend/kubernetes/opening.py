@@ -79,6 +79,14 @@ async def describe(cluster: Cluster, settings: ClusterSettings) -> list[str]:
     return lines
 
 
+async def connected_backend(settings: ClusterSettings, context: str | None) -> KubernetesBackend:
+    """A backend for `gc` (removing needs none of a run's checks)."""
+    try:
+        return KubernetesBackend(await connect(checked_namespace(settings), context), settings)
+    except BackendError as error:
+        raise InfrastructureError(str(error)) from None
+
+
 async def doctor_lines(settings: ClusterSettings, context: str | None) -> list[str]:
     """`doctor --backend kubernetes`: connect, describe, close (exit 3 if unreachable)."""
     try:
