@@ -2,7 +2,7 @@
 
 The scheduler and the node runner speak only this interface, as an HTTP client speaks to
 a transport: Docker is one implementation (docker.py), an in-memory fake for scheduler
-tests is another (memory.py), and a Kubernetes backend would be a third.
+tests is another (memory.py), and Kubernetes (kubernetes/backend.py) is a third.
 
 Security-relevant settings are not options here: `ContainerSpec` has no field for
 privileged mode, added capabilities, host namespaces, devices or seccomp, so no caller can

@@ -393,3 +393,38 @@ def test_emulator_oci_runtimes_are_the_existing_runtime_classes_with_declared_ar
     bare = asyncio.run(scenario(False))
     assert bare == {"runc": [], "runsc": []}
     assert "lacks --oci-seccomp" in str(runtime_problem("runsc", bare))
+
+
+def test_emulator_create_refuses_specs_it_cannot_honour(policy):
+    import dataclasses
+
+    from sandbox_orch.backend.base import BackendError
+    from sandbox_orch.execution import NodeRunner
+    from sandbox_orch.mounts import BindMount
+
+    plan, sandboxes = admitted(_workflow("fails"), policy("runc"))
+
+    async def scenario():
+        async with emulated() as (emulator, cluster, _):
+            backend = KubernetesBackend(cluster, SETTINGS)
+            spec = NodeRunner(backend, "r-k8s-3", DEAD_OWNER).spec(
+                plan.nodes["fails"], sandboxes["fails"], 1
+            )
+            refused = []
+            for changed in (
+                {"origin": None},
+                {"tty": True},
+                {"mounts": (BindMount("/src", "/work", read_only=True),)},
+            ):
+                with pytest.raises(BackendError) as error:
+                    await backend.create(dataclasses.replace(spec, **changed))
+                refused.append(str(error.value))
+            return refused, [r.method for r in list(emulator)]
+
+    refused, methods = asyncio.run(scenario())
+    assert refused == [
+        "the Kubernetes backend needs the admitted node of a spec",
+        "the Kubernetes backend does not do interactive sessions yet (see the README)",
+        "the Kubernetes backend does not do mounts, egress or artifacts yet (see the README)",
+    ]
+    assert "POST" not in methods
