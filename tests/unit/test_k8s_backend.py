@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import re
 import socket
 import textwrap
 
@@ -428,3 +429,28 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
         "the Kubernetes backend does not do mounts, egress or artifacts yet (see the README)",
     ]
     assert "POST" not in methods
+
+
+def test_emulator_network_policy_left_behind_is_reported_exit_3(policy):
+    import kmock
+
+    plan, sandboxes = admitted(_workflow("fails"), policy("runc"))
+
+    async def scenario():
+        async with emulated() as (emulator, cluster, _):
+            deleting = ("delete", re.compile(r".*/networkpolicies/.*"))
+            emulator[deleting] << kmock.KubernetesError(500, "Boom", "etcd is away")
+            backend = KubernetesBackend(cluster, SETTINGS)
+            from sandbox_orch.execution import NodeRunner
+
+            runner = NodeRunner(backend, "r-k8s-4", DEAD_OWNER)
+            job = await backend.create(runner.spec(plan.nodes["fails"], sandboxes["fails"], 1))
+            await backend.remove(job)
+            with pytest.raises(InfrastructureError) as error:
+                await backend.close()
+            return str(error.value)
+
+    message = asyncio.run(scenario())
+    assert message.startswith(
+        "could not remove: delete NetworkPolicy sandbox-orch-r-k8s-4-deny: 500"
+    )

@@ -24,6 +24,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
+from ...errors import InfrastructureError
 from ...execution import ATTEMPT_LABEL, OWNER_LABEL, RUN_LABEL
 from ..base import (
     ALL_KINDS,
@@ -266,13 +267,19 @@ class KubernetesBackend(Backend):
 
     async def close(self) -> None:
         """Delete the run's NetworkPolicies (after its Jobs: the runner removed those)."""
+        failed = []
         try:
             await asyncio.gather(*self._policies.values(), return_exceptions=True)
             for name in list(self._policy_names):
-                await self.cluster.delete("NetworkPolicy", name)
-                self._policy_names.remove(name)
+                try:
+                    await self.cluster.delete("NetworkPolicy", name)
+                    self._policy_names.remove(name)
+                except BackendError as error:
+                    failed.append(str(error))
         finally:
             await self.cluster.close()
+        if failed:  # `gc --backend kubernetes` finds them by label
+            raise InfrastructureError(f"could not remove: {'; '.join(failed)}")
 
 
 RUNTIME_ARGS = "sandbox-orch.runtime-args"
