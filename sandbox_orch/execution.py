@@ -258,6 +258,7 @@ class NodeRunner:
             oci_runtime=sandbox.oci_runtime,
             mounts=sandbox.mounts,
             tty=self.terminal is not None,
+            origin=(node, sandbox),
         )
 
     async def attempt(self, node: PlannedNode, sandbox: Sandbox, number: int) -> Attempt:

@@ -2,7 +2,7 @@
 
 The scheduler and the node runner speak only this interface, as an HTTP client speaks to
 a transport: Docker is one implementation (docker.py), an in-memory fake for scheduler
-tests is another (memory.py), and a Kubernetes backend would be a third.
+tests is another (memory.py), and Kubernetes (kubernetes/backend.py) is a third.
 
 Security-relevant settings are not options here: `ContainerSpec` has no field for
 privileged mode, added capabilities, host namespaces, devices or seccomp, so no caller can
@@ -16,9 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from socket import socket
-from typing import BinaryIO, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, TypeVar
 
 from ..mounts import BindMount
+
+if TYPE_CHECKING:
+    from ..planning import PlannedNode
+    from ..sandbox import Sandbox
 
 T = TypeVar("T")
 Stream = Literal["stdout", "stderr"]
@@ -82,6 +86,10 @@ class ContainerSpec:
     # Prepared ahead of time: its argv starts with sandbox-orch-gate (images/base), which
     # holds the command until `release`; created with stdin open once, for the "go".
     gated: bool = False
+    # The node and sandbox (as admitted, for this attempt) the spec was made from: a
+    # backend that builds its own manifests from them (Kubernetes) reads them; the
+    # Docker backend does not.
+    origin: tuple[PlannedNode, Sandbox] | None = None
 
 
 @dataclass(frozen=True)

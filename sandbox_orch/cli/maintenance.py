@@ -17,6 +17,7 @@ from . import (
     exits_with_contract_codes,
     main,
 )
+from .cluster import backend_options, cluster_settings
 
 # What a command does is imported when it runs (see __init__.py): `--help` stays fast.
 
@@ -160,33 +161,70 @@ def images_build(names: tuple[str, ...]) -> None:
 
 
 @main.command()
+@backend_options
 @exits_with_contract_codes
-def gc() -> None:
+def gc(
+    backend: str,
+    context: str | None,
+    namespace: str | None,
+    runtime_classes: tuple[str, ...],
+    images: tuple[str, ...],
+) -> None:
     """Remove containers, networks and volumes of runs that are no longer alive."""
     import asyncio
 
     from ..engine import docker_backend
     from ..gc import collect_garbage
 
+    settings = cluster_settings(backend, context, namespace, runtime_classes, images)
+
     async def collect() -> None:
-        backend = docker_backend()
+        if settings is None:
+            engine = docker_backend()
+        else:  # the namespace's Jobs, Secrets and NetworkPolicies
+            from ..backend.kubernetes.opening import connected_backend
+
+            engine = await connected_backend(settings, context)
         try:
-            report = await collect_garbage(backend)
+            report = await collect_garbage(engine)
+        except Exception as error:
+            from ..backend import BackendError
+            from ..errors import InfrastructureError
+
+            if settings is None or not isinstance(error, BackendError):
+                raise
+            raise InfrastructureError(str(error)) from None  # the cluster's, exit 3
         finally:
-            await backend.close()
+            await engine.close()
         for resource in report.removed:
             run_id = resource.labels.get("sandbox-orch.run", "?")
-            click.echo(f"removed {resource.kind} {resource.id[:12]} (run {run_id})")
+            shown = resource.id if "/" in resource.id else resource.id[:12]  # Kind/name
+            click.echo(f"removed {resource.kind} {shown} (run {run_id})")
         click.echo(f"{len(report.removed)} removed, {len(report.kept)} kept (owned by live runs)")
 
     asyncio.run(collect())
 
 
 @main.command()
+@backend_options
 @exits_with_contract_codes
-def doctor() -> None:
+def doctor(
+    backend: str,
+    context: str | None,
+    namespace: str | None,
+    runtime_classes: tuple[str, ...],
+    images: tuple[str, ...],
+) -> None:
     """Engine, OCI runtimes, images, and the isolation each shipped policy would get."""
     import asyncio
+
+    settings = cluster_settings(backend, context, namespace, runtime_classes, images)
+    if settings is not None:
+        from ..backend.kubernetes.opening import doctor_lines
+
+        for line in asyncio.run(doctor_lines(settings, context)):
+            click.echo(line)
+        return
 
     from ..backend import ImageMissing
     from ..backend.docker import runtimes_of

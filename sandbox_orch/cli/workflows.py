@@ -22,6 +22,7 @@ from . import (
     policy_option,
     workflow_argument,
 )
+from .cluster import backend_options, cluster_settings
 
 if TYPE_CHECKING:
     import asyncio
@@ -160,6 +161,7 @@ def plan(workflow: Path, policy: str | None, fmt: str) -> None:
     metavar="DURATION",
     help="Start agent nodes at least DURATION apart (e.g. 5s).",
 )
+@backend_options
 @exits_with_contract_codes
 def run(
     workflow: Path,
@@ -176,6 +178,11 @@ def run(
     progress_every: float,
     start_at: str | None,
     stagger: str | None,
+    backend: str,
+    context: str | None,
+    namespace: str | None,
+    runtime_classes: tuple[str, ...],
+    images: tuple[str, ...],
 ) -> None:
     """Run a workflow: every node in its own disposable, hardened container."""
     import asyncio
@@ -187,6 +194,7 @@ def run(
     from ..store import new_run_id
     from ..view import LiveView, PlainView
 
+    settings = cluster_settings(backend, context, namespace, runtime_classes, images)
     prepared = prepare(workflow, choose_policy_path(policy))
     from ..admission import check_report_files
 
@@ -208,7 +216,8 @@ def run(
                 lambda backend, interrupt: run_plan(
                     prepared.plan, prepared.policy, prepared.sandboxes, backend, new_run_id(),
                     view, interrupt, options,
-                )
+                ),
+                _cluster_opener(settings, context, prepared),
             )
         )  # fmt: skip
     finally:
@@ -291,9 +300,25 @@ def choose_view(
     return LiveView(plan)
 
 
-async def with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
+def _cluster_opener(settings: Any, context: str | None, prepared: Any) -> Any:
+    """`--backend kubernetes`: what opens (and checks) the cluster; None for Docker."""
+    if settings is None:
+        return None
+
+    async def open_cluster() -> Any:
+        from ..backend.kubernetes.opening import open_backend
+
+        return await open_backend(settings, context, prepared.plan, prepared.sandboxes)
+
+    return open_cluster
+
+
+async def with_backend(
+    work: Callable[[Any, asyncio.Event], Any], open_backend: Callable[[], Any] | None = None
+) -> Any:
     """Run `work(backend, interrupt)`: SIGINT/SIGTERM set the interrupt (the run then
-    removes what it started and reports `cancelled`); the backend is always closed."""
+    removes what it started and reports `cancelled`); the backend is always closed.
+    `open_backend`: another backend than Docker (awaited)."""
     import asyncio
 
     from ..engine import docker_backend
@@ -303,7 +328,7 @@ async def with_backend(work: Callable[[Any, asyncio.Event], Any]) -> Any:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt.set)
-    backend = docker_backend()
+    backend = await open_backend() if open_backend is not None else docker_backend()
     try:
         report = await work(backend, interrupt)
     finally:

@@ -40,6 +40,7 @@ NOT_FOR_HELP = (
     "sandbox_orch.orchestrator", "sandbox_orch.view", "sandbox_orch.conditions",
     "sandbox_orch.cel", "sandbox_orch.policy", "sandbox_orch.planning",
     "sandbox_orch.backend", "sandbox_orch.engine", "sandbox_orch.single.request",
+    "kubernetes", "aiohttp", "kmock",
 )  # fmt: skip
 # Checking a workflow starts nothing: no engine client, no views, no run machinery, no
 # event loop; and hello.yaml has no conditions or output schemas: no CEL, no jsonschema.
@@ -61,6 +62,8 @@ CASES = [
     (["init", "--help"], "Write a starter workflow and policy", NOT_FOR_HELP),
     (["schema", "--help"], "Print the JSON Schema", NOT_FOR_HELP),
     (["export", "--help"], "Print WORKFLOW as an Argo Workflow", NOT_FOR_HELP),
+    (["doctor", "--help"], "--backend [docker|kubernetes]", NOT_FOR_HELP),
+    (["run", "--help"], "--runtime-class OCI=CLASS", NOT_FOR_HELP),
     (["validate", HELLO], f"{HELLO}: valid (3 nodes, policy default)", NOT_FOR_CHECKING),
     (["plan", HELLO], "greet", NOT_FOR_CHECKING),
 ]

@@ -1,4 +1,4 @@
-"""Kubernetes: the manifests a run's nodes would be created from (pure, no client yet).
+"""Kubernetes: the manifests a run's nodes are created from (pure), and the backend.
 
 - manifests.py: a run's manifests from what `plan` admits;
 - job.py: a node's attempt as a Job; security.py: its pods' hardening;
@@ -6,6 +6,11 @@
 - network.py: the run's NetworkPolicies; labels.py, names.py, quantities.py: legal
   labels, names and quantities; settings.py: what the operator maps (runtime classes,
   images); restricted.py: a checker for the Pod Security "restricted" profile.
+
+The backend (imported only by `--backend kubernetes`: it loads the official client):
+- backend.py: KubernetesBackend; client.py: the API calls (kubernetes.aio, JSON dicts);
+- pods.py, readback.py, checks.py: pure readings of pods, stored objects, namespaces;
+- opening.py: connect and check before a run (refusals exit 3), doctor's report.
 """
 
 from .job import NodeAttempt, node_job

@@ -1,0 +1,308 @@
+"""KubernetesBackend: the backend interface on a cluster, one Job per node attempt.
+
+- create: the node's Secret (its secrets' values, read by the runner), then its Job,
+  suspended (no pod yet), built by job.py from the node and sandbox the spec came from
+  (`ContainerSpec.origin`); the stored Job is read back and compared (readback.py): one
+  that differs is deleted and SettingsDiffer raised. The run's deny-all NetworkPolicies
+  are created before its first Job, and deleted by `close`.
+- start: releases the Job (`suspend: false`), then follows its pod's log into the sink.
+- wait: polls the pod until its container has terminated (exit code, OOMKilled), after
+  comparing the pod's spec with the Job's template once it exists.
+- kill: suspends the Job (its controller then makes no new pod) and deletes the pod with
+  no grace period (SIGKILL). remove: the Job (Foreground: its pods first) and its Secret.
+- labelled / remove_resource: the run's Jobs, Secrets ("container") and NetworkPolicies
+  ("network"), with their annotations as labels (the owner is only an annotation).
+
+A container id here is the Job's name. The client is client.py (the official one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
+
+from ...errors import InfrastructureError
+from ...execution import ATTEMPT_LABEL, OWNER_LABEL, RUN_LABEL
+from ..base import (
+    ALL_KINDS,
+    Backend,
+    BackendError,
+    ContainerSpec,
+    ExitStatus,
+    OutputSink,
+    Resource,
+    ResourceKind,
+    SettingsDiffer,
+    Volume,
+    VolumeStore,
+)
+from .client import Cluster
+from .job import CONTAINER, NodeAttempt, node_job
+from .labels import label_value
+from .names import secret_name
+from .network import run_network_policies
+from .pods import KILLED_EXIT, exit_status, has_output, job_pods
+from .readback import job_differs, pod_differs
+from .settings import ClusterSettings, pinned_image
+
+T = TypeVar("T")
+POLL = 0.5  # seconds between reads of a pod's state
+LOG_DRAIN = 30.0  # seconds the log may lag its container's end before it is dropped
+# What `labelled` lists for each kind, and the id prefix of each.
+LISTED: dict[ResourceKind, tuple[str, ...]] = {
+    "container": ("Job", "Secret"),
+    "network": ("NetworkPolicy",),
+    "volume": (),
+}
+NOT_HERE = "the Kubernetes backend does not do {} yet (see the README)"
+
+
+class KubernetesBackend(Backend):
+    holds_containers = False  # nothing is prepared ahead of time on a cluster (yet)
+
+    def __init__(self, cluster: Cluster, settings: ClusterSettings, poll: float = POLL) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.poll = poll
+        self._jobs: dict[str, dict[str, Any]] = {}  # name -> the Job as asked
+        self._logs: dict[str, asyncio.Task[None]] = {}
+        self._killed: set[str] = set()
+        self._checked: set[str] = set()  # jobs whose pod was read back
+        self._policies: dict[str, asyncio.Task[None]] = {}  # by run id
+        self._policy_names: list[str] = []  # created: `close` deletes them
+
+    # --- create ---------------------------------------------------------------------
+
+    async def create(self, spec: ContainerSpec) -> str:
+        node, sandbox = self._origin(spec)
+        attempt = NodeAttempt(
+            spec.labels[RUN_LABEL], spec.labels[OWNER_LABEL], int(spec.labels[ATTEMPT_LABEL])
+        )
+        job = node_job(node, sandbox, attempt, self.settings)
+        job["spec"]["suspend"] = True  # no pod until `start`
+        name = job["metadata"]["name"]
+        await self._network_policies(attempt)
+        secret = _secret(job, {k: spec.env[k] for k in sandbox.secrets})
+        await self.cluster.create(secret)
+        try:
+            created = await self.cluster.create(job)
+        except BaseException:
+            await asyncio.shield(self.cluster.delete("Secret", secret["metadata"]["name"]))
+            raise
+        self._jobs[name] = job
+        differs = job_differs(job, created)
+        if differs:
+            await asyncio.shield(self.remove(name))
+            raise SettingsDiffer(f"the cluster changed the Job's {', '.join(differs[:5])}")
+        return name
+
+    def _origin(self, spec: ContainerSpec) -> Any:
+        if spec.origin is None:
+            raise BackendError("the Kubernetes backend needs the admitted node of a spec")
+        if spec.tty:
+            raise BackendError(NOT_HERE.format("interactive sessions"))
+        if spec.mounts or spec.volumes:
+            raise BackendError(NOT_HERE.format("mounts, egress or artifacts"))
+        return spec.origin
+
+    async def _network_policies(self, attempt: NodeAttempt) -> None:
+        """The run's deny-all policies, once per run, before its first pod can exist."""
+        task = self._policies.get(attempt.run_id)
+        if task is None or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(self._create_policies(attempt))
+            self._policies[attempt.run_id] = task
+        await asyncio.shield(task)
+
+    async def _create_policies(self, attempt: NodeAttempt) -> None:
+        for policy in run_network_policies(
+            attempt.run_id, attempt.owner, self.settings.namespace, self.settings.proxy_port
+        ):
+            name = policy["metadata"]["name"]
+            if name not in self._policy_names:
+                await self.cluster.create(policy)
+                self._policy_names.append(name)
+
+    # --- start, wait, output --------------------------------------------------------
+
+    async def start(self, container_id: str, sink: OutputSink | None) -> None:
+        released = await self.cluster.patch("Job", container_id, {"spec": {"suspend": False}})
+        if released is None:
+            raise BackendError(f"Job {container_id} is gone")
+        if sink is not None:
+            self._logs[container_id] = asyncio.ensure_future(self._follow(container_id, sink))
+
+    async def _pod(self, job: str) -> dict[str, Any] | None:
+        pods = job_pods(await self.cluster.listed("Pod", f"job-name={job}"), job)
+        return pods[0] if pods else None
+
+    async def _follow(self, job: str, sink: OutputSink) -> None:
+        """The node's log into the sink (its caps are the sink's, as on Docker). A
+        cluster's log is one stream: stderr arrives merged into stdout."""
+        while True:
+            pod = await self._pod(job)
+            if pod is not None and has_output(pod):
+                break
+            if job in self._killed:
+                return
+            await asyncio.sleep(self.poll)
+        async for chunk in self.cluster.log(pod["metadata"]["name"], CONTAINER):
+            sink.write("stdout", chunk)
+
+    async def wait(self, container_id: str) -> ExitStatus:
+        status = await self._ended(container_id)
+        follower = self._logs.pop(container_id, None)
+        if follower is not None:
+            # Past LOG_DRAIN the node's result stands; its output's end is lost.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(follower, LOG_DRAIN)
+        return status
+
+    async def _ended(self, job: str) -> ExitStatus:
+        while True:
+            pod = await self._pod(job)
+            if pod is not None and job not in self._checked:
+                await self._read_back(job, pod)
+            status = exit_status(pod) if pod is not None else None
+            if status is not None:
+                return status
+            if job in self._killed and (pod is None or _deleting(pod)):
+                return ExitStatus(KILLED_EXIT)
+            await asyncio.sleep(self.poll)
+
+    async def _read_back(self, job: str, pod: dict[str, Any]) -> None:
+        self._checked.add(job)
+        asked = self._jobs.get(job)
+        differs = pod_differs(asked["spec"]["template"], pod) if asked else []
+        if differs:
+            await self.kill(job)
+            raise SettingsDiffer(f"the cluster changed the pod's {', '.join(differs[:5])}")
+
+    async def kill(self, container_id: str) -> None:
+        self._killed.add(container_id)
+        await self.cluster.patch("Job", container_id, {"spec": {"suspend": True}})
+        pod = await self._pod(container_id)
+        if pod is not None:
+            await self.cluster.delete("Pod", pod["metadata"]["name"])
+
+    async def remove(self, container_id: str) -> None:
+        follower = self._logs.pop(container_id, None)
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(BaseException):
+                await follower
+        await self.cluster.delete("Job", container_id, foreground=True)
+        await self.cluster.delete("Secret", secret_name(container_id))
+        self._jobs.pop(container_id, None)
+        self._killed.discard(container_id)
+        self._checked.discard(container_id)
+
+    # --- what the run needs from the cluster ----------------------------------------
+
+    async def image_id(self, image: str) -> str:
+        """The image's pinned reference (settings.py): the cluster pulls it by digest."""
+        return pinned_image(self.settings, image)
+
+    async def oci_runtimes(self) -> dict[str, list[str]]:
+        """The OCI runtimes whose RuntimeClass exists, each with the runtime arguments
+        its operator declares on it (annotation RUNTIME_ARGS: the API cannot show a
+        handler's flags, so `--oci-seccomp` for runsc is the operator's word)."""
+        offered: dict[str, list[str]] = {}
+        for oci, name in self.settings.runtime_classes.items():
+            if name is None:
+                offered[oci] = []
+                continue
+            found = await self.cluster.runtime_class(name)
+            if found is not None:
+                annotations = (found.get("metadata") or {}).get("annotations") or {}
+                offered[oci] = str(annotations.get(RUNTIME_ARGS, "")).split()
+        return offered
+
+    # --- gc -------------------------------------------------------------------------
+
+    async def labelled(
+        self, label: str, value: str | None = None, kinds: tuple[ResourceKind, ...] = ALL_KINDS
+    ) -> list[Resource]:
+        selector = label if value is None else f"{label}={label_value(value)}"
+        found = []
+        for kind in kinds:
+            for object_kind in LISTED[kind]:
+                for item in await self.cluster.listed(object_kind, selector):
+                    metadata = item.get("metadata") or {}
+                    labels = metadata.get("labels") or {}
+                    if label not in labels or (
+                        value is not None and labels[label] != label_value(value)
+                    ):
+                        continue  # the server's filter is checked, not trusted
+                    merged = {**labels, **(metadata.get("annotations") or {})}
+                    found.append(Resource(kind, f"{object_kind}/{metadata['name']}", merged))
+        return found
+
+    async def remove_resource(self, resource: Resource) -> None:
+        object_kind, _, name = resource.id.partition("/")
+        if object_kind not in ("Job", "Secret", "NetworkPolicy"):
+            raise BackendError(f"not a resource of this backend: {resource.id}")
+        await self.cluster.delete(object_kind, name, foreground=object_kind == "Job")
+
+    # --- not on a cluster (yet) -----------------------------------------------------
+
+    async def volume_store(self) -> VolumeStore:
+        return "engine"
+
+    async def create_volume(
+        self, name: str, labels: dict[str, str], size: int, owner: str
+    ) -> Volume:
+        raise BackendError(NOT_HERE.format("artifacts"))
+
+    async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
+        raise BackendError(NOT_HERE.format("artifacts"))
+
+    async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
+        raise BackendError(NOT_HERE.format("commands over the exec API"))
+
+    async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
+        raise BackendError(NOT_HERE.format("copies over the exec API"))
+
+    async def close(self) -> None:
+        """Delete the run's NetworkPolicies (after its Jobs: the runner removed those)."""
+        failed = []
+        try:
+            await asyncio.gather(*self._policies.values(), return_exceptions=True)
+            for name in list(self._policy_names):
+                try:
+                    await self.cluster.delete("NetworkPolicy", name)
+                    self._policy_names.remove(name)
+                except BackendError as error:
+                    failed.append(str(error))
+        finally:
+            await self.cluster.close()
+        if failed:  # `gc --backend kubernetes` finds them by label
+            raise InfrastructureError(f"could not remove: {'; '.join(failed)}")
+
+
+RUNTIME_ARGS = "sandbox-orch.runtime-args"
+
+
+def _deleting(pod: dict[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _secret(job: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
+    """The node's own Secret: its granted secrets' values, by name (env.py refers to
+    them); labelled as its Job, so `gc` finds it."""
+    metadata = job["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "immutable": True,
+        "metadata": {
+            "name": secret_name(metadata["name"]),
+            "namespace": metadata["namespace"],
+            "labels": dict(metadata["labels"]),
+            "annotations": dict(metadata["annotations"]),
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+    }

@@ -1,0 +1,57 @@
+"""Before a run creates anything on a cluster: is the namespace, are the runtime classes,
+and are the nodes what this backend can run? Every refusal is an infrastructure problem
+(exit 3, one line), never a downgrade.
+
+- The namespace's Pod Security admission must *enforce* "restricted": our pods meet it
+  (restricted.py), and the namespace then refuses any pod that does not, ours included
+  if something altered them on the way.
+- Each OCI runtime the nodes use must map to a RuntimeClass that exists (or be mapped
+  explicitly to the cluster's default, settings.py).
+- Not yet on this backend (the README's list): egress (the per-run proxy pod), artifacts
+  and inputs (the exec API's copies), mounts (the `deliver` container's copies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ...planning import Plan
+from ...sandbox import Sandbox
+from .env import has_egress
+
+ENFORCE = "pod-security.kubernetes.io/enforce"
+PSA_PREFIX = "pod-security.kubernetes.io/"
+
+
+def pod_security_labels(namespace: Mapping[str, Any] | None) -> dict[str, str]:
+    labels = ((namespace or {}).get("metadata") or {}).get("labels") or {}
+    return {k: str(v) for k, v in sorted(labels.items()) if k.startswith(PSA_PREFIX)}
+
+
+def namespace_problem(name: str, namespace: Mapping[str, Any] | None) -> str | None:
+    if namespace is None:
+        return f"namespace {name!r} does not exist (or this context cannot read it)"
+    enforced = pod_security_labels(namespace).get(ENFORCE)
+    if enforced != "restricted":
+        shown = "no enforce label" if enforced is None else f"enforces {enforced!r}"
+        return (
+            f'namespace {name!r} does not enforce Pod Security "restricted" ({shown}); '
+            f"label it {ENFORCE}=restricted"
+        )
+    return None
+
+
+def unsupported(plan: Plan, sandboxes: Mapping[str, Sandbox]) -> str | None:
+    """The first node this backend cannot run yet, and why."""
+    for name, node in plan.nodes.items():
+        sandbox = sandboxes[name]
+        why = (
+            "egress (the per-run egress-proxy pod)" if has_egress(sandbox)
+            else "artifacts (copies over the exec API)" if node.artifacts or node.inputs
+            else "mounts (the deliver container's copies)" if sandbox.mounts
+            else None
+        )  # fmt: skip
+        if why:
+            return f"node {name!r} needs {why}, which the Kubernetes backend does not do yet"
+    return None

@@ -1,0 +1,142 @@
+"""The Kubernetes backend against kmock's in-process API *emulator* on loopback.
+
+The emulator stores what it is sent and serves it back; it runs nothing and checks
+nothing (no schema, no admission, no label selectors, no Job controller). So these tests
+prove the backend's plumbing through the official client (URLs, verbs, bodies, status
+handling, cleanup), not the cluster's semantics: `FakeKubelet` plays the Job controller
+and the kubelet, scripted per node (its exit code, OOM reason, log, or running until
+killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import kmock
+from kubernetes.aio import client as k8s
+
+from sandbox_orch.backend.kubernetes.client import Cluster
+from sandbox_orch.backend.kubernetes.settings import ClusterSettings
+
+NAMESPACE = "so-test"
+PODS = kmock.resource("v1/pods")
+JOBS = kmock.resource("batch/v1/jobs")
+SECRETS = kmock.resource("v1/secrets")
+POLICIES = kmock.resource("networking.k8s.io/v1/networkpolicies")
+SETTINGS = ClusterSettings(
+    namespace=NAMESPACE,
+    runtime_classes={"runc": None, "runsc": "gvisor"},
+    images={
+        f"sandbox-orch/{name}": f"registry.example/sandbox-orch/{name}@sha256:"
+        + hashlib.sha256(name.encode()).hexdigest()
+        for name in ("shell", "python")
+    },
+)
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+@dataclass(frozen=True)
+class Script:
+    exit_code: int | None = 0  # None: runs until its pod is deleted
+    reason: str | None = None  # the container's termination reason ("OOMKilled")
+    log: bytes = b""
+
+
+@dataclass
+class FakeKubelet:
+    """Makes each released (unsuspended) Job's pod, in the state its node's script says."""
+
+    emulator: Any
+    scripts: dict[str, Script] = field(default_factory=dict)
+    made: list[str] = field(default_factory=list)
+    # Changes the pod's spec before it is stored (a mutating webhook), for read-back.
+    mutate: Any = None
+
+    def live(self, kind: Any) -> dict[str, dict[str, Any]]:
+        return {
+            name: obj.raw
+            for (resource, _, name), obj in list(self.emulator.objects.items())
+            if resource == kind and not obj.deleted
+        }
+
+    async def run(self) -> None:
+        while True:
+            for name, job in self.live(JOBS).items():
+                if name not in self.made and job["spec"].get("suspend") is False:
+                    self.made.append(name)
+                    self._pod(name, job)
+            await asyncio.sleep(0.005)  # the emulated kubelet's own loop, not a test's wait
+
+    def _pod(self, job: str, body: dict[str, Any]) -> None:
+        node = body["metadata"]["annotations"]["sandbox-orch.node"]
+        script = self.scripts.get(node, Script())
+        pod = f"{job}-x1"
+        template = body["spec"]["template"]
+        spec = dict(template["spec"])
+        if self.mutate is not None:
+            spec = self.mutate(spec)
+        if script.exit_code is None:
+            state: dict[str, Any] = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
+            phase = "Running"
+        else:
+            state = {
+                "terminated": {"exitCode": script.exit_code, "reason": script.reason or "Completed"}
+            }
+            phase = "Succeeded" if script.exit_code == 0 else "Failed"
+        self.emulator[f"get /api/v1/namespaces/{NAMESPACE}/pods/{pod}/log"] << script.log
+        self.emulator.objects[PODS, NAMESPACE, pod] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod,
+                "namespace": NAMESPACE,
+                "labels": {**template["metadata"]["labels"], "job-name": job},
+            },
+            "spec": spec,
+            "status": {
+                "phase": phase,
+                "containerStatuses": [{"name": "node", "state": state}],
+            },
+        }
+
+
+def namespace_object(labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NAMESPACE, "labels": labels},
+    }
+
+
+@contextlib.asynccontextmanager
+async def emulated(
+    scripts: dict[str, Script] | None = None,
+    namespace_labels: dict[str, str] | None = None,
+    runtime_classes: tuple[str, ...] = ("gvisor",),
+) -> AsyncIterator[tuple[Any, Cluster, FakeKubelet]]:
+    """The emulator on loopback, a client for it, and its scripted kubelet running."""
+    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+        labels = RESTRICTED if namespace_labels is None else namespace_labels
+        # The emulator reads /api/v1/namespaces/NAME as a namespaced list: served here.
+        emulator[f"get /api/v1/namespaces/{NAMESPACE}"] << namespace_object(labels)
+        for name in runtime_classes:
+            emulator.objects[kmock.resource("node.k8s.io/v1/runtimeclasses"), None, name] = {
+                "metadata": {"name": name},
+                "handler": "runsc",
+            }
+        configuration = k8s.Configuration(host=str(server.url).rstrip("/"))
+        cluster = Cluster(k8s.ApiClient(configuration), NAMESPACE)
+        kubelet = FakeKubelet(emulator, dict(scripts or {}))
+        task = asyncio.ensure_future(kubelet.run())
+        try:
+            yield emulator, cluster, kubelet
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await cluster.close()
