@@ -186,6 +186,18 @@ def test_the_mode_asked_decides_what_is_never_mountable(tmp_path, generous):
     ]
 
 
+def test_a_workdir_is_refused_once_for_its_first_reason(tmp_path, generous):
+    """Inside a writable mount and through a symlink in it: one refusal, the first
+    reason (the symlink check is not even made)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "link").symlink_to("/usr")
+    text = node("workdir: /w/link/x\nmounts: [{source: src, target: /w, mode: rw}]")
+    assert refusals(text, generous, path=str(tmp_path / "wf.yaml")) == [
+        f"{tmp_path}/wf.yaml:6: nodes.a.workdir: node 'a': /w/link/x is inside a read-write "
+        "mount at /w, where a node could put a symlink"
+    ]
+
+
 def test_a_refused_source_is_refused_once_and_never_becomes_a_mount(tmp_path):
     """Not a mount at all: the working directory is judged without it (a symlink in an
     ungranted directory is no reason to refuse twice), and a writable one is never walked."""
