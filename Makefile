@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CHECKOV := .venv-checkov/.installed
 
-.PHONY: demo test test-podman unit lint mutation bench engine images venv clean
+.PHONY: demo test test-podman k8s-e2e unit lint mutation bench engine images venv clean
 
 demo: images
 	$(BIN)/sandbox-orch run configs/examples/hello.yaml
@@ -41,6 +41,11 @@ test-podman: images
 	if [ "$$left" -ne 0 ] || [ "$$volumes" -ne 0 ]; then \
 	  echo "test-podman: $$left labelled container(s), $$volumes volume(s) left" >&2; \
 	  podman ps -a --filter label=sandbox-orch.run >&2; exit 1; fi
+
+# The real-cluster suite (tests/k8s_e2e; not part of `make test`): on the cluster
+# KUBECONFIG names, else it says what it needs and fails.
+k8s-e2e: $(STAMP)
+	PYTHON=$(BIN)/python scripts/k8s-e2e
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
