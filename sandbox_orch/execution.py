@@ -574,11 +574,16 @@ class NodeRunner:
     async def _wait(
         self, container_id: str, timeout: float
     ) -> tuple[NodeStatus, int | None, bool, str | None]:
+        # asyncio.timeout, never wait_for: Python 3.11's wait_for can swallow a
+        # cancellation (Ctrl-C, fail_fast) that comes as the awaited call ends, and the
+        # node would then go on as if never cancelled (gh-86296).
         try:
-            exit_status = await asyncio.wait_for(self.backend.wait(container_id), timeout)
+            async with asyncio.timeout(timeout):
+                exit_status = await self.backend.wait(container_id)
         except TimeoutError:
             await self.backend.kill(container_id)
-            killed = await asyncio.wait_for(self.backend.wait(container_id), KILL_GRACE)
+            async with asyncio.timeout(KILL_GRACE):
+                killed = await self.backend.wait(container_id)
             return NodeStatus.TIMED_OUT, killed.exit_code, False, f"killed after {timeout:g}s"
         if exit_status.oom_killed:
             return NodeStatus.FAILED, exit_status.exit_code, True, "killed: out of memory"

@@ -138,7 +138,8 @@ class HostTerminal:
                     await self._resize(backend, container_id)
                     yield
                     with contextlib.suppress(TimeoutError):  # exited: its last bytes
-                        await asyncio.wait_for(asyncio.shield(pumping), DRAIN_S)
+                        async with asyncio.timeout(DRAIN_S):
+                            await asyncio.shield(pumping)
                 finally:
                     self._give_back_signals(loop)
                     os.write(stop_write, b"x")

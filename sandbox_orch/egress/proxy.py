@@ -199,7 +199,8 @@ class EgressProxy:
     ) -> None:
         connection = server_connection()
         try:
-            request = await asyncio.wait_for(read_head(reader, connection), HEAD_TIMEOUT)
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                request = await read_head(reader, connection)
             if is_phase_request(request):  # for the proxy itself: setup ended
                 await self._flip(egress, request, writer)
                 return
@@ -234,14 +235,12 @@ class EgressProxy:
         """Connect to the checked address (TLS verified against `grant.host` if `tls`);
         None once a failure is reported and answered."""
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                return await asyncio.open_connection(
                     address,
                     grant.port,
                     **({"ssl": tls, "server_hostname": grant.host} if tls else {}),
-                ),
-                CONNECT_TIMEOUT,
-            )
+                )
         except (OSError, TimeoutError) as error:  # ssl.SSLError is an OSError
             why = why_tls(error) or why_unreachable(error)
         self._unreachable(egress, grant, why)

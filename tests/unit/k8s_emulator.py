@@ -66,10 +66,16 @@ class FakeKubelet:
 
     async def run(self) -> None:
         while True:
+            pods = self.live(PODS)
             for name, job in self.live(JOBS).items():
-                if name not in self.made and job["spec"].get("suspend") is False:
+                released = job["spec"].get("suspend") is False
+                if name not in self.made and released:
                     self.made.append(name)
                     self._pod(name, job)
+                elif not released and f"{name}-x1" in pods:
+                    # The Job controller deletes a suspended Job's pods: also one it made
+                    # just before the suspension, which the backend's kill could not see.
+                    self.emulator.objects[PODS, NAMESPACE, f"{name}-x1"] = None
             await asyncio.sleep(0.005)  # the emulated kubelet's own loop, not a test's wait
 
     def _pod(self, job: str, body: dict[str, Any]) -> None:

@@ -157,7 +157,8 @@ class KubernetesBackend(Backend):
         if follower is not None:
             # Past LOG_DRAIN the node's result stands; its output's end is lost.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(follower, LOG_DRAIN)
+                async with asyncio.timeout(LOG_DRAIN):
+                    await follower
         return status
 
     async def _ended(self, job: str) -> ExitStatus:

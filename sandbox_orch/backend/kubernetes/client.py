@@ -67,7 +67,8 @@ class Cluster:
     async def _json(self, call: Awaitable[aiohttp.ClientResponse], what: str) -> Any:
         """The answer's JSON; None for a 404; ClusterError for any other failure."""
         try:
-            response = await asyncio.wait_for(call, REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                response = await call
             async with response:
                 if response.status == 404:
                     return None
