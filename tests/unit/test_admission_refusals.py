@@ -405,8 +405,9 @@ def test_nothing_is_placed_below_what_a_node_writes(linked, mounts, extra, loc, 
     assert [x.split(": ", 1)[1] for x in found] == [line], found
 
 
-def test_a_source_that_cannot_be_resolved_is_one_refusal(tmp_path, monkeypatch):
-    """/proc/1/root, as root here: realpath raised PermissionError (a traceback, exit 3)."""
+@pytest.fixture
+def forbidden_unresolvable(monkeypatch):
+    """realpath fails on any path naming `forbidden`, as on /proc/1/root."""
     import os
 
     real = os.path.realpath
@@ -417,6 +418,10 @@ def test_a_source_that_cannot_be_resolved_is_one_refusal(tmp_path, monkeypatch):
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(os.path, "realpath", denied)
+
+
+def test_a_source_that_cannot_be_resolved_is_one_refusal(tmp_path, forbidden_unresolvable):
+    """/proc/1/root, as root here: realpath raised PermissionError (a traceback, exit 3)."""
     found = nested_refusals(tmp_path, "[{source: forbidden/x, target: /w}]")
     assert [line.split(": ", 1)[1] for line in found] == [
         "nodes.a.mounts[0].source: node 'a': mount 'forbidden/x': cannot resolve: Permission denied"
@@ -439,17 +444,7 @@ def test_an_input_below_another_input_is_refused_naming_it(tmp_path):
     ]
 
 
-def test_every_mount_is_judged_after_one_that_cannot_be_resolved(tmp_path, monkeypatch):
-    import os
-
-    real = os.path.realpath
-
-    def denied(path, *args, **kwargs):
-        if "forbidden" in str(path):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os.path, "realpath", denied)
+def test_every_mount_is_judged_after_one_that_cannot_be_resolved(tmp_path, forbidden_unresolvable):
     (tmp_path / "ok").mkdir()
     found = nested_refusals(
         tmp_path, "[{source: forbidden, target: /w}, {source: ok, target: /etc}]"
