@@ -454,3 +454,19 @@ def test_emulator_network_policy_left_behind_is_reported_exit_3(policy):
     assert message.startswith(
         "could not remove: delete NetworkPolicy sandbox-orch-r-k8s-4-deny: 500"
     )
+
+
+def test_no_kubeconfig_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from sandbox_orch.backend.kubernetes.client import ClusterError, connect
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(ClusterError) as missing:
+        asyncio.run(connect("ns"))
+    assert str(missing.value) == (
+        f"no kubeconfig at {tmp_path / 'absent'} ($KUBECONFIG, else ~/.kube/config)"
+    )
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ClusterError, match=r"no kubeconfig at ~/.kube/config"):
+        asyncio.run(connect("ns"))
+    assert capsys.readouterr().err == ""  # nothing of the client's own besides

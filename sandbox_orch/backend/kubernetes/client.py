@@ -42,6 +42,11 @@ async def connect(namespace: str, context: str | None = None) -> Cluster:
     configuration = k8s.Configuration()
     # $KUBECONFIG as it is now (the client reads it once, when imported).
     path = os.environ.get("KUBECONFIG") or None
+    paths = (path or "~/.kube/config").split(os.pathsep)
+    if not any(os.path.exists(os.path.expanduser(p)) for p in paths if p):
+        # Said here, in one line: the client would log a warning of its own first.
+        where = path if path else "~/.kube/config"
+        raise ClusterError(f"no kubeconfig at {where} ($KUBECONFIG, else ~/.kube/config)")
     try:
         await k8s_config.load_kube_config(
             config_file=path, context=context, client_configuration=configuration
