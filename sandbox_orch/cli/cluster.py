@@ -6,7 +6,9 @@ when the command runs with `--backend kubernetes`, so `--help` stays light.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -51,10 +53,37 @@ def _refused(option: str, message: str) -> Exception:
     return InputRefused([Problem(option, None, "", message)])
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """What `--backend` and its options said, as the command receives it (`cluster`)."""
+
+    backend: str = "docker"
+    context: str | None = None
+    namespace: str | None = None
+    runtime_classes: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+
+    def settings(self) -> Any:
+        """ClusterSettings, or None for docker; refused options raise InputRefused
+        (called in the command, so that they exit 2 as any refused input)."""
+        return cluster_settings(
+            self.backend, self.context, self.namespace, self.runtime_classes, self.images
+        )
+
+
 def backend_options(command: F) -> F:
+    """The options, handed to `command` as one `cluster: BackendChoice`."""
+
+    @functools.wraps(command)
+    def with_choice(*args: Any, **kwargs: Any) -> Any:
+        names = ("backend", "context", "namespace", "runtime_classes", "images")
+        choice = BackendChoice(**{name: kwargs.pop(name) for name in names})
+        return command(*args, cluster=choice, **kwargs)
+
+    wrapped: Any = with_choice
     for option in reversed(_OPTIONS):
-        command = option(command)
-    return command
+        wrapped = option(wrapped)
+    return wrapped
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from . import (
     exits_with_contract_codes,
     main,
 )
-from .cluster import backend_options, cluster_settings
+from .cluster import BackendChoice, backend_options
 
 # What a command does is imported when it runs (see __init__.py): `--help` stays fast.
 
@@ -164,11 +164,7 @@ def images_build(names: tuple[str, ...]) -> None:
 @backend_options
 @exits_with_contract_codes
 def gc(
-    backend: str,
-    context: str | None,
-    namespace: str | None,
-    runtime_classes: tuple[str, ...],
-    images: tuple[str, ...],
+    cluster: BackendChoice,
 ) -> None:
     """Remove containers, networks and volumes of runs that are no longer alive."""
     import asyncio
@@ -176,7 +172,7 @@ def gc(
     from ..engine import docker_backend
     from ..gc import collect_garbage
 
-    settings = cluster_settings(backend, context, namespace, runtime_classes, images)
+    settings = cluster.settings()
 
     async def collect() -> None:
         if settings is None:
@@ -184,7 +180,7 @@ def gc(
         else:  # the namespace's Jobs, Secrets and NetworkPolicies
             from ..backend.kubernetes.opening import connected_backend
 
-            engine = await connected_backend(settings, context)
+            engine = await connected_backend(settings, cluster.context)
         try:
             report = await collect_garbage(engine)
         except Exception as error:
@@ -209,20 +205,16 @@ def gc(
 @backend_options
 @exits_with_contract_codes
 def doctor(
-    backend: str,
-    context: str | None,
-    namespace: str | None,
-    runtime_classes: tuple[str, ...],
-    images: tuple[str, ...],
+    cluster: BackendChoice,
 ) -> None:
     """Engine, OCI runtimes, images, and the isolation each shipped policy would get."""
     import asyncio
 
-    settings = cluster_settings(backend, context, namespace, runtime_classes, images)
+    settings = cluster.settings()
     if settings is not None:
         from ..backend.kubernetes.opening import doctor_lines
 
-        for line in asyncio.run(doctor_lines(settings, context)):
+        for line in asyncio.run(doctor_lines(settings, cluster.context)):
             click.echo(line)
         return
 

@@ -22,7 +22,7 @@ from . import (
     policy_option,
     workflow_argument,
 )
-from .cluster import backend_options, cluster_settings
+from .cluster import BackendChoice, backend_options
 
 if TYPE_CHECKING:
     import asyncio
@@ -178,11 +178,7 @@ def run(
     progress_every: float,
     start_at: str | None,
     stagger: str | None,
-    backend: str,
-    context: str | None,
-    namespace: str | None,
-    runtime_classes: tuple[str, ...],
-    images: tuple[str, ...],
+    cluster: BackendChoice,
 ) -> None:
     """Run a workflow: every node in its own disposable, hardened container."""
     import asyncio
@@ -194,7 +190,7 @@ def run(
     from ..store import new_run_id
     from ..view import LiveView, PlainView
 
-    settings = cluster_settings(backend, context, namespace, runtime_classes, images)
+    settings = cluster.settings()
     prepared = prepare(workflow, choose_policy_path(policy))
     from ..admission import check_report_files
 
@@ -217,7 +213,7 @@ def run(
                     prepared.plan, prepared.policy, prepared.sandboxes, backend, new_run_id(),
                     view, interrupt, options,
                 ),
-                _cluster_opener(settings, context, prepared),
+                _cluster_opener(settings, cluster.context, prepared),
             )
         )  # fmt: skip
     finally:
