@@ -399,14 +399,21 @@ def _is_nodes(primary: Any) -> bool:
     )
 
 
-def _string(tree: Any) -> str:
-    """A string literal's value, through the grammar's single-child layers."""
+def _down_to(tree: Any, data: str) -> Any:
+    """Through the grammar's single-child layers, down to a `data` node (or where the
+    layers end)."""
     node = tree
-    while _is_tree(node) and node.data != "literal":
+    while _is_tree(node) and node.data != data:
         children = [c for c in node.children if c is not None]
         if len(children) != 1:
             break
         node = children[0]
+    return node
+
+
+def _string(tree: Any) -> str:
+    """A string literal's value, through the grammar's single-child layers."""
+    node = _down_to(tree, "literal")
     if _is_tree(node, "literal"):
         token = node.children[0]
         if getattr(token, "type", None) == "STRING_LIT":
@@ -417,12 +424,7 @@ def _string(tree: Any) -> str:
 
 
 def _strings(tree: Any) -> list[str]:
-    node = tree
-    while _is_tree(node) and node.data != "list_lit":
-        children = [c for c in node.children if c is not None]
-        if len(children) != 1:
-            break
-        node = children[0]
+    node = _down_to(tree, "list_lit")
     if _is_tree(node, "list_lit") and node.children and node.children[0] is not None:
         return [_string(item) for item in node.children[0].children]
     raise Untranslatable(f"{_describe(tree)}: `in` takes a list of status strings")
