@@ -54,6 +54,20 @@ def isolation_of(policy: Policy, runtimes: dict[str, list[str]]) -> Isolation:
     )
 
 
+def runtime_state(name: str, runtimes: dict[str, list[str]]) -> str:
+    """`doctor`'s word on one OCI runtime: usable (with its arguments), or why not. Pure.
+    Present is not usable: an engine can offer runsc without the arguments its seccomp
+    profile needs (Podman finds the binary Docker uses), and policies asking for it are
+    then refused, so doctor must not call it available."""
+    if name not in runtimes:
+        return "missing"
+    problem = runtime_problem(name, runtimes)
+    if problem:
+        return f"offered but refused: {problem}"
+    args = " ".join(runtimes[name])
+    return f"available{f' ({args})' if args else ''}"
+
+
 def policy_isolations(runtimes: dict[str, list[str]]) -> list[Isolation]:
     return [isolation_of(load_policy(path), runtimes) for path in shipped_policies()]
 

@@ -221,7 +221,13 @@ def doctor(
     from ..backend import ImageMissing
     from ..backend.docker import runtimes_of
     from ..backend.engines import identify
-    from ..doctor import describe_volume_store, policy_isolations, protections, runtime_version
+    from ..doctor import (
+        describe_volume_store,
+        policy_isolations,
+        protections,
+        runtime_state,
+        runtime_version,
+    )
     from ..engine import docker_backend
     from ..images import available_images, image_ref
 
@@ -233,11 +239,7 @@ def doctor(
             click.echo(f"engine: {engine.describe()}")
             runtimes = runtimes_of(info)
             for name in ("runc", "runsc"):
-                state = "missing"
-                if name in runtimes:
-                    args = " ".join(runtimes[name])
-                    state = f"available{f' ({args})' if args else ''}"
-                click.echo(f"runtime {name}: {state}")
+                click.echo(f"runtime {name}: {runtime_state(name, runtimes)}")
             # Run the registered runsc only when the engine is on this host.
             path = ((info.get("Runtimes") or {}).get("runsc") or {}).get("path")
             runsc = runtime_version(path) if backend.socket_path else None

@@ -146,3 +146,22 @@ def test_doctor_runs_only_a_root_owned_runtime_binary(tmp_path):
     fake.chmod(0o755)  # root's alone: its first line is the version
     fake.write_text("#!/bin/sh\necho 'runsc version 0.0~20240729.0'\necho spec: 1.2.0\n")
     assert runtime_version(str(fake)) == f"runsc version 0.0~20240729.0 ({fake})"
+
+
+@pytest.mark.parametrize(
+    ("runtimes", "state"),
+    [
+        ({"runc": []}, "missing"),
+        # Podman finds the runsc binary Docker uses, with none of its arguments: offered,
+        # but every policy asking for it is refused, so doctor must not say "available".
+        ({"runc": [], "runsc": []}, "offered but refused: the engine's runsc runtime lacks"),
+        ({"runsc": ["--platform=systrap"]}, "offered but refused: the engine's runsc runtime"),
+        (HARDENED_RUNTIMES, "available ("),
+    ],
+)
+def test_doctor_calls_runsc_available_only_when_a_policy_could_use_it(runtimes, state):
+    from sandbox_orch.doctor import runtime_state
+
+    assert runtime_state("runsc", runtimes).startswith(state)
+    isolation = isolation_of(dataclasses.replace(default_policy(), oci_runtime="runsc"), runtimes)
+    assert isolation.runnable == state.startswith("available")
