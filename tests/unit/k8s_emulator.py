@@ -1,11 +1,12 @@
 """The Kubernetes backend against kmock's in-process API *emulator* on loopback.
 
-The emulator stores what it is sent and serves it back; it runs nothing and checks
-nothing (no schema, no admission, no label selectors, no Job controller). So these tests
-prove the backend's plumbing through the official client (URLs, verbs, bodies, status
-handling, cleanup), not the cluster's semantics: `FakeKubelet` plays the Job controller
-and the kubelet, scripted per node (its exit code, OOM reason, log, or running until
-killed).
+The emulator stores what it is sent and serves it back (also as watch streams); it runs
+nothing and checks nothing (no schema, no admission, no label selectors, no Job
+controller). So these tests prove the backend's plumbing through the official client
+(URLs, verbs, bodies, status handling, watches, cleanup), not the cluster's semantics:
+`FakeKubelet` plays the Job controller and the kubelet, scripted per node (its exit code,
+OOM reason, log, or running until killed). It writes pods through the API, as a kubelet
+does, so the backend's pod watch sees them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ PODS = kmock.resource("v1/pods")
 JOBS = kmock.resource("batch/v1/jobs")
 SECRETS = kmock.resource("v1/secrets")
 POLICIES = kmock.resource("networking.k8s.io/v1/networkpolicies")
+POD_URL = f"/api/v1/namespaces/{NAMESPACE}/pods"
 SETTINGS = ClusterSettings(
     namespace=NAMESPACE,
     runtime_classes={"runc": None, "runsc": "gvisor"},
@@ -52,6 +54,7 @@ class FakeKubelet:
     """Makes each released (unsuspended) Job's pod, in the state its node's script says."""
 
     emulator: Any
+    api: Any  # an aiohttp session on the emulator: pods are written through the API
     scripts: dict[str, Script] = field(default_factory=dict)
     made: list[str] = field(default_factory=list)
     # Changes the pod's spec before it is stored (a mutating webhook), for read-back.
@@ -71,14 +74,20 @@ class FakeKubelet:
                 released = job["spec"].get("suspend") is False
                 if name not in self.made and released:
                     self.made.append(name)
-                    self._pod(name, job)
+                    await self._pod(name, job)
                 elif not released and f"{name}-x1" in pods:
                     # The Job controller deletes a suspended Job's pods: also one it made
                     # just before the suspension, which the backend's kill could not see.
-                    self.emulator.objects[PODS, NAMESPACE, f"{name}-x1"] = None
+                    await self._call("delete", f"{POD_URL}/{name}-x1")
             await asyncio.sleep(0.005)  # the emulated kubelet's own loop, not a test's wait
 
-    def _pod(self, job: str, body: dict[str, Any]) -> None:
+    async def _call(self, method: str, url: str, **kwargs: Any) -> None:
+        async with self.api.request(method, url, **kwargs) as response:
+            assert response.status < 300 or response.status == 404, await response.text()
+
+    async def _pod(self, job: str, body: dict[str, Any]) -> None:
+        """The Job's pod, as a kubelet moves it: Pending, then Running, then (unless it
+        runs until killed) terminated as scripted; each step a write the watch sees."""
         node = body["metadata"]["annotations"]["sandbox-orch.node"]
         script = self.scripts.get(node, Script())
         pod = f"{job}-x1"
@@ -86,29 +95,28 @@ class FakeKubelet:
         spec = dict(template["spec"])
         if self.mutate is not None:
             spec = self.mutate(spec)
-        if script.exit_code is None:
-            state: dict[str, Any] = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
-            phase = "Running"
-        else:
-            state = {
-                "terminated": {"exitCode": script.exit_code, "reason": script.reason or "Completed"}
-            }
-            phase = "Succeeded" if script.exit_code == 0 else "Failed"
         self.emulator[f"get /api/v1/namespaces/{NAMESPACE}/pods/{pod}/log"] << script.log
-        self.emulator.objects[PODS, NAMESPACE, pod] = {
+        labels = {**template["metadata"]["labels"], "job-name": job}
+        await self._call("post", POD_URL, json={
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {
-                "name": pod,
-                "namespace": NAMESPACE,
-                "labels": {**template["metadata"]["labels"], "job-name": job},
-            },
+            "metadata": {"name": pod, "namespace": NAMESPACE, "labels": labels},
             "spec": spec,
-            "status": {
-                "phase": phase,
-                "containerStatuses": [{"name": "node", "state": state}],
-            },
-        }
+            "status": {"phase": "Pending"},
+        })  # fmt: skip
+        running = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
+        await self._status(pod, "Running", running)
+        if script.exit_code is not None:
+            reason = script.reason or "Completed"
+            ended = {"terminated": {"exitCode": script.exit_code, "reason": reason}}
+            await self._status(pod, "Succeeded" if script.exit_code == 0 else "Failed", ended)
+
+    async def _status(self, pod: str, phase: str, state: dict[str, Any]) -> None:
+        status = {"phase": phase, "containerStatuses": [{"name": "node", "state": state}]}
+        await self._call(
+            "patch", f"{POD_URL}/{pod}", json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )  # fmt: skip
 
 
 def namespace_object(labels: dict[str, str]) -> dict[str, Any]:
@@ -137,7 +145,7 @@ async def emulated(
             }
         configuration = k8s.Configuration(host=str(server.url).rstrip("/"))
         cluster = Cluster(k8s.ApiClient(configuration), NAMESPACE)
-        kubelet = FakeKubelet(emulator, dict(scripts or {}))
+        kubelet = FakeKubelet(emulator, server.client, dict(scripts or {}))
         task = asyncio.ensure_future(kubelet.run())
         try:
             yield emulator, cluster, kubelet

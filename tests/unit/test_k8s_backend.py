@@ -78,12 +78,15 @@ def policy(tmp_path, monkeypatch):
     return make
 
 
-async def _run(policy, workflow, scripts, interrupt_when=None, mutate=None, settings=SETTINGS):
+async def _run(
+    policy, workflow, scripts, interrupt_when=None, mutate=None, settings=SETTINGS, resync=None
+):
     plan, sandboxes = admitted(textwrap.dedent(workflow), policy)
     async with emulated(scripts) as (emulator, cluster, kubelet):
         kubelet.mutate = mutate
         backend = await open_backend(settings, None, plan, sandboxes, cluster=cluster)
-        backend.poll = 0.05  # each request costs the emulator more than the last
+        if resync is not None:
+            backend.resync = resync
         interrupt = asyncio.Event()
         if interrupt_when is not None:
 
@@ -470,3 +473,83 @@ def test_no_kubeconfig_is_one_clear_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(ClusterError, match=r"no kubeconfig at ~/.kube/config"):
         asyncio.run(connect("ns"))
     assert capsys.readouterr().err == ""  # nothing of the client's own besides
+
+
+# --- waiting on the run's pod watch (podwatch.py) -------------------------------------
+
+
+def _pod_requests(emulator):
+    """(lists of one Job's pods, lists of the run's pods, watches of the run's pods)."""
+    pods = [r for r in list(emulator) if r.method == "GET" and str(r.url.path).endswith("/pods")]
+    selectors = [r.params.get("labelSelector", "") for r in pods]
+    watches = [r for r in pods if r.params.get("watch") == "true"]
+    one_job = [s for s in selectors if s.startswith("job-name=")]
+    run = [r for r in pods if r.params.get("labelSelector", "").startswith(RUN_LABEL)]
+    return one_job, [r for r in run if r not in watches], watches
+
+
+def test_emulator_a_run_waits_on_one_pod_watch_not_on_polling(policy):
+    # A quiet watch is trusted for a minute: only the watch can have ended these nodes.
+    report, _, emulator, _ = asyncio.run(_run(policy("runc"), WORKFLOW, SCRIPTS, resync=60))
+    nodes = report.results["nodes"]
+    assert [nodes[n]["status"] for n in ("ok", "fails", "oom", "slow", "after")] == [
+        "succeeded", "failed", "failed", "timed_out", "succeeded",
+    ]  # fmt: skip
+    one_job, run_lists, watches = _pod_requests(emulator)
+    assert len(run_lists) == 1 and len(watches) == 1  # one list, then one watch, per run
+    assert watches[0].params["labelSelector"] == f"{RUN_LABEL}=r-k8s-1"
+    assert len(one_job) <= 1  # the timed-out node's kill reads its pod once
+
+
+def _watch_replaced(monkeypatch, replacement):
+    from sandbox_orch.backend.kubernetes.client import Cluster
+
+    original = Cluster.watch
+    calls = []
+
+    def watch(self, kind, selector, version):
+        calls.append(version)
+        return replacement(original, self, kind, selector, version, len(calls))
+
+    monkeypatch.setattr(Cluster, "watch", watch)
+    return calls
+
+
+@pytest.mark.parametrize("how", ["fails", "stalls"])
+def test_emulator_a_broken_pod_watch_costs_time_never_a_node(policy, monkeypatch, how):
+    from sandbox_orch.backend.kubernetes.client import ClusterError
+
+    async def broken(original, cluster, kind, selector, version, call):
+        if how == "fails":
+            raise ClusterError("watch of pods: connection reset")
+        await asyncio.Event().wait()  # a stream that never sends a byte again
+        yield {}
+
+    calls = _watch_replaced(monkeypatch, broken)
+    report, left, emulator, _ = asyncio.run(_run(policy("runc"), WORKFLOW, SCRIPTS, resync=0.2))
+    nodes = report.results["nodes"]
+    assert nodes["ok"]["status"] == "succeeded" and nodes["ok"]["stdout_tail"] == "hi\n"
+    assert nodes["fails"]["exit_code"] == 3 and nodes["slow"]["status"] == "timed_out"
+    assert nodes["oom"]["reason"] == "killed: out of memory"
+    assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}
+    one_job, _, _ = _pod_requests(emulator)
+    assert one_job  # the nodes read their pods themselves
+    if how == "stalls":
+        assert len(calls) == 1
+    else:  # retried with a growing delay, never in a tight loop
+        assert 1 < len(calls) < 40
+
+
+def test_emulator_a_pod_watch_told_its_version_is_gone_lists_again(policy, monkeypatch):
+    async def gone_once(original, cluster, kind, selector, version, call):
+        if call == 1:
+            yield {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
+            return
+        async for event in original(cluster, kind, selector, version):
+            yield event
+
+    calls = _watch_replaced(monkeypatch, gone_once)
+    report, _, emulator, _ = asyncio.run(_run(policy("runc"), WORKFLOW, SCRIPTS, resync=60))
+    assert report.results["nodes"]["after"]["status"] == "succeeded"
+    _, run_lists, _ = _pod_requests(emulator)
+    assert len(calls) == 2 and len(run_lists) == 2  # listed again, then watched again

@@ -11,6 +11,7 @@ The backend (imported only by `--backend kubernetes`: it loads the official clie
 - backend.py: KubernetesBackend; client.py: the API calls (kubernetes.aio, JSON dicts);
 - pods.py, readback.py, checks.py: pure readings of pods, stored objects, namespaces;
 - opening.py: connect and check before a run (refusals exit 3), doctor's report.
+- podwatch.py: a run's pods as one watch keeps them (what waits wait on, not polls).
 """
 
 from .job import NodeAttempt, node_job

@@ -6,8 +6,9 @@
   that differs is deleted and SettingsDiffer raised. The run's deny-all NetworkPolicies
   are created before its first Job, and deleted by `close`.
 - start: releases the Job (`suspend: false`), then follows its pod's log into the sink.
-- wait: polls the pod until its container has terminated (exit code, OOMKilled), after
-  comparing the pod's spec with the Job's template once it exists.
+- wait: until its pod's container has terminated (exit code, OOMKilled), after comparing
+  the pod's spec with the Job's template once it exists. The pod's states come from one
+  watch per run (podwatch.py), not from polling each pod.
 - kill: suspends the Job (its controller then makes no new pod) and deletes the pod with
   no grace period (SIGKILL). remove: the Job (Foreground: its pods first) and its Secret.
 - labelled / remove_resource: the run's Jobs, Secrets ("container") and NetworkPolicies
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO, TypeVar
 
 from ...errors import InfrastructureError
@@ -45,11 +46,11 @@ from .labels import label_value
 from .names import secret_name
 from .network import run_network_policies
 from .pods import KILLED_EXIT, exit_status, has_output, job_pods
+from .podwatch import RESYNC, PodWatch
 from .readback import job_differs, pod_differs
 from .settings import ClusterSettings, pinned_image
 
 T = TypeVar("T")
-POLL = 0.5  # seconds between reads of a pod's state
 LOG_DRAIN = 30.0  # seconds the log may lag its container's end before it is dropped
 # What `labelled` lists for each kind, and the id prefix of each.
 LISTED: dict[ResourceKind, tuple[str, ...]] = {
@@ -63,10 +64,12 @@ NOT_HERE = "the Kubernetes backend does not do {} yet (see the README)"
 class KubernetesBackend(Backend):
     holds_containers = False  # nothing is prepared ahead of time on a cluster (yet)
 
-    def __init__(self, cluster: Cluster, settings: ClusterSettings, poll: float = POLL) -> None:
+    def __init__(self, cluster: Cluster, settings: ClusterSettings, resync: float = RESYNC) -> None:
         self.cluster = cluster
         self.settings = settings
-        self.poll = poll
+        self.resync = resync  # seconds a wait trusts the run's pod watch (podwatch.py)
+        self._watches: dict[str, PodWatch] = {}  # by run id
+        self._watch_of: dict[str, PodWatch] = {}  # by Job name
         self._jobs: dict[str, dict[str, Any]] = {}  # name -> the Job as asked
         self._logs: dict[str, asyncio.Task[None]] = {}
         self._killed: set[str] = set()
@@ -85,6 +88,7 @@ class KubernetesBackend(Backend):
         job["spec"]["suspend"] = True  # no pod until `start`
         name = job["metadata"]["name"]
         await self._network_policies(attempt)
+        self._watch_of[name] = self._run_watch(attempt.run_id)
         secret = _secret(job, {k: spec.env[k] for k in sandbox.secrets})
         await self.cluster.create(secret)
         try:
@@ -107,6 +111,15 @@ class KubernetesBackend(Backend):
         if spec.mounts or spec.volumes:
             raise BackendError(NOT_HERE.format("mounts, egress or artifacts"))
         return spec.origin
+
+    def _run_watch(self, run_id: str) -> PodWatch:
+        """The run's pod watch, started with its first Job (its list sees any pod)."""
+        watch = self._watches.get(run_id)
+        if watch is None:
+            watch = PodWatch(self.cluster, f"{RUN_LABEL}={label_value(run_id)}", self.resync)
+            self._watches[run_id] = watch
+            watch.start()
+        return watch
 
     async def _network_policies(self, attempt: NodeAttempt) -> None:
         """The run's deny-all policies, once per run, before its first pod can exist."""
@@ -135,19 +148,30 @@ class KubernetesBackend(Backend):
             self._logs[container_id] = asyncio.ensure_future(self._follow(container_id, sink))
 
     async def _pod(self, job: str) -> dict[str, Any] | None:
+        """The job's pod as the cluster has it now (one list call)."""
         pods = job_pods(await self.cluster.listed("Pod", f"job-name={job}"), job)
         return pods[0] if pods else None
+
+    async def _states(self, job: str) -> AsyncIterator[dict[str, Any] | None]:
+        """The job's pod (None while there is none), again after each change the run's
+        watch sees; read from the cluster itself when the watch was quiet for `resync`."""
+        watch = self._watch_of[job]
+        while True:
+            seen = watch.generation
+            pods = watch.pods_of(job)
+            yield pods[0] if pods else None
+            if not await watch.changed(seen):
+                yield await self._pod(job)
 
     async def _follow(self, job: str, sink: OutputSink) -> None:
         """The node's log into the sink (its caps are the sink's, as on Docker). A
         cluster's log is one stream: stderr arrives merged into stdout."""
-        while True:
-            pod = await self._pod(job)
-            if pod is not None and has_output(pod):
-                break
-            if job in self._killed:
-                return
-            await asyncio.sleep(self.poll)
+        async with contextlib.aclosing(self._states(job)) as states:
+            async for pod in states:
+                if pod is not None and has_output(pod):
+                    break
+                if job in self._killed:
+                    return
         async for chunk in self.cluster.log(pod["metadata"]["name"], CONTAINER):
             sink.write("stdout", chunk)
 
@@ -162,16 +186,16 @@ class KubernetesBackend(Backend):
         return status
 
     async def _ended(self, job: str) -> ExitStatus:
-        while True:
-            pod = await self._pod(job)
-            if pod is not None and job not in self._checked:
-                await self._read_back(job, pod)
-            status = exit_status(pod) if pod is not None else None
-            if status is not None:
-                return status
-            if job in self._killed and (pod is None or _deleting(pod)):
-                return ExitStatus(KILLED_EXIT)
-            await asyncio.sleep(self.poll)
+        async with contextlib.aclosing(self._states(job)) as states:
+            async for pod in states:
+                if pod is not None and job not in self._checked:
+                    await self._read_back(job, pod)
+                status = exit_status(pod) if pod is not None else None
+                if status is not None:
+                    return status
+                if job in self._killed and (pod is None or _deleting(pod)):
+                    return ExitStatus(KILLED_EXIT)
+        raise AssertionError("a pod's states never end")  # pragma: no cover
 
     async def _read_back(self, job: str, pod: dict[str, Any]) -> None:
         self._checked.add(job)
@@ -197,6 +221,7 @@ class KubernetesBackend(Backend):
         await self.cluster.delete("Job", container_id, foreground=True)
         await self.cluster.delete("Secret", secret_name(container_id))
         self._jobs.pop(container_id, None)
+        self._watch_of.pop(container_id, None)
         self._killed.discard(container_id)
         self._checked.discard(container_id)
 
@@ -270,6 +295,8 @@ class KubernetesBackend(Backend):
         """Delete the run's NetworkPolicies (after its Jobs: the runner removed those)."""
         failed = []
         try:
+            for watch in self._watches.values():
+                await watch.close()
             await asyncio.gather(*self._policies.values(), return_exceptions=True)
             for name in list(self._policy_names):
                 try:

@@ -31,6 +31,7 @@ KINDS = {
 }
 REQUEST_TIMEOUT = 60.0  # seconds, for every call but a followed log
 MAX_RESPONSE = 64 * 1024**2  # bytes of one JSON answer (a list of a namespace's objects)
+WATCH_SECONDS = 300  # the API server ends a watch after this; the watcher starts another
 
 
 class ClusterError(BackendError):
@@ -119,11 +120,44 @@ class Cluster:
         )
 
     async def listed(self, kind: str, selector: str) -> list[dict[str, Any]]:
+        return (await self.listing(kind, selector))[0]
+
+    async def listing(self, kind: str, selector: str) -> tuple[list[dict[str, Any]], str | None]:
+        """The objects and the list's resourceVersion (where a watch of it starts)."""
         found = await self._json(
             self._method("list", kind)(self.namespace, label_selector=selector),
             f"list {kind} ({selector})",
         )
-        return list((found or {}).get("items") or [])
+        version = ((found or {}).get("metadata") or {}).get("resourceVersion")
+        return list((found or {}).get("items") or []), version if isinstance(version, str) else None
+
+    async def watch(
+        self, kind: str, selector: str, version: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The changes to `kind`'s objects after `version`, as the API server sends them
+        (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR), until it ends the stream (it does
+        after WATCH_SECONDS). One event per line, each line bounded."""
+        what = f"watch {kind} ({selector})"
+        try:
+            response = await self._method("list", kind)(
+                self.namespace,
+                label_selector=selector,
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS,
+                _request_timeout=None,
+            )
+            async with response:
+                if response.status != 200:
+                    body = await response.content.read(4096)
+                    raise ClusterError(f"{what}: {response.status} {_message(body)}")
+                while line := await response.content.readline():
+                    if line.strip():
+                        yield _event(line, what)
+        except (aiohttp.ClientError, OSError, ValueError) as error:
+            # ValueError: aiohttp's "Line is too long" (no object of ours is near it)
+            raise ClusterError(f"{what}: {error}") from None
 
     async def log(self, pod: str, container: str) -> AsyncIterator[bytes]:
         """A container's log, followed until it exits (as the API server sends it)."""
@@ -150,6 +184,16 @@ class Cluster:
 
     async def close(self) -> None:
         await self.api.close()
+
+
+def _event(line: bytes, what: str) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise ClusterError(f"{what}: an event that is not JSON") from None
+    if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+        raise ClusterError(f"{what}: an event without an object")
+    return event
 
 
 def _message(body: bytes) -> str:
