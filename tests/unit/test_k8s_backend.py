@@ -475,6 +475,40 @@ def test_no_kubeconfig_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == ""  # nothing of the client's own besides
 
 
+def test_emulator_every_call_carries_the_kubeconfig_token(tmp_path, monkeypatch):
+    """Calls go by path through the client's ApiClient: its authentication still applies
+    to each of them (a token user, here), as it did through the generated API classes."""
+    from sandbox_orch.backend.kubernetes.client import connect
+
+    token = "k8s-unit-token-5c4b3a"
+
+    async def scenario():
+        async with emulated() as (emulator, _, _):
+            server = emulator.servers[0]
+            config = tmp_path / "config"
+            config.write_text(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                f"clusters: [{{name: k, cluster: {{server: '{server.url}'}}}}]\n"
+                "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+                f"users: [{{name: u, user: {{token: {token}}}}}]\n"
+            )
+            monkeypatch.setenv("KUBECONFIG", str(config))
+            cluster = await connect("so-test")
+            try:
+                await cluster.namespace_object()
+                await cluster.listing("Pod", "a=b")
+                await cluster.delete("Pod", "gone-x1")
+            finally:
+                await cluster.close()
+            return [r for r in list(emulator) if r.headers.get("User-Agent") != "kmock"]
+
+    requests = asyncio.run(scenario())
+    assert len(requests) >= 3
+    assert all(r.headers.get("Authorization") == f"Bearer {token}" for r in requests)
+    assert [str(r.url.path) for r in requests][-1] == "/api/v1/namespaces/so-test/pods/gone-x1"
+    assert requests[-1].params.get("gracePeriodSeconds") == "0"
+
+
 # --- waiting on the run's pod watch (podwatch.py) -------------------------------------
 
 

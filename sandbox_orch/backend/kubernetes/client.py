@@ -1,9 +1,12 @@
 """The cluster's API through the official client's asyncio API (`kubernetes.aio`).
 
 JSON in, JSON out: the manifests are plain dicts (job.py) and so are the objects read back
-(readback.py compares dicts), so the client's models are never used; each call is the
-generated method's `_without_preload_content` form and its status is checked here. A 404
-is `None` (or nothing, for a delete): gone is not an error for a removal.
+(readback.py compares dicts), so the client's models are never used. Each call goes by its
+path through the client's ApiClient (its kubeconfig, authentication and TLS), not through
+the generated API classes: importing CoreV1Api and the others loads every model they
+name, 3 of the 4 seconds `run --backend kubernetes` took to fail on an unreachable
+cluster. Each answer's status is checked here; a 404 is `None` (or nothing, for a
+delete): gone is not an error for a removal.
 
 Imported only by `--backend kubernetes` (the client takes ~0.5 s to import).
 """
@@ -15,22 +18,26 @@ import json
 import os
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
-from kubernetes.aio import client as k8s
 from kubernetes.aio import config as k8s_config
+from kubernetes.aio.client.api_client import ApiClient
+from kubernetes.aio.client.configuration import Configuration
 
 from ..base import BackendError
 
-# kind -> (API attribute, method suffix): `create_namespaced_job_without_preload_content`...
+# kind -> the path of its objects in a namespace
 KINDS = {
-    "Job": ("batch", "namespaced_job"),
-    "Secret": ("core", "namespaced_secret"),
-    "NetworkPolicy": ("networking", "namespaced_network_policy"),
-    "Pod": ("core", "namespaced_pod"),
+    "Job": "/apis/batch/v1/namespaces/{namespace}/jobs",
+    "Secret": "/api/v1/namespaces/{namespace}/secrets",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
+    "Pod": "/api/v1/namespaces/{namespace}/pods",
 }
+Query = list[tuple[str, Any]]
 REQUEST_TIMEOUT = 60.0  # seconds, for every call but a followed log
 MAX_RESPONSE = 64 * 1024**2  # bytes of one JSON answer (a list of a namespace's objects)
+MERGE_PATCH = "application/merge-patch+json"
 WATCH_SECONDS = 300  # the API server ends a watch after this; the watcher starts another
 
 
@@ -40,7 +47,7 @@ class ClusterError(BackendError):
 
 async def connect(namespace: str, context: str | None = None) -> Cluster:
     """A client for `context` of the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-    configuration = k8s.Configuration()
+    configuration = Configuration()
     # $KUBECONFIG as it is now (the client reads it once, when imported).
     path = os.environ.get("KUBECONFIG") or None
     paths = (path or "~/.kube/config").split(os.pathsep)
@@ -54,21 +61,44 @@ async def connect(namespace: str, context: str | None = None) -> Cluster:
         )
     except (k8s_config.ConfigException, OSError, ValueError) as error:
         raise ClusterError(f"no usable kubeconfig ({error})") from None
-    return Cluster(k8s.ApiClient(configuration), namespace)
+    return Cluster(ApiClient(configuration), namespace)
 
 
 class Cluster:
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+    def __init__(self, api: ApiClient, namespace: str) -> None:
         self.api = api
         self.namespace = namespace
-        self.core = k8s.CoreV1Api(api)
-        self.batch = k8s.BatchV1Api(api)
-        self.networking = k8s.NetworkingV1Api(api)
-        self.node = k8s.NodeV1Api(api)
 
-    def _method(self, verb: str, kind: str) -> Any:
-        group, suffix = KINDS[kind]
-        return getattr(getattr(self, group), f"{verb}_{suffix}_without_preload_content")
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        query: Query | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = REQUEST_TIMEOUT,
+    ) -> aiohttp.ClientResponse:
+        """One call by path (`{namespace}` filled in), authenticated as the kubeconfig
+        says; the raw response, for the caller to check and read."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        serialized = await self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            path_params={"namespace": self.namespace},
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        answer = await self.api.call_api(
+            *serialized, _preload_content=False, _request_timeout=timeout
+        )
+        return answer.response
+
+    def _path(self, kind: str, name: str | None = None) -> str:
+        return KINDS[kind] + (f"/{_segment(name)}" if name is not None else "")
 
     async def _json(self, call: Awaitable[aiohttp.ClientResponse], what: str) -> Any:
         """The answer's JSON; None for a 404; ClusterError for any other failure."""
@@ -93,30 +123,26 @@ class Cluster:
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         kind, name = body["kind"], body["metadata"]["name"]
         created = await self._json(
-            self._method("create", kind)(self.namespace, body), f"create {kind} {name}"
+            self._request("POST", self._path(kind), body=body), f"create {kind} {name}"
         )
         if created is None:
             raise ClusterError(f"create {kind} {name}: 404 (does the namespace exist?)")
         return dict(created)
 
     async def read(self, kind: str, name: str) -> dict[str, Any] | None:
-        return await self._json(
-            self._method("read", kind)(name, self.namespace), f"read {kind} {name}"
-        )
+        return await self._json(self._request("GET", self._path(kind, name)), f"read {kind} {name}")
 
     async def patch(self, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        call = self._method("patch", kind)(
-            name, self.namespace, body, _content_type="application/merge-patch+json"
-        )
+        call = self._request("PATCH", self._path(kind, name), body=body, content_type=MERGE_PATCH)
         return await self._json(call, f"patch {kind} {name}")
 
     async def delete(self, kind: str, name: str, foreground: bool = False) -> None:
         """Delete (gone already is fine); a Job's pods go with it (Foreground)."""
-        extra: dict[str, Any] = {"propagation_policy": "Foreground"} if foreground else {}
+        query: Query = [("propagationPolicy", "Foreground")] if foreground else []
         if kind == "Pod":
-            extra["grace_period_seconds"] = 0  # SIGKILL, as a kill on Docker
+            query.append(("gracePeriodSeconds", 0))  # SIGKILL, as a kill on Docker
         await self._json(
-            self._method("delete", kind)(name, self.namespace, **extra), f"delete {kind} {name}"
+            self._request("DELETE", self._path(kind, name), query), f"delete {kind} {name}"
         )
 
     async def listed(self, kind: str, selector: str) -> list[dict[str, Any]]:
@@ -125,7 +151,7 @@ class Cluster:
     async def listing(self, kind: str, selector: str) -> tuple[list[dict[str, Any]], str | None]:
         """The objects and the list's resourceVersion (where a watch of it starts)."""
         found = await self._json(
-            self._method("list", kind)(self.namespace, label_selector=selector),
+            self._request("GET", self._path(kind), [("labelSelector", selector)]),
             f"list {kind} ({selector})",
         )
         version = ((found or {}).get("metadata") or {}).get("resourceVersion")
@@ -139,15 +165,15 @@ class Cluster:
         after WATCH_SECONDS). One event per line, each line bounded."""
         what = f"watch {kind} ({selector})"
         try:
-            response = await self._method("list", kind)(
-                self.namespace,
-                label_selector=selector,
-                watch=True,
-                resource_version=version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_SECONDS,
-                _request_timeout=None,
-            )
+            query: Query = [
+                ("labelSelector", selector),
+                ("watch", "true"),
+                ("allowWatchBookmarks", "true"),
+                ("timeoutSeconds", WATCH_SECONDS),
+            ]
+            if version is not None:
+                query.append(("resourceVersion", version))
+            response = await self._request("GET", self._path(kind), query, timeout=None)
             async with response:
                 if response.status != 200:
                     body = await response.content.read(4096)
@@ -162,9 +188,9 @@ class Cluster:
     async def log(self, pod: str, container: str) -> AsyncIterator[bytes]:
         """A container's log, followed until it exits (as the API server sends it)."""
         try:
-            response = await self.core.read_namespaced_pod_log_without_preload_content(
-                pod, self.namespace, container=container, follow=True, _request_timeout=None
-            )
+            query: Query = [("container", container), ("follow", "true")]
+            path = f"{self._path('Pod', pod)}/log"
+            response = await self._request("GET", path, query, timeout=None)
             async with response:
                 if response.status != 200:
                     body = await response.content.read(4096)
@@ -175,15 +201,20 @@ class Cluster:
             raise ClusterError(f"log of pod {pod}: {error}") from None
 
     async def namespace_object(self) -> dict[str, Any] | None:
-        call = self.core.read_namespace_without_preload_content(self.namespace)
+        call = self._request("GET", "/api/v1/namespaces/{namespace}")
         return await self._json(call, f"read namespace {self.namespace}")
 
     async def runtime_class(self, name: str) -> dict[str, Any] | None:
-        call = self.node.read_runtime_class_without_preload_content(name)
+        call = self._request("GET", f"/apis/node.k8s.io/v1/runtimeclasses/{_segment(name)}")
         return await self._json(call, f"read RuntimeClass {name}")
 
     async def close(self) -> None:
         await self.api.close()
+
+
+def _segment(name: str) -> str:
+    """A name as one path segment (names are DNS labels; this makes sure of it)."""
+    return quote(name, safe="")
 
 
 def _event(line: bytes, what: str) -> dict[str, Any]:
