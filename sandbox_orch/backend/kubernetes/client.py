@@ -5,6 +5,9 @@ JSON in, JSON out: the manifests are plain dicts (job.py) and so are the objects
 generated method's `_without_preload_content` form and its status is checked here. A 404
 is `None` (or nothing, for a delete): gone is not an error for a removal.
 
+Commands in a pod (`exec`) go over a websocket (podexec.py), through the client's
+WsApiClient made from the same Configuration when first needed.
+
 Imported only by `--backend kubernetes` (the client takes ~0.5 s to import).
 """
 
@@ -13,14 +16,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 from kubernetes.aio import client as k8s
 from kubernetes.aio import config as k8s_config
+from kubernetes.aio.stream import WsApiClient
 
 from ..base import BackendError
+from .podexec import Ran, pod_exec
+
+T = TypeVar("T")
 
 # kind -> (API attribute, method suffix): `create_namespaced_job_without_preload_content`...
 KINDS = {
@@ -31,6 +38,11 @@ KINDS = {
 }
 REQUEST_TIMEOUT = 60.0  # seconds, for every call but a followed log
 MAX_RESPONSE = 64 * 1024**2  # bytes of one JSON answer (a list of a namespace's objects)
+# Seconds between pings on an exec's websocket: a dead server (a half-open connection) is
+# noticed instead of waited on forever. The answer must come within half of it, and it
+# is not read while the consumer of a command's output is behind (the socket is paused):
+# a consumer stalled that long ends the command with an error, not a hang.
+HEARTBEAT = 60.0
 
 
 class ClusterError(BackendError):
@@ -57,9 +69,14 @@ async def connect(namespace: str, context: str | None = None) -> Cluster:
 
 
 class Cluster:
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+    def __init__(
+        self, api: k8s.ApiClient, namespace: str, ws_api: WsApiClient | None = None
+    ) -> None:
+        """`ws_api`: the websocket client for exec (tests point it elsewhere); by default
+        one made from `api`'s Configuration when first needed."""
         self.api = api
         self.namespace = namespace
+        self._ws_api = ws_api
         self.core = k8s.CoreV1Api(api)
         self.batch = k8s.BatchV1Api(api)
         self.networking = k8s.NetworkingV1Api(api)
@@ -148,8 +165,31 @@ class Cluster:
         call = self.node.read_runtime_class_without_preload_content(name)
         return await self._json(call, f"read RuntimeClass {name}")
 
+    @property
+    def ws_api(self) -> WsApiClient:
+        if self._ws_api is None:
+            self._ws_api = WsApiClient(self.api.configuration, heartbeat=HEARTBEAT)
+        return self._ws_api
+
+    async def exec(
+        self,
+        pod: str,
+        container: str,
+        argv: list[str],
+        consume: Callable[[BinaryIO], T],
+        stdin: AsyncIterator[bytes] | None = None,
+    ) -> Ran[T]:
+        """`argv` in a container of a pod of the namespace (podexec.py)."""
+        return await pod_exec(
+            self.ws_api, self.namespace, pod, container, argv, consume=consume, stdin=stdin
+        )
+
     async def close(self) -> None:
-        await self.api.close()
+        try:
+            await self.api.close()
+        finally:
+            if self._ws_api is not None:
+                await self._ws_api.close()
 
 
 def _message(body: bytes) -> str:
