@@ -1,14 +1,17 @@
-"""Commands in a pod over the exec API (podexec.py) against an *emulated* exec
-endpoint (k8s_exec_server.py: the API server's websocket protocol on loopback, each
-command a real local subprocess): every test name says so."""
+"""Commands in a pod over the exec API (podexec.py, and the backend's run_in/export)
+against an *emulated* exec endpoint (k8s_exec_server.py: the API server's websocket
+protocol on loopback, each command a real local subprocess): every test name says so.
+The backend's tests add kmock's API emulator (k8s_emulator.py) for the Job's pod."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import os
+import sys
 import tarfile
 import threading
 import time
@@ -18,11 +21,13 @@ import pytest
 from kubernetes.aio import client as k8s
 from kubernetes.aio.stream import WsApiClient
 
+from sandbox_orch.artifacts.copy import Budget, extract
 from sandbox_orch.backend.base import BackendError
 from sandbox_orch.backend.kubernetes import podexec
+from sandbox_orch.backend.kubernetes.backend import KubernetesBackend, archive_argv
 from sandbox_orch.backend.kubernetes.podexec import STDERR_CAP, exit_code, pod_exec
 
-from .k8s_emulator import NAMESPACE
+from .k8s_emulator import NAMESPACE, PODS, SETTINGS, emulated
 from .k8s_exec_server import V4, V5, ExecServer, internal_error, non_zero, success
 
 
@@ -320,3 +325,119 @@ def test_status_message_is_one_bounded_line():
         exit_code(json.dumps(status).encode(), "exec")
     message = str(raised.value)
     assert "line one line two" in message and "\n" not in message and len(message) < 700
+
+
+# --- the backend: run_in and export on a Job's pod ----------------------------------
+
+JOB = "so-r-k8s-1-node-a1"
+
+
+@contextlib.asynccontextmanager
+async def backend_on(server: ExecServer):
+    """The backend on kmock's emulator (the Job's pod) and the emulated exec endpoint."""
+    async with server.serving(), emulated(ws_api=server.ws_api()) as (emulator, cluster, _):
+        emulator.objects[PODS, NAMESPACE, f"{JOB}-x1"] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{JOB}-x1", "namespace": NAMESPACE,
+                         "labels": {"job-name": JOB}},
+            "status": {"phase": "Running"},
+        }  # fmt: skip
+        yield KubernetesBackend(cluster, SETTINGS), cluster
+
+
+def test_emulated_exec_endpoint_backend_run_in_on_the_jobs_pod(tmp_path):
+    server = ExecServer(tmp_path)
+
+    async def scenario():
+        async with backend_on(server) as (backend, cluster):
+            done = await backend.run_in(JOB, ["sh", "-c", "echo hi; exit 5"])
+            other = await backend.run_in(JOB, ["true"], container="holder")
+            with pytest.raises(BackendError, match="printed more than"):
+                await backend.run_in(JOB, ["head", "-c", "3000000", "/dev/zero"])
+            with pytest.raises(BackendError, match="no pod"):
+                await backend.run_in("so-other-job", ["true"])
+            ws_api = cluster.ws_api
+        return done, other, ws_api
+
+    done, other, ws_api = asyncio.run(scenario())
+    assert done == (5, b"hi\n") and other == (0, b"")
+    assert [(e.pod, e.container) for e in server.exchanges[:2]] == [
+        (f"{JOB}-x1", "node"),
+        (f"{JOB}-x1", "holder"),
+    ]
+    assert ws_api.rest_client.pool_manager.closed  # the cluster's close closed it
+
+
+def _export(server, path, target, budget=None):
+    async def scenario():
+        async with backend_on(server) as (backend, _):
+            return await backend.export(JOB, str(path), lambda s: extract(s, target, budget))
+
+    return asyncio.run(scenario())
+
+
+def test_emulated_exec_endpoint_backend_export_through_the_safe_extract(tmp_path):
+    source = tmp_path / "held" / "art"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_bytes(b"alpha\n")
+    (source / "sub" / "b.bin").write_bytes(os.urandom(200_000))
+    (source / "link").symlink_to("/etc/passwd")  # the node's: refused by extract
+    target = tmp_path / "host" / "art"
+    server = ExecServer(tmp_path)
+    found = _export(server, source, target)
+    assert server.exchanges[0].command == ["tar", "-C", str(source.parent), "-cf", "-", "--", "art"]
+    assert found.complete and found.files == 2
+    assert (target / "a.txt").read_bytes() == b"alpha\n"
+    assert (target / "sub" / "b.bin").read_bytes() == (source / "sub" / "b.bin").read_bytes()
+    assert not (target / "link").exists() and not (target / "link").is_symlink()
+    assert found.refused == [
+        "link: a symlink to '/etc/passwd', refused (only files and directories)"
+    ]
+
+
+def test_emulated_exec_endpoint_backend_export_stops_at_the_budget(tmp_path):
+    source = tmp_path / "held" / "art"
+    source.mkdir(parents=True)
+    (source / "big").write_bytes(b"\0" * 3_000_000)
+    found = _export(ExecServer(tmp_path), source, tmp_path / "host", Budget(1_000_000, 10))
+    assert not found.complete and "big" in found.stopped
+    assert not (tmp_path / "host" / "big").exists()
+
+
+HOSTILE_TAR = """\
+import io, sys, tarfile
+out = tarfile.open(fileobj=sys.stdout.buffer, mode="w|")
+for name in ("../escape.txt", "/abs.txt", "art/../../up.txt", "art/ok.txt"):
+    info = tarfile.TarInfo(name)
+    info.size = 3
+    out.addfile(info, io.BytesIO(b"bad"))
+out.close()
+"""
+
+
+def test_emulated_exec_endpoint_backend_export_refuses_a_hostile_pods_archive(tmp_path):
+    """The pod's own `tar` is the node's to replace: its archive goes through extract."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tar"
+    fake.write_text(f"#!{sys.executable}\n{HOSTILE_TAR}")
+    fake.chmod(0o755)
+    server = ExecServer(tmp_path, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    target = tmp_path / "host" / "in" / "art"
+    found = _export(server, "/held/art", target)
+    assert [p.name for p in target.iterdir()] == ["ok.txt"]
+    assert not (tmp_path / "host" / "in" / "escape.txt").exists()
+    assert not (tmp_path / "host" / "up.txt").exists() and not (tmp_path / "abs.txt").exists()
+    assert len(found.refused) == 3 and all("outside the artifact" in r for r in found.refused)
+
+
+def test_emulated_exec_endpoint_backend_export_of_a_missing_path_is_an_error(tmp_path):
+    with pytest.raises(BackendError, match=r"tar of .*/nothing-here in .* exited 2: .*No such"):
+        _export(ExecServer(tmp_path), tmp_path / "nothing-here", tmp_path / "host")
+
+
+@pytest.mark.parametrize("path", ["relative/art", "/held/../etc", "/", "/held/."])
+def test_export_paths_that_are_not_plain_absolute_are_refused(path):
+    with pytest.raises(BackendError, match="not a path to export"):
+        archive_argv(path)
