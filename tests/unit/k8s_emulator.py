@@ -20,6 +20,7 @@ from typing import Any
 
 import kmock
 from kubernetes.aio import client as k8s
+from kubernetes.aio.stream import WsApiClient
 
 from sandbox_orch.backend.kubernetes.client import Cluster
 from sandbox_orch.backend.kubernetes.settings import ClusterSettings
@@ -132,8 +133,10 @@ async def emulated(
     scripts: dict[str, Script] | None = None,
     namespace_labels: dict[str, str] | None = None,
     runtime_classes: tuple[str, ...] = ("gvisor",),
+    ws_api: WsApiClient | None = None,
 ) -> AsyncIterator[tuple[Any, Cluster, FakeKubelet]]:
-    """The emulator on loopback, a client for it, and its scripted kubelet running."""
+    """The emulator on loopback, a client for it, and its scripted kubelet running.
+    kmock has no websockets: `ws_api` points exec elsewhere (k8s_exec_server.py)."""
     async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
         labels = RESTRICTED if namespace_labels is None else namespace_labels
         # The emulator reads /api/v1/namespaces/NAME as a namespaced list: served here.
@@ -144,7 +147,7 @@ async def emulated(
                 "handler": "runsc",
             }
         configuration = k8s.Configuration(host=str(server.url).rstrip("/"))
-        cluster = Cluster(k8s.ApiClient(configuration), NAMESPACE)
+        cluster = Cluster(k8s.ApiClient(configuration), NAMESPACE, ws_api)
         kubelet = FakeKubelet(emulator, server.client, dict(scripts or {}))
         task = asyncio.ensure_future(kubelet.run())
         try:

@@ -9,6 +9,7 @@
 
 The backend (imported only by `--backend kubernetes`: it loads the official client):
 - backend.py: KubernetesBackend; client.py: the API calls (kubernetes.aio, JSON dicts);
+- podexec.py: a command in a pod over the exec API's websocket (run_in, export);
 - pods.py, readback.py, checks.py: pure readings of pods, stored objects, namespaces;
 - opening.py: connect and check before a run (refusals exit 3), doctor's report.
 - podwatch.py: a run's pods as one watch keeps them (what waits wait on, not polls).

@@ -13,6 +13,11 @@
   no grace period (SIGKILL). remove: the Job (Foreground: its pods first) and its Secret.
 - labelled / remove_resource: the run's Jobs, Secrets ("container") and NetworkPolicies
   ("network"), with their annotations as labels (the owner is only an annotation).
+- run_in / export: a command in a container (the node's by default) of the Job's pod,
+  over the API server's exec endpoint (podexec.py). run_in: its exit code and stdout (at
+  most RUN_IN_CAP bytes); export: `tar` in the container writes the path's archive, named
+  from its last component as Docker's archive API does, and `consume` reads it as it
+  comes (the artifacts' `extract` applies its rules to it). Volumes are not here yet.
 
 A container id here is the Job's name. The client is client.py (the official one).
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import posixpath
 from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO, TypeVar
 
@@ -45,6 +51,7 @@ from .job import CONTAINER, NodeAttempt, node_job
 from .labels import label_value
 from .names import secret_name
 from .network import run_network_policies
+from .podexec import Ran
 from .pods import KILLED_EXIT, exit_status, has_output, job_pods
 from .podwatch import RESYNC, PodWatch
 from .readback import job_differs, pod_differs
@@ -52,6 +59,7 @@ from .settings import ClusterSettings, pinned_image
 
 T = TypeVar("T")
 LOG_DRAIN = 30.0  # seconds the log may lag its container's end before it is dropped
+RUN_IN_CAP = 1 << 20  # bytes of a `run_in` command's stdout
 # What `labelled` lists for each kind, and the id prefix of each.
 LISTED: dict[ResourceKind, tuple[str, ...]] = {
     "container": ("Job", "Secret"),
@@ -285,11 +293,40 @@ class KubernetesBackend(Backend):
     async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
         raise BackendError(NOT_HERE.format("artifacts"))
 
-    async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
-        raise BackendError(NOT_HERE.format("commands over the exec API"))
+    # --- commands in a pod (the exec API) ---------------------------------------------
 
-    async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
-        raise BackendError(NOT_HERE.format("copies over the exec API"))
+    async def run_in(
+        self, container_id: str, argv: list[str], container: str = CONTAINER
+    ) -> tuple[int, bytes]:
+        """(exit code, stdout); more than RUN_IN_CAP bytes of stdout is an error."""
+        ran = await self._exec(container_id, container, argv, lambda s: s.read(RUN_IN_CAP + 1))
+        if len(ran.value) > RUN_IN_CAP or ran.code is None:
+            raise BackendError(f"{argv[0]} in {container_id} printed more than {RUN_IN_CAP} bytes")
+        return ran.code, ran.value
+
+    async def export(
+        self,
+        container_id: str,
+        path: str,
+        consume: Callable[[BinaryIO], T],
+        container: str = CONTAINER,
+    ) -> T:
+        """`path`'s tar stream to `consume`. A consumer that stops early (past its budget)
+        gets its way: the rest is not read. A tar that fails is an error, even if its
+        archive was read whole (a file it could not read is missing from it)."""
+        ran = await self._exec(container_id, container, archive_argv(path), consume)
+        if ran.code not in (0, None):
+            said = " ".join(ran.stderr.decode("utf-8", "replace").split())[-300:]
+            raise BackendError(f"tar of {path} in {container_id} exited {ran.code}: {said}")
+        return ran.value
+
+    async def _exec(
+        self, job: str, container: str, argv: list[str], consume: Callable[[BinaryIO], T]
+    ) -> Ran[T]:
+        pod = await self._pod(job)
+        if pod is None:
+            raise BackendError(f"Job {job} has no pod to run {argv[0]} in")
+        return await self.cluster.exec(pod["metadata"]["name"], container, argv, consume)
 
     async def close(self) -> None:
         """Delete the run's NetworkPolicies (after its Jobs: the runner removed those)."""
@@ -311,6 +348,15 @@ class KubernetesBackend(Backend):
 
 
 RUNTIME_ARGS = "sandbox-orch.runtime-args"
+
+
+def archive_argv(path: str) -> list[str]:
+    """`tar` writing `path` (absolute, no `..`) to stdout, its entries named from the
+    path's last component (as Docker's archive API names them: `extract` expects it)."""
+    parent, name = posixpath.split(path.rstrip("/"))
+    if not path.startswith("/") or ".." in path.split("/") or name in ("", "."):
+        raise BackendError(f"not a path to export: {path!r}")
+    return ["tar", "-C", parent or "/", "-cf", "-", "--", name]
 
 
 def _deleting(pod: dict[str, Any]) -> bool:

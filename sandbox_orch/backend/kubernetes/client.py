@@ -2,11 +2,14 @@
 
 JSON in, JSON out: the manifests are plain dicts (job.py) and so are the objects read back
 (readback.py compares dicts), so the client's models are never used. Each call goes by its
-path through the client's ApiClient (its kubeconfig, authentication and TLS), not through
-the generated API classes: importing CoreV1Api and the others loads every model they
-name, 3 of the 4 seconds `run --backend kubernetes` took to fail on an unreachable
-cluster. Each answer's status is checked here; a 404 is `None` (or nothing, for a
-delete): gone is not an error for a removal.
+path through the client's ApiClient (apicall.py), not through the generated API classes:
+importing CoreV1Api and the others loads every model they name, 3 of the 4 seconds `run
+--backend kubernetes` took to fail on an unreachable cluster. Each answer's status is
+checked here; a 404 is `None` (or nothing, for a delete): gone is not an error for a
+removal.
+
+Commands in a pod (`exec`) go over a websocket (podexec.py), through the client's
+WsApiClient made from the same Configuration when first needed.
 
 Imported only by `--backend kubernetes` (the client takes ~0.5 s to import).
 """
@@ -16,16 +19,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from kubernetes.aio import config as k8s_config
 from kubernetes.aio.client.api_client import ApiClient
 from kubernetes.aio.client.configuration import Configuration
+from kubernetes.aio.stream import WsApiClient
 
 from ..base import BackendError
+from .apicall import Query, api_call
+from .podexec import Ran, pod_exec
+
+T = TypeVar("T")
 
 # kind -> the path of its objects in a namespace
 KINDS = {
@@ -34,11 +42,15 @@ KINDS = {
     "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
     "Pod": "/api/v1/namespaces/{namespace}/pods",
 }
-Query = list[tuple[str, Any]]
 REQUEST_TIMEOUT = 60.0  # seconds, for every call but a followed log
 MAX_RESPONSE = 64 * 1024**2  # bytes of one JSON answer (a list of a namespace's objects)
 MERGE_PATCH = "application/merge-patch+json"
 WATCH_SECONDS = 300  # the API server ends a watch after this; the watcher starts another
+# Seconds between pings on an exec's websocket: a dead server (a half-open connection) is
+# noticed instead of waited on forever. The answer must come within half of it, and it
+# is not read while the consumer of a command's output is behind (the socket is paused):
+# a consumer stalled that long ends the command with an error, not a hang.
+HEARTBEAT = 60.0
 
 
 class ClusterError(BackendError):
@@ -65,9 +77,12 @@ async def connect(namespace: str, context: str | None = None) -> Cluster:
 
 
 class Cluster:
-    def __init__(self, api: ApiClient, namespace: str) -> None:
+    def __init__(self, api: ApiClient, namespace: str, ws_api: WsApiClient | None = None) -> None:
+        """`ws_api`: the websocket client for exec (tests point it elsewhere); by default
+        one made from `api`'s Configuration when first needed."""
         self.api = api
         self.namespace = namespace
+        self._ws_api = ws_api
 
     async def _request(
         self,
@@ -78,24 +93,11 @@ class Cluster:
         content_type: str = "application/json",
         timeout: float | None = REQUEST_TIMEOUT,
     ) -> aiohttp.ClientResponse:
-        """One call by path (`{namespace}` filled in), authenticated as the kubeconfig
-        says; the raw response, for the caller to check and read."""
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        serialized = await self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            path_params={"namespace": self.namespace},
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        answer = await self.api.call_api(
-            *serialized, _preload_content=False, _request_timeout=timeout
-        )
-        return answer.response
+        """One call by path (`{namespace}` filled in); the raw response, for the caller
+        to check and read."""
+        headers = {"Content-Type": content_type} if body is not None else {}
+        where = {"namespace": self.namespace}
+        return await api_call(self.api, method, path, where, query, headers, body, timeout)
 
     def _path(self, kind: str, name: str | None = None) -> str:
         return KINDS[kind] + (f"/{_segment(name)}" if name is not None else "")
@@ -208,8 +210,31 @@ class Cluster:
         call = self._request("GET", f"/apis/node.k8s.io/v1/runtimeclasses/{_segment(name)}")
         return await self._json(call, f"read RuntimeClass {name}")
 
+    @property
+    def ws_api(self) -> WsApiClient:
+        if self._ws_api is None:
+            self._ws_api = WsApiClient(self.api.configuration, heartbeat=HEARTBEAT)
+        return self._ws_api
+
+    async def exec(
+        self,
+        pod: str,
+        container: str,
+        argv: list[str],
+        consume: Callable[[BinaryIO], T],
+        stdin: AsyncIterator[bytes] | None = None,
+    ) -> Ran[T]:
+        """`argv` in a container of a pod of the namespace (podexec.py)."""
+        return await pod_exec(
+            self.ws_api, self.namespace, pod, container, argv, consume=consume, stdin=stdin
+        )
+
     async def close(self) -> None:
-        await self.api.close()
+        try:
+            await self.api.close()
+        finally:
+            if self._ws_api is not None:
+                await self._ws_api.close()
 
 
 def _segment(name: str) -> str:
