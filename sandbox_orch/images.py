@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -173,6 +174,20 @@ def image_labels(name: str, digest: str) -> dict[str, str]:
     }
 
 
+def build_levels(names: list[str] | None, images_dir: Path = IMAGES_DIR) -> list[list[str]]:
+    """build_order in waves: each image after every wave holding one of its parents, so
+    the images of one wave are independent of each other. Pure."""
+    available = set(available_images(images_dir))
+    level: dict[str, int] = {}
+    for name in build_order(names, images_dir):  # parents first: their levels are known
+        parents = _dependencies(name, images_dir, available)
+        level[name] = 1 + max((level[p] for p in parents), default=-1)
+    waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for name, at in level.items():
+        waves[at].append(name)
+    return waves
+
+
 def build_images(
     client: docker.DockerClient,
     names: list[str] | None = None,
@@ -180,19 +195,45 @@ def build_images(
     images_dir: Path = IMAGES_DIR,
     log: Callable[[str], None] = print,
 ) -> list[BuildOutcome]:
-    """Build the requested images (all if None) and their parents, skipping up-to-date ones."""
+    """Build the requested images (all if None) and their parents, skipping up-to-date ones.
+
+    The images of a wave build at the same time (claude and codex spend a minute each
+    fetching packages, mostly waiting); their output lines then name the image. A failed
+    build lets the others of its wave finish, then raises."""
     outcomes: list[BuildOutcome] = []
     replaced: list[str] = []
-    for name in build_order(names, images_dir):
-        outcome, old_id = _build_one(client, name, images_dir / name, log)
-        outcomes.append(outcome)
-        if old_id is not None:
-            replaced.append(old_id)
+    for wave in build_levels(names, images_dir):
+        for outcome, old_id in _build_wave(client, wave, images_dir, log):
+            outcomes.append(outcome)
+            if old_id is not None:
+                replaced.append(old_id)
     # Children are replaced after their parents; removing the newest first frees the
     # old parents of their old children, so the whole stale chain can go.
     for image_id in reversed(replaced):
         _remove_replaced(client, image_id, log)
     return outcomes
+
+
+def _build_wave(
+    client: docker.DockerClient, wave: list[str], images_dir: Path, log: Callable[[str], None]
+) -> list[tuple[BuildOutcome, str | None]]:
+    if len(wave) == 1:
+        return [_build_one(client, wave[0], images_dir / wave[0], log)]
+
+    def build(name: str) -> tuple[BuildOutcome, str | None]:
+        def named(line: str) -> None:
+            log(line if line.startswith(image_ref(name)) else f"{image_ref(name)}: {line}")
+
+        return _build_one(client, name, images_dir / name, named)
+
+    with ThreadPoolExecutor(max_workers=len(wave), thread_name_prefix="build") as pool:
+        futures = [pool.submit(build, name) for name in wave]
+        wait(futures)
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+    return [future.result() for future in futures]
 
 
 def _build_one(

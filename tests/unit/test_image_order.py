@@ -161,3 +161,16 @@ def test_bootstrap_without_mmdebstrap_or_registry_says_what_to_install(monkeypat
     assert "apt-get install mmdebstrap" in message
     assert "registry" in message
     assert client.images.pulled == ["debian:bookworm-slim"]
+
+
+def test_build_levels_are_waves_of_independent_images_after_their_parents(tree):
+    # solo's parent is not ours: it builds in the first wave, with zbase.
+    waves = images.build_levels(None, tree)
+    assert [sorted(w) for w in waves] == [["solo", "zbase"], ["mid"], ["alpha"]]
+    assert images.build_levels(["alpha"], tree) == [["zbase"], ["mid"], ["alpha"]]
+    assert images.build_levels([], tree) == []
+
+
+def test_repo_images_build_in_three_waves_claude_and_codex_together():
+    waves = [sorted(w) for w in images.build_levels(None)]
+    assert waves == [["base"], ["node", "python", "shell"], ["claude", "codex"]]
