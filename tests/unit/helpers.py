@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +30,15 @@ def plan_of(text: str, path: str = "wf.yaml") -> Plan:
 
 
 def default_policy() -> Policy:
+    """The shipped default policy, a fresh copy each call. Parsed once per process: a
+    thousand tests admit under it, and parsing it (YAML, then cerberus) was 6 of the 8
+    seconds the admission tests took, and so most of what each of admission's mutants
+    costs in `make mutation` (each mutant's process parses it anew, under the mutant)."""
+    return copy.deepcopy(_parsed_default_policy())
+
+
+@functools.cache
+def _parsed_default_policy() -> Policy:
     return load_policy(DEFAULT_POLICY)
 
 
