@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import os
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -30,15 +31,23 @@ def plan_of(text: str, path: str = "wf.yaml") -> Plan:
 
 
 def default_policy() -> Policy:
-    """The shipped default policy, a fresh copy each call. Parsed once per process: a
-    thousand tests admit under it, and parsing it (YAML, then cerberus) was 6 of the 8
-    seconds the admission tests took, and so most of what each of admission's mutants
-    costs in `make mutation` (each mutant's process parses it anew, under the mutant)."""
-    return copy.deepcopy(_parsed_default_policy())
+    """The shipped default policy, a fresh copy each call. Parsed once per process and
+    mutant: a thousand tests admit under it, and parsing it (YAML, then cerberus) was 6
+    of the 8 seconds the admission tests took, and so most of what each of admission's
+    mutants costs in `make mutation`.
+
+    Mutation testing must see what it saw before: keyed by the mutant (mutmut's
+    MUTANT_UNDER_TEST), a mutant's tests parse it under that mutant, never reuse a parse
+    made before (by a module's import in mutmut's fork server); and in mutmut's stats
+    run, which records the mutated functions each test calls, every test parses it."""
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if mutant == "stats":
+        return load_policy(DEFAULT_POLICY)
+    return copy.deepcopy(_parsed_default_policy(mutant))
 
 
 @functools.cache
-def _parsed_default_policy() -> Policy:
+def _parsed_default_policy(mutant: str) -> Policy:  # `mutant`: only the cache's key
     return load_policy(DEFAULT_POLICY)
 
 
