@@ -16,11 +16,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import docker
 import docker.errors
@@ -51,6 +52,7 @@ FALLBACK_REPOSITORY, FALLBACK_TAG = "debian", "bookworm-slim"
 _FROM_RE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE | re.MULTILINE)
 _LOG_TAIL_LINES = 25
 _CHUNK_BYTES = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -226,14 +228,29 @@ def _build_wave(
 
         return _build_one(client, name, images_dir / name, named)
 
-    with ThreadPoolExecutor(max_workers=len(wave), thread_name_prefix="build") as pool:
-        futures = [pool.submit(build, name) for name in wave]
-        wait(futures)
+    futures = [_in_background(build, name) for name in wave]
+    wait(futures)
     for future in futures:
         error = future.exception()
         if error is not None:
             raise error
     return [future.result() for future in futures]
+
+
+def _in_background(fn: Callable[[str], T], arg: str) -> Future[T]:
+    """`fn(arg)` in a daemon thread: a Ctrl-C while the command waits for it ends the
+    command at once (the engine drops a build whose client has gone), where a pool's
+    threads would be waited for, a minute of builds, before the command could exit."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(arg))
+        except BaseException as error:  # handed to the waiting thread, raised there
+            future.set_exception(error)
+
+    threading.Thread(target=run, name=f"build {arg}", daemon=True).start()
+    return future
 
 
 def _build_one(

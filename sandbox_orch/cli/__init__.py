@@ -46,6 +46,11 @@ def exits_with_contract_codes(command: F) -> F:
             refused = isinstance(error, InputRefused)
             click.echo(scrub(str(error) if refused else f"sandbox-orch: {error}"), err=True)
             sys.exit(int(error.exit_code))
+        except KeyboardInterrupt:
+            # Ctrl-C is 130 for every command (CONTRACT), not click's "Aborted!" and 1.
+            # Commands that start work handle it themselves, to say what was removed.
+            click.echo("sandbox-orch: interrupted", err=True)
+            sys.exit(int(ExitCode.INTERRUPTED))
         except Exception:
             import traceback
 

@@ -174,3 +174,54 @@ def test_build_levels_are_waves_of_independent_images_after_their_parents(tree):
 def test_repo_images_build_in_three_waves_claude_and_codex_together():
     waves = [sorted(w) for w in images.build_levels(None)]
     assert waves == [["base"], ["node", "python", "shell"], ["claude", "codex"]]
+
+
+def test_ctrl_c_in_any_command_exits_130_with_one_line_not_clicks_aborted():
+    import click
+    from click.testing import CliRunner
+
+    from sandbox_orch.cli import exits_with_contract_codes
+
+    @click.command()
+    @exits_with_contract_codes
+    def waiting() -> None:
+        raise KeyboardInterrupt  # as a Ctrl-C while `images build` waits for its builds
+
+    result = CliRunner().invoke(waiting)
+    assert result.exit_code == 130
+    assert result.output == "sandbox-orch: interrupted\n"
+
+
+def test_a_ctrl_c_while_a_wave_builds_does_not_wait_for_its_builds(monkeypatch, tree):
+    """The builds run in daemon threads: waiting for them is interruptible, and nothing
+    joins them at exit (a pool's threads would be waited for, a minute of builds)."""
+    import threading
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def build_one(client, name, context, log):
+        started.set()
+        release.wait()  # a build that outlives the command
+        raise AssertionError("never reached: the command was interrupted")
+
+    monkeypatch.setattr(images, "_build_one", build_one)
+    threads = []
+    real_thread = threading.Thread
+
+    def recording_thread(*args, **kwargs):
+        thread = real_thread(*args, **kwargs)
+        threads.append(thread)
+        return thread
+
+    monkeypatch.setattr(images.threading, "Thread", recording_thread)
+
+    def interrupted_wait(futures):
+        assert started.wait(5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images, "wait", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        images._build_wave(None, ["mid", "solo"], tree, lambda line: None)
+    assert len(threads) == 2 and all(t.daemon for t in threads)
+    release.set()
