@@ -51,7 +51,7 @@ from .job import CONTAINER, NodeAttempt, node_job
 from .labels import label_value
 from .names import secret_name
 from .network import run_network_policies
-from .podexec import Ran
+from .podexec import Ran, pod_exec
 from .pods import KILLED_EXIT, exit_status, has_output, job_pods
 from .podwatch import RESYNC, PodWatch
 from .readback import job_differs, pod_differs
@@ -326,7 +326,8 @@ class KubernetesBackend(Backend):
         pod = await self._pod(job)
         if pod is None:
             raise BackendError(f"Job {job} has no pod to run {argv[0]} in")
-        return await self.cluster.exec(pod["metadata"]["name"], container, argv, consume)
+        where = (self.cluster.namespace, pod["metadata"]["name"], container)
+        return await pod_exec(self.cluster.ws_api, *where, argv, consume=consume)
 
     async def close(self) -> None:
         """Delete the run's NetworkPolicies (after its Jobs: the runner removed those)."""

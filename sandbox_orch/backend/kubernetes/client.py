@@ -8,7 +8,7 @@ importing CoreV1Api and the others loads every model they name, 3 of the 4 secon
 checked here; a 404 is `None` (or nothing, for a delete): gone is not an error for a
 removal.
 
-Commands in a pod (`exec`) go over a websocket (podexec.py), through the client's
+Commands in a pod go over a websocket (podexec.py, called by the backend), through the client's
 WsApiClient made from the same Configuration when first needed.
 
 Imported only by `--backend kubernetes` (the client takes ~0.5 s to import).
@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, BinaryIO, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -31,9 +31,6 @@ from kubernetes.aio.stream import WsApiClient
 
 from ..base import BackendError
 from .apicall import Query, api_call
-from .podexec import Ran, pod_exec
-
-T = TypeVar("T")
 
 # kind -> the path of its objects in a namespace
 KINDS = {
@@ -215,19 +212,6 @@ class Cluster:
         if self._ws_api is None:
             self._ws_api = WsApiClient(self.api.configuration, heartbeat=HEARTBEAT)
         return self._ws_api
-
-    async def exec(
-        self,
-        pod: str,
-        container: str,
-        argv: list[str],
-        consume: Callable[[BinaryIO], T],
-        stdin: AsyncIterator[bytes] | None = None,
-    ) -> Ran[T]:
-        """`argv` in a container of a pod of the namespace (podexec.py)."""
-        return await pod_exec(
-            self.ws_api, self.namespace, pod, container, argv, consume=consume, stdin=stdin
-        )
 
     async def close(self) -> None:
         try:
