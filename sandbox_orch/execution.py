@@ -298,6 +298,7 @@ class NodeRunner:
                 spec = await self._node_spec(node, sandbox, number)
                 held = bool(node.artifacts) and self.artifacts is not None
                 container_id = await self._create(spec)
+                self._holds_artifacts(node, container_id)
                 _still_as_admitted(node, sandbox)
             self._attach_spending(node, live, container_id, stopped)
             setup_from = time.monotonic()
@@ -534,6 +535,12 @@ class NodeRunner:
         )
         return dataclasses.replace(spec, volumes=own + self.artifacts.for_consumer(node))
 
+    def _holds_artifacts(self, node: PlannedNode, container_id: str) -> None:
+        """Where the producer's own pod keeps its volumes ("pod" store), its container is
+        their holder, which they remove once copied (not `_remove_after`)."""
+        if self.artifacts is not None and node.artifacts:
+            self.artifacts.held_by(node.name, container_id)
+
     async def _start_holder(self, spec: ContainerSpec) -> str:
         """Start a holder; it stays (in the ledger) until its volumes are released."""
         holder = await self._create(spec)
@@ -597,7 +604,10 @@ class NodeRunner:
         lets start) does not wait the ~100 ms of its removal. It stays in the ledger until
         removed; close() waits for every removal, and retries a failed one. One that
         mounts artifact volumes goes at once: they are released (removed) right after
-        it, which a volume still in use refuses."""
+        it, which a volume still in use refuses. One that is its volumes' holder is
+        theirs to remove."""
+        if self.artifacts is not None and self.artifacts.holds(container_id):
+            return
         if node.artifacts or node.inputs:
             await asyncio.shield(self._dispose(container_id))
         else:

@@ -129,8 +129,8 @@ async def preflight(
                 raise InfrastructureError(f"the policy {policy.name!r}: {problem}")
         image_ids = {}
         images = {s.image for s in sandboxes.values()}
-        if artifacts and await backend.volume_store() == "engine":
-            images.add(HOLDER_IMAGE)  # only "engine" volumes need holders
+        if artifacts and await backend.volume_store() != "host":
+            images.add(HOLDER_IMAGE)  # only "host" volumes need no holder
         for image in sorted(images):
             try:
                 image_ids[image] = await backend.image_id(image)

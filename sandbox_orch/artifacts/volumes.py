@@ -15,6 +15,10 @@ Where the backend keeps volumes decides the rest (`Backend.volume_store`):
   producer's volumes read-only from before the producer starts until they are released.
   Its use is asked with `stat -f` and `du` in the holder, and the files come through the
   engine's archive API into `extract`.
+- "pod": the volumes live in the producer's own pod (a cluster's emptyDirs), which keeps
+  them, with a holder container of its own, after the node's container ends. The
+  producer's container id is their holder (`held_by`): the node runner leaves it to
+  these volumes, which measure and copy them as for "engine" and then remove it.
 
 After the producer stops, its use settles the node's status (blocks, inodes, and the
 apparent size: a sparse file's holes would be written out in full by a copy); then, in the
@@ -28,6 +32,7 @@ mount it is pending; a retry's previous attempt's volumes go before the retry's 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -38,6 +43,11 @@ from typing import Any
 
 from ..backend import (
     BYTES_PER_INODE,
+    HOLDER_CPUS,
+    HOLDER_IMAGE,
+    HOLDER_MEMORY,
+    HOLDER_PIDS,
+    HOLDER_ROOT,
     Backend,
     BackendError,
     ContainerSpec,
@@ -55,8 +65,6 @@ from .lifetimes import ArtifactsRefused, Lifetimes
 
 log = logging.getLogger(__name__)
 
-HOLDER_IMAGE = "sandbox-orch/base"
-HOLDER_ROOT = "/held"
 # One exec in the holder: blocks, blocks free, inodes, inodes free; then the apparent size.
 _USAGE_SCRIPT = 'stat -f -c "%b %a %c %d" "$1" && du -s -b "$1"'
 _EXEC_NOT_STARTED = 126  # what an exec reports when the runtime could not start it
@@ -90,6 +98,7 @@ class _Group:
     volumes: list[HeldVolume]
     holder: str | None
     dispose: Callable[[str], Awaitable[None]]
+    in_pod: bool = False  # the "pod" store: the producer's container becomes the holder
     copy: asyncio.Future[None] | None = None
     released: set[str] = field(default_factory=set)  # artifact names already removed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -153,14 +162,15 @@ class ArtifactVolumes:
         finally:
             # What was never created holds nothing (what was is swept with the run).
             self.lifetimes.free(size * (len(node.artifacts) - len(volumes)))
+        store = await self.backend.volume_store()
         holder = None
-        if any(v.host_path is None for v in volumes.values()):
+        if store == "engine":
             holder = await register(self._holder_spec(prefix, labels, sandbox, volumes))
         held = [
             HeldVolume(node.name, a.name, a.path, v, holder, size, await self._view(node, a, v))
             for a, v in volumes.items()
         ]
-        group = _Group(node.name, held, holder, dispose)
+        group = _Group(node.name, held, holder, dispose, in_pod=store == "pod")
         self._latest[node.name] = group
         self._groups.append(group)
         for volume in held:
@@ -169,6 +179,22 @@ class ArtifactVolumes:
             VolumeMount(v.name, a.path, False, _host_bind(v, a.path, False))
             for a, v in volumes.items()
         )
+
+    def held_by(self, node: str, container_id: str) -> bool:
+        """Whether the node's container just created is its volumes' holder (the "pod"
+        store): then it is theirs to remove, once copied and no longer needed."""
+        group = self._latest.get(node)
+        if group is None or not group.in_pod:
+            return False
+        group.holder = container_id
+        group.volumes = [dataclasses.replace(v, holder=container_id) for v in group.volumes]
+        for volume in group.volumes:
+            self.current[(volume.node, volume.name)] = volume
+        return True
+
+    def holds(self, container_id: str) -> bool:
+        """Whether the container is a pod-store holder that these volumes will remove."""
+        return any(g.in_pod and g.holder == container_id for g in self._groups)
 
     async def _reserve(self, sizes: list[int]) -> None:
         """Reserve, after the releases already due if it does not fit at once: a volume
@@ -263,12 +289,15 @@ class ArtifactVolumes:
         assert held.holder is not None
         path = f"{HOLDER_ROOT}/{held.name}"
         argv = ["sh", "-c", _USAGE_SCRIPT, "sh", path]
-        code, out = await self.backend.run_in(held.holder, argv)
-        # The engine's failures, not the volume's: ask again once. An exec that did not
-        # start, or one whose output the engine lost (Docker 20.10, under load: exit 0 and
-        # nothing printed, which the script cannot do).
-        if code == _EXEC_NOT_STARTED or (code == 0 and not out):
+        try:
             code, out = await self.backend.run_in(held.holder, argv)
+            # The engine's failures, not the volume's: ask again once. An exec that did
+            # not start, or one whose output the engine lost (Docker 20.10, under load:
+            # exit 0 and nothing printed, which the script cannot do).
+            if code == _EXEC_NOT_STARTED or (code == 0 and not out):
+                code, out = await self.backend.run_in(held.holder, argv)
+        except BackendError as error:  # e.g. a killed producer's pod, gone with its volumes
+            return f"the holder could not be asked: {error}"
         fields = out.split()
         if code != 0 or len(fields) < 5 or not all(f.isdigit() for f in fields[:5]):
             return f"the holder's `stat -f` and `du` exited {code}, printing {out[:200]!r}"
@@ -388,19 +417,16 @@ class ArtifactVolumes:
     def _holder_spec(
         self, prefix: str, labels: dict[str, str], sandbox: Sandbox, volumes: dict[Any, Volume]
     ) -> ContainerSpec:
-        # The holder runs no untrusted code; it is hardened all the same. Its limits leave
-        # room for runc's own exec (a Go process that joins the holder's cgroup with its
-        # threads and pages): at 8 pids and 16 MiB an exec under load could die on start
-        # ("read init-p: connection reset by peer"), failing a node that was within limits.
+        # The holder runs no untrusted code; it is hardened all the same.
         return ContainerSpec(
             name=f"{prefix}-holder",
             image=HOLDER_IMAGE,
             argv=("sleep", "infinity"),
             user=sandbox.user,
             labels={**labels, "sandbox-orch.role": "artifact-holder"},
-            cpus=0.25,
-            memory=64 * 1024**2,
-            pids=32,
+            cpus=HOLDER_CPUS,
+            memory=HOLDER_MEMORY,
+            pids=HOLDER_PIDS,
             tmpfs={},
             volumes=tuple(
                 VolumeMount(v.name, f"{HOLDER_ROOT}/{a.name}", read_only=True)

@@ -2,6 +2,11 @@
 
 from .base import (
     BYTES_PER_INODE,
+    HOLDER_CPUS,
+    HOLDER_IMAGE,
+    HOLDER_MEMORY,
+    HOLDER_PIDS,
+    HOLDER_ROOT,
     Backend,
     BackendError,
     ContainerSpec,
@@ -20,6 +25,11 @@ from .base import (
 
 __all__ = [
     "BYTES_PER_INODE",
+    "HOLDER_CPUS",
+    "HOLDER_IMAGE",
+    "HOLDER_MEMORY",
+    "HOLDER_PIDS",
+    "HOLDER_ROOT",
     "Backend",
     "BackendError",
     "ContainerSpec",

@@ -29,8 +29,21 @@ Stream = Literal["stdout", "stderr"]
 ResourceKind = Literal["container", "network", "volume"]
 ALL_KINDS: tuple[ResourceKind, ...] = ("container", "network", "volume")
 # Where a volume's content lives: "host", a mount on this host that keeps it with no
-# container; "engine", inside the engine, kept only while some container mounts it.
-VolumeStore = Literal["host", "engine"]
+# container; "engine", inside the engine, kept only while some container mounts it;
+# "pod", inside the producer's own pod (a cluster's emptyDir), kept while that pod is:
+# the producer's container id is then its volumes' holder.
+VolumeStore = Literal["host", "engine", "pod"]
+# The holder of "engine" and "pod" volumes: an idle container of ours (it runs `sleep`,
+# never a node's code) mounting them read-only, where their use is measured and their
+# files archived. Its limits leave room for runc's own exec (a Go process that joins the
+# holder's cgroup with its threads and pages): at 8 pids and 16 MiB an exec under load
+# could die on start ("read init-p: connection reset by peer"), failing a node that was
+# within limits.
+HOLDER_IMAGE = "sandbox-orch/base"
+HOLDER_ROOT = "/held"
+HOLDER_CPUS = 0.25
+HOLDER_MEMORY = 64 * 1024**2
+HOLDER_PIDS = 32
 # A volume's size does not bound its number of files (empty files and directories cost a
 # tmpfs no blocks), so every volume also gets at most one inode per page of its size: a
 # non-empty file costs a page anyway, so only empty entries ever meet this bound first.

@@ -72,11 +72,15 @@ class MemoryBackend(Backend):
         images: set[str] | None = None,
         runtimes: dict[str, list[str]] | None = None,
         volume_root: Path | None = None,
+        pod_volumes: bool = False,
     ) -> None:
         """`volume_root`: keep volumes as plain directories there (the "host" store, no
-        cap), which a script may write into; None: the "engine" store, holding nothing."""
+        cap), which a script may write into; None: the "engine" store, holding nothing;
+        `pod_volumes`: the "pod" store (a cluster's), holding nothing either."""
         self.script: Script = script or (lambda spec: Outcome())
         self.volume_root = volume_root
+        self.pod_volumes = pod_volumes
+        self.calls: list[tuple[str, str]] = []  # (run_in/export/remove, container), in order
         self.images = images
         self.runtimes = runtimes if runtimes is not None else dict(HARDENED_RUNTIMES)
         self.containers: dict[str, _Container] = {}
@@ -174,6 +178,7 @@ class MemoryBackend(Backend):
             container.done.set()
 
     async def remove(self, container_id: str) -> None:
+        self.calls.append(("remove", container_id))
         if container_id in self.containers:
             await self.kill(container_id)
             del self.containers[container_id]
@@ -217,6 +222,8 @@ class MemoryBackend(Backend):
             await self.remove(resource.id)
 
     async def volume_store(self) -> VolumeStore:
+        if self.pod_volumes:
+            return "pod"
         return "engine" if self.volume_root is None else "host"
 
     async def create_volume(
@@ -241,10 +248,12 @@ class MemoryBackend(Backend):
     async def run_in(self, container_id: str, argv: list[str]) -> tuple[int, bytes]:
         """Answers the holder's usage question (`stat -f`, `du`) as an empty volume would:
         in memory, nodes write nothing there."""
+        self.calls.append(("run_in", container_id))
         return 0, b"1000 1000 1024 1023\n0\t/held\n"
 
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
         """An empty archive: in memory, nodes write no files."""
+        self.calls.append(("export", container_id))
         empty = io.BytesIO()
         tarfile.open(fileobj=empty, mode="w").close()
         empty.seek(0)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +64,34 @@ def test_an_oom_kill_is_reported_as_such(cluster, run_workflow):
     )
     run = run_workflow(text)
     assert run.node("a")["status"] == "failed" and run.node("a")["oom_killed"] is True
+
+
+ARTIFACTS = """
+version: 1
+name: artifacts
+nodes:
+  make:
+    runtime: shell
+    command: "mkdir -p /out/sub && echo report > /out/sub/report.txt && truncate -s 2g /out/hole"
+    outputs: {artifacts: [{name: dist, path: /out}]}
+"""
+
+
+def test_artifacts_are_copied_from_the_producers_pod_and_a_sparse_one_fails(cluster, run_workflow):
+    """The holder keeps the pod after the node's container ends; the copy comes from it.
+    A 2 GiB hole (above the default policy's artifact limit) fails the node, unexpanded."""
+    run = run_workflow(ARTIFACTS)
+    node = run.node("make")
+    assert node["status"] == "failed" and "apparent size" in node["reason"], node
+    (record,) = node["artifacts"]
+    assert not record["complete"]
+    run = run_workflow(ARTIFACTS.replace(" && truncate -s 2g /out/hole", ""))
+    node = run.node("make")
+    assert node["status"] == "succeeded", node
+    (record,) = node["artifacts"]
+    assert record["complete"] and record["files"] == 1
+    assert (Path(record["path"]) / "sub" / "report.txt").read_text() == "report\n"
+    assert left_after(cluster, run.results["run_id"]) == []
 
 
 PROBE = r"""

@@ -37,10 +37,25 @@ SETTINGS = ClusterSettings(
     images={
         f"sandbox-orch/{name}": f"registry.example/sandbox-orch/{name}@sha256:"
         + hashlib.sha256(name.encode()).hexdigest()
-        for name in ("shell", "python")
+        for name in ("base", "shell", "python")
     },
 )
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+# The emulator tests' policy (RUNTIME: runc or runsc), one secret for a shell node.
+POLICY = """\
+    version: 1
+    name: k8s
+    runtimes: [shell]
+    images: ["sandbox-orch/shell"]
+    isolation: {oci_runtime: RUNTIME, user: "10001:10001", tmpfs: {/tmp: 64m}}
+    network: {egress: []}
+    mounts: []
+    env: {deny: []}
+    secrets:
+      K8S_KEY: {from_env: SO_UNIT_K8S_KEY, runtimes: [shell]}
+    limits: {cpus: 2, memory: 2g, pids: 512, timeout: 30m, output: 16m, artifacts: 1g}
+    defaults: {cpus: 1, memory: 512m, pids: 256, timeout: 10m}
+"""
 
 
 @dataclass(frozen=True)
@@ -106,14 +121,20 @@ class FakeKubelet:
             "status": {"phase": "Pending"},
         })  # fmt: skip
         running = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
-        await self._status(pod, "Running", running)
+        # Another container (an artifact producer's holder) runs on: the pod stays Running.
+        others = [c["name"] for c in spec["containers"] if c["name"] != "node"]
+        await self._status(pod, "Running", running, others)
         if script.exit_code is not None:
             reason = script.reason or "Completed"
             ended = {"terminated": {"exitCode": script.exit_code, "reason": reason}}
-            await self._status(pod, "Succeeded" if script.exit_code == 0 else "Failed", ended)
+            phase = "Running" if others else "Succeeded" if script.exit_code == 0 else "Failed"
+            await self._status(pod, phase, ended, others)
 
-    async def _status(self, pod: str, phase: str, state: dict[str, Any]) -> None:
-        status = {"phase": phase, "containerStatuses": [{"name": "node", "state": state}]}
+    async def _status(self, pod: str, phase: str, state: dict[str, Any], others: list[str]) -> None:
+        running = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
+        statuses = [{"name": "node", "state": state}]
+        statuses += [{"name": name, "state": running} for name in others]
+        status = {"phase": phase, "containerStatuses": statuses}
         await self._call(
             "patch", f"{POD_URL}/{pod}", json={"status": status},
             headers={"Content-Type": "application/merge-patch+json"},

@@ -11,7 +11,9 @@ channel 3, marshalled as the kubelet does (Success; Failure/NonZeroExitCode with
 ExitCode cause; Failure/InternalError when the command could not run), then the close.
 
 It runs each command as a real local subprocess in a scratch directory, so the commands
-and the bytes are real; the pod, its container and its isolation are not.
+and the bytes are real; the pod, its container and its isolation are not. `paths` stands
+in for the pod's file system: an argument under one of its in-pod prefixes is rewritten
+to the local directory given for it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,7 @@ class Exchange:
     sent: int = 0  # bytes of stdout sent
     ended: str = ""  # "status", "client closed", "dropped"
     returncode: int | None = None
+    local: list[str] = field(default_factory=list)  # the command as run here (see `paths`)
 
 
 @dataclass
@@ -92,6 +95,8 @@ class ExecServer:
     drop_after: int | None = None  # bytes of stdout after which the connection is cut
     drop_cleanly: bool = False  # cut with a websocket close (else the TCP connection)
     env: dict[str, str] | None = None  # the commands' environment (e.g. a PATH)
+    paths: dict[str, Path] = field(default_factory=dict)  # in-pod prefix -> local directory
+    alive: Callable[[str], bool] | None = None  # whether a pod exists now (else 404)
     exchanges: list[Exchange] = field(default_factory=list)
     client_closed: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
@@ -114,7 +119,8 @@ class ExecServer:
                 400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr"
             )
         pod = request.match_info["pod"]
-        if self.pods is not None and pod not in self.pods:
+        gone = self.alive is not None and not self.alive(pod)
+        if gone or (self.pods is not None and pod not in self.pods):
             return refusal(404, "NotFound", f'pods "{pod}" not found')
         asked = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         chosen = next((p for p in asked if p in self.protocols), None)
@@ -123,11 +129,18 @@ class ExecServer:
         exchange = Exchange(
             request.match_info["namespace"], pod, query.get("container"), command, flags, chosen
         )
+        exchange.local = [self._local(argument) for argument in command]
         self.exchanges.append(exchange)
         ws = web.WebSocketResponse(protocols=(chosen,))
         await ws.prepare(request)
         await _Session(self, request, ws, exchange).run()
         return ws
+
+    def _local(self, argument: str) -> str:
+        for prefix, directory in self.paths.items():
+            if argument == prefix or argument.startswith(prefix + "/"):
+                return str(directory) + argument[len(prefix) :]
+        return argument
 
     # --- serving ---------------------------------------------------------------------
 
@@ -174,7 +187,7 @@ class _Session:
         pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *ex.command, cwd=self.server.workdir, env=self.server.env,
+                *ex.local, cwd=self.server.workdir, env=self.server.env,
                 stdin=pipe if flags["stdin"] else devnull,
                 stdout=pipe if flags["stdout"] else devnull,
                 stderr=pipe if flags["stderr"] else devnull,

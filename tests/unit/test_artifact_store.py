@@ -226,12 +226,82 @@ def test_a_run_with_host_volumes_starts_no_holder_and_copies_what_was_written(
     assert Path(record["path"], "app.bin").read_bytes() == b"built"
 
 
-@pytest.mark.parametrize(("volume_root", "needs_holder"), [(None, True), (Path("v"), False)])
-def test_preflight_asks_for_the_holder_image_only_for_engine_volumes(volume_root, needs_holder):
+@pytest.mark.parametrize(
+    ("volume_root", "in_pod", "needs_holder"),
+    [(None, False, True), (Path("v"), False, False), (None, True, True)],
+)
+def test_preflight_asks_for_the_holder_image_unless_volumes_are_on_the_host(
+    volume_root, in_pod, needs_holder
+):
     _, sandboxes = admitted(HANDOFF)
-    backend = MemoryBackend(volume_root=volume_root)
+    backend = MemoryBackend(volume_root=volume_root, pod_volumes=in_pod)
     ids = asyncio.run(preflight(backend, default_policy(), sandboxes, artifacts=True))
     assert (HOLDER_IMAGE in ids) is needs_holder
+
+
+# --- the "pod" store: the producer's own container holds its volumes ---------------------
+
+PRODUCER = """
+version: 1
+name: pod-store
+nodes:
+  make:
+    command: [x]
+    outputs: {artifacts: [{name: dist, path: /out}, {name: logs, path: /logs}]}
+  after:
+    needs: [make]
+    command: [x]
+"""
+
+
+def _pod_store_run(tmp_path, monkeypatch, workflow, script=None):
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    plan, sandboxes = admitted(workflow)
+    backend = MemoryBackend(script, pod_volumes=True)
+    created: dict[str, str] = {}  # node -> its container id
+    create = backend.create
+
+    async def recording(spec):
+        container_id = await create(spec)
+        created[spec.labels[NODE_LABEL]] = container_id
+        return container_id
+
+    backend.create = recording
+    report = asyncio.run(
+        run_plan(plan, default_policy(), sandboxes, backend, "r1", lambda e: None, asyncio.Event())
+    )
+    return report, backend, created
+
+
+def test_pod_volumes_are_measured_and_copied_in_the_producer_which_goes_after_its_copy(
+    tmp_path, monkeypatch
+):
+    report, backend, created = _pod_store_run(tmp_path, monkeypatch, PRODUCER)
+    assert report.status.value == "succeeded", report.results
+    assert set(created) == {"make", "after"}  # no holder of its own
+    make = created["make"]
+    ours = [call for call in backend.calls if call[1] == make]
+    # each artifact measured, then each copied, in the producer's container; it is
+    # removed once, after both copies
+    assert ours == [("run_in", make)] * 2 + [("export", make)] * 2 + [("remove", make)]
+    assert backend.containers == {} and backend.volumes == {}
+    records = report.results["nodes"]["make"]["artifacts"]
+    assert [r["name"] for r in records] == ["dist", "logs"]
+    after = created["after"]  # no artifacts: the runner removes it, as on any store
+    assert [c for c in backend.calls if c[1] == after] == [("remove", after)]
+
+
+def test_pod_volumes_of_a_failed_producer_are_copied_and_go_with_it(tmp_path, monkeypatch):
+    def script(spec):
+        return Outcome(exit_code=4) if spec.labels[NODE_LABEL] == "make" else Outcome()
+
+    report, backend, created = _pod_store_run(tmp_path, monkeypatch, PRODUCER, script)
+    assert report.results["nodes"]["make"]["status"] == "failed"
+    make = created["make"]
+    assert [c for c in backend.calls if c[1] == make][-3:] == [
+        ("export", make), ("export", make), ("remove", make)
+    ]  # fmt: skip
+    assert backend.containers == {} and backend.volumes == {}
 
 
 # --- the host store's guards -------------------------------------------------------------

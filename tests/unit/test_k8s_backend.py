@@ -23,24 +23,10 @@ from sandbox_orch.orchestrator import RunOptions, run_plan
 from sandbox_orch.policy import load_policy
 
 from .helpers import admitted
-from .k8s_emulator import JOBS, POLICIES, SECRETS, SETTINGS, Script, emulated
+from .k8s_emulator import JOBS, POLICIES, POLICY, SECRETS, SETTINGS, Script, emulated
 
 DEAD_OWNER = f"{socket.gethostname()}:999999999:1"  # this host, no such process
 SECRET = "k8s-unit-SECRET-value-9f8e7d"
-POLICY = """\
-    version: 1
-    name: k8s
-    runtimes: [shell]
-    images: ["sandbox-orch/shell"]
-    isolation: {oci_runtime: RUNTIME, user: "10001:10001", tmpfs: {/tmp: 64m}}
-    network: {egress: []}
-    mounts: []
-    env: {deny: []}
-    secrets:
-      K8S_KEY: {from_env: SO_UNIT_K8S_KEY, runtimes: [shell]}
-    limits: {cpus: 2, memory: 2g, pids: 512, timeout: 30m, output: 16m, artifacts: 1g}
-    defaults: {cpus: 1, memory: 512m, pids: 256, timeout: 10m}
-"""
 NODES = {
     "ok": "command: [echo, hi]\n    secrets: [K8S_KEY]",
     "fails": 'command: ["false"]',
@@ -320,8 +306,10 @@ def test_emulator_doctor_and_interactive_session_raise_clear_errors():
             backend = KubernetesBackend(cluster, SETTINGS)
             with pytest.raises(BackendError, match="no interactive terminals"):
                 await backend.start_terminal("x")
-            with pytest.raises(BackendError, match="does not do artifacts yet"):
-                await backend.create_volume("v", {}, 1, "1:1")
+            with pytest.raises(BackendError, match="does not do inputs yet"):
+                await backend.read_only_view(
+                    "v-ro", await backend.create_volume("v", {}, 1, "1:1"), {}
+                )
 
     asyncio.run(scenario())
 
@@ -407,6 +395,7 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
     from sandbox_orch.mounts import BindMount
 
     plan, sandboxes = admitted(_workflow("fails"), policy("runc"))
+    consumer = dataclasses.replace(plan.nodes["fails"], inputs=(object(),))
 
     async def scenario():
         async with emulated() as (emulator, cluster, _):
@@ -419,6 +408,7 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
                 {"origin": None},
                 {"tty": True},
                 {"mounts": (BindMount("/src", "/work", read_only=True),)},
+                {"origin": (consumer, sandboxes["fails"])},
             ):
                 with pytest.raises(BackendError) as error:
                     await backend.create(dataclasses.replace(spec, **changed))
@@ -429,7 +419,8 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
     assert refused == [
         "the Kubernetes backend needs the admitted node of a spec",
         "the Kubernetes backend does not do interactive sessions yet (see the README)",
-        "the Kubernetes backend does not do mounts, egress or artifacts yet (see the README)",
+        "the Kubernetes backend does not do mounts, egress or inputs yet (see the README)",
+        "the Kubernetes backend does not do mounts, egress or inputs yet (see the README)",
     ]
     assert "POST" not in methods
 

@@ -352,7 +352,7 @@ def test_emulated_exec_endpoint_backend_run_in_on_the_jobs_pod(tmp_path):
     async def scenario():
         async with backend_on(server) as (backend, cluster):
             done = await backend.run_in(JOB, ["sh", "-c", "echo hi; exit 5"])
-            other = await backend.run_in(JOB, ["true"], container="holder")
+            other = await backend.run_in(JOB, ["true"], container="node")
             with pytest.raises(BackendError, match="printed more than"):
                 await backend.run_in(JOB, ["head", "-c", "3000000", "/dev/zero"])
             with pytest.raises(BackendError, match="no pod"):
@@ -363,8 +363,8 @@ def test_emulated_exec_endpoint_backend_run_in_on_the_jobs_pod(tmp_path):
     done, other, ws_api = asyncio.run(scenario())
     assert done == (5, b"hi\n") and other == (0, b"")
     assert [(e.pod, e.container) for e in server.exchanges[:2]] == [
+        (f"{JOB}-x1", "holder"),  # by default: ours, never beside the node's code
         (f"{JOB}-x1", "node"),
-        (f"{JOB}-x1", "holder"),
     ]
     assert ws_api.rest_client.pool_manager.closed  # the cluster's close closed it
 

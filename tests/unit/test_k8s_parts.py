@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 
 from sandbox_orch.backend.kubernetes import ManifestError, NodeAttempt, node_job, restricted
-from sandbox_orch.backend.kubernetes.job import DEADLINE_GRACE
+from sandbox_orch.backend.kubernetes.job import COPY_GRACE, DEADLINE_GRACE
 from sandbox_orch.backend.kubernetes.labels import label_value, legal_label_key, legal_label_value
 from sandbox_orch.backend.kubernetes.names import job_name, legal_name
 from sandbox_orch.backend.kubernetes.network import run_network_policies
@@ -223,6 +223,7 @@ def test_artifacts_are_memory_volumes_rw_in_the_producer_ro_in_the_consumer():
     )
     assert "initContainers" not in pod
     pod = consumer["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["node"]  # holds no artifact
     assert {"name": "input-0", "mountPath": "/in", "readOnly": True} in (
         pod["containers"][0]["volumeMounts"]
     )
@@ -236,6 +237,31 @@ def test_artifacts_are_memory_volumes_rw_in_the_producer_ro_in_the_consumer():
     assert metadata["annotations"]["sandbox-orch.node"] == "use_"
     for version in ("1.33.0", "1.37.0"):
         kubernetes_validate.validate(consumer, version, strict=True)
+
+
+def test_a_producers_pod_has_a_holder_that_keeps_its_artifacts_for_the_copy():
+    producer, consumer = _job(DAG, node="make"), _job(DAG, node="use_")
+    pod = producer["spec"]["template"]["spec"]
+    node, holder = pod["containers"]
+    assert holder["name"] == "holder" and holder["image"] == SETTINGS.images["sandbox-orch/base"]
+    assert (
+        holder["command"][-2:] == ["sleep", "infinity"] and holder["command"][0] == "/usr/bin/tini"
+    )
+    # the artifact read-only, where the artifacts' commands look (HOLDER_ROOT/name)
+    assert holder["volumeMounts"] == [
+        {"name": "artifact-0", "mountPath": "/held/dist", "readOnly": True}
+    ]
+    assert holder["securityContext"] == node["securityContext"]
+    amounts = holder["resources"]["limits"]
+    assert holder["resources"]["requests"] == amounts  # the pod stays "Guaranteed"
+    assert (amounts["cpu"], amounts["memory"]) == ("250m", "64Mi")
+    assert not holder["stdin"] and not holder["tty"]
+    assert restricted.violations(pod) == []
+    # the copy has its time after the node's: only a producer's Job waits for one
+    deadlines = [job["spec"]["activeDeadlineSeconds"] for job in (producer, consumer)]
+    assert deadlines[0] - deadlines[1] == COPY_GRACE
+    for version in ("1.33.0", "1.37.0"):
+        kubernetes_validate.validate(producer, version, strict=True)
 
 
 def _egress_policy(tmp_path):

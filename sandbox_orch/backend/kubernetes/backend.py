@@ -13,11 +13,17 @@
   no grace period (SIGKILL). remove: the Job (Foreground: its pods first) and its Secret.
 - labelled / remove_resource: the run's Jobs, Secrets ("container") and NetworkPolicies
   ("network"), with their annotations as labels (the owner is only an annotation).
-- run_in / export: a command in a container (the node's by default) of the Job's pod,
-  over the API server's exec endpoint (podexec.py). run_in: its exit code and stdout (at
-  most RUN_IN_CAP bytes); export: `tar` in the container writes the path's archive, named
-  from its last component as Docker's archive API does, and `consume` reads it as it
-  comes (the artifacts' `extract` applies its rules to it). Volumes are not here yet.
+- run_in / export: a command in a container of the Job's pod (its `holder` by default:
+  ours, never beside the node's code), over the API server's exec endpoint (podexec.py).
+  run_in: its exit code and stdout (at most RUN_IN_CAP bytes); export: `tar` in the
+  container writes the path's archive, named from its last component as Docker's archive
+  API does, and `consume` reads it as it comes (the artifacts' `extract` applies its
+  rules to it).
+- volumes: the "pod" store. An artifact is a memory emptyDir of its producer's pod (job.py
+  makes them from the node), so `create_volume` creates nothing on the cluster and the
+  producer's Job is its volumes' holder: the artifacts' code measures and copies them in
+  it and then removes it (volume resources themselves have nothing to remove). Inputs
+  (the `deliver` container's copies) are not here yet.
 
 A container id here is the Job's name. The client is client.py (the official one).
 """
@@ -47,7 +53,7 @@ from ..base import (
     VolumeStore,
 )
 from .client import Cluster
-from .job import CONTAINER, NodeAttempt, node_job
+from .job import CONTAINER, HOLDER, NodeAttempt, node_job
 from .labels import label_value
 from .names import secret_name
 from .network import run_network_policies
@@ -116,8 +122,9 @@ class KubernetesBackend(Backend):
             raise BackendError("the Kubernetes backend needs the admitted node of a spec")
         if spec.tty:
             raise BackendError(NOT_HERE.format("interactive sessions"))
-        if spec.mounts or spec.volumes:
-            raise BackendError(NOT_HERE.format("mounts, egress or artifacts"))
+        node, _ = spec.origin
+        if spec.mounts or node.inputs:
+            raise BackendError(NOT_HERE.format("mounts, egress or inputs"))
         return spec.origin
 
     def _run_watch(self, run_id: str) -> PodWatch:
@@ -275,28 +282,32 @@ class KubernetesBackend(Backend):
         return found
 
     async def remove_resource(self, resource: Resource) -> None:
+        if resource.kind == "volume":
+            return  # an emptyDir: it went, or goes, with its pod
         object_kind, _, name = resource.id.partition("/")
         if object_kind not in ("Job", "Secret", "NetworkPolicy"):
             raise BackendError(f"not a resource of this backend: {resource.id}")
         await self.cluster.delete(object_kind, name, foreground=object_kind == "Job")
 
-    # --- not on a cluster (yet) -----------------------------------------------------
+    # --- artifacts: emptyDirs of the producer's pod -----------------------------------
 
     async def volume_store(self) -> VolumeStore:
-        return "engine"
+        return "pod"
 
     async def create_volume(
         self, name: str, labels: dict[str, str], size: int, owner: str
     ) -> Volume:
-        raise BackendError(NOT_HERE.format("artifacts"))
+        """Nothing to create: the producer's Job has the emptyDir, its size and its owner
+        (job.py, from the node and sandbox its spec came from)."""
+        return Volume(name)
 
     async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
-        raise BackendError(NOT_HERE.format("artifacts"))
+        raise BackendError(NOT_HERE.format("inputs"))
 
     # --- commands in a pod (the exec API) ---------------------------------------------
 
     async def run_in(
-        self, container_id: str, argv: list[str], container: str = CONTAINER
+        self, container_id: str, argv: list[str], container: str = HOLDER
     ) -> tuple[int, bytes]:
         """(exit code, stdout); more than RUN_IN_CAP bytes of stdout is an error."""
         ran = await self._exec(container_id, container, argv, lambda s: s.read(RUN_IN_CAP + 1))
@@ -309,7 +320,7 @@ class KubernetesBackend(Backend):
         container_id: str,
         path: str,
         consume: Callable[[BinaryIO], T],
-        container: str = CONTAINER,
+        container: str = HOLDER,
     ) -> T:
         """`path`'s tar stream to `consume`. A consumer that stops early (past its budget)
         gets its way: the rest is not read. A tar that fails is an error, even if its

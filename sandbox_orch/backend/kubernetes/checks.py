@@ -7,8 +7,9 @@ and are the nodes what this backend can run? Every refusal is an infrastructure 
   if something altered them on the way.
 - Each OCI runtime the nodes use must map to a RuntimeClass that exists (or be mapped
   explicitly to the cluster's default, settings.py).
-- Not yet on this backend (the README's list): egress (the per-run proxy pod), artifacts
-  and inputs (the exec API's copies), mounts (the `deliver` container's copies).
+- Not yet on this backend (the README's list): egress (the per-run proxy pod), inputs
+  and mounts (the `deliver` container's copies over the exec API). Artifacts are: the
+  producer's pod keeps them (job.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def unsupported(plan: Plan, sandboxes: Mapping[str, Sandbox]) -> str | None:
         sandbox = sandboxes[name]
         why = (
             "egress (the per-run egress-proxy pod)" if has_egress(sandbox)
-            else "artifacts (copies over the exec API)" if node.artifacts or node.inputs
+            else "inputs (the deliver container's copies)" if node.inputs
             else "mounts (the deliver container's copies)" if sandbox.mounts
             else None
         )  # fmt: skip

@@ -4,6 +4,12 @@ The runner's own timer decides a node's timeout from its container's start, as o
 Docker; the Job's activeDeadlineSeconds is the cluster-side backstop for when the runner
 is gone (its host died), so it allows DEADLINE_GRACE more, which also covers scheduling
 and the image pull (the deadline counts from the Job's start).
+
+A node that produces artifacts gets a second container, the `holder` (the base image,
+running `sleep`, never the node's code): the pod stays Running after the node's container
+ends, so its memory emptyDirs stay too until the backend has measured and copied them
+over the exec API (in the holder, never beside the node's code) and deleted the Job.
+Its deadline allows COPY_GRACE more for that copy.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 from ...execution import _phased
 from ...planning import PlannedNode
 from ...sandbox import INIT, NOFILE, Sandbox
+from ..base import HOLDER_CPUS, HOLDER_IMAGE, HOLDER_MEMORY
 from .env import has_egress, node_env
 from .labels import EGRESS_LABEL, node_metadata
 from .names import job_name, secret_name
@@ -24,11 +31,13 @@ from .settings import ClusterSettings, checked_namespace, pinned_image, runtime_
 from .volumes import node_volumes
 
 DEADLINE_GRACE = 60
+COPY_GRACE = 600  # seconds: a producer's artifacts copied after its end (at most 1 GiB)
 # The root is read-only and every volume is in memory: only the kubelet's copy of the
 # container's log is written to the node's disk (rotated by the kubelet), and this bounds
 # it (the pod is evicted past it).
 EPHEMERAL_STORAGE = 64 * 1024**2
 CONTAINER = "node"
+HOLDER = "holder"
 
 
 @dataclass(frozen=True)
@@ -59,11 +68,11 @@ def node_argv(node: PlannedNode, sandbox: Sandbox) -> list[str]:
     return [*INIT, *limited(argv, sandbox)]
 
 
-def resources(sandbox: Sandbox) -> dict[str, Any]:
+def resources(cpus: float, memory: int) -> dict[str, Any]:
     """Requests equal to limits: the pod is "Guaranteed", first to keep its memory."""
     amounts = {
-        "cpu": cpu_quantity(sandbox.cpus),
-        "memory": byte_quantity(sandbox.memory),
+        "cpu": cpu_quantity(cpus),
+        "memory": byte_quantity(memory),
         "ephemeral-storage": byte_quantity(EPHEMERAL_STORAGE),
     }
     return {"requests": dict(amounts), "limits": dict(amounts)}
@@ -84,7 +93,7 @@ def node_job(
         "imagePullPolicy": "Always",  # by digest: the same image, the registry's access check
         "command": node_argv(node, sandbox),
         "env": node_env(sandbox, secret_name(name), at.proxy),
-        "resources": resources(sandbox),
+        "resources": resources(sandbox.cpus, sandbox.memory),
         "securityContext": container_security_context(sandbox.user, sandbox.oci_runtime),
         "volumeMounts": volumes.mounts,
         "stdin": False,
@@ -101,6 +110,11 @@ def node_job(
         "containers": [container],
         "volumes": volumes.volumes,
     }
+    deadline = math.ceil(sandbox.timeout) + DEADLINE_GRACE
+    if volumes.held:
+        holder = pinned_image(settings, HOLDER_IMAGE)
+        pod["containers"].append(_holder(holder, sandbox, volumes.held))
+        deadline += COPY_GRACE
     if volumes.delivered:
         pod["initContainers"] = [_deliverer(image, sandbox, volumes.delivered)]
     runtime = runtime_class(settings, sandbox.oci_runtime)
@@ -117,13 +131,30 @@ def node_job(
         },
         "spec": {
             "backoffLimit": 0,  # retries are the scheduler's, with their own attempt
-            "activeDeadlineSeconds": math.ceil(sandbox.timeout) + DEADLINE_GRACE,
+            "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": settings.ttl_after_finished,
             "template": {
                 "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
                 "spec": pod,
             },
         },
+    }
+
+
+def _holder(image: str, sandbox: Sandbox, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keeps the pod, and its artifacts' emptyDirs, after the node's container ends; the
+    backend's commands (`stat -f`, `du`, `tar`) run here. Hardened as the node is."""
+    return {
+        "name": HOLDER,
+        "image": image,
+        "imagePullPolicy": "Always",
+        "command": [*INIT, *limited(("sleep", "infinity"), sandbox)],
+        "resources": resources(HOLDER_CPUS, HOLDER_MEMORY),
+        "securityContext": container_security_context(sandbox.user, sandbox.oci_runtime),
+        "volumeMounts": mounts,
+        "stdin": False,
+        "tty": False,
+        "terminationMessagePolicy": "File",
     }
 
 
@@ -135,7 +166,7 @@ def _deliverer(image: str, sandbox: Sandbox, mounts: list[dict[str, Any]]) -> di
         "image": image,
         "imagePullPolicy": "Always",
         "command": limited(("sandbox-orch-gate", "true"), sandbox),
-        "resources": resources(sandbox),
+        "resources": resources(sandbox.cpus, sandbox.memory),
         "securityContext": container_security_context(sandbox.user, sandbox.oci_runtime),
         "volumeMounts": mounts,
         "stdin": True,

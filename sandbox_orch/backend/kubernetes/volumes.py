@@ -1,8 +1,10 @@
 """A node's volumes on a cluster: all of them memory `emptyDir`s, each with a size limit.
 
 - each tmpfs of the policy (`/tmp`): read-write, its size;
-- each artifact the node produces: read-write, the policy's artifact limit, copied out
-  over the exec API after the node exits (the pod is kept until then);
+- each artifact the node produces: read-write, the policy's artifact limit. The pod's
+  `holder` container (job.py) mounts them read-only under HOLDER_ROOT and keeps the pod,
+  and so them, after the node's container ends: their use is measured and their files
+  archived there over the exec API, and the Job is deleted once they are copied;
 - each input artifact and each mount (`mounts:`; a cluster has no host directory to bind,
   and hostPath is forbidden): read-only in the node's container. Their content is put
   there before the node runs, by the `deliver` init container: it mounts them read-write
@@ -22,6 +24,7 @@ from typing import Any
 
 from ...planning import PlannedNode
 from ...sandbox import Sandbox
+from ..base import HOLDER_ROOT
 from .quantities import byte_quantity
 
 
@@ -30,6 +33,7 @@ class NodeVolumes:
     volumes: list[dict[str, Any]]
     mounts: list[dict[str, Any]]  # the node's container's
     delivered: list[dict[str, Any]]  # the `deliver` init container's (read-write)
+    held: list[dict[str, Any]]  # the `holder` container's: the artifacts (read-only)
 
 
 def _memory(name: str, size: int) -> dict[str, Any]:
@@ -40,6 +44,7 @@ def node_volumes(node: PlannedNode, sandbox: Sandbox, workspace_limit: int) -> N
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     delivered: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
 
     def add(name: str, size: int, target: str, read_only: bool) -> None:
         volumes.append(_memory(name, size))
@@ -51,10 +56,12 @@ def node_volumes(node: PlannedNode, sandbox: Sandbox, workspace_limit: int) -> N
         add(f"tmpfs-{index}", size, path, read_only=False)
     for index, artifact in enumerate(node.artifacts):
         add(f"artifact-{index}", sandbox.artifact_limit, artifact.path, read_only=False)
+        target = f"{HOLDER_ROOT}/{artifact.name}"
+        held.append({"name": f"artifact-{index}", "mountPath": target, "readOnly": True})
     for index, needed in enumerate(node.inputs):
         add(f"input-{index}", sandbox.artifact_limit, needed.path, read_only=True)
     for index, mount in enumerate(sandbox.mounts):
         # A read-write mount's changes would be copied back by the backend, as
         # `single` copies a workspace's; here it is writable and nothing more.
         add(f"mount-{index}", workspace_limit, mount.target, read_only=mount.read_only)
-    return NodeVolumes(volumes, mounts, delivered)
+    return NodeVolumes(volumes, mounts, delivered, held)
