@@ -229,7 +229,13 @@ def test_artifacts_are_memory_volumes_rw_in_the_producer_ro_in_the_consumer():
     )
     (deliver,) = pod["initContainers"]
     assert {"name": "input-0", "mountPath": "/in", "readOnly": False} in deliver["volumeMounts"]
-    assert deliver["command"][-2:] == ["sandbox-orch-gate", "true"] and deliver["stdinOnce"]
+    # held on its own gate (no stdin: no attach needed), which the node never mounts
+    assert deliver["command"][-1] == "/gate/go" and not deliver["stdin"]
+    assert {"name": "gate", "mountPath": "/gate", "readOnly": False} in deliver["volumeMounts"]
+    assert "gate" not in [m["name"] for m in pod["containers"][0]["volumeMounts"]]
+    assert {"name": "gate", "emptyDir": {"medium": "Memory", "sizeLimit": "64Ki"}} in (
+        pod["volumes"]
+    )
     assert restricted.violations(pod) == []
     # a node name that is no legal label value: hashed label, the name in an annotation
     metadata = consumer["metadata"]

@@ -28,7 +28,7 @@ from .names import job_name, secret_name
 from .quantities import byte_quantity, cpu_quantity
 from .security import container_security_context, pod_isolation, pod_security_context
 from .settings import ClusterSettings, checked_namespace, pinned_image, runtime_class
-from .volumes import node_volumes
+from .volumes import GATE, node_volumes
 
 DEADLINE_GRACE = 60
 COPY_GRACE = 600  # seconds: a producer's artifacts copied after its end (at most 1 GiB)
@@ -38,6 +38,7 @@ COPY_GRACE = 600  # seconds: a producer's artifacts copied after its end (at mos
 EPHEMERAL_STORAGE = 64 * 1024**2
 CONTAINER = "node"
 HOLDER = "holder"
+GATE_SCRIPT = 'mkfifo "$1" 2>/dev/null; IFS= read -r word < "$1"; [ "$word" = go ]'
 
 
 @dataclass(frozen=True)
@@ -160,16 +161,17 @@ def _holder(image: str, sandbox: Sandbox, mounts: list[dict[str, Any]]) -> dict[
 
 def _deliverer(image: str, sandbox: Sandbox, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     """Holds the pod before the node runs while the backend copies inputs and mounts in
-    (see volumes.py); "go" on its stdin runs `true`, and the node's container starts."""
+    over the exec API (see volumes.py); then an exec writes "go" into its gate, a FIFO in
+    its own emptyDir (no attach needed, no polling), it exits 0, and the node's container
+    starts. A "go" written before the FIFO exists lands in a plain file, read the same."""
     return {
         "name": "deliver",
         "image": image,
         "imagePullPolicy": "Always",
-        "command": limited(("sandbox-orch-gate", "true"), sandbox),
+        "command": [*INIT, *limited(("sh", "-c", GATE_SCRIPT, "sh", GATE), sandbox)],
         "resources": resources(sandbox.cpus, sandbox.memory),
         "securityContext": container_security_context(sandbox.user, sandbox.oci_runtime),
         "volumeMounts": mounts,
-        "stdin": True,
-        "stdinOnce": True,
+        "stdin": False,
         "tty": False,
     }

@@ -9,8 +9,9 @@
   and hostPath is forbidden): read-only in the node's container. Their content is put
   there before the node runs, by the `deliver` init container: it mounts them read-write
   and waits in sandbox-orch-gate while the backend copies into it over the exec API (the
-  same safe copy rules as on Docker), then it is told "go" and exits; only then does the
-  node's container start, seeing them read-only.
+  same safe copy rules as on Docker), then it is told "go" through GATE (a FIFO in a
+  small emptyDir of its own) and exits; only then does the node's container start,
+  seeing them read-only.
 
 Memory-backed volumes count against the pod's memory limit, as Docker's tmpfs mounts count
 against the container's. An emptyDir has no inode limit and no noexec (Docker's volumes
@@ -26,6 +27,9 @@ from ...planning import PlannedNode
 from ...sandbox import Sandbox
 from ..base import HOLDER_ROOT
 from .quantities import byte_quantity
+
+GATE = "/gate/go"  # the `deliver` container's own (job.py); the node never mounts it
+GATE_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,4 +68,7 @@ def node_volumes(node: PlannedNode, sandbox: Sandbox, workspace_limit: int) -> N
         # A read-write mount's changes would be copied back by the backend, as
         # `single` copies a workspace's; here it is writable and nothing more.
         add(f"mount-{index}", workspace_limit, mount.target, read_only=mount.read_only)
+    if delivered:
+        volumes.append(_memory("gate", GATE_SIZE))
+        delivered.append({"name": "gate", "mountPath": GATE.rsplit("/", 1)[0], "readOnly": False})
     return NodeVolumes(volumes, mounts, delivered, held)

@@ -1,0 +1,119 @@
+"""The commands the Kubernetes manifests give a consumer's `deliver` container, run as the
+manifest says (its command, user, read-only root) in the real image on the real engine,
+under runc and gVisor: no cluster runs here, so this is where they run for real. Inputs
+arrive over exec (`tar -x` from stdin), then an exec's "go" through the gate ends it with
+0; anything else ends it non-zero and the node's container would never start."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from sandbox_orch.backend.kubernetes.job import node_job
+
+from ..unit.helpers import admitted
+from ..unit.k8s_cases import ATTEMPT, SETTINGS
+
+CONSUMER = """
+version: 1
+name: t
+nodes:
+  make:
+    runtime: shell
+    command: "true"
+    outputs: {artifacts: [{name: dist, path: /out}]}
+  use:
+    needs: [make]
+    runtime: shell
+    command: "true"
+    inputs: [{from: make/dist, path: /in}]
+"""
+
+
+def _deliver() -> dict:
+    plan, sandboxes = admitted(CONSUMER)
+    job = node_job(plan.nodes["use"], sandboxes["use"], ATTEMPT, SETTINGS)
+    (deliver,) = job["spec"]["template"]["spec"]["initContainers"]
+    return deliver
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _exec(client, container, argv: list[str], stdin: bytes | None = None) -> int:
+    """An exec as the API server's: argv as given, stdin streamed then closed."""
+    api = client.api
+    made = api.exec_create(container.id, argv, stdin=stdin is not None, user="10001:10001")
+    if stdin is None:
+        api.exec_start(made["Id"])
+    else:
+        sock = api.exec_start(made["Id"], socket=True)
+        raw = getattr(sock, "_sock", sock)
+        raw.sendall(stdin)
+        raw.shutdown(1)  # the end of stdin, as v5's close
+        while raw.recv(65536):
+            pass
+        raw.close()
+    return api.exec_inspect(made["Id"])["ExitCode"]
+
+
+@pytest.fixture
+def deliver_container(docker_client, built_images, request):
+    """The deliver container as the manifest makes it: its command and user, a read-only
+    root, its gate's and the input's emptyDirs as tmpfs mounts."""
+    deliver = _deliver()
+    made = []
+
+    def start(runtime: str):
+        container = docker_client.containers.run(
+            "sandbox-orch/shell",
+            deliver["command"],
+            entrypoint=[],
+            user="10001:10001",
+            read_only=True,
+            network_mode="none",
+            runtime=runtime,
+            tmpfs={"/gate": "size=64k,mode=1777", "/in": "size=1m,mode=1777"},
+            labels={"sandbox-orch.test": request.node.name},
+            detach=True,
+        )
+        made.append(container)
+        return container
+
+    yield start
+    for container in made:
+        container.remove(force=True)
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_deliver_takes_inputs_over_exec_then_go_ends_it_with_zero(
+    docker_client, deliver_container, runtime
+):
+    container = deliver_container(runtime)
+    files = {"report.txt": b"built\n", "sub/data.bin": bytes(range(256))}
+    assert _exec(docker_client, container, ["tar", "-x", "-f", "-", "-C", "/in"], _tar(files)) == 0
+    listed = container.exec_run(["find", "/in", "-type", "f"], user="10001:10001")
+    assert sorted(listed.output.decode().split()) == ["/in/report.txt", "/in/sub/data.bin"]
+    # still held: the node's container cannot have started
+    container.reload()
+    assert container.status == "running"
+    _exec(docker_client, container, ["sh", "-c", 'echo go > "$1"', "sh", "/gate/go"])
+    assert container.wait(timeout=30)["StatusCode"] == 0
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_deliver_told_anything_but_go_fails_so_the_node_never_starts(
+    docker_client, deliver_container, runtime
+):
+    container = deliver_container(runtime)
+    _exec(docker_client, container, ["sh", "-c", 'echo no > "$1"', "sh", "/gate/go"])
+    assert container.wait(timeout=30)["StatusCode"] != 0
