@@ -342,15 +342,21 @@ class Scheduler:
         record = self.records[name]
         node, sandbox = self.plan.nodes[name], self.sandboxes[name]
         try:
-            delayed = node.request.start_delay or self._pacer is not None
-            if delayed and not await self._wait_to_start(node):
+            delay = node.request.start_delay
+            if delay and not await self._wait_to_start(node, delay, "start_delay"):
                 return
+            if node.prompt is not None:
+                node = await self._prompted(node, sandbox)
+            # Its --stagger turn comes last, right before its attempt: a prompt's evaluation
+            # (a worker's round trip) must not eat into the spacing of agent starts.
+            if self._pacer is not None and node.runtime.agent:
+                turn = self._pacer.reserve(asyncio.get_running_loop().time())
+                if turn > 0 and not await self._wait_to_start(node, turn, "stagger"):
+                    return
             spent = self._budget_refusal(node)
             if spent is not None:  # judged at its start: spend moves while it waits
                 self._skip(name, spent)
                 return
-            if node.prompt is not None:
-                node = await self._prompted(node, sandbox)
             await self._attempts(node, sandbox, record)
         except (PromptError, EvaluationUnavailable) as error:  # before any attempt
             ours = isinstance(error, EvaluationUnavailable)  # the worker's fault: errored
@@ -375,27 +381,17 @@ class Scheduler:
         check_launchable(text, sandbox.prompt_limit)  # a marker may be longer than a value
         return dataclasses.replace(node, argv=launch_argv(node.argv, node.prompt, text))
 
-    async def _wait_to_start(self, node: PlannedNode) -> bool:
-        """The node's `start_delay`, then (agents) its `--stagger` turn: awaited in the
-        node's own task, so a cancel (Ctrl-C, the workflow's deadline) ends it at once,
-        before anything was created, and nothing else waits for it. The node holds its
+    async def _wait_to_start(self, node: PlannedNode, seconds: float, reason: str) -> bool:
+        """Its `start_delay`, or (agents) its `--stagger` turn: awaited in the node's own
+        task, so a cancel (Ctrl-C, the workflow's deadline) ends it at once, before
+        anything was created, and nothing else waits for it. The node holds its
         --max-parallel slot meanwhile. False: fail_fast halted the run during the wait,
         so the node is skipped, as one not yet started would be."""
-        waited = False
-        if node.request.start_delay:
-            waited = await self._delay(node.name, node.request.start_delay, "start_delay")
-        if self._pacer is not None and node.runtime.agent:
-            turn = self._pacer.reserve(asyncio.get_running_loop().time())
-            if turn > 0:
-                waited = await self._delay(node.name, turn, "stagger")
-        if waited and self._halted_by is not None and not self._handles_failure(node.name):
+        self._emit(NodeDelayed(node.name, seconds, reason, _now()))
+        await asyncio.sleep(seconds)
+        if self._halted_by is not None and not self._handles_failure(node.name):
             self._skip(node.name, self._halt_reason())
             return False
-        return True
-
-    async def _delay(self, name: str, seconds: float, reason: str) -> bool:
-        self._emit(NodeDelayed(name, seconds, reason, _now()))
-        await asyncio.sleep(seconds)
         return True
 
     async def _attempts(self, node: PlannedNode, sandbox: Sandbox, record: NodeRecord) -> None:
