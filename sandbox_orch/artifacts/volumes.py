@@ -180,17 +180,16 @@ class ArtifactVolumes:
             for a, v in volumes.items()
         )
 
-    def held_by(self, node: str, container_id: str) -> bool:
-        """Whether the node's container just created is its volumes' holder (the "pod"
-        store): then it is theirs to remove, once copied and no longer needed."""
+    def held_by(self, node: str, container_id: str) -> None:
+        """The node's container just created is its volumes' holder if they are in its
+        pod (the "pod" store): then it is theirs to remove, once copied (`holds`)."""
         group = self._latest.get(node)
         if group is None or not group.in_pod:
-            return False
+            return
         group.holder = container_id
         group.volumes = [dataclasses.replace(v, holder=container_id) for v in group.volumes]
         for volume in group.volumes:
             self.current[(volume.node, volume.name)] = volume
-        return True
 
     def holds(self, container_id: str) -> bool:
         """Whether the container is a pod-store holder that these volumes will remove."""

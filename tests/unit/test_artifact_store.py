@@ -291,6 +291,34 @@ def test_pod_volumes_are_measured_and_copied_in_the_producer_which_goes_after_it
     assert [c for c in backend.calls if c[1] == after] == [("remove", after)]
 
 
+@pytest.mark.parametrize("in_pod", [True, False])
+def test_only_a_pod_stores_producer_is_left_to_its_volumes(in_pod):
+    """`holds` names the producer's container in the "pod" store, and nothing else: not
+    another container, not an "engine" store's holder (the runner never sees those)."""
+    from sandbox_orch.artifacts import ArtifactVolumes
+
+    plan, sandboxes = admitted(PRODUCER)
+    backend = MemoryBackend(pod_volumes=in_pod)
+    volumes = ArtifactVolumes(
+        backend, {"sandbox-orch.run": "r1"}, Path("unused"), plan.nodes, 2**40
+    )
+
+    async def register(spec):
+        return "engine-holder"
+
+    async def scenario():
+        make = plan.nodes["make"]
+        await volumes.for_producer(make, sandboxes["make"], 1, register, backend.remove)
+        volumes.held_by("make", "producer")
+        volumes.held_by("after", "other")  # no volumes of its own: nothing to hold
+        return [volumes.holds(c) for c in ("producer", "other", "engine-holder")]
+
+    held = asyncio.run(scenario())
+    assert held == ([True, False, False] if in_pod else [False, False, False])
+    holders = {v.holder for v in volumes.current.values()}
+    assert holders == ({"producer"} if in_pod else {"engine-holder"})
+
+
 def test_pod_volumes_of_a_failed_producer_are_copied_and_go_with_it(tmp_path, monkeypatch):
     def script(spec):
         return Outcome(exit_code=4) if spec.labels[NODE_LABEL] == "make" else Outcome()
