@@ -6,47 +6,21 @@ arrive over exec (`tar -x` from stdin), then an exec's "go" through the gate end
 
 from __future__ import annotations
 
-import io
-import tarfile
-
 import pytest
 
 from sandbox_orch.backend.kubernetes.job import node_job
 
 from ..unit.helpers import admitted
 from ..unit.k8s_cases import ATTEMPT, SETTINGS
-
-CONSUMER = """
-version: 1
-name: t
-nodes:
-  make:
-    runtime: shell
-    command: "true"
-    outputs: {artifacts: [{name: dist, path: /out}]}
-  use:
-    needs: [make]
-    runtime: shell
-    command: "true"
-    inputs: [{from: make/dist, path: /in}]
-"""
+from ..unit.test_artifact_volumes import tar_of
+from ..unit.test_k8s_parts import DAG
 
 
 def _deliver() -> dict:
-    plan, sandboxes = admitted(CONSUMER)
-    job = node_job(plan.nodes["use"], sandboxes["use"], ATTEMPT, SETTINGS)
+    plan, sandboxes = admitted(DAG)
+    job = node_job(plan.nodes["use_"], sandboxes["use_"], ATTEMPT, SETTINGS)
     (deliver,) = job["spec"]["template"]["spec"]["initContainers"]
     return deliver
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def _release(client, container, word: str) -> None:
@@ -110,7 +84,9 @@ def test_deliver_takes_inputs_over_exec_then_go_ends_it_with_zero(
 ):
     container = deliver_container(runtime)
     files = {"report.txt": b"built\n", "sub/data.bin": bytes(range(256))}
-    assert _exec(docker_client, container, ["tar", "-x", "-f", "-", "-C", "/in"], _tar(files)) == 0
+    assert (
+        _exec(docker_client, container, ["tar", "-x", "-f", "-", "-C", "/in"], tar_of(files)) == 0
+    )
     listed = container.exec_run(["find", "/in", "-type", "f"], user="10001:10001")
     assert sorted(listed.output.decode().split()) == ["/in/report.txt", "/in/sub/data.bin"]
     # still held: the node's container cannot have started
