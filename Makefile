@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CHECKOV := .venv-checkov/.installed
 
-.PHONY: demo test test-podman k8s-e2e unit lint mutation bench engine images venv clean
+.PHONY: demo test test-podman k8s-e2e unit lint mutation mutation-changed bench engine images venv clean
 
 demo: images
 	$(BIN)/sandbox-orch run configs/examples/hello.yaml
@@ -55,9 +55,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check sandbox_orch tests bench
 
 # Mutation testing of the security-critical modules against the unit tests (mutmut);
-# fails when a mutant survives that tests/mutation/equivalent.txt does not list.
+# fails when a mutant survives that tests/mutation/equivalent.txt does not list. A full
+# run that passes records tests/mutation/baseline.json; `mutation-changed` (CI) mutates
+# only the modules whose verdicts could differ from it (tests/mutation/baseline.py).
 mutation: $(STAMP)
 	$(BIN)/python tests/mutation/check.py
+
+mutation-changed: $(STAMP)
+	$(BIN)/python tests/mutation/check.py --changed
 
 # Each prints its figures, its target and PASS/FAIL; --strict would make a miss fail.
 BENCHES := node_overhead scheduler_overhead chain_handoff artifact_transfer output_flood agent_budget workspace_copy \

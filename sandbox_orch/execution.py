@@ -40,6 +40,9 @@ NODE_LABEL = "sandbox-orch.node"
 OWNER_LABEL = "sandbox-orch.owner"
 ATTEMPT_LABEL = "sandbox-orch.attempt"
 KILL_GRACE = 10.0  # seconds to wait for a killed container to be reported stopped
+# Seconds an interrupted node's output in flight may take to arrive once it is killed:
+# short, so that Ctrl-C stays prompt with an engine that does not answer.
+STOP_GRACE = 3.0
 GATE = "sandbox-orch-gate"  # holds a prepared container's command (images/base)
 DURING_SETUP = " (during setup)"  # a reason's end: the node was stopped in its setup phase
 
@@ -272,6 +275,7 @@ class NodeRunner:
         live = prepared.live if prepared else self._follow(node, number, output)
         stopped: list[str] = []  # why a budget stopped it, if one did
         setup_from: float | None = None  # when its container started (setup's clock)
+        running = False  # its container was started (so its output may be in flight)
 
         def finished(
             status: NodeStatus, exit_code: int | None, oom: bool, reason: str | None
@@ -304,6 +308,7 @@ class NodeRunner:
             setup_from = time.monotonic()
             async with self._started(container_id, live or output, prepared is not None):
                 started()
+                running = True
                 status, exit_code, oom, reason = await self._wait(container_id, sandbox.timeout)
             if live is not None:  # its last words count against budgets before it is judged
                 live.finish()
@@ -317,7 +322,10 @@ class NodeRunner:
             status, exit_code, oom, reason = NodeStatus.FAILED, None, False, str(error)
         except asyncio.CancelledError:
             # Stopped from outside: what it did so far still belongs in the results,
-            # its setup phase included (and that it was still in it).
+            # its setup phase included (and that it was still in it), and so does the
+            # output it printed that is still on its way from the engine.
+            if running and container_id is not None:
+                await _despite_cancellation(self._stopped(container_id))
             cancelled = finished(NodeStatus.CANCELLED, None, False, "cancelled")
             if setup_from is not None and sandbox.setup_argv:
                 self._judge_setup(cancelled, node, setup_from)
@@ -599,6 +607,14 @@ class NodeRunner:
             return NodeStatus.FAILED, exit_status.exit_code, False, reason
         return NodeStatus.SUCCEEDED, 0, False, None
 
+    async def _stopped(self, container_id: str) -> None:
+        """Kill an interrupted node's container and let what it printed reach its sink
+        (`wait` returns once it has), for at most STOP_GRACE seconds."""
+        with contextlib.suppress(TimeoutError, BackendError):
+            async with asyncio.timeout(STOP_GRACE):
+                await self.backend.kill(container_id)
+                await self.backend.wait(container_id)
+
     async def _remove_after(self, node: PlannedNode, container_id: str) -> None:
         """An attempt's container goes in the background: its result (and the nodes it
         lets start) does not wait the ~100 ms of its removal. It stays in the ledger until
@@ -655,6 +671,16 @@ class NodeRunner:
         except BackendError as error:
             failures.append(str(error))
         return failures
+
+
+async def _despite_cancellation(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end in a task of its own, which a further cancellation of this
+    one (it is already being cancelled) does not stop short."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    task.result()
 
 
 def _still_as_admitted(node: PlannedNode, sandbox: Sandbox) -> None:

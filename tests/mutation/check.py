@@ -13,15 +13,21 @@ A listed mutant is named by its function and the mutated line (before and after)
 by mutmut's number (which shifts whenever a function gains a mutant), so the lists
 survive unrelated edits. Entries that match no surviving mutant are reported as stale.
 
-Usage: python tests/mutation/check.py [--no-run] [--record-pending] [PATTERN ...]
+A full run that passes records the baseline (baseline.json, to commit): what it mutated
+and which tests ran each module's mutants. CI runs `--changed`, which mutates only the
+modules whose verdicts could differ from the baseline's (see baseline.py).
+
+Usage: python tests/mutation/check.py [--no-run] [--record-pending] [--changed] [PATTERN ...]
   PATTERN           mutmut name patterns, e.g. "sandbox_orch.secrets*" (default: all)
   --no-run          check the results of the last run only
   --record-pending  write every unlisted survivor to pending.txt instead of failing
+  --changed         mutate only the modules changed since the baseline (CI)
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import subprocess
@@ -32,6 +38,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from baseline import (  # noqa: E402
+    Baseline,
+    changed,
+    digest,
+    module_of,
+    patterns_for,
+    record,
+    tracked,
+)
+
+BASELINE = HERE / "baseline.json"
 EQUIVALENT = HERE / "equivalent.txt"
 PENDING = HERE / "pending.txt"
 PENDING_HEADER = """\
@@ -132,11 +150,67 @@ def _read(path: Path) -> list[Entry]:
     return parse_entries(path.read_text(encoding="utf-8"), path.name) if path.exists() else []
 
 
+def mutated_modules() -> list[str]:
+    """Every module pyproject.toml's only_mutate names ('sandbox_orch.artifacts')."""
+    os.chdir(REPO)
+    from mutmut.__main__ import walk_mutatable_files
+
+    return sorted(
+        ".".join(p.with_suffix("").parts).removesuffix(".__init__") for p in walk_mutatable_files()
+    )
+
+
+def entries_by_module(entries: list[Entry]) -> dict[str, str]:
+    """Per module, a digest of the mutants its listed entries name (not their reasons)."""
+    keys: dict[str, list[str]] = {}
+    for entry in entries:
+        keys.setdefault(module_of(entry.function), []).append(repr(entry.key))
+    return {m: digest("\n".join(sorted(k)).encode()) for m, k in keys.items()}
+
+
+def changed_patterns(entries: list[Entry]) -> list[str] | None:
+    """mutmut patterns for the modules to mutate again; None: all of them."""
+    try:
+        baseline = Baseline.from_json(BASELINE.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError) as error:
+        print(f"mutation: no usable baseline ({error}): mutating everything")
+        return None
+    modules = mutated_modules()
+    again, why = changed(baseline, REPO, modules, entries_by_module(entries))
+    if why:
+        print(f"mutation: {why}: mutating everything")
+        return None
+    print(f"mutation: changed since the baseline: {', '.join(again) or 'nothing'}")
+    return [p for m in again for p in patterns_for(m)]
+
+
+def tree_digest() -> str:
+    """Of everything a verdict depends on (to tell whether it changed during a run)."""
+    files = [REPO / "pyproject.toml", *sorted((REPO / "sandbox_orch").rglob("*.py"))]
+    files += sorted(p for p in (REPO / "tests" / "unit").rglob("*") if tracked(p))
+    return digest(b"".join(digest(p.read_bytes()).encode() for p in files))
+
+
+def record_baseline(entries: list[Entry]) -> None:
+    stats = json.loads((REPO / "mutants" / "mutmut-stats.json").read_text(encoding="utf-8"))
+    recorded = record(
+        REPO, mutated_modules(), stats["tests_by_mangled_function_name"], entries_by_module(entries)
+    )
+    BASELINE.write_text(recorded.to_json(), encoding="utf-8")
+    print(f"mutation: baseline recorded in {BASELINE.relative_to(REPO)} (commit it)")
+
+
 def main(argv: list[str]) -> int:
     patterns = [a for a in argv if not a.startswith("--")]
+    equivalent, pending = _read(EQUIVALENT), _read(PENDING)
+    if "--changed" in argv and not patterns:
+        selected = changed_patterns([*equivalent, *pending])
+        if selected == []:
+            return 0
+        patterns = selected or []
+    before = tree_digest()
     if "--no-run" not in argv:
         run_mutmut(patterns)
-    equivalent, pending = _read(EQUIVALENT), _read(PENDING)
     listed = {e.key: e for e in [*equivalent, *pending]}
     used: set[Key] = set()
     unlisted: list[tuple[str, str, str, Key]] = []
@@ -168,6 +242,11 @@ def main(argv: list[str]) -> int:
             f"test, or list it in {EQUIVALENT.relative_to(REPO)} with why it is equivalent"
         )
         return 1
+    if not patterns and "--no-run" not in argv:
+        if tree_digest() != before:
+            print("mutation: files changed during the run: no baseline recorded")
+        else:
+            record_baseline([*equivalent, *pending])
     return 0
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import time
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -193,6 +194,42 @@ def test_interrupt_cancels_running_and_pending_and_removes_containers():
     assert backend.containers == {} and len(backend.removed) == 1
     finished = [e.node for e in events if type(e).__name__ == "NodeFinished"]
     assert sorted(finished) == ["hang", "next"]
+
+
+class LateOutput(MemoryBackend):
+    """An engine whose output reader lags: what a container printed reaches the sink
+    only as the container stops (as Docker's attach stream can, under load)."""
+
+    def __init__(self, script) -> None:
+        super().__init__(script)
+        self.sinks: dict[str, Any] = {}
+
+    async def start(self, container_id: str, sink: Any) -> None:
+        self.sinks[container_id] = sink
+        await super().start(container_id, sink)
+
+    async def kill(self, container_id: str) -> None:
+        container = self.containers.get(container_id)
+        if container is not None and container.status is None:
+            self.sinks[container_id].write("stdout", b"got this far\n")
+        await super().kill(container_id)
+
+
+def test_an_interrupted_node_keeps_the_output_still_on_its_way():
+    text = """
+    version: 1
+    name: x
+    nodes:
+      hang: {command: [x]}
+    """
+    backend = LateOutput(lambda spec: Outcome(hang=True))
+    _, records, _, _ = run_on_memory(
+        *admitted(text), backend.script, interrupt_when=lambda b: True, backend=backend
+    )
+    (attempt,) = records["hang"].attempts
+    assert attempt.status == NodeStatus.CANCELLED
+    assert attempt.stdout_tail == "got this far\n"
+    assert backend.containers == {}
 
 
 # --- properties over random DAGs -------------------------------------------------------
