@@ -541,7 +541,7 @@ class NodeRunner:
         own = await self.artifacts.for_producer(
             node, sandbox, attempt, self._start_holder, self._dispose
         )
-        return dataclasses.replace(spec, volumes=own + self.artifacts.for_consumer(node))
+        return dataclasses.replace(spec, volumes=own + await self.artifacts.for_consumer(node))
 
     def _holds_artifacts(self, node: PlannedNode, container_id: str) -> None:
         """Where the producer's own pod keeps its volumes ("pod" store), its container is

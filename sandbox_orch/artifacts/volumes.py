@@ -18,7 +18,11 @@ Where the backend keeps volumes decides the rest (`Backend.volume_store`):
 - "pod": the volumes live in the producer's own pod (a cluster's emptyDirs), which keeps
   them, with a holder container of its own, after the node's container ends. The
   producer's container id is their holder (`held_by`): the node runner leaves it to
-  these volumes, which measure and copy them as for "engine" and then remove it.
+  these volumes, which measure and copy them as for "engine" and then remove it. A
+  consumer's view is the producer's copy on this host, which the backend delivers into
+  the consumer's own pod: so a consumer waits for that copy, and the producer's pod goes
+  once copied, whoever still consumes it (inputs then count against each consumer's
+  memory, not artifacts_total).
 
 After the producer stops, its use settles the node's status (blocks, inodes, and the
 apparent size: a sparse file's holes would be written out in full by a copy); then, in the
@@ -131,6 +135,8 @@ class ArtifactVolumes:
         # Creations still under way: an engine call cannot be called back, so a cancelled
         # attempt's volume may appear later; `finish` waits for it before the sweep.
         self._creating: set[asyncio.Future[Volume]] = set()
+        self._in_pod = False  # the backend's store is "pod" (asked at the first producer)
+        self._complete: set[tuple[str, str]] = set()  # (node, name) copied whole to the host
 
     async def for_producer(
         self,
@@ -163,6 +169,7 @@ class ArtifactVolumes:
             # What was never created holds nothing (what was is swept with the run).
             self.lifetimes.free(size * (len(node.artifacts) - len(volumes)))
         store = await self.backend.volume_store()
+        self._in_pod = store == "pod"
         holder = None
         if store == "engine":
             holder = await register(self._holder_spec(prefix, labels, sandbox, volumes))
@@ -170,7 +177,7 @@ class ArtifactVolumes:
             HeldVolume(node.name, a.name, a.path, v, holder, size, await self._view(node, a, v))
             for a, v in volumes.items()
         ]
-        group = _Group(node.name, held, holder, dispose, in_pod=store == "pod")
+        group = _Group(node.name, held, holder, dispose, in_pod=self._in_pod)
         self._latest[node.name] = group
         self._groups.append(group)
         for volume in held:
@@ -228,17 +235,22 @@ class ArtifactVolumes:
         return await asyncio.shield(task)
 
     async def _view(self, node: PlannedNode, artifact: Any, volume: Volume) -> Volume | None:
-        """The read-only view consumers mount, if the plan has any for this artifact."""
+        """The read-only view consumers mount, if the plan has any for this artifact (in
+        the "pod" store, the host copy, which stays for the run)."""
         if not self.lifetimes.consumers.get((node.name, artifact.name)):
             return None
+        if self._in_pod:
+            return Volume(f"{volume.name}-ro", self._copy_of(node.name, artifact.name))
         labels = {**self.labels, "sandbox-orch.node": node.name}
         return await self.backend.read_only_view(f"{volume.name}-ro", volume, labels)
 
-    def for_consumer(self, node: PlannedNode) -> tuple[VolumeMount, ...]:
+    async def for_consumer(self, node: PlannedNode) -> tuple[VolumeMount, ...]:
         """Each input's read-only view. Read-only at its source, so mounted as it is: a
         read-only mount would be remounted by runc, dropping noexec, nosuid and nodev.
         (Podman remounts every mount with its own options: there, a host view is a bind
-        asked read-only, to which Podman adds the flags its source has; settings.py.)"""
+        asked read-only, to which Podman adds the flags its source has; settings.py.)
+        In the "pod" store, once the producer's copy is done; BackendError if the copy
+        of an input failed (the node is not run without it)."""
         mounts = []
         for needed in node.inputs:
             held = self.current.get((needed.producer, needed.name))
@@ -246,8 +258,20 @@ class ArtifactVolumes:
                 continue  # a producer that never ran has none
             assert held.view is not None  # planning gives every consumed artifact a view
             view = held.view
+            if self._in_pod:
+                await self._copied(needed.producer, needed.name)
             mounts.append(VolumeMount(view.name, needed.path, False, _host_bind(view, needed.path)))
         return tuple(mounts)
+
+    async def _copied(self, producer: str, name: str) -> None:
+        copy = self._copies.get(producer)
+        if copy is not None:
+            await asyncio.shield(copy)  # a consumer's cancellation leaves the copy be
+        if (producer, name) not in self._complete:
+            raise BackendError(f"input {producer}/{name}: its copy to this host failed")
+
+    def _copy_of(self, node: str, name: str) -> Path:
+        return self.host_root / node / name
 
     # --- what the producer left ------------------------------------------------------------
 
@@ -324,8 +348,9 @@ class ArtifactVolumes:
             await asyncio.gather(previous, return_exceptions=True)
         records, violations = [], []
         for volume in held:
-            target = self.host_root / volume.node / volume.name
+            target = self._copy_of(volume.node, volume.name)
             # A retry's copy replaces the last attempt's (ours: no links inside to follow).
+            self._complete.discard((volume.node, volume.name))
             shutil.rmtree(target, ignore_errors=True)
             try:
                 found = await self._read(volume, target)
@@ -341,6 +366,8 @@ class ArtifactVolumes:
             violations += [
                 {"kind": "artifact", "detail": f"{volume.name}/{why}"} for why in found.problems()
             ]
+            if found.complete:
+                self._complete.add((volume.node, volume.name))
         attempt.artifacts = records
         attempt.violations = [*attempt.violations, *violations]
 
@@ -373,7 +400,9 @@ class ArtifactVolumes:
         copy is done; a release waits for it, the copy's callback asks again)."""
         if group.stuck or (copied and group.copy is not None and not group.copy.done()):
             return False
-        unneeded = [v for v in group.live if not self.lifetimes.needed(v.node, v.name)]
+        if group.in_pod:  # consumers read the host copy: all go once the copy has begun
+            return group.copy is not None
+        unneeded = [v for v in group.live if not self._needed(group, v)]
         if group.holder is not None:  # a holder's volumes go together
             return bool(unneeded) and len(unneeded) == len(group.live)
         return bool(unneeded)
@@ -382,7 +411,7 @@ class ArtifactVolumes:
         """Remove the group's volumes that nothing needs (all of them if `whole`). A
         holder's volumes go together, after the holder: a mounted volume cannot go."""
         async with group.lock:
-            done = [v for v in group.live if whole or not self.lifetimes.needed(v.node, v.name)]
+            done = [v for v in group.live if whole or not self._needed(group, v)]
             if not done or (group.holder is not None and len(done) < len(group.live)):
                 return
             try:
@@ -397,7 +426,8 @@ class ArtifactVolumes:
                             )
                     group.released.add(volume.name)
                     self.lifetimes.free(volume.size)
-                    if self.current.get((volume.node, volume.name)) is volume:
+                    # (a "pod" volume's view, the host copy, is still its consumers')
+                    if not group.in_pod and self.current.get((volume.node, volume.name)) is volume:
                         del self.current[(volume.node, volume.name)]
             except BackendError as error:  # kept, and reserved, until the run's sweep
                 log.warning("releasing artifact volumes of %s: %s", group.node, error)
@@ -405,6 +435,10 @@ class ArtifactVolumes:
                 return
             if not group.live:
                 self._groups.remove(group)
+
+    def _needed(self, group: _Group, volume: HeldVolume) -> bool:
+        """Whether a consumer may still mount the volume itself (never a "pod" one)."""
+        return not group.in_pod and self.lifetimes.needed(volume.node, volume.name)
 
     async def finish(self) -> None:
         """Wait for every creation, copy and release under way (before the run's sweep)."""

@@ -13,15 +13,16 @@ import stat
 import tarfile
 import threading
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 import pytest
 
 from sandbox_orch.artifacts import HOLDER_IMAGE, Budget, apparent_size, copy_tree, extract
 from sandbox_orch.artifacts import copy as artifact_copy
-from sandbox_orch.backend import ContainerSpec, hostvolumes
+from sandbox_orch.backend import BackendError, ContainerSpec, hostvolumes
 from sandbox_orch.backend.memory import MemoryBackend, Outcome
 from sandbox_orch.execution import NODE_LABEL
-from sandbox_orch.mounts import never_mountable
+from sandbox_orch.mounts import BindMount, never_mountable
 from sandbox_orch.orchestrator import preflight, run_plan
 from sandbox_orch.store import HOME_ENV
 
@@ -329,6 +330,129 @@ def test_pod_volumes_of_a_failed_producer_are_copied_and_go_with_it(tmp_path, mo
     assert [c for c in backend.calls if c[1] == make][-3:] == [
         ("export", make), ("export", make), ("remove", make)
     ]  # fmt: skip
+    assert backend.containers == {} and backend.volumes == {}
+
+
+class PodWithFiles(MemoryBackend):
+    """The "pod" store whose producers leave a file (app.bin) in each artifact, or
+    whose copies fail (`broken`)."""
+
+    def __init__(self, script=None, broken: bool = False) -> None:
+        super().__init__(script, pod_volumes=True)
+        self.broken = broken
+        self.specs: dict[str, ContainerSpec] = {}  # node -> its container's spec
+        self.ids: dict[str, str] = {}  # node -> its container's id
+
+    async def create(self, spec):
+        self.specs[spec.labels[NODE_LABEL]] = spec
+        container_id = await super().create(spec)
+        self.ids[spec.labels[NODE_LABEL]] = container_id
+        self.calls.append(("create", spec.labels[NODE_LABEL]))
+        return container_id
+
+    async def export(self, container_id, path, consume):
+        self.calls.append(("export", container_id))
+        if self.broken:
+            raise BackendError("the exec stream broke")
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            info = tarfile.TarInfo("dist/app.bin")
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"built"))
+        archive.seek(0)
+        return consume(archive)
+
+
+def _pod_volumes(backend, tmp_path):
+    from sandbox_orch.artifacts import ArtifactVolumes
+
+    plan, sandboxes = admitted(HANDOFF)
+    labels = {"sandbox-orch.run": "r1"}
+    return plan, sandboxes, ArtifactVolumes(backend, labels, tmp_path, plan.nodes, 2**40)
+
+
+def test_a_pod_store_consumer_mounts_the_host_copy_and_the_producer_goes_once_copied(tmp_path):
+    """The producer's pod is not kept for its consumers: they get its copy on this host
+    (which the backend delivers into their own pods), read-only."""
+    backend = PodWithFiles()
+    plan, sandboxes, volumes = _pod_volumes(backend, tmp_path)
+
+    async def register(spec):
+        raise AssertionError("the pod store starts no holder")
+
+    async def scenario():
+        make, use = plan.nodes["make"], plan.nodes["use"]
+        await volumes.for_producer(make, sandboxes["make"], 1, register, backend.remove)
+        volumes.held_by("make", "producer")
+        volumes.copy_in_background(make, SimpleNamespace(violations=[]))
+        volumes.node_finished("make", retrying=False)
+        await volumes.finish()  # the copy, then the release it lets go
+        assert ("remove", "producer") in backend.calls  # while `use` has not even started
+        return await volumes.for_consumer(use)
+
+    (mount,) = asyncio.run(scenario())
+    copy = tmp_path / "make" / "dist"
+    assert (mount.target, mount.read_only) == ("/in", False)  # read-only at its source
+    assert mount.host_bind == BindMount(str(copy), "/in", True)
+    assert (copy / "app.bin").read_bytes() == b"built"
+    assert backend.volumes == {}
+
+
+def test_a_pod_store_consumer_waits_for_its_producer_s_copy(tmp_path):
+    backend = PodWithFiles()
+    plan, sandboxes, volumes = _pod_volumes(backend, tmp_path)
+    order: list[str] = []
+
+    async def scenario():
+        make, use = plan.nodes["make"], plan.nodes["use"]
+        await volumes.for_producer(make, sandboxes["make"], 1, backend.create, backend.remove)
+        volumes.held_by("make", "producer")
+        export = backend.export
+
+        async def slow_export(container_id, path, consume):
+            order.append("copy begins")
+            await asyncio.sleep(0)  # the consumer asks meanwhile
+            order.append("copy ends")
+            return await export(container_id, path, consume)
+
+        backend.export = slow_export
+        volumes.copy_in_background(make, SimpleNamespace(violations=[]))
+        await volumes.for_consumer(use)
+        order.append("consumer mounts")
+        await volumes.finish()
+
+    asyncio.run(scenario())
+    assert order == ["copy begins", "copy ends", "consumer mounts"]
+
+
+def test_a_pod_store_consumer_whose_input_was_not_copied_errors_unrun(tmp_path, monkeypatch):
+    backend = PodWithFiles(broken=True)
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    plan, sandboxes = admitted(HANDOFF)
+    report = asyncio.run(
+        run_plan(plan, default_policy(), sandboxes, backend, "r1", lambda e: None, asyncio.Event())
+    )
+    nodes = report.results["nodes"]
+    assert nodes["use"]["status"] == "errored"
+    assert "input make/dist: its copy to this host failed" in nodes["use"]["reason"]
+    assert "use" not in backend.specs  # never created
+    assert backend.containers == {} and backend.volumes == {}
+
+
+def test_a_pod_store_run_hands_the_copy_to_its_consumer(tmp_path, monkeypatch):
+    backend = PodWithFiles()
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    plan, sandboxes = admitted(HANDOFF)
+    report = asyncio.run(
+        run_plan(plan, default_policy(), sandboxes, backend, "r1", lambda e: None, asyncio.Event())
+    )
+    assert report.status.value == "succeeded", report.results
+    (record,) = report.results["nodes"]["make"]["artifacts"]
+    (mount,) = backend.specs["use"].volumes
+    assert mount.host_bind == BindMount(record["path"], "/in", True)
+    assert backend.calls.index(("export", backend.ids["make"])) < backend.calls.index(
+        ("create", "use")
+    )
     assert backend.containers == {} and backend.volumes == {}
 
 

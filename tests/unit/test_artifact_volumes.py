@@ -124,7 +124,7 @@ def test_volumes_are_created_at_the_policy_cap_owned_by_the_nodes_user(tmp_path)
 
 def test_a_consumer_mounts_each_inputs_read_only_view_at_its_path(tmp_path):
     volumes, _, _, plan, _ = produced(MemoryBackend(), tmp_path)
-    assert volumes.for_consumer(plan.nodes["use"]) == (
+    assert asyncio.run(volumes.for_consumer(plan.nodes["use"])) == (
         VolumeMount("sandbox-orch-r1-make-1-dist-ro", "/in", read_only=False),
     )
 
@@ -138,7 +138,7 @@ def test_host_volumes_carry_their_binds_writable_for_the_producer_a_view_read_on
         VolumeMount(logs, "/logs", False, BindMount(str(root / logs), "/logs", False)),
     )
     view = f"{dist}-ro"
-    assert volumes.for_consumer(plan.nodes["use"]) == (
+    assert asyncio.run(volumes.for_consumer(plan.nodes["use"])) == (
         VolumeMount(view, "/in", False, BindMount(str(root / view), "/in", True)),
     )
 
@@ -703,7 +703,7 @@ def test_a_consumer_mounts_the_inputs_that_exist(tmp_path):
         await produce("p2")
 
     asyncio.run(go())
-    assert volumes.for_consumer(plan.nodes["both"]) == (
+    assert asyncio.run(volumes.for_consumer(plan.nodes["both"])) == (
         VolumeMount("sandbox-orch-r1-p2-1-b-ro", "/b", read_only=False),
     )
 
