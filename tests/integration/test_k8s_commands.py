@@ -6,13 +6,15 @@ arrive over exec (`tar -x` from stdin), then an exec's "go" through the gate end
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from sandbox_orch.backend.kubernetes.job import node_job
 
 from ..unit.helpers import admitted
 from ..unit.k8s_cases import ATTEMPT, SETTINGS
-from ..unit.test_artifact_volumes import tar_of
+from ..unit.test_k8s_deliver import streamed
 from ..unit.test_k8s_parts import DAG
 
 
@@ -80,15 +82,23 @@ def deliver_container(docker_client, built_images, request):
 
 @pytest.mark.parametrize("runtime", ["runc", "runsc"])
 def test_deliver_takes_inputs_over_exec_then_go_ends_it_with_zero(
-    docker_client, deliver_container, runtime
+    docker_client, deliver_container, runtime, tmp_path
 ):
+    """The backend's own archive of a host copy (deliver.py), as the backend sends it."""
     container = deliver_container(runtime)
-    files = {"report.txt": b"built\n", "sub/data.bin": bytes(range(256))}
-    assert (
-        _exec(docker_client, container, ["tar", "-x", "-f", "-", "-C", "/in"], tar_of(files)) == 0
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "report.txt").write_bytes(b"built\n")
+    (tmp_path / "sub" / "data.bin").write_bytes(bytes(range(256)))
+    argv = ["tar", "-x", "-f", "-", "-C", "/in"]
+    assert _exec(docker_client, container, argv, streamed(tmp_path)) == 0
+    listed = container.exec_run(
+        ["find", "/in", "-type", "f", "-exec", "sha256sum", "{}", "+"], user="10001:10001"
     )
-    listed = container.exec_run(["find", "/in", "-type", "f"], user="10001:10001")
-    assert sorted(listed.output.decode().split()) == ["/in/report.txt", "/in/sub/data.bin"]
+    found = dict(reversed(line.split()) for line in listed.output.decode().splitlines())
+    assert found == {
+        "/in/report.txt": hashlib.sha256(b"built\n").hexdigest(),
+        "/in/sub/data.bin": hashlib.sha256(bytes(range(256))).hexdigest(),
+    }
     # still held: the node's container cannot have started
     container.reload()
     assert container.status == "running"

@@ -94,6 +94,21 @@ def test_artifacts_are_copied_from_the_producers_pod_and_a_sparse_one_fails(clus
     assert left_after(cluster, run.results["run_id"]) == []
 
 
+def test_a_consumer_reads_its_producers_copy_read_only(cluster, run_workflow):
+    """Its deliver container takes the copy over exec before its node runs; the node
+    sees it read-only, and the producer's pod is gone by then."""
+    workflow = ARTIFACTS.replace(" && truncate -s 2g /out/hole", "") + (
+        "  use:\n    runtime: shell\n    needs: [make]\n"
+        "    inputs: [{from: make/dist, path: /in}]\n"
+        '    command: "cat /in/sub/report.txt && ! touch /in/new 2>/dev/null"\n'
+    )
+    run = run_workflow(workflow)
+    use = run.node("use")
+    assert use["status"] == "succeeded", use
+    assert use["stdout_tail"].startswith("report\n")
+    assert left_after(cluster, run.results["run_id"]) == []
+
+
 PROBE = r"""
 echo "uid=$(id -u) gid=$(id -g)"
 grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t' | tr ':' '='

@@ -6,7 +6,9 @@ controller). So these tests prove the backend's plumbing through the official cl
 (URLs, verbs, bodies, status handling, watches, cleanup), not the cluster's semantics:
 `FakeKubelet` plays the Job controller and the kubelet, scripted per node (its exit code,
 OOM reason, log, or running until killed). It writes pods through the API, as a kubelet
-does, so the backend's pod watch sees them.
+does, so the backend's pod watch sees them. A pod with a `deliver` init container is
+held with it running until its gate (`FakeKubelet.gate`) says: "go" ends it with 0 and
+the node runs; anything else fails the pod (at once, never running, if said before).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +77,8 @@ class FakeKubelet:
     made: list[str] = field(default_factory=list)
     # Changes the pod's spec before it is stored (a mutating webhook), for read-back.
     mutate: Any = None
+    # What was written into a pod's deliver gate (None: nothing yet), by pod name.
+    gate: Callable[[str], str | None] = lambda pod: None
 
     def live(self, kind: Any) -> dict[str, dict[str, Any]]:
         return {
@@ -84,13 +88,24 @@ class FakeKubelet:
         }
 
     async def run(self) -> None:
+        making: set[asyncio.Future[None]] = set()  # a held pod does not hold the others
+        try:
+            await self._run(making)
+        finally:
+            for task in making:
+                task.cancel()
+            await asyncio.gather(*making, return_exceptions=True)
+
+    async def _run(self, making: set[asyncio.Future[None]]) -> None:
         while True:
             pods = self.live(PODS)
             for name, job in self.live(JOBS).items():
                 released = job["spec"].get("suspend") is False
                 if name not in self.made and released:
                     self.made.append(name)
-                    await self._pod(name, job)
+                    task = asyncio.ensure_future(self._pod(name, job))
+                    making.add(task)
+                    task.add_done_callback(making.discard)
                 elif not released and f"{name}-x1" in pods:
                     # The Job controller deletes a suspended Job's pods: also one it made
                     # just before the suspension, which the backend's kill could not see.
@@ -123,18 +138,40 @@ class FakeKubelet:
         running = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
         # Another container (an artifact producer's holder) runs on: the pod stays Running.
         others = [c["name"] for c in spec["containers"] if c["name"] != "node"]
-        await self._status(pod, "Running", running, others)
+        init = None  # the deliver container's state, if the pod has one
+        if spec.get("initContainers"):
+            waiting = {"waiting": {"reason": "PodInitializing"}}
+            said = self.gate(pod)  # said already: it fails as it starts, never running
+            if said is None:
+                await self._status(pod, "Pending", waiting, [], init=running)
+            while (said := self.gate(pod)) is None:
+                await asyncio.sleep(0.005)  # the emulated kubelet's own loop
+            code = 0 if said.strip() == "go" else 1
+            init = {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}}
+            if code != 0:  # the node's container never starts
+                await self._status(pod, "Failed", waiting, [], init=init)
+                return
+        await self._status(pod, "Running", running, others, init=init)
         if script.exit_code is not None:
             reason = script.reason or "Completed"
             ended = {"terminated": {"exitCode": script.exit_code, "reason": reason}}
             phase = "Running" if others else "Succeeded" if script.exit_code == 0 else "Failed"
-            await self._status(pod, phase, ended, others)
+            await self._status(pod, phase, ended, others, init=init)
 
-    async def _status(self, pod: str, phase: str, state: dict[str, Any], others: list[str]) -> None:
+    async def _status(
+        self,
+        pod: str,
+        phase: str,
+        state: dict[str, Any],
+        others: list[str],
+        init: dict[str, Any] | None = None,
+    ) -> None:
         running = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
         statuses = [{"name": "node", "state": state}]
         statuses += [{"name": name, "state": running} for name in others]
-        status = {"phase": phase, "containerStatuses": statuses}
+        status: dict[str, Any] = {"phase": phase, "containerStatuses": statuses}
+        if init is not None:
+            status["initContainerStatuses"] = [{"name": "deliver", "state": init}]
         await self._call(
             "patch", f"{POD_URL}/{pod}", json={"status": status},
             headers={"Content-Type": "application/merge-patch+json"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,13 +47,24 @@ def held(tmp_path, monkeypatch):
     return root
 
 
-async def _run(tmp_path: Path, root: Path, script: Script, workflow: str = WORKFLOW):
+async def _run(
+    tmp_path: Path,
+    root: Path,
+    script: Script,
+    workflow: str = WORKFLOW,
+    paths: dict[str, Path] | None = None,
+    gate: Any = None,
+):
+    """`paths`: more of the pods' paths standing for local directories; `gate`: what was
+    written into a consumer pod's deliver gate (FakeKubelet.gate)."""
     plan, sandboxes = admitted(textwrap.dedent(workflow), load_policy(tmp_path / "policy.yaml"))
-    server = ExecServer(tmp_path / "exec", paths={"/held": root})
+    server = ExecServer(tmp_path / "exec", paths={"/held": root, **(paths or {})})
     async with (
         server.serving(),
         emulated({"make": script}, ws_api=server.ws_api()) as (_, cluster, kubelet),
     ):
+        if gate is not None:
+            kubelet.gate = gate
         # An exec reaches a pod only while its Job is there (the emulator has no Job
         # controller to delete the pod with it): a copy after the Job went would fail.
         server.alive = lambda pod: pod.removesuffix("-x1") in kubelet.live(JOBS)
@@ -132,4 +144,109 @@ def test_emulator_a_killed_producer_times_out_its_artifacts_gone_with_its_pod(tm
     assert "copy failed" in node["violations"][0]["detail"]
     assert node["artifacts"] == []
     assert exchanges == []  # no pod to ask: nothing ran anywhere
+    assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}
+
+
+# --- inputs: the producer's copy, delivered into the consumer's pod ----------------------
+
+CONSUMED = (
+    WORKFLOW
+    + """\
+      use:
+        needs: [make]
+        command: [use]
+        inputs: [{from: make/dist, path: /in}]
+"""
+)
+
+
+@pytest.fixture
+def consumer_pod(tmp_path):
+    """The consumer pod's /in (its input's emptyDir) and /gate (its deliver gate), here."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "gate").mkdir()
+    return {"/in": tmp_path / "in", "/gate": tmp_path / "gate"}
+
+
+def _gate_file(directory: Path):
+    def said(pod: str) -> str | None:
+        go = directory / "go"
+        return go.read_text() if go.exists() else None
+
+    return said
+
+
+def test_emulator_a_consumer_gets_its_producers_copy_before_it_runs(tmp_path, held, consumer_pod):
+    (held / "dist" / "report.txt").write_bytes(REPORT)
+    (held / "dist" / "sub").mkdir()
+    (held / "dist" / "sub" / "more.txt").write_bytes(b"more")
+    gate = _gate_file(consumer_pod["/gate"])
+    report, left, exchanges = asyncio.run(
+        _run(tmp_path, held, Script(0), CONSUMED, consumer_pod, gate)
+    )
+    nodes = report.results["nodes"]
+    assert nodes["use"]["status"] == "succeeded", nodes["use"]
+    delivered = consumer_pod["/in"]
+    assert (delivered / "report.txt").read_bytes() == REPORT
+    assert (delivered / "sub" / "more.txt").read_bytes() == b"more"
+    ours = [(e.container, e.command) for e in exchanges if "-use-" in e.pod]
+    assert ours == [
+        ("deliver", ["tar", "-x", "-f", "-", "-C", "/in"]),
+        ("deliver", ["sh", "-c", 'echo go > "$1"', "sh", "/gate/go"]),
+    ]
+    # the producer's copy was made (its commands in its holder) before anything of the
+    # consumer's; its Job went without waiting for the consumer
+    made = [i for i, e in enumerate(exchanges) if "-make-" in e.pod]
+    assert max(made) < min(i for i, e in enumerate(exchanges) if "-use-" in e.pod)
+    assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}
+
+
+def test_emulator_a_consumer_whose_input_cannot_be_delivered_errors_unrun(
+    tmp_path, held, consumer_pod
+):
+    (held / "dist" / "report.txt").write_bytes(REPORT)
+    consumer_pod["/in"].rmdir()  # `tar -C /in` fails in the deliver container
+    gate = _gate_file(consumer_pod["/gate"])
+    report, left, exchanges = asyncio.run(
+        _run(tmp_path, held, Script(0), CONSUMED, consumer_pod, gate)
+    )
+    use = report.results["nodes"]["use"]
+    assert use["status"] == "errored", use
+    assert use["reason"].startswith("delivering /in: tar exited 2")
+    assert not (consumer_pod["/gate"] / "go").exists()  # never told to go: never ran
+    assert [e.command[0] for e in exchanges if "-use-" in e.pod] == ["tar"]
+    assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}
+
+
+def test_emulator_a_deliver_container_that_ends_unfed_errors_the_consumer(
+    tmp_path, held, consumer_pod
+):
+    report, left, exchanges = asyncio.run(
+        _run(tmp_path, held, Script(0), CONSUMED, consumer_pod, gate=lambda pod: "stop")
+    )
+    use = report.results["nodes"]["use"]
+    assert use["status"] == "errored", use
+    assert use["reason"] == "its deliver container ended (exit 1) unfed"
+    assert not [e for e in exchanges if "-use-" in e.pod]  # nothing sent into it
+    assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}
+
+
+def test_emulator_a_deliver_container_failing_when_told_to_go_errors_the_consumer(
+    tmp_path, held, consumer_pod
+):
+    go = consumer_pod["/gate"] / "go"
+    report, left, exchanges = asyncio.run(
+        _run(
+            tmp_path,
+            held,
+            Script(0),
+            CONSUMED,
+            consumer_pod,
+            lambda pod: "?" if go.exists() else None,
+        )
+    )
+    use = report.results["nodes"]["use"]
+    assert use["status"] == "errored", use
+    assert use["reason"] == "its deliver container exited 1 when told to go"
+    assert [e.command[0] for e in exchanges if "-use-" in e.pod] == ["tar", "sh"]
     assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}

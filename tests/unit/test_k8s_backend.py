@@ -10,10 +10,11 @@ import copy
 import re
 import socket
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
-from sandbox_orch.backend.base import SettingsDiffer
+from sandbox_orch.backend.base import SettingsDiffer, VolumeMount
 from sandbox_orch.backend.kubernetes.backend import KubernetesBackend
 from sandbox_orch.backend.kubernetes.opening import describe, open_backend
 from sandbox_orch.errors import InfrastructureError
@@ -306,7 +307,7 @@ def test_emulator_doctor_and_interactive_session_raise_clear_errors():
             backend = KubernetesBackend(cluster, SETTINGS)
             with pytest.raises(BackendError, match="no interactive terminals"):
                 await backend.start_terminal("x")
-            with pytest.raises(BackendError, match="does not do inputs yet"):
+            with pytest.raises(BackendError, match="its copy on this host"):
                 await backend.read_only_view(
                     "v-ro", await backend.create_volume("v", {}, 1, "1:1"), {}
                 )
@@ -395,7 +396,10 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
     from sandbox_orch.mounts import BindMount
 
     plan, sandboxes = admitted(_workflow("fails"), policy("runc"))
-    consumer = dataclasses.replace(plan.nodes["fails"], inputs=(object(),))
+    consumer = dataclasses.replace(
+        plan.nodes["fails"], inputs=(SimpleNamespace(path="/in", producer="p", name="a"),)
+    )
+    unsourced = (VolumeMount("v-ro", "/in", False),)  # an input with no copy on this host
 
     async def scenario():
         async with emulated() as (emulator, cluster, _):
@@ -408,7 +412,7 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
                 {"origin": None},
                 {"tty": True},
                 {"mounts": (BindMount("/src", "/work", read_only=True),)},
-                {"origin": (consumer, sandboxes["fails"])},
+                {"origin": (consumer, sandboxes["fails"]), "volumes": unsourced},
             ):
                 with pytest.raises(BackendError) as error:
                     await backend.create(dataclasses.replace(spec, **changed))
@@ -419,8 +423,8 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
     assert refused == [
         "the Kubernetes backend needs the admitted node of a spec",
         "the Kubernetes backend does not do interactive sessions yet (see the README)",
-        "the Kubernetes backend does not do mounts, egress or inputs yet (see the README)",
-        "the Kubernetes backend does not do mounts, egress or inputs yet (see the README)",
+        "the Kubernetes backend does not do mounts yet (see the README)",
+        "input at /in has no copy on this host to deliver",
     ]
     assert "POST" not in methods
 

@@ -5,7 +5,8 @@
   (`ContainerSpec.origin`); the stored Job is read back and compared (readback.py): one
   that differs is deleted and SettingsDiffer raised. The run's deny-all NetworkPolicies
   are created before its first Job, and deleted by `close`.
-- start: releases the Job (`suspend: false`), then follows its pod's log into the sink.
+- start: releases the Job (`suspend: false`); a consumer's inputs are delivered into its
+  pod before its node runs (deliver.py); then its pod's log is followed into the sink.
 - wait: until its pod's container has terminated (exit code, OOMKilled), after comparing
   the pod's spec with the Job's template once it exists. The pod's states come from one
   watch per run (podwatch.py), not from polling each pod.
@@ -22,8 +23,8 @@
 - volumes: the "pod" store. An artifact is a memory emptyDir of its producer's pod (job.py
   makes them from the node), so `create_volume` creates nothing on the cluster and the
   producer's Job is its volumes' holder: the artifacts' code measures and copies them in
-  it and then removes it (volume resources themselves have nothing to remove). Inputs
-  (the `deliver` container's copies) are not here yet.
+  it and then removes it (volume resources themselves have nothing to remove). A
+  consumer's input is the producer's copy on this host, which `start` delivers.
 
 A container id here is the Job's name. The client is client.py (the official one).
 """
@@ -53,6 +54,15 @@ from ..base import (
     VolumeStore,
 )
 from .client import Cluster
+from .deliver import (
+    DELIVER,
+    RELEASE_ARGV,
+    Delivery,
+    archive,
+    deliver_state,
+    deliveries,
+    extract_argv,
+)
 from .job import CONTAINER, HOLDER, NodeAttempt, node_job
 from .labels import label_value
 from .names import secret_name
@@ -86,6 +96,8 @@ class KubernetesBackend(Backend):
         self._watch_of: dict[str, PodWatch] = {}  # by Job name
         self._jobs: dict[str, dict[str, Any]] = {}  # name -> the Job as asked
         self._logs: dict[str, asyncio.Task[None]] = {}
+        # A consumer's inputs, delivered by `start`, and its node's timeout (their bound).
+        self._deliveries: dict[str, tuple[list[Delivery], float]] = {}
         self._killed: set[str] = set()
         self._checked: set[str] = set()  # jobs whose pod was read back
         self._policies: dict[str, asyncio.Task[None]] = {}  # by run id
@@ -101,6 +113,7 @@ class KubernetesBackend(Backend):
         job = node_job(node, sandbox, attempt, self.settings)
         job["spec"]["suspend"] = True  # no pod until `start`
         name = job["metadata"]["name"]
+        delivered = deliveries(spec, node)  # an input that cannot be: before anything
         await self._network_policies(attempt)
         self._watch_of[name] = self._run_watch(attempt.run_id)
         secret = _secret(job, {k: spec.env[k] for k in sandbox.secrets})
@@ -111,6 +124,8 @@ class KubernetesBackend(Backend):
             await asyncio.shield(self.cluster.delete("Secret", secret["metadata"]["name"]))
             raise
         self._jobs[name] = job
+        if node.inputs:
+            self._deliveries[name] = (delivered, sandbox.timeout)
         differs = job_differs(job, created)
         if differs:
             await asyncio.shield(self.remove(name))
@@ -122,9 +137,8 @@ class KubernetesBackend(Backend):
             raise BackendError("the Kubernetes backend needs the admitted node of a spec")
         if spec.tty:
             raise BackendError(NOT_HERE.format("interactive sessions"))
-        node, _ = spec.origin
-        if spec.mounts or node.inputs:
-            raise BackendError(NOT_HERE.format("mounts, egress or inputs"))
+        if spec.mounts:
+            raise BackendError(NOT_HERE.format("mounts"))
         return spec.origin
 
     def _run_watch(self, run_id: str) -> PodWatch:
@@ -159,8 +173,75 @@ class KubernetesBackend(Backend):
         released = await self.cluster.patch("Job", container_id, {"spec": {"suspend": False}})
         if released is None:
             raise BackendError(f"Job {container_id} is gone")
+        delivery = self._deliveries.pop(container_id, None)
+        if delivery is not None:
+            await self._deliver(container_id, *delivery)
         if sink is not None:
             self._logs[container_id] = asyncio.ensure_future(self._follow(container_id, sink))
+
+    async def _deliver(self, job: str, items: list[Delivery], limit: float) -> None:
+        """Each input into the pod's deliver container, then "go": it exits 0 and the
+        node's container starts. Within the node's timeout; BackendError otherwise."""
+        try:
+            async with asyncio.timeout(limit):
+                pod = await self._deliverer_running(job)
+                name = pod["metadata"]["name"]
+                for item in items:
+                    await self._put(name, item)
+                # Its status may not come back: the container ends as it reads "go".
+                # Whether it took it is read from the pod.
+                with contextlib.suppress(BackendError):
+                    await self._exec_in(name, DELIVER, RELEASE_ARGV, _capped)
+                await self._delivered(job)
+        except TimeoutError:
+            raise BackendError(f"its inputs were not delivered within {limit:g} s") from None
+
+    async def _deliverer_running(self, job: str) -> dict[str, Any]:
+        """The pod once its deliver container runs (read back first: nothing goes into
+        a pod the cluster changed)."""
+        async with contextlib.aclosing(self._states(job)) as states:
+            async for pod in states:
+                if job in self._killed:
+                    raise BackendError("killed before its inputs were delivered")
+                if pod is None:
+                    continue
+                if job not in self._checked:
+                    await self._read_back(job, pod)
+                state, code = deliver_state(pod)
+                if state == "running":
+                    return pod
+                if state == "terminated" or (pod.get("status") or {}).get("phase") == "Failed":
+                    raise BackendError(f"its deliver container ended (exit {code}) unfed")
+        raise AssertionError("a pod's states never end")  # pragma: no cover
+
+    async def _put(self, pod: str, item: Delivery) -> None:
+        argv = extract_argv(item.target)
+        ran = await self._exec_in(pod, DELIVER, argv, _capped, archive(item.source))
+        if ran.code != 0:
+            said = " ".join(ran.stderr.decode("utf-8", "replace").split())[-300:]
+            raise BackendError(f"delivering {item.target}: tar exited {ran.code}: {said}")
+
+    async def _delivered(self, job: str) -> None:
+        async with contextlib.aclosing(self._states(job)) as states:
+            async for pod in states:
+                if pod is None:
+                    raise BackendError("its pod went before its node started")
+                state, code = deliver_state(pod)
+                if state == "terminated":
+                    if code == 0:
+                        return
+                    raise BackendError(f"its deliver container exited {code} when told to go")
+
+    async def _exec_in(
+        self,
+        pod: str,
+        container: str,
+        argv: list[str],
+        consume: Callable[[BinaryIO], T],
+        stdin: AsyncIterator[bytes] | None = None,
+    ) -> Ran[T]:
+        where = (self.cluster.namespace, pod, container)
+        return await pod_exec(self.cluster.ws_api, *where, argv, consume=consume, stdin=stdin)
 
     async def _pod(self, job: str) -> dict[str, Any] | None:
         """The job's pod as the cluster has it now (one list call)."""
@@ -302,7 +383,7 @@ class KubernetesBackend(Backend):
         return Volume(name)
 
     async def read_only_view(self, name: str, volume: Volume, labels: dict[str, str]) -> Volume:
-        raise BackendError(NOT_HERE.format("inputs"))
+        raise BackendError("a consumer's view of a pod's artifact is its copy on this host")
 
     # --- commands in a pod (the exec API) ---------------------------------------------
 
@@ -310,7 +391,7 @@ class KubernetesBackend(Backend):
         self, container_id: str, argv: list[str], container: str = HOLDER
     ) -> tuple[int, bytes]:
         """(exit code, stdout); more than RUN_IN_CAP bytes of stdout is an error."""
-        ran = await self._exec(container_id, container, argv, lambda s: s.read(RUN_IN_CAP + 1))
+        ran = await self._exec(container_id, container, argv, _capped)
         if len(ran.value) > RUN_IN_CAP or ran.code is None:
             raise BackendError(f"{argv[0]} in {container_id} printed more than {RUN_IN_CAP} bytes")
         return ran.code, ran.value
@@ -337,8 +418,7 @@ class KubernetesBackend(Backend):
         pod = await self._pod(job)
         if pod is None:
             raise BackendError(f"Job {job} has no pod to run {argv[0]} in")
-        where = (self.cluster.namespace, pod["metadata"]["name"], container)
-        return await pod_exec(self.cluster.ws_api, *where, argv, consume=consume)
+        return await self._exec_in(pod["metadata"]["name"], container, argv, consume)
 
     async def close(self) -> None:
         """Delete the run's NetworkPolicies (after its Jobs: the runner removed those)."""
@@ -360,6 +440,11 @@ class KubernetesBackend(Backend):
 
 
 RUNTIME_ARGS = "sandbox-orch.runtime-args"
+
+
+def _capped(stream: BinaryIO) -> bytes:
+    """A command's stdout, up to one byte past RUN_IN_CAP (to tell it was more)."""
+    return stream.read(RUN_IN_CAP + 1)
 
 
 def archive_argv(path: str) -> list[str]:

@@ -7,9 +7,10 @@ and are the nodes what this backend can run? Every refusal is an infrastructure 
   if something altered them on the way.
 - Each OCI runtime the nodes use must map to a RuntimeClass that exists (or be mapped
   explicitly to the cluster's default, settings.py).
-- Not yet on this backend (the README's list): egress (the per-run proxy pod), inputs
-  and mounts (the `deliver` container's copies over the exec API). Artifacts are: the
-  producer's pod keeps them (job.py).
+- Not yet on this backend (the README's list): egress (the per-run proxy pod) and
+  mounts (the `deliver` container's copies over the exec API). Artifacts are: the
+  producer's pod keeps them (job.py), and its consumers' pods are given its copy
+  (deliver.py).
 """
 
 from __future__ import annotations
@@ -45,11 +46,10 @@ def namespace_problem(name: str, namespace: Mapping[str, Any] | None) -> str | N
 
 def unsupported(plan: Plan, sandboxes: Mapping[str, Sandbox]) -> str | None:
     """The first node this backend cannot run yet, and why."""
-    for name, node in plan.nodes.items():
+    for name in plan.nodes:
         sandbox = sandboxes[name]
         why = (
             "egress (the per-run egress-proxy pod)" if has_egress(sandbox)
-            else "inputs (the deliver container's copies)" if node.inputs
             else "mounts (the deliver container's copies)" if sandbox.mounts
             else None
         )  # fmt: skip
