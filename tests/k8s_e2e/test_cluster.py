@@ -109,6 +109,19 @@ def test_a_consumer_reads_its_producers_copy_read_only(cluster, run_workflow):
     assert left_after(cluster, run.results["run_id"]) == []
 
 
+def test_a_read_only_mount_is_delivered_and_stays_read_only(cluster, run_workflow):
+    """run_workflow's directory (the workflow's) is mounted: its workflow file is there."""
+    workflow = (
+        "version: 1\nname: mounted\nnodes:\n  look:\n    runtime: shell\n"
+        "    mounts: [{source: ., target: /w}]\n"
+        '    command: "grep -c mounted /w/*.yaml && ! touch /w/new 2>/dev/null"\n'
+    )
+    run = run_workflow(workflow)
+    look = run.node("look")
+    assert look["status"] == "succeeded", look
+    assert left_after(cluster, run.results["run_id"]) == []
+
+
 PROBE = r"""
 echo "uid=$(id -u) gid=$(id -g)"
 grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t' | tr ':' '='

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from sandbox_orch.admission import admit
 from sandbox_orch.backend.kubernetes.opening import open_backend
 from sandbox_orch.orchestrator import RunOptions, run_plan
 from sandbox_orch.policy import load_policy
 
-from .helpers import admitted
+from .helpers import plan_of
 from .k8s_emulator import JOBS, POLICIES, POLICY, SECRETS, SETTINGS, Script, emulated
 from .k8s_exec_server import ExecServer
 
@@ -54,10 +55,13 @@ async def _run(
     workflow: str = WORKFLOW,
     paths: dict[str, Path] | None = None,
     gate: Any = None,
+    path: str = "wf.yaml",
 ):
     """`paths`: more of the pods' paths standing for local directories; `gate`: what was
-    written into a consumer pod's deliver gate (FakeKubelet.gate)."""
-    plan, sandboxes = admitted(textwrap.dedent(workflow), load_policy(tmp_path / "policy.yaml"))
+    written into a consumer pod's deliver gate (FakeKubelet.gate); `path`: where the
+    workflow is (its mounts' sources are relative to it)."""
+    plan = plan_of(workflow, path)
+    sandboxes = admit(plan, load_policy(tmp_path / "policy.yaml"))
     server = ExecServer(tmp_path / "exec", paths={"/held": root, **(paths or {})})
     async with (
         server.serving(),

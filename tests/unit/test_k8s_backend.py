@@ -411,7 +411,7 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
             for changed in (
                 {"origin": None},
                 {"tty": True},
-                {"mounts": (BindMount("/src", "/work", read_only=True),)},
+                {"mounts": (BindMount("/src", "/work", read_only=False),)},
                 {"origin": (consumer, sandboxes["fails"]), "volumes": unsourced},
             ):
                 with pytest.raises(BackendError) as error:
@@ -423,7 +423,7 @@ def test_emulator_create_refuses_specs_it_cannot_honour(policy):
     assert refused == [
         "the Kubernetes backend needs the admitted node of a spec",
         "the Kubernetes backend does not do interactive sessions yet (see the README)",
-        "the Kubernetes backend does not do mounts yet (see the README)",
+        "mount at /work is read-write: not on a cluster",
         "input at /in has no copy on this host to deliver",
     ]
     assert "POST" not in methods

@@ -1,7 +1,8 @@
 """A consumer's inputs on Kubernetes (backend/kubernetes/deliver.py), without a cluster:
 which copies go where, how the deliver container's state reads, and the archive streamed
-into it (regular files and directories only, nothing followed, modes without set-id
-bits, and a reader that stops early stops its making)."""
+into it (files, directories and symlinks as symlinks, nothing followed, anything else
+refused, a mount's masks empty, modes without set-id bits, and a reader that stops early
+stops its making)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,12 @@ def _node(*paths: str) -> SimpleNamespace:
 
 def test_each_input_with_a_host_copy_is_delivered_and_own_artifacts_are_not():
     spec = SimpleNamespace(
+        mounts=(),
         volumes=(
             VolumeMount("own", "/out", False),  # its own artifact: its pod's emptyDir
             VolumeMount("a-ro", "/in/a", False, BindMount("/store/p/a", "/in/a", True)),
             VolumeMount("b-ro", "/in/b", False, BindMount("/store/q/b", "/in/b", True)),
-        )
+        ),
     )
     assert deliveries(spec, _node("/in/a", "/in/b")) == [
         Delivery(Path("/store/p/a"), "/in/a"),
@@ -44,8 +46,22 @@ def test_each_input_with_a_host_copy_is_delivered_and_own_artifacts_are_not():
     ]
 
 
+def test_a_read_only_mount_is_delivered_with_its_masks_relative():
+    spec = SimpleNamespace(
+        volumes=(),
+        mounts=(BindMount("/home/u/ws", "/w/", True, masks=("/w/.store",)),),
+    )
+    assert deliveries(spec, _node()) == [Delivery(Path("/home/u/ws"), "/w/", (".store",))]
+
+
+def test_a_read_write_mount_is_refused():
+    spec = SimpleNamespace(volumes=(), mounts=(BindMount("/home/u/ws", "/w", False),))
+    with pytest.raises(BackendError, match="mount at /w is read-write: not on a cluster"):
+        deliveries(spec, _node())
+
+
 def test_an_input_with_no_host_copy_is_refused():
-    spec = SimpleNamespace(volumes=(VolumeMount("a-ro", "/in", False),))
+    spec = SimpleNamespace(mounts=(), volumes=(VolumeMount("a-ro", "/in", False),))
     with pytest.raises(BackendError, match="input at /in has no copy on this host"):
         deliveries(spec, _node("/in"))
 
@@ -87,17 +103,35 @@ def test_the_archive_holds_the_tree_with_plain_modes(tmp_path):
         assert tar.extractfile("sub/b.txt").read() == b"bee"
 
 
-@pytest.mark.parametrize("kind", ["symlink", "fifo"])
-def test_anything_but_files_and_directories_is_refused(tmp_path, kind):
-    (tmp_path / "ok.txt").write_bytes(b"ok")
+def test_a_symlink_goes_as_a_symlink_never_followed(tmp_path):
     outside = tmp_path.parent / "outside.txt"
     outside.write_bytes(b"not for the pod")
-    if kind == "symlink":
-        (tmp_path / "zz").symlink_to(outside)
-    else:
-        os.mkfifo(tmp_path / "zz")
-    with pytest.raises(BackendError, match="zz: not a regular file or directory"):
+    (tmp_path / "link").symlink_to(outside)
+    (tmp_path / "dirlink").symlink_to(tmp_path.parent)
+    with tarfile.open(fileobj=io.BytesIO(streamed(tmp_path))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert sorted(members) == ["dirlink", "link"]  # nothing from behind either
+    assert members["link"].issym() and members["link"].linkname == str(outside)
+    assert members["dirlink"].issym() and members["dirlink"].linkname == str(tmp_path.parent)
+
+
+def test_a_fifo_is_refused(tmp_path):
+    (tmp_path / "ok.txt").write_bytes(b"ok")
+    os.mkfifo(tmp_path / "zz")
+    with pytest.raises(BackendError, match="zz: not a regular file, directory or symlink"):
         streamed(tmp_path)
+
+
+def test_hidden_directories_go_empty(tmp_path):
+    (tmp_path / "store" / "runs").mkdir(parents=True)
+    (tmp_path / "store" / "runs" / "results.json").write_text("{}")
+    (tmp_path / "kept.txt").write_text("kept")
+
+    async def gather() -> bytes:
+        return b"".join([piece async for piece in archive(tmp_path, ("store",))])
+
+    with tarfile.open(fileobj=io.BytesIO(asyncio.run(gather()))) as tar:
+        assert sorted(tar.getnames()) == ["kept.txt", "store"]
 
 
 def test_a_reader_that_stops_early_stops_the_archive_s_making(tmp_path):

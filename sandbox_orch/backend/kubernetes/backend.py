@@ -5,8 +5,9 @@
   (`ContainerSpec.origin`); the stored Job is read back and compared (readback.py): one
   that differs is deleted and SettingsDiffer raised. The run's deny-all NetworkPolicies
   are created before its first Job, and deleted by `close`.
-- start: releases the Job (`suspend: false`); a consumer's inputs are delivered into its
-  pod before its node runs (deliver.py); then its pod's log is followed into the sink.
+- start: releases the Job (`suspend: false`); a node's inputs and read-only mounts are
+  delivered into its pod before it runs (deliver.py); then its pod's log is followed
+  into the sink.
 - wait: until its pod's container has terminated (exit code, OOMKilled), after comparing
   the pod's spec with the Job's template once it exists. The pod's states come from one
   watch per run (podwatch.py), not from polling each pod.
@@ -124,7 +125,7 @@ class KubernetesBackend(Backend):
             await asyncio.shield(self.cluster.delete("Secret", secret["metadata"]["name"]))
             raise
         self._jobs[name] = job
-        if node.inputs:
+        if job["spec"]["template"]["spec"].get("initContainers"):  # held until fed
             self._deliveries[name] = (delivered, sandbox.timeout)
         differs = job_differs(job, created)
         if differs:
@@ -137,8 +138,6 @@ class KubernetesBackend(Backend):
             raise BackendError("the Kubernetes backend needs the admitted node of a spec")
         if spec.tty:
             raise BackendError(NOT_HERE.format("interactive sessions"))
-        if spec.mounts:
-            raise BackendError(NOT_HERE.format("mounts"))
         return spec.origin
 
     def _run_watch(self, run_id: str) -> PodWatch:
@@ -216,7 +215,7 @@ class KubernetesBackend(Backend):
 
     async def _put(self, pod: str, item: Delivery) -> None:
         argv = extract_argv(item.target)
-        ran = await self._exec_in(pod, DELIVER, argv, _capped, archive(item.source))
+        ran = await self._exec_in(pod, DELIVER, argv, _capped, archive(item.source, item.hidden))
         if ran.code != 0:
             said = " ".join(ran.stderr.decode("utf-8", "replace").split())[-300:]
             raise BackendError(f"delivering {item.target}: tar exited {ran.code}: {said}")

@@ -7,15 +7,16 @@ and are the nodes what this backend can run? Every refusal is an infrastructure 
   if something altered them on the way.
 - Each OCI runtime the nodes use must map to a RuntimeClass that exists (or be mapped
   explicitly to the cluster's default, settings.py).
-- Not yet on this backend (the README's list): egress (the per-run proxy pod) and
-  mounts (the `deliver` container's copies over the exec API). Artifacts are: the
-  producer's pod keeps them (job.py), and its consumers' pods are given its copy
-  (deliver.py).
+- Not yet on this backend (the README's list): egress (the per-run proxy pod), and
+  read-write mounts or mounts of a file. Artifacts are: the producer's pod keeps them
+  (job.py), and its consumers' pods are given its copy (deliver.py), as read-only
+  mounts are given their source's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ...planning import Plan
@@ -50,7 +51,10 @@ def unsupported(plan: Plan, sandboxes: Mapping[str, Sandbox]) -> str | None:
         sandbox = sandboxes[name]
         why = (
             "egress (the per-run egress-proxy pod)" if has_egress(sandbox)
-            else "mounts (the deliver container's copies)" if sandbox.mounts
+            else "a read-write mount (a change in its pod could not come back)"
+            if any(not m.read_only for m in sandbox.mounts)
+            else "a mount of a file (a pod's copy of a mount is a directory)"
+            if not all(Path(m.source).is_dir() for m in sandbox.mounts)
             else None
         )  # fmt: skip
         if why:

@@ -1,15 +1,20 @@
-"""A consumer's inputs, delivered into its own pod before its node runs.
+"""A node's inputs and read-only mounts, delivered into its own pod before it runs.
 
-Its Job has a `deliver` init container (job.py) that mounts the inputs' emptyDirs
-read-write and waits on its gate. `start` waits for it to run, then streams each input
-from this host into it over the exec API (`tar -x` from the exec's stdin), then writes
-"go" into its gate; it exits 0 and the node's container starts, seeing the inputs
-read-only. The node's own code never touches the copy on the way in.
+Its Job has a `deliver` init container (job.py) that mounts their emptyDirs read-write
+and waits on its gate. `start` waits for it to run, then streams each from this host
+into it over the exec API (`tar -x` from the exec's stdin), then writes "go" into its
+gate; it exits 0 and the node's container starts, seeing them read-only. The node's own
+code never touches them on the way in.
 
-What is sent is the producer's copy on this host (artifacts/volumes.py: the "pod"
-store's view), which our `extract` made of regular files and directories only. It is
-archived here with the same rule: anything else (a link, a device, a FIFO) is refused,
-and no path is followed (O_NOFOLLOW, entries from a walk that never enters a link).
+What is sent: for an input, the producer's copy on this host (artifacts/volumes.py: the
+"pod" store's view), regular files and directories that our `extract` made; for a
+mount, its admitted source (admission walked it: no socket inside). The archive is made
+by a walk that follows nothing: a symlink goes as a symlink (resolved in the pod, where
+it reaches only the pod's own files, as a bind mount's would), a file is opened with
+O_NOFOLLOW, and anything else (a device, a FIFO) is refused. A mount's masks (the run
+store inside its source) and other file systems in it go as empty directories, as the
+bind mount on Docker shows them. Modes go without set-id bits, owners and times not at
+all.
 """
 
 from __future__ import annotations
@@ -39,20 +44,27 @@ RELEASE_ARGV = ["sh", "-c", 'echo go > "$1"', "sh", GATE]
 @dataclass(frozen=True)
 class Delivery:
     source: Path  # a directory on this host
-    target: str  # where the consumer's container sees it (an input's path)
+    target: str  # where the node's container sees it (an input's or a mount's path)
+    hidden: tuple[str, ...] = ()  # paths relative to both, sent as empty directories
 
 
 def deliveries(spec: ContainerSpec, node: PlannedNode) -> list[Delivery]:
-    """What goes into the consumer's pod: each of its inputs that has a copy on this host
-    (an input whose producer never ran has none, and stays an empty directory)."""
+    """What goes into the node's pod: each of its inputs that has a copy on this host
+    (an input whose producer never ran has none, and stays an empty directory), and each
+    of its mounts, which must be read-only (a change in the pod could not come back)."""
     inputs = {needed.path for needed in node.inputs}
     found = []
-    for mount in spec.volumes:
-        if mount.target not in inputs:
+    for volume in spec.volumes:
+        if volume.target not in inputs:
             continue  # its own artifacts: emptyDirs of its own pod
-        if mount.host_bind is None:
-            raise BackendError(f"input at {mount.target} has no copy on this host to deliver")
-        found.append(Delivery(Path(mount.host_bind.source), mount.target))
+        if volume.host_bind is None:
+            raise BackendError(f"input at {volume.target} has no copy on this host to deliver")
+        found.append(Delivery(Path(volume.host_bind.source), volume.target))
+    for mount in spec.mounts:
+        if not mount.read_only:
+            raise BackendError(f"mount at {mount.target} is read-write: not on a cluster")
+        hidden = tuple(m[len(mount.target.rstrip("/")) + 1 :] for m in mount.masks)
+        found.append(Delivery(Path(mount.source), mount.target, hidden))
     return found
 
 
@@ -75,14 +87,15 @@ def deliver_state(pod: Mapping[str, Any]) -> tuple[str, int | None]:
     return "waiting", None
 
 
-async def archive(source: Path) -> AsyncIterator[bytes]:
+async def archive(source: Path, hidden: tuple[str, ...] = ()) -> AsyncIterator[bytes]:
     """The directory's content as a tar stream (entries relative to it), made in a
     thread and handed over in CHUNK pieces, at most PENDING_CHUNKS ahead; BackendError
-    for anything but regular files and directories."""
+    for anything but regular files, directories and symlinks. `hidden`: directories
+    (relative) sent empty."""
     pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(PENDING_CHUNKS)
     stop = threading.Event()
     maker = threading.Thread(
-        target=_make, args=(source, pieces, stop), name=f"archive {source}", daemon=True
+        target=_make, args=(source, hidden, pieces, stop), name=f"archive {source}", daemon=True
     )
     maker.start()
     try:
@@ -130,11 +143,13 @@ class _Abandoned(Exception):
     """Whoever read the archive stopped: stop making it."""
 
 
-def _make(source: Path, pieces: queue.Queue[Any], stop: threading.Event) -> None:
+def _make(
+    source: Path, hidden: tuple[str, ...], pieces: queue.Queue[Any], stop: threading.Event
+) -> None:
     out = _Pieces(pieces, stop)
     try:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            _add_tree(tar, source, "")
+            _Walk(tar, frozenset(hidden), os.stat(source).st_dev).add(source, "")
         out.flush_all()
         out._put(None)
     except _Abandoned:
@@ -144,25 +159,39 @@ def _make(source: Path, pieces: queue.Queue[Any], stop: threading.Event) -> None
             pieces.put(error if isinstance(error, BackendError) else BackendError(str(error)))
 
 
-def _add_tree(tar: tarfile.TarFile, directory: Path, prefix: str) -> None:
-    with os.scandir(directory) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            name = f"{prefix}{entry.name}"
-            info = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(info.st_mode):
-                tar.addfile(_header(name, tarfile.DIRTYPE, 0, info.st_mode))
-                _add_tree(tar, Path(entry.path), f"{name}/")
-            elif stat.S_ISREG(info.st_mode):
-                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
-                with os.fdopen(fd, "rb") as file:
-                    size = os.fstat(file.fileno()).st_size
-                    tar.addfile(_header(name, tarfile.REGTYPE, size, info.st_mode), file)
-            else:
-                raise BackendError(f"{name}: not a regular file or directory, not delivered")
+@dataclass(frozen=True)
+class _Walk:
+    tar: tarfile.TarFile
+    hidden: frozenset[str]  # relative paths sent as empty directories
+    device: int  # the source's file system: others are not entered
+
+    def add(self, directory: Path, prefix: str) -> None:
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                self._entry(entry, f"{prefix}{entry.name}")
+
+    def _entry(self, entry: os.DirEntry[str], name: str) -> None:
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            self.tar.addfile(_header(name, tarfile.DIRTYPE, info.st_mode))
+            if name not in self.hidden and info.st_dev == self.device:
+                self.add(Path(entry.path), f"{name}/")
+        elif stat.S_ISREG(info.st_mode):
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as file:
+                header = _header(name, tarfile.REGTYPE, info.st_mode)
+                header.size = os.fstat(file.fileno()).st_size
+                self.tar.addfile(header, file)
+        elif stat.S_ISLNK(info.st_mode):
+            header = _header(name, tarfile.SYMTYPE, 0o777)
+            header.linkname = os.readlink(entry.path)
+            self.tar.addfile(header)
+        else:
+            raise BackendError(f"{name}: not a regular file, directory or symlink")
 
 
-def _header(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
-    """Only what the consumer needs: no owner, no times of the host, no set-id bits."""
+def _header(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+    """Only what the node needs: no owner, no times of the host, no set-id bits."""
     info = tarfile.TarInfo(name)
-    info.type, info.size, info.mode = kind, size, stat.S_IMODE(mode) & 0o755
+    info.type, info.mode = kind, stat.S_IMODE(mode) & 0o755
     return info

@@ -65,8 +65,8 @@ def node_volumes(node: PlannedNode, sandbox: Sandbox, workspace_limit: int) -> N
     for index, needed in enumerate(node.inputs):
         add(f"input-{index}", sandbox.artifact_limit, needed.path, read_only=True)
     for index, mount in enumerate(sandbox.mounts):
-        # A read-write mount's changes would be copied back by the backend, as
-        # `single` copies a workspace's; here it is writable and nothing more.
+        # A read-write mount's changes could not come back from the pod: refused before
+        # a run (checks.py); the manifest makes what it asks all the same.
         add(f"mount-{index}", workspace_limit, mount.target, read_only=mount.read_only)
     if delivered:
         volumes.append(_memory("gate", GATE_SIZE))
