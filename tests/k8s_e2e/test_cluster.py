@@ -102,11 +102,8 @@ def test_a_consumer_reads_its_producers_copy_read_only(cluster, run_workflow):
         "    inputs: [{from: make/dist, path: /in}]\n"
         '    command: "cat /in/sub/report.txt && ! touch /in/new 2>/dev/null"\n'
     )
-    run = run_workflow(workflow)
-    use = run.node("use")
-    assert use["status"] == "succeeded", use
+    use = _succeeded(cluster, run_workflow, workflow, "use")
     assert use["stdout_tail"].startswith("report\n")
-    assert left_after(cluster, run.results["run_id"]) == []
 
 
 def test_a_read_only_mount_is_delivered_and_stays_read_only(cluster, run_workflow):
@@ -116,10 +113,16 @@ def test_a_read_only_mount_is_delivered_and_stays_read_only(cluster, run_workflo
         "    mounts: [{source: ., target: /w}]\n"
         '    command: "grep -c mounted /w/*.yaml && ! touch /w/new 2>/dev/null"\n'
     )
+    _succeeded(cluster, run_workflow, workflow, "look")
+
+
+def _succeeded(cluster: Cluster, run_workflow, workflow: str, node: str) -> dict:
+    """The node's result once it succeeded, the run having left nothing on the cluster."""
     run = run_workflow(workflow)
-    look = run.node("look")
-    assert look["status"] == "succeeded", look
+    found = run.node(node)
+    assert found["status"] == "succeeded", found
     assert left_after(cluster, run.results["run_id"]) == []
+    return found
 
 
 PROBE = r"""
