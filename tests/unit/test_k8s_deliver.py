@@ -148,3 +148,41 @@ def test_a_reader_that_stops_early_stops_the_archive_s_making(tmp_path):
     for thread in maker:
         thread.join(timeout=10)
         assert not thread.is_alive()
+
+
+def test_an_archive_abandoned_mid_read_leaves_no_thread_waiting(tmp_path, monkeypatch):
+    """Cancelled while its reader waits on a file being read (Ctrl-C during a delivery):
+    the maker stops, and so does the worker thread that waited for its next piece, else
+    the event loop would wait for it forever as it closes."""
+    from sandbox_orch.backend.kubernetes import deliver
+
+    (tmp_path / "slow.txt").write_text("slow")
+    entered, go = threading.Event(), threading.Event()
+    entry = deliver._Walk._entry
+
+    def slow_entry(self, found, name):
+        entered.set()
+        go.wait()
+        entry(self, found, name)
+
+    monkeypatch.setattr(deliver._Walk, "_entry", slow_entry)
+
+    async def scenario() -> None:
+        reading = asyncio.ensure_future(anext(archive(tmp_path)))
+        await asyncio.to_thread(entered.wait)  # the reader now waits for a piece
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        go.set()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+        loop.run_until_complete(_executor_shut_down())
+    finally:
+        loop.close()
+
+
+async def _executor_shut_down() -> None:
+    async with asyncio.timeout(10):  # its threads all ended (else TimeoutError)
+        await asyncio.get_running_loop().shutdown_default_executor()

@@ -153,10 +153,17 @@ def _make(
         out.flush_all()
         out._put(None)
     except _Abandoned:
-        return
+        pass
     except (OSError, BackendError) as error:
         if not stop.is_set():
             pieces.put(error if isinstance(error, BackendError) else BackendError(str(error)))
+    finally:
+        if stop.is_set():
+            # A read of the queue abandoned with the archive may still wait in its worker
+            # thread, which the event loop waits for as it closes: it gets an end too. (A
+            # read waits only on an empty queue: when it is full, none does.)
+            with contextlib.suppress(queue.Full):
+                pieces.put_nowait(None)
 
 
 @dataclass(frozen=True)
