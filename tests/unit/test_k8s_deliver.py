@@ -50,8 +50,11 @@ def test_a_read_only_mount_is_delivered_with_its_masks_relative():
     spec = SimpleNamespace(
         volumes=(),
         mounts=(BindMount("/home/u/ws", "/w/", True, masks=("/w/.store",)),),
+        user="10001:10002",
     )
-    assert deliveries(spec, _node()) == [Delivery(Path("/home/u/ws"), "/w/", (".store",))]
+    assert deliveries(spec, _node()) == [
+        Delivery(Path("/home/u/ws"), "/w/", (".store",), reader=(10001, 10002))
+    ]
 
 
 def test_a_read_write_mount_is_refused():
@@ -160,10 +163,10 @@ def test_an_archive_abandoned_mid_read_leaves_no_thread_waiting(tmp_path, monkey
     entered, go = threading.Event(), threading.Event()
     entry = deliver._Walk._entry
 
-    def slow_entry(self, found, name):
+    def slow_entry(self, *arguments):
         entered.set()
         go.wait()
-        entry(self, found, name)
+        entry(self, *arguments)
 
     monkeypatch.setattr(deliver._Walk, "_entry", slow_entry)
 
@@ -186,3 +189,44 @@ def test_an_archive_abandoned_mid_read_leaves_no_thread_waiting(tmp_path, monkey
 async def _executor_shut_down() -> None:
     async with asyncio.timeout(10):  # its threads all ended (else TimeoutError)
         await asyncio.get_running_loop().shutdown_default_executor()
+
+
+NODE = (10001, 10001)
+
+
+def _names(source: Path, reader=NODE) -> list[str]:
+    async def gather() -> bytes:
+        return b"".join([piece async for piece in archive(source, (), reader)])
+
+    with tarfile.open(fileobj=io.BytesIO(asyncio.run(gather()))) as tar:
+        return sorted(tar.getnames())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners are set with chown (root)")
+def test_only_what_the_node_could_read_through_a_bind_mount_goes(tmp_path):
+    """This host reads as root; in the pod the copy is the node's. What uid 10001 could
+    not read on Docker (others' bits, its own or its group's) must not reach it."""
+    files = {
+        "public.txt": (0o644, 0, 0),
+        "private.txt": (0o600, 0, 0),  # root's: not the node's to read
+        "mine.txt": (0o600, 10001, 0),  # the node's own
+        "group.txt": (0o640, 0, 10001),  # its group's
+        "denied-owner.txt": (0o044, 10001, 0),  # the owner's bits decide, not the others'
+    }
+    for name, (mode, uid, gid) in files.items():
+        (tmp_path / name).write_text(name)
+        os.chown(tmp_path / name, uid, gid)
+        (tmp_path / name).chmod(mode)
+    (tmp_path / "closed").mkdir(mode=0o700)
+    (tmp_path / "closed" / "inside.txt").write_text("x")
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open" / "inside.txt").write_text("y")
+    assert _names(tmp_path) == [
+        "closed",  # listed, as the node sees it, but empty
+        "group.txt",
+        "mine.txt",
+        "open",
+        "open/inside.txt",
+        "public.txt",
+    ]
+    assert len(_names(tmp_path, reader=None)) == 9  # our own copies: everything

@@ -2,7 +2,8 @@
 exec endpoint (k8s_emulator.py, k8s_exec_server.py): the mount's source is delivered
 into the node's own pod by its `deliver` container before it runs, symlinks as symlinks
 (never followed here), the run store inside the source as an empty directory (as the
-mask on Docker shows it). Read-write mounts and mounts of a file are refused before
+mask on Docker shows it), and only what the node's user could read through a bind
+mount. Read-write mounts and mounts of a file are refused before
 anything is created (exit 3)."""
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def workspace(tmp_path, held, monkeypatch):
     (ws / "src" / "main.py").write_text("print(1)\n")
     (ws / "readme").symlink_to("src/main.py")
     (ws / "escape").symlink_to("/etc/passwd")  # resolved in the pod, not here
+    (ws / "private.key").write_text("not the node's")
+    (ws / "private.key").chmod(0o600)  # this host's user's only: not uid 10001's
     monkeypatch.setenv("SANDBOX_ORCH_HOME", str(ws / ".store"))
     (ws / ".store" / "runs" / "old").mkdir(parents=True)
     (ws / ".store" / "runs" / "old" / "results.json").write_text("{}")
@@ -76,6 +79,7 @@ def test_emulator_a_read_only_mount_is_delivered_masked_and_unfollowed(
     assert os.readlink(w / "readme") == "src/main.py"
     assert os.readlink(w / "escape") == "/etc/passwd"  # a link, not the host's file
     assert (w / ".store").is_dir() and list((w / ".store").iterdir()) == []  # masked
+    assert not (w / "private.key").exists()  # the node could not read it through a bind
     assert [(e.container, e.command[0]) for e in exchanges] == [
         ("deliver", "tar"),
         ("deliver", "sh"),

@@ -215,7 +215,8 @@ class KubernetesBackend(Backend):
 
     async def _put(self, pod: str, item: Delivery) -> None:
         argv = extract_argv(item.target)
-        ran = await self._exec_in(pod, DELIVER, argv, _capped, archive(item.source, item.hidden))
+        stream = archive(item.source, item.hidden, item.reader)
+        ran = await self._exec_in(pod, DELIVER, argv, _capped, stream)
         if ran.code != 0:
             said = " ".join(ran.stderr.decode("utf-8", "replace").split())[-300:]
             raise BackendError(f"delivering {item.target}: tar exited {ran.code}: {said}")

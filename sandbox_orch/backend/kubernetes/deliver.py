@@ -13,8 +13,10 @@ by a walk that follows nothing: a symlink goes as a symlink (resolved in the pod
 it reaches only the pod's own files, as a bind mount's would), a file is opened with
 O_NOFOLLOW, and anything else (a device, a FIFO) is refused. A mount's masks (the run
 store inside its source) and other file systems in it go as empty directories, as the
-bind mount on Docker shows them. Modes go without set-id bits, owners and times not at
-all.
+bind mount on Docker shows them. What the node's user could not read through a bind
+mount stays out: this host reads as whoever runs sandbox-orch, but in the pod the copy
+belongs to the node's user, so a file it may not read is left out and a directory it may
+not list goes empty. Modes go without set-id bits, owners and times not at all.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 from ...planning import PlannedNode
 from ..base import BackendError, ContainerSpec
+from .security import uid_gid
 from .volumes import GATE
 
 DELIVER = "deliver"  # the init container's name (job.py)
@@ -46,6 +49,8 @@ class Delivery:
     source: Path  # a directory on this host
     target: str  # where the node's container sees it (an input's or a mount's path)
     hidden: tuple[str, ...] = ()  # paths relative to both, sent as empty directories
+    # (uid, gid) of the node: only what it may read goes (None: all, our own copies)
+    reader: tuple[int, int] | None = None
 
 
 def deliveries(spec: ContainerSpec, node: PlannedNode) -> list[Delivery]:
@@ -64,7 +69,7 @@ def deliveries(spec: ContainerSpec, node: PlannedNode) -> list[Delivery]:
         if not mount.read_only:
             raise BackendError(f"mount at {mount.target} is read-write: not on a cluster")
         hidden = tuple(m[len(mount.target.rstrip("/")) + 1 :] for m in mount.masks)
-        found.append(Delivery(Path(mount.source), mount.target, hidden))
+        found.append(Delivery(Path(mount.source), mount.target, hidden, uid_gid(spec.user)))
     return found
 
 
@@ -87,15 +92,20 @@ def deliver_state(pod: Mapping[str, Any]) -> tuple[str, int | None]:
     return "waiting", None
 
 
-async def archive(source: Path, hidden: tuple[str, ...] = ()) -> AsyncIterator[bytes]:
+async def archive(
+    source: Path, hidden: tuple[str, ...] = (), reader: tuple[int, int] | None = None
+) -> AsyncIterator[bytes]:
     """The directory's content as a tar stream (entries relative to it), made in a
     thread and handed over in CHUNK pieces, at most PENDING_CHUNKS ahead; BackendError
     for anything but regular files, directories and symlinks. `hidden`: directories
-    (relative) sent empty."""
+    (relative) sent empty; `reader`: only what this (uid, gid) may read is sent."""
     pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(PENDING_CHUNKS)
     stop = threading.Event()
     maker = threading.Thread(
-        target=_make, args=(source, hidden, pieces, stop), name=f"archive {source}", daemon=True
+        target=_make,
+        args=(_Walk(frozenset(hidden), reader), source, pieces, stop),
+        name=f"archive {source}",
+        daemon=True,
     )
     maker.start()
     try:
@@ -143,13 +153,11 @@ class _Abandoned(Exception):
     """Whoever read the archive stopped: stop making it."""
 
 
-def _make(
-    source: Path, hidden: tuple[str, ...], pieces: queue.Queue[Any], stop: threading.Event
-) -> None:
+def _make(walk: _Walk, source: Path, pieces: queue.Queue[Any], stop: threading.Event) -> None:
     out = _Pieces(pieces, stop)
     try:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            _Walk(tar, frozenset(hidden), os.stat(source).st_dev).add(source, "")
+            walk.add(tar, os.stat(source).st_dev, source, "")
         out.flush_all()
         out._put(None)
     except _Abandoned:
@@ -168,33 +176,48 @@ def _make(
 
 @dataclass(frozen=True)
 class _Walk:
-    tar: tarfile.TarFile
     hidden: frozenset[str]  # relative paths sent as empty directories
-    device: int  # the source's file system: others are not entered
+    reader: tuple[int, int] | None  # (uid, gid): only what it may read is sent
 
-    def add(self, directory: Path, prefix: str) -> None:
+    def add(self, tar: tarfile.TarFile, device: int, directory: Path, prefix: str) -> None:
+        """`device`: the source's file system (others are not entered)."""
         with os.scandir(directory) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
-                self._entry(entry, f"{prefix}{entry.name}")
+                self._entry(tar, device, entry, f"{prefix}{entry.name}")
 
-    def _entry(self, entry: os.DirEntry[str], name: str) -> None:
+    def _entry(self, tar: tarfile.TarFile, device: int, entry: os.DirEntry[str], name: str) -> None:
         info = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(info.st_mode):
-            self.tar.addfile(_header(name, tarfile.DIRTYPE, info.st_mode))
-            if name not in self.hidden and info.st_dev == self.device:
-                self.add(Path(entry.path), f"{name}/")
+            tar.addfile(_header(name, tarfile.DIRTYPE, info.st_mode))
+            entered = name not in self.hidden and info.st_dev == device
+            if entered and self._may(info, LIST):
+                self.add(tar, device, Path(entry.path), f"{name}/")
         elif stat.S_ISREG(info.st_mode):
+            if not self._may(info, READ):
+                return
             fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as file:
                 header = _header(name, tarfile.REGTYPE, info.st_mode)
                 header.size = os.fstat(file.fileno()).st_size
-                self.tar.addfile(header, file)
+                tar.addfile(header, file)
         elif stat.S_ISLNK(info.st_mode):
             header = _header(name, tarfile.SYMTYPE, 0o777)
             header.linkname = os.readlink(entry.path)
-            self.tar.addfile(header)
+            tar.addfile(header)
         else:
             raise BackendError(f"{name}: not a regular file, directory or symlink")
+
+    def _may(self, info: os.stat_result, wanted: int) -> bool:
+        """Whether the reader's permission bits (as the kernel picks them: the owner's,
+        else the group's, else the others') grant all of `wanted` (as others' bits)."""
+        if self.reader is None:
+            return True
+        uid, gid = self.reader
+        shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
+        return (info.st_mode >> shift) & wanted == wanted
+
+
+READ, LIST = 0o4, 0o5  # others' bits: read; read and search (a directory's listing)
 
 
 def _header(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
