@@ -11,8 +11,8 @@ cargo-mutants' `--in-diff` do. A full run mutates everything; CI mutates only:
   when there is no baseline.
 
 What a diff cannot see is a change elsewhere in the package that makes a mutant of an
-unchanged module survive; the full run (`make mutation`) before recording a baseline
-does.
+unchanged module survive; the full run (`make mutation`) does. A run of the changed
+modules that passes renews their part of the baseline.
 """
 
 from __future__ import annotations
@@ -114,6 +114,17 @@ class Baseline:
     @classmethod
     def from_json(cls, text: str) -> Baseline:
         return cls(**json.loads(text))
+
+    def renewed(self, part: Baseline) -> Baseline:
+        """This baseline with the modules of `part` (a run of those alone, which passed)
+        as it recorded them. Every module whose covering files changed was in that run
+        (see `changed`), so the files' new digests hold for the rest too."""
+        return Baseline(
+            modules={**self.modules, **part.modules},
+            covered_by={**self.covered_by, **part.covered_by},
+            files={**self.files, **part.files},
+            entries={**self.entries, **part.entries},
+        )
 
 
 def record(

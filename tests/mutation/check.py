@@ -168,8 +168,8 @@ def entries_by_module(entries: list[Entry]) -> dict[str, str]:
     return {m: digest("\n".join(sorted(k)).encode()) for m, k in keys.items()}
 
 
-def changed_patterns(entries: list[Entry]) -> list[str] | None:
-    """mutmut patterns for the modules to mutate again; None: all of them."""
+def changed_modules(entries: list[Entry]) -> list[str] | None:
+    """The modules to mutate again; None: all of them."""
     try:
         baseline = Baseline.from_json(BASELINE.read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError) as error:
@@ -181,7 +181,7 @@ def changed_patterns(entries: list[Entry]) -> list[str] | None:
         print(f"mutation: {why}: mutating everything")
         return None
     print(f"mutation: changed since the baseline: {', '.join(again) or 'nothing'}")
-    return [p for m in again for p in patterns_for(m)]
+    return again
 
 
 def tree_digest() -> str:
@@ -191,11 +191,14 @@ def tree_digest() -> str:
     return digest(b"".join(digest(p.read_bytes()).encode() for p in files))
 
 
-def record_baseline(entries: list[Entry]) -> None:
+def record_baseline(entries: list[Entry], modules: list[str] | None) -> None:
+    """After a run that passed: the baseline of all modules, or (`modules`, a run of
+    those only) the old one with theirs renewed."""
     stats = json.loads((REPO / "mutants" / "mutmut-stats.json").read_text(encoding="utf-8"))
-    recorded = record(
-        REPO, mutated_modules(), stats["tests_by_mangled_function_name"], entries_by_module(entries)
-    )
+    tests = stats["tests_by_mangled_function_name"]
+    recorded = record(REPO, modules or mutated_modules(), tests, entries_by_module(entries))
+    if modules is not None:
+        recorded = Baseline.from_json(BASELINE.read_text(encoding="utf-8")).renewed(recorded)
     BASELINE.write_text(recorded.to_json(), encoding="utf-8")
     print(f"mutation: baseline recorded in {BASELINE.relative_to(REPO)} (commit it)")
 
@@ -203,11 +206,12 @@ def record_baseline(entries: list[Entry]) -> None:
 def main(argv: list[str]) -> int:
     patterns = [a for a in argv if not a.startswith("--")]
     equivalent, pending = _read(EQUIVALENT), _read(PENDING)
+    modules = None  # mutated: all (or what `patterns` say)
     if "--changed" in argv and not patterns:
-        selected = changed_patterns([*equivalent, *pending])
-        if selected == []:
+        modules = changed_modules([*equivalent, *pending])
+        if modules == []:
             return 0
-        patterns = selected or []
+        patterns = [p for m in modules or () for p in patterns_for(m)]
     before = tree_digest()
     if "--no-run" not in argv:
         run_mutmut(patterns)
@@ -242,11 +246,11 @@ def main(argv: list[str]) -> int:
             f"test, or list it in {EQUIVALENT.relative_to(REPO)} with why it is equivalent"
         )
         return 1
-    if not patterns and "--no-run" not in argv:
+    if (not patterns or modules) and "--no-run" not in argv:
         if tree_digest() != before:
             print("mutation: files changed during the run: no baseline recorded")
         else:
-            record_baseline([*equivalent, *pending])
+            record_baseline([*equivalent, *pending], modules)
     return 0
 
 

@@ -162,3 +162,15 @@ def test_a_package_module_s_patterns_match_its_own_mutants_only():
 
     assert matched("sandbox_orch.artifacts") == mutants[:2]
     assert matched("sandbox_orch.artifacts.volumes") == mutants[2:]
+
+
+def test_a_passing_run_of_the_changed_modules_renews_their_part_only(repo):
+    baseline = recorded(repo)
+    (repo / "tests/unit/test_store.py").write_text("from .helpers import here\n# weaker\n")
+    (repo / "sandbox_orch/secrets.py").write_text("def value(): return 2\n")
+    again_now, _ = again(repo, baseline)
+    assert again_now == MODULES  # the store's two modules, and secrets
+    part = record(repo, ["sandbox_orch.artifacts", "sandbox_orch.artifacts.volumes"], STATS, {})
+    renewed = Baseline.from_json(baseline.renewed(part).to_json())
+    assert again(repo, renewed) == (["sandbox_orch.secrets"], "")  # not run: still due
+    assert renewed.modules["sandbox_orch.secrets"] == baseline.modules["sandbox_orch.secrets"]
