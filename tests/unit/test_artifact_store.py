@@ -392,10 +392,34 @@ def test_a_pod_store_consumer_mounts_the_host_copy_and_the_producer_goes_once_co
 
     (mount,) = asyncio.run(scenario())
     copy = tmp_path / "make" / "dist"
+    assert mount.volume == "sandbox-orch-r1-make-1-dist-ro"
     assert (mount.target, mount.read_only) == ("/in", False)  # read-only at its source
     assert mount.host_bind == BindMount(str(copy), "/in", True)
     assert (copy / "app.bin").read_bytes() == b"built"
     assert backend.volumes == {}
+
+
+def test_a_retry_whose_copy_failed_is_not_taken_for_its_last_attempt_s(tmp_path):
+    """The first attempt's copy was whole; the retry's failed (and removed the first's):
+    the consumer is not run on what is left."""
+    backend = PodWithFiles()
+    plan, sandboxes, volumes = _pod_volumes(backend, tmp_path)
+
+    async def scenario():
+        make = plan.nodes["make"]
+        for attempt in (1, 2):
+            await volumes.for_producer(
+                make, sandboxes["make"], attempt, backend.create, backend.remove
+            )
+            volumes.held_by("make", f"producer-{attempt}")
+            volumes.copy_in_background(make, SimpleNamespace(violations=[]))
+            await volumes.finish()
+            backend.broken = True  # the retry's copy fails
+        await volumes.for_consumer(plan.nodes["use"])
+
+    with pytest.raises(BackendError, match="input make/dist: its copy to this host failed"):
+        asyncio.run(scenario())
+    assert not (tmp_path / "make" / "dist").exists()
 
 
 def test_a_pod_store_consumer_waits_for_its_producer_s_copy(tmp_path):
