@@ -56,10 +56,11 @@ async def _run(
     paths: dict[str, Path] | None = None,
     gate: Any = None,
     path: str = "wf.yaml",
+    stop: asyncio.Event | None = None,
 ):
     """`paths`: more of the pods' paths standing for local directories; `gate`: what was
     written into a consumer pod's deliver gate (FakeKubelet.gate); `path`: where the
-    workflow is (its mounts' sources are relative to it)."""
+    workflow is (its mounts' sources are relative to it); `stop`: the run's Ctrl-C."""
     plan = plan_of(workflow, path)
     sandboxes = admit(plan, load_policy(tmp_path / "policy.yaml"))
     server = ExecServer(tmp_path / "exec", paths={"/held": root, **(paths or {})})
@@ -76,7 +77,7 @@ async def _run(
         try:
             report = await run_plan(
                 plan, load_policy(tmp_path / "policy.yaml"), sandboxes, backend, "r-k8s-art",
-                lambda e: None, asyncio.Event(), RunOptions(keep_going=True),
+                lambda e: None, stop or asyncio.Event(), RunOptions(keep_going=True),
             )  # fmt: skip
         finally:
             await backend.close()
@@ -253,4 +254,24 @@ def test_emulator_a_deliver_container_failing_when_told_to_go_errors_the_consume
     assert use["status"] == "errored", use
     assert use["reason"] == "its deliver container exited 1 when told to go"
     assert [e.command[0] for e in exchanges if "-use-" in e.pod] == ["tar", "sh"]
+    assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}
+
+
+def test_emulator_ctrl_c_during_a_delivery_leaves_nothing(tmp_path, held, consumer_pod):
+    """Interrupted while its deliver container holds its pod: the consumer is cancelled,
+    never run, and its Job goes with everything else of the run."""
+    stop = asyncio.Event()
+
+    def held_until_interrupted(pod: str) -> None:
+        stop.set()  # Ctrl-C, while the kubelet holds the pod in its deliver container
+        return None
+
+    report, left, _ = asyncio.run(
+        _run(tmp_path, held, Script(0), CONSUMED, consumer_pod, held_until_interrupted, stop=stop)
+    )
+    assert report.results["nodes"]["make"]["status"] == "succeeded"
+    use = report.results["nodes"]["use"]
+    assert use["status"] == "cancelled", use
+    assert use["attempts"] == 1  # its Job was made and released: the kubelet held its pod
+    assert report.status.value == "cancelled"
     assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}
