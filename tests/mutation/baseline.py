@@ -132,13 +132,20 @@ def record(
     modules: Iterable[str],
     tests_by_function: Mapping[str, Iterable[str]],
     entries: Mapping[str, str],
+    skipped: Mapping[str, Iterable[str]] | None = None,
 ) -> Baseline:
     """The baseline of a full run over `modules` whose stats (mutmut's
-    tests_by_mangled_function_name) are `tests_by_function`."""
+    tests_by_mangled_function_name) are `tests_by_function`. `skipped`: test files (by
+    name) that never run for mutants named with a prefix (tests/unit/conftest.py's
+    SKIPPED_FOR), so none of theirs covers such a module."""
     tests: dict[str, set[str]] = {m: set() for m in modules}
     for function, ids in tests_by_function.items():
         if (module := module_of(function)) in tests:
             tests[module].update(test_file(i) for i in ids)
+    for prefix, names in (skipped or {}).items():
+        for module in tests:
+            if f"{module}.".startswith(prefix):
+                tests[module] = {f for f in tests[module] if Path(f).name not in set(names)}
     covered = {
         m: sorted(files | {d for f in files for d in local_dependencies(root / f, root)})
         for m, files in tests.items()

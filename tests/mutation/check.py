@@ -50,6 +50,9 @@ from baseline import (  # noqa: E402
 )
 
 BASELINE = HERE / "baseline.json"
+sys.path.insert(0, str(REPO))
+from tests.unit.conftest import SKIPPED_FOR  # noqa: E402 - the files a mutant never runs
+
 EQUIVALENT = HERE / "equivalent.txt"
 PENDING = HERE / "pending.txt"
 PENDING_HEADER = """\
@@ -196,7 +199,9 @@ def record_baseline(entries: list[Entry], modules: list[str] | None) -> None:
     those only) the old one with theirs renewed."""
     stats = json.loads((REPO / "mutants" / "mutmut-stats.json").read_text(encoding="utf-8"))
     tests = stats["tests_by_mangled_function_name"]
-    recorded = record(REPO, modules or mutated_modules(), tests, entries_by_module(entries))
+    recorded = record(
+        REPO, modules or mutated_modules(), tests, entries_by_module(entries), SKIPPED_FOR
+    )
     if modules is not None:
         recorded = Baseline.from_json(BASELINE.read_text(encoding="utf-8")).renewed(recorded)
     BASELINE.write_text(recorded.to_json(), encoding="utf-8")

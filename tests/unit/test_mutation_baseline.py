@@ -174,3 +174,13 @@ def test_a_passing_run_of_the_changed_modules_renews_their_part_only(repo):
     renewed = Baseline.from_json(baseline.renewed(part).to_json())
     assert again(repo, renewed) == (["sandbox_orch.secrets"], "")  # not run: still due
     assert renewed.modules["sandbox_orch.secrets"] == baseline.modules["sandbox_orch.secrets"]
+
+
+def test_a_test_file_skipped_for_a_module_s_mutants_does_not_cover_it(repo):
+    """conftest.py's SKIPPED_FOR: such a file never runs against the module's mutants,
+    so its changes cannot change their verdicts."""
+    skipped = {"sandbox_orch.artifacts.volumes.": ("test_store.py",)}
+    baseline = Baseline.from_json(record(repo, MODULES, STATS, {}, skipped).to_json())
+    assert baseline.covered_by["sandbox_orch.artifacts.volumes"] == ["tests/unit/test_volumes.py"]
+    (repo / "tests/unit/test_store.py").write_text("# weaker\n")
+    assert again(repo, baseline) == (["sandbox_orch.artifacts"], "")
