@@ -83,6 +83,7 @@ class HeldVolume:
     holder: str | None  # the holder container's id (an "engine" volume's only)
     size: int  # its cap, reserved against the ceiling while it exists
     view: Volume | None = None  # read-only, noexec: what consumers mount (if any may)
+    in_pod: bool = False  # the "pod" store's: its view is the host copy, once made
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,6 @@ class ArtifactVolumes:
         # Creations still under way: an engine call cannot be called back, so a cancelled
         # attempt's volume may appear later; `finish` waits for it before the sweep.
         self._creating: set[asyncio.Future[Volume]] = set()
-        self._in_pod = False  # the backend's store is "pod" (asked at the first producer)
         self._complete: set[tuple[str, str]] = set()  # (node, name) copied whole to the host
 
     async def for_producer(
@@ -169,15 +169,15 @@ class ArtifactVolumes:
             # What was never created holds nothing (what was is swept with the run).
             self.lifetimes.free(size * (len(node.artifacts) - len(volumes)))
         store = await self.backend.volume_store()
-        self._in_pod = store == "pod"
+        in_pod = store == "pod"
         holder = None
         if store == "engine":
             holder = await register(self._holder_spec(prefix, labels, sandbox, volumes))
-        held = [
-            HeldVolume(node.name, a.name, a.path, v, holder, size, await self._view(node, a, v))
-            for a, v in volumes.items()
-        ]
-        group = _Group(node.name, held, holder, dispose, in_pod=self._in_pod)
+        held = []
+        for a, v in volumes.items():
+            view = await self._view(node, a, v, in_pod)
+            held.append(HeldVolume(node.name, a.name, a.path, v, holder, size, view, in_pod))
+        group = _Group(node.name, held, holder, dispose, in_pod=in_pod)
         self._latest[node.name] = group
         self._groups.append(group)
         for volume in held:
@@ -234,12 +234,14 @@ class ArtifactVolumes:
         task.add_done_callback(self._creating.discard)
         return await asyncio.shield(task)
 
-    async def _view(self, node: PlannedNode, artifact: Any, volume: Volume) -> Volume | None:
+    async def _view(
+        self, node: PlannedNode, artifact: Any, volume: Volume, in_pod: bool
+    ) -> Volume | None:
         """The read-only view consumers mount, if the plan has any for this artifact (in
         the "pod" store, the host copy, which stays for the run)."""
         if not self.lifetimes.consumers.get((node.name, artifact.name)):
             return None
-        if self._in_pod:
+        if in_pod:
             return Volume(f"{volume.name}-ro", self._copy_of(node.name, artifact.name))
         labels = {**self.labels, "sandbox-orch.node": node.name}
         return await self.backend.read_only_view(f"{volume.name}-ro", volume, labels)
@@ -258,7 +260,7 @@ class ArtifactVolumes:
                 continue  # a producer that never ran has none
             assert held.view is not None  # planning gives every consumed artifact a view
             view = held.view
-            if self._in_pod:
+            if held.in_pod:
                 await self._copied(needed.producer, needed.name)
             mounts.append(VolumeMount(view.name, needed.path, False, _host_bind(view, needed.path)))
         return tuple(mounts)
