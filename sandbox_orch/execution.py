@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .agents.live import LiveStream
 from .agents.spending import Spending
@@ -24,7 +24,7 @@ from .artifacts import ArtifactsRefused, ArtifactVolumes
 from .backend import Backend, BackendError, ContainerSpec, OutputSink
 from .bounded.evaluator import EvaluationUnavailable, Evaluator
 from .capture import NodeOutput
-from .egress import CONTAINER_DIR, PROXY_URL, EgressProxy
+from .egress import CONTAINER_DIR, PROXY_URL
 from .egress.broker import Brokered
 from .mounts import BindMount, moved
 from .parsing import ParseError, agent_parsed, check_size
@@ -34,6 +34,9 @@ from .secrets import SecretStore, SecretUnavailable
 from .status import NodeStatus
 from .terminal import HostTerminal
 from .text import one_line
+
+if TYPE_CHECKING:
+    from .egress.core import RunEgress
 
 RUN_LABEL = "sandbox-orch.run"
 NODE_LABEL = "sandbox-orch.node"
@@ -206,7 +209,7 @@ class NodeRunner:
         backend: Backend,
         run_id: str,
         owner: str,
-        egress: EgressProxy | None = None,
+        egress: RunEgress | None = None,
         secrets: SecretStore | None = None,
         artifacts: ArtifactVolumes | None = None,
         images: dict[str, str] | None = None,
@@ -336,6 +339,7 @@ class NodeRunner:
                 await self._remove_after(node, container_id)
         attempt = finished(status, exit_code, oom, reason)
         if setup_from is not None and sandbox.setup_argv:
+            await self._settle_egress(node)
             self._judge_setup(attempt, node, setup_from)
         if live is not None:
             _agent_outcome(attempt, live, sandbox.output_limit)
@@ -463,6 +467,13 @@ class NodeRunner:
 
         return stop
 
+    async def _settle_egress(self, node: PlannedNode) -> None:
+        """The proxy's account of the node, up to date (a proxy pod's is fetched); without
+        it (the proxy is gone), the node is judged on what was last known."""
+        if self.egress is not None:
+            with contextlib.suppress(BackendError):
+                await self.egress.settle(node.name)
+
     def _judge_setup(self, attempt: Attempt, node: PlannedNode, started: float) -> None:
         """Its setup phase as the proxy saw it; a setup that failed, never ended, or was
         ended by setup code itself fails the node (its command never ran)."""
@@ -500,7 +511,8 @@ class NodeRunner:
         if sandbox.egress or brokered or setup is not None:
             assert self.egress is not None, "a run with egress has an egress proxy"
             directory = await self.egress.open(node.name, list(sandbox.egress), brokered, setup)
-            mounts = (*mounts, BindMount(str(directory), CONTAINER_DIR, read_only=True))
+            if directory is not None:  # else the backend gives the node its way to the proxy
+                mounts = (*mounts, BindMount(str(directory), CONTAINER_DIR, read_only=True))
             argv = ("sandbox-orch-egress", *_phased(sandbox), *argv)
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
                 env[name] = PROXY_URL

@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -21,7 +21,7 @@ from .agents.spending import Spending
 from .artifacts import HOLDER_IMAGE, ArtifactVolumes
 from .backend import Backend, BackendError, ImageMissing
 from .bounded.evaluator import Evaluator
-from .egress import EgressProxy, Unreachable
+from .egress import Unreachable
 from .errors import InfrastructureError
 from .events import (
     BudgetWarning,
@@ -49,6 +49,9 @@ from .store import run_dir, save_results
 from .terminal import HostTerminal
 from .timing.countdown import StartCancelled, format_left, wait_until
 from .timing.ready import roots_to_prepare, wait_ready
+
+if TYPE_CHECKING:
+    from .egress.core import RunEgress
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +294,7 @@ class _RunResources:
 
     runner: NodeRunner
     redactor: Redactor
-    egress: EgressProxy | None
+    egress: RunEgress | None
     evaluator: Evaluator
     run_id: str = ""
     store: RunStore | None = None  # opened once the run starts (see RunOptions.ready)
@@ -318,7 +321,7 @@ class _RunResources:
                 policy.limits.artifacts_total,
             )  # fmt: skip
         egress = (
-            EgressProxy(run_id, private_names=policy.private_names)
+            backend.egress_proxy(run_id, owner, policy.private_names, policy.oci_runtime)
             if any(s.egress or s.brokered or s.setup_argv for s in sandboxes.values())
             else None
         )

@@ -12,7 +12,7 @@ ask for them (CONTRACT 1).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from socket import socket
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, TypeVar
 from ..mounts import BindMount
 
 if TYPE_CHECKING:
+    from ..egress.core import RunEgress
     from ..planning import PlannedNode
     from ..sandbox import Sandbox
 
@@ -225,6 +226,15 @@ class Backend(ABC):
     async def export(self, container_id: str, path: str, consume: Callable[[BinaryIO], T]) -> T:
         """Read `path` of a container as a tar stream: `consume(stream)` runs in a worker
         thread and its result is returned. The stream is never buffered whole."""
+
+    def egress_proxy(
+        self, run_id: str, owner: str, private_names: Iterable[str], oci_runtime: str
+    ) -> RunEgress:
+        """The run's egress proxy (created once per run, before its nodes; it starts
+        listening with its first node): on this host, a Unix socket per node."""
+        from ..egress import EgressProxy
+
+        return EgressProxy(run_id, private_names=private_names)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -43,13 +43,14 @@ _HOMES = {
     "system_resolver": "grants",
     "PROXY_URL": "http",
     "Refused": "http",
-    "CONNECT_TIMEOUT": "proxy",
+    "CONNECT_TIMEOUT": "core",
+    "Proxy": "core",
+    "Unreachable": "core",
+    "Violation": "core",
+    "why_unreachable": "core",
     "CONTAINER_DIR": "proxy",
     "SOCKET_NAME": "proxy",
     "EgressProxy": "proxy",
-    "Unreachable": "proxy",
-    "Violation": "proxy",
-    "why_unreachable": "proxy",
 }
 
 
@@ -65,6 +66,7 @@ __all__ = [
     "EgressProxy",
     "Grant",
     "GrantError",
+    "Proxy",
     "Refused",
     "Resolver",
     "Unreachable",

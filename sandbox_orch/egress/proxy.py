@@ -1,89 +1,25 @@
-"""The run's proxy: a Unix socket per node with egress, its allowlist, its refusals."""
+"""The run's proxy on this host: a Unix socket per node with egress (egress/__init__.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import ssl
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import h11
 
 from ..errors import InfrastructureError
 from ..store import private_dir
-from .broker import Brokered, addressed, forward, route, tls_context, why_tls
-from .grants import Grant, GrantError, Resolver, private_allowed, routable, system_resolver
-from .http import Refused, read_head, reply, server_connection, splice, target_of
-from .phases import SetupPhase, flip_exit_code, is_phase_request
+from .broker import Brokered
+from .core import Proxy, Unreachable
+from .grants import Resolver, routable, system_resolver
 
 SOCKET_NAME = "proxy.sock"
 CONTAINER_DIR = "/run/egress"
-CONNECT_TIMEOUT = 10.0
-HEAD_TIMEOUT = 30.0
-
-MAX_REPORTED = 20  # distinct unreachable reports per node: bounded whatever the node asks
-
-Unreachable = Callable[[str, str, str], None]  # (node, "host:port", why)
 
 
-@dataclass
-class Violation:
-    kind: str
-    detail: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "detail": self.detail}
-
-
-class NotResolved(Refused):
-    """A granted name that does not resolve: refused, and reported as unreachable."""
-
-    def __init__(self, grant: Grant, error: OSError) -> None:
-        super().__init__(502, f"{grant.host} does not resolve: {error}")
-        self.grant = grant
-        self.why = f"{grant.host} does not resolve ({error.strerror or error})"
-
-
-def why_unreachable(error: BaseException) -> str:
-    """A failed connection in a few words: `connection refused`, not `[Errno 111] ...`."""
-    if isinstance(error, TimeoutError):
-        return f"no answer in {CONNECT_TIMEOUT:g}s"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror[:200].lower()
-    return str(error)[:200] or type(error).__name__
-
-
-@dataclass
-class NodeEgress:
-    """One node's socket, allowlist and refusals."""
-
-    node: str
-    grants: frozenset[Grant]
-    directory: Path
-    server: asyncio.base_events.Server | None = None
-    violations: list[Violation] = field(default_factory=list)
-    connections: set[asyncio.Task[None]] = field(default_factory=set)
-    reported: set[tuple[str, str]] = field(default_factory=set)  # unreachable (target, why)
-    brokered: tuple[Brokered, ...] = ()  # secrets injected into requests to their upstream
-    setup: SetupPhase | None = None  # this attempt's setup phase, if the node has one
-
-    @property
-    def in_setup(self) -> bool:
-        return self.setup is not None and not self.setup.ended
-
-    @property
-    def active_grants(self) -> frozenset[Grant]:
-        """Setup's grants until the flip, the node's own after it."""
-        return self.setup.grants if self.setup is not None and self.in_setup else self.grants
-
-
-class EgressProxy:
+class EgressProxy(Proxy):
     """The run's proxy: `open()` a socket per node with egress, `close()` at the end."""
 
     def __init__(
@@ -94,11 +30,7 @@ class EgressProxy:
         on_unreachable: Unreachable | None = None,
         private_names: Iterable[str] = (),
     ) -> None:
-        self._resolve = resolver
-        self._allowed_address = allowed_address
-        # The policy's opt-in: these exact names may resolve to private addresses too.
-        self._private_names = frozenset(Grant.of(name) for name in private_names)
-        self.on_unreachable = on_unreachable  # the run reports it as an event
+        super().__init__(resolver, allowed_address, on_unreachable, private_names)
         # Private (0700), in a directory no policy can mount (mounts.never_mountable): only
         # a node's own bind mount exposes its socket, never another node's or run's.
         try:
@@ -106,7 +38,7 @@ class EgressProxy:
             self.root = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=parent))
         except OSError as error:
             raise InfrastructureError(f"cannot make the egress socket directory: {error}") from None
-        self.nodes: dict[str, NodeEgress] = {}
+        self._servers: dict[str, asyncio.base_events.Server] = {}
 
     async def open(
         self,
@@ -118,247 +50,29 @@ class EgressProxy:
         """Start listening for `node`; returns the directory to mount at /run/egress.
         A node with only brokered secrets (no grants) gets its socket too. With `setup`
         (its setup grants), each attempt starts in phase setup (phases.py)."""
-        if node in self.nodes:
-            egress = self.nodes[node]
-            egress.setup = self._setup(egress, setup)  # a retry: its own setup phase
-            return egress.directory
+        egress = self.add(node, grants, brokered, setup)
         directory = self.root / node
+        if node in self._servers:  # a retry: same socket
+            return directory
         directory.mkdir(mode=0o755)
-        egress = NodeEgress(node, frozenset(Grant.of(g) for g in grants), directory)
-        egress.brokered = tuple(brokered)
-        egress.setup = self._setup(egress, setup)
         path = directory / SOCKET_NAME
         # The path as a Path, never as text: nothing but this directory can be bound.
-        egress.server = await asyncio.start_unix_server(
-            lambda r, w: self._accept(egress, r, w), path=path
+        self._servers[node] = await asyncio.start_unix_server(
+            lambda r, w: self.accept(egress, r, w), path=path
         )
         os.chmod(path, 0o666)  # the node runs as uid 10001
-        self.nodes[node] = egress
         return directory
 
-    def violations(self, node: str) -> list[dict[str, str]]:
-        egress = self.nodes.get(node)
-        return [v.as_dict() for v in egress.violations] if egress else []
-
-    @staticmethod
-    def _setup(egress: NodeEgress, grants: Sequence[str] | None) -> SetupPhase | None:
-        if grants is None:
-            return None
-        return SetupPhase(frozenset(Grant.of(g) for g in grants), len(egress.violations))
-
-    def setup_phase(self, node: str) -> SetupPhase | None:
-        """The node's setup phase as it stands (its attempt ended): the violations of
-        a setup that never flipped are moved into it, never left as the command's."""
-        egress = self.nodes.get(node)
-        if egress is None or egress.setup is None:
-            return None
-        if not egress.setup.ended:
-            self._split_violations(egress, egress.setup)
-        return egress.setup
-
-    @staticmethod
-    def _split_violations(egress: NodeEgress, setup: SetupPhase) -> None:
-        setup.violations += [v.as_dict() for v in egress.violations[setup.mark :]]
-        del egress.violations[setup.mark :]
+    async def settle(self, node: str) -> None:
+        """Nothing to fetch: this process is the proxy."""
 
     async def close(self) -> None:
-        for egress in self.nodes.values():
-            if egress.server is not None:
-                egress.server.close()
-            for task in egress.connections:
-                task.cancel()
-            await asyncio.gather(*egress.connections, return_exceptions=True)
-        for egress in self.nodes.values():
+        for server in self._servers.values():
+            server.close()
+        await self.stop()
+        for node in self._servers:
             with contextlib.suppress(OSError):
-                (egress.directory / SOCKET_NAME).unlink()
-                egress.directory.rmdir()
+                (self.root / node / SOCKET_NAME).unlink()
+                (self.root / node).rmdir()
         with contextlib.suppress(OSError):
             self.root.rmdir()
-
-    async def _accept(
-        self, egress: NodeEgress, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        egress.connections.add(task)
-        try:
-            await self._serve(egress, reader, writer)
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            # close() cancels what is still open (a stopped node's held answer): the
-            # connection ends here. Re-raised, asyncio 3.11's stream callback would log
-            # the cancelled handler as an error, a traceback on the user's terminal.
-            pass
-        finally:
-            egress.connections.discard(task)
-            writer.close()
-
-    async def _serve(
-        self, egress: NodeEgress, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        connection = server_connection()
-        try:
-            async with asyncio.timeout(HEAD_TIMEOUT):
-                request = await read_head(reader, connection)
-            if is_phase_request(request):  # for the proxy itself: setup ended
-                await self._flip(egress, request, writer)
-                return
-            if addressed(request) is not None:  # for the broker, not a granted target
-                await self._broker(egress, connection, request, reader, writer)
-                return
-            target, forward = target_of(request)
-            grant = self._check_grant(egress, target)
-            address = await self._check_address(grant)
-        except Refused as refused:
-            await self._refuse(egress, refused, "egress", writer)
-            return
-        streams = await self._connect(egress, grant, address, writer)
-        if streams is None:
-            return
-        up_reader, up_writer = streams
-        if forward is None:  # CONNECT: the node speaks TLS end to end from here
-            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-        else:
-            up_writer.write(forward)
-        up_writer.write(bytes(connection.trailing_data[0]))
-        await splice(reader, writer, up_reader, up_writer)
-
-    async def _connect(
-        self,
-        egress: NodeEgress,
-        grant: Grant,
-        address: str,
-        writer: asyncio.StreamWriter,
-        tls: ssl.SSLContext | None = None,
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """Connect to the checked address (TLS verified against `grant.host` if `tls`);
-        None once a failure is reported and answered."""
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                return await asyncio.open_connection(
-                    address,
-                    grant.port,
-                    **({"ssl": tls, "server_hostname": grant.host} if tls else {}),
-                )
-        except (OSError, TimeoutError) as error:  # ssl.SSLError is an OSError
-            why = why_tls(error) or why_unreachable(error)
-        self._unreachable(egress, grant, why)
-        await reply(writer, 502, f"cannot connect to {grant.host}:{grant.port}: {why}")
-        return None
-
-    async def _broker(
-        self,
-        egress: NodeEgress,
-        connection: h11.Connection,
-        request: h11.Request,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        """A request for a brokered upstream: checked, its credential swapped, sent over
-        verified TLS (broker.py). Refusals are violations of kind `broker`."""
-        try:
-            if egress.in_setup:
-                raise Refused(403, "the broker is closed until setup ends")
-            routed = route(egress.node, egress.brokered, request)
-            address = await self._check_address(routed.target)
-        except Refused as refused:
-            await self._refuse(egress, refused, "broker", writer)
-            return
-        try:
-            tls = tls_context(routed.entries[0].ca_bundle)
-        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
-            why = f"cannot load the CA bundle: {why_unreachable(error)}"
-            self._unreachable(egress, routed.target, why)
-            target = f"{routed.target.host}:{routed.target.port}"
-            await reply(writer, 502, f"cannot connect to {target}: {why}")
-            return
-        streams = await self._connect(egress, routed.target, address, writer, tls)
-        if streams is None:
-            return
-        try:
-            await forward(connection, reader, writer, *streams, routed)
-        except Refused as refused:  # the upstream's answer was not HTTP
-            await reply(writer, refused.status, str(refused))
-
-    async def _flip(
-        self, egress: NodeEgress, request: h11.Request, writer: asyncio.StreamWriter
-    ) -> None:
-        """Setup ended: its grants go for good, and with them every open connection."""
-        try:
-            exit_code = flip_exit_code(request)
-            if egress.setup is None:
-                raise Refused(403, f"node {egress.node!r} has no setup phase")
-            if egress.setup.ended:
-                egress.setup.flipped_again = True
-                raise Refused(403, "the setup phase has already ended")
-        except Refused as refused:
-            egress.violations.append(Violation("phase", str(refused)))
-            await reply(writer, refused.status, str(refused))
-            return
-        setup = egress.setup
-        setup.end(exit_code)
-        self._split_violations(egress, setup)
-        current = asyncio.current_task()
-        for task in list(egress.connections):
-            if task is not current:
-                task.cancel()
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        await writer.drain()
-
-    async def _refuse(
-        self, egress: NodeEgress, refused: Refused, kind: str, writer: asyncio.StreamWriter
-    ) -> None:
-        """Answer a refusal. A granted name that does not resolve is a network failure,
-        reported as unreachable; anything else is a violation of `kind`."""
-        if isinstance(refused, NotResolved):
-            self._unreachable(egress, refused.grant, refused.why)
-        else:
-            egress.violations.append(Violation(kind, str(refused)))
-        await reply(writer, refused.status, str(refused))
-
-    def _unreachable(self, egress: NodeEgress, target: Grant, why: str) -> None:
-        """Report a granted target that cannot be reached, once per target and reason."""
-        key = (f"{target.host}:{target.port}", why)
-        if self.on_unreachable is None or key in egress.reported:
-            return
-        if len(egress.reported) >= MAX_REPORTED:
-            return
-        egress.reported.add(key)
-        self.on_unreachable(egress.node, *key)
-
-    def _check_grant(self, egress: NodeEgress, target: Grant) -> Grant:
-        """Matched on the name the client asked for, before any resolution."""
-        try:
-            target = target.normalised()
-        except GrantError as error:
-            raise Refused(400, f"refused: {error}") from None
-        grants = egress.active_grants
-        if not any(grant.matches(target) for grant in grants):
-            apex = Grant(target.host, target.port, suffix=True) in grants
-            note = f" (*.{target.host} matches names below it only)" if apex else ""
-            phase = " during setup" if egress.in_setup else ""
-            raise Refused(
-                403,
-                f"{target.host}:{target.port} is not granted to node {egress.node!r}{phase}{note}",
-            )
-        return target
-
-    async def _check_address(self, grant: Grant) -> str:
-        if grant.is_ip_literal:
-            return grant.host  # an IP literal grant is taken as meant (CONTRACT 4)
-        try:
-            addresses = await self._resolve(grant.host, grant.port)
-        except OSError as error:
-            raise NotResolved(grant, error) from None
-        opted_in = grant in self._private_names  # network.private_names: one exact name
-        allowed = private_allowed if opted_in else self._allowed_address
-        bad = [a for a in addresses if not (self._allowed_address(a) or allowed(a))]
-        if bad or not addresses:
-            why = (
-                "an address network.private_names does not open"
-                if opted_in
-                else "a non-public address"
-            )
-            raise Refused(403, f"{grant.host} resolves to {why} ({', '.join(bad)}): refused")
-        return addresses[0]

@@ -22,7 +22,7 @@ SECRET_VALUES = {
     "CLAUDE_CODE_OAUTH_TOKEN": "sk-oauth-k8s-test-SECRET-7d8e9f",
     "DEPLOY_TOKEN": "deploy-k8s-test-SECRET-0a1b2c",
 }
-IMAGES = ("base", "shell", "python", "node", "claude", "codex")  # base: holders
+IMAGES = ("base", "shell", "python", "node", "claude", "codex", "egress-proxy")  # base: holders
 SETTINGS = ClusterSettings(
     namespace="sandbox-orch-test",
     runtime_classes={"runc": None, "runsc": "gvisor"},

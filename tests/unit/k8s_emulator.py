@@ -39,9 +39,10 @@ SETTINGS = ClusterSettings(
     images={
         f"sandbox-orch/{name}": f"registry.example/sandbox-orch/{name}@sha256:"
         + hashlib.sha256(name.encode()).hexdigest()
-        for name in ("base", "shell", "python")
+        for name in ("base", "shell", "python", "egress-proxy")
     },
 )
+PROXY = "egress-proxy"  # the proxy pod's role label, and its key in FakeKubelet.scripts
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 # The emulator tests' policy (RUNTIME: runc or runsc), one secret for a shell node.
 POLICY = """\
@@ -79,6 +80,9 @@ class FakeKubelet:
     mutate: Any = None
     # What was written into a pod's deliver gate (None: nothing yet), by pod name.
     gate: Callable[[str], str | None] = lambda pod: None
+    # The run's egress-proxy pod: whether it comes to run (at 127.0.0.1), else it stays
+    # Pending; the proxy's `Script` (scripts[PROXY]) can make it end instead.
+    proxy_runs: bool = True
 
     def live(self, kind: Any) -> dict[str, dict[str, Any]]:
         return {
@@ -100,7 +104,7 @@ class FakeKubelet:
         while True:
             pods = self.live(PODS)
             for name, job in self.live(JOBS).items():
-                released = job["spec"].get("suspend") is False
+                released = not job["spec"].get("suspend")  # absent: not suspended
                 if name not in self.made and released:
                     self.made.append(name)
                     task = asyncio.ensure_future(self._pod(name, job))
@@ -119,6 +123,9 @@ class FakeKubelet:
     async def _pod(self, job: str, body: dict[str, Any]) -> None:
         """The Job's pod, as a kubelet moves it: Pending, then Running, then (unless it
         runs until killed) terminated as scripted; each step a write the watch sees."""
+        if body["metadata"]["labels"].get("sandbox-orch.role") == PROXY:
+            await self._proxy_pod(job, body)
+            return
         node = body["metadata"]["annotations"]["sandbox-orch.node"]
         script = self.scripts.get(node, Script())
         pod = f"{job}-x1"
@@ -157,6 +164,37 @@ class FakeKubelet:
             ended = {"terminated": {"exitCode": script.exit_code, "reason": reason}}
             phase = "Running" if others else "Succeeded" if script.exit_code == 0 else "Failed"
             await self._status(pod, phase, ended, others, init=init)
+
+    async def _proxy_pod(self, job: str, body: dict[str, Any]) -> None:
+        """The proxy's pod: Running at 127.0.0.1 (its proxy is exec'd, as a local process,
+        by k8s_exec_server.py), or Pending for ever, or ended as its script says."""
+        pod = f"{job}-x1"
+        template = body["spec"]["template"]
+        labels = {**template["metadata"]["labels"], "job-name": job}
+        await self._call("post", POD_URL, json={
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod, "namespace": NAMESPACE, "labels": labels},
+            "spec": template["spec"],
+            "status": {"phase": "Pending"},
+        })  # fmt: skip
+        script = self.scripts.get(PROXY, Script(exit_code=None))
+        if not self.proxy_runs:
+            return
+        state: dict[str, Any] = {"running": {"startedAt": "2026-12-02T00:00:00Z"}}
+        phase = "Running"
+        if script.exit_code is not None:
+            state = {"terminated": {"exitCode": script.exit_code, "reason": "Error"}}
+            phase = "Failed"
+        status = {
+            "phase": phase,
+            "podIP": "127.0.0.1",
+            "containerStatuses": [{"name": "proxy", "state": state}],
+        }
+        await self._call(
+            "patch", f"{POD_URL}/{pod}", json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )  # fmt: skip
 
     async def _status(
         self,

@@ -164,7 +164,7 @@ def test_connect_splices_both_ways_after_the_answer():
 
 
 def test_a_silent_client_is_dropped_after_the_head_timeout(monkeypatch):
-    monkeypatch.setattr(egress.proxy, "HEAD_TIMEOUT", 0.2)
+    monkeypatch.setattr(egress.core, "HEAD_TIMEOUT", 0.2)
 
     async def scenario():
         proxy = EgressProxy("t")
@@ -203,7 +203,7 @@ def test_open_and_close_manage_the_socket_and_the_connections():
         hanging = set(node.connections)
         await proxy.close()
         assert all(task.done() for task in hanging)
-        assert not node.server.is_serving()
+        assert not any(server.is_serving() for server in proxy._servers.values())
         assert not proxy.root.exists()
         await proxy.close()  # a second close finds nothing to remove, and says nothing
         writer.close()
@@ -239,7 +239,7 @@ def test_a_target_that_never_accepts_is_a_bad_gateway_after_the_connect_timeout(
     async def never(*_args, **_kwargs):
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(egress.proxy, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(egress.core, "CONNECT_TIMEOUT", 0.2)
     monkeypatch.setattr(asyncio, "open_connection", never)
     raw = b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: x\r\n\r\n"
     (line, body), _ = refused(raw, ["192.0.2.1:443"])
@@ -367,7 +367,7 @@ def test_a_connect_timeout_is_reported_as_no_answer(monkeypatch):
     async def never(*_args, **_kwargs):
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(egress.proxy, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(egress.core, "CONNECT_TIMEOUT", 0.2)
     monkeypatch.setattr(asyncio, "open_connection", never)
     raw = b"GET http://192.0.2.1:8080/v1 HTTP/1.1\r\nHost: x\r\n\r\n"
     _, reports = unreachable_reports(raw, ["192.0.2.1:8080"])
@@ -384,7 +384,7 @@ def test_refusals_and_reachable_targets_are_not_reported_as_unreachable():
 
 
 def test_unreachable_reports_per_node_are_bounded(monkeypatch):
-    monkeypatch.setattr(egress.proxy, "MAX_REPORTED", 2)
+    monkeypatch.setattr(egress.core, "MAX_REPORTED", 2)
     ports = [_free_port() for _ in range(4)]
     reports: list[tuple[str, str, str]] = []
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import dataclasses
 import re
 import socket
 import textwrap
@@ -112,7 +113,7 @@ def test_emulator_runs_a_workflow_success_failure_oom_timeout_and_removes_everyt
     created = [r.data for r in list(emulator) if r.method == "POST"]
     kinds = [body["kind"] for body in created]
     assert kinds.count("Job") == 5 and kinds.count("Secret") == 5
-    assert kinds.count("NetworkPolicy") == 2
+    assert kinds.count("NetworkPolicy") == 3
     jobs = [b for b in created if b["kind"] == "Job"]
     assert all(job["spec"]["suspend"] is True for job in jobs)
     ok_secret = next(
@@ -203,10 +204,11 @@ def test_emulator_gc_finds_and_removes_a_dead_runs_objects_by_label(policy):
         "Job",
         "NetworkPolicy",
         "NetworkPolicy",
+        "NetworkPolicy",
         "Secret",
     ]
     assert all(r.labels["sandbox-orch.owner"] == DEAD_OWNER for r in found)
-    assert len(report.removed) == 4 and report.kept == []
+    assert len(report.removed) == 5 and report.kept == []
     assert rest == {JOBS: {}, SECRETS: {}, POLICIES: {}}
 
 
@@ -282,7 +284,7 @@ def test_emulator_doctor_reports_labels_and_runtime_classes():
     ]
 
 
-def test_nodes_needing_egress_are_refused_before_connecting(policy, tmp_path):
+def test_egress_without_the_proxy_image_pinned_is_refused_before_connecting(policy, tmp_path):
     text = (
         textwrap.dedent(POLICY)
         .replace("RUNTIME", "runc")
@@ -291,11 +293,13 @@ def test_nodes_needing_egress_are_refused_before_connecting(policy, tmp_path):
     (tmp_path / "egress.yaml").write_text(text)
     workflow = "version: 1\nname: e\nnodes:\n  out:\n    runtime: shell\n    command: [x]\n    network: {egress: [example.com:443]}\n"
     plan, sandboxes = admitted(workflow, load_policy(tmp_path / "egress.yaml"))
+    images = {k: v for k, v in SETTINGS.images.items() if k != "sandbox-orch/egress-proxy"}
+    settings = dataclasses.replace(SETTINGS, images=images)
     with pytest.raises(InfrastructureError) as refused:
-        asyncio.run(open_backend(SETTINGS, None, plan, sandboxes, cluster=object()))
+        asyncio.run(open_backend(settings, None, plan, sandboxes, cluster=object()))
     assert str(refused.value) == (
-        "node 'out' needs egress (the per-run egress-proxy pod), which the Kubernetes "
-        "backend does not do yet"
+        "egress needs the run's proxy pod: image 'sandbox-orch/egress-proxy' has no pinned "
+        "reference configured for this cluster"
     )
 
 

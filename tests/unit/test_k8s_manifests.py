@@ -142,7 +142,7 @@ def test_no_secret_value_in_any_manifest_only_references(cases):
         entry["valueFrom"]["secretKeyRef"]
         for _, pod in _pods(cases)
         for container in pod["containers"]
-        for entry in container["env"]
+        for entry in container.get("env", [])  # the proxy's has none
         if "valueFrom" in entry
     ]
     assert references, "some admitted node has secrets"

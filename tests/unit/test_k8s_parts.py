@@ -341,7 +341,7 @@ def test_the_user_is_numeric_and_never_root(user, ok):
 
 
 def test_network_policies_deny_all_but_the_proxy_for_egress_pods():
-    deny, to_proxy = run_network_policies("r1", "h:1:2", "ns", 3128)
+    deny, to_proxy, proxy = run_network_policies("r1", "h:1:2", "ns", 3128)
     assert deny["spec"]["podSelector"]["matchLabels"] == {
         "sandbox-orch.run": "r1",
         "sandbox-orch.role": "node",
@@ -361,6 +361,20 @@ def test_network_policies_deny_all_but_the_proxy_for_egress_pods():
         "ports": [{"protocol": "TCP", "port": 3128}],
     }
     assert to_proxy["spec"]["ingress"] == []
+    # The proxy pod: in, only from the run's egress nodes on its port; out, anywhere (its
+    # own allowlists decide, and it needs the cluster's DNS).
+    assert proxy["spec"]["podSelector"]["matchLabels"] == {
+        "sandbox-orch.run": "r1", "sandbox-orch.role": "egress-proxy"
+    }  # fmt: skip
+    (inward,) = proxy["spec"]["ingress"]
+    assert inward == {
+        "from": [{"podSelector": {"matchLabels": {
+            "sandbox-orch.run": "r1", "sandbox-orch.role": "node", "sandbox-orch.egress": "proxy"
+        }}}],
+        "ports": [{"protocol": "TCP", "port": 3128}],
+    }  # fmt: skip
+    assert proxy["spec"]["egress"] == [{}]
+    assert set(proxy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
 
 # --- the restricted checker, each rule broken once ---------------------------------------

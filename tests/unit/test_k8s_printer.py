@@ -28,8 +28,8 @@ def test_prints_the_runs_manifests(capsys):
     assert main([HELLO, *POLICY, "--namespace", "ns", "--runtime-class", "runc=", *IMAGES]) == 0
     documents = list(yaml.safe_load_all(capsys.readouterr().out))
     kinds = [d["kind"] for d in documents]
-    assert kinds[:2] == ["NetworkPolicy", "NetworkPolicy"] and kinds.count("Job") == 3
-    pod = documents[2]["spec"]["template"]["spec"]
+    assert kinds[:3] == ["NetworkPolicy"] * 3 and kinds.count("Job") == 3  # no egress: no proxy
+    pod = documents[3]["spec"]["template"]["spec"]
     assert "runtimeClassName" not in pod  # runc= maps to the cluster's default
     assert pod["containers"][0]["image"] == f"r/shell{DIGEST}"
 
@@ -69,7 +69,7 @@ def test_prints_the_gvisor_seccomp_profile_gvisor_pods_name(capsys):
     ci = ["--policy", str(ROOT / "policies" / "ci.yaml")]
     classes = ["--runtime-class", "runsc=gvisor"]
     assert main([HELLO, *ci, "--namespace", "ns", *classes, *IMAGES]) == 0
-    job = list(yaml.safe_load_all(capsys.readouterr().out))[2]
+    job = list(yaml.safe_load_all(capsys.readouterr().out))[3]  # after 3 NetworkPolicies
     pod = job["spec"]["template"]["spec"]
     named = {
         "type": "Localhost",

@@ -36,7 +36,7 @@ import asyncio
 import base64
 import contextlib
 import posixpath
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, BinaryIO, TypeVar
 
 from ...errors import InfrastructureError
@@ -64,6 +64,8 @@ from .deliver import (
     deliveries,
     extract_argv,
 )
+from .egress import PodEgressProxy
+from .env import has_egress
 from .job import CONTAINER, HOLDER, NodeAttempt, node_job
 from .labels import label_value
 from .names import secret_name
@@ -103,13 +105,21 @@ class KubernetesBackend(Backend):
         self._checked: set[str] = set()  # jobs whose pod was read back
         self._policies: dict[str, asyncio.Task[None]] = {}  # by run id
         self._policy_names: list[str] = []  # created: `close` deletes them
+        self._egress: dict[str, PodEgressProxy] = {}  # by run id
 
     # --- create ---------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> str:
         node, sandbox = self._origin(spec)
+        run_id = spec.labels[RUN_LABEL]
+        values = {k: spec.env[k] for k in sandbox.secrets}
+        proxy = None
+        if has_egress(sandbox):  # the runner opened it with the proxy: it listens
+            egress = self._egress[run_id]
+            proxy = egress.address
+            values.update(egress.secret_values(node.name))
         attempt = NodeAttempt(
-            spec.labels[RUN_LABEL], spec.labels[OWNER_LABEL], int(spec.labels[ATTEMPT_LABEL])
+            run_id, spec.labels[OWNER_LABEL], int(spec.labels[ATTEMPT_LABEL]), proxy
         )
         job = node_job(node, sandbox, attempt, self.settings)
         job["spec"]["suspend"] = True  # no pod until `start`
@@ -117,7 +127,7 @@ class KubernetesBackend(Backend):
         delivered = deliveries(spec, node)  # an input that cannot be: before anything
         await self._network_policies(attempt)
         self._watch_of[name] = self._run_watch(attempt.run_id)
-        secret = _secret(job, {k: spec.env[k] for k in sandbox.secrets})
+        secret = _secret(job, values)
         await self.cluster.create(secret)
         try:
             created = await self.cluster.create(job)
@@ -166,6 +176,47 @@ class KubernetesBackend(Backend):
                 await self.cluster.create(policy)
                 self._policy_names.append(name)
 
+    # --- the run's egress proxy (egress.py, proxypod.py) ---------------------------------
+
+    def egress_proxy(
+        self, run_id: str, owner: str, private_names: Iterable[str], oci_runtime: str
+    ) -> PodEgressProxy:
+        proxy = PodEgressProxy(self, run_id, owner, oci_runtime, private_names)
+        self._egress[run_id] = proxy
+        return proxy
+
+    async def run_proxy(self, job: dict[str, Any], limit: float) -> dict[str, Any]:
+        """The proxy's Job created (after the run's NetworkPolicies) and read back, and
+        its pod once its container runs and it has an address (within `limit` s)."""
+        metadata = job["metadata"]
+        annotations = metadata["annotations"]
+        await self._network_policies(NodeAttempt(annotations[RUN_LABEL], annotations[OWNER_LABEL]))
+        name = metadata["name"]
+        self._watch_of[name] = self._run_watch(annotations[RUN_LABEL])
+        self._jobs[name] = job
+        differs = job_differs(job, await self.cluster.create(job))
+        if differs:
+            raise SettingsDiffer(f"the cluster changed the proxy Job's {', '.join(differs[:5])}")
+        try:
+            async with asyncio.timeout(limit):
+                return await self._serving(name)
+        except TimeoutError:
+            raise BackendError(f"its pod did not run within {limit:g} s") from None
+
+    async def _serving(self, job: str) -> dict[str, Any]:
+        async with contextlib.aclosing(self._states(job)) as states:
+            async for pod in states:
+                if pod is None:
+                    continue
+                if job not in self._checked:
+                    await self._read_back(job, pod)
+                status = pod.get("status") or {}
+                if status.get("phase") in ("Succeeded", "Failed") or _deleting(pod):
+                    raise BackendError(f"its pod ended ({status.get('phase') or 'deleted'})")
+                if status.get("phase") == "Running" and status.get("podIP"):
+                    return pod
+        raise AssertionError("a pod's states never end")  # pragma: no cover
+
     # --- start, wait, output --------------------------------------------------------
 
     async def start(self, container_id: str, sink: OutputSink | None) -> None:
@@ -190,7 +241,7 @@ class KubernetesBackend(Backend):
                 # Its status may not come back: the container ends as it reads "go".
                 # Whether it took it is read from the pod.
                 with contextlib.suppress(BackendError):
-                    await self._exec_in(name, DELIVER, RELEASE_ARGV, _capped)
+                    await self.exec_in(name, DELIVER, RELEASE_ARGV, _capped)
                 await self._delivered(job)
         except TimeoutError:
             raise BackendError(f"its inputs were not delivered within {limit:g} s") from None
@@ -216,7 +267,7 @@ class KubernetesBackend(Backend):
     async def _put(self, pod: str, item: Delivery) -> None:
         argv = extract_argv(item.target)
         stream = archive(item.source, item.hidden, item.reader)
-        ran = await self._exec_in(pod, DELIVER, argv, _capped, stream)
+        ran = await self.exec_in(pod, DELIVER, argv, _capped, stream)
         if ran.code != 0:
             said = " ".join(ran.stderr.decode("utf-8", "replace").split())[-300:]
             raise BackendError(f"delivering {item.target}: tar exited {ran.code}: {said}")
@@ -232,7 +283,7 @@ class KubernetesBackend(Backend):
                         return
                     raise BackendError(f"its deliver container exited {code} when told to go")
 
-    async def _exec_in(
+    async def exec_in(
         self,
         pod: str,
         container: str,
@@ -418,7 +469,7 @@ class KubernetesBackend(Backend):
         pod = await self._pod(job)
         if pod is None:
             raise BackendError(f"Job {job} has no pod to run {argv[0]} in")
-        return await self._exec_in(pod["metadata"]["name"], container, argv, consume)
+        return await self.exec_in(pod["metadata"]["name"], container, argv, consume)
 
     async def close(self) -> None:
         """Delete the run's NetworkPolicies (after its Jobs: the runner removed those)."""

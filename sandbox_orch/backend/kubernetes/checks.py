@@ -7,10 +7,10 @@ and are the nodes what this backend can run? Every refusal is an infrastructure 
   if something altered them on the way.
 - Each OCI runtime the nodes use must map to a RuntimeClass that exists (or be mapped
   explicitly to the cluster's default, settings.py).
-- Not yet on this backend (the README's list): egress (the per-run proxy pod), and
-  read-write mounts or mounts of a file. Artifacts are: the producer's pod keeps them
-  (job.py), and its consumers' pods are given its copy (deliver.py), as read-only
-  mounts are given their source's.
+- Not yet on this backend (the README's list): read-write mounts or mounts of a file.
+  Artifacts are: the producer's pod keeps them (job.py), and its consumers' pods are
+  given its copy (deliver.py), as read-only mounts are given their source's. Egress is:
+  through the run's proxy pod (egress.py), whose image must be pinned as the nodes' are.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 from ...planning import Plan
 from ...sandbox import Sandbox
 from .env import has_egress
+from .proxypod import PROXY_IMAGE
+from .settings import ClusterSettings, ManifestError, pinned_image
 
 ENFORCE = "pod-security.kubernetes.io/enforce"
 PSA_PREFIX = "pod-security.kubernetes.io/"
@@ -50,8 +52,7 @@ def unsupported(plan: Plan, sandboxes: Mapping[str, Sandbox]) -> str | None:
     for name in plan.nodes:
         sandbox = sandboxes[name]
         why = (
-            "egress (the per-run egress-proxy pod)" if has_egress(sandbox)
-            else "a read-write mount (a change in its pod could not come back)"
+            "a read-write mount (a change in its pod could not come back)"
             if any(not m.read_only for m in sandbox.mounts)
             else "a mount of a file (a pod's copy of a mount is a directory)"
             if not all(Path(m.source).is_dir() for m in sandbox.mounts)
@@ -59,4 +60,15 @@ def unsupported(plan: Plan, sandboxes: Mapping[str, Sandbox]) -> str | None:
         )  # fmt: skip
         if why:
             return f"node {name!r} needs {why}, which the Kubernetes backend does not do yet"
+    return None
+
+
+def proxy_problem(sandboxes: Mapping[str, Sandbox], settings: ClusterSettings) -> str | None:
+    """A run with egress needs the proxy's image pinned for the cluster (proxypod.py)."""
+    if not any(has_egress(sandbox) for sandbox in sandboxes.values()):
+        return None
+    try:
+        pinned_image(settings, PROXY_IMAGE)
+    except ManifestError as error:
+        return f"egress needs the run's proxy pod: {error}"
     return None

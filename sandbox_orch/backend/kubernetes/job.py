@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ...egress.proxy import CONTAINER_DIR
 from ...execution import _phased
 from ...planning import PlannedNode
 from ...sandbox import INIT, NOFILE, Sandbox
@@ -38,6 +39,10 @@ COPY_GRACE = 600  # seconds: a producer's artifacts copied after its end (at mos
 EPHEMERAL_STORAGE = 64 * 1024**2
 CONTAINER = "node"
 HOLDER = "holder"
+EGRESS_VOLUME = "egress"
+# File in /run/egress -> its key in the node's Secret (not an environment name: policy
+# secrets are, so none can collide with these).
+EGRESS_KEYS = {"node.pem": "egress-node.pem", "ca.pem": "egress-ca.pem"}
 GATE_SCRIPT = 'mkfifo "$1" 2>/dev/null; IFS= read -r word < "$1"; [ "$word" = go ]'
 
 
@@ -88,6 +93,9 @@ def node_job(
         labels[EGRESS_LABEL] = "proxy"
     image = pinned_image(settings, sandbox.image)
     volumes = node_volumes(node, sandbox, settings.workspace_limit)
+    if has_egress(sandbox):
+        volumes.volumes.append(egress_volume(secret_name(name)))
+        volumes.mounts.append({"name": EGRESS_VOLUME, "mountPath": CONTAINER_DIR, "readOnly": True})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
@@ -139,6 +147,17 @@ def node_job(
                 "spec": pod,
             },
         },
+    }
+
+
+def egress_volume(secret: str) -> dict[str, Any]:
+    """The node's way to the run's proxy pod (sandbox-orch-egress): its client
+    certificate and key, and the run's CA, from its own Secret (egress.py puts them
+    there). Readable by the node's group (fsGroup), as it runs as that group."""
+    items = [{"key": key, "path": path} for path, key in EGRESS_KEYS.items()]
+    return {
+        "name": EGRESS_VOLUME,
+        "secret": {"secretName": secret, "items": items, "defaultMode": 0o440, "optional": False},
     }
 
 

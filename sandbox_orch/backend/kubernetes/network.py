@@ -1,10 +1,13 @@
 """A run's NetworkPolicies: its node pods reach nothing and nothing reaches them, except
 that the nodes granted egress reach the run's egress-proxy pod on its port.
 
-Two policies, as NetworkPolicies only ever add what they allow: one selects every node
-pod of the run and allows nothing (deny-all, both directions); the other selects only
-those labelled for egress and allows TCP to the proxy pod (selected by the run's label and
-its role, never by address). No DNS: a node names no host itself; it talks to the proxy by
+Three policies, as NetworkPolicies only ever add what they allow: one selects every node
+pod of the run and allows nothing (deny-all, both directions); one selects only those
+labelled for egress and allows TCP to the proxy pod (selected by the run's label and its
+role, never by address); one selects the proxy pod and lets in only those nodes, on its
+port, while it may reach out anywhere: which upstream a node may reach is the proxy's
+own check (its allowlists, and no private address unless opted in), and it resolves
+names, so it needs the cluster's DNS. No DNS: a node names no host itself; it talks to the proxy by
 address (SANDBOX_ORCH_EGRESS_PROXY), and the proxy resolves and checks each upstream
 (egress/__init__.py). They are enforced only by a network plugin that implements
 NetworkPolicy (Calico, Cilium, ...): on one that does not, the API accepts them silently.
@@ -41,7 +44,17 @@ def run_network_policies(
             }
         ],
     )
-    return [deny, to_proxy]
+    proxy_policy = _policy(f"{PREFIX}-{run_id}-proxy", run_id, owner, namespace, proxy)
+    proxy_policy["spec"].update(
+        ingress=[
+            {
+                "from": [{"podSelector": {"matchLabels": {**nodes, EGRESS_LABEL: "proxy"}}}],
+                "ports": [{"protocol": "TCP", "port": proxy_port}],
+            }
+        ],
+        egress=[{}],  # anywhere: see above
+    )
+    return [deny, to_proxy, proxy_policy]
 
 
 def _policy(

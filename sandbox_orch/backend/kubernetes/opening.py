@@ -15,7 +15,7 @@ from ...planning import Plan
 from ...sandbox import Sandbox
 from ..base import BackendError
 from .backend import KubernetesBackend
-from .checks import namespace_problem, pod_security_labels, unsupported
+from .checks import namespace_problem, pod_security_labels, proxy_problem, unsupported
 from .client import Cluster, connect
 from .settings import ClusterSettings, ManifestError, checked_namespace, runtime_class
 
@@ -28,7 +28,7 @@ async def open_backend(
     cluster: Cluster | None = None,
 ) -> KubernetesBackend:
     """A checked backend for running `plan` (`cluster`: a client already made, tests)."""
-    problem = unsupported(plan, sandboxes)
+    problem = unsupported(plan, sandboxes) or proxy_problem(sandboxes, settings)
     if problem:
         raise InfrastructureError(problem)
     try:

@@ -1,0 +1,367 @@
+"""The proxy pod's server (egress/remote.py), in this process and as its own process: real
+TLS on loopback with certificates from a real run CA, real upstream servers. Each node is
+known only by its certificate; anything else gets nothing through."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox_orch.egress.identity import SERVER_NAME, Credential, RunAuthority
+from sandbox_orch.egress.remote import Control, RemoteProxy
+
+from .proxytalk import LOOPBACK_2, answer_of, echo_server
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Pod:
+    """The server on a free loopback port, and its control stream as the host has it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.authority = RunAuthority("run-1")
+        self.lines = asyncio.StreamReader()
+        self.sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events: list[dict[str, Any]] = []
+        self.control = Control(0, self._received, tmp_path, "127.0.0.1")
+        self.task = asyncio.ensure_future(self.control.serve(self.lines))
+        self.port = 0
+        self._ids = 0
+
+    def _received(self, message: dict[str, Any]) -> None:
+        assert json.loads(json.dumps(message)) == message  # what goes on the wire
+        if "event" in message:
+            self.events.append(message)
+        else:
+            self.sent.put_nowait(message)
+
+    async def ask(self, **request: Any) -> dict[str, Any]:
+        self._ids += 1
+        request.setdefault("id", self._ids)
+        self.lines.feed_data(json.dumps(request).encode() + b"\n")
+        return await asyncio.wait_for(self.sent.get(), 10)
+
+    async def start(self) -> None:
+        server = self.authority.server()
+        reply = await self.ask(
+            op="start",
+            ca=self.authority.ca_pem.decode(),
+            cert=server.cert_pem.decode(),
+            key=server.key_pem.decode(),
+        )
+        assert reply["ok"], reply
+        self.port = reply["port"]
+
+    async def open(self, node: str, grants: list[str], **more: Any) -> Credential:
+        credential = self.authority.node(node)
+        reply = await self.ask(
+            op="open", node=node, fingerprint=credential.fingerprint, grants=grants, **more
+        )
+        assert reply == {"id": self._ids, "ok": True}
+        return credential
+
+    @property
+    def proxy(self) -> RemoteProxy:
+        assert self.control.proxy is not None
+        return self.control.proxy
+
+    async def stop(self) -> None:
+        self.lines.feed_eof()
+        await asyncio.wait_for(self.task, 10)
+
+
+def client_context(tmp_path: Path, ca_pem: bytes, credential: Credential | None) -> ssl.SSLContext:
+    """What socat in a node's pod does: the proxy verified against the run's CA and its
+    name, the node's own certificate presented."""
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    if credential is not None:
+        path = tmp_path / "node.pem"
+        path.write_bytes(credential.cert_pem + credential.key_pem)
+        context.load_cert_chain(path)
+    return context
+
+
+async def exchange(
+    pod: Pod,
+    tmp_path: Path,
+    credential: Credential | None,
+    raw: bytes,
+    ca: bytes | None = None,
+    until: bytes = b"",
+) -> bytes:
+    """Everything the proxy answers until it closes, or until `until` has come (TLS has
+    no half-close to tell an echoing upstream we are done)."""
+    context = client_context(tmp_path, ca or pod.authority.ca_pem, credential)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", pod.port, ssl=context, server_hostname=SERVER_NAME
+    )
+    writer.write(raw)
+    await writer.drain()
+    data = b""
+    try:
+        async with asyncio.timeout(10):
+            while not (until and data.endswith(until)) and (chunk := await reader.read(4096)):
+                data += chunk
+        return data
+    finally:
+        writer.close()
+
+
+def connect_to(server: asyncio.Server | int, then: bytes = b"ping") -> bytes:
+    port = server if isinstance(server, int) else server.sockets[0].getsockname()[1]
+    return f"CONNECT {LOOPBACK_2}:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode() + then
+
+
+def run(scenario: Any) -> Any:
+    return asyncio.run(scenario)
+
+
+def test_a_node_reaches_what_it_was_granted_and_nothing_else(tmp_path):
+    async def scenario() -> tuple[bytes, bytes, dict[str, Any]]:
+        upstream, other = await echo_server(), await echo_server()
+        pod = Pod(tmp_path)
+        await pod.start()
+        port = upstream.sockets[0].getsockname()[1]
+        node = await pod.open("fetch", [f"{LOOPBACK_2}:{port}"])
+        granted = await exchange(pod, tmp_path, node, connect_to(upstream), until=b"PING")
+        refused = await exchange(pod, tmp_path, node, connect_to(other))
+        state = await pod.ask(op="state", node="fetch")
+        await pod.stop()
+        upstream.close()
+        other.close()
+        return granted, refused, state
+
+    granted, refused, state = run(scenario())
+    assert granted == b"HTTP/1.1 200 Connection Established\r\n\r\nPING"
+    assert answer_of(refused)[0].startswith("HTTP/1.1 403")
+    assert state["ok"] and state["setup"] is None
+    [violation] = state["violations"]
+    assert violation["kind"] == "egress" and "not granted to node 'fetch'" in violation["detail"]
+
+
+def test_a_node_cannot_use_another_nodes_grants(tmp_path):
+    async def scenario() -> tuple[bytes, list[Any], list[Any]]:
+        upstream = await echo_server()
+        pod = Pod(tmp_path)
+        await pod.start()
+        port = upstream.sockets[0].getsockname()[1]
+        await pod.open("granted", [f"{LOOPBACK_2}:{port}"])
+        other = await pod.open("other", ["example.com:443"])
+        answer = await exchange(pod, tmp_path, other, connect_to(upstream))
+        mine = (await pod.ask(op="state", node="other"))["violations"]
+        theirs = (await pod.ask(op="state", node="granted"))["violations"]
+        await pod.stop()
+        upstream.close()
+        return answer, mine, theirs
+
+    answer, mine, theirs = run(scenario())
+    assert answer_of(answer)[0].startswith("HTTP/1.1 403")
+    assert len(mine) == 1 and theirs == []  # counted against the node that asked
+
+
+@pytest.mark.parametrize("who", ["unopened node", "no certificate", "another run's CA"])
+def test_only_a_registered_certificate_gets_anything_through(tmp_path, who):
+    async def scenario() -> tuple[bytes | None, bool, int]:
+        upstream = await echo_server()
+        pod = Pod(tmp_path)
+        await pod.start()
+        port = upstream.sockets[0].getsockname()[1]
+        await pod.open("granted", [f"{LOOPBACK_2}:{port}"])
+        ca = None
+        if who == "unopened node":
+            credential: Credential | None = pod.authority.node("granted")  # same name, not opened
+        elif who == "no certificate":
+            credential = None
+        else:
+            stranger = RunAuthority("run-2")
+            credential = stranger.node("granted")
+            ca = pod.authority.ca_pem + stranger.ca_pem  # it trusts the proxy still
+        answer, failed = None, False
+        try:
+            answer = await exchange(pod, tmp_path, credential, connect_to(upstream), ca)
+        except (ssl.SSLError, ConnectionError):
+            failed = True
+        proxy = pod.proxy
+        await pod.stop()
+        upstream.close()
+        return answer, failed, proxy.refused
+
+    answer, failed, refused = run(scenario())
+    # The handshake fails (with TLS 1.3 the client learns it at its first read), or, for
+    # a certificate the run's CA signed for no node, the connection closes unanswered.
+    assert answer in (None, b"")
+    if who == "unopened node":
+        assert (failed, refused) == (False, 1)
+    else:  # the handshake failed: the connection never reached a node's lookup
+        assert refused == 0
+
+
+def test_the_proxy_verifies_as_the_name_nodes_check_and_no_other(tmp_path):
+    async def scenario() -> type[BaseException]:
+        pod = Pod(tmp_path)
+        await pod.start()
+        node = await pod.open("fetch", [])
+        context = client_context(tmp_path, pod.authority.ca_pem, node)
+        with pytest.raises(ssl.SSLCertVerificationError) as failed:
+            await asyncio.open_connection(
+                "127.0.0.1", pod.port, ssl=context, server_hostname="another-name"
+            )
+        await pod.stop()
+        return failed.type
+
+    assert run(scenario()) is ssl.SSLCertVerificationError
+
+
+def test_a_setup_phase_ends_in_the_pod_and_its_state_comes_back(tmp_path):
+    async def scenario() -> list[dict[str, Any]]:
+        pod = Pod(tmp_path)
+        await pod.start()
+        node = await pod.open("build", ["example.com:443"], setup=["pypi.org:443"])
+        before = await pod.ask(op="state", node="build")
+        refused = await exchange(
+            pod, tmp_path, node, b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert answer_of(refused)[0].startswith("HTTP/1.1 403")  # not during setup
+        flip = b"POST /_phase/setup-ended/3 HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\n\r\n"
+        assert answer_of(await exchange(pod, tmp_path, node, flip))[0] == "HTTP/1.1 200 OK"
+        after = await pod.ask(op="state", node="build")
+        await pod.stop()
+        return [before, after]
+
+    before, after = run(scenario())
+    assert before["setup"] == {
+        "ended": False, "exit_code": None, "ended_ago": None, "violations": [],
+        "flipped_again": False,
+    }  # fmt: skip
+    setup = after["setup"]
+    assert setup["ended"] and setup["exit_code"] == 3 and 0 <= setup["ended_ago"] < 10
+    assert [v["detail"] for v in setup["violations"]] == [
+        "example.com:443 is not granted to node 'build' during setup"
+    ]
+    assert after["violations"] == []  # setup's, not the command's
+
+
+def test_an_unreachable_grant_is_reported_as_an_event(tmp_path):
+    async def scenario() -> list[dict[str, Any]]:
+        closed = await echo_server()
+        port = closed.sockets[0].getsockname()[1]
+        closed.close()
+        await closed.wait_closed()
+        pod = Pod(tmp_path)
+        await pod.start()
+        node = await pod.open("fetch", [f"{LOOPBACK_2}:{port}"])
+        answer = await exchange(pod, tmp_path, node, connect_to(port))
+        assert answer_of(answer)[0].startswith("HTTP/1.1 502")
+        await pod.stop()
+        return pod.events
+
+    [event] = run(scenario())
+    assert event["event"] == "unreachable" and event["node"] == "fetch"
+    assert event["why"] == "connection refused"
+
+
+def test_control_requests_it_cannot_do_are_refused_and_say_why(tmp_path):
+    async def scenario() -> list[dict[str, Any]]:
+        pod = Pod(tmp_path)
+        replies = [await pod.ask(op="open", node="n", fingerprint="f")]  # before start
+        await pod.start()
+        replies.append(await pod.ask(op="start", ca="", cert="", key=""))
+        replies.append(await pod.ask(op="dance"))
+        replies.append(await pod.ask(op="open", node="n"))  # no fingerprint
+        node = await pod.open("a", [])
+        replies.append(await pod.ask(op="open", node="b", fingerprint=node.fingerprint))
+        secret = "sk-live-SECRET\r\nx: y"
+        bad = {
+            "name": "KEY", "upstream": "https://api.example.com", "header": "x-api-key",
+            "scheme": "", "placeholder": "placeholder", "value": secret,
+        }  # fmt: skip
+        replies.append(await pod.ask(op="open", node="c", fingerprint="c", brokered=[bad]))
+        pod.lines.feed_data(b"not json\n")
+        replies.append(await asyncio.wait_for(pod.sent.get(), 10))
+        await pod.stop()
+        return replies
+
+    replies = run(scenario())
+    assert all(reply["ok"] is False for reply in replies)
+    errors = [reply["error"] for reply in replies]
+    assert errors[:4] == ["not started", "already started", "unknown op 'dance'",
+                          "missing 'fingerprint'"]  # fmt: skip
+    assert errors[4] == "that certificate is another node's"
+    assert errors[5] == "brokered entry: KEY: the value cannot be sent in a header"
+    assert "SECRET" not in json.dumps(replies)
+    assert errors[6] == "not a JSON line"
+
+
+def test_a_brokered_secret_is_added_in_the_pod_with_its_ca_bundle(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    seen: list[bytes] = []
+
+    async def scenario() -> bytes:
+        ca = trustme.CA()
+        cert = ca.issue_cert(LOOPBACK_2)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(context)
+
+        async def upstream_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        upstream = await asyncio.start_server(upstream_handler, LOOPBACK_2, 0, ssl=context)
+        port = upstream.sockets[0].getsockname()[1]
+        pod = Pod(tmp_path)
+        await pod.start()
+        entry = {
+            "name": "API_KEY", "upstream": f"https://{LOOPBACK_2}:{port}", "header": "x-api-key",
+            "scheme": "", "placeholder": "sandbox-placeholder", "value": "real-key",
+            "paths": ["/v1/"], "methods": ["POST"],
+            "ca_bundle": ca.cert_pem.bytes().decode(),
+        }  # fmt: skip
+        node = await pod.open("agent", [], brokered=[entry])
+        request = (
+            f"POST /_broker/{LOOPBACK_2}:{port}/v1/messages HTTP/1.1\r\nHost: x\r\n"
+            "x-api-key: sandbox-placeholder\r\ncontent-length: 0\r\n\r\n"
+        ).encode()
+        answer = await exchange(pod, tmp_path, node, request)
+        await pod.stop()
+        upstream.close()
+        return answer
+
+    answer = run(scenario())
+    assert answer_of(answer) == ("HTTP/1.1 200 OK", "ok")
+    [head] = seen
+    assert b"x-api-key: real-key" in head and b"placeholder" not in head
+
+
+def test_the_server_as_a_process_starts_answers_and_stops_at_the_end_of_its_input(tmp_path):
+    authority = RunAuthority("run-1")
+    server = authority.server()
+    start = {
+        "op": "start",
+        "ca": authority.ca_pem.decode(),
+        "cert": server.cert_pem.decode(),
+        "key": server.key_pem.decode(),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_orch.egress.remote", "--port", "0", "--host", "127.0.0.1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    lines = [start, {"op": "state", "id": 7, "node": "none"}]
+    out, err = process.communicate(
+        "".join(json.dumps(line) + "\n" for line in lines).encode(), timeout=30
+    )
+    assert process.returncode == 0, err
+    started, state = (json.loads(line) for line in out.splitlines())
+    assert started["ok"] and started["port"] > 0
+    assert state == {"id": 7, "ok": True, "violations": [], "setup": None}
+    assert b"BEGIN" not in out + err  # no key, no certificate echoed
