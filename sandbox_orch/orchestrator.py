@@ -360,12 +360,14 @@ class _RunResources:
     async def close_sandboxes(self) -> list[str]:
         """Remove everything the run created on the engine; stop the egress proxy and
         the evaluation worker."""
+        failures: list[str] = []
         try:
-            return await self.runner.close()
+            failures = await self.runner.close()
         finally:
             await self.evaluator.close()
             if self.egress is not None:
-                await self.egress.close()
+                failures += await self.egress.close()
+        return failures
 
     def violations(self) -> dict[str, list[dict[str, str]]]:
         if self.egress is None:

@@ -85,7 +85,8 @@ class RunEgress(Protocol):
 
     def setup_phase(self, node: str) -> SetupPhase | None: ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> list[str]:
+        """Stop; returns what it could not remove (left for `gc`)."""
 
 
 @dataclass

@@ -66,7 +66,7 @@ class EgressProxy(Proxy):
     async def settle(self, node: str) -> None:
         """Nothing to fetch: this process is the proxy."""
 
-    async def close(self) -> None:
+    async def close(self) -> list[str]:
         for server in self._servers.values():
             server.close()
         await self.stop()
@@ -76,3 +76,4 @@ class EgressProxy(Proxy):
                 (self.root / node).rmdir()
         with contextlib.suppress(OSError):
             self.root.rmdir()
+        return []  # a socket left behind is in a private directory of this user's

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import dataclasses
 import os
+import re
 import socket
 import ssl
 import sys
@@ -17,6 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 
 from sandbox_orch.backend.base import BackendError
@@ -168,10 +170,11 @@ nodes:
 
 
 async def _run(
-    tmp_path: Path, proxy: Script | None = None, runs: bool = True
+    tmp_path: Path, proxy: Script | None = None, runs: bool = True, undeletable: bool = False
 ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """`runs`: whether the proxy's pod comes to run; if not, the run is interrupted (its
-    Ctrl-C) once that pod exists, while the proxy waits for it."""
+    Ctrl-C) once that pod exists, while the proxy waits for it. `undeletable`: the API
+    fails to delete the proxy's Job."""
     (tmp_path / "policy.yaml").write_text(textwrap.dedent(EGRESS_POLICY))
     policy = load_policy(tmp_path / "policy.yaml")
     plan, sandboxes = admitted(WORKFLOW, policy)
@@ -183,6 +186,9 @@ async def _run(
         emulated(scripts, ws_api=server.ws_api()) as (emulator, cluster, kubelet),
     ):
         kubelet.proxy_runs = runs
+        if undeletable:
+            deleting = ("delete", re.compile(f".*/jobs/{proxy_job_name(RUN)}$"))
+            emulator[deleting] << kmock.KubernetesError(500, "Boom", "etcd is away")
         stop = asyncio.Event()
 
         async def interrupt() -> None:
@@ -255,6 +261,14 @@ def test_emulator_ctrl_c_while_the_proxy_starts_leaves_nothing(tmp_path):
     report, left, _ = asyncio.run(_run(tmp_path, runs=False))
     assert report.results["nodes"]["fetch"]["status"] == "cancelled"
     assert left == {JOBS: {}, SECRETS: {}, POLICIES: {}}
+
+
+def test_emulator_a_proxy_job_that_cannot_be_deleted_is_reported(tmp_path):
+    report, _, _ = asyncio.run(_run(tmp_path, undeletable=True))
+    assert report.results["nodes"]["fetch"]["status"] == "succeeded"
+    [failure] = report.cleanup_failures
+    assert failure.startswith(f"egress proxy Job {proxy_job_name(RUN)}: delete Job ")
+    assert "500" in failure  # and `sandbox-orch run` prints it: left for `gc`
 
 
 def test_a_proxy_that_stopped_fails_each_request_with_why(tmp_path):

@@ -135,8 +135,9 @@ class PodEgressProxy:
         mirrored = self.nodes.get(node)
         return mirrored.setup if mirrored else None
 
-    async def close(self) -> None:
-        """Settle every node, stop the proxy (its input ends), delete its Job."""
+    async def close(self) -> list[str]:
+        """Settle every node, stop the proxy (its input ends), delete its Job; returns
+        what could not be removed."""
         starting, self._starting = self._starting, None
         try:
             if starting is not None and not starting.done():
@@ -147,9 +148,18 @@ class PodEgressProxy:
             if starting is not None and not starting.cancelled() and not starting.exception():
                 await self._last_word(starting.result())
         finally:
-            if self._created:
-                await self._backend.cluster.delete("Job", self.job_name, foreground=True)
-                self._created = False
+            left = await self._delete()
+        return left
+
+    async def _delete(self) -> list[str]:
+        if not self._created:
+            return []
+        try:
+            await self._backend.cluster.delete("Job", self.job_name, foreground=True)
+        except BackendError as error:
+            return [f"egress proxy Job {self.job_name}: {error}"]
+        self._created = False
+        return []
 
     async def _last_word(self, control: Control) -> None:
         try:
