@@ -4,8 +4,8 @@ the cluster KUBECONFIG names. scripts/k8s-e2e says what it needs and runs it.
 
 The cluster is described by the environment (see scripts/k8s-e2e):
   SANDBOX_ORCH_K8S_NAMESPACE        a namespace enforcing Pod Security "restricted"
-  SANDBOX_ORCH_K8S_IMAGES           NAME=REF@sha256:... for sandbox-orch/shell, /python
-                                    and /base (artifact holders)
+  SANDBOX_ORCH_K8S_IMAGES           NAME=REF@sha256:... for sandbox-orch/shell, /python,
+                                    /base (artifact holders) and /egress-proxy
   SANDBOX_ORCH_K8S_RUNTIME_CLASSES  OCI=CLASS pairs (default "runc="; add runsc=gvisor)
   SANDBOX_ORCH_K8S_CONTEXT          a kubeconfig context (optional)
 """

@@ -198,3 +198,60 @@ def test_gc_removes_what_a_killed_run_left(cluster: Cluster, tmp_path):
     done = sandbox_orch("gc", *cluster.args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert left_after(cluster, run_id) == []
+
+
+EGRESS_POLICY = """
+version: 1
+name: e2e-egress
+runtimes: [python]
+images: ["sandbox-orch/python"]
+isolation: {oci_runtime: runc, user: "10001:10001", tmpfs: {/tmp: 64m}}
+network: {egress: ["example.com:443", "example.org:443"]}
+mounts: []
+env: {deny: []}
+secrets: {}
+limits: {cpus: 2, memory: 2g, pids: 512, timeout: 30m, output: 16m, artifacts: 1g}
+defaults: {cpus: 1, memory: 512m, pids: 256, timeout: 10m}
+"""
+FETCH = r"""
+import os, socket, urllib.error, urllib.request
+def get(url):
+    try:
+        return urllib.request.urlopen(url, timeout=30).status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError as error:
+        return type(error).__name__
+print("granted", get("https://example.com/"))
+print("refused", get("https://example.org/"))
+host, _, port = os.environ["SANDBOX_ORCH_EGRESS_PROXY"].rpartition(":")
+# Past the forwarder: the proxy pod itself, without the node's certificate.
+try:
+    with socket.create_connection((host, int(port)), timeout=10) as bare:
+        bare.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+        print("bare", bare.recv(100) or b"closed")
+except OSError as error:
+    print("bare", type(error).__name__)
+"""
+
+
+def test_egress_goes_through_the_runs_proxy_pod_and_only_where_granted(
+    cluster, run_workflow, tmp_path
+):
+    """Through sandbox-orch-egress, over mutual TLS, to the run's proxy pod: a granted
+    host answers, another is refused (a violation), and the proxy serves nothing to a
+    connection without the node's certificate. The proxy's Job goes with the run."""
+    (tmp_path / "egress.yaml").write_text(EGRESS_POLICY)
+    text = (
+        "version: 1\nname: egress\nnodes:\n  fetch:\n    runtime: python\n"
+        f"    command: [python3, -c, {json.dumps(FETCH)}]\n"
+        '    network: {egress: ["example.com:443"]}\n'
+    )
+    run = run_workflow(text, policy="egress.yaml")
+    node = run.node("fetch")
+    assert node["status"] == "succeeded", node
+    seen = dict(line.split(" ", 1) for line in node["stdout_tail"].splitlines())
+    assert seen["granted"] == "200" and seen["refused"] == "403"
+    assert not seen["bare"].startswith("b'HTTP")  # a TLS alert, a close, or a reset
+    assert any("example.org:443" in v["detail"] for v in node["violations"])
+    assert left_after(cluster, run.results["run_id"]) == []
