@@ -126,7 +126,22 @@ def node_job(
         deadline += COPY_GRACE
     if volumes.delivered:
         pod["initContainers"] = [_deliverer(image, sandbox, volumes.delivered)]
-    runtime = runtime_class(settings, sandbox.oci_runtime)
+    return job_manifest(name, (labels, annotations), pod, sandbox.oci_runtime, deadline, settings)
+
+
+def job_manifest(
+    name: str,
+    metadata: tuple[dict[str, str], dict[str, str]],
+    pod: dict[str, Any],
+    oci_runtime: str,
+    deadline: int,
+    settings: ClusterSettings,
+) -> dict[str, Any]:
+    """A Job of one pod, never retried (retries are the scheduler's, with their own
+    attempt), its pod under the OCI runtime's RuntimeClass; `metadata`: (labels,
+    annotations), the Job's and its pod's."""
+    labels, annotations = metadata
+    runtime = runtime_class(settings, oci_runtime)
     if runtime is not None:
         pod["runtimeClassName"] = runtime
     return {
@@ -139,7 +154,7 @@ def node_job(
             "annotations": annotations,
         },
         "spec": {
-            "backoffLimit": 0,  # retries are the scheduler's, with their own attempt
+            "backoffLimit": 0,
             "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": settings.ttl_after_finished,
             "template": {

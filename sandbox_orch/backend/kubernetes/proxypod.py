@@ -18,12 +18,12 @@ from typing import Any
 
 from ...execution import OWNER_LABEL, RUN_LABEL
 from ...sandbox import INIT
-from .job import resources
+from .job import job_manifest, resources
 from .labels import ROLE_LABEL, label_value
 from .names import PREFIX
 from .network import PROXY_ROLE
 from .security import container_security_context, pod_isolation, pod_security_context
-from .settings import ClusterSettings, checked_namespace, pinned_image, runtime_class
+from .settings import ClusterSettings, pinned_image
 
 PROXY_IMAGE = "sandbox-orch/egress-proxy"
 PROXY_CONTAINER = "proxy"
@@ -71,25 +71,7 @@ def proxy_job(
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": TMP_SIZE}}],
     }
-    runtime = runtime_class(settings, oci_runtime)
-    if runtime is not None:
-        pod["runtimeClassName"] = runtime
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": proxy_job_name(run_id),
-            "namespace": checked_namespace(settings),
-            "labels": labels,
-            "annotations": annotations,
-        },
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": PROXY_DEADLINE,
-            "ttlSecondsAfterFinished": settings.ttl_after_finished,
-            "template": {
-                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                "spec": pod,
-            },
-        },
-    }
+    metadata = (labels, annotations)
+    return job_manifest(
+        proxy_job_name(run_id), metadata, pod, oci_runtime, PROXY_DEADLINE, settings
+    )
