@@ -274,14 +274,21 @@ def test_emulator_unmapped_runtime_is_refused(policy):
 def test_emulator_doctor_reports_labels_and_runtime_classes():
     async def scenario():
         async with emulated(runtime_classes=()) as (_, cluster, _):
-            return await describe(cluster, SETTINGS)
+            unpinned = dataclasses.replace(SETTINGS, images={})
+            return await describe(cluster, SETTINGS), (await describe(cluster, unpinned))[-1]
 
-    assert asyncio.run(scenario()) == [
+    described, unpinned = asyncio.run(scenario())
+    assert described == [
         "namespace so-test: Pod Security labels: pod-security.kubernetes.io/enforce=restricted",
         "namespace so-test: enforces restricted: ok",
         "runtime runc: the cluster's default (no RuntimeClass)",
         "runtime runsc: RuntimeClass gvisor missing",
+        "egress: proxy image sandbox-orch/egress-proxy pinned: ok",
     ]
+    assert unpinned == (
+        "egress: proxy image sandbox-orch/egress-proxy not pinned: runs with egress are "
+        "refused (--image sandbox-orch/egress-proxy=...)"
+    )
 
 
 def test_egress_without_the_proxy_image_pinned_is_refused_before_connecting(policy, tmp_path):

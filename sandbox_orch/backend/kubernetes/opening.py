@@ -17,6 +17,7 @@ from ..base import BackendError
 from .backend import KubernetesBackend
 from .checks import namespace_problem, pod_security_labels, proxy_problem, unsupported
 from .client import Cluster, connect
+from .proxypod import PROXY_IMAGE
 from .settings import ClusterSettings, ManifestError, checked_namespace, runtime_class
 
 
@@ -76,6 +77,15 @@ async def describe(cluster: Cluster, settings: ClusterSettings) -> list[str]:
             lines.append(f"runtime {oci}: RuntimeClass {name} {'exists' if found else 'missing'}")
     if not settings.runtime_classes:
         lines.append("runtime: none mapped (--runtime-class OCI=CLASS)")
+    pinned = PROXY_IMAGE in settings.images
+    lines.append(
+        f"egress: proxy image {PROXY_IMAGE} "
+        + (
+            "pinned: ok"
+            if pinned
+            else f"not pinned: runs with egress are refused (--image {PROXY_IMAGE}=...)"
+        )
+    )
     return lines
 
 
