@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import importlib.util
 import json
 import re
 import shutil
@@ -28,7 +29,7 @@ import docker.errors
 from docker.models.images import Image
 
 from sandbox_orch import __version__
-from sandbox_orch.shipped import IMAGES_DIR
+from sandbox_orch.shipped import IMAGES_DIR, PACKAGE_DIR
 
 REPOSITORY_PREFIX = "sandbox-orch/"
 BOOTSTRAP_REF = "sandbox-orch/bootstrap:bookworm"
@@ -134,6 +135,55 @@ def build_order(names: list[str] | None, images_dir: Path = IMAGES_DIR) -> list[
     for name in requested:
         visit(name)
     return order
+
+
+CONTEXT_EXTRAS = "context.txt"  # an image's files from outside its directory (if any)
+
+
+@contextlib.contextmanager
+def build_context(image_dir: Path) -> Iterator[Path]:
+    """The image's build context: its directory, or, when it has a context.txt, a copy
+    of it with what that names (package modules, installed libraries) added, so the
+    image is built, and its hash taken, from exactly those files."""
+    extras = image_dir / CONTEXT_EXTRAS
+    if not extras.is_file():
+        yield image_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="sandbox-orch-context-") as scratch:
+        context = Path(scratch) / image_dir.name
+        shutil.copytree(image_dir, context)
+        for source, target in context_extras(extras.read_text(encoding="utf-8")):
+            placed = context / target
+            placed.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, placed, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, placed)
+        yield context
+
+
+def context_extras(text: str) -> list[tuple[Path, str]]:
+    """(source, path in the context) for each line of a context.txt: `package PATH`
+    (sandbox_orch/PATH) or `module NAME` (vendor/NAME, where it is installed)."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) == 2 and words[0] == "package" and ".." not in words[1].split("/"):
+            found.append((PACKAGE_DIR / words[1], f"sandbox_orch/{words[1]}"))
+        elif len(words) == 2 and words[0] == "module" and words[1].isidentifier():
+            found.append((_installed(words[1]), f"vendor/{words[1]}"))
+        else:
+            raise ValueError(f"{CONTEXT_EXTRAS} line {number}: not `package PATH` or `module NAME`")
+    return found
+
+
+def _installed(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"{CONTEXT_EXTRAS}: {name} is not an installed package here")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def context_hash(context_dir: Path, parent_ids: dict[str, str], version: str = __version__) -> str:
@@ -257,6 +307,13 @@ def _build_one(
     client: docker.DockerClient, name: str, context: Path, log: Callable[[str], None]
 ) -> tuple[BuildOutcome, str | None]:
     """Build one image unless up to date; also returns the id of the image it replaced."""
+    with build_context(context) as assembled:
+        return _build_from(client, name, assembled, log)
+
+
+def _build_from(
+    client: docker.DockerClient, name: str, context: Path, log: Callable[[str], None]
+) -> tuple[BuildOutcome, str | None]:
     ref = image_ref(name)
     # Parents come earlier in build_order, so they exist (or are the bootstrap) by now.
     parent_ids = {

@@ -61,10 +61,11 @@ class RunAuthority:
     def ca_pem(self) -> bytes:
         return self._cert.public_bytes(Encoding.PEM)
 
-    def server(self) -> Credential:
-        """The proxy pod's: nodes verify it against `ca_pem` and SERVER_NAME."""
-        names = x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)])
-        return self._issue(SERVER_NAME, names, ExtendedKeyUsageOID.SERVER_AUTH)
+    def server(self, name: str = SERVER_NAME) -> Credential:
+        """The proxy pod's: nodes verify it against `ca_pem` and SERVER_NAME (another
+        `name`: a certificate nodes must refuse, for tests of that)."""
+        names = x509.SubjectAlternativeName([x509.DNSName(name)])
+        return self._issue(name, names, ExtendedKeyUsageOID.SERVER_AUTH)
 
     def node(self, node: str) -> Credential:
         """A node's client certificate (its name in the subject, for people reading it)."""

@@ -21,7 +21,7 @@ from sandbox_orch.seccomp import RUNSC_SECURITY_OPT
 # on a slow mirror.
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
 
-IMAGES = ["base", "shell", "python", "node"]
+IMAGES = ["base", "shell", "python", "node", "egress-proxy"]
 # The agent images: HOME is /tmp (the writable tmpfs), so they are not in IMAGES' HOME test.
 AGENT_IMAGES = ["claude", "codex"]
 # Marks containers and images these tests create; never sandbox-orch.run (owned by gc).

@@ -173,7 +173,7 @@ def test_build_levels_are_waves_of_independent_images_after_their_parents(tree):
 
 def test_repo_images_build_in_three_waves_claude_and_codex_together():
     waves = [sorted(w) for w in images.build_levels(None)]
-    assert waves == [["base"], ["node", "python", "shell"], ["claude", "codex"]]
+    assert waves == [["base"], ["node", "python", "shell"], ["claude", "codex", "egress-proxy"]]
 
 
 def test_ctrl_c_in_any_command_exits_130_with_one_line_not_clicks_aborted():
@@ -225,3 +225,62 @@ def test_a_ctrl_c_while_a_wave_builds_does_not_wait_for_its_builds(monkeypatch, 
         images._build_wave(None, ["mid", "solo"], tree, lambda line: None)
     assert len(threads) == 2 and all(t.daemon for t in threads)
     release.set()
+
+
+def test_a_context_txt_adds_package_modules_and_installed_libraries(tmp_path):
+    image = tmp_path / "proxy"
+    image.mkdir()
+    (image / "Dockerfile").write_text("FROM sandbox-orch/python\n")
+    (image / "context.txt").write_text(
+        "# a comment\npackage egress/grants.py  # and one after\n\nmodule idna\n"
+    )
+    with images.build_context(image) as context:
+        assert context != image and (context / "Dockerfile").is_file()
+        grants = context / "sandbox_orch" / "egress" / "grants.py"
+        assert grants.read_bytes() == (images.PACKAGE_DIR / "egress" / "grants.py").read_bytes()
+        assert (context / "vendor" / "idna" / "__init__.py").is_file()
+        assert not list(context.rglob("__pycache__"))
+        hashed = context_hash(context, {})
+    assert not context.exists()  # a scratch copy, gone after the build
+    # A change to a named module is a change of the image.
+    with images.build_context(image) as again:
+        assert context_hash(again, {}) == hashed
+        (again / "sandbox_orch" / "egress" / "grants.py").write_text("changed")
+        assert context_hash(again, {}) != hashed
+
+
+def test_an_image_without_context_txt_is_built_from_its_directory(tmp_path):
+    with images.build_context(tmp_path) as context:
+        assert context == tmp_path
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["package ../setup.py", "module not-a-name", "package", "copy x y", "module no_such_module_x"],
+)
+def test_a_context_txt_line_that_is_not_understood_is_an_error(line):
+    with pytest.raises(ValueError, match=r"context.txt"):
+        images.context_extras(f"package egress/http.py\n{line}\n")
+
+
+def test_the_proxy_images_modules_import_with_nothing_else(tmp_path):
+    """The closure context.txt names is enough: egress/remote.py imports from the copy
+    alone (no site-packages), and nothing else of the package comes with it."""
+    import subprocess
+    import sys
+
+    with images.build_context(IMAGES_DIR / "egress-proxy") as context:
+        script = (
+            "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/vendor']; "
+            "import sandbox_orch.egress.remote as r; "
+            "print(r.__file__); "
+            "print(sorted(m for m in sys.modules if m.startswith('sandbox_orch')))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", script, str(context)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        where, loaded = done.stdout.splitlines()
+        assert where.startswith(str(context))
+    assert "sandbox_orch.egress.proxy" not in loaded and "sandbox_orch.store" not in loaded
