@@ -22,6 +22,7 @@ The control stream is one JSON object per line (replies carry the request's `id`
         -> {"id": 1, "ok": true}
     {"op": "state", "id": 2, "node": "fetch"}
         -> {"id": 2, "ok": true, "violations": [...], "setup": {...} | null}
+    {"op": "ping", "id": 3}  -> {"id": 3, "ok": true}       (keeps the connection busy)
     events: {"event": "unreachable", "node": ..., "target": "host:port", "why": ...}
     a refusal: {"id": N, "ok": false, "error": "..."}
 
@@ -206,6 +207,8 @@ class Control:
             self.proxy = RemoteProxy(self.send, self.workdir, names)
             ca, cert, key = request["ca"], request["cert"], request["key"]
             return {"port": await self.proxy.listen(self.host, self.port, ca, cert, key)}
+        if op == "ping":  # the host's keepalive: an idle exec connection is cut
+            return {}
         if self.proxy is None:
             raise ControlError("not started")
         if op == "open":

@@ -356,12 +356,13 @@ def test_the_server_as_a_process_starts_answers_and_stops_at_the_end_of_its_inpu
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    lines = [start, {"op": "state", "id": 7, "node": "none"}]
+    lines = [{"op": "ping", "id": 6}, start, {"op": "state", "id": 7, "node": "none"}]
     out, err = process.communicate(
         "".join(json.dumps(line) + "\n" for line in lines).encode(), timeout=30
     )
     assert process.returncode == 0, err
-    started, state = (json.loads(line) for line in out.splitlines())
+    ping, started, state = (json.loads(line) for line in out.splitlines())
+    assert ping == {"id": 6, "ok": True}  # answered even before start: the keepalive
     assert started["ok"] and started["port"] > 0
     assert state == {"id": 7, "ok": True, "violations": [], "setup": None}
     assert b"BEGIN" not in out + err  # no key, no certificate echoed

@@ -98,8 +98,10 @@ def test_emulator_the_proxy_pod_starts_serves_each_node_by_its_certificate_and_g
             backend = KubernetesBackend(cluster, settings)
             proxy = backend.egress_proxy(RUN, OWNER, [], "runsc")
             proxy.on_unreachable = lambda *said: unreachable.append(said)
-            await proxy.open("fetch", [f"{LOOPBACK_2}:{granted}", f"{LOOPBACK_2}:{gone}"])
-            await proxy.open("other", [])
+            await asyncio.gather(  # nodes start together: their requests overlap
+                proxy.open("fetch", [f"{LOOPBACK_2}:{granted}", f"{LOOPBACK_2}:{gone}"]),
+                proxy.open("other", []),
+            )
             seen: dict[str, Any] = {
                 "gone_port": gone,
                 "address": proxy.address,
@@ -293,3 +295,33 @@ def test_a_proxy_that_stopped_fails_each_request_with_why(tmp_path):
     said = asyncio.run(scenario())
     assert said.startswith("the run's egress proxy: the proxy stopped (exit 1): "), said
     assert said.endswith("cannot start: bad image")
+
+
+def test_an_idle_control_connection_is_kept_busy(tmp_path, monkeypatch):
+    from sandbox_orch.backend.kubernetes import egress
+
+    monkeypatch.setattr(egress, "KEEPALIVE", 0.01)
+    asked: list[str] = []
+    request = egress.Control.request
+
+    async def recorded(self: Any, message: dict[str, Any]) -> dict[str, Any]:
+        reply = await request(self, message)
+        asked.append(message["op"])
+        return reply
+
+    monkeypatch.setattr(egress.Control, "request", recorded)
+
+    async def scenario() -> None:
+        settings = dataclasses.replace(SETTINGS, proxy_port=free_port())
+        server = exec_server(tmp_path)
+        async with server.serving(), emulated(ws_api=server.ws_api()) as (_, cluster, _k):
+            backend = KubernetesBackend(cluster, settings)
+            proxy = backend.egress_proxy(RUN, OWNER, [], "runc")
+            await proxy.open("fetch", [])
+            while asked.count("ping") < 2:
+                await asyncio.sleep(0.01)  # polled: the pings come every KEEPALIVE s
+            await proxy.close()
+            await backend.close()
+
+    asyncio.run(scenario())
+    assert asked[0] == "start" and "open" in asked and asked.count("ping") >= 2

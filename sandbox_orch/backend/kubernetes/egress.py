@@ -49,6 +49,7 @@ PROXY_START = 300.0  # seconds for the proxy's pod to run (scheduling, the image
 REQUEST_TIMEOUT = 30.0  # seconds for the proxy to answer a request
 CLOSE_TIMEOUT = 10.0  # seconds for the proxy to stop once its input ends
 LINE_LIMIT = 1 << 20  # bytes of one line from the proxy
+KEEPALIVE = 300.0  # seconds between pings on an idle control connection
 
 
 @dataclass
@@ -225,28 +226,38 @@ class Control:
             backend.exec_in(pod, PROXY_CONTAINER, argv, self._read, self._stdin())
         )
         self._task.add_done_callback(self._ended)
+        self._keepalive = asyncio.ensure_future(self._pinging())
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """The proxy's answer; BackendError if it refuses, or is gone."""
         if self._task.done():
             raise BackendError(self._why_gone())
         self._ids += 1
-        answer = self._loop.create_future()
-        self._pending[self._ids] = answer
-        self._input.put_nowait(json.dumps({**message, "id": self._ids}).encode() + b"\n")
+        ident, answer = self._ids, self._loop.create_future()  # requests may overlap
+        self._pending[ident] = answer
+        self._input.put_nowait(json.dumps({**message, "id": ident}).encode() + b"\n")
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 reply = await answer
         except TimeoutError:
             raise BackendError(f"no answer to {message['op']} in {REQUEST_TIMEOUT:g} s") from None
         finally:
-            self._pending.pop(self._ids, None)
+            self._pending.pop(ident, None)
         if reply.get("ok") is not True:
             raise BackendError(f"{message['op']} refused: {str(reply.get('error'))[:300]}")
         return reply
 
+    async def _pinging(self) -> None:
+        """A request now and then: the kubelet cuts an exec connection idle for its
+        streamingConnectionIdleTimeout (4 h by default), which would stop the proxy."""
+        while not self._task.done():
+            await asyncio.sleep(KEEPALIVE)
+            with contextlib.suppress(BackendError):
+                await self.request({"op": "ping"})
+
     async def close(self) -> None:
         """End its input: the proxy stops, and the exec ends (else it is cut)."""
+        self._keepalive.cancel()
         self._input.put_nowait(None)
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -280,6 +291,7 @@ class Control:
             answer.set_result(message)
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._keepalive.cancel()
         why = BackendError(self._why_gone())
         for answer in self._pending.values():
             if not answer.done():
