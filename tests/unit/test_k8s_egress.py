@@ -325,3 +325,54 @@ def test_an_idle_control_connection_is_kept_busy(tmp_path, monkeypatch):
 
     asyncio.run(scenario())
     assert asked[0] == "start" and "open" in asked and asked.count("ping") >= 2
+
+
+def test_emulator_a_brokered_secret_reaches_the_proxy_pod_only_and_is_added_there(tmp_path):
+    """The value goes over the control connection alone (its CA bundle as text, not a
+    path of this host's); the node holds the placeholder, and the upstream gets the key."""
+    trustme = pytest.importorskip("trustme")
+    seen: list[bytes] = []
+    from sandbox_orch.egress.broker import Brokered
+
+    async def scenario() -> tuple[bytes, list[dict[str, Any]]]:
+        ca = trustme.CA()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert(LOOPBACK_2).configure_cert(context)
+
+        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        api = await asyncio.start_server(upstream, LOOPBACK_2, 0, ssl=context)
+        port = api.sockets[0].getsockname()[1]
+        bundle = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(bundle))
+        entry = Brokered(
+            name="API_KEY", upstream=f"https://{LOOPBACK_2}:{port}", header="x-api-key",
+            scheme="", placeholder="sandbox-placeholder-1", value="sk-real-SECRET-42",
+            ca_bundle=str(bundle),
+        )  # fmt: skip
+        settings = dataclasses.replace(SETTINGS, proxy_port=free_port())
+        server = exec_server(tmp_path)
+        async with server.serving(), emulated(ws_api=server.ws_api()) as (emulator, cluster, _k):
+            backend = KubernetesBackend(cluster, settings)
+            proxy = backend.egress_proxy(RUN, OWNER, [], "runc")
+            await proxy.open("agent", [], brokered=[entry])
+            request = (
+                f"POST /_broker/{LOOPBACK_2}:{port}/v1/messages HTTP/1.1\r\nHost: x\r\n"
+                "x-api-key: sandbox-placeholder-1\r\ncontent-length: 0\r\n\r\n"
+            ).encode()
+            answer = await through(proxy, "agent", tmp_path, request)
+            await proxy.close()
+            await backend.close()
+            created = [r.data for r in list(emulator) if r.method == "POST"]
+        api.close()
+        return answer, created
+
+    answer, created = asyncio.run(scenario())
+    assert answer_of(answer) == ("HTTP/1.1 200 OK", "ok")
+    [head] = seen
+    assert b"x-api-key: sk-real-SECRET-42" in head and b"placeholder" not in head
+    assert "SECRET" not in str(created)  # in no object of the cluster's
