@@ -204,9 +204,11 @@ class Control:
             if self.proxy is not None:
                 raise ControlError("already started")
             names = list(request.get("private_names") or ())
-            self.proxy = RemoteProxy(self.send, self.workdir, names)
             ca, cert, key = request["ca"], request["cert"], request["key"]
-            return {"port": await self.proxy.listen(self.host, self.port, ca, cert, key)}
+            proxy = RemoteProxy(self.send, self.workdir, names)
+            port = await proxy.listen(self.host, self.port, ca, cert, key)
+            self.proxy = proxy  # only once it listens: a failed start can be asked again
+            return {"port": port}
         if op == "ping":  # the host's keepalive: an idle exec connection is cut
             return {}
         if self.proxy is None:
@@ -239,8 +241,8 @@ async def _main(host: str | None, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m sandbox_orch.egress.remote")
-    parser.add_argument("--port", type=int, default=3128)
-    parser.add_argument("--host", default=None, help="one address to listen on (default: all)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", help="one address to listen on (default: all)")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(args.host, args.port))

@@ -264,23 +264,26 @@ def test_a_context_txt_line_that_is_not_understood_is_an_error(line):
 
 
 def test_the_proxy_images_modules_import_with_nothing_else(tmp_path):
-    """The closure context.txt names is enough: egress/remote.py imports from the copy
-    alone (no site-packages), and nothing else of the package comes with it."""
+    """The closure context.txt names is enough: egress/remote.py imports from the copy,
+    its h11 and idna from the copy's vendor/ (first on the path), and nothing else of
+    the package comes with it."""
     import subprocess
     import sys
 
     with images.build_context(IMAGES_DIR / "egress-proxy") as context:
         script = (
             "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/vendor']; "
-            "import sandbox_orch.egress.remote as r; "
-            "print(r.__file__); "
+            "import sandbox_orch.egress.remote as r, h11, idna; "
+            "print(r.__file__, h11.__file__, idna.__file__); "
             "print(sorted(m for m in sys.modules if m.startswith('sandbox_orch')))"
         )
         done = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", script, str(context)],
+            [sys.executable, "-I", "-c", script, str(context)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         where, loaded = done.stdout.splitlines()
-        assert where.startswith(str(context))
+        remote, h11, idna = where.split()
+        assert remote.startswith(f"{context}/sandbox_orch/")
+        assert h11.startswith(f"{context}/vendor/h11/") and idna.startswith(f"{context}/vendor/")
     assert "sandbox_orch.egress.proxy" not in loaded and "sandbox_orch.store" not in loaded
