@@ -28,6 +28,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 SERVER_NAME = "sandbox-orch-egress-proxy"  # the proxy's certificate names this; nodes check it
 VALIDITY = datetime.timedelta(days=1)
 SKEW = datetime.timedelta(minutes=5)  # a cluster's clocks may be a little behind this host's
+KEY_USAGES = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class RunAuthority:
         self._cert = (
             self._builder(self._subject, self._key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_usage(cert_sign=True), critical=True)
+            .add_extension(_usage("key_cert_sign", "crl_sign"), critical=True)
             .sign(self._key, hashes.SHA256())
         )
 
@@ -81,7 +85,7 @@ class RunAuthority:
         cert = (
             self._builder(_name(common_name), key.public_key())
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_usage(cert_sign=False), critical=True)
+            .add_extension(_usage("digital_signature"), critical=True)
             .add_extension(names, critical=False)
             .add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)
             .sign(self._key, hashes.SHA256())
@@ -109,15 +113,6 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _usage(cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
+def _usage(*granted: str) -> x509.KeyUsage:
+    """Only the uses `granted`: signing certificates (the CA), or TLS (the others)."""
+    return x509.KeyUsage(**{name: name in granted for name in KEY_USAGES})

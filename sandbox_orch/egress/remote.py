@@ -62,12 +62,13 @@ class ControlError(Exception):
 class RemoteProxy(Proxy):
     """Nodes by fingerprint, one TLS listener, and what the control stream asks."""
 
+    server: asyncio.base_events.Server  # from `listen` on (a proxy is used once it listens)
+
     def __init__(self, send: Send, workdir: Path, private_names: list[str]) -> None:
         super().__init__(on_unreachable=self._report, private_names=private_names)
         self._send = send
         self._workdir = workdir  # CA bundles of brokered upstreams (private, in memory)
         self.by_fingerprint: dict[str, NodeEgress] = {}
-        self.server: asyncio.base_events.Server | None = None
         self.refused = 0  # connections closed unanswered: no known certificate
 
     def _report(self, node: str, target: str, why: str) -> None:
@@ -95,13 +96,13 @@ class RemoteProxy(Proxy):
         self.by_fingerprint[fingerprint] = egress
 
     def _brokered(self, entry: dict[str, Any]) -> Brokered:
-        fields = {k: v for k, v in entry.items() if k != "ca_bundle"}
+        fields = dict(entry)
+        bundle = fields.pop("ca_bundle", None)  # its text: a file of this pod's instead
         for key in ("paths", "methods"):
             if key in fields:
                 fields[key] = tuple(fields[key])
-        bundle = entry.get("ca_bundle")
         if bundle is not None:
-            fd, path = tempfile.mkstemp(suffix=".pem", dir=self._workdir)
+            fd, path = tempfile.mkstemp(dir=self._workdir)
             with os.fdopen(fd, "w") as file:
                 file.write(bundle)
             fields["ca_bundle"] = path
@@ -115,29 +116,27 @@ class RemoteProxy(Proxy):
         return {"violations": self.violations(node), "setup": phase_json(setup)}
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("ssl_object")
-        der = peer.getpeercert(binary_form=True) if peer is not None else None
-        egress = self.by_fingerprint.get(hashlib.sha256(der).hexdigest()) if der else None
-        if egress is None:  # signed by the run's CA, but no node's (or not yet)
+        # CERT_REQUIRED: a connection gets here only with a certificate the run's CA signed.
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        egress = self.by_fingerprint.get(hashlib.sha256(der).hexdigest())
+        if egress is None:  # but no node's (or not yet)
             self.refused += 1
             writer.close()
             return
         await self.accept(egress, reader, writer)
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        self.server.close()
         await self.stop()
 
 
 def server_context(ca: str, cert: str, key: str, workdir: Path) -> ssl.SSLContext:
     """TLS 1.2 or later; a client certificate the run's CA signed is required."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cadata=ca)
     # load_cert_chain reads files only: the key is written, loaded and removed at once.
-    fd, path = tempfile.mkstemp(suffix=".pem", dir=workdir)
+    fd, path = tempfile.mkstemp(dir=workdir)
     try:
         with os.fdopen(fd, "w") as file:
             file.write(cert + key)
@@ -235,7 +234,7 @@ async def _main(host: str | None, port: int) -> None:
     loop = asyncio.get_running_loop()
     lines = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
-    with tempfile.TemporaryDirectory(prefix="egress-") as workdir:
+    with tempfile.TemporaryDirectory() as workdir:  # the pod's /tmp: in memory
         await Control(port, _writer(), Path(workdir), host).serve(lines)
 
 

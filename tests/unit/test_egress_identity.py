@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import time
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
@@ -27,9 +29,14 @@ def _common_name(name: x509.Name) -> str:
 
 
 USAGES = (
-    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-    "key_agreement", "key_cert_sign", "crl_sign",
-)  # fmt: skip
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+)  # fmt: skip (encipher_only and decipher_only mean something only with key_agreement)
 
 
 def _usages(cert: x509.Certificate) -> dict[str, bool]:
@@ -53,9 +60,11 @@ def test_the_proxys_certificate_serves_its_name_only():
     cert = _cert(server.cert_pem)
     assert _common_name(cert.subject) == SERVER_NAME
     assert cert.issuer == _cert(authority.ca_pem).subject
-    names = _extension(cert, x509.SubjectAlternativeName).value
-    assert names.get_values_for_type(x509.DNSName) == [SERVER_NAME]
-    assert list(_extension(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    names = _extension(cert, x509.SubjectAlternativeName)
+    assert names.value.get_values_for_type(x509.DNSName) == [SERVER_NAME]
+    purposes = _extension(cert, x509.ExtendedKeyUsage)
+    assert list(purposes.value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert not names.critical and not purposes.critical  # the usual: clients may ignore them
     constraints = _extension(cert, x509.BasicConstraints)
     assert constraints.critical and not constraints.value.ca
     assert _usages(cert) == {name: name == "digital_signature" for name in USAGES}
@@ -67,7 +76,11 @@ def test_a_nodes_certificate_is_a_client_certificate_signed_by_the_ca():
     node = authority.node("fetch")
     cert = _cert(node.cert_pem)
     assert _common_name(cert.subject) == "node fetch"
-    assert list(_extension(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    purposes = _extension(cert, x509.ExtendedKeyUsage)
+    assert list(purposes.value) == [ExtendedKeyUsageOID.CLIENT_AUTH] and not purposes.critical
+    names = _extension(cert, x509.SubjectAlternativeName)
+    uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    assert uris == ["urn:sandbox-orch:node"] and not names.critical
     assert not _extension(cert, x509.BasicConstraints).value.ca
     assert _usages(cert) == {name: name == "digital_signature" for name in USAGES}
     issuer = _cert(authority.ca_pem).public_key()
@@ -82,7 +95,17 @@ def test_a_nodes_certificate_is_a_client_certificate_signed_by_the_ca():
     assert "PRIVATE" not in repr(node) and node.key_pem.decode() not in repr(node)
 
 
-def test_every_certificate_is_new_and_valid_from_a_little_before_now_for_a_day():
+@pytest.fixture(params=["UTC", "UTC-09:00"])
+def local_zone(request, monkeypatch):
+    """This host's time zone: the validity is in UTC whatever it is."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_every_certificate_is_new_and_valid_from_a_little_before_now_for_a_day(local_zone):
     authority = RunAuthority("r-1")
     first, second = authority.node("a"), authority.node("a")
     assert first.fingerprint != second.fingerprint and first.key_pem != second.key_pem

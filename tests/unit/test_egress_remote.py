@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -25,12 +26,12 @@ pytestmark = pytest.mark.timeout(60)
 class Pod:
     """The server on a free loopback port, and its control stream as the host has it."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, port: int = 0) -> None:
         self.authority = RunAuthority("run-1")
         self.lines = asyncio.StreamReader()
         self.sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.events: list[dict[str, Any]] = []
-        self.control = Control(0, self._received, tmp_path, "127.0.0.1")
+        self.control = Control(port, self._received, tmp_path, "127.0.0.1")
         self.task = asyncio.ensure_future(self.control.serve(self.lines))
         self.port = 0
         self._ids = 0
@@ -48,13 +49,14 @@ class Pod:
         self.lines.feed_data(json.dumps(request).encode() + b"\n")
         return await asyncio.wait_for(self.sent.get(), 10)
 
-    async def start(self) -> None:
+    async def start(self, **more: Any) -> None:
         server = self.authority.server()
         reply = await self.ask(
             op="start",
             ca=self.authority.ca_pem.decode(),
             cert=server.cert_pem.decode(),
             key=server.key_pem.decode(),
+            **more,
         )
         assert reply["ok"], reply
         self.port = reply["port"]
@@ -265,7 +267,7 @@ def test_an_unreachable_grant_is_reported_as_an_event(tmp_path):
 
     [event] = run(scenario())
     assert event["event"] == "unreachable" and event["node"] == "fetch"
-    assert event["why"] == "connection refused"
+    assert event["why"] == "connection refused" and event["target"].startswith(f"{LOOPBACK_2}:")
 
 
 def test_control_requests_it_cannot_do_are_refused_and_say_why(tmp_path):
@@ -286,6 +288,7 @@ def test_control_requests_it_cannot_do_are_refused_and_say_why(tmp_path):
         replies.append(await pod.ask(op="open", node="c", fingerprint="c", brokered=[bad]))
         pod.lines.feed_data(b"not json\n")
         replies.append(await asyncio.wait_for(pod.sent.get(), 10))
+        assert (await pod.ask(op="ping"))["ok"]  # served on after it
         await pod.stop()
         return replies
 
@@ -446,6 +449,7 @@ def test_long_requests_are_answered_in_bounded_words(tmp_path):
         refused = await pod.ask(op="open", node="n", fingerprint="f", brokered=[long_upstream])
         pod.lines.feed_data(b"[1, 2]\n")
         not_object = await asyncio.wait_for(pod.sent.get(), 10)
+        assert (await pod.ask(op="ping"))["ok"]  # served on after it
         await pod.stop()
         return [unknown, refused, not_object]
 
@@ -453,3 +457,75 @@ def test_long_requests_are_answered_in_bounded_words(tmp_path):
     assert unknown["error"] == f"unknown op {'x' * 40!r}"
     assert refused["ok"] is False and len(refused["error"]) == 300
     assert not_object == {"ok": False, "error": "not a JSON object"}
+
+
+def test_it_listens_where_and_on_the_port_it_was_told_and_answers_pings(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], set[tuple[str, int]]]:
+        pod = Pod(tmp_path, port)
+        before = await pod.ask(op="ping")  # the keepalive, even before start
+        await pod.start()
+        after = await pod.ask(op="ping")
+        bound = {s.getsockname()[:2] for s in pod.proxy.server.sockets}
+        await pod.stop()
+        return before, after, bound
+
+    before, after, bound = run(scenario())
+    assert before == {"id": 1, "ok": True} and after == {"id": 3, "ok": True}
+    assert bound == {("127.0.0.1", port)}
+
+
+@pytest.mark.parametrize("opted_in", [True, False])
+def test_private_names_opt_in_a_name_that_resolves_to_loopback(tmp_path, opted_in):
+    """As on Docker: `network.private_names`, given at start, lets a granted name that
+    resolves to a private or loopback address through; without it, it is refused."""
+
+    async def scenario() -> bytes:
+        upstream = await echo_server("127.0.0.1")
+        port = upstream.sockets[0].getsockname()[1]
+        pod = Pod(tmp_path)
+        await pod.start(private_names=[f"localhost:{port}"] if opted_in else [])
+        node = await pod.open("fetch", [f"localhost:{port}"])
+        raw = f"CONNECT localhost:{port} HTTP/1.1\r\nHost: x\r\n\r\nping".encode()
+        answer = await exchange(pod, tmp_path, node, raw, until=b"PING")
+        await pod.stop()
+        upstream.close()
+        return answer
+
+    answer = run(scenario())
+    if opted_in:
+        assert answer == b"HTTP/1.1 200 Connection Established\r\n\r\nPING"
+    else:
+        assert answer_of(answer)[0].startswith("HTTP/1.1 403")
+
+
+def test_main_serves_its_stdin_and_answers_on_its_stdout(tmp_path, monkeypatch):
+    """`main` in this process, its stdin a pipe that ends: what the exec'd proxy does."""
+    import io
+    import os
+
+    from sandbox_orch.egress import remote
+
+    authority = RunAuthority("run-1")
+    server = authority.server()
+    lines = [
+        {"op": "start", "id": 1, "ca": authority.ca_pem.decode(),
+         "cert": server.cert_pem.decode(), "key": server.key_pem.decode()},
+        {"op": "ping", "id": 2},
+    ]  # fmt: skip
+    read, write = os.pipe()
+    os.write(write, "".join(json.dumps(line) + "\n" for line in lines).encode())
+    os.close(write)
+    out = io.BytesIO()
+    monkeypatch.setattr(remote.sys, "stdin", os.fdopen(read, "rb"))
+    monkeypatch.setattr(remote.sys, "stdout", io.TextIOWrapper(out))
+    monkeypatch.setattr(remote.tempfile, "tempdir", str(tmp_path))
+    assert remote.main(["--port", "0", "--host", "127.0.0.1"]) == 0
+    started, ping = (json.loads(line) for line in out.getvalue().splitlines())
+    assert started["ok"] and started["id"] == 1 and started["port"] > 0
+    assert ping == {"id": 2, "ok": True}
+    assert out.getvalue().count(b"\n") == 2 and b", " not in out.getvalue()  # compact lines
+    assert list(tmp_path.iterdir()) == []  # its working directory went with it
