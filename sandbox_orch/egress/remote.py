@@ -16,7 +16,7 @@ connection on its own Unix socket on Docker. Anything else is closed unanswered.
 The control stream is one JSON object per line (replies carry the request's `id`):
 
     {"op": "start", "ca": PEM, "cert": PEM, "key": PEM, "private_names": [...]}
-        -> {"ok": true, "port": 3128}                        (listening)
+        -> {"ok": true, "port": 3128, "addresses": ["0.0.0.0", "::"]}   (listening)
     {"op": "open", "id": 1, "node": "fetch", "fingerprint": HEX, "grants": [...],
      "brokered": [{...Brokered's fields, "ca_bundle": PEM or null}], "setup": [...] | null}
         -> {"id": 1, "ok": true}
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -207,7 +206,8 @@ class Control:
             proxy = RemoteProxy(self.send, self.workdir, names)
             port = await proxy.listen(self.host, self.port, ca, cert, key)
             self.proxy = proxy  # only once it listens: a failed start can be asked again
-            return {"port": port}
+            where = sorted({str(s.getsockname()[0]) for s in proxy.server.sockets})
+            return {"port": port, "addresses": where}
         if op == "ping":  # the host's keepalive: an idle exec connection is cut
             return {}
         if self.proxy is None:
@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", help="one address to listen on (default: all)")
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.host, args.port))
+    asyncio.run(_main(args.host, args.port))
     return 0
 
 

@@ -516,6 +516,17 @@ def test_main_serves_its_stdin_and_answers_on_its_stdout(tmp_path, monkeypatch):
          "cert": server.cert_pem.decode(), "key": server.key_pem.decode()},
         {"op": "ping", "id": 2},
     ]  # fmt: skip
+    made: list[str | None] = []
+    mkstemp = remote.tempfile.mkstemp
+
+    def recorded(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        made.append(kwargs.get("dir"))
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(remote.tempfile, "mkstemp", recorded)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     read, write = os.pipe()
     os.write(write, "".join(json.dumps(line) + "\n" for line in lines).encode())
     os.close(write)
@@ -523,9 +534,32 @@ def test_main_serves_its_stdin_and_answers_on_its_stdout(tmp_path, monkeypatch):
     monkeypatch.setattr(remote.sys, "stdin", os.fdopen(read, "rb"))
     monkeypatch.setattr(remote.sys, "stdout", io.TextIOWrapper(out))
     monkeypatch.setattr(remote.tempfile, "tempdir", str(tmp_path))
-    assert remote.main(["--port", "0", "--host", "127.0.0.1"]) == 0
+    assert remote.main(["--port", str(port), "--host", "127.0.0.1"]) == 0
     started, ping = (json.loads(line) for line in out.getvalue().splitlines())
-    assert started["ok"] and started["id"] == 1 and started["port"] > 0
+    assert started == {"id": 1, "ok": True, "port": port, "addresses": ["127.0.0.1"]}
+    # Its key went into a directory of its own in the temporary directory.
+    [workdir] = {str(Path(d)) for d in made}
+    assert Path(workdir).parent == tmp_path
     assert ping == {"id": 2, "ok": True}
     assert out.getvalue().count(b"\n") == 2 and b", " not in out.getvalue()  # compact lines
     assert list(tmp_path.iterdir()) == []  # its working directory went with it
+
+
+def test_main_says_how_it_is_called_and_refuses_anything_else(capsys):
+    from sandbox_orch.egress import remote
+
+    with pytest.raises(SystemExit) as helped:
+        remote.main(["--help"])
+    assert helped.value.code == 0
+    usage = " ".join(capsys.readouterr().out.split())
+    assert usage.startswith(
+        "usage: python3 -m sandbox_orch.egress.remote [-h] --port PORT [--host HOST]"
+    )
+    assert "--host HOST one address to listen on (default: all)" in usage
+    for argv, why in (
+        ([], "the following arguments are required: --port"),
+        (["--port", "x"], "argument --port: invalid int value: 'x'"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            remote.main(argv)
+        assert refused.value.code == 2 and why in capsys.readouterr().err
